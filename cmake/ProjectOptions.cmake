@@ -1,0 +1,38 @@
+# Warnings, sanitizers and helpers shared by every mechscope target (targets only, no global flags).
+add_library(mechscope_options INTERFACE)
+target_compile_options(mechscope_options INTERFACE -Wall -Wextra -Wpedantic -Wno-unused-parameter)
+if(MECHSCOPE_WERROR)
+  target_compile_options(mechscope_options INTERFACE -Werror)
+endif()
+target_include_directories(mechscope_options INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/generated)
+if(MECHSCOPE_SANITIZE)
+  target_compile_options(mechscope_options INTERFACE -fsanitize=${MECHSCOPE_SANITIZE} -fno-omit-frame-pointer
+                                                     -fno-sanitize-recover=all)
+  target_link_options(mechscope_options INTERFACE -fsanitize=${MECHSCOPE_SANITIZE})
+endif()
+target_compile_definitions(mechscope_options INTERFACE MECHSCOPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+
+# mechscope_library(NAME DIR [DEPS ...]): a static library from every .cpp under DIR.
+# Globbing (with CONFIGURE_DEPENDS) keeps parallel work from colliding in CMakeLists files.
+function(mechscope_library name dir)
+  cmake_parse_arguments(ARG "" "" "DEPS;EXCLUDE" ${ARGN})
+  file(GLOB_RECURSE _srcs CONFIGURE_DEPENDS ${dir}/*.cpp)
+  foreach(_ex ${ARG_EXCLUDE})
+    list(FILTER _srcs EXCLUDE REGEX "${_ex}")
+  endforeach()
+  add_library(${name} STATIC ${_srcs})
+  target_link_libraries(${name} PUBLIC mechscope_options ${ARG_DEPS})
+  set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+endfunction()
+
+# The precompiled header for targets that include ATen: the single biggest compile cost.
+function(mechscope_torch_pch target)
+  if(MECHSCOPE_PCH)
+    if(TARGET mechscope_core AND NOT target STREQUAL mechscope_core)
+      target_precompile_headers(${target} REUSE_FROM mechscope_core)
+    else()
+      target_precompile_headers(${target} PRIVATE <ATen/ATen.h> <string> <vector> <map> <memory>
+                                                  <stdexcept> <fmt/format.h> <nlohmann/json.hpp>)
+    endif()
+  endif()
+endfunction()
