@@ -1,0 +1,247 @@
+#include "core/probe/attention_probe.hpp"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/common/errors.hpp"
+#include "core/probe/probe_internal.hpp"
+#include "core/probe/probe_tiles.hpp"
+
+namespace mechscope {
+
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+/// Shapes and positions of one probe call.
+struct Geometry {
+  int64_t nq = 0, nk = 0, heads = 0, kvHeads = 0, dHead = 0, group = 1, offset = 0;
+};
+
+void validateInputs(const ProbeInputs& in, int64_t tileQ, int64_t tileK) {
+  if (!in.q.defined() || !in.k.defined()) throw InputError("attention probe: q and k must both be given");
+  if (in.q.dim() != 3)
+    throw InputError(fmt::format("attention probe: q must be [pos_q, n_heads, d_head], found {} dims", in.q.dim()));
+  if (in.k.dim() != 3)
+    throw InputError(fmt::format("attention probe: k must be [pos_k, n_kv_heads, d_head], found {} dims", in.k.dim()));
+  if (!at::isFloatingType(in.q.scalar_type()) || !at::isFloatingType(in.k.scalar_type()))
+    throw InputError(fmt::format("attention probe: q and k must be floating point, found {} and {}",
+                                 c10::toString(in.q.scalar_type()), c10::toString(in.k.scalar_type())));
+  if (in.q.device() != in.k.device())
+    throw InputError(fmt::format("attention probe: q is on {} but k is on {}", in.q.device().str(),
+                                 in.k.device().str()));
+  if (in.q.size(2) != in.k.size(2))
+    throw InputError(fmt::format("attention probe: d_head of q is {} but of k is {}", in.q.size(2), in.k.size(2)));
+  const int64_t heads = in.q.size(1), kvHeads = in.k.size(1);
+  if (kvHeads <= 0 || heads % kvHeads != 0)
+    throw InputError(fmt::format("attention probe: n_heads {} is not a multiple of n_kv_heads {}", heads, kvHeads));
+  if (in.queryOffset < 0)
+    throw InputError(fmt::format("attention probe: queryOffset must be >= 0, found {}", in.queryOffset));
+  if (!std::isfinite(in.scale)) throw InputError("attention probe: scale must be finite");
+  if (in.keyPadding.defined()) {
+    if (in.keyPadding.scalar_type() != at::kBool || in.keyPadding.dim() != 1 ||
+        in.keyPadding.size(0) != in.k.size(0))
+      throw InputError(fmt::format("attention probe: keyPadding must be bool [{}], found {} {}", in.k.size(0),
+                                   c10::toString(in.keyPadding.scalar_type()), c10::str(in.keyPadding.sizes())));
+  }
+  for (int64_t h : in.uniformHeads)
+    if (h < 0 || h >= heads)
+      throw InputError(fmt::format("attention probe: uniform head {} out of range [0, {})", h, heads));
+  if (tileQ < 1 || tileK < 1)
+    throw InputError(fmt::format("attention probe: tile sizes must be >= 1, found {}x{}", tileQ, tileK));
+}
+
+/// Scores of one tile: [heads, rows, cols] in the compute dtype, scaled, uniform heads zeroed, masked
+/// keys at −inf. `qt` is the query tile [kvHeads, group·rows, d_head].
+at::Tensor tileScores(const at::Tensor& qt, const at::Tensor& k, const Geometry& g, int64_t rows, int64_t c0,
+                      int64_t c1, double scale, const at::Tensor& uniformIdx, const at::Tensor& mask) {
+  const auto cdt = qt.scalar_type();
+  at::Tensor kt = k.slice(0, c0, c1).to(cdt).permute({1, 2, 0});  // [kvHeads, d_head, cols]
+  at::Tensor s = at::matmul(qt, kt).view({g.heads, rows, c1 - c0});  // [head, rows, cols]
+  s.mul_(scale);
+  if (uniformIdx.defined()) s.index_fill_(0, uniformIdx, 0.0);
+  if (mask.defined()) s.masked_fill_(mask, kNegInf);
+  return s;
+}
+
+}  // namespace
+
+ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK,
+                           const RunContext* ctx) {
+  validateInputs(in, tileQ, tileK);
+  Geometry g;
+  g.nq = in.q.size(0);
+  g.nk = in.k.size(0);
+  g.heads = in.q.size(1);
+  g.kvHeads = in.k.size(1);
+  g.dHead = in.q.size(2);
+  g.group = g.heads / g.kvHeads;
+  g.offset = in.queryOffset;
+  probe_detail::validateRequest(req, g.nk, "attention probe");
+
+  const auto device = in.q.device();
+  const auto cdt = in.q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto fopt = in.q.options().dtype(cdt);
+  const auto lopt = in.q.options().dtype(at::kLong);
+
+  ProbeResult res = probe_detail::allocateResult(req, g.heads, g.nq, g.nk, fopt, lopt);
+
+  // Key padding, on the host once: the first visible key decides which rows are empty.
+  at::Tensor pad;  // [nk] bool on device
+  int64_t firstVisibleKey = g.nk > 0 ? 0 : std::numeric_limits<int64_t>::max();
+  if (in.keyPadding.defined()) {
+    at::Tensor padCpu = in.keyPadding.to(at::kCPU).contiguous();
+    const bool* pp = padCpu.data_ptr<bool>();
+    firstVisibleKey = std::numeric_limits<int64_t>::max();
+    for (int64_t j = 0; j < g.nk; ++j)
+      if (!pp[j]) {
+        firstVisibleKey = j;
+        break;
+      }
+    pad = in.keyPadding.to(device);
+  }
+  if (req.columnCounts)
+    res.columnCounts = probe_detail::columnCounts(req, g.nq, g.nk, g.offset, firstVisibleKey).to(device);
+
+  at::Tensor uniformIdx;
+  if (!in.uniformHeads.empty())
+    uniformIdx = at::tensor(in.uniformHeads, at::TensorOptions().dtype(at::kLong)).to(device);
+  at::Tensor keySetInd;  // [nk] 0/1 indicator of the key set
+  if (!req.keySet.empty()) {
+    keySetInd = at::zeros({g.nk}, fopt);
+    keySetInd.index_fill_(0, at::tensor(req.keySet, at::TensorOptions().dtype(at::kLong)).to(device), 1.0);
+  }
+  const at::Tensor keyPos = at::arange(g.nk, lopt);  // [nk]
+
+  const int64_t rowBegin = std::clamp<int64_t>(req.queryStart - g.offset, 0, g.nq);
+  const ProbeTiles tiles = chooseProbeTiles(g.heads, g.nq - rowBegin, g.nk, tileQ, tileK, in.q.is_cuda());
+  const bool wantRowStats = req.distance || req.window > 0 || !req.keySet.empty() || req.entropy;
+  const int64_t topK = req.topK;
+
+  for (int64_t r0 = rowBegin; r0 < g.nq; r0 += tiles.tileQ) {
+    if (ctx) ctx->check();
+    const int64_t r1 = std::min(r0 + tiles.tileQ, g.nq), rows = r1 - r0;
+    const int64_t iFirst = r0 + g.offset, iLast = r1 - 1 + g.offset;  // absolute positions
+    const int64_t kEnd = std::min(g.nk, iLast + 1);  // later keys are in every row's future
+    // [kvHeads, group·rows, d_head]: query heads of one kv head side by side, so K is never repeated.
+    at::Tensor qt = in.q.slice(0, r0, r1).to(cdt).permute({1, 0, 2}).reshape({g.kvHeads, g.group * rows, g.dHead});
+    const at::Tensor iAbs = at::arange(iFirst, iLast + 1, lopt);  // [rows]
+
+    auto tileMask = [&](int64_t c0, int64_t c1) {
+      at::Tensor mask;  // [rows, cols] bool, true = masked
+      if (c1 - 1 > iFirst) mask = keyPos.slice(0, c0, c1).unsqueeze(0) > iAbs.unsqueeze(1);
+      if (pad.defined()) {
+        at::Tensor p = pad.slice(0, c0, c1).unsqueeze(0);
+        mask = mask.defined() ? mask.logical_or(p) : p.expand({rows, c1 - c0});
+      }
+      return mask;
+    };
+
+    // Pass 1: running max m and Σ exp(s − m) per row → log-sum-exp.
+    at::Tensor m = at::full({g.heads, rows}, kNegInf, fopt);  // [head, rows]
+    at::Tensor l = at::zeros({g.heads, rows}, fopt);          // [head, rows]
+    for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
+      const int64_t c1 = std::min(c0 + tiles.tileK, kEnd);
+      at::Tensor s = tileScores(qt, in.k, g, rows, c0, c1, in.scale, uniformIdx, tileMask(c0, c1));
+      at::Tensor newM = at::maximum(m, at::amax(s, {-1}));
+      at::Tensor safeM = newM.masked_fill(newM == kNegInf, 0.0);  // all-masked so far: any finite shift
+      l = l * (m - safeM).exp_() + s.sub_(safeM.unsqueeze(-1)).exp_().sum(-1);
+      m = newM;
+    }
+    at::Tensor lse = m.masked_fill(m == kNegInf, 0.0).add_(l.log());  // [head, rows]
+    lse.masked_fill_(l == 0, 0.0);  // empty rows: every p = exp(−inf − 0) = 0
+
+    // Pass 2: p = exp(s − lse), accumulate what was asked.
+    at::Tensor dist, win, mass, ent;  // [head, rows]
+    if (req.distance) dist = at::zeros({g.heads, rows}, fopt);
+    if (req.window > 0) win = at::zeros({g.heads, rows}, fopt);
+    if (!req.keySet.empty()) mass = at::zeros({g.heads, rows}, fopt);
+    if (req.entropy) ent = at::zeros({g.heads, rows}, fopt);
+    at::Tensor topV, topI;  // [head, rows] for k = 1, [head, rows, k] otherwise
+    if (topK == 1) {
+      topV = at::full({g.heads, rows}, -1.0, fopt);
+      topI = at::full({g.heads, rows}, -1, lopt);
+    } else if (topK > 1) {
+      topV = at::full({g.heads, rows, topK}, -1.0, fopt);
+      topI = at::full({g.heads, rows, topK}, -1, lopt);
+    }
+
+    for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
+      const int64_t c1 = std::min(c0 + tiles.tileK, kEnd), cols = c1 - c0;
+      at::Tensor x = tileScores(qt, in.k, g, rows, c0, c1, in.scale, uniformIdx, tileMask(c0, c1));
+      x.sub_(lse.unsqueeze(-1));  // log p, −inf where masked
+      at::Tensor p = x.exp();     // [head, rows, cols]
+
+      if (topK == 1) {
+        auto [v, idx] = at::max(p, -1);  // first maximum within the tile
+        at::Tensor better = v > topV;     // strict: earlier tiles win ties
+        topV = at::where(better, v, topV);
+        topI = at::where(better, idx.add_(c0), topI);
+      } else if (topK > 1) {
+        auto [v, idx] = at::topk(p, std::min<int64_t>(topK, cols), -1);
+        at::Tensor catV = at::cat({topV, v}, -1), catI = at::cat({topI, idx.add_(c0)}, -1);
+        auto [v2, sel] = at::topk(catV, topK, -1);
+        topV = v2;
+        topI = catI.gather(-1, sel);
+      }
+
+      // (i − j) for this tile; only needed where it is not constant-clipped.
+      const int64_t dMin = iFirst - (c1 - 1), dMax = iLast - c0;  // range of (i − j) in the tile
+      const bool farForWindow = req.window > 0 && dMin >= req.window;
+      at::Tensor d;  // [rows, cols] in the compute dtype
+      if (req.distance || (req.window > 0 && !farForWindow))
+        d = (iAbs.unsqueeze(1) - keyPos.slice(0, c0, c1).unsqueeze(0)).to(cdt);
+      if (req.distance) dist.add_((p * d).sum(-1));
+      if (req.window > 0) {
+        if (farForWindow) {
+          win.add_(p.sum(-1), static_cast<double>(req.window));
+        } else {
+          win.add_((p * d.clamp_max(static_cast<double>(req.window))).sum(-1));
+        }
+      }
+      if (!req.keySet.empty()) mass.add_(at::matmul(p, keySetInd.slice(0, c0, c1)));
+      if (req.entropy) {
+        // Masked keys: p = 0 and log p = −inf, whose product would be NaN; a finite floor gives 0.
+        x.clamp_min_(cdt == at::kFloat ? static_cast<double>(std::numeric_limits<float>::lowest())
+                                       : std::numeric_limits<double>::lowest());
+        ent.sub_((p * x).sum(-1));
+      }
+      if (req.columnSums) {
+        // Rows of this tile whose (i − j) leaves the band contribute nothing; masked keys have p = 0.
+        const bool allIn = std::max<int64_t>(dMin, 0) >= req.bandMin && dMax <= req.bandMax;
+        const bool allOut = dMax < req.bandMin || dMin > req.bandMax;
+        if (!allOut) {
+          if (!allIn) {
+            at::Tensor dd = iAbs.unsqueeze(1) - keyPos.slice(0, c0, c1).unsqueeze(0);  // [rows, cols]
+            p.masked_fill_((dd < req.bandMin).logical_or_(dd > req.bandMax), 0.0);
+          }
+          res.columnSums.slice(1, c0, c1).add_(p.sum(1));
+        }
+      }
+    }
+
+    if (wantRowStats) {
+      if (dist.defined()) res.distance.slice(1, r0, r1).copy_(dist);
+      if (win.defined()) res.windowed.slice(1, r0, r1).copy_(win);
+      if (mass.defined()) res.keySetMass.slice(1, r0, r1).copy_(mass);
+      if (ent.defined()) res.entropy.slice(1, r0, r1).copy_(ent);
+    }
+    if (topK > 0) {
+      if (topK == 1) {
+        topV = topV.unsqueeze(-1);
+        topI = topI.unsqueeze(-1);
+      }
+      topV.clamp_min_(0.0);
+      topI.masked_fill_(topV <= 0, -1);
+      res.topValues.slice(1, r0, r1).copy_(topV);
+      res.topIndices.slice(1, r0, r1).copy_(topI);
+    }
+  }
+  return res;
+}
+
+}  // namespace mechscope

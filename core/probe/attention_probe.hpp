@@ -1,0 +1,83 @@
+#pragma once
+// AttentionProbe: per-head attention statistics computed from Q and K in tiles, never holding the
+// full [heads, n, n] pattern (METRICS.md §11). The engine under sinks, WAAD/FAI, constraint
+// attention and retrieval heads. Qt-free; works on CPU and CUDA tensors alike (only at:: ops).
+//
+// Conventions (shared with statsFromPattern):
+// - Row r of q sits at absolute position i = r + queryOffset; key j is visible to it iff
+//   j <= i and key j is not padded. Every "i" below (distances, bands, queryStart) is absolute.
+// - A row with no visible key (left padding) has p = 0 everywhere: all its statistics are 0 and it
+//   counts in no column.
+// - Statistics are in fp32 (fp64 when q is fp64) on the device of q.
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "core/common/run_context.hpp"
+#include "core/common/tensor.hpp"
+
+namespace mechscope {
+
+/// Which statistics to accumulate; everything off by default (ask only for what you read).
+struct ProbeRequest {
+  /// Σ_i p_ij over rows i with (i − j) in [bandMin, bandMax] and i ≥ queryStart → [head, key].
+  bool columnSums = false;
+  /// Band of (i − j) for columnSums/columnCounts; the default counts strictly later queries (sink
+  /// score, FAI to the end); [a, b] gives FAI's horizon {s+a ≤ t ≤ s+b}.
+  int64_t bandMin = 1, bandMax = std::numeric_limits<int64_t>::max();
+  /// Number of non-empty rows i ≥ queryStart with j ≤ i and (i − j) in the band, per column (to turn
+  /// columnSums into means; geometric, independent of key padding) → [key] int64.
+  bool columnCounts = false;
+  /// Per-row top-k probabilities and their key indices (k = 1 → argmax, ties to the lowest index;
+  /// index −1 where the probability is 0) → [head, query, k].
+  int topK = 0;
+  /// Σ_j p_ij (i − j) → [head, query].
+  bool distance = false;
+  /// > 0: Σ_j p_ij min(i − j, window) (WAAD) → [head, query].
+  int64_t window = 0;
+  /// Non-empty: Σ_{j∈C} p_ij (constraint attention; duplicates count once) → [head, query].
+  std::vector<int64_t> keySet;
+  /// −Σ_j p_ij log p_ij (nats) → [head, query].
+  bool entropy = false;
+  /// Absolute query positions i < queryStart are skipped: their rows are 0 (top-k indices −1) and they
+  /// add to no column (response-only statistics).
+  int64_t queryStart = 0;
+};
+
+/// The statistics asked for; tensors not requested stay undefined.
+struct ProbeResult {
+  at::Tensor columnSums;    ///< [head, key]
+  at::Tensor columnCounts;  ///< [key] int64
+  at::Tensor topValues;     ///< [head, query, k]
+  at::Tensor topIndices;    ///< [head, query, k] int64, −1 where the probability is 0
+  at::Tensor distance;      ///< [head, query]
+  at::Tensor windowed;      ///< [head, query]
+  at::Tensor keySetMass;    ///< [head, query]
+  at::Tensor entropy;       ///< [head, query]
+  int64_t nQueries = 0;     ///< rows of q (pattern rows)
+  int64_t nKeys = 0;        ///< rows of k (pattern columns)
+};
+
+/// What is multiplied inside one attention layer for one batch row.
+struct ProbeInputs {
+  at::Tensor q;  ///< [pos_q, n_heads, d_head], after rotary / qk-norm: exactly what is multiplied
+  at::Tensor k;  ///< [pos_k, n_kv_heads, d_head]; GQA: query head h uses kv head h / (n_heads / n_kv_heads)
+  double scale = 1.0;           ///< score = (q · k) · scale, usually 1/sqrt(d_head)
+  int64_t queryOffset = 0;      ///< absolute position of q row 0 (decode: pos_k − pos_q)
+  at::Tensor keyPadding;        ///< optional [pos_k] bool, true = masked (left padding)
+  std::vector<int64_t> uniformHeads;  ///< heads whose row is uniform over visible keys (head masking, §1.3)
+};
+
+/// Two-pass tiled statistics (§11): pass 1 keeps a running max and log-sum-exp per row over key tiles;
+/// pass 2 recomputes p_ij = exp(s_ij − lse_i) tile by tile and accumulates only what was asked.
+/// Memory O(tileQ·tileK·heads + n); fully masked (future) tiles are skipped. Tile sizes shrink so one
+/// score block stays ≤ 256 MB on GPU, ≤ 64 MB on CPU (see chooseProbeTiles). Checks ctx between tiles.
+/// Throws InputError on inconsistent shapes, devices or requests.
+ProbeResult probeAttention(const ProbeInputs& inputs, const ProbeRequest& request, int64_t tileQ = 512,
+                           int64_t tileK = 2048, const RunContext* ctx = nullptr);
+
+/// The same statistics from a materialised pattern [head, query, key] (the reference path and the
+/// `--materialize` option); rows whose pattern is all zero count as empty.
+ProbeResult statsFromPattern(const at::Tensor& pattern, const ProbeRequest& request, int64_t queryOffset = 0);
+
+}  // namespace mechscope
