@@ -1,0 +1,373 @@
+#include "views/heatmap_view.hpp"
+
+#include <qcustomplot.h>
+
+#include <QJsonArray>
+#include <QKeyEvent>
+#include <QToolTip>
+
+#include <algorithm>
+#include <cmath>
+
+#include "views/color_image_layer.hpp"
+#include "views/token_ticker.hpp"
+
+namespace mechscope::views {
+namespace {
+
+constexpr double kMinVisibleCells = 4.0;
+
+QString quoted(const QStringList& labels, int i) {
+  if (i < 0 || i >= labels.size()) return QString();
+  return QString(" '%1'").arg(tokenLabel(labels[i], 24));
+}
+
+}  // namespace
+
+HeatmapView::HeatmapView(QWidget* parent) : QWidget(parent), m_theme(PlotTheme::fromPalette(palette())) {
+  setFocusPolicy(Qt::StrongFocus);
+  setMinimumSize(240, 200);
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(0, 0, 0, 0);
+  m_plot = new QCustomPlot(this);
+  m_plot->setFocusPolicy(Qt::NoFocus);
+  m_plot->setMouseTracking(true);
+  m_plot->setNoAntialiasingOnDrag(true);
+  m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+  layout->addWidget(m_plot);
+
+  QCPAxisRect* rect = m_plot->axisRect();
+  rect->setRangeDrag(Qt::Horizontal | Qt::Vertical);
+  rect->setRangeZoom(Qt::Horizontal | Qt::Vertical);
+  rect->setRangeZoomFactor(0.85);
+  m_plot->yAxis->setRangeReversed(true);  // query 0 at the top
+  m_xTicker = QSharedPointer<TokenTicker>::create();
+  m_yTicker = QSharedPointer<TokenTicker>::create();
+  m_plot->xAxis->setTicker(m_xTicker);
+  m_plot->yAxis->setTicker(m_yTicker);
+  m_plot->xAxis->grid()->setVisible(false);
+  m_plot->yAxis->grid()->setVisible(false);
+  m_plot->xAxis->setPadding(2);
+  m_plot->yAxis->setPadding(2);
+
+  m_plot->plotLayout()->insertRow(0);
+  m_title = new QCPTextElement(m_plot, QString(), m_theme.titleFont);
+  m_title->setMargins(QMargins(4, 6, 4, 2));
+  m_plot->plotLayout()->addElement(0, 0, m_title);
+  m_colorBar = new QCPColorScale(m_plot);
+  m_colorBar->setBarWidth(12);
+  m_colorBar->axis()->setPadding(4);
+  m_plot->plotLayout()->addElement(1, 1, m_colorBar);
+  auto* group = new QCPMarginGroup(m_plot);
+  rect->setMarginGroup(QCP::msTop | QCP::msBottom, group);
+  m_colorBar->setMarginGroup(QCP::msTop | QCP::msBottom, group);
+
+  m_layer = new ColorImageLayer(rect);
+  m_layer->setRefresh([this](QSize px) { refreshImage(px); });
+
+  connect(m_plot->xAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this] { clampRanges(); });
+  connect(m_plot->yAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this] { clampRanges(); });
+  connect(m_plot, &QCustomPlot::beforeReplot, this, [this] { updateTicks(); });
+  connect(m_plot, &QCustomPlot::mouseMove, this, &HeatmapView::onMouseMove);
+  connect(m_plot, &QCustomPlot::mousePress, this, &HeatmapView::onMousePress);
+  connect(m_plot, &QCustomPlot::mouseRelease, this, &HeatmapView::onMouseRelease);
+  styleAll();
+  rebuild();
+}
+
+HeatmapView::~HeatmapView() = default;
+
+void HeatmapView::setData(HeatmapData data) {
+  validateHeatmap(data);
+  m_data = std::move(data);
+  rebuild();
+  resetView();
+}
+
+void HeatmapView::setOptions(const HeatmapOptions& options) {
+  m_options = options;
+  rebuild();
+  m_plot->replot();
+}
+
+void HeatmapView::setPoolMode(PoolMode mode) {
+  if (mode == m_pyramid.mode()) return;
+  std::vector<float> base = m_pyramid.levelCount() > 0 ? m_pyramid.level(0).values : std::vector<float>{};
+  m_pyramid.build(std::move(base), m_data.rows, m_data.cols, mode);
+  ++m_generation;
+  m_plot->replot();
+}
+
+void HeatmapView::setTheme(const PlotTheme& theme) {
+  m_theme = theme;
+  m_themeSet = true;
+  styleAll();
+  m_plot->replot();
+}
+
+void HeatmapView::changeEvent(QEvent* event) {
+  if (event->type() == QEvent::PaletteChange && !m_themeSet) {
+    m_theme = PlotTheme::fromPalette(palette());
+    styleAll();
+    m_plot->replot();
+  }
+  QWidget::changeEvent(event);
+}
+
+void HeatmapView::styleAll() {
+  applyPlotTheme(m_plot, m_theme);
+  m_scale.setMaskColor(m_theme.mask);
+  ++m_generation;
+  m_colorBar->setGradient(m_scale.gradient());
+}
+
+void HeatmapView::rebuild() {
+  const PoolMode mode = m_pyramid.mode();
+  m_display = computeHeatmapDisplay(m_data, m_options);
+  m_pyramid.build(std::move(m_display.values), m_data.rows, m_data.cols, mode);
+  m_display.values.clear();
+  m_scale = ColorScale::forData(m_data.signedValues);
+  m_scale.setLogScale(m_options.logScale);
+  m_scale.setRange(m_display.low, m_display.high);
+  m_scale.setMaskColor(m_theme.mask);
+  ++m_generation;
+
+  m_title->setText(m_data.title);
+  m_title->setVisible(!m_data.title.isEmpty());
+  m_xTicker->setLabels(m_data.colLabels);
+  m_xTicker->setCount(m_data.cols);
+  m_yTicker->setLabels(m_data.rowLabels);
+  m_yTicker->setCount(m_data.rows);
+  m_plot->xAxis->setLabel(m_data.colAxis);
+  m_plot->yAxis->setLabel(m_data.rowAxis);
+  m_plot->xAxis->setTickLabelRotation(m_data.colLabels.isEmpty() ? 0 : 90);
+
+  m_colorBar->setGradient(m_scale.gradient());
+  const bool logAxis = m_options.logScale && !m_data.signedValues;
+  m_colorBar->setDataScaleType(logAxis ? QCPAxis::stLogarithmic : QCPAxis::stLinear);
+  if (logAxis)
+    m_colorBar->axis()->setTicker(QSharedPointer<QCPAxisTickerLog>::create());
+  else
+    m_colorBar->axis()->setTicker(QSharedPointer<QCPAxisTicker>::create());
+  m_colorBar->setDataRange(QCPRange(m_display.low, m_display.high));
+  QString label = m_data.valueLabel;
+  if (!m_display.note.isEmpty()) label += "\n" + m_display.note;
+  m_colorBar->axis()->setLabel(label);
+}
+
+void HeatmapView::resetView() {
+  m_clamping = true;
+  m_plot->xAxis->setRange(-0.5, std::max(1, m_data.cols) - 0.5);
+  m_plot->yAxis->setRange(-0.5, std::max(1, m_data.rows) - 0.5);
+  m_clamping = false;
+  m_plot->replot();
+}
+
+void HeatmapView::setVisibleWindow(double colLow, double colHigh, double rowLow, double rowHigh) {
+  m_plot->xAxis->setRange(colLow, colHigh);
+  m_plot->yAxis->setRange(rowLow, rowHigh);
+  clampRanges();
+  m_plot->replot();
+}
+
+void HeatmapView::panBy(double cols, double rows) {
+  m_plot->xAxis->moveRange(cols);
+  m_plot->yAxis->moveRange(rows);
+  clampRanges();
+  m_plot->replot();
+}
+
+void HeatmapView::zoomBy(double factor) {
+  if (factor <= 0) return;
+  m_plot->xAxis->scaleRange(1.0 / factor);
+  m_plot->yAxis->scaleRange(1.0 / factor);
+  clampRanges();
+  m_plot->replot();
+}
+
+void HeatmapView::clampRanges() {
+  if (m_clamping) return;
+  m_clamping = true;
+  auto clamp = [](QCPAxis* axis, int n) {
+    const double lo = -0.5, hi = std::max(1, n) - 0.5;
+    QCPRange r = axis->range();
+    double size = std::clamp(r.size(), std::min(kMinVisibleCells, hi - lo), hi - lo);
+    double centre = std::clamp(r.center(), lo + size / 2, hi - size / 2);
+    QCPRange target(centre - size / 2, centre + size / 2);
+    if (std::abs(target.lower - r.lower) > 1e-9 || std::abs(target.upper - r.upper) > 1e-9) axis->setRange(target);
+  };
+  clamp(m_plot->xAxis, m_data.cols);
+  clamp(m_plot->yAxis, m_data.rows);
+  m_clamping = false;
+}
+
+void HeatmapView::updateTicks() {
+  const QFontMetrics fm(m_theme.smallFont);
+  const double labelPx = fm.height() + 3;
+  const QRect r = m_plot->axisRect()->rect();
+  const double xLabelPx = m_data.colLabels.isEmpty() ? fm.horizontalAdvance(QString::number(m_data.cols)) + 10 : labelPx;
+  m_xTicker->setStep(TokenTicker::stepFor(m_plot->xAxis->range().size(), r.width(), xLabelPx));
+  m_yTicker->setStep(TokenTicker::stepFor(m_plot->yAxis->range().size(), r.height(), labelPx));
+}
+
+void HeatmapView::refreshImage(QSize px) {
+  if (m_pyramid.levelCount() == 0 || px.width() <= 0 || px.height() <= 0) {
+    m_layer->setImage(QImage(), 0, 1, 0, 1);
+    m_layer->setBadge(QString(), {}, {}, {});
+    return;
+  }
+  const QCPRange xr = m_plot->xAxis->range(), yr = m_plot->yAxis->range();
+  const double visCols = std::min(xr.size(), static_cast<double>(m_data.cols));
+  const double visRows = std::min(yr.size(), static_cast<double>(m_data.rows));
+  const double cellsPerPixel = std::max(visCols / px.width(), visRows / px.height());
+  const int level = m_pyramid.levelFor(cellsPerPixel);
+  const PyramidLevel& L = m_pyramid.level(level);
+  const int s = L.factor;
+  Window w;
+  w.generation = m_generation;
+  w.level = level;
+  w.c0 = std::clamp(static_cast<int>(std::floor((xr.lower + 0.5) / s)), 0, L.cols - 1);
+  w.c1 = std::clamp(static_cast<int>(std::ceil((xr.upper + 0.5) / s)), w.c0 + 1, L.cols);
+  w.r0 = std::clamp(static_cast<int>(std::floor((yr.lower + 0.5) / s)), 0, L.rows - 1);
+  w.r1 = std::clamp(static_cast<int>(std::ceil((yr.upper + 0.5) / s)), w.r0 + 1, L.rows);
+  if (w == m_window) return;
+  m_window = w;
+  const int iw = w.c1 - w.c0, ih = w.r1 - w.r0;
+  QImage img(iw, ih, QImage::Format_RGB32);
+  for (int r = 0; r < ih; ++r) {
+    auto* line = reinterpret_cast<QRgb*>(img.scanLine(r));
+    const float* src = L.values.data() + static_cast<std::size_t>(w.r0 + r) * static_cast<std::size_t>(L.cols) + static_cast<std::size_t>(w.c0);
+    for (int c = 0; c < iw; ++c) line[c] = m_scale.mapRgb(src[c]);
+  }
+  m_layer->setImage(std::move(img), w.c0 * s - 0.5, w.c1 * s - 0.5, w.r0 * s - 0.5, w.r1 * s - 0.5);
+  m_shownLevel = level;
+  m_shownCells = QSize(iw, ih);
+  m_layer->setBadge(aggregationText(), m_theme.foreground, m_theme.background, m_theme.smallFont);
+}
+
+QString HeatmapView::aggregationText() const {
+  if (m_shownLevel <= 0 || m_pyramid.levelCount() == 0) return QString();
+  const int s = m_pyramid.level(m_shownLevel).factor;
+  return QString("aggregated %1×%1 (%2)").arg(s).arg(m_pyramid.mode() == PoolMode::Max ? "max" : "mean");
+}
+
+HeatmapCell HeatmapView::cellAt(const QPointF& pixel) const {
+  if (m_data.rows == 0 || !m_plot->axisRect()->rect().contains(pixel.toPoint())) return {};
+  const double x = m_plot->xAxis->pixelToCoord(pixel.x());
+  const double y = m_plot->yAxis->pixelToCoord(pixel.y());
+  const int col = static_cast<int>(std::floor(x + 0.5));
+  const int row = static_cast<int>(std::floor(y + 0.5));
+  if (row < 0 || row >= m_data.rows || col < 0 || col >= m_data.cols) return {};
+  return {row, col};
+}
+
+QPointF HeatmapView::cellCenter(int row, int col) const {
+  return {m_plot->xAxis->coordToPixel(col), m_plot->yAxis->coordToPixel(row)};
+}
+
+double HeatmapView::displayValue(int row, int col) const {
+  if (m_pyramid.levelCount() == 0 || row < 0 || col < 0 || row >= m_data.rows || col >= m_data.cols) return NAN;
+  return m_pyramid.level(0).values[static_cast<std::size_t>(row) * static_cast<std::size_t>(m_data.cols) + static_cast<std::size_t>(col)];
+}
+
+double HeatmapView::rawValue(int row, int col) const {
+  if (row < 0 || col < 0 || row >= m_data.rows || col >= m_data.cols) return NAN;
+  return m_data.values[static_cast<std::size_t>(row) * static_cast<std::size_t>(m_data.cols) + static_cast<std::size_t>(col)];
+}
+
+QString HeatmapView::hoverText(const HeatmapCell& cell) const {
+  const QString where = QString("(%1%2 #%3, %4%5 #%6)")
+                            .arg(m_data.rowAxis, quoted(m_data.rowLabels, cell.row))
+                            .arg(cell.row)
+                            .arg(m_data.colAxis, quoted(m_data.colLabels, cell.col))
+                            .arg(cell.col);
+  if (m_data.causal && cell.col > cell.row) return where + " masked (key after query)";
+  if (cell.col < m_options.excludeFirstK) return where + QString(" excluded (= %1)").arg(rawValue(cell.row, cell.col), 0, 'g', 4);
+  QString text = where + QString(" = %1").arg(rawValue(cell.row, cell.col), 0, 'g', 4);
+  if (m_options.rowNormalise) text += QString(" (shown %1)").arg(displayValue(cell.row, cell.col), 0, 'g', 3);
+  return text;
+}
+
+void HeatmapView::onMouseMove(QMouseEvent* event) {
+  const HeatmapCell cell = cellAt(event->position());
+  if (cell.row == m_hover.row && cell.col == m_hover.col) return;
+  m_hover = cell;
+  if (!cell.valid()) {
+    QToolTip::hideText();
+    return;
+  }
+  if (!(event->buttons() & Qt::LeftButton))
+    QToolTip::showText(m_plot->mapToGlobal(event->position().toPoint()) + QPoint(12, 12), hoverText(cell), m_plot);
+  const bool masked = (m_data.causal && cell.col > cell.row) || cell.col < m_options.excludeFirstK;
+  if (!masked) emit cellHovered(cell.row, cell.col, rawValue(cell.row, cell.col));
+}
+
+void HeatmapView::onMousePress(QMouseEvent* event) {
+  m_pressed = event->button() == Qt::LeftButton;
+  m_pressPos = event->position().toPoint();
+}
+
+void HeatmapView::onMouseRelease(QMouseEvent* event) {
+  if (!m_pressed || event->button() != Qt::LeftButton) return;
+  m_pressed = false;
+  if ((event->position().toPoint() - m_pressPos).manhattanLength() > 4) return;
+  const HeatmapCell cell = cellAt(event->position());
+  if (cell.valid()) emit cellClicked(cell.row, cell.col);
+}
+
+void HeatmapView::keyPressEvent(QKeyEvent* event) {
+  const double dx = m_plot->xAxis->range().size() * 0.1, dy = m_plot->yAxis->range().size() * 0.1;
+  switch (event->key()) {
+    case Qt::Key_Left: panBy(-dx, 0); break;
+    case Qt::Key_Right: panBy(dx, 0); break;
+    case Qt::Key_Up: panBy(0, -dy); break;
+    case Qt::Key_Down: panBy(0, dy); break;
+    case Qt::Key_Plus:
+    case Qt::Key_Equal: zoomBy(1.25); break;
+    case Qt::Key_Minus: zoomBy(0.8); break;
+    case Qt::Key_Home:
+    case Qt::Key_0: resetView(); break;
+    default: QWidget::keyPressEvent(event); return;
+  }
+  event->accept();
+}
+
+QJsonObject HeatmapView::plottedNumbers() const {
+  QJsonObject o;
+  if (m_data.rows == 0) return o;
+  const QCPRange xr = m_plot->xAxis->range(), yr = m_plot->yAxis->range();
+  const int c0 = std::clamp(static_cast<int>(std::ceil(xr.lower - 0.5)), 0, m_data.cols - 1);
+  const int c1 = std::clamp(static_cast<int>(std::floor(xr.upper + 0.5)), c0 + 1, m_data.cols);
+  const int r0 = std::clamp(static_cast<int>(std::ceil(yr.lower - 0.5)), 0, m_data.rows - 1);
+  const int r1 = std::clamp(static_cast<int>(std::floor(yr.upper + 0.5)), r0 + 1, m_data.rows);
+  QJsonObject m;
+  m["rows"] = r1 - r0;
+  m["cols"] = c1 - c0;
+  m["row_offset"] = r0;
+  m["col_offset"] = c0;
+  QJsonArray values, rowLabels, colLabels;
+  for (int r = r0; r < r1; ++r)
+    for (int c = c0; c < c1; ++c) {
+      const double v = displayValue(r, c);
+      values.append(std::isnan(v) ? QJsonValue() : QJsonValue(v));
+    }
+  for (int r = r0; r < r1; ++r) rowLabels.append(r < m_data.rowLabels.size() ? m_data.rowLabels[r] : QString::number(r));
+  for (int c = c0; c < c1; ++c) colLabels.append(c < m_data.colLabels.size() ? m_data.colLabels[c] : QString::number(c));
+  m["values"] = values;
+  m["row_labels"] = rowLabels;
+  m["col_labels"] = colLabels;
+  o["matrix"] = m;
+  o["row_axis"] = m_data.rowAxis;
+  o["col_axis"] = m_data.colAxis;
+  o["value_label"] = m_data.valueLabel;
+  o["color_range"] = QJsonArray{m_display.low, m_display.high};
+  o["log_scale"] = m_options.logScale;
+  o["exclude_first_k"] = m_options.excludeFirstK;
+  o["row_normalised"] = m_options.rowNormalise;
+  o["causal_mask"] = m_data.causal;
+  o["null_means"] = "masked or excluded cell";
+  if (m_shownLevel > 0) o["display_aggregation"] = aggregationText();
+  return o;
+}
+
+}  // namespace mechscope::views
