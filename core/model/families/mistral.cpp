@@ -1,0 +1,17 @@
+// Mistral: Llama-shaped with GQA/MQA and an optional sliding attention window.
+#include "core/model/families/llama_like.hpp"
+
+namespace mechscope {
+
+const FamilySpec& mistralFamily() {
+  static const FamilySpec spec{"mistral", "Mistral (Llama-shaped, GQA/MQA, optional sliding window)",
+                               [](const ConfigReader& r, ModelConfig& c) {
+                                 families::LlamaFlags f;
+                                 f.slidingWindow = true;
+                                 families::parseLlamaLike(r, c, f);
+                               },
+                               families::loadLlamaLike};
+  return spec;
+}
+
+}  // namespace mechscope

@@ -1,0 +1,18 @@
+// Qwen3: Llama-shaped with per-head RMSNorm on q and k (before rotary) and an explicit head_dim.
+#include "core/model/families/llama_like.hpp"
+
+namespace mechscope {
+
+const FamilySpec& qwen3Family() {
+  static const FamilySpec spec{"qwen3", "Qwen3 (q_norm/k_norm, explicit head_dim, GQA)",
+                               [](const ConfigReader& r, ModelConfig& c) {
+                                 families::LlamaFlags f;
+                                 f.qkNorm = true;
+                                 f.qwenSlidingWindow = true;
+                                 families::parseLlamaLike(r, c, f);
+                               },
+                               families::loadLlamaLike};
+  return spec;
+}
+
+}  // namespace mechscope

@@ -1,0 +1,272 @@
+// The forward pass: explicit attention math with a hook at every TransformerLens site, an optional
+// fused attention kernel (LibTorch ≥ 2) when no attention-internal hook is active, KV caching.
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "core/common/errors.hpp"
+#include "core/model/hooked_transformer_impl.hpp"
+#include "core/model/rotary.hpp"
+
+namespace mechscope {
+
+namespace {
+
+#if TORCH_VERSION_MAJOR >= 2
+constexpr bool kHasFused = true;
+#else
+constexpr bool kHasFused = false;
+#endif
+
+/// Applies the hooks of `name` (if any) to `t`.
+struct Hooker {
+  const HookSet* hooks;
+  int step;
+  at::Tensor operator()(const at::Tensor& t, const std::string& name, int layer) const {
+    if (!hooks || !hooks->active(name)) return t;
+    return hooks->apply(t, HookContext{name, layer, step});
+  }
+  [[nodiscard]] bool on(const std::string& name) const { return hooks && hooks->active(name); }
+};
+
+at::Tensor norm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
+  // RMSNorm as HF: statistics in fp32, weight applied after casting back.
+  at::Tensor xf = x.to(at::kFloat);
+  xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
+  at::Tensor out = xf.to(x.scalar_type());
+  return w.defined() ? w * out : out;
+}
+
+at::Tensor activate(Activation a, const at::Tensor& x) {
+  switch (a) {
+    case Activation::GeluNew: return at::gelu(x, "tanh");
+    case Activation::Gelu: return at::gelu(x);
+    case Activation::Silu: return at::silu(x);
+    case Activation::Relu: return at::relu(x);
+  }
+  return x;
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
+/// Per-pass attention geometry shared by the layers.
+struct AttnGeometry {
+  at::Tensor allowed;  // [batch or 1, 1, query, key] bool
+  bool padded = false;   // some rows may be fully masked
+  bool plainCausal = false;  // no padding, no window, no past: is_causal works
+  bool noMask = false;       // one query after a cache, no padding/window: nothing to mask
+};
+
+AttnGeometry geometry(const ModelConfig& c, int64_t q, int64_t past, const at::Tensor& keyMask, at::Device device) {
+  AttnGeometry g;
+  const int64_t n = past + q;
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor qi = at::arange(past, n, opts).unsqueeze(1);  // [query, 1] absolute index
+  at::Tensor kj = at::arange(0, n, opts).unsqueeze(0);     // [1, key]
+  at::Tensor allowed = kj <= qi;                           // [query, key]
+  const bool window = c.slidingWindow && *c.slidingWindow < n;
+  if (window) allowed = allowed.logical_and(qi - kj < *c.slidingWindow);
+  allowed = allowed.unsqueeze(0).unsqueeze(0);  // [1, 1, query, key]
+  if (keyMask.defined()) {
+    allowed = allowed.logical_and(keyMask.unsqueeze(1).unsqueeze(1));  // [batch, 1, query, key]
+    g.padded = true;
+  }
+  g.allowed = allowed;
+  g.plainCausal = !g.padded && !window && past == 0;
+  g.noMask = !g.padded && !window && q == 1;
+  return g;
+}
+
+}  // namespace
+
+at::Tensor ForwardPass::positionIds(const at::Tensor& keyMask, int64_t batch, int64_t pos, int64_t past, at::Device device) {
+  if (keyMask.defined()) {
+    // As HF generate: position = number of real tokens before it (padding does not count).
+    at::Tensor p = keyMask.to(at::kLong).cumsum(1) - 1;  // [batch, past + pos]
+    return p.narrow(1, past, pos).clamp_min(0);
+  }
+  return at::arange(past, past + pos, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0).expand({batch, pos});
+}
+
+void ForwardPass::prepare(HookedTransformer& m) {
+  m.m_impl = std::make_unique<HookedTransformer::Impl>();
+  for (int l = 0; l < m.m_config.nLayers; ++l) {
+    const std::string b = fmt::format("blocks.{}.", l);
+    LayerHookNames n;
+    n.residPre = b + "hook_resid_pre";
+    n.ln1 = b + "ln1.hook_normalized";
+    n.q = b + "attn.hook_q";
+    n.k = b + "attn.hook_k";
+    n.v = b + "attn.hook_v";
+    n.rotQ = b + "attn.hook_rot_q";
+    n.rotK = b + "attn.hook_rot_k";
+    n.scores = b + "attn.hook_attn_scores";
+    n.pattern = b + "attn.hook_pattern";
+    n.z = b + "attn.hook_z";
+    n.result = b + "attn.hook_result";
+    n.attnOut = b + "hook_attn_out";
+    n.residMid = b + "hook_resid_mid";
+    n.ln2 = b + "ln2.hook_normalized";
+    n.mlpPre = b + "mlp.hook_pre";
+    n.mlpPreLinear = b + "mlp.hook_pre_linear";
+    n.mlpPost = b + "mlp.hook_post";
+    n.mlpOut = b + "hook_mlp_out";
+    n.residPost = b + "hook_resid_post";
+    m.m_impl->names.push_back(std::move(n));
+  }
+  if (m.m_config.positional == PositionalKind::Rotary) m.m_impl->invFreq = ropeInvFreq(m.m_config, m.m_device);
+}
+
+at::Tensor ForwardPass::embed(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& positions,
+                              const HookSet* hooks, int step) {
+  const Hooker hp{hooks, step};
+  const auto& w = m.weights();
+  at::Tensor x = hp(at::embedding(w.wE, tokens), "hook_embed", -1);  // [batch, pos, d_model]
+  if (m.config().positional == PositionalKind::Learned) {
+    at::Tensor pe = hp(at::embedding(w.wPos, positions), "hook_pos_embed", -1);  // [batch, pos, d_model]
+    x = x + pe;
+  }
+  return x;
+}
+
+ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const ForwardOptions& opts, const HookSet* hooks,
+                               const RunContext* ctx) {
+  const ModelConfig& c = m.config();
+  const auto& W = m.weights();
+  const auto& impl = *m.m_impl;
+  const Hooker hp{hooks, in.step};
+  const int64_t B = in.resid.size(0), P = in.resid.size(1);
+  const int64_t H = c.nHeads, Hkv = c.nKvHeads, dh = c.dHead, rep = H / Hkv;
+  const int64_t past = in.cache ? in.cache->length : 0;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  const AttnGeometry geo = geometry(c, P, past, in.keyMask, m.device());
+  at::Tensor cos, sin;
+  if (c.positional == PositionalKind::Rotary) std::tie(cos, sin) = ropeCosSin(impl.invFreq, in.positions, m.dtype());
+
+  const int endLayer = opts.stopAtLayer >= 0 ? std::min(opts.stopAtLayer, c.nLayers) : c.nLayers;
+  int nExplicit = 0, nFused = 0;
+  at::Tensor resid = in.resid;
+  if (in.cache && static_cast<int>(in.cache->keys.size()) < c.nLayers) {
+    in.cache->keys.resize(c.nLayers);
+    in.cache->values.resize(c.nLayers);
+  }
+  for (int l = in.startLayer; l < endLayer; ++l) {
+    if (ctx) ctx->check();
+    const LayerWeights& L = W.layers[l];
+    const LayerHookNames& nm = impl.names[l];
+    resid = hp(resid, nm.residPre, l);  // [batch, pos, d_model]
+    at::Tensor x1 = hp(norm(c, resid, L.ln1W, L.ln1B), nm.ln1, l);
+
+    // ---- attention ----
+    at::Tensor q = linear(x1, L.wQ, L.bQ).view({B, P, H, dh});    // [batch, pos, head, d_head]
+    at::Tensor k = linear(x1, L.wK, L.bK).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
+    at::Tensor v = linear(x1, L.wV, L.bV).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
+    if (c.qkNorm) {
+      q = norm(c, q, L.qNormW, {});
+      k = norm(c, k, L.kNormW, {});
+    }
+    q = hp(q, nm.q, l);
+    k = hp(k, nm.k, l);
+    v = hp(v, nm.v, l);
+    if (c.positional == PositionalKind::Rotary) {
+      q = hp(applyRope(q, cos, sin), nm.rotQ, l);
+      k = hp(applyRope(k, cos, sin), nm.rotK, l);
+    }
+    if (in.cache) {
+      at::Tensor& ck = in.cache->keys[l];
+      at::Tensor& cv = in.cache->values[l];
+      ck = ck.defined() ? at::cat({ck, k}, 1) : k;
+      cv = cv.defined() ? at::cat({cv, v}, 1) : v;
+      k = ck;
+      v = cv;
+    }
+    const int64_t N = k.size(1);
+    at::Tensor qh = q.permute({0, 2, 1, 3});  // [batch, head, query, d_head]
+    at::Tensor kh = k.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
+    at::Tensor vh = v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
+    const bool internalHooked = hp.on(nm.scores) || hp.on(nm.pattern);
+    const bool wantFused = opts.path != AttentionPath::Explicit && kHasFused && !internalHooked;
+    at::Tensor zh;  // [batch, head, query, d_head]
+    if (wantFused) {
+#if TORCH_VERSION_MAJOR >= 2
+      at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;
+      at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;
+      if (geo.plainCausal) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true);
+      else if (geo.noMask) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, false);
+      else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.allowed, 0.0, false);
+      if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
+#endif
+      ++nFused;
+    } else {
+      // Grouped heads: query head h reads kv head h / rep, without materialising repeated keys.
+      at::Tensor qg = qh.reshape({B, Hkv, rep, P, dh});                         // [batch, kv, rep, query, d_head]
+      at::Tensor scores = at::matmul(qg, kh.unsqueeze(2).transpose(-1, -2));  // [batch, kv, rep, query, key]
+      scores = (scores.to(at::kFloat) * scale).view({B, H, P, N});            // [batch, head, query, key]
+      scores = scores.masked_fill(geo.allowed.logical_not(), -std::numeric_limits<float>::infinity());
+      scores = hp(scores, nm.scores, l);
+      at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
+      if (geo.padded) pattern = at::nan_to_num(pattern, 0.0);
+      pattern = hp(pattern, nm.pattern, l);
+      at::Tensor pg = pattern.to(m.dtype()).view({B, Hkv, rep, P, N});
+      zh = at::matmul(pg, vh.unsqueeze(2)).view({B, H, P, dh});
+      ++nExplicit;
+    }
+    at::Tensor z = hp(zh.permute({0, 2, 1, 3}), nm.z, l);  // [batch, pos, head, d_head]
+    at::Tensor attnOut;
+    if (hp.on(nm.result)) {
+      at::Tensor wO = L.wO.view({c.dModel, H, dh});
+      at::Tensor result = hp(at::einsum("bphe,dhe->bphd", {z, wO}), nm.result, l);  // [batch, pos, head, d_model]
+      attnOut = result.sum(2);
+      if (L.bO.defined()) attnOut = attnOut + L.bO;
+    } else {
+      attnOut = linear(z.reshape({B, P, H * dh}), L.wO, L.bO);
+    }
+    attnOut = hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
+
+    // ---- MLP ----
+    auto mlp = [&](const at::Tensor& x) {
+      at::Tensor post;
+      if (c.gatedMlp) {
+        at::Tensor pre = hp(linear(x, L.wGate, L.bGate), nm.mlpPre, l);          // [batch, pos, d_mlp]
+        at::Tensor preLinear = hp(linear(x, L.wIn, L.bIn), nm.mlpPreLinear, l);  // [batch, pos, d_mlp]
+        post = activate(c.activation, pre) * preLinear;
+      } else {
+        at::Tensor pre = hp(linear(x, L.wIn, L.bIn), nm.mlpPre, l);
+        post = activate(c.activation, pre);
+      }
+      post = hp(post, nm.mlpPost, l);
+      return hp(linear(post, L.wOut, L.bOut), nm.mlpOut, l);  // [batch, pos, d_model]
+    };
+    if (c.parallelAttnMlp) {
+      at::Tensor x2 = hp(norm(c, resid, L.ln2W, L.ln2B), nm.ln2, l);
+      at::Tensor mlpOut = mlp(x2);
+      resid = mlpOut + attnOut + resid;  // HF's summation order
+    } else {
+      at::Tensor mid = hp(resid + attnOut, nm.residMid, l);
+      at::Tensor x2 = hp(norm(c, mid, L.ln2W, L.ln2B), nm.ln2, l);
+      resid = mid + mlp(x2);
+    }
+    resid = hp(resid, nm.residPost, l);
+  }
+  if (in.cache) in.cache->length = past + P;
+
+  ForwardResult out;
+  out.attentionPath = nFused == 0 ? "explicit" : nExplicit == 0 ? "fused" : "mixed";
+  if (opts.stopAtLayer >= 0 && opts.stopAtLayer < c.nLayers) {
+    out.residual = resid;
+    return out;
+  }
+  at::Tensor x = opts.logitsLastOnly ? resid.narrow(1, P - 1, 1) : resid;
+  x = hp(norm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
+  out.logits = hp(linear(x, W.wU, W.bU).to(at::kFloat), "unembed.hook_logits", -1);  // [batch, pos, vocab]
+  return out;
+}
+
+}  // namespace mechscope

@@ -1,0 +1,136 @@
+#pragma once
+// HookedTransformer: a Hugging Face checkpoint run by our own forward pass, with every
+// TransformerLens hook point readable and writable (see hookNames()).
+//
+// Hook layouts (TransformerLens):
+//   hook_embed, hook_pos_embed, blocks.{l}.hook_resid_pre/mid/post, hook_attn_out, hook_mlp_out,
+//   ln1/ln2.hook_normalized, ln_final.hook_normalized        [batch, pos, d_model]
+//   attn.hook_q, attn.hook_rot_q, attn.hook_z                  [batch, pos, n_heads, d_head]
+//   attn.hook_k/v, attn.hook_rot_k                             [batch, pos, n_kv_heads, d_head]
+//   attn.hook_attn_scores (masked with -inf), attn.hook_pattern [batch, n_heads, query, key]
+//   attn.hook_result (only computed when hooked)               [batch, pos, n_heads, d_model]
+//   mlp.hook_pre (gate pre-activation when gated), mlp.hook_pre_linear (gated only), mlp.hook_post
+//                                                              [batch, pos, d_mlp]
+//   unembed.hook_logits                                        [batch, pos, d_vocab]
+// hook_q/k are taken after qk-norm (Qwen3) and before rotary; hook_rot_q/k exist for rotary models;
+// hook_resid_mid does not exist for parallel-residual models (GPT-NeoX), as in TransformerLens.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/common/run_context.hpp"
+#include "core/common/tensor.hpp"
+#include "core/model/activation_cache.hpp"
+#include "core/model/hooks.hpp"
+#include "core/model/model_config.hpp"
+#include "core/model/model_weights.hpp"
+
+namespace mechscope {
+
+/// Where and in which precision to run.
+struct LoadOptions {
+  std::string device = "cpu";  ///< "cpu", "cuda" or "cuda:N"
+  std::string dtype = "fp32";  ///< "fp32", "bf16" or "fp16" (fp16 is refused on CPU)
+};
+
+/// Parses "fp32"/"float32", "bf16"/"bfloat16", "fp16"/"float16", "fp64" (CPU reference runs); InputError otherwise.
+at::ScalarType parseDtype(const std::string& name);
+/// "fp32", "bf16", "fp16".
+std::string dtypeName(at::ScalarType type);
+
+/// Which attention implementation to use.
+enum class AttentionPath {
+  Auto,      ///< fused when no attention-internal hook (scores/pattern) is active and LibTorch ≥ 2
+  Explicit,  ///< matmul + fp32 softmax: every site hookable
+  Fused      ///< scaled_dot_product_attention where possible (LibTorch ≥ 2), else explicit
+};
+
+/// Options of one forward pass.
+struct ForwardOptions {
+  at::Tensor attentionMask;  ///< [batch, pos] 1 = token, 0 = padding (left or right); optional
+  AttentionPath path = AttentionPath::Auto;
+  bool logitsLastOnly = false;  ///< unembed only the last position: logits [batch, 1, vocab]
+  int stopAtLayer = -1;         ///< run only blocks < stopAtLayer and return the residual (no logits)
+};
+
+/// What a forward pass returns.
+struct ForwardResult {
+  at::Tensor logits;          ///< [batch, pos, vocab] fp32 (undefined with stopAtLayer)
+  at::Tensor residual;        ///< [batch, pos, d_model]: resid_pre of block stopAtLayer (only then)
+  std::string attentionPath;  ///< "explicit", "fused" or "mixed" (per layer)
+};
+
+/// Keys and values of earlier positions, for incremental decoding.
+struct KVCache {
+  std::vector<at::Tensor> keys;    ///< per layer [batch, past, n_kv_heads, d_head], after rotary
+  std::vector<at::Tensor> values;  ///< per layer [batch, past, n_kv_heads, d_head]
+  at::Tensor attentionMask;        ///< [batch, past] of the cached positions (undefined: all 1)
+  int64_t length = 0;              ///< cached positions
+};
+
+/// A loaded model with a hookable forward pass.
+class HookedTransformer {
+ public:
+  /// Loads a Hugging Face model folder (config.json + safetensors). Lazy and bounded: on CPU the
+  /// weights are views of the memory-mapped files when the stored dtype is the compute dtype.
+  static std::unique_ptr<HookedTransformer> load(const std::filesystem::path& folder, const LoadOptions& options = {});
+  /// Builds a model from a config and weights already on `device` in `dtype` (tests, synthetic models).
+  HookedTransformer(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype,
+                    std::filesystem::path folder = {});
+  ~HookedTransformer();
+
+  /// The parsed config.
+  [[nodiscard]] const ModelConfig& config() const { return m_config; }
+  /// The canonical weights.
+  [[nodiscard]] const ModelWeights& weights() const { return m_weights; }
+  /// Every hook point name in forward order.
+  [[nodiscard]] std::vector<std::string> hookNames() const;
+  /// Number of distinct parameters (tied embeddings counted once).
+  [[nodiscard]] int64_t parameterCount() const;
+  /// The folder loaded from (empty for synthetic models).
+  [[nodiscard]] const std::filesystem::path& folder() const { return m_folder; }
+  /// The device the weights live on.
+  [[nodiscard]] at::Device device() const { return m_device; }
+  /// The compute dtype.
+  [[nodiscard]] at::ScalarType dtype() const { return m_dtype; }
+  /// A cheap fingerprint of the checkpoint: FNV-1a over file names, sizes and header bytes (hex).
+  [[nodiscard]] const std::string& weightsHash() const { return m_weightsHash; }
+
+  /// Runs the model on `tokens` [batch, pos] int64 with optional hooks (applied only for this call).
+  ForwardResult forward(const at::Tensor& tokens, const ForwardOptions& opts = {}, const HookSet* hooks = nullptr,
+                        const RunContext* ctx = nullptr) const;
+  /// Continues from `resid` [batch, pos, d_model] = blocks.{layer}.hook_resid_pre (shared-prefix
+  /// patching); `tokens` only supply the shape (positions come from opts.attentionMask or 0..pos-1).
+  ForwardResult forwardFrom(int layer, const at::Tensor& resid, const ForwardOptions& opts = {},
+                            const HookSet* hooks = nullptr, const RunContext* ctx = nullptr) const;
+  /// One incremental step: `tokens` [batch, new] follow the `cache.length` cached positions; the
+  /// cache is extended. `step` is passed to hooks (HookContext::step). opts.attentionMask, when
+  /// given, covers only the new positions.
+  ForwardResult forwardCached(const at::Tensor& tokens, KVCache& cache, int step, const ForwardOptions& opts = {},
+                              const HookSet* hooks = nullptr, const RunContext* ctx = nullptr) const;
+  /// Runs forward and caches every hook whose name matches one of `nameGlobs` (moved to `device`,
+  /// default the model's). `result` receives the logits when given; `hooks` run too (after caching).
+  ActivationCache runWithCache(const at::Tensor& tokens, const std::vector<std::string>& nameGlobs,
+                               const ForwardOptions& opts = {}, std::optional<at::Device> device = {},
+                               ForwardResult* result = nullptr, const HookSet* hooks = nullptr,
+                               const RunContext* ctx = nullptr) const;
+  /// Checks a token batch: 2-D integer, ids in [0, vocab), length ≤ n_ctx; returns it as int64 on the
+  /// model's device. InputError names the offending id / length.
+  [[nodiscard]] at::Tensor checkTokens(const at::Tensor& tokens, int64_t past = 0) const;
+
+ private:
+  struct Impl;
+  ModelConfig m_config;
+  ModelWeights m_weights;
+  at::Device m_device;
+  at::ScalarType m_dtype;
+  std::filesystem::path m_folder;
+  std::string m_weightsHash;
+  std::unique_ptr<Impl> m_impl;
+  friend struct ForwardPass;
+};
+
+}  // namespace mechscope

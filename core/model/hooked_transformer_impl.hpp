@@ -1,0 +1,48 @@
+#pragma once
+// Private to core/model: state precomputed at load and the forward pass that HookedTransformer's
+// public methods share.
+#include <string>
+#include <vector>
+
+#include "core/model/hooked_transformer.hpp"
+
+namespace mechscope {
+
+/// Hook names of one block, built once (the forward pass never formats strings).
+struct LayerHookNames {
+  std::string residPre, ln1, q, k, v, rotQ, rotK, scores, pattern, z, result, attnOut, residMid, ln2, mlpPre,
+      mlpPreLinear, mlpPost, mlpOut, residPost;
+};
+
+struct HookedTransformer::Impl {
+  std::vector<LayerHookNames> names;
+  at::Tensor invFreq;  // [rotary_dim / 2] fp32 on the device (rotary models)
+};
+
+/// Inputs of one pass through the blocks.
+struct PassInput {
+  at::Tensor resid;      // [batch, pos, d_model]: resid_pre of block `startLayer`
+  at::Tensor positions;  // [batch, pos] int64 position ids
+  at::Tensor keyMask;    // [batch, past + pos] bool (undefined: no padding)
+  int startLayer = 0;
+  KVCache* cache = nullptr;
+  int step = -1;
+};
+
+/// The forward pass: blocks, final norm, unembedding.
+struct ForwardPass {
+  /// Runs blocks startLayer.. (or until opts.stopAtLayer), then the head unless stopped.
+  static ForwardResult run(const HookedTransformer& m, PassInput in, const ForwardOptions& opts, const HookSet* hooks,
+                           const RunContext* ctx);
+  /// Embeds tokens (+ learned positions) and applies hook_embed / hook_pos_embed.
+  static at::Tensor embed(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& positions,
+                          const HookSet* hooks, int step);
+  /// Position ids [batch, pos] for `pos` new tokens after `past`, from the key mask when present.
+  static at::Tensor positionIds(const at::Tensor& keyMask, int64_t batch, int64_t pos, int64_t past, at::Device device);
+  /// Builds the names table and rotary frequencies.
+  static void prepare(HookedTransformer& m);
+  /// Access for the helpers.
+  static const HookedTransformer::Impl& impl(const HookedTransformer& m) { return *m.m_impl; }
+};
+
+}  // namespace mechscope

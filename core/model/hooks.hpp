@@ -1,0 +1,45 @@
+#pragma once
+// Hooks on TransformerLens-named activation sites. A HookSet is passed to one forward/generate call
+// and lives only for it (nothing global), so hooks are always detached when the call returns.
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/common/tensor.hpp"
+
+namespace mechscope {
+
+/// Where a hook fires.
+struct HookContext {
+  std::string name;  ///< full TransformerLens name, e.g. "blocks.3.attn.hook_pattern"
+  int layer = -1;    ///< block index, -1 if not in a block
+  int step = -1;     ///< decode step during generation, -1 for prefill / plain forward
+};
+
+/// A hook sees the activation and may return a replacement (same shape); readers return nullopt.
+using HookFn = std::function<std::optional<at::Tensor>(const at::Tensor&, const HookContext&)>;
+
+/// The hooks of one run: (name or glob, function) pairs applied in insertion order.
+class HookSet {
+ public:
+  /// Adds a hook on every site whose name matches `nameOrGlob` ('*' any run of characters, '?' one).
+  HookSet& add(std::string nameOrGlob, HookFn fn);
+  /// Whether `glob` matches `name` as a whole.
+  static bool matches(const std::string& glob, const std::string& name);
+  /// Whether any hook matches `name`.
+  [[nodiscard]] bool active(const std::string& name) const;
+  /// Runs the matching hooks in order on `t`; returns the (possibly replaced) tensor. Replacements
+  /// with a different shape throw InputError naming the hook.
+  [[nodiscard]] at::Tensor apply(const at::Tensor& t, const HookContext& ctx) const;
+  /// Number of hooks.
+  [[nodiscard]] std::size_t size() const { return m_hooks.size(); }
+  /// Whether no hook was added.
+  [[nodiscard]] bool empty() const { return m_hooks.empty(); }
+
+ private:
+  std::vector<std::pair<std::string, HookFn>> m_hooks;
+};
+
+}  // namespace mechscope

@@ -1,0 +1,207 @@
+#include "core/model/model_config.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "core/common/errors.hpp"
+#include "core/model/family_spec.hpp"
+
+namespace mechscope {
+
+std::string toString(NormKind kind) { return kind == NormKind::LayerNorm ? "layernorm" : "rmsnorm"; }
+std::string toString(Activation act) {
+  switch (act) {
+    case Activation::GeluNew: return "gelu_new";
+    case Activation::Gelu: return "gelu";
+    case Activation::Silu: return "silu";
+    case Activation::Relu: return "relu";
+  }
+  return "?";
+}
+std::string toString(PositionalKind kind) { return kind == PositionalKind::Learned ? "learned" : "rotary"; }
+std::string toString(RopeScalingKind kind) {
+  switch (kind) {
+    case RopeScalingKind::None: return "none";
+    case RopeScalingKind::Linear: return "linear";
+    case RopeScalingKind::Llama3: return "llama3";
+  }
+  return "?";
+}
+
+// ---- ConfigReader ---------------------------------------------------------------------------
+
+const nlohmann::json* ConfigReader::find(std::initializer_list<const char*> keys) const {
+  for (const char* k : keys) {
+    auto it = m_json.find(k);
+    if (it != m_json.end() && !it->is_null()) return &*it;
+  }
+  return nullptr;
+}
+
+namespace {
+std::string keyList(std::initializer_list<const char*> keys) {
+  std::vector<std::string> v;
+  for (const char* k : keys) v.push_back(fmt::format("'{}'", k));
+  return fmt::format("{}", fmt::join(v, " or "));
+}
+}  // namespace
+
+int ConfigReader::requireInt(std::initializer_list<const char*> keys) const {
+  const auto* j = find(keys);
+  if (!j) throw InputError(fmt::format("{}: missing key {}", m_source, keyList(keys)));
+  if (!j->is_number_integer())
+    throw InputError(fmt::format("{}: key {} should be an integer, found {}", m_source, keyList(keys), j->dump()));
+  return j->get<int>();
+}
+
+double ConfigReader::optDouble(std::initializer_list<const char*> keys, double fallback) const {
+  const auto* j = find(keys);
+  if (!j) return fallback;
+  if (!j->is_number()) throw InputError(fmt::format("{}: key {} should be a number, found {}", m_source, keyList(keys), j->dump()));
+  return j->get<double>();
+}
+
+std::optional<int64_t> ConfigReader::optInt(std::initializer_list<const char*> keys) const {
+  const auto* j = find(keys);
+  if (!j) return std::nullopt;
+  if (!j->is_number_integer())
+    throw InputError(fmt::format("{}: key {} should be an integer, found {}", m_source, keyList(keys), j->dump()));
+  return j->get<int64_t>();
+}
+
+bool ConfigReader::optBool(std::initializer_list<const char*> keys, bool fallback) const {
+  const auto* j = find(keys);
+  if (!j) return fallback;
+  if (!j->is_boolean()) throw InputError(fmt::format("{}: key {} should be true/false, found {}", m_source, keyList(keys), j->dump()));
+  return j->get<bool>();
+}
+
+std::string ConfigReader::optString(std::initializer_list<const char*> keys, const std::string& fallback) const {
+  const auto* j = find(keys);
+  if (!j) return fallback;
+  if (!j->is_string()) throw InputError(fmt::format("{}: key {} should be a string, found {}", m_source, keyList(keys), j->dump()));
+  return j->get<std::string>();
+}
+
+Activation ConfigReader::activation(const std::string& name) const {
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GeluNew;
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "silu" || name == "swish") return Activation::Silu;
+  if (name == "relu") return Activation::Relu;
+  throw UnsupportedError(fmt::format("{}: activation '{}' is not supported (gelu_new, gelu_pytorch_tanh, gelu, silu, relu)",
+                                     m_source, name));
+}
+
+void ConfigReader::readRope(ModelConfig& cfg, double defaultTheta, double defaultPartial) const {
+  // transformers >= 5 folds everything into rope_parameters; older configs use rope_theta +
+  // rope_scaling (+ rotary_pct / rotary_emb_base for GPT-NeoX).
+  const nlohmann::json empty = nlohmann::json::object();
+  const auto* params = find({"rope_parameters"});
+  const auto* scaling = find({"rope_scaling"});
+  const nlohmann::json& p = params && params->is_object() ? *params : empty;
+  const nlohmann::json& s = scaling && scaling->is_object() ? *scaling : p;
+  auto num = [&](const nlohmann::json& o, const char* k, double fb) {
+    auto it = o.find(k);
+    return it != o.end() && it->is_number() ? it->get<double>() : fb;
+  };
+  cfg.ropeTheta = num(p, "rope_theta", optDouble({"rope_theta", "rotary_emb_base"}, defaultTheta));
+  const double partial = num(p, "partial_rotary_factor", optDouble({"partial_rotary_factor", "rotary_pct"}, defaultPartial));
+  cfg.rotaryDim = static_cast<int>(cfg.dHead * partial);
+  std::string type = "default";
+  if (auto it = s.find("rope_type"); it != s.end() && it->is_string()) type = it->get<std::string>();
+  else if (auto it2 = s.find("type"); it2 != s.end() && it2->is_string()) type = it2->get<std::string>();
+  if (type == "default") {
+    cfg.ropeScaling = {};
+  } else if (type == "linear") {
+    cfg.ropeScaling.kind = RopeScalingKind::Linear;
+    cfg.ropeScaling.factor = num(s, "factor", 1.0);
+  } else if (type == "llama3") {
+    cfg.ropeScaling.kind = RopeScalingKind::Llama3;
+    cfg.ropeScaling.factor = num(s, "factor", 8.0);
+    cfg.ropeScaling.lowFreqFactor = num(s, "low_freq_factor", 1.0);
+    cfg.ropeScaling.highFreqFactor = num(s, "high_freq_factor", 4.0);
+    cfg.ropeScaling.originalMaxPositionEmbeddings = static_cast<int64_t>(num(s, "original_max_position_embeddings", 8192));
+  } else {
+    throw UnsupportedError(fmt::format("{}: rope scaling type '{}' is not supported (default, linear, llama3)", m_source, type));
+  }
+}
+
+void ConfigReader::readSpecialTokens(ModelConfig& cfg) const {
+  cfg.bosTokenId = optInt({"bos_token_id"});
+  cfg.eosTokenIds.clear();
+  if (const auto* e = find({"eos_token_id"})) {
+    if (e->is_number_integer()) cfg.eosTokenIds.push_back(e->get<int64_t>());
+    else if (e->is_array())
+      for (const auto& x : *e)
+        if (x.is_number_integer()) cfg.eosTokenIds.push_back(x.get<int64_t>());
+  }
+}
+
+// ---- ModelConfig ----------------------------------------------------------------------------
+
+ModelConfig ModelConfig::fromJsonFile(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: missing (a model folder needs config.json)", path.string()));
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open", path.string()));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: malformed JSON ({})", path.string(), e.what()));
+  }
+  return fromJson(j, path.string());
+}
+
+ModelConfig ModelConfig::fromJson(const nlohmann::json& json, const std::string& source) {
+  if (!json.is_object()) throw InputError(fmt::format("{}: expected a JSON object", source));
+  ConfigReader reader(json, source);
+  const std::string type = reader.optString({"model_type"}, "");
+  if (type.empty()) throw InputError(fmt::format("{}: missing key 'model_type' (supported: {})", source, supportedModelTypes()));
+  const FamilySpec* fam = findFamily(type);
+  if (!fam)
+    throw InputError(fmt::format("{}: unknown model_type '{}' (supported: {})", source, type, supportedModelTypes()));
+  ModelConfig cfg;
+  cfg.modelType = type;
+  cfg.raw = json;
+  fam->parseConfig(reader, cfg);
+  cfg.validate(source);
+  return cfg;
+}
+
+void ModelConfig::validate(const std::string& source) const {
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) throw InputError(fmt::format("{}: inconsistent config: {}", source, what));
+  };
+  need(nLayers > 0 && dModel > 0 && nHeads > 0 && dHead > 0 && dMlp > 0 && dVocab > 0 && nCtx > 0,
+       fmt::format("sizes must be positive (layers {}, d_model {}, heads {}, d_head {}, d_mlp {}, vocab {}, n_ctx {})",
+                   nLayers, dModel, nHeads, dHead, dMlp, dVocab, nCtx));
+  need(nKvHeads > 0 && nHeads % nKvHeads == 0, fmt::format("n_heads {} is not a multiple of n_kv_heads {}", nHeads, nKvHeads));
+  need(positional != PositionalKind::Rotary || (rotaryDim > 0 && rotaryDim <= dHead && rotaryDim % 2 == 0),
+       fmt::format("rotary dim {} must be even and in (0, d_head {}]", rotaryDim, dHead));
+}
+
+std::string ModelConfig::summary() const {
+  std::ostringstream o;
+  o << fmt::format("model_type: {}\n", modelType);
+  o << fmt::format("n_layers: {}\nd_model: {}\nn_heads: {}\nn_kv_heads: {}\nd_head: {}\nd_mlp: {}\nd_vocab: {}\nn_ctx: {}\n",
+                   nLayers, dModel, nHeads, nKvHeads, dHead, dMlp, dVocab, nCtx);
+  o << fmt::format("norm: {} (eps {:g}{})\n", toString(normKind), normEps, normBias ? ", bias" : "");
+  o << fmt::format("activation: {}{}\n", toString(activation), gatedMlp ? " (gated)" : "");
+  o << fmt::format("positional: {}", toString(positional));
+  if (positional == PositionalKind::Rotary) {
+    o << fmt::format(" (rotary_dim {}, theta {:g}, scaling {}", rotaryDim, ropeTheta, toString(ropeScaling.kind));
+    if (ropeScaling.kind != RopeScalingKind::None) o << fmt::format(" x{:g}", ropeScaling.factor);
+    o << ")";
+  }
+  o << "\n";
+  if (slidingWindow) o << fmt::format("sliding_window: {}\n", *slidingWindow);
+  o << fmt::format("parallel_attn_mlp: {}\nqk_norm: {}\nqkv_bias: {}\nattn_out_bias: {}\nmlp_bias: {}\ntied_embeddings: {}\n",
+                   parallelAttnMlp, qkNorm, attnQkvBias, attnOutBias, mlpBias, tiedEmbeddings);
+  o << fmt::format("bos_token_id: {}\neos_token_ids: [{}]\n", bosTokenId ? std::to_string(*bosTokenId) : "none",
+                   fmt::join(eosTokenIds, ", "));
+  return o.str();
+}
+
+}  // namespace mechscope

@@ -1,0 +1,112 @@
+#pragma once
+// ModelConfig: one struct for every family, parsed from a Hugging Face config.json by the family's
+// table entry (core/model/families/). The forward pass reads only these flags.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mechscope {
+
+/// Normalisation layer kind.
+enum class NormKind { LayerNorm, RMSNorm };
+/// MLP non-linearity.
+enum class Activation { GeluNew, Gelu, Silu, Relu };
+/// How positions enter the model.
+enum class PositionalKind { Learned, Rotary };
+/// Rotary frequency scaling (HF `rope_scaling` / `rope_parameters.rope_type`).
+enum class RopeScalingKind { None, Linear, Llama3 };
+
+/// Rotary scaling parameters (only those of the kind in use matter).
+struct RopeScaling {
+  RopeScalingKind kind = RopeScalingKind::None;
+  double factor = 1.0;
+  double lowFreqFactor = 1.0;
+  double highFreqFactor = 4.0;
+  int64_t originalMaxPositionEmbeddings = 8192;
+};
+
+/// "layernorm" / "rmsnorm", etc.: names for printing.
+std::string toString(NormKind kind);
+std::string toString(Activation act);
+std::string toString(PositionalKind kind);
+std::string toString(RopeScalingKind kind);
+
+/// Architecture hyper-parameters and flags of a loaded model.
+struct ModelConfig {
+  std::string modelType;  ///< config.json model_type, e.g. "llama"
+  int nLayers = 0;
+  int dModel = 0;
+  int nHeads = 0;
+  int nKvHeads = 0;  ///< == nHeads without GQA; 1 for MQA
+  int dHead = 0;     ///< may differ from dModel / nHeads (Qwen3)
+  int dMlp = 0;
+  int dVocab = 0;
+  int nCtx = 0;  ///< max positions
+  NormKind normKind = NormKind::LayerNorm;
+  double normEps = 1e-5;
+  Activation activation = Activation::GeluNew;
+  bool gatedMlp = false;  ///< SwiGLU-style: act(gate(x)) * up(x)
+  PositionalKind positional = PositionalKind::Learned;
+  int rotaryDim = 0;  ///< rotated dims per head (partial rotary: < dHead)
+  double ropeTheta = 10000.0;
+  RopeScaling ropeScaling;
+  std::optional<int> slidingWindow;  ///< keys further back than this are masked
+  bool parallelAttnMlp = false;      ///< GPT-NeoX: resid + attn(ln1(x)) + mlp(ln2(x))
+  bool qkNorm = false;               ///< Qwen3: per-head RMSNorm on q and k before rotary
+  bool attnQkvBias = false;
+  bool attnOutBias = false;
+  bool mlpBias = false;
+  bool normBias = false;  ///< LayerNorm with bias
+  bool tiedEmbeddings = false;
+  std::optional<int64_t> bosTokenId;
+  std::vector<int64_t> eosTokenIds;
+  nlohmann::json raw;  ///< the config.json as read
+
+  /// Reads `path` (a config.json), finds the family by model_type and lets it fill the struct.
+  /// Missing file, unknown model_type or missing keys → InputError naming config.json and the key.
+  static ModelConfig fromJsonFile(const std::filesystem::path& path);
+  /// As fromJsonFile, from parsed JSON; `source` names the file in errors.
+  static ModelConfig fromJson(const nlohmann::json& json, const std::string& source);
+  /// Checks internal consistency (positive sizes, heads divide, rotary dim ≤ d_head).
+  void validate(const std::string& source) const;
+  /// Multi-line human-readable summary ("key: value" lines).
+  [[nodiscard]] std::string summary() const;
+};
+
+/// Reads keys of a config.json with errors that name the file and the key.
+class ConfigReader {
+ public:
+  ConfigReader(const nlohmann::json& json, std::string source) : m_json(json), m_source(std::move(source)) {}
+  /// The first present, non-null key of `keys` as an int; InputError naming them when none is.
+  [[nodiscard]] int requireInt(std::initializer_list<const char*> keys) const;
+  /// The first present, non-null key as a double, else `fallback`.
+  [[nodiscard]] double optDouble(std::initializer_list<const char*> keys, double fallback) const;
+  /// The first present, non-null key as an int, else `fallback`.
+  [[nodiscard]] std::optional<int64_t> optInt(std::initializer_list<const char*> keys) const;
+  /// The first present, non-null key as a bool, else `fallback`.
+  [[nodiscard]] bool optBool(std::initializer_list<const char*> keys, bool fallback) const;
+  /// The first present, non-null key as a string, else `fallback`.
+  [[nodiscard]] std::string optString(std::initializer_list<const char*> keys, const std::string& fallback) const;
+  /// The raw JSON.
+  [[nodiscard]] const nlohmann::json& json() const { return m_json; }
+  /// The file name used in errors.
+  [[nodiscard]] const std::string& source() const { return m_source; }
+  /// Parses an activation name ("gelu_new", "silu", ...); InputError on others.
+  [[nodiscard]] Activation activation(const std::string& name) const;
+  /// Fills ropeTheta, rotaryDim and ropeScaling from `rope_parameters` (transformers ≥ 5) or
+  /// `rope_theta` + `rope_scaling` (older) + `partial_rotary_factor`/`rotary_pct`.
+  void readRope(ModelConfig& cfg, double defaultTheta, double defaultPartial = 1.0) const;
+  /// Fills bosTokenId and eosTokenIds (eos may be an int or a list).
+  void readSpecialTokens(ModelConfig& cfg) const;
+
+ private:
+  const nlohmann::json* find(std::initializer_list<const char*> keys) const;
+  const nlohmann::json& m_json;
+  std::string m_source;
+};
+
+}  // namespace mechscope

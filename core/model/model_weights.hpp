@@ -1,0 +1,34 @@
+#pragma once
+// The canonical weights every family maps onto. Linear weights use the torch.nn.Linear layout
+// [out, in] (views of the mapping where the stored layout allows it); absent optional tensors are
+// undefined at::Tensor.
+#include <vector>
+
+#include "core/common/tensor.hpp"
+
+namespace mechscope {
+
+/// Weights of one transformer block.
+struct LayerWeights {
+  at::Tensor ln1W, ln1B;      // [d_model]
+  at::Tensor wQ, bQ;          // [n_heads * d_head, d_model], [n_heads * d_head]
+  at::Tensor wK, bK;          // [n_kv_heads * d_head, d_model], [n_kv_heads * d_head]
+  at::Tensor wV, bV;          // [n_kv_heads * d_head, d_model], [n_kv_heads * d_head]
+  at::Tensor wO, bO;          // [d_model, n_heads * d_head], [d_model]
+  at::Tensor qNormW, kNormW;  // [d_head] (qk-norm only)
+  at::Tensor ln2W, ln2B;      // [d_model]
+  at::Tensor wIn, bIn;        // [d_mlp, d_model], [d_mlp]  (the "up" projection when gated)
+  at::Tensor wGate, bGate;    // [d_mlp, d_model], [d_mlp] (gated MLP only)
+  at::Tensor wOut, bOut;      // [d_model, d_mlp], [d_model]
+};
+
+/// All weights of a model.
+struct ModelWeights {
+  at::Tensor wE;                    // [d_vocab, d_model]
+  at::Tensor wPos;                  // [n_ctx, d_model] (learned positions only)
+  std::vector<LayerWeights> layers;
+  at::Tensor lnFinalW, lnFinalB;    // [d_model]
+  at::Tensor wU, bU;                // [d_vocab, d_model], [d_vocab] (wU aliases wE when tied)
+};
+
+}  // namespace mechscope

@@ -1,0 +1,50 @@
+#include "core/model/rotary.hpp"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace mechscope {
+
+at::Tensor ropeInvFreq(const ModelConfig& c, at::Device device) {
+  const int64_t rd = c.rotaryDim;
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  // Same float32 arithmetic as HF: 1 / base ** (arange(0, dim, 2) / dim).
+  at::Tensor exponent = at::arange(0, rd, 2, f32.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(rd);
+  at::Tensor inv = 1.0 / at::pow(c.ropeTheta, exponent);  // [rd / 2]
+  const auto& s = c.ropeScaling;
+  if (s.kind == RopeScalingKind::Linear) {
+    inv = inv / s.factor;
+  } else if (s.kind == RopeScalingKind::Llama3) {
+    const double oldCtx = static_cast<double>(s.originalMaxPositionEmbeddings);
+    const double lowWavelen = oldCtx / s.lowFreqFactor;
+    const double highWavelen = oldCtx / s.highFreqFactor;
+    at::Tensor wavelen = 2.0 * M_PI / inv;
+    at::Tensor scaled = at::where(wavelen > lowWavelen, inv / s.factor, inv);
+    at::Tensor smooth = (oldCtx / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    at::Tensor medium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
+    inv = at::where(medium, smoothed, scaled);
+  }
+  return inv.to(device);
+}
+
+std::pair<at::Tensor, at::Tensor> ropeCosSin(const at::Tensor& invFreq, const at::Tensor& positions, at::ScalarType dtype) {
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * invFreq;  // [batch, pos, rd / 2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);                          // [batch, pos, rd]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+at::Tensor applyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rd = cos.size(-1);
+  const int64_t dh = x.size(-1);
+  at::Tensor xr = rd == dh ? x : x.narrow(-1, 0, rd);  // [batch, pos, head, rd]
+  at::Tensor c = cos.unsqueeze(2), s = sin.unsqueeze(2);  // [batch, pos, 1, rd]
+  at::Tensor x1 = xr.narrow(-1, 0, rd / 2), x2 = xr.narrow(-1, rd / 2, rd / 2);
+  at::Tensor rotated = at::cat({-x2, x1}, -1);
+  at::Tensor out = xr * c + rotated * s;
+  if (rd == dh) return out;
+  return at::cat({out, x.narrow(-1, rd, dh - rd)}, -1);
+}
+
+}  // namespace mechscope

@@ -1,0 +1,51 @@
+#pragma once
+// Helpers shared by the engine tests: where the fixtures are and which device to test on.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "core/common/tensor.hpp"
+
+namespace mechscope::test {
+
+/// The shared/ folder (env MECHSCOPE_SHARED, else the compile-time MECHSCOPE_SHARED_DIR), if present.
+inline std::optional<std::filesystem::path> sharedDir() {
+  if (const char* e = std::getenv("MECHSCOPE_SHARED"); e && std::filesystem::exists(e)) return std::filesystem::path(e);
+#ifdef MECHSCOPE_SHARED_DIR
+  if (std::filesystem::exists(MECHSCOPE_SHARED_DIR)) return std::filesystem::path(MECHSCOPE_SHARED_DIR);
+#endif
+  return std::nullopt;
+}
+
+/// shared/fixtures/models/<family>, if present.
+inline std::optional<std::filesystem::path> fixtureModel(const std::string& family) {
+  auto s = sharedDir();
+  if (!s) return std::nullopt;
+  auto p = *s / "fixtures" / "models" / family;
+  if (!std::filesystem::exists(p / "config.json")) return std::nullopt;
+  return p;
+}
+
+/// "cpu" unless MECHSCOPE_TEST_DEVICE says otherwise (e.g. "cuda" on the GPU box).
+inline std::string testDevice() {
+  const char* e = std::getenv("MECHSCOPE_TEST_DEVICE");
+  return e && *e ? std::string(e) : std::string("cpu");
+}
+
+/// A fresh temporary folder for one test.
+inline std::filesystem::path tempDir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("mechscope_engine_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+}  // namespace mechscope::test
+
+#define MECHSCOPE_FIXTURE_OR_SKIP(var, family)                                                             \
+  auto var##_opt = ::mechscope::test::fixtureModel(family);                                               \
+  if (!var##_opt) GTEST_SKIP() << "fixture models/" << family << " not found (set MECHSCOPE_SHARED)"; \
+  const std::filesystem::path var = *var##_opt
