@@ -143,17 +143,21 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
 
     // Pass 1: running max m and Σ exp(s − m) per row → log-sum-exp.
     at::Tensor m = at::full({g.heads, rows}, kNegInf, fopt);  // [head, rows]
-    at::Tensor l = at::zeros({g.heads, rows}, fopt);          // [head, rows]
+    // Σ exp(s − m) is kept in fp64: in a peaked row it is 1 + ε with ε below fp32's resolution, and
+    // log of it is the dominant key's log p (entropy of sharp rows).
+    at::Tensor l = at::zeros({g.heads, rows}, fopt.dtype(at::kDouble));  // [head, rows]
     for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
       const int64_t c1 = std::min(c0 + tiles.tileK, kEnd);
       at::Tensor s = tileScores(qt, in.k, g, rows, c0, c1, in.scale, uniformIdx, tileMask(c0, c1));
       at::Tensor newM = at::maximum(m, at::amax(s, {-1}));
       at::Tensor safeM = newM.masked_fill(newM == kNegInf, 0.0);  // all-masked so far: any finite shift
-      l = l * (m - safeM).exp_() + s.sub_(safeM.unsqueeze(-1)).exp_().sum(-1);
+      l = l * (m - safeM).exp_().to(at::kDouble) + s.sub_(safeM.unsqueeze(-1)).exp_().sum(-1, false, at::kDouble);
       m = newM;
     }
-    at::Tensor lse = m.masked_fill(m == kNegInf, 0.0).add_(l.log());  // [head, rows]
-    lse.masked_fill_(l == 0, 0.0);  // empty rows: every p = exp(−inf − 0) = 0
+    // log p = (s − m) − log l: subtracting the max first keeps log p of the dominant keys exact to
+    // rounding of log l, where s − (m + log l) would lose ulp(m) (matters for entropy of sharp rows).
+    const at::Tensor rowMax = m.masked_fill(m == kNegInf, 0.0).unsqueeze(-1);  // [head, rows, 1]
+    const at::Tensor logSum = l.log().masked_fill_(l == 0, 0.0).to(cdt).unsqueeze(-1);  // empty rows: p = 0
 
     // Pass 2: p = exp(s − lse), accumulate what was asked.
     at::Tensor dist, win, mass, ent;  // [head, rows]
@@ -173,7 +177,7 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
     for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
       const int64_t c1 = std::min(c0 + tiles.tileK, kEnd), cols = c1 - c0;
       at::Tensor x = tileScores(qt, in.k, g, rows, c0, c1, in.scale, uniformIdx, tileMask(c0, c1));
-      x.sub_(lse.unsqueeze(-1));  // log p, −inf where masked
+      x.sub_(rowMax).sub_(logSum);  // log p, −inf where masked
       at::Tensor p = x.exp();     // [head, rows, cols]
 
       if (topK == 1) {
