@@ -1,0 +1,316 @@
+#include "store/cache_reader.hpp"
+
+#include <ATen/ATen.h>
+
+#include <fnmatch.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/common/errors.hpp"
+#include "store/detail/h5_util.hpp"
+#include "store/hdf5_lock.hpp"
+#include "store/schema.hpp"
+
+namespace mechscope::store {
+
+namespace detail {
+/// The open file of a CacheReader (shared by its copies).
+struct ReaderState {
+  Hid file;
+  std::filesystem::path path;
+  int64_t schemaVersion = 0;
+};
+}  // namespace detail
+
+using detail::Hid;
+using detail::own;
+
+namespace {
+
+bool endsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Caller holds the lock.
+DatasetInfo describe(hid_t file, const std::string& path) {
+  DatasetInfo info;
+  info.path = path;
+  const std::string prefix = std::string(schema::kActivationsGroup) + "/";
+  info.name = path.rfind(prefix, 0) == 0 ? path.substr(prefix.size()) : path;
+  Hid dset = own(H5Dopen2(file, path.c_str(), H5P_DEFAULT), "open dataset " + path, true);
+  Hid space = own(H5Dget_space(dset.get()), "dataspace of " + path, true);
+  info.shape = detail::spaceDims(space.get());
+  Hid type = own(H5Dget_type(dset.get()), "datatype of " + path, true);
+  if (H5Tget_class(type.get()) == H5T_STRING) {
+    info.dtype = "string";
+  } else {
+    try {
+      info.dtype = storageDtypeName(detail::datasetStorageDtype(dset.get(), path));
+    } catch (const InputError&) {
+      info.dtype = "unsupported";
+    }
+  }
+  info.chunks = detail::chunkDims(dset.get());
+  info.compression = detail::filterDescription(dset.get());
+  info.axes = detail::readAttrAsString(dset.get(), schema::kAttrAxes).value_or("");
+  return info;
+}
+
+herr_t collectDataset(hid_t group, const char* name, const H5L_info_t* linfo, void* data) {
+  if (linfo->type != H5L_TYPE_HARD) return 0;
+  const hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+  if (obj < 0) return 0;
+  if (H5Iget_type(obj) == H5I_DATASET) static_cast<std::vector<std::string>*>(data)->push_back(std::string("/") + name);
+  H5Oclose(obj);
+  return 0;
+}
+
+std::vector<std::string> datasetPaths(hid_t file, const std::string& group) {
+  std::vector<std::string> paths;
+  if (!detail::linkExists(file, group)) return paths;
+  Hid g = own(H5Gopen2(file, group.c_str(), H5P_DEFAULT), "open group " + group, true);
+  H5Lvisit(g.get(), H5_INDEX_NAME, H5_ITER_INC, collectDataset, &paths);
+  if (group != "/")
+    for (auto& p : paths) p = group + p;
+  std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+}  // namespace
+
+CacheReader CacheReader::open(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw InputError(fmt::format("cache '{}': no such file", name));
+  if (std::filesystem::is_directory(path, ec))
+    throw InputError(fmt::format("cache '{}' is a folder: expected an .h5 file", name));
+  if (endsWith(name, schema::kPartialSuffix))
+    throw InputError(fmt::format("cache '{}' is unfinished (.partial): the run writing it was killed or cancelled "
+                                 "before it completed; run it again",
+                                 name));
+  auto state = std::make_shared<detail::ReaderState>();
+  state->path = path;
+  Hdf5Lock lock;
+  const htri_t isHdf5 = H5Fis_hdf5(name.c_str());
+  if (isHdf5 <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw InputError(fmt::format("cache '{}' is not an HDF5 file (no HDF5 signature): expected a mechscope .h5 cache",
+                                 name));
+  }
+  const hid_t f = H5Fopen(name.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0)
+    throw InputError(fmt::format("cache '{}' cannot be opened: truncated or corrupt HDF5 file ({})", name,
+                                 detail::errorStack()));
+  state->file = Hid(f);
+  const auto version = detail::readIntAttr(f, schema::kAttrSchemaVersion);
+  if (!version)
+    throw InputError(fmt::format("'{}' is an HDF5 file but not a mechscope cache: it has no integer '{}' attribute",
+                                 name, schema::kAttrSchemaVersion));
+  if (*version > schema::kSchemaVersion)
+    throw InputError(fmt::format("cache '{}' has schema_version {}, newer than this mechscope reads (≤ {}): "
+                                 "upgrade mechscope to read it",
+                                 name, *version, schema::kSchemaVersion));
+  if (*version < 1) throw InputError(fmt::format("cache '{}' has an invalid schema_version {}", name, *version));
+  if (detail::readIntAttr(f, schema::kAttrComplete).value_or(0) != 1)
+    throw InputError(fmt::format("cache '{}' is incomplete ({} is not 1): the run writing it did not finish", name,
+                                 schema::kAttrComplete));
+  state->schemaVersion = *version;
+  return CacheReader(std::move(state));
+}
+
+const std::filesystem::path& CacheReader::path() const { return m_state->path; }
+
+int64_t CacheReader::schemaVersion() const { return m_state->schemaVersion; }
+
+std::map<std::string, std::string> CacheReader::attributes(const std::string& objPath) const {
+  Hdf5Lock lock;
+  const std::string abs = objPath.empty() ? "/" : (objPath[0] == '/' ? objPath : resolve(objPath));
+  if (!detail::linkExists(m_state->file.get(), abs))
+    throw InputError(fmt::format("cache '{}': no object '{}'", m_state->path.string(), abs));
+  Hid obj = own(H5Oopen(m_state->file.get(), abs.c_str(), H5P_DEFAULT), "open " + abs, true);
+  std::map<std::string, std::string> out;
+  for (const auto& key : detail::attributeNames(obj.get())) out[key] = detail::readAttrAsString(obj.get(), key).value_or("");
+  return out;
+}
+
+Provenance CacheReader::provenance() const {
+  const auto a = attributes("/");
+  auto get = [&a](const char* k) {
+    auto it = a.find(k);
+    return it == a.end() ? std::string() : it->second;
+  };
+  Provenance p;
+  p.modelFolder = get("model_folder");
+  p.family = get("family");
+  p.configJson = get("config_json");
+  p.weightsHash = get("weights_hash");
+  p.dtype = get("dtype");
+  p.device = get("device");
+  p.attentionPath = get("attention_path");
+  p.bosHandling = get("bos_handling");
+  p.padding = get("padding");
+  p.commandLine = get("command_line");
+  p.mechscopeVersion = get("mechscope_version");
+  p.createdUtc = get("created_utc");
+  return p;
+}
+
+std::vector<DatasetInfo> CacheReader::activations() const {
+  Hdf5Lock lock;
+  std::vector<DatasetInfo> out;
+  for (const auto& p : datasetPaths(m_state->file.get(), schema::kActivationsGroup))
+    out.push_back(describe(m_state->file.get(), p));
+  return out;
+}
+
+std::vector<DatasetInfo> CacheReader::datasets() const {
+  Hdf5Lock lock;
+  std::vector<DatasetInfo> out;
+  for (const auto& p : datasetPaths(m_state->file.get(), "/")) out.push_back(describe(m_state->file.get(), p));
+  return out;
+}
+
+std::string CacheReader::resolve(const std::string& datasetPath) const {
+  const hid_t f = m_state->file.get();
+  if (datasetPath.empty()) throw InputError(fmt::format("cache '{}': empty dataset name", m_state->path.string()));
+  if (datasetPath[0] == '/') return datasetPath;
+  if (datasetPath.find('/') == std::string::npos) {
+    const std::string act = std::string(schema::kActivationsGroup) + "/" + datasetPath;
+    if (detail::linkExists(f, act)) return act;
+  }
+  return "/" + datasetPath;
+}
+
+bool CacheReader::has(const std::string& path) const {
+  Hdf5Lock lock;
+  const std::string abs = resolve(path);
+  if (!detail::linkExists(m_state->file.get(), abs)) return false;
+  Hid obj = Hid(H5Oopen(m_state->file.get(), abs.c_str(), H5P_DEFAULT));
+  return obj.valid() && H5Iget_type(obj.get()) == H5I_DATASET;
+}
+
+DatasetInfo CacheReader::info(const std::string& path) const {
+  Hdf5Lock lock;
+  if (!has(path))
+    throw InputError(fmt::format("cache '{}' has no dataset '{}' (mechscope-cli cache-info lists them)",
+                                 m_state->path.string(), path));
+  return describe(m_state->file.get(), resolve(path));
+}
+
+at::Tensor CacheReader::readSlice(const std::string& datasetPath, const std::vector<SliceRange>& ranges) const {
+  Hdf5Lock lock;
+  if (!has(datasetPath))
+    throw InputError(fmt::format("cache '{}' has no dataset '{}' (mechscope-cli cache-info lists them)",
+                                 m_state->path.string(), datasetPath));
+  const std::string abs = resolve(datasetPath);
+  const std::string what = fmt::format("cache '{}' dataset '{}'", m_state->path.string(), abs);
+  Hid dset = own(H5Dopen2(m_state->file.get(), abs.c_str(), H5P_DEFAULT), "open " + what, true);
+  {
+    Hid type = own(H5Dget_type(dset.get()), "datatype of " + what, true);
+    if (H5Tget_class(type.get()) == H5T_STRING)
+      throw InputError(fmt::format("{} holds strings: use tokenStrings() or readText(), not a numeric read", what));
+  }
+  const StorageDtype dtype = detail::datasetStorageDtype(dset.get(), abs);
+  Hid fileSpace = own(H5Dget_space(dset.get()), "dataspace of " + what, true);
+  const auto shape = detail::spaceDims(fileSpace.get());
+  const auto opts = at::TensorOptions().dtype(storageScalarType(dtype));
+  if (shape.empty()) {
+    if (!ranges.empty()) throw InputError(fmt::format("{} is a scalar: it takes no slice", what));
+    at::Tensor out = at::empty({}, opts);
+    detail::check<InputError>(H5Dread(dset.get(), detail::memType(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr()),
+                              "read " + what);
+    return out;
+  }
+  const auto resolved = resolveSlice(ranges, shape, what);
+  std::vector<int64_t> counts, kept;
+  std::vector<hsize_t> start, stride, count;
+  for (const auto& r : resolved) {
+    counts.push_back(r.count);
+    if (!r.dropped) kept.push_back(r.count);
+    start.push_back(static_cast<hsize_t>(r.offset));
+    stride.push_back(static_cast<hsize_t>(r.stride));
+    count.push_back(static_cast<hsize_t>(r.count));
+  }
+  at::Tensor out = at::empty(counts, opts);  // [counts...]
+  if (out.numel() > 0) {
+    detail::check<InputError>(H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), stride.data(),
+                                                  count.data(), nullptr),
+                              "select in " + what);
+    Hid memSpace = own(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), "memory space");
+    detail::check<InputError>(
+        H5Dread(dset.get(), detail::memType(dtype), memSpace.get(), fileSpace.get(), H5P_DEFAULT, out.data_ptr()),
+        "read " + what);
+  }
+  return out.reshape(kept);
+}
+
+at::Tensor CacheReader::read(const std::string& datasetPath) const { return readSlice(datasetPath, {}); }
+
+std::string CacheReader::readText(const std::string& datasetPath) const {
+  Hdf5Lock lock;
+  if (!has(datasetPath))
+    throw InputError(fmt::format("cache '{}' has no dataset '{}'", m_state->path.string(), datasetPath));
+  const std::string abs = resolve(datasetPath);
+  Hid dset = own(H5Dopen2(m_state->file.get(), abs.c_str(), H5P_DEFAULT), "open " + abs, true);
+  Hid ftype = own(H5Dget_type(dset.get()), "datatype of " + abs, true);
+  Hid space = own(H5Dget_space(dset.get()), "dataspace of " + abs, true);
+  if (H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0 ||
+      H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw InputError(fmt::format("cache '{}' dataset '{}' is not a scalar string", m_state->path.string(), abs));
+  Hid mtype = detail::vlenStringType();
+  char* ptr = nullptr;
+  detail::check<InputError>(H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr), "read " + abs);
+  std::string out = ptr ? ptr : "";
+  if (ptr) H5free_memory(ptr);
+  return out;
+}
+
+at::Tensor CacheReader::tokens() const {
+  if (!has(schema::kTokens)) return {};
+  return read(schema::kTokens);
+}
+
+std::vector<std::vector<std::string>> CacheReader::tokenStrings() const {
+  Hdf5Lock lock;
+  std::vector<std::vector<std::string>> out;
+  if (!has(schema::kTokenStrings)) return out;
+  const std::string what = fmt::format("cache '{}' /token_strings", m_state->path.string());
+  Hid dset = own(H5Dopen2(m_state->file.get(), schema::kTokenStrings, H5P_DEFAULT), "open " + what, true);
+  Hid space = own(H5Dget_space(dset.get()), "dataspace of " + what, true);
+  const auto dims = detail::spaceDims(space.get());
+  Hid ftype = own(H5Dget_type(dset.get()), "datatype of " + what, true);
+  if (dims.size() != 2 || H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0)
+    throw InputError(fmt::format("{}: expected variable-length strings [batch, pos]", what));
+  std::vector<char*> ptrs(static_cast<size_t>(dims[0] * dims[1]), nullptr);
+  Hid mtype = detail::vlenStringType();
+  if (!ptrs.empty())
+    detail::check<InputError>(H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+                              "read " + what);
+  out.resize(static_cast<size_t>(dims[0]));
+  for (int64_t b = 0; b < dims[0]; ++b) {
+    out[b].reserve(static_cast<size_t>(dims[1]));
+    for (int64_t p = 0; p < dims[1]; ++p) {
+      char*& s = ptrs[static_cast<size_t>(b * dims[1] + p)];
+      out[b].emplace_back(s ? s : "");
+      if (s) H5free_memory(s);
+      s = nullptr;
+    }
+  }
+  return out;
+}
+
+ActivationCache CacheReader::toActivationCache(const std::vector<std::string>& globs) const {
+  ActivationCache cache;
+  for (const auto& info : activations()) {
+    const bool match = std::any_of(globs.begin(), globs.end(), [&](const std::string& g) {
+      return fnmatch(g.c_str(), info.name.c_str(), 0) == 0;
+    });
+    if (match) cache.tensors[info.name] = read(info.path);
+  }
+  cache.tokens = tokens();
+  return cache;
+}
+
+}  // namespace mechscope::store

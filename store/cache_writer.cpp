@@ -1,0 +1,363 @@
+#include "store/cache_writer.hpp"
+
+#include <ATen/ATen.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <ctime>
+
+#include "core/common/build_info.hpp"
+#include "core/common/errors.hpp"
+#include "mechscope/version.hpp"
+#include "store/chunking.hpp"
+#include "store/detail/writer_state.hpp"
+#include "store/hdf5_lock.hpp"
+#include "store/hdf5_version.hpp"
+#include "store/hook_axes.hpp"
+#include "store/schema.hpp"
+
+namespace mechscope::store {
+
+using detail::Hid;
+using detail::own;
+
+namespace {
+
+std::string utcNow() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string absolutePath(const std::string& path) {
+  if (path.empty() || path == "/") return "/";
+  return path[0] == '/' ? path : "/" + path;
+}
+
+void checkName(const std::string& name, const std::string& what) {
+  if (name.empty()) throw InputError(fmt::format("{}: the name is empty", what));
+  if (name == "." || name == ".." || name.find("//") != std::string::npos || name.back() == '/')
+    throw InputError(fmt::format("{}: '{}' is not a valid HDF5 object name", what, name));
+}
+
+/// fsync a file or directory by path; errors are reported (a commit that cannot sync is not durable).
+void fsyncPath(const std::filesystem::path& p, bool directory) {
+  const int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) {
+    if (directory) return;  // some filesystems refuse opening directories; the rename is still atomic
+    throw Error(fmt::format("commit: cannot reopen '{}' to sync it", p.string()));
+  }
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0 && !directory) throw Error(fmt::format("commit: fsync of '{}' failed", p.string()));
+}
+
+std::shared_ptr<detail::WriterState> requireOpen(const std::shared_ptr<detail::WriterState>& state,
+                                                 const std::string& what) {
+  if (!state || !state->open)
+    throw Error(fmt::format("{}: the cache writer is already committed or closed", what));
+  return state;
+}
+
+}  // namespace
+
+// ---- DatasetWriter -------------------------------------------------------------------------------
+
+void DatasetWriter::write(const std::vector<int64_t>& offset, const at::Tensor& block) {
+  if (!m_dataset) throw Error("DatasetWriter::write on a writer that was not created by beginDataset");
+  if (!block.defined()) throw InputError(fmt::format("dataset '{}': the block tensor is undefined", m_path));
+  const auto rank = static_cast<int64_t>(m_shape.size());
+  if (block.dim() != rank || static_cast<int64_t>(offset.size()) != rank)
+    throw InputError(fmt::format("dataset '{}' has rank {}: got a block of rank {} at an offset of {} entries", m_path,
+                                 rank, block.dim(), offset.size()));
+  for (int64_t d = 0; d < rank; ++d) {
+    if (offset[d] < 0 || offset[d] + block.size(d) > m_shape[d])
+      throw InputError(fmt::format("dataset '{}' of shape [{}]: block [{}] at offset [{}] does not fit (dim {})", m_path,
+                                   fmt::join(m_shape, ", "), fmt::join(block.sizes(), ", "), fmt::join(offset, ", "),
+                                   d));
+  }
+  const at::Tensor data = toStorage(block, m_dtype);  // conversion outside the lock
+  if (data.numel() == 0) return;
+  Hdf5Lock lock;
+  requireOpen(m_state, "dataset " + m_path);
+  const hid_t dset = m_dataset->get();
+  const hid_t mtype = detail::memType(m_dtype);
+  if (rank == 0) {
+    detail::check<Error>(H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()), "write " + m_path);
+    return;
+  }
+  std::vector<hsize_t> start(offset.begin(), offset.end());
+  std::vector<hsize_t> count(block.sizes().begin(), block.sizes().end());
+  Hid fileSpace = own(H5Dget_space(dset), "dataspace of " + m_path);
+  detail::check<Error>(
+      H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+      "select in " + m_path);
+  Hid memSpace = own(H5Screate_simple(static_cast<int>(rank), count.data(), nullptr), "memory space");
+  detail::check<Error>(H5Dwrite(dset, mtype, memSpace.get(), fileSpace.get(), H5P_DEFAULT, data.data_ptr()),
+                       fmt::format("write {} into '{}'", m_path, m_state->partialName));
+}
+
+// ---- CacheWriter ---------------------------------------------------------------------------------
+
+CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& provenance, const CacheOptions& options)
+    : m_finalPath(std::move(finalPath)), m_options(options) {
+  if (m_finalPath.empty()) throw InputError("cache writer: the output path is empty");
+  if (m_options.gzipLevel < 0 || m_options.gzipLevel > 9)
+    throw InputError(fmt::format("cache writer: gzip level must be 0..9, got {}", m_options.gzipLevel));
+  if (m_options.chunkBytes < 1024)
+    throw InputError(fmt::format("cache writer: chunk size must be ≥ 1024 bytes, got {}", m_options.chunkBytes));
+  m_partialPath = m_finalPath;
+  m_partialPath += schema::kPartialSuffix;
+  const auto parent = m_finalPath.has_parent_path() ? m_finalPath.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(parent, ec))
+    throw InputError(fmt::format("cache '{}': the folder '{}' does not exist", m_finalPath.string(), parent.string()));
+  if (std::filesystem::is_directory(m_finalPath, ec))
+    throw InputError(fmt::format("cache '{}' is a folder: expected a file name such as out.h5", m_finalPath.string()));
+
+  auto state = std::make_shared<detail::WriterState>();
+  state->partialName = m_partialPath.string();
+  {
+    Hdf5Lock lock;
+    if (m_options.gzipLevel > 0 && H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+      throw UnsupportedError("cache writer: this libhdf5 has no gzip (deflate) filter");
+    Hid fapl = own(H5Pcreate(H5P_FILE_ACCESS), "file access plist");
+    // v1.8 object format: readable by every libhdf5 ≥ 1.8 and h5py; allows attributes > 64 KiB (config JSON).
+    H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18);
+    // Closing the file closes every object still open in it, so commit() cannot leave data unflushed.
+    H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
+    state->file = own(H5Fcreate(m_partialPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+                      fmt::format("cannot create cache file '{}'", m_partialPath.string()), true);
+    state->open = true;
+    const hid_t f = state->file.get();
+    detail::writeIntAttr(f, "/", schema::kAttrSchemaVersion, schema::kSchemaVersion);
+    detail::writeIntAttr(f, "/", schema::kAttrComplete, 0);
+    const std::pair<const char*, const std::string*> attrs[] = {
+        {"model_folder", &provenance.modelFolder}, {"family", &provenance.family},
+        {"config_json", &provenance.configJson},   {"weights_hash", &provenance.weightsHash},
+        {"dtype", &provenance.dtype},              {"device", &provenance.device},
+        {"attention_path", &provenance.attentionPath}, {"bos_handling", &provenance.bosHandling},
+        {"padding", &provenance.padding},          {"command_line", &provenance.commandLine},
+    };
+    for (const auto& [key, value] : attrs) detail::writeStringAttr(f, "/", key, *value);
+    detail::writeStringAttr(f, "/", "mechscope_version", kVersion);
+    detail::writeStringAttr(f, "/", "created_utc", utcNow());
+    detail::writeStringAttr(f, "/", "hdf5_version", hdf5Version());
+    detail::writeStringAttr(f, "/", "torch_version", torchVersion());
+    detail::writeStringAttr(f, "/", "storage_dtype", storageDtypeName(m_options.dtype));
+    detail::writeIntAttr(f, "/", "gzip_level", m_options.gzipLevel);
+    detail::writeIntAttr(f, "/", "shuffle", m_options.shuffle ? 1 : 0);
+    detail::ensureGroups(f, schema::kActivationsGroup);
+    detail::ensureGroups(f, schema::kAnalysesGroup);
+  }
+  m_state = std::move(state);
+}
+
+CacheWriter::~CacheWriter() {
+  if (!m_state || m_committed) return;
+  try {
+    {
+      Hdf5Lock lock;
+      if (m_state->open) {
+        m_state->open = false;
+        H5Fclose(m_state->file.get());  // strong close: every open dataset too
+      }
+    }
+    std::error_code ec;
+    std::filesystem::remove(m_partialPath, ec);  // only ever the .partial; NAME.h5 is never touched here
+  } catch (...) {  // a destructor must not throw; at worst a stale .partial stays behind
+  }
+}
+
+StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
+  if (!t.defined()) throw InputError("cache writer: undefined tensor");
+  return t.is_floating_point() ? m_options.dtype : naturalStorageDtype(t.scalar_type());
+}
+
+DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
+  const std::string abs = absolutePath(path);
+  checkName(abs, "dataset");
+  for (auto d : shape)
+    if (d < 0) throw InputError(fmt::format("dataset '{}': negative dimension in shape [{}]", abs, fmt::join(shape, ", ")));
+  const auto chunk = chooseChunkShape(shape, storageElementSize(dtype), m_options.chunkBytes);
+
+  DatasetWriter dw;
+  Hdf5Lock lock;
+  auto state = requireOpen(m_state, "dataset " + abs);
+  const hid_t f = state->file.get();
+  if (detail::linkExists(f, abs)) throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
+  const auto slash = abs.find_last_of('/');
+  if (slash > 0) detail::ensureGroups(f, abs.substr(0, slash));
+
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  Hid space = own(shape.empty() ? H5Screate(H5S_SCALAR)
+                                : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                  "dataspace for " + abs);
+  Hid dcpl = own(H5Pcreate(H5P_DATASET_CREATE), "dataset creation plist");
+  Hid dapl = own(H5Pcreate(H5P_DATASET_ACCESS), "dataset access plist");
+  if (!chunk.empty()) {
+    std::vector<hsize_t> cdims(chunk.begin(), chunk.end());
+    detail::check<Error>(H5Pset_chunk(dcpl.get(), static_cast<int>(cdims.size()), cdims.data()), "chunk " + abs);
+    if (m_options.gzipLevel > 0) {
+      if (m_options.shuffle) H5Pset_shuffle(dcpl.get());
+      H5Pset_deflate(dcpl.get(), static_cast<unsigned>(m_options.gzipLevel));
+    }
+    // Room for a few chunks so block writes that straddle chunk edges do not read-modify-write.
+    int64_t chunkBytes = storageElementSize(dtype);
+    for (auto c : chunk) chunkBytes *= c;
+    const auto cacheBytes = static_cast<size_t>(std::max<int64_t>(4 * chunkBytes, int64_t{1} << 20));
+    H5Pset_chunk_cache(dapl.get(), 521, cacheBytes, 1.0);
+  }
+  auto dset = std::make_shared<Hid>(own(H5Dcreate2(f, abs.c_str(), detail::fileType(dtype), space.get(), H5P_DEFAULT,
+                                                   dcpl.get(), dapl.get()),
+                                        fmt::format("create dataset '{}' in '{}'", abs, state->partialName)));
+  if (dtype == StorageDtype::BFloat16)
+    detail::writeStringAttr(f, abs, schema::kAttrLogicalDtype, storageDtypeName(StorageDtype::BFloat16));
+  dw.m_state = state;
+  dw.m_dataset = std::move(dset);
+  dw.m_path = abs;
+  dw.m_shape = std::move(shape);
+  dw.m_dtype = dtype;
+  return dw;
+}
+
+void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype) {
+  if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
+  const at::Tensor data = toStorage(t, dtype);
+  auto dw = beginDataset(path, data.sizes().vec(), dtype);
+  dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
+}
+
+void CacheWriter::writeTokens(const at::Tensor& tokens, const std::vector<std::vector<std::string>>& tokenStrings) {
+  if (!tokens.defined() || tokens.dim() != 2)
+    throw InputError(fmt::format("tokens: expected an int64 tensor [batch, pos], got {}",
+                                 tokens.defined() ? fmt::format("rank {}", tokens.dim()) : std::string("undefined")));
+  if (tokens.is_floating_point() || tokens.is_complex())
+    throw InputError(fmt::format("tokens: expected integer token ids, got {}", std::string(c10::toString(tokens.scalar_type()))));
+  const int64_t batch = tokens.size(0), pos = tokens.size(1);
+  if (!tokenStrings.empty()) {
+    if (static_cast<int64_t>(tokenStrings.size()) != batch)
+      throw InputError(fmt::format("token strings: expected {} rows (batch), got {}", batch, tokenStrings.size()));
+    for (size_t b = 0; b < tokenStrings.size(); ++b)
+      if (static_cast<int64_t>(tokenStrings[b].size()) != pos)
+        throw InputError(fmt::format("token strings: row {} has {} strings, tokens have {} positions", b,
+                                     tokenStrings[b].size(), pos));
+  }
+  writeWhole(schema::kTokens, tokens, StorageDtype::Int64);
+  if (tokenStrings.empty()) return;
+  std::vector<const char*> ptrs;
+  ptrs.reserve(static_cast<size_t>(batch * pos));
+  for (const auto& row : tokenStrings)
+    for (const auto& s : row) ptrs.push_back(s.c_str());
+  Hdf5Lock lock;
+  auto state = requireOpen(m_state, "token strings");
+  const hid_t f = state->file.get();
+  const hsize_t dims[2] = {static_cast<hsize_t>(batch), static_cast<hsize_t>(pos)};
+  Hid space = own(H5Screate_simple(2, dims, nullptr), "token strings space");
+  Hid type = detail::vlenStringType();
+  Hid dset = own(H5Dcreate2(f, schema::kTokenStrings, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 "create /token_strings");
+  if (!ptrs.empty())
+    detail::check<Error>(H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+                         "write /token_strings");
+}
+
+void CacheWriter::writeLogits(const at::Tensor& logits) {
+  if (!logits.defined() || logits.dim() != 3)
+    throw InputError(fmt::format("logits: expected [batch, pos, vocab], got {}",
+                                 logits.defined() ? fmt::format("rank {}", logits.dim()) : std::string("undefined")));
+  writeWhole(schema::kLogits, logits, activationDtype(logits));
+}
+
+void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor& t) {
+  checkName(hookName, "activation");
+  if (hookName.find('/') != std::string::npos)
+    throw InputError(fmt::format("activation '{}': hook names must not contain '/'", hookName));
+  const std::string path = std::string(schema::kActivationsGroup) + "/" + hookName;
+  writeWhole(path, t, activationDtype(t));
+  Hdf5Lock lock;
+  auto state = requireOpen(m_state, "activation " + hookName);
+  detail::writeStringAttr(state->file.get(), path, schema::kAttrAxes, hookAxes(hookName, t.dim()));
+}
+
+void CacheWriter::writeAnalysisArray(const std::string& analysis, const std::string& name, const at::Tensor& t) {
+  checkName(analysis, "analysis");
+  checkName(name, "analysis " + analysis);
+  if (!t.defined()) throw InputError(fmt::format("analysis '{}' array '{}': the tensor is undefined", analysis, name));
+  writeWhole(std::string(schema::kAnalysesGroup) + "/" + analysis + "/" + name, t, naturalStorageDtype(t.scalar_type()));
+}
+
+void CacheWriter::writeAnalysisJson(const std::string& analysis, const std::string& name, const std::string& json) {
+  checkName(analysis, "analysis");
+  checkName(name, "analysis " + analysis);
+  const std::string abs = std::string(schema::kAnalysesGroup) + "/" + analysis + "/" + name;
+  Hdf5Lock lock;
+  auto state = requireOpen(m_state, "analysis " + abs);
+  const hid_t f = state->file.get();
+  if (detail::linkExists(f, abs)) throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
+  detail::ensureGroups(f, abs.substr(0, abs.find_last_of('/')));
+  Hid space = own(H5Screate(H5S_SCALAR), "scalar space");
+  Hid type = detail::vlenStringType();
+  Hid dset = own(H5Dcreate2(f, abs.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 "create " + abs);
+  const char* ptr = json.c_str();
+  detail::check<Error>(H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr), "write " + abs);
+  dset.reset();
+  detail::writeStringAttr(f, abs, "content_type", "application/json");
+}
+
+namespace {
+template <class F>
+void withObject(const std::shared_ptr<detail::WriterState>& s, const std::string& path, const std::string& key, F&& f) {
+  const std::string abs = absolutePath(path);
+  if (key.empty()) throw InputError(fmt::format("attribute on '{}': the key is empty", abs));
+  Hdf5Lock lock;
+  auto state = requireOpen(s, "attribute " + key);
+  if (!detail::linkExists(state->file.get(), abs)) detail::ensureGroups(state->file.get(), abs);
+  f(state->file.get(), abs);
+}
+}  // namespace
+
+void CacheWriter::setAttribute(const std::string& path, const std::string& key, const std::string& value) {
+  withObject(m_state, path, key, [&](hid_t f, const std::string& abs) { detail::writeStringAttr(f, abs, key, value); });
+}
+
+void CacheWriter::setAttribute(const std::string& path, const std::string& key, const char* value) {
+  setAttribute(path, key, std::string(value ? value : ""));
+}
+
+void CacheWriter::setAttribute(const std::string& path, const std::string& key, int64_t value) {
+  withObject(m_state, path, key, [&](hid_t f, const std::string& abs) { detail::writeIntAttr(f, abs, key, value); });
+}
+
+void CacheWriter::setAttribute(const std::string& path, const std::string& key, double value) {
+  withObject(m_state, path, key, [&](hid_t f, const std::string& abs) { detail::writeDoubleAttr(f, abs, key, value); });
+}
+
+void CacheWriter::commit() {
+  {
+    Hdf5Lock lock;
+    auto state = requireOpen(m_state, fmt::format("commit '{}'", m_finalPath.string()));
+    const hid_t f = state->file.get();
+    detail::writeIntAttr(f, "/", schema::kAttrComplete, 1);
+    detail::check<Error>(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush " + state->partialName);
+    state->open = false;
+    detail::check<Error>(H5Fclose(f), "close " + state->partialName);
+  }
+  fsyncPath(m_partialPath, false);
+  std::error_code ec;
+  std::filesystem::rename(m_partialPath, m_finalPath, ec);  // atomic: an older NAME.h5 stays until this instant
+  if (ec)
+    throw InputError(fmt::format("commit: cannot rename '{}' to '{}': {}", m_partialPath.string(), m_finalPath.string(),
+                                 ec.message()));
+  fsyncPath(m_finalPath.has_parent_path() ? m_finalPath.parent_path() : std::filesystem::path("."), true);
+  m_committed = true;
+}
+
+}  // namespace mechscope::store

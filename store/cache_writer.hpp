@@ -1,0 +1,114 @@
+#pragma once
+// CacheWriter: streams activations into NAME.h5.partial and renames it to NAME.h5 on commit(), so a
+// killed or cancelled run never leaves a file that looks complete and never clobbers an older NAME.h5.
+// Schema: docs/hdf5-schema.md. Thread-safe (every libhdf5 call goes through Hdf5Lock).
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/common/tensor.hpp"
+#include "store/provenance.hpp"
+#include "store/storage_dtype.hpp"
+
+namespace mechscope::store {
+
+namespace detail {
+struct WriterState;
+class Hid;
+}  // namespace detail
+
+/// How activations and logits are stored.
+struct CacheOptions {
+  StorageDtype dtype = StorageDtype::Float32;  ///< Float32 or Float16 (BFloat16: raw bits as uint16)
+  int gzipLevel = 0;                           ///< 0 = no compression (default: gzip costs ~30× write speed)
+  bool shuffle = false;                        ///< byte shuffle before gzip (only with gzipLevel > 0)
+  int64_t chunkBytes = int64_t{1} << 20;       ///< chunk size target (see chunking.hpp)
+};
+
+/// Writes one pre-created dataset block by block (e.g. one layer of a stacked [layer, ...] array).
+class DatasetWriter {
+ public:
+  DatasetWriter() = default;
+  /// Writes `block` at `offset` (one entry per dim); InputError if it does not fit the dataset's shape.
+  /// The block is converted to the dataset's storage dtype on the CPU first.
+  void write(const std::vector<int64_t>& offset, const at::Tensor& block);
+  /// The dataset path, e.g. "/analyses/sinks/scores".
+  [[nodiscard]] const std::string& path() const { return m_path; }
+  /// The dataset's shape.
+  [[nodiscard]] const std::vector<int64_t>& shape() const { return m_shape; }
+  /// The storage dtype.
+  [[nodiscard]] StorageDtype dtype() const { return m_dtype; }
+
+ private:
+  friend class CacheWriter;
+  std::shared_ptr<detail::WriterState> m_state;
+  std::shared_ptr<detail::Hid> m_dataset;
+  std::string m_path;
+  std::vector<int64_t> m_shape;
+  StorageDtype m_dtype = StorageDtype::Float32;
+};
+
+/// Writer of one cache file. Typical use: construct, writeTokens, writeActivation per hook as the forward
+/// pass produces it, commit(). Without commit() the destructor deletes NAME.h5.partial.
+class CacheWriter {
+ public:
+  /// Creates `finalPath` + ".partial" (truncating a stale one) with the provenance as root attributes.
+  /// InputError when the folder does not exist or the file cannot be created.
+  CacheWriter(std::filesystem::path finalPath, const Provenance& provenance, const CacheOptions& options = {});
+  CacheWriter(const CacheWriter&) = delete;
+  CacheWriter& operator=(const CacheWriter&) = delete;
+  CacheWriter(CacheWriter&&) noexcept = default;
+  CacheWriter& operator=(CacheWriter&&) noexcept = delete;
+  /// Not committed: closes and deletes the .partial; never touches an existing NAME.h5.
+  ~CacheWriter();
+
+  /// /tokens int64 [batch, pos] and, when `tokenStrings` is not empty, /token_strings (UTF-8) [batch, pos].
+  void writeTokens(const at::Tensor& tokens, const std::vector<std::vector<std::string>>& tokenStrings = {});
+  /// /logits [batch, pos, vocab] in the storage dtype.
+  void writeLogits(const at::Tensor& logits);
+  /// /activations/<hookName>, the whole tensor at once in the storage dtype (any dtype/device in).
+  /// `hookName` is the TransformerLens name verbatim (dots allowed, no '/'); InputError if written twice.
+  void writeActivation(const std::string& hookName, const at::Tensor& t);
+  /// Creates a chunked dataset at `path` (relative paths are under the root; parents are created) to be
+  /// filled with DatasetWriter::write. Unwritten elements read as 0.
+  DatasetWriter beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype);
+  /// /analyses/<analysis>/<name> as the tensor's natural dtype (floats fp32, double fp64, ints int64/int32).
+  void writeAnalysisArray(const std::string& analysis, const std::string& name, const at::Tensor& t);
+  /// /analyses/<analysis>/<name> as a scalar UTF-8 string dataset with attribute content_type=application/json.
+  void writeAnalysisJson(const std::string& analysis, const std::string& name, const std::string& json);
+  /// Sets a string attribute on the object at `path` ("/" = root); creates a group there if nothing exists.
+  void setAttribute(const std::string& path, const std::string& key, const std::string& value);
+  /// Sets a string attribute (C string).
+  void setAttribute(const std::string& path, const std::string& key, const char* value);
+  /// Sets an int64 attribute.
+  void setAttribute(const std::string& path, const std::string& key, int64_t value);
+  /// Sets a float64 attribute.
+  void setAttribute(const std::string& path, const std::string& key, double value);
+
+  /// Marks the file complete, flushes, closes, fsyncs and renames NAME.h5.partial → NAME.h5 (atomically
+  /// replacing an older NAME.h5). Further writes throw.
+  void commit();
+
+  /// Whether commit() succeeded.
+  [[nodiscard]] bool committed() const { return m_committed; }
+  /// NAME.h5
+  [[nodiscard]] const std::filesystem::path& finalPath() const { return m_finalPath; }
+  /// NAME.h5.partial
+  [[nodiscard]] const std::filesystem::path& partialPath() const { return m_partialPath; }
+  /// The options in use.
+  [[nodiscard]] const CacheOptions& options() const { return m_options; }
+
+ private:
+  void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype);
+  [[nodiscard]] StorageDtype activationDtype(const at::Tensor& t) const;
+
+  std::shared_ptr<detail::WriterState> m_state;
+  std::filesystem::path m_finalPath;
+  std::filesystem::path m_partialPath;
+  CacheOptions m_options;
+  bool m_committed = false;
+};
+
+}  // namespace mechscope::store
