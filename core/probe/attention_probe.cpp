@@ -116,6 +116,7 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
     keySetInd.index_fill_(0, at::tensor(req.keySet, at::TensorOptions().dtype(at::kLong)).to(device), 1.0);
   }
   const at::Tensor keyPos = at::arange(g.nk, lopt);  // [nk]
+  const at::Tensor keyPosF = keyPos.to(cdt);          // [nk]
 
   const int64_t rowBegin = std::clamp<int64_t>(req.queryStart - g.offset, 0, g.nq);
   const ProbeTiles tiles = chooseProbeTiles(g.heads, g.nq - rowBegin, g.nk, tileQ, tileK, in.q.is_cuda());
@@ -130,6 +131,7 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
     // [kvHeads, group·rows, d_head]: query heads of one kv head side by side, so K is never repeated.
     at::Tensor qt = in.q.slice(0, r0, r1).to(cdt).permute({1, 0, 2}).reshape({g.kvHeads, g.group * rows, g.dHead});
     const at::Tensor iAbs = at::arange(iFirst, iLast + 1, lopt);  // [rows]
+    const at::Tensor iAbsF = iAbs.to(cdt);                         // [rows], exact below 2^24
 
     auto tileMask = [&](int64_t c0, int64_t c1) {
       at::Tensor mask;  // [rows, cols] bool, true = masked
@@ -193,16 +195,28 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
         topI = catI.gather(-1, sel);
       }
 
-      // (i − j) for this tile; only needed where it is not constant-clipped.
+      // Tiles wholly at or below the diagonal (every i ≥ every j) avoid [head, rows, cols] products:
+      // (i − j) = (i − jLast) + (jLast − j), both ≥ 0, so Σ p (i − j) = (i − jLast)·Σ p + p·(jLast − j)
+      // without cancellation, and min(i − j, W) = W once i − j ≥ W everywhere.
       const int64_t dMin = iFirst - (c1 - 1), dMax = iLast - c0;  // range of (i − j) in the tile
+      const bool belowDiagonal = dMin >= 0;
       const bool farForWindow = req.window > 0 && dMin >= req.window;
-      at::Tensor d;  // [rows, cols] in the compute dtype
-      if (req.distance || (req.window > 0 && !farForWindow))
-        d = (iAbs.unsqueeze(1) - keyPos.slice(0, c0, c1).unsqueeze(0)).to(cdt);
-      if (req.distance) dist.add_((p * d).sum(-1));
+      at::Tensor rowSum;  // [head, rows]
+      if ((req.distance && belowDiagonal) || farForWindow) rowSum = p.sum(-1);
+      at::Tensor d;  // [rows, cols] (i − j) in the compute dtype, for tiles crossing the diagonal
+      if ((req.distance && !belowDiagonal) || (req.window > 0 && !farForWindow))
+        d = iAbsF.unsqueeze(1) - keyPosF.slice(0, c0, c1).unsqueeze(0);
+      if (req.distance) {
+        if (belowDiagonal) {
+          const at::Tensor back = keyPosF.slice(0, c0, c1).neg().add_(static_cast<double>(c1 - 1));  // jLast − j
+          dist.add_(rowSum * (iAbsF - static_cast<double>(c1 - 1))).add_(at::matmul(p, back));
+        } else {
+          dist.add_((p * d).sum(-1));
+        }
+      }
       if (req.window > 0) {
         if (farForWindow) {
-          win.add_(p.sum(-1), static_cast<double>(req.window));
+          win.add_(rowSum, static_cast<double>(req.window));
         } else {
           win.add_((p * d.clamp_max(static_cast<double>(req.window))).sum(-1));
         }
@@ -212,7 +226,7 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
         // Masked keys: p = 0 and log p = −inf, whose product would be NaN; a finite floor gives 0.
         x.clamp_min_(cdt == at::kFloat ? static_cast<double>(std::numeric_limits<float>::lowest())
                                        : std::numeric_limits<double>::lowest());
-        ent.sub_((p * x).sum(-1));
+        ent.sub_(x.mul_(p).sum(-1));  // x is not read again
       }
       if (req.columnSums) {
         // Rows of this tile whose (i − j) leaves the band contribute nothing; masked keys have p = 0.

@@ -21,4 +21,8 @@ ProbeResult allocateResult(const ProbeRequest& request, int64_t heads, int64_t n
 at::Tensor columnCounts(const ProbeRequest& request, int64_t nQueries, int64_t nKeys, int64_t offset,
                         int64_t firstNonEmptyRow);
 
+/// statsFromPattern over chunks of `chunkRows` query rows (0: chosen so temporaries stay ~32M elements).
+ProbeResult statsFromPatternChunked(const at::Tensor& pattern, const ProbeRequest& request, int64_t queryOffset,
+                                    int64_t chunkRows);
+
 }  // namespace mechscope::probe_detail

@@ -11,6 +11,7 @@
 
 #include "core/common/errors.hpp"
 #include "core/probe/attention_probe.hpp"
+#include "core/probe/probe_internal.hpp"
 #include "core/probe/probe_tiles.hpp"
 
 using namespace mechscope;
@@ -310,6 +311,23 @@ TEST(StatsFromPattern, MatchesNaiveLoops) {
       EXPECT_EQ(got.topIndices[h][row][0].item<int64_t>(), kept ? bestJ : -1);
     }
   }
+}
+
+TEST(StatsFromPattern, RowChunksDoNotChangeResults) {
+  const ProbeInputs in = makeInputs(mk("", 300, 310, 4, 2, 32, 0, 0, 10, 3), 21);
+  const at::Tensor pattern = referencePattern(in);
+  ProbeRequest req = fullRequest(310, 3);
+  req.queryStart = 40;
+  req.bandMin = 0;
+  const ProbeResult whole = probe_detail::statsFromPatternChunked(pattern, req, 10, 1000);
+  const ProbeResult chunked = probe_detail::statsFromPatternChunked(pattern, req, 10, 7);
+  expectClose(chunked.columnSums, whole.columnSums, "columnSums");
+  EXPECT_TRUE(chunked.columnCounts.equal(whole.columnCounts));
+  EXPECT_TRUE(chunked.distance.equal(whole.distance));
+  EXPECT_TRUE(chunked.windowed.equal(whole.windowed));
+  EXPECT_TRUE(chunked.keySetMass.equal(whole.keySetMass));
+  EXPECT_TRUE(chunked.entropy.equal(whole.entropy));
+  EXPECT_TRUE(chunked.topValues.equal(whole.topValues));
 }
 
 TEST(AttentionProbe, NoKeysOrNoRowsGiveEmptyStatistics) {
