@@ -148,7 +148,10 @@ QCPColorGradient ColorScale::gradient() const {
 
 QColor ColorScale::neutralMaskColor(bool darkTheme) { return darkTheme ? QColor(0x3a, 0x3d, 0x44) : QColor(0xe4, 0xe6, 0xea); }
 
-std::pair<double, double> ColorScale::autoRange(const float* values, std::size_t n, Kind kind, bool logScale) {
+namespace {
+template <typename T>
+std::pair<double, double> fitRange(const T* values, std::size_t n, ColorScale::Kind kind, bool logScale) {
+  using Kind = ColorScale::Kind;
   double lo = std::numeric_limits<double>::infinity(), hi = -lo, minPositive = lo, maxAbs = 0.0;
   for (std::size_t i = 0; i < n; ++i) {
     const double v = values[i];
@@ -168,6 +171,16 @@ std::pair<double, double> ColorScale::autoRange(const float* values, std::size_t
     return {std::max(minPositive, hi * 1e-6), hi};
   }
   return {lo, hi};
+}
+
+}  // namespace
+
+std::pair<double, double> ColorScale::autoRange(const float* values, std::size_t n, Kind kind, bool logScale) {
+  return fitRange(values, n, kind, logScale);
+}
+
+std::pair<double, double> ColorScale::autoRange(const double* values, std::size_t n, Kind kind, bool logScale) {
+  return fitRange(values, n, kind, logScale);
 }
 
 }  // namespace mechscope::views

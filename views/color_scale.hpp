@@ -60,6 +60,8 @@ class ColorScale {
   /// A range fitted to `n` values (NaN skipped): sequential [min, max] (log: lower = smallest positive,
   /// at least max·1e-6); diverging [-m, m] with m = max |v|. Returns {0, 1} when nothing is finite.
   static std::pair<double, double> autoRange(const float* values, std::size_t n, Kind kind, bool logScale);
+  /// Same for double values.
+  static std::pair<double, double> autoRange(const double* values, std::size_t n, Kind kind, bool logScale);
 
  private:
   static constexpr int kLutSize = 1024;

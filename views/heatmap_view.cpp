@@ -16,6 +16,7 @@ namespace mechscope::views {
 namespace {
 
 constexpr double kMinVisibleCells = 4.0;
+constexpr double kMaxSidecarCells = 1024.0 * 1024.0;
 
 QString quoted(const QStringList& labels, int i) {
   if (i < 0 || i >= labels.size()) return QString();
@@ -334,29 +335,46 @@ void HeatmapView::keyPressEvent(QKeyEvent* event) {
 
 QJsonObject HeatmapView::plottedNumbers() const {
   QJsonObject o;
-  if (m_data.rows == 0) return o;
+  if (m_data.rows == 0 || m_data.cols == 0) return o;
   const QCPRange xr = m_plot->xAxis->range(), yr = m_plot->yAxis->range();
   const int c0 = std::clamp(static_cast<int>(std::ceil(xr.lower - 0.5)), 0, m_data.cols - 1);
   const int c1 = std::clamp(static_cast<int>(std::floor(xr.upper + 0.5)), c0 + 1, m_data.cols);
   const int r0 = std::clamp(static_cast<int>(std::ceil(yr.lower - 0.5)), 0, m_data.rows - 1);
   const int r1 = std::clamp(static_cast<int>(std::floor(yr.upper + 0.5)), r0 + 1, m_data.rows);
+  // Up to 1024² cells go out at full resolution; a larger window goes out as the pooled blocks of the
+  // first level that fits (which is also what the screen shows: one block per pixel at most).
+  int level = 0;
+  auto cells = [&](int lv) {
+    const double f = m_pyramid.level(lv).factor;
+    return std::ceil((c1 - c0) / f) * std::ceil((r1 - r0) / f);
+  };
+  while (level + 1 < m_pyramid.levelCount() && cells(level) > kMaxSidecarCells) ++level;
+  const PyramidLevel& L = m_pyramid.level(level);
+  const int f = L.factor;
+  const int lc0 = c0 / f, lc1 = (c1 + f - 1) / f, lr0 = r0 / f, lr1 = (r1 + f - 1) / f;
   QJsonObject m;
-  m["rows"] = r1 - r0;
-  m["cols"] = c1 - c0;
-  m["row_offset"] = r0;
-  m["col_offset"] = c0;
+  m["rows"] = lr1 - lr0;
+  m["cols"] = lc1 - lc0;
+  m["row_offset"] = lr0 * f;
+  m["col_offset"] = lc0 * f;
+  m["block"] = f;
   QJsonArray values, rowLabels, colLabels;
-  for (int r = r0; r < r1; ++r)
-    for (int c = c0; c < c1; ++c) {
-      const double v = displayValue(r, c);
+  for (int r = lr0; r < lr1; ++r)
+    for (int c = lc0; c < lc1; ++c) {
+      const double v = L.values[static_cast<std::size_t>(r) * static_cast<std::size_t>(L.cols) + static_cast<std::size_t>(c)];
       values.append(std::isnan(v) ? QJsonValue() : QJsonValue(v));
     }
-  for (int r = r0; r < r1; ++r) rowLabels.append(r < m_data.rowLabels.size() ? m_data.rowLabels[r] : QString::number(r));
-  for (int c = c0; c < c1; ++c) colLabels.append(c < m_data.colLabels.size() ? m_data.colLabels[c] : QString::number(c));
+  auto label = [](const QStringList& labels, int i, int block) {
+    const QString first = i < labels.size() ? labels[i] : QString::number(i);
+    return block == 1 ? first : QString("%1..%2").arg(i).arg(i + block - 1);
+  };
+  for (int r = lr0; r < lr1; ++r) rowLabels.append(label(m_data.rowLabels, r * f, f));
+  for (int c = lc0; c < lc1; ++c) colLabels.append(label(m_data.colLabels, c * f, f));
   m["values"] = values;
   m["row_labels"] = rowLabels;
   m["col_labels"] = colLabels;
   o["matrix"] = m;
+  if (f > 1) o["aggregation"] = QString("%1x%1 blocks, %2").arg(f).arg(m_pyramid.mode() == PoolMode::Max ? "max" : "mean");
   o["row_axis"] = m_data.rowAxis;
   o["col_axis"] = m_data.colAxis;
   o["value_label"] = m_data.valueLabel;
@@ -366,7 +384,6 @@ QJsonObject HeatmapView::plottedNumbers() const {
   o["row_normalised"] = m_options.rowNormalise;
   o["causal_mask"] = m_data.causal;
   o["null_means"] = "masked or excluded cell";
-  if (m_shownLevel > 0) o["display_aggregation"] = aggregationText();
   return o;
 }
 

@@ -117,8 +117,7 @@ double ScoreGridView::score(int layer, int head) const {
 
 void ScoreGridView::rebuild() {
   m_scale = ColorScale::forData(m_data.signedScores);
-  std::vector<float> f(m_data.scores.begin(), m_data.scores.end());
-  const auto [lo, hi] = ColorScale::autoRange(f.data(), f.size(), m_scale.kind(), false);
+  const auto [lo, hi] = ColorScale::autoRange(m_data.scores.data(), m_data.scores.size(), m_scale.kind(), false);
   m_scale.setRange(lo, hi);
   m_scale.setMaskColor(m_theme.mask);
   m_title->setText(m_data.title);
