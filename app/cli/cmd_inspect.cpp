@@ -1,0 +1,48 @@
+// `mechscope-cli inspect`: the parsed config, parameter count, weight files and hook list of a model.
+#include <ATen/ATen.h>
+
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "app/cli/command.hpp"
+#include "core/model/hooked_transformer.hpp"
+#include "core/safetensors/safetensors_file.hpp"
+
+namespace mechscope::cli {
+namespace {
+
+struct InspectOptions {
+  std::string model;
+  bool hooksOnly = false;
+};
+
+void runInspect(const InspectOptions& o) {
+  auto model = HookedTransformer::load(o.model, LoadOptions{});
+  const auto names = model->hookNames();
+  if (o.hooksOnly) {
+    for (const auto& n : names) std::cout << n << "\n";
+    return;
+  }
+  std::cout << fmt::format("model: {}\n", o.model);
+  std::cout << model->config().summary();
+  std::cout << fmt::format("parameters: {} ({:.3f} M)\n", model->parameterCount(), model->parameterCount() / 1e6);
+  std::cout << fmt::format("weights hash: fnv1a64:{}\n", model->weightsHash());
+  const auto set = SafetensorsSet::openFolder(o.model);
+  for (const auto& f : set.files())
+    std::cout << fmt::format("file: {} ({} tensors, {:.1f} MB)\n", f.path().filename().string(), f.names().size(), f.fileSize() / 1e6);
+  std::cout << fmt::format("hook points ({}):\n", names.size());
+  for (const auto& n : names) std::cout << "  " << n << "\n";
+}
+
+const RegisterCommand reg{"inspect", 15, [](CLI::App& root) {
+  auto o = std::make_shared<InspectOptions>();
+  auto* sub = root.add_subcommand("inspect", "Print a model folder's parsed config, parameter count and hook points");
+  sub->add_option("--model", o->model, "Hugging Face model folder (config.json + safetensors)")->required();
+  sub->add_flag("--hooks-only", o->hooksOnly, "Print only the hook point names, one per line");
+  sub->callback([o] { runInspect(*o); });
+}};
+
+}  // namespace
+}  // namespace mechscope::cli

@@ -1,0 +1,222 @@
+// `mechscope-cli run`: one forward pass over prompts or token ids; prints the top-k next tokens and
+// optionally streams logits and hooked activations into an HDF5 cache.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "app/cli/command.hpp"
+#include "core/model/hooked_transformer.hpp"
+#include "core/tokenizer/tokenizer.hpp"
+#ifdef MECHSCOPE_WITH_HDF5
+#include "store/cache_writer.hpp"
+#endif
+
+namespace mechscope::cli {
+namespace {
+
+struct RunOptions {
+  std::string model;
+  std::vector<std::string> prompts;
+  std::string tokenIds;
+  std::vector<std::string> hooks;
+  std::string cache;
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  bool prependBos = false;
+  bool noPrependBos = false;
+  int topK = 5;
+  std::string commandLine;
+};
+
+/// [[int, ...], ...] of equal lengths → [batch, pos] int64.
+at::Tensor readTokenIds(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open --token-ids file", path));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: malformed JSON ({})", path, e.what()));
+  }
+  if (!j.is_array() || j.empty()) throw InputError(fmt::format("{}: expected a non-empty JSON array of arrays of token ids", path));
+  std::vector<int64_t> flat;
+  std::size_t len = 0;
+  for (std::size_t b = 0; b < j.size(); ++b) {
+    if (!j[b].is_array() || j[b].empty())
+      throw InputError(fmt::format("{}: row {} is not a non-empty array of token ids", path, b));
+    if (b == 0) len = j[b].size();
+    if (j[b].size() != len)
+      throw InputError(fmt::format("{}: row {} has {} ids but row 0 has {} (rows must have equal length)", path, b, j[b].size(), len));
+    for (const auto& v : j[b]) {
+      if (!v.is_number_integer()) throw InputError(fmt::format("{}: row {} holds {}, expected integer ids", path, b, v.dump()));
+      flat.push_back(v.get<int64_t>());
+    }
+  }
+  return at::tensor(at::ArrayRef<int64_t>(flat), at::kLong).view({static_cast<int64_t>(j.size()), static_cast<int64_t>(len)});
+}
+
+std::optional<Tokenizer> tryTokenizer(const std::filesystem::path& folder) {
+  if (!std::filesystem::exists(folder / "tokenizer.json")) return std::nullopt;
+  return Tokenizer::fromFile(folder);
+}
+
+void runRun(const RunOptions& o) {
+  if (o.prompts.empty() == o.tokenIds.empty())
+    throw InputError("run: give either --prompt TEXT (one or more) or --token-ids FILE.json");
+  if (o.prependBos && o.noPrependBos) throw InputError("run: --prepend-bos and --no-prepend-bos exclude each other");
+  if (o.topK < 1) throw InputError(fmt::format("run: --top-k must be ≥ 1, found {}", o.topK));
+#ifndef MECHSCOPE_WITH_HDF5
+  if (!o.cache.empty()) throw UnsupportedError("run: --cache needs the HDF5 store, which this build does not have (-DMECHSCOPE_HDF5=OFF)");
+#endif
+  const std::filesystem::path folder = o.model;
+  auto model = HookedTransformer::load(folder, LoadOptions{o.device, o.dtype});
+  const ModelConfig& cfg = model->config();
+  const std::optional<Tokenizer> tok = tryTokenizer(folder);
+  std::optional<int64_t> bos = cfg.bosTokenId;
+  if (tok && tok->bosId()) bos = tok->bosId();
+
+  // ---- tokens ----
+  std::vector<std::vector<int64_t>> rows;
+  std::string bosHandling;
+  if (!o.prompts.empty()) {
+    if (!tok) throw InputError(fmt::format("{}: no tokenizer.json in the model folder; use --token-ids FILE.json", folder.string()));
+    bosHandling = o.noPrependBos ? "none" : o.prependBos ? "prepend" : "tokenizer-default";
+    for (const auto& p : o.prompts) {
+      std::vector<int64_t> ids = tok->encode(p, !o.noPrependBos).ids;
+      if (o.prependBos && (ids.empty() || ids.front() != bos.value_or(-1))) {
+        if (!bos) throw InputError(fmt::format("{}: --prepend-bos but neither config.json nor tokenizer.json names a BOS token", folder.string()));
+        ids.insert(ids.begin(), *bos);
+      }
+      if (ids.empty()) throw InputError(fmt::format("run: prompt '{}' encodes to no tokens", p));
+      rows.push_back(std::move(ids));
+    }
+  } else {
+    const at::Tensor t = readTokenIds(o.tokenIds);
+    bosHandling = o.prependBos ? "prepend" : "none";
+    for (int64_t b = 0; b < t.size(0); ++b) {
+      std::vector<int64_t> ids(t[b].data_ptr<int64_t>(), t[b].data_ptr<int64_t>() + t.size(1));
+      if (o.prependBos) {
+        if (!bos) throw InputError(fmt::format("{}: --prepend-bos but config.json names no bos_token_id", folder.string()));
+        if (ids.front() != *bos) ids.insert(ids.begin(), *bos);
+      }
+      rows.push_back(std::move(ids));
+    }
+  }
+  // Prompts of different lengths are left-padded (the last position predicts for every row).
+  std::size_t maxLen = 0;
+  for (const auto& r : rows) maxLen = std::max(maxLen, r.size());
+  const int64_t B = static_cast<int64_t>(rows.size()), P = static_cast<int64_t>(maxLen);
+  at::Tensor tokens = at::zeros({B, P}, at::kLong);  // [batch, pos]
+  at::Tensor mask = at::ones({B, P}, at::kLong);     // [batch, pos]
+  bool padded = false;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& r = rows[static_cast<std::size_t>(b)];
+    const int64_t off = P - static_cast<int64_t>(r.size());
+    if (off > 0) {
+      padded = true;
+      mask[b].narrow(0, 0, off).zero_();
+      tokens[b].narrow(0, 0, off).fill_(cfg.eosTokenIds.empty() ? 0 : cfg.eosTokenIds.front());
+    }
+    for (std::size_t i = 0; i < r.size(); ++i) tokens[b][off + static_cast<int64_t>(i)] = r[i];
+  }
+  ForwardOptions fo;
+  if (padded) fo.attentionMask = mask;
+
+  // ---- hooks ----
+  const auto names = model->hookNames();
+  for (const auto& g : o.hooks)
+    if (std::none_of(names.begin(), names.end(), [&](const std::string& n) { return HookSet::matches(g, n); }))
+      throw InputError(fmt::format("run: --hooks '{}' matches no hook point (mechscope-cli inspect --model {} lists them)", g, o.model));
+  if (!o.hooks.empty() && o.cache.empty())
+    std::cerr << "mechscope-cli: note: --hooks without --cache only checks the patterns\n";
+
+  HookSet hooks;
+  ForwardResult result;
+#ifdef MECHSCOPE_WITH_HDF5
+  std::unique_ptr<store::CacheWriter> writer;
+  if (!o.cache.empty()) {
+    store::Provenance prov;
+    prov.modelFolder = o.model;
+    prov.family = cfg.modelType;
+    prov.configJson = cfg.raw.dump(2);
+    prov.weightsHash = "fnv1a64:" + model->weightsHash();
+    prov.dtype = c10::toString(model->dtype());
+    prov.device = model->device().str();
+    prov.bosHandling = bosHandling;
+    prov.padding = padded ? "left" : "none";
+    prov.commandLine = o.commandLine;
+    writer = std::make_unique<store::CacheWriter>(o.cache, prov);
+    for (const auto& g : o.hooks)
+      hooks.add(g, [w = writer.get()](const at::Tensor& t, const HookContext& c) -> std::optional<at::Tensor> {
+        w->writeActivation(c.name, t);  // streamed: nothing accumulates in memory
+        return std::nullopt;
+      });
+  }
+#endif
+  result = model->forward(tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
+
+  // ---- top-k next tokens ----
+  const at::Tensor last = result.logits.select(1, P - 1).to(at::kCPU);  // [batch, vocab]
+  const at::Tensor probs = at::softmax(last, -1);
+  const int k = static_cast<int>(std::min<int64_t>(o.topK, cfg.dVocab));
+  const auto top = last.topk(k, -1);
+  for (int64_t b = 0; b < B; ++b) {
+    std::cout << fmt::format("[{}] {} tokens; top-{} next tokens:\n", b, rows[static_cast<std::size_t>(b)].size(), k);
+    for (int i = 0; i < k; ++i) {
+      const int64_t id = std::get<1>(top)[b][i].item<int64_t>();
+      const double logit = std::get<0>(top)[b][i].item<double>();
+      std::cout << fmt::format("  {:>8}  logit {:>9.4f}  p {:.4f}{}\n", id, logit, probs[b][id].item<double>(),
+                               tok ? fmt::format("  '{}'", tok->displayToken(id)) : "");
+    }
+  }
+  std::cout << fmt::format("attention path: {}, device {}, dtype {}\n", result.attentionPath, model->device().str(),
+                           dtypeName(model->dtype()));
+#ifdef MECHSCOPE_WITH_HDF5
+  if (writer) {
+    std::vector<std::vector<std::string>> strings;
+    if (tok) {
+      for (int64_t b = 0; b < B; ++b) {
+        strings.emplace_back();
+        for (int64_t p = 0; p < P; ++p) strings.back().push_back(tok->idToToken(tokens[b][p].item<int64_t>()));
+      }
+    }
+    writer->writeTokens(tokens, strings);
+    writer->writeLogits(result.logits);
+    writer->setAttribute("/", "attention_path", result.attentionPath);
+    writer->commit();
+    std::cout << fmt::format("wrote {}\n", o.cache);
+  }
+#endif
+}
+
+const RegisterCommand reg{"run", 20, [](CLI::App& root) {
+  auto o = std::make_shared<RunOptions>();
+  auto* sub = root.add_subcommand("run", "Run a model forward pass; print top-k next tokens; optionally cache activations");
+  sub->add_option("--model", o->model, "Hugging Face model folder (config.json + safetensors)")->required();
+  sub->add_option("--prompt", o->prompts, "Prompt text (repeat for a batch; needs tokenizer.json)");
+  sub->add_option("--token-ids", o->tokenIds, "JSON file: array of equal-length arrays of token ids (a batch)");
+  sub->add_option("--hooks", o->hooks, "Hook names or globs to cache, e.g. 'blocks.*.attn.hook_pattern'");
+  sub->add_option("--cache", o->cache, "Write tokens, logits and hooked activations to this HDF5 file");
+  sub->add_option("--device", o->device, "cpu, cuda or cuda:N");
+  sub->add_option("--dtype", o->dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
+  sub->add_flag("--prepend-bos", o->prependBos, "Make every sequence start with the BOS token");
+  sub->add_flag("--no-prepend-bos", o->noPrependBos, "Encode prompts without special tokens (no BOS)");
+  sub->add_option("--top-k", o->topK, "How many next tokens to print (default 5)");
+  sub->callback([o, sub] {
+    o->commandLine = "mechscope-cli run";
+    for (const auto* opt : sub->get_options())
+      if (opt->count() > 0 && !opt->get_name().empty() && opt->get_name() != "--help")
+        o->commandLine += " " + opt->get_name() + (opt->get_expected_max() > 0 ? " " + fmt::format("{}", fmt::join(opt->results(), " ")) : "");
+    runRun(*o);
+  });
+}};
+
+}  // namespace
+}  // namespace mechscope::cli
