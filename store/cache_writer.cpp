@@ -181,11 +181,16 @@ StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
 }
 
 DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
+  return createDataset(path, std::move(shape), dtype, -1);
+}
+
+DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype,
+                                         int singletonDims) {
   const std::string abs = absolutePath(path);
   checkName(abs, "dataset");
   for (auto d : shape)
     if (d < 0) throw InputError(fmt::format("dataset '{}': negative dimension in shape [{}]", abs, fmt::join(shape, ", ")));
-  const auto chunk = chooseChunkShape(shape, storageElementSize(dtype), m_options.chunkBytes);
+  const auto chunk = chooseChunkShape(shape, storageElementSize(dtype), m_options.chunkBytes, singletonDims);
 
   DatasetWriter dw;
   Hdf5Lock lock;
@@ -227,10 +232,10 @@ DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int
   return dw;
 }
 
-void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype) {
+void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims) {
   if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
   const at::Tensor data = toStorage(t, dtype);
-  auto dw = beginDataset(path, data.sizes().vec(), dtype);
+  auto dw = createDataset(path, data.sizes().vec(), dtype, singletonDims);
   dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
 }
 
@@ -280,10 +285,12 @@ void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor&
   if (hookName.find('/') != std::string::npos)
     throw InputError(fmt::format("activation '{}': hook names must not contain '/'", hookName));
   const std::string path = std::string(schema::kActivationsGroup) + "/" + hookName;
-  writeWhole(path, t, activationDtype(t));
+  if (!t.defined()) throw InputError(fmt::format("activation '{}': the tensor is undefined", hookName));
+  const std::string axes = hookAxes(hookName, t.dim());
+  writeWhole(path, t, activationDtype(t), chunkSingletonDims(axes));
   Hdf5Lock lock;
   auto state = requireOpen(m_state, "activation " + hookName);
-  detail::writeStringAttr(state->file.get(), path, schema::kAttrAxes, hookAxes(hookName, t.dim()));
+  detail::writeStringAttr(state->file.get(), path, schema::kAttrAxes, axes);
 }
 
 void CacheWriter::writeAnalysisArray(const std::string& analysis, const std::string& name, const at::Tensor& t) {

@@ -101,7 +101,9 @@ class CacheWriter {
   [[nodiscard]] const CacheOptions& options() const { return m_options; }
 
  private:
-  void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype);
+  void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
+  DatasetWriter createDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype,
+                              int singletonDims);
   [[nodiscard]] StorageDtype activationDtype(const at::Tensor& t) const;
 
   std::shared_ptr<detail::WriterState> m_state;

@@ -4,7 +4,8 @@
 
 namespace mechscope::store {
 
-std::vector<int64_t> chooseChunkShape(const std::vector<int64_t>& shape, int elementSize, int64_t targetBytes) {
+std::vector<int64_t> chooseChunkShape(const std::vector<int64_t>& shape, int elementSize, int64_t targetBytes,
+                                      int singletonDims) {
   if (shape.empty()) return {};
   for (auto d : shape)
     if (d <= 0) return {};
@@ -17,7 +18,10 @@ std::vector<int64_t> chooseChunkShape(const std::vector<int64_t>& shape, int ele
     restAfter[i] = rest;
     rest = rest > target ? rest : rest * shape[i];  // saturate once beyond the target
   }
-  for (size_t i = 0; i < shape.size(); ++i) {
+  const size_t rank = shape.size();
+  size_t first = singletonDims < 0 ? (rank >= 3 ? 1 : 0) : static_cast<size_t>(singletonDims);
+  first = std::min(first, rank - 1);  // the last dim is never forced to 1
+  for (size_t i = first; i < rank; ++i) {
     if (restAfter[i] <= target) {
       chunk[i] = std::clamp<int64_t>(target / restAfter[i], 1, shape[i]);
       for (size_t j = i + 1; j < shape.size(); ++j) chunk[j] = shape[j];
@@ -28,5 +32,11 @@ std::vector<int64_t> chooseChunkShape(const std::vector<int64_t>& shape, int ele
   chunk.back() = std::min(shape.back(), target);
   return chunk;
 }
+
+}  // namespace mechscope::store
+
+namespace mechscope::store {
+
+int chunkSingletonDims(const std::string& axes) { return axes.rfind("batch,head,", 0) == 0 ? 2 : -1; }
 
 }  // namespace mechscope::store
