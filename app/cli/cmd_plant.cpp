@@ -1,0 +1,37 @@
+// `mechscope-cli plant`: write a planted-circuit model folder (an ordinary Hugging Face GPT-2 folder).
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "app/cli/command.hpp"
+#include "core/synth/planted_builder.hpp"
+#include "core/synth/planted_model.hpp"
+
+namespace mechscope::cli {
+namespace {
+
+struct PlantOptions {
+  std::string out;
+  std::string recipe = "default";
+  bool embedded = false;
+};
+
+const RegisterCommand reg{"plant", 60, [](CLI::App& root) {
+  auto opts = std::make_shared<PlantOptions>();
+  auto* sub = root.add_subcommand("plant", "Write a model folder with hand-planted circuits (known answers)");
+  sub->add_option("--out", opts->out, "Folder to write (config.json, model.safetensors, tokenizer.json, planted.json)");
+  sub->add_option("--recipe", opts->recipe, "Recipe name")->check(CLI::IsMember(planted::plantedRecipes()));
+  sub->add_flag("--embedded", opts->embedded, "Print (and generate if needed) the embedded default model folder");
+  sub->callback([opts] {
+    if (opts->embedded) {
+      std::cout << planted::embeddedModelFolder().string() << "\n";
+      return;
+    }
+    if (opts->out.empty()) throw InputError("plant: --out DIR is required (or --embedded)");
+    planted::writePlantedFolder(opts->out, opts->recipe);
+    std::cout << fmt::format("wrote planted model '{}' to {}\n", opts->recipe, opts->out);
+  });
+}};
+
+}  // namespace
+}  // namespace mechscope::cli
