@@ -214,6 +214,30 @@ TEST(AttentionProbe, TileSizesDoNotChangeResults) {
   }
 }
 
+TEST(AttentionProbe, EachStatisticAloneEqualsItInAFullRequest) {
+  const ProbeInputs in = makeInputs(mk("", 150, 160, 4, 2, 32, 0, 0, 10, 4), 8);
+  const ProbeRequest full = fullRequest(160, 2);
+  const ProbeResult all = probeAttention(in, full, 32, 48);
+  ProbeRequest one;
+  one.columnSums = true;
+  EXPECT_TRUE(probeAttention(in, one, 32, 48).columnSums.equal(all.columnSums));
+  one = ProbeRequest{};
+  one.topK = 2;
+  EXPECT_TRUE(probeAttention(in, one, 32, 48).topIndices.equal(all.topIndices));
+  one = ProbeRequest{};
+  one.window = 10;
+  expectClose(probeAttention(in, one, 32, 48).windowed, all.windowed, "windowed");
+  one = ProbeRequest{};
+  one.distance = true;
+  expectClose(probeAttention(in, one, 32, 48).distance, all.distance, "distance");
+  one = ProbeRequest{};
+  one.keySet = full.keySet;
+  expectClose(probeAttention(in, one, 32, 48).keySetMass, all.keySetMass, "keySetMass");
+  const ProbeResult none = probeAttention(in, ProbeRequest{}, 32, 48);
+  EXPECT_FALSE(none.columnSums.defined() || none.distance.defined() || none.entropy.defined() ||
+               none.topValues.defined());
+}
+
 TEST(AttentionProbe, UniformHeadArgmaxIsFirstVisibleKeyAndValueIsOneOverCount) {
   ProbeInputs in = makeInputs(mk("", 20, 20, 2, 2, 32, 0, 0, 0, 4, {1}), 3);
   ProbeRequest req;
