@@ -124,6 +124,39 @@ QRgb ColorScale::mapRgb(double v) const {
   return m_lut[static_cast<std::size_t>(std::lround(t * (kLutSize - 1)))];
 }
 
+void ColorScale::mapRow(const float* values, QRgb* out, int n) const {
+  constexpr double top = kLutSize - 1;
+  if (!m_log && m_kind == Kind::Sequential && m_high > m_low) {
+    const double scale = top / (m_high - m_low);
+    for (int i = 0; i < n; ++i) {
+      const float v = values[i];
+      if (std::isnan(v)) {
+        out[i] = m_mask;
+        continue;
+      }
+      const double f = std::clamp((v - m_low) * scale, 0.0, top);
+      out[i] = m_lut[static_cast<std::size_t>(f + 0.5)];
+    }
+    return;
+  }
+  if (!m_log && m_kind == Kind::Diverging && m_high > 0.0 && m_low < 0.0) {
+    const double up = 0.5 * top / m_high, down = 0.5 * top / -m_low;
+    for (int i = 0; i < n; ++i) {
+      const float v = values[i];
+      if (std::isnan(v)) {
+        out[i] = m_mask;
+      } else if (v == 0.0f) {
+        out[i] = qRgb(255, 255, 255);
+      } else {
+        const double f = std::clamp(0.5 * top + v * (v > 0.0f ? up : down), 0.0, top);
+        out[i] = m_lut[static_cast<std::size_t>(f + 0.5)];
+      }
+    }
+    return;
+  }
+  for (int i = 0; i < n; ++i) out[i] = mapRgb(values[i]);
+}
+
 QColor ColorScale::map(double v) const { return QColor::fromRgba(mapRgb(v)); }
 
 QColor ColorScale::colorAt(double t) const {

@@ -50,6 +50,8 @@ class ColorScale {
   QColor map(double value) const;
   /// The colour of `value` as a packed RGB (fast path for images).
   QRgb mapRgb(double value) const;
+  /// Colours `n` values into `out` (the image fast path; same colours as mapRgb up to LUT rounding).
+  void mapRow(const float* values, QRgb* out, int n) const;
   /// The colour at position `t` ∈ [0, 1] of the map, ignoring range and log scale.
   QColor colorAt(double t) const;
   /// The same map as a QCustomPlot gradient (for QCPColorScale colour bars).

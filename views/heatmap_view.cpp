@@ -224,25 +224,31 @@ void HeatmapView::refreshImage(QSize px) {
   const int level = m_pyramid.levelFor(cellsPerPixel);
   const PyramidLevel& L = m_pyramid.level(level);
   const int s = L.factor;
+  // Visible blocks of the level; the image covers them plus a margin so small pan steps only redraw.
+  const int vc0 = std::clamp(static_cast<int>(std::floor((xr.lower + 0.5) / s)), 0, L.cols - 1);
+  const int vc1 = std::clamp(static_cast<int>(std::ceil((xr.upper + 0.5) / s)), vc0 + 1, L.cols);
+  const int vr0 = std::clamp(static_cast<int>(std::floor((yr.lower + 0.5) / s)), 0, L.rows - 1);
+  const int vr1 = std::clamp(static_cast<int>(std::ceil((yr.upper + 0.5) / s)), vr0 + 1, L.rows);
+  m_shownLevel = level;
+  m_shownCells = QSize(vc1 - vc0, vr1 - vr0);
+  if (m_window.generation == m_generation && m_window.level == level && m_window.c0 <= vc0 && vc1 <= m_window.c1 &&
+      m_window.r0 <= vr0 && vr1 <= m_window.r1)
+    return;
+  const int mc = (vc1 - vc0) / 4, mr = (vr1 - vr0) / 4;
   Window w;
   w.generation = m_generation;
   w.level = level;
-  w.c0 = std::clamp(static_cast<int>(std::floor((xr.lower + 0.5) / s)), 0, L.cols - 1);
-  w.c1 = std::clamp(static_cast<int>(std::ceil((xr.upper + 0.5) / s)), w.c0 + 1, L.cols);
-  w.r0 = std::clamp(static_cast<int>(std::floor((yr.lower + 0.5) / s)), 0, L.rows - 1);
-  w.r1 = std::clamp(static_cast<int>(std::ceil((yr.upper + 0.5) / s)), w.r0 + 1, L.rows);
-  if (w == m_window) return;
-  m_window = w;
+  w.c0 = std::max(0, vc0 - mc);
+  w.c1 = std::min(L.cols, vc1 + mc);
+  w.r0 = std::max(0, vr0 - mr);
+  w.r1 = std::min(L.rows, vr1 + mr);
   const int iw = w.c1 - w.c0, ih = w.r1 - w.r0;
   QImage img(iw, ih, QImage::Format_RGB32);
   for (int r = 0; r < ih; ++r) {
-    auto* line = reinterpret_cast<QRgb*>(img.scanLine(r));
     const float* src = L.values.data() + static_cast<std::size_t>(w.r0 + r) * static_cast<std::size_t>(L.cols) + static_cast<std::size_t>(w.c0);
-    for (int c = 0; c < iw; ++c) line[c] = m_scale.mapRgb(src[c]);
+    m_scale.mapRow(src, reinterpret_cast<QRgb*>(img.scanLine(r)), iw);
   }
   m_layer->setImage(std::move(img), w.c0 * s - 0.5, w.c1 * s - 0.5, w.r0 * s - 0.5, w.r1 * s - 0.5);
-  m_shownLevel = level;
-  m_shownCells = QSize(iw, ih);
   m_layer->setBadge(aggregationText(), m_theme.foreground, m_theme.background, m_theme.smallFont);
 }
 

@@ -74,7 +74,7 @@ class HeatmapView : public QWidget {
 
   /// Pyramid level drawn at the last paint (0 = full resolution).
   int displayedLevel() const { return m_shownLevel; }
-  /// Number of image cells handed to the painter at the last paint.
+  /// Number of (pooled) cells visible at the last paint; the image holds a margin of ¼ view around them.
   QSize displayedCells() const { return m_shownCells; }
   /// "aggregated k×k (max)" while an aggregated level is shown, empty otherwise.
   QString aggregationText() const;

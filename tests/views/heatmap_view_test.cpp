@@ -5,6 +5,7 @@
 #include <QSignalSpy>
 #include <QTest>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/common/errors.hpp"
@@ -68,6 +69,28 @@ TEST(HeatmapView, HoverMapsPixelsToCells) {
   sendMouse(v.plot(), QEvent::MouseMove, expectedCenter(v, 1, 4));
   EXPECT_TRUE(hovered.isEmpty());
   EXPECT_FALSE(v.cellAt(QPointF(2, 2)).valid());
+}
+
+TEST(HeatmapView, RenderedCellsHaveTheScaleColours) {
+  HeatmapView v;
+  v.setTheme(PlotTheme::light());
+  v.resize(640, 560);
+  v.setData(tokens6());
+  v.show();
+  ASSERT_TRUE(QTest::qWaitForWindowExposed(&v));
+  v.plot()->replot();
+  const QImage img = v.plot()->toPixmap().toImage();
+  for (int row = 0; row < 6; ++row)
+    for (int col = 0; col < 6; ++col) {
+      const QPoint p = expectedCenter(v, row, col).toPoint();
+      const QColor want = col > row ? PlotTheme::light().mask : v.colorScale().map(v.data().values[static_cast<std::size_t>(row) * 6 + col]);
+      const QColor got = img.pixelColor(p);
+      EXPECT_NEAR(got.red(), want.red(), 2) << row << "," << col;
+      EXPECT_NEAR(got.green(), want.green(), 2) << row << "," << col;
+      EXPECT_NEAR(got.blue(), want.blue(), 2) << row << "," << col;
+    }
+  // The colour range is fitted to the visible values: the largest one is the top colour.
+  EXPECT_DOUBLE_EQ(v.display().high, *std::max_element(v.data().values.begin(), v.data().values.end()));
 }
 
 TEST(HeatmapView, ClickEmitsCell) {
