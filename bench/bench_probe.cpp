@@ -14,8 +14,13 @@
 #include "core/probe/cpu_memory_meter.hpp"
 #include "core/probe/probe_tiles.hpp"
 
-#ifdef MECHSCOPE_WITH_CUDA
+// GPU peak memory from the caching allocator when this build can see the CUDA headers; otherwise the
+// CUDA runs report peak_bytes = 0.
+#if defined(MECHSCOPE_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>) && __has_include(<cuda_runtime_api.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
+#define MECHSCOPE_BENCH_CUDA_STATS 1
+#else
+#define MECHSCOPE_BENCH_CUDA_STATS 0
 #endif
 
 using namespace mechscope;
@@ -48,7 +53,7 @@ ProbeRequest benchRequest() {
 class PeakMeter {
  public:
   explicit PeakMeter(bool cuda) : m_cuda(cuda) {
-#ifdef MECHSCOPE_WITH_CUDA
+#if MECHSCOPE_BENCH_CUDA_STATS
     if (m_cuda) {
       c10::cuda::CUDACachingAllocator::resetPeakStats(0);
       m_base = c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;
@@ -59,9 +64,10 @@ class PeakMeter {
     m_base = m_cpu.currentBytes();
   }
   [[nodiscard]] int64_t peakBytes() const {
-#ifdef MECHSCOPE_WITH_CUDA
+#if MECHSCOPE_BENCH_CUDA_STATS
     if (m_cuda) return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak - m_base;
 #endif
+    if (m_cuda) return 0;
     return m_cpu.peakBytes() - m_base;
   }
 
