@@ -19,7 +19,17 @@ struct InspectOptions {
 };
 
 void runInspect(const InspectOptions& o) {
-  auto model = HookedTransformer::load(o.model, LoadOptions{});
+  // Load in the stored precision when it is 16-bit: weights stay views of the mapping (no conversion).
+  std::string dtype = "fp32";
+  if (std::filesystem::exists(std::filesystem::path(o.model) / "config.json")) {
+    const auto stored = SafetensorsSet::openFolder(o.model);
+    for (const auto& n : stored.names()) {
+      const auto d = stored.info(n).dtype;
+      if (d == SafetensorsDType::BF16 || d == SafetensorsDType::F16) dtype = "bf16";
+      if (d == SafetensorsDType::F32 || d == SafetensorsDType::BF16 || d == SafetensorsDType::F16) break;
+    }
+  }
+  auto model = HookedTransformer::load(o.model, LoadOptions{"cpu", dtype});
   const auto names = model->hookNames();
   if (o.hooksOnly) {
     for (const auto& n : names) std::cout << n << "\n";
@@ -28,6 +38,7 @@ void runInspect(const InspectOptions& o) {
   std::cout << fmt::format("model: {}\n", o.model);
   std::cout << model->config().summary();
   std::cout << fmt::format("parameters: {} ({:.3f} M)\n", model->parameterCount(), model->parameterCount() / 1e6);
+  std::cout << fmt::format("loaded as: {} on cpu\n", dtypeName(model->dtype()));
   std::cout << fmt::format("weights hash: fnv1a64:{}\n", model->weightsHash());
   const auto set = SafetensorsSet::openFolder(o.model);
   for (const auto& f : set.files())

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -37,6 +38,13 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) 
   out->m_size = size;
   out->m_path = path;
   return out;
+}
+
+void MappedFile::release(std::size_t offset, std::size_t length) const {
+  static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t begin = (offset + page - 1) / page * page;
+  const std::size_t end = std::min(offset + length, m_size) / page * page;
+  if (end > begin) ::madvise(m_data + begin, end - begin, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

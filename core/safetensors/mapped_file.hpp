@@ -21,6 +21,9 @@ class MappedFile {
   [[nodiscard]] const std::byte* data() const { return m_data; }
   /// File size in bytes.
   [[nodiscard]] std::size_t size() const { return m_size; }
+  /// Drops the resident pages wholly inside [offset, offset + length) (MADV_DONTNEED): after a
+  /// tensor was converted out of the mapping its pages need not stay in RSS. Re-reads come from the file.
+  void release(std::size_t offset, std::size_t length) const;
   /// The path it was opened from.
   [[nodiscard]] const std::filesystem::path& path() const { return m_path; }
 

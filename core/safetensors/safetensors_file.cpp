@@ -177,7 +177,11 @@ at::Tensor SafetensorsFile::tensor(const std::string& name, std::optional<at::Sc
     std::memcpy(view.data_ptr(), p, ti.end - ti.begin);
   }
   if (!as || *as == stored) return view;
-  return view.to(*as);
+  at::Tensor converted = view.to(*as);
+  // Converted straight from the mapping: drop those mapped pages so a converting load never holds
+  // the file's bytes and the converted weights at once.
+  if (aligned) m_map->release(m_dataStart + ti.begin, ti.end - ti.begin);
+  return converted;
 }
 
 SafetensorsSet SafetensorsSet::openFolder(const std::filesystem::path& folder) {
