@@ -26,6 +26,14 @@ ProbeTiles chooseProbeTiles(int64_t nHeads, int64_t nQueries, int64_t nKeys, int
       t.tileQ = std::max(kMinTile, t.tileQ / 2);
     }
   }
+  // On a GPU every tile costs ~20 kernel launches: grow the tiles into the budget (rows first, then
+  // keys, e.g. a decode step's single row takes all keys at once). CPU tiles stay cache-sized.
+  if (cuda) {
+    auto fits = [&](int64_t q, int64_t k) { return heads * q * k * kScoreBytes <= budget; };
+    while (t.tileQ < nQueries && fits(std::min(2 * t.tileQ, nQueries), t.tileK))
+      t.tileQ = std::min(2 * t.tileQ, nQueries);
+    while (t.tileK < nKeys && fits(t.tileQ, std::min(2 * t.tileK, nKeys))) t.tileK = std::min(2 * t.tileK, nKeys);
+  }
   return t;
 }
 

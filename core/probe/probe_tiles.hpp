@@ -17,7 +17,8 @@ struct ProbeTiles {
 int64_t probeScoreBlockBudget(bool cuda);
 
 /// Tile sizes actually used: the requested ones clipped to the sequence, then halved (the larger side
-/// first, not below 16) until nHeads·tileQ·tileK·4 bytes fits probeScoreBlockBudget(cuda).
+/// first, not below 16) until nHeads·tileQ·tileK·4 bytes fits probeScoreBlockBudget(cuda); on CUDA
+/// they then grow (rows, then keys, doubling) while the block still fits, to save kernel launches.
 ProbeTiles chooseProbeTiles(int64_t nHeads, int64_t nQueries, int64_t nKeys, int64_t tileQ, int64_t tileK,
                             bool cuda);
 

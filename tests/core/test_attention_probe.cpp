@@ -434,6 +434,15 @@ TEST(ProbeTiles, ScoreBlockStaysWithinBudget) {
   const ProbeTiles small = chooseProbeTiles(4, 7, 300, 512, 2048, false);  // clipped to the sequence
   EXPECT_EQ(small.tileQ, 7);
   EXPECT_EQ(small.tileK, 300);
+  const ProbeTiles cpu = chooseProbeTiles(16, 131072, 131072, 512, 2048, false);  // 64 MB: as requested
+  EXPECT_EQ(cpu.tileQ, 512);
+  EXPECT_EQ(cpu.tileK, 2048);
+  const ProbeTiles gpu = chooseProbeTiles(16, 131072, 131072, 512, 2048, true);  // grows into 256 MB
+  EXPECT_EQ(gpu.tileQ, 2048);
+  EXPECT_EQ(gpu.tileK, 2048);
+  const ProbeTiles decode = chooseProbeTiles(32, 1, 131072, 512, 2048, true);  // one row takes every key
+  EXPECT_EQ(decode.tileQ, 1);
+  EXPECT_EQ(decode.tileK, 131072);
 }
 
 }  // namespace
