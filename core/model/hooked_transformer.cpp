@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -40,10 +39,14 @@ at::Device parseDevice(const std::string& s) {
   if (!dev.is_cuda()) throw UnsupportedError(fmt::format("device '{}' is not supported (cpu, cuda, cuda:N)", s));
   if (!at::hasCUDA())
     throw UnsupportedError(fmt::format("device '{}' requested but this LibTorch build has no CUDA (or no GPU is visible)", s));
-  const int count = at::detail::getCUDAHooks().getNumGPUs();
-  if (dev.has_index() && dev.index() >= count)
-    throw InputError(fmt::format("device '{}' does not exist: {} CUDA device(s) visible", s, count));
   if (!dev.has_index()) dev = at::Device(at::kCUDA, 0);
+  try {
+    (void)at::empty({1}, at::TensorOptions().device(dev));  // the same API in LibTorch 1.13 and 2.x
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    why = why.substr(0, why.find('\n'));
+    throw InputError(fmt::format("device '{}' is not usable ({})", s, why));
+  }
   return dev;
 }
 
