@@ -62,7 +62,9 @@ TEST(AddedTokens, HonourLstripRstripSingleWordAndNormalized) {
   EXPECT_EQ(e.tokens[3], " ");  // "ony" inside "anthony" is not a single word
   EXPECT_EQ(e.ids.back(), 204);
   EXPECT_EQ(e.offsets.back(), (std::pair<size_t, size_t>{25, 30}));
-  EXPECT_EQ(tok.decode(e.ids, true), "my name is anthony ");  // no decoder: tokens joined by spaces, specials skipped
+  // No decoder: token strings joined by spaces (added tokens by their content), specials skipped.
+  EXPECT_EQ(tok.decode(e.ids, true), "my name   i s   a n t h o n y  ");
+  EXPECT_EQ(tok.decode({203, 201}, false), "[CLS] name");
 }
 
 TEST(AddedTokens, SingleWordOnlyMatchesWholeWords) {
@@ -78,7 +80,10 @@ TEST(AddedTokens, SingleWordOnlyMatchesWholeWords) {
 
 TEST(Bpe, MergesByRankInBothFormats) {
   for (const bool pairs : {false, true}) {
-    nlohmann::json merges = pairs ? nlohmann::json{{"l", "o"}, {"lo", "w"}, {"e", "r"}} : nlohmann::json{"l o", "lo w", "e r"};
+    const nlohmann::json merges =
+        pairs ? nlohmann::json::array({nlohmann::json::array({"l", "o"}), nlohmann::json::array({"lo", "w"}),
+                                       nlohmann::json::array({"e", "r"})})
+              : nlohmann::json::array({"l o", "lo w", "e r"});
     auto j = test::tinyBpe({"l", "o", "w", "e", "r", "lo", "low", "er"}, merges, false);
     const auto e = make(j).encode("lower");
     EXPECT_EQ(e.tokens, (std::vector<std::string>{"low", "er"})) << (pairs ? "pairs" : "strings");
@@ -136,14 +141,14 @@ TEST(Metaspace, PrependSchemesAndDecoding) {
 
 TEST(Normalizers, PrependReplaceKeepOffsetsOnTheOriginal) {
   // Llama-2 style: Prepend "▁" then Replace " " → "▁", no pre-tokenizer.
-  auto j = test::tinyBpe({"\xE2\x96\x81", "\xE2\x96\x81" "a", "b"});
+  auto j = test::tinyBpe({"\xE2\x96\x81", "a", "\xE2\x96\x81" "a", "b"});
   j["normalizer"] = {{"type", "Sequence"},
                      {"normalizers", {{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
                                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}}}};
   j["model"]["ignore_merges"] = false;
-  j["model"]["merges"] = nlohmann::json{"\xE2\x96\x81 a"};
+  j["model"]["merges"] = nlohmann::json::array({"\xE2\x96\x81 a"});
   const auto e = make(j).encode("a b");
-  EXPECT_EQ(e.ids, (std::vector<int64_t>{1, 0, 2}));
+  EXPECT_EQ(e.ids, (std::vector<int64_t>{2, 0, 3}));
   EXPECT_EQ(e.offsets, (Offsets{{0, 1}, {1, 2}, {2, 3}}));
 }
 
@@ -168,7 +173,8 @@ TEST(Whitespace, SplitsWordsAndPunctuation) {
   auto j = test::tinyBpe({"Hey", "friend", "!", "How", "are", "you", "?!"});
   j["pre_tokenizer"] = {{"type", "Whitespace"}};
   const auto e = make(j).encode("Hey friend!     How are you?!?");
-  EXPECT_EQ(e.tokens, (std::vector<std::string>{"Hey", "friend", "!", "How", "are", "you"}));  // "?!?" not in vocab
+  // "?!?" is one piece; not in the vocab, so BPE keeps only its known character "!".
+  EXPECT_EQ(e.tokens, (std::vector<std::string>{"Hey", "friend", "!", "How", "are", "you", "!"}));
   EXPECT_EQ(e.offsets[3], (std::pair<size_t, size_t>{16, 19}));
 }
 

@@ -53,11 +53,11 @@ TEST(TokenizerErrors, NestedComponentPathIsReported) {
 }
 
 TEST(TokenizerErrors, MergesNamingUnknownTokens) {
-  auto j = test::tinyBpe({"a", "b", "ab"}, nlohmann::json{"a b", "a zz"}, false);
+  auto j = test::tinyBpe({"a", "b", "ab"}, nlohmann::json::array({"a b", "a zz"}), false);
   expectMentions(loadError(j.dump()), {"bad.json", "model", "merges[1]", "'zz'", "vocabulary"});
-  auto k = test::tinyBpe({"a", "b"}, nlohmann::json{{"a", "b"}}, false);
+  auto k = test::tinyBpe({"a", "b"}, nlohmann::json::array({nlohmann::json::array({"a", "b"})}), false);
   expectMentions(loadError(k.dump()), {"merges[0]", "'ab'", "vocabulary"});
-  auto m = test::tinyBpe({"a", "b", "ab"}, nlohmann::json{"a  b"}, false);
+  auto m = test::tinyBpe({"a", "b", "ab"}, nlohmann::json::array({"a  b"}), false);
   expectMentions(loadError(m.dump()), {"merges[0]"});
 }
 
