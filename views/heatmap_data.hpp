@@ -15,6 +15,8 @@ struct HeatmapData {
   QStringList rowLabels, colLabels;  // token strings; may be empty (indices are shown)
   QString title, rowAxis = "query", colAxis = "key", valueLabel = "attention";
   bool causal = true;         // mask the upper triangle (key > query)
+  int firstRow = 0;           // query position of row 0 when only the last queries are shown: the causal
+                              // mask is key > firstRow + row, and hover/labels show firstRow + row
   bool signedValues = false;  // diverging colour map centred at 0
 };
 

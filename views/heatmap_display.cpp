@@ -17,6 +17,7 @@ void validateHeatmap(const HeatmapData& d) {
   if (d.values.size() != expected)
     fail(QString("%1: values has %2 entries, expected rows×cols = %3×%4 = %5")
              .arg(name).arg(d.values.size()).arg(d.rows).arg(d.cols).arg(expected));
+  if (d.firstRow < 0) fail(QString("%1: firstRow must be ≥ 0, found %2").arg(name).arg(d.firstRow));
   if (!d.rowLabels.isEmpty() && d.rowLabels.size() != d.rows)
     fail(QString("%1: %2 row labels for %3 rows").arg(name).arg(d.rowLabels.size()).arg(d.rows));
   if (!d.colLabels.isEmpty() && d.colLabels.size() != d.cols)
@@ -34,7 +35,7 @@ HeatmapDisplay computeHeatmapDisplay(const HeatmapData& d, const HeatmapOptions&
     float* row = out.values.data() + static_cast<std::size_t>(r) * static_cast<std::size_t>(d.cols);
     for (int c = 0; c < skip; ++c) row[c] = kNaN;
     if (d.causal)
-      for (int c = r + 1; c < d.cols; ++c) row[c] = kNaN;
+      for (int c = std::max(0, d.firstRow + r + 1); c < d.cols; ++c) row[c] = kNaN;
     for (int c = 0; c < d.cols; ++c)
       if (!std::isfinite(row[c])) row[c] = kNaN;
     if (o.rowNormalise) {

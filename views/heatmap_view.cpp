@@ -133,12 +133,12 @@ void HeatmapView::rebuild() {
   m_scale.setMaskColor(m_theme.mask);
   ++m_generation;
 
-  m_title->setText(m_data.title);
-  m_title->setVisible(!m_data.title.isEmpty());
+  setPlotTitle(m_plot, m_title, m_data.title);
   m_xTicker->setLabels(m_data.colLabels);
   m_xTicker->setCount(m_data.cols);
   m_yTicker->setLabels(m_data.rowLabels);
   m_yTicker->setCount(m_data.rows);
+  m_yTicker->setOffset(m_data.firstRow);
   m_plot->xAxis->setLabel(m_data.colAxis);
   m_plot->yAxis->setLabel(m_data.rowAxis);
   m_plot->xAxis->setTickLabelRotation(m_data.colLabels.isEmpty() ? 0 : 90);
@@ -285,10 +285,10 @@ double HeatmapView::rawValue(int row, int col) const {
 QString HeatmapView::hoverText(const HeatmapCell& cell) const {
   const QString where = QString("(%1%2 #%3, %4%5 #%6)")
                             .arg(m_data.rowAxis, quoted(m_data.rowLabels, cell.row))
-                            .arg(cell.row)
+                            .arg(m_data.firstRow + cell.row)
                             .arg(m_data.colAxis, quoted(m_data.colLabels, cell.col))
                             .arg(cell.col);
-  if (m_data.causal && cell.col > cell.row) return where + " masked (key after query)";
+  if (m_data.causal && cell.col > m_data.firstRow + cell.row) return where + " masked (key after query)";
   if (cell.col < m_options.excludeFirstK) return where + QString(" excluded (= %1)").arg(rawValue(cell.row, cell.col), 0, 'g', 4);
   QString text = where + QString(" = %1").arg(rawValue(cell.row, cell.col), 0, 'g', 4);
   if (m_options.rowNormalise) text += QString(" (shown %1)").arg(displayValue(cell.row, cell.col), 0, 'g', 3);
@@ -305,7 +305,7 @@ void HeatmapView::onMouseMove(QMouseEvent* event) {
   }
   if (!(event->buttons() & Qt::LeftButton))
     QToolTip::showText(m_plot->mapToGlobal(event->position().toPoint()) + QPoint(12, 12), hoverText(cell), m_plot);
-  const bool masked = (m_data.causal && cell.col > cell.row) || cell.col < m_options.excludeFirstK;
+  const bool masked = (m_data.causal && cell.col > m_data.firstRow + cell.row) || cell.col < m_options.excludeFirstK;
   if (!masked) emit cellHovered(cell.row, cell.col, rawValue(cell.row, cell.col));
 }
 
@@ -389,6 +389,7 @@ QJsonObject HeatmapView::plottedNumbers() const {
   o["exclude_first_k"] = m_options.excludeFirstK;
   o["row_normalised"] = m_options.rowNormalise;
   o["causal_mask"] = m_data.causal;
+  o["first_row_position"] = m_data.firstRow;
   o["null_means"] = "masked or excluded cell";
   return o;
 }

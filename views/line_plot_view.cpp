@@ -153,8 +153,7 @@ void LinePlotView::rebuild() {
   }
   const double pad = (yMax - yMin) * 0.06 + (yMax == yMin ? 0.5 : 0.0);
   m_plot->yAxis->setRange(yMin - pad, yMax + pad);
-  m_title->setText(m_data.title);
-  m_title->setVisible(!m_data.title.isEmpty());
+  setPlotTitle(m_plot, m_title, m_data.title);
   m_plot->xAxis->setLabel(m_data.xLabel);
   m_plot->yAxis->setLabel(m_data.yLabel);
   m_xTicker->setLabels(m_data.xLabels);

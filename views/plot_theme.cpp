@@ -75,20 +75,32 @@ void applyPlotTheme(QCustomPlot* plot, const PlotTheme& t) {
     rect->setBackground(QBrush(t.background));
     for (QCPAxis* axis : rect->axes()) styleAxis(axis, t);
   }
-  for (QCPLayoutElement* el : plot->plotLayout()->elements(true)) {
-    if (auto* text = qobject_cast<QCPTextElement*>(el)) {
-      text->setTextColor(t.foreground);
-      text->setFont(t.titleFont);
-    } else if (auto* scale = qobject_cast<QCPColorScale*>(el)) {
-      styleAxis(scale->axis(), t);
-    }
+  // Text elements and colour scales are children of the plot even while out of the layout.
+  for (QCPTextElement* text : plot->findChildren<QCPTextElement*>()) {
+    text->setTextColor(t.foreground);
+    text->setFont(t.titleFont);
   }
+  for (QCPColorScale* scale : plot->findChildren<QCPColorScale*>()) styleAxis(scale->axis(), t);
   if (plot->legend) {
     plot->legend->setBrush(QBrush(t.background));
     plot->legend->setBorderPen(Qt::NoPen);
     plot->legend->setTextColor(t.foreground);
     plot->legend->setFont(t.font);
   }
+}
+
+void setPlotTitle(QCustomPlot* plot, QCPTextElement* title, const QString& text) {
+  QCPLayoutGrid* grid = plot->plotLayout();
+  const bool inLayout = grid->hasElement(0, 0) && grid->element(0, 0) == title;
+  title->setText(text);
+  if (text.isEmpty() && inLayout) {
+    grid->take(title);
+    grid->simplify();
+  } else if (!text.isEmpty() && !inLayout) {
+    grid->insertRow(0);
+    grid->addElement(0, 0, title);
+  }
+  title->setVisible(!text.isEmpty());
 }
 
 QString tokenLabel(const QString& text, int maxChars) {

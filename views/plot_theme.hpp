@@ -5,6 +5,7 @@
 #include <QPalette>
 
 class QCustomPlot;
+class QCPTextElement;
 
 namespace mechscope::views {
 
@@ -24,6 +25,10 @@ struct PlotTheme {
 
 /// Styles every axis rect, axis, legend and text element of `plot` with `theme`.
 void applyPlotTheme(QCustomPlot* plot, const PlotTheme& theme);
+
+/// Sets a plot's title element (kept in row 0 of the plot layout); an empty text takes the row out
+/// so untitled plots get no blank band.
+void setPlotTitle(QCustomPlot* plot, QCPTextElement* title, const QString& text);
 
 /// Elides `text` to at most `maxChars` characters and makes whitespace visible (↵, ⇥, leading ␣).
 QString tokenLabel(const QString& text, int maxChars = 14);

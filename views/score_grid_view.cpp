@@ -120,8 +120,7 @@ void ScoreGridView::rebuild() {
   const auto [lo, hi] = ColorScale::autoRange(m_data.scores.data(), m_data.scores.size(), m_scale.kind(), false);
   m_scale.setRange(lo, hi);
   m_scale.setMaskColor(m_theme.mask);
-  m_title->setText(m_data.title);
-  m_title->setVisible(!m_data.title.isEmpty());
+  setPlotTitle(m_plot, m_title, m_data.title);
   m_xTicker->setCount(m_data.heads);
   m_yTicker->setCount(m_data.layers);
   m_plot->xAxis->setRange(-0.5, std::max(1, m_data.heads) - 0.5);
@@ -161,7 +160,7 @@ void ScoreGridView::drawOverlay(QCPPainter* p) {
         const QColor bg = m_scale.map(v);
         p->setPen(bg.lightnessF() < 0.55 ? QColor(255, 255, 255) : QColor(0x1a, 0x1a, 0x1a));
         const double a = std::abs(v);
-        const QString text = (a != 0.0 && (a < 0.01 || a >= 1000)) ? QString::number(v, 'g', 2) : QString::number(v, 'f', 2);
+        const QString text = a >= 1000 ? QString::number(v, 'g', 3) : QString::number(v, 'f', a >= 100 ? 0 : 2);
         p->drawText(cellRect(l, h), Qt::AlignCenter, text);
       }
     }

@@ -23,7 +23,7 @@ int TokenTicker::getSubTickCount(double) { return 0; }
 QString TokenTicker::getTickLabel(double tick, const QLocale&, QChar, int) {
   const int i = static_cast<int>(std::lround(tick));
   if (i >= 0 && i < m_labels.size()) return tokenLabel(m_labels[i]);
-  return QString::number(i);
+  return QString::number(i + m_offset);
 }
 
 QVector<double> TokenTicker::createTickVector(double, const QCPRange& range) {

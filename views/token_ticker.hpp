@@ -13,6 +13,8 @@ class TokenTicker : public QCPAxisTicker {
   void setLabels(const QStringList& labels) { m_labels = labels; }
   /// Number of positions on the axis (used when there are no labels).
   void setCount(int count) { m_count = count; }
+  /// Added to positions shown as numbers (e.g. the query position of row 0).
+  void setOffset(int offset) { m_offset = offset; }
   /// Shows every `step`-th position (≥ 1).
   void setStep(int step) { m_step = step < 1 ? 1 : step; }
   /// The current step.
@@ -30,6 +32,7 @@ class TokenTicker : public QCPAxisTicker {
   QStringList m_labels;
   int m_count = 0;
   int m_step = 1;
+  int m_offset = 0;
 };
 
 }  // namespace mechscope::views

@@ -80,3 +80,20 @@ TEST(HeatmapDisplay, InconsistentDataThrowsInputError) {
   d.rowLabels = {"a", "b"};
   EXPECT_THROW(validateHeatmap(d), mechscope::InputError);
 }
+
+TEST(HeatmapDisplay, LastQueriesOnlyUseFirstRowForTheMask) {
+  // The last 2 queries (positions 3 and 4) of a 5-token prompt over all 5 keys.
+  HeatmapData d;
+  d.rows = 2;
+  d.cols = 5;
+  d.firstRow = 3;
+  d.values = {0.1f, 0.2f, 0.3f, 0.4f, 0.9f,  //
+              0.1f, 0.2f, 0.3f, 0.2f, 0.2f};
+  const HeatmapDisplay out = computeHeatmapDisplay(d, {});
+  EXPECT_FLOAT_EQ(out.values[3], 0.4f);     // key 3 ≤ query 3
+  EXPECT_TRUE(std::isnan(out.values[4]));   // key 4 > query 3
+  EXPECT_FLOAT_EQ(out.values[9], 0.2f);     // key 4 ≤ query 4
+  EXPECT_FLOAT_EQ(static_cast<float>(out.high), 0.4f);
+  d.firstRow = -1;
+  EXPECT_THROW(validateHeatmap(d), mechscope::InputError);
+}

@@ -179,3 +179,26 @@ TEST(HeatmapView, BadDataThrowsAndKeepsOldData) {
   EXPECT_THROW(v.setData(bad), mechscope::InputError);
   EXPECT_EQ(v.data().rows, 6);
 }
+
+TEST(HeatmapView, EmptyAndSingleCellDoNotCrash) {
+  HeatmapView v;
+  v.resize(400, 300);
+  v.show();
+  ASSERT_TRUE(QTest::qWaitForWindowExposed(&v));
+  v.setData(HeatmapData{});
+  v.plot()->replot();
+  EXPECT_TRUE(v.plottedNumbers().isEmpty());
+  EXPECT_FALSE(v.cellAt(QPointF(200, 150)).valid());
+  HeatmapData one;
+  one.rows = one.cols = 1;
+  one.values = {0.7f};
+  v.setData(one);
+  v.plot()->replot();
+  QSignalSpy hovered(&v, &HeatmapView::cellHovered);
+  sendMouse(v.plot(), QEvent::MouseMove, v.plot()->axisRect()->rect().center());
+  ASSERT_EQ(hovered.size(), 1);
+  EXPECT_FLOAT_EQ(hovered[0][2].toFloat(), 0.7f);
+  v.zoomBy(10);
+  v.panBy(5, 5);
+  EXPECT_EQ(v.displayedLevel(), 0);
+}
