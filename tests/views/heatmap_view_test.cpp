@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <qcustomplot.h>
 
+#include <QJsonArray>
 #include <QKeyEvent>
 #include <QSignalSpy>
 #include <QTest>
@@ -10,6 +11,7 @@
 
 #include "core/common/errors.hpp"
 #include "views/heatmap_view.hpp"
+#include "views/token_ticker.hpp"
 #include "views_test_support.hpp"
 
 using namespace mechscope::views;
@@ -134,6 +136,16 @@ TEST(HeatmapView, LevelOfDetailOnLargeInput) {
   v.panBy(1e6, 1e6);
   EXPECT_NEAR(v.plot()->xAxis->range().upper, n - 0.5, 1e-9);
   EXPECT_NEAR(v.plot()->yAxis->range().upper, n - 0.5, 1e-9);
+  // Sidecar numbers of the whole 4096² view are the 4×4 max-pooled blocks (≤ 1024² values).
+  v.resetView();
+  const QJsonObject m = v.plottedNumbers()["matrix"].toObject();
+  EXPECT_EQ(m["block"].toInt(), 4);
+  EXPECT_EQ(m["rows"].toInt(), 1024);
+  const PyramidLevel direct = poolDirect(v.pyramid().level(0).values, n, n, 4, PoolMode::Max);
+  const QJsonArray values = m["values"].toArray();
+  ASSERT_EQ(values.size(), 1024 * 1024);
+  for (int k : {0, 1024 * 3 + 2, 1024 * 700 + 699, 1024 * 1024 - 1}) EXPECT_FLOAT_EQ(static_cast<float>(values[k].toDouble()), direct.values[static_cast<std::size_t>(k)]) << k;
+  EXPECT_TRUE(values[1024 * 3 + 900].isNull());  // a block entirely above the diagonal
   v.setPoolMode(PoolMode::Mean);
   v.resetView();
   EXPECT_TRUE(v.aggregationText().endsWith("(mean)"));
@@ -201,4 +213,11 @@ TEST(HeatmapView, EmptyAndSingleCellDoNotCrash) {
   v.zoomBy(10);
   v.panBy(5, 5);
   EXPECT_EQ(v.displayedLevel(), 0);
+}
+
+TEST(TokenTicker, LabelStepNeverOverlaps) {
+  EXPECT_EQ(TokenTicker::stepFor(10, 500, 14), 1);
+  EXPECT_EQ(TokenTicker::stepFor(100, 500, 14), 5);     // 2.8 positions per label → 5
+  EXPECT_EQ(TokenTicker::stepFor(8192, 800, 14), 200);  // 143 → 200
+  EXPECT_EQ(TokenTicker::stepFor(8192, 0, 14), 1);
 }
