@@ -76,11 +76,10 @@ void HeatmapPyramid::build(std::vector<float> values, int rows, int cols, PoolMo
 }
 
 int HeatmapPyramid::levelFor(double cellsPerPixel) const {
+  // At most one block per pixel (5 % slack for rounding): drawing more would let nearest-neighbour
+  // scaling drop cells, and a single strong cell must never disappear from a max-pooled view.
   int level = 0;
-  while (level + 1 < levelCount() && static_cast<double>(m_levels[static_cast<std::size_t>(level)].factor) * 2.0 <= cellsPerPixel + 1e-9)
-    ++level;
-  // One more level when even the chosen one still puts more than ~1.5 blocks on a pixel.
-  if (level + 1 < levelCount() && cellsPerPixel / m_levels[static_cast<std::size_t>(level)].factor > 1.5) ++level;
+  while (level + 1 < levelCount() && cellsPerPixel / m_levels[static_cast<std::size_t>(level)].factor > 1.05) ++level;
   return level;
 }
 

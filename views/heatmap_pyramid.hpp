@@ -29,8 +29,8 @@ class HeatmapPyramid {
   const PyramidLevel& level(int i) const { return m_levels.at(static_cast<std::size_t>(i)); }
   /// How the levels were pooled.
   PoolMode mode() const { return m_mode; }
-  /// The coarsest level whose cells are still no larger than `cellsPerPixel` cells of level 0
-  /// (i.e. shows at most about one block per pixel).
+  /// The finest level that puts at most one block on a pixel when `cellsPerPixel` level-0 cells share
+  /// one (5 % slack), so no cell is dropped by scaling.
   int levelFor(double cellsPerPixel) const;
 
  private:

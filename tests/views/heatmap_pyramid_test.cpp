@@ -64,7 +64,7 @@ TEST(HeatmapPyramid, HandComputedBlock) {
   EXPECT_EQ(p.level(1).values[0], 4.0f);
 }
 
-TEST(HeatmapPyramid, LevelForPicksAboutOneBlockPerPixel) {
+TEST(HeatmapPyramid, LevelForPicksAtMostOneBlockPerPixel) {
   HeatmapPyramid p;
   p.build(std::vector<float>(1024 * 1024, 0.5f), 1024, 1024, PoolMode::Max);
   EXPECT_EQ(p.levelCount(), 11);
@@ -72,8 +72,9 @@ TEST(HeatmapPyramid, LevelForPicksAboutOneBlockPerPixel) {
   EXPECT_EQ(p.levelFor(1.0), 0);
   EXPECT_EQ(p.levelFor(2.0), 1);
   EXPECT_EQ(p.levelFor(8.0), 3);
-  EXPECT_EQ(p.levelFor(12.0), 3);  // 1.5 blocks of level 3 per pixel: still level 3
-  EXPECT_EQ(p.levelFor(13.0), 4);  // more than 1.5: the next level
-  EXPECT_EQ(p.levelFor(1.6), 1);
+  EXPECT_EQ(p.levelFor(1.04), 0);  // within the 5 % slack
+  EXPECT_EQ(p.levelFor(1.28), 1);  // 1024 cells on 800 px: 2×2 blocks, none dropped
+  EXPECT_EQ(p.levelFor(8.4), 3);
+  EXPECT_EQ(p.levelFor(9.0), 4);
   EXPECT_EQ(p.levelFor(1e9), 10);
 }
