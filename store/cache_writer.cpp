@@ -181,11 +181,11 @@ StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
 }
 
 DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
-  return createDataset(path, std::move(shape), dtype, -1);
+  return createDataset(path, std::move(shape), dtype, -1, false);
 }
 
 DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype,
-                                         int singletonDims) {
+                                         int singletonDims, bool wholeWrite) {
   const std::string abs = absolutePath(path);
   checkName(abs, "dataset");
   for (auto d : shape)
@@ -213,11 +213,17 @@ DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<in
       if (m_options.shuffle) H5Pset_shuffle(dcpl.get());
       H5Pset_deflate(dcpl.get(), static_cast<unsigned>(m_options.gzipLevel));
     }
-    // Room for a few chunks so block writes that straddle chunk edges do not read-modify-write.
-    int64_t chunkBytes = storageElementSize(dtype);
-    for (auto c : chunk) chunkBytes *= c;
-    const auto cacheBytes = static_cast<size_t>(std::max<int64_t>(4 * chunkBytes, int64_t{1} << 20));
-    H5Pset_chunk_cache(dapl.get(), 521, cacheBytes, 1.0);
+    if (wholeWrite && m_options.gzipLevel == 0) {
+      // Every chunk is written once, whole, from a C-contiguous tensor: no chunk cache, so libhdf5 writes
+      // straight from the tensor's memory instead of copying each chunk into the cache first.
+      H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0);
+    } else {
+      // Room for a few chunks so block writes that straddle chunk edges do not read-modify-write.
+      int64_t chunkBytes = storageElementSize(dtype);
+      for (auto c : chunk) chunkBytes *= c;
+      const auto cacheBytes = static_cast<size_t>(std::max<int64_t>(4 * chunkBytes, int64_t{1} << 20));
+      H5Pset_chunk_cache(dapl.get(), 521, cacheBytes, 1.0);
+    }
   }
   auto dset = std::make_shared<Hid>(own(H5Dcreate2(f, abs.c_str(), detail::fileType(dtype), space.get(), H5P_DEFAULT,
                                                    dcpl.get(), dapl.get()),
@@ -235,7 +241,7 @@ DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<in
 void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims) {
   if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
   const at::Tensor data = toStorage(t, dtype);
-  auto dw = createDataset(path, data.sizes().vec(), dtype, singletonDims);
+  auto dw = createDataset(path, data.sizes().vec(), dtype, singletonDims, true);
   dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
 }
 

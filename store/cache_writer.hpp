@@ -103,7 +103,7 @@ class CacheWriter {
  private:
   void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
   DatasetWriter createDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype,
-                              int singletonDims);
+                              int singletonDims, bool wholeWrite);
   [[nodiscard]] StorageDtype activationDtype(const at::Tensor& t) const;
 
   std::shared_ptr<detail::WriterState> m_state;
