@@ -12,10 +12,11 @@ ROOT=$(pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 JOBS=${JOBS:-$(nproc)}
 
+# libopenblas0-pthread: Debian's LibTorch otherwise runs on the reference BLAS (~1 GFLOP/s).
 PACKAGES=(build-essential cmake ninja-build pkg-config ccache git
   libtorch-dev qt6-base-dev qt6-svg-dev libqcustomplot-dev libhdf5-dev libfmt-dev nlohmann-json3-dev
   libpcre2-dev libutf8proc-dev libcli11-dev libtomlplusplus-dev libgtest-dev libbenchmark-dev
-  xvfb xauth python3 python3-h5py python3-numpy)
+  libopenblas0-pthread xvfb xauth python3 python3-h5py python3-numpy)
 
 say() { printf '\033[1mmechscope:\033[0m %s\n' "$*" >&2; }
 

@@ -22,7 +22,6 @@ function(mechscope_library name dir)
   endforeach()
   add_library(${name} STATIC ${_srcs})
   target_link_libraries(${name} PUBLIC mechscope_options ${ARG_DEPS})
-  set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
 endfunction()
 
 # The precompiled header for targets that include ATen: the single biggest compile cost.

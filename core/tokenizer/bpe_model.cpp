@@ -55,6 +55,12 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
     if (const auto it = m_vocab.find(m_byteTokens[b]); it != m_vocab.end()) m_byteIds[b] = it->second;
   }
 
+  if (model.value("type", std::string()) == "WordLevel") {
+    // WordLevel: each pre-tokenized word is one vocabulary entry or the unk token; no merges.
+    m_wordLevel = true;
+    if (!m_unk) throw InputError(fmt::format("{}: WordLevel needs an \"unk_token\" in the vocabulary", where));
+    return;
+  }
   const auto mit = model.find("merges");
   if (mit == model.end() || !mit->is_array()) throw InputError(fmt::format("{}: expected a \"merges\" array", where));
   m_merges.reserve(mit->size());
@@ -195,6 +201,12 @@ std::vector<std::pair<int64_t, uint32_t>> BpeModel::mergeWord(std::string_view w
 std::vector<Token> BpeModel::tokenize(std::string_view word) const {
   std::vector<Token> out;
   if (word.empty()) return out;
+  if (m_wordLevel) {
+    const auto it = m_vocab.find(word);
+    const int64_t id = it != m_vocab.end() ? it->second : m_vocab.find(*m_unk)->second;
+    out.push_back(Token{id, it != m_vocab.end() ? std::string(word) : *m_unk, 0, word.size()});
+    return out;
+  }
   if (m_ignoreMerges) {
     if (const auto it = m_vocab.find(word); it != m_vocab.end()) {
       out.push_back(Token{it->second, std::string(word), 0, word.size()});

@@ -1,6 +1,7 @@
 #pragma once
 // Byte-pair-encoding model of tokenizer.json ("type": "BPE"): vocab, ranked merges (both file formats),
 // byte_fallback, ignore_merges, unk_token (+ fuse_unk), continuing_subword_prefix, end_of_word_suffix.
+// The same class serves "WordLevel" models (whole-word vocabulary lookup with unk, no merges).
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -62,6 +63,7 @@ class BpeModel {
   bool m_fuseUnk = false;
   bool m_ignoreMerges = false;
   bool m_hasDropout = false;
+  bool m_wordLevel = false;
   std::string m_byteTokens[256];
   std::optional<int64_t> m_byteIds[256];
 

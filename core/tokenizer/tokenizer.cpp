@@ -57,10 +57,10 @@ std::shared_ptr<Tokenizer::Impl> load(const std::string& jsonText, const std::st
   if (mit == j.end() || !mit->is_object()) throw InputError(fmt::format("{}: model: missing \"model\" object", source));
   std::string modelType = mit->value("type", std::string());
   if (modelType.empty() && mit->contains("merges")) modelType = "BPE";  // old files omit the type
-  if (modelType != "BPE")
-    throw UnsupportedError(fmt::format("{}: model: unsupported model type '{}' (supported: BPE)", source,
+  if (modelType != "BPE" && modelType != "WordLevel")
+    throw UnsupportedError(fmt::format("{}: model: unsupported model type '{}' (supported: BPE, WordLevel)", source,
                                        modelType.empty() ? std::string("(none)") : modelType));
-  impl->model = std::make_unique<tok::BpeModel>(*mit, source + ": model (BPE)");
+  impl->model = std::make_unique<tok::BpeModel>(*mit, fmt::format("{}: model ({})", source, modelType));
   if (impl->model->hasDropout()) impl->unsupported.push_back("model.dropout (ignored: encoding is deterministic)");
 
   auto component = [&](const char* key) -> const nlohmann::json* {
