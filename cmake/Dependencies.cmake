@@ -25,6 +25,15 @@ endif()
 
 # ---- small libraries ------------------------------------------------------------------------
 find_package(fmt REQUIRED)
+# Header-only fmt on GPU boxes: the fmt headers inside PyTorch's include folder differ from the
+# Debian libfmt, so we compile fmt into our own objects there rather than link a mismatched .so.
+option(MECHSCOPE_FMT_HEADER_ONLY "Use fmt header-only (GPU boxes with PyTorch's LibTorch)" OFF)
+add_library(mechscope_fmt INTERFACE)
+if(MECHSCOPE_FMT_HEADER_ONLY)
+  target_link_libraries(mechscope_fmt INTERFACE fmt::fmt-header-only)
+else()
+  target_link_libraries(mechscope_fmt INTERFACE fmt::fmt)
+endif()
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 REQUIRED)
 

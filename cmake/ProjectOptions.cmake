@@ -31,7 +31,7 @@ function(mechscope_torch_pch target)
       target_precompile_headers(${target} REUSE_FROM mechscope_core)
     else()
       target_precompile_headers(${target} PRIVATE <ATen/ATen.h> <string> <vector> <map> <memory>
-                                                  <stdexcept> <fmt/format.h> <nlohmann/json.hpp>)
+                                                  <stdexcept> <fmt/format.h> <fmt/ranges.h> <nlohmann/json.hpp>)
     endif()
   endif()
 endfunction()

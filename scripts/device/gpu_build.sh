@@ -15,7 +15,7 @@ TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
-cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DMECHSCOPE_GUI=OFF -DMECHSCOPE_HDF5=OFF \
+cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DMECHSCOPE_GUI=OFF -DMECHSCOPE_HDF5=OFF -DMECHSCOPE_FMT_HEADER_ONLY=ON \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr;$PREFIX/usr/lib/x86_64-linux-gnu/cmake" \
   -DCMAKE_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu" -DCMAKE_INCLUDE_PATH="$PREFIX/usr/include"
 cmake --build "$BUILD" -j "$(nproc)"
