@@ -61,7 +61,10 @@ TEST(Cli, RunTokenIdsPrintsTopK) {
   const Proc p = runCli("run --model " + dir.string() + " --token-ids " + (d / "ids.json").string() + " --top-k 3");
   ASSERT_EQ(p.rc, 0) << p.out;
   EXPECT_NE(p.out.find("[1] 4 tokens; top-3 next tokens:"), std::string::npos) << p.out;
-  EXPECT_NE(p.out.find("attention path: explicit"), std::string::npos) << p.out;
+  // LibTorch 2.x takes the fused path when no attention hook is active; 1.13 has only explicit.
+  EXPECT_TRUE(p.out.find("attention path: explicit") != std::string::npos ||
+              p.out.find("attention path: fused") != std::string::npos)
+      << p.out;
   // Bad inputs: exit 2 with a one-line error.
   { std::ofstream(d / "big.json") << "[[1, 2, 1000]]"; }
   Proc e = runCli("run --model " + dir.string() + " --token-ids " + (d / "big.json").string());
