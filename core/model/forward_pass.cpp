@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -56,32 +57,61 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
 }
 
-/// Per-pass attention geometry shared by the layers.
+/// Per-pass attention geometry shared by the layers. The [query, key] mask is built only when a
+/// path needs it whole (explicit, fused with padding); the chunked path asks for row tiles.
 struct AttnGeometry {
-  at::Tensor allowed;  // [batch or 1, 1, query, key] bool
-  bool padded = false;   // some rows may be fully masked
+  int64_t past = 0, q = 0, n = 0;
+  int64_t window = 0;       // sliding window length (0: none)
+  at::Tensor keyMask;       // [batch, key] bool (undefined: no padding)
+  at::Device device = at::kCPU;
+  bool padded = false;       // some rows may be fully masked
   bool plainCausal = false;  // no padding, no window, no past: is_causal works
   bool noMask = false;       // one query after a cache, no padding/window: nothing to mask
+
+  /// Allowed keys for query rows [r0, r1) over keys [0, kEnd): [batch or 1, 1, r1 − r0, kEnd] bool.
+  [[nodiscard]] at::Tensor rows(int64_t r0, int64_t r1, int64_t kEnd) const {
+    auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+    at::Tensor qi = at::arange(past + r0, past + r1, opts).unsqueeze(1);  // [query, 1] absolute index
+    at::Tensor kj = at::arange(0, kEnd, opts).unsqueeze(0);               // [1, key]
+    at::Tensor allowed = kj <= qi;                                        // [query, key]
+    if (window > 0) allowed = allowed.logical_and(qi - kj < window);
+    allowed = allowed.unsqueeze(0).unsqueeze(0);  // [1, 1, query, key]
+    if (keyMask.defined()) allowed = allowed.logical_and(keyMask.narrow(1, 0, kEnd).unsqueeze(1).unsqueeze(1));
+    return allowed;
+  }
+  /// The whole mask [batch or 1, 1, query, key], built once per pass on first use.
+  [[nodiscard]] const at::Tensor& all() const {
+    if (!m_all.defined()) m_all = rows(0, q, n);
+    return m_all;
+  }
+
+ private:
+  mutable at::Tensor m_all;
 };
 
 AttnGeometry geometry(const ModelConfig& c, int64_t q, int64_t past, const at::Tensor& keyMask, at::Device device) {
   AttnGeometry g;
-  const int64_t n = past + q;
-  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
-  at::Tensor qi = at::arange(past, n, opts).unsqueeze(1);  // [query, 1] absolute index
-  at::Tensor kj = at::arange(0, n, opts).unsqueeze(0);     // [1, key]
-  at::Tensor allowed = kj <= qi;                           // [query, key]
-  const bool window = c.slidingWindow && *c.slidingWindow < n;
-  if (window) allowed = allowed.logical_and(qi - kj < *c.slidingWindow);
-  allowed = allowed.unsqueeze(0).unsqueeze(0);  // [1, 1, query, key]
+  g.past = past;
+  g.q = q;
+  g.n = past + q;
+  g.device = device;
+  const bool window = c.slidingWindow && *c.slidingWindow < g.n;
+  if (window) g.window = *c.slidingWindow;
   if (keyMask.defined()) {
-    allowed = allowed.logical_and(keyMask.unsqueeze(1).unsqueeze(1));  // [batch, 1, query, key]
+    g.keyMask = keyMask;
     g.padded = true;
   }
-  g.allowed = allowed;
   g.plainCausal = !g.padded && !window && past == 0;
   g.noMask = !g.padded && !window && q == 1;
   return g;
+}
+
+/// Query rows per tile of the chunked path: one fp32 score block [batch, head, tile, key] stays near
+/// 64 MB on CPU and 256 MB on CUDA.
+int64_t chunkRows(int64_t batch, int64_t heads, int64_t keys, bool cuda) {
+  const int64_t budget = (cuda ? int64_t{256} : int64_t{64}) << 20;
+  const int64_t perRow = std::max<int64_t>(1, batch * heads * keys * 4);
+  return std::max<int64_t>(16, budget / perRow);
 }
 
 }  // namespace
@@ -151,7 +181,7 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   if (c.positional == PositionalKind::Rotary) std::tie(cos, sin) = ropeCosSin(impl.invFreq, in.positions, m.dtype());
 
   const int endLayer = opts.stopAtLayer >= 0 ? std::min(opts.stopAtLayer, c.nLayers) : c.nLayers;
-  int nExplicit = 0, nFused = 0;
+  int nExplicit = 0, nFused = 0, nChunked = 0;
   at::Tensor resid = in.resid;
   if (in.cache && static_cast<int>(in.cache->keys.size()) < c.nLayers) {
     in.cache->keys.resize(c.nLayers);
@@ -192,15 +222,38 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
     at::Tensor kh = k.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
     at::Tensor vh = v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
     const bool internalHooked = hp.on(nm.scores) || hp.on(nm.pattern);
-    const bool wantFused = opts.path != AttentionPath::Explicit && kHasFused && !internalHooked;
+    const bool wantFused = (opts.path == AttentionPath::Auto || opts.path == AttentionPath::Fused) && kHasFused && !internalHooked;
+    // Chunked: on request, or Auto without a fused kernel; attention-internal hooks need the whole pattern.
+    const bool wantChunked = !wantFused && !internalHooked &&
+                             (opts.path == AttentionPath::Chunked || (opts.path == AttentionPath::Auto && !kHasFused));
     at::Tensor zh;  // [batch, head, query, d_head]
-    if (wantFused) {
+    if (wantChunked) {
+      // Query tiles: scores [batch, head, tile, keys ≤ last row] → fp32 softmax → @ V; never [.., P, N].
+      const int64_t tile = chunkRows(B, H, N, m.device().is_cuda());
+      std::vector<at::Tensor> parts;
+      for (int64_t r0 = 0; r0 < P; r0 += tile) {
+        const int64_t r1 = std::min(P, r0 + tile);
+        const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, past + r1);  // later keys are all masked
+        at::Tensor qg = qh.narrow(2, r0, r1 - r0).reshape({B, Hkv, rep, r1 - r0, dh});   // [batch, kv, rep, tile, d_head]
+        at::Tensor kt = kh.narrow(2, 0, kEnd);                                         // [batch, kv, key, d_head]
+        at::Tensor sc = at::matmul(qg, kt.unsqueeze(2).transpose(-1, -2));              // [batch, kv, rep, tile, key]
+        sc = (sc.to(at::kFloat) * scale).view({B, H, r1 - r0, kEnd});                   // [batch, head, tile, key]
+        if (!(geo.noMask && r1 - r0 == 1)) sc.masked_fill_(geo.rows(r0, r1, kEnd).logical_not(), -std::numeric_limits<float>::infinity());
+        at::Tensor pt = at::softmax(sc, -1);  // [batch, head, tile, key] fp32
+        if (geo.padded) pt = at::nan_to_num(pt, 0.0);
+        at::Tensor pg = pt.to(m.dtype()).view({B, Hkv, rep, r1 - r0, kEnd});
+        parts.push_back(at::matmul(pg, vh.narrow(2, 0, kEnd).unsqueeze(2)).view({B, H, r1 - r0, dh}));
+        if (ctx) ctx->check();
+      }
+      zh = parts.size() == 1 ? parts.front() : at::cat(parts, 2);  // [batch, head, query, d_head]
+      ++nChunked;
+    } else if (wantFused) {
 #if TORCH_VERSION_MAJOR >= 2
       at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;
       at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;
       if (geo.plainCausal) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true);
       else if (geo.noMask) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, false);
-      else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.allowed, 0.0, false);
+      else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.all(), 0.0, false);
       if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
 #endif
       ++nFused;
@@ -209,7 +262,7 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
       at::Tensor qg = qh.reshape({B, Hkv, rep, P, dh});                         // [batch, kv, rep, query, d_head]
       at::Tensor scores = at::matmul(qg, kh.unsqueeze(2).transpose(-1, -2));  // [batch, kv, rep, query, key]
       scores = (scores.to(at::kFloat) * scale).view({B, H, P, N});            // [batch, head, query, key]
-      scores = scores.masked_fill(geo.allowed.logical_not(), -std::numeric_limits<float>::infinity());
+      scores = scores.masked_fill(geo.all().logical_not(), -std::numeric_limits<float>::infinity());
       scores = hp(scores, nm.scores, l);
       at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
       if (geo.padded) pattern = at::nan_to_num(pattern, 0.0);
@@ -258,7 +311,8 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   if (in.cache) in.cache->length = past + P;
 
   ForwardResult out;
-  out.attentionPath = nFused == 0 ? "explicit" : nExplicit == 0 ? "fused" : "mixed";
+  const int nKinds = (nFused > 0) + (nExplicit > 0) + (nChunked > 0);
+  out.attentionPath = nKinds > 1 ? "mixed" : nFused > 0 ? "fused" : nChunked > 0 ? "chunked" : "explicit";
   if (opts.stopAtLayer >= 0 && opts.stopAtLayer < c.nLayers) {
     out.residual = resid;
     return out;

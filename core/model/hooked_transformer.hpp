@@ -43,9 +43,11 @@ std::string dtypeName(at::ScalarType type);
 
 /// Which attention implementation to use.
 enum class AttentionPath {
-  Auto,      ///< fused when no attention-internal hook (scores/pattern) is active and LibTorch ≥ 2
+  Auto,      ///< no attention-internal hook (scores/pattern) active: fused on LibTorch ≥ 2, else chunked
   Explicit,  ///< matmul + fp32 softmax: every site hookable
-  Fused      ///< scaled_dot_product_attention where possible (LibTorch ≥ 2), else explicit
+  Fused,     ///< scaled_dot_product_attention where possible (LibTorch ≥ 2), else explicit
+  Chunked    ///< query tiles of fp32 softmax (memory O(tile·n), never [batch, head, n, n]); explicit where
+             ///< an attention-internal hook is active
 };
 
 /// Options of one forward pass.
@@ -60,7 +62,7 @@ struct ForwardOptions {
 struct ForwardResult {
   at::Tensor logits;          ///< [batch, pos, vocab] fp32 (undefined with stopAtLayer)
   at::Tensor residual;        ///< [batch, pos, d_model]: resid_pre of block stopAtLayer (only then)
-  std::string attentionPath;  ///< "explicit", "fused" or "mixed" (per layer)
+  std::string attentionPath;  ///< "explicit", "fused", "chunked" or "mixed" (per layer)
 };
 
 /// Keys and values of earlier positions, for incremental decoding.

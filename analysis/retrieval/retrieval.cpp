@@ -1,0 +1,181 @@
+#include "analysis/retrieval/retrieval.hpp"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "analysis/common/attention_stats.hpp"
+#include "analysis/common/rouge.hpp"
+#include "core/common/errors.hpp"
+
+namespace mechscope::analysis {
+
+RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const RetrievalTest& test, const RetrievalDecode& decode,
+                                     const std::function<std::string(const std::vector<int64_t>&)>& decodeText,
+                                     double successThreshold, const RunContext* ctx) {
+  const ModelConfig& c = model.config();
+  const int L = c.nLayers;
+  const int64_t H = c.nHeads, n = static_cast<int64_t>(test.ids.size());
+  if (n < 1) throw InputError("retrieval: empty prompt");
+  if (test.needleStart < 0 || test.needleEnd > n || test.needleStart >= test.needleEnd)
+    throw InputError(fmt::format("retrieval: needle span {}:{} is not inside the {} prompt tokens", test.needleStart, test.needleEnd, n));
+  if (decode.maxNewTokens < 1) throw InputError(fmt::format("retrieval: --max-new-tokens must be ≥ 1, found {}", decode.maxNewTokens));
+  if (n + decode.maxNewTokens > c.nCtx)
+    throw InputError(fmt::format("retrieval: {} prompt tokens + {} new tokens exceed the model's context of {}", n, decode.maxNewTokens, c.nCtx));
+
+  RetrievalTestResult out;
+  out.needleIndex = test.needleIndex;
+  out.length = test.length;
+  out.depth = test.depth;
+  out.nTokens = n;
+  out.needleStart = test.needleStart;
+  out.needleEnd = test.needleEnd;
+  out.score = at::zeros({L, H}, at::kDouble);  // [layer, head]
+  std::vector<at::Tensor> steps;                // each [layer, head] int64
+  at::Tensor current = at::full({L, H}, -1, at::kLong);
+
+  // Prefill: the probe's top-1 of the last row only.
+  HookSet prefill;
+  addUniformHeadHooks(prefill, model, decode.maskedHeads);
+  ProbeRequest req;
+  req.topK = 1;
+  req.queryStart = n - 1;
+  AttentionStatsOptions so;
+  so.materialize = decode.materialize;
+  addProbeHooks(
+      prefill, model, req, [&](int l, const ProbeResult& s) { current[l] = s.topIndices.select(1, s.topIndices.size(1) - 1).select(1, 0).cpu(); },
+      so, ctx);
+  HookSet step;
+  addUniformHeadHooks(step, model, decode.maskedHeads);
+  step.add("blocks.*.attn.hook_pattern", [&](const at::Tensor& p, const HookContext& hc) -> std::optional<at::Tensor> {
+    current[hc.layer] = p[0].select(1, p.size(2) - 1).argmax(-1).cpu();  // p: [batch, head, 1, keys]
+    return std::nullopt;
+  });
+
+  KVCache cache;
+  ForwardOptions fo;
+  fo.logitsLastOnly = true;
+  fo.path = decode.materialize ? AttentionPath::Explicit : AttentionPath::Auto;  // fused (LibTorch ≥ 2) or chunked
+  at::Tensor tokens = at::tensor(at::ArrayRef<int64_t>(test.ids), at::kLong).unsqueeze(0).to(model.device());  // [1, pos]
+  ForwardResult r = model.forwardCached(tokens, cache, -1, fo, &prefill, ctx);
+  const double unit = 1.0 / static_cast<double>(test.needleEnd - test.needleStart);
+  for (int s = 0; s < decode.maxNewTokens; ++s) {
+    const int64_t y = r.logits[0][-1].argmax().item<int64_t>();
+    out.generated.push_back(y);
+    steps.push_back(current.clone());
+    const int64_t* a = current.data_ptr<int64_t>();
+    for (int64_t i = 0; i < L * H; ++i) {
+      const int64_t j = a[i];
+      if (j >= test.needleStart && j < test.needleEnd && test.ids[static_cast<size_t>(j)] == y)
+        out.score.view({-1})[i] += unit;
+    }
+    if (std::find(decode.stopTokens.begin(), decode.stopTokens.end(), y) != decode.stopTokens.end()) break;
+    if (s + 1 == decode.maxNewTokens) break;
+    current.fill_(-1);
+    r = model.forwardCached(at::full({1, 1}, y, at::kLong).to(model.device()), cache, s, fo, &step, ctx);
+  }
+  out.argmax = at::stack(steps);  // [step, layer, head]
+  if (test.answer && decodeText) {
+    out.rouge1 = rouge1Recall(*test.answer, decodeText(out.generated));
+    out.success = *out.rouge1 > successThreshold;
+  }
+  return out;
+}
+
+nlohmann::json retrievalTestToJson(const RetrievalTestResult& r, bool withScores) {
+  nlohmann::json j = {{"needle", r.needleIndex}, {"length", r.length}, {"depth", r.depth}, {"n_tokens", r.nTokens},
+                      {"needle_span", {r.needleStart, r.needleEnd}}, {"generated_ids", r.generated},
+                      {"rouge1_recall", r.rouge1 ? nlohmann::json(*r.rouge1 * 100.0) : nlohmann::json(nullptr)},
+                      {"success", r.success}};
+  if (withScores) {
+    j["head_scores"] = tensorToJson(r.score);
+    j["argmax"] = tensorToJson(r.argmax);
+  }
+  return j;
+}
+
+RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j) {
+  try {
+    RetrievalTestResult r;
+    r.needleIndex = j.at("needle").get<int>();
+    r.length = j.at("length").get<int64_t>();
+    r.depth = j.at("depth").get<int64_t>();
+    r.nTokens = j.at("n_tokens").get<int64_t>();
+    r.needleStart = j.at("needle_span").at(0).get<int64_t>();
+    r.needleEnd = j.at("needle_span").at(1).get<int64_t>();
+    r.generated = j.at("generated_ids").get<std::vector<int64_t>>();
+    if (!j.at("rouge1_recall").is_null()) r.rouge1 = j.at("rouge1_recall").get<double>() / 100.0;
+    r.success = j.at("success").get<bool>();
+    const auto rows = j.at("head_scores").get<std::vector<std::vector<double>>>();
+    std::vector<double> flat;
+    for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
+    r.score = at::tensor(at::ArrayRef<double>(flat), at::kDouble).view({static_cast<int64_t>(rows.size()), -1}).clone();
+    const auto am = j.at("argmax").get<std::vector<std::vector<std::vector<int64_t>>>>();
+    std::vector<int64_t> af;
+    for (const auto& a : am)
+      for (const auto& b : a) af.insert(af.end(), b.begin(), b.end());
+    if (!am.empty())
+      r.argmax = at::tensor(at::ArrayRef<int64_t>(af), at::kLong).view({static_cast<int64_t>(am.size()), static_cast<int64_t>(am[0].size()), -1}).clone();
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("retrieval: malformed test record in the resume file ({})", e.what()));
+  }
+}
+
+std::vector<std::pair<int, int>> rankHeads(const at::Tensor& score, int k) {
+  std::vector<std::pair<double, std::pair<int, int>>> v;
+  const at::Tensor s = score.to(at::kDouble).cpu();
+  for (int l = 0; l < s.size(0); ++l)
+    for (int h = 0; h < s.size(1); ++h) v.push_back({s[l][h].item<double>(), {l, h}});
+  std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::pair<int, int>> out;
+  for (const auto& e : v) {
+    if (k > 0 && static_cast<int>(out.size()) >= k) break;
+    out.push_back(e.second);
+  }
+  return out;
+}
+
+AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, int nLayers, int nHeads, bool successFilter) {
+  AnalysisResult r;
+  r.name = "retrieval";
+  at::Tensor sum = at::zeros({nLayers, nHeads}, at::kDouble);   // [layer, head]
+  at::Tensor fired = at::zeros({nLayers, nHeads}, at::kDouble);  // [layer, head]
+  int64_t used = 0;
+  nlohmann::json list = nlohmann::json::array();
+  double rougeSum = 0;
+  int64_t rougeCount = 0;
+  for (const auto& t : tests) {
+    list.push_back(retrievalTestToJson(t, false));
+    if (t.rouge1) {
+      rougeSum += *t.rouge1;
+      ++rougeCount;
+    }
+    if (successFilter && !t.success) continue;
+    sum += t.score;
+    fired += (t.score > 0).to(at::kDouble);
+    ++used;
+  }
+  const at::Tensor score = used > 0 ? sum / static_cast<double>(used) : sum;
+  const at::Tensor freq = used > 0 ? fired / static_cast<double>(used) : fired;
+  r.json["retrieval_score"] = tensorToJson(score);
+  r.json["activation_frequency"] = tensorToJson(freq);
+  r.json["tests"] = list;
+  nlohmann::json ranked = nlohmann::json::array();
+  for (const auto& [l, h] : rankHeads(score, 0)) {
+    const double v = score[l][h].item<double>();
+    if (v <= 0) break;
+    ranked.push_back({{"layer", l}, {"head", h}, {"score", v}, {"activation_frequency", freq[l][h].item<double>()}});
+  }
+  r.json["ranked_heads"] = ranked;
+  r.json["tests_used"] = used;
+  r.json["success_filter"] = successFilter;
+  r.json["mean_rouge1_recall"] = rougeCount > 0 ? nlohmann::json(rougeSum / static_cast<double>(rougeCount) * 100.0) : nlohmann::json(nullptr);
+  r.addArray("retrieval_score", score);
+  r.addArray("activation_frequency", freq);
+  return r;
+}
+
+}  // namespace mechscope::analysis

@@ -1,0 +1,69 @@
+#pragma once
+// Retrieval heads (METRICS.md §1, §10): greedy decoding of needle-in-a-haystack prompts with the
+// official per-step rule (argmax key of each head's current row inside the needle span and holding
+// the emitted token ⇒ score += 1/|span|), ROUGE-1 recall success filter, activation frequency, and
+// head masking (uniform attention) for the causal check. The prefill never holds a pattern: the
+// last row's argmax comes from the probe; decode rows are [head, 1, keys].
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "analysis/common/result_io.hpp"
+#include "core/common/run_context.hpp"
+#include "core/model/hooked_transformer.hpp"
+
+namespace mechscope::analysis {
+
+/// One prepared detection test.
+struct RetrievalTest {
+  int needleIndex = 0;      ///< index into the needles file (−1: single-test mode)
+  int64_t length = 0;       ///< requested context length
+  int64_t depth = 0;        ///< depth in percent
+  std::vector<int64_t> ids; ///< prompt ids
+  int64_t needleStart = 0, needleEnd = 0;  ///< answer span [start, end) in ids
+  std::optional<std::string> answer;       ///< real_needle text for ROUGE (none: no ROUGE)
+};
+
+/// Decoding and scoring settings.
+struct RetrievalDecode {
+  int maxNewTokens = 50;
+  std::vector<int64_t> stopTokens;  ///< stop after emitting one (official: newline)
+  std::vector<std::pair<int, int>> maskedHeads;  ///< uniform attention on these (layer, head)
+  bool materialize = false;  ///< prefill through hook_pattern instead of the probe
+};
+
+/// The outcome of one test.
+struct RetrievalTestResult {
+  int needleIndex = 0;
+  int64_t length = 0, depth = 0, nTokens = 0;
+  int64_t needleStart = 0, needleEnd = 0;
+  std::vector<int64_t> generated;
+  std::optional<double> rouge1;  ///< recall in [0, 1] when an answer text and a tokenizer were given
+  bool success = true;
+  at::Tensor score;   ///< [layer, head] fp64: this test's retrieval score
+  at::Tensor argmax;  ///< [step, layer, head] int64: argmax key of each head at each step
+};
+
+/// Runs one test: prefill, greedy decode, per-step rule. `decodeText` (may be empty) turns generated
+/// ids into text for ROUGE; success = rouge1 > threshold (true when no ROUGE is computed).
+RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const RetrievalTest& test, const RetrievalDecode& decode,
+                                     const std::function<std::string(const std::vector<int64_t>&)>& decodeText = {},
+                                     double successThreshold = 0.5, const RunContext* ctx = nullptr);
+
+/// Per-test record (for --json "tests" and the resume sidecar; `withScores` adds the [L][H] scores).
+nlohmann::json retrievalTestToJson(const RetrievalTestResult& r, bool withScores);
+/// Parses a record written with scores; InputError when malformed.
+RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j);
+
+/// Aggregates: retrieval_score = mean test score, activation_frequency = fraction of tests with a
+/// score > 0, over successful tests (all tests when !successFilter).
+AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, int nLayers, int nHeads, bool successFilter);
+
+/// Heads ranked by score (descending; ties by layer, head): the top `k` (all when k ≤ 0).
+std::vector<std::pair<int, int>> rankHeads(const at::Tensor& score, int k);
+
+}  // namespace mechscope::analysis
