@@ -1,6 +1,9 @@
 #include "core/tokenizer/pattern.hpp"
 
 #include <pcre2.h>
+#include <utf8proc.h>
+
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -9,6 +12,50 @@
 
 namespace mechscope::tok {
 namespace {
+
+// Code points of a general category ('L' or 'N') in utf8proc's Unicode (15) that Debian's PCRE2
+// (Unicode 14 tables) does not put in \p{L}/\p{N}, as class ranges "\x{a}-\x{b}". Oniguruma, which
+// `tokenizers` uses, knows them (e.g. Nag Mundari digits U+1E4F0.., CJK extension H).
+std::string computeMissingRanges(char category) {
+  const std::string probe = std::string("^\\p{") + category + "}$";
+  int err = 0;
+  PCRE2_SIZE off = 0;
+  pcre2_code* re = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(probe.c_str()), probe.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                                 &off, nullptr);
+  if (!re) return {};
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
+  std::string out;
+  int64_t runStart = -1, last = -2;
+  auto flush = [&] {
+    if (runStart >= 0) out += last == runStart ? fmt::format("\\x{{{:x}}}", runStart)
+                                               : fmt::format("\\x{{{:x}}}-\\x{{{:x}}}", runStart, last);
+    runStart = -1;
+  };
+  utf8proc_uint8_t buf[4];
+  for (utf8proc_int32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    if (utf8proc_category_string(cp)[0] != category) continue;
+    const auto n = utf8proc_encode_char(cp, buf);
+    if (pcre2_match(re, buf, static_cast<PCRE2_SIZE>(n), 0, 0, md, nullptr) >= 0) continue;
+    if (cp != last + 1) flush();
+    if (runStart < 0) runStart = cp;
+    last = cp;
+  }
+  flush();
+  pcre2_match_data_free(md);
+  pcre2_code_free(re);
+  return out;
+}
+
+const std::string& missingRanges(char category) {
+  static std::once_flag once;
+  static std::string letters, numbers;
+  std::call_once(once, [] {
+    letters = computeMissingRanges('L');
+    numbers = computeMissingRanges('N');
+  });
+  return category == 'L' ? letters : numbers;
+}
 
 // Oniguruma (what `tokenizers` uses) and PCRE2 differ on a few classes in Unicode mode: onig's `\s` is
 // [\t-\r\x85\p{Z}] (PCRE2 also counts U+180E) and `\w` is letters, marks, Nd and Pc.
@@ -22,6 +69,13 @@ std::string translateOniguruma(const std::string& p) {
     const char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
       const char n = p[++i];
+      if (n == 'p' && i + 3 < p.size() && p[i + 1] == '{' && (p[i + 2] == 'L' || p[i + 2] == 'N') && p[i + 3] == '}') {
+        // \p{L} / \p{N}: add what PCRE2's older Unicode tables miss.
+        const std::string cls = std::string("\\p{") + p[i + 2] + "}" + missingRanges(p[i + 2]);
+        out += inClass ? cls : "[" + cls + "]";
+        i += 3;
+        continue;
+      }
       const std::string* set = (n == 's' || n == 'S') ? &kSpace : (n == 'w' || n == 'W') ? &kWord : nullptr;
       if (set) {
         const bool negated = (n == 'S' || n == 'W');
