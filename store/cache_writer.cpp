@@ -15,6 +15,7 @@
 #include "store/chunking.hpp"
 #include "store/detail/writer_state.hpp"
 #include "store/hdf5_lock.hpp"
+#include "store/heap_policy.hpp"
 #include "store/hdf5_version.hpp"
 #include "store/hook_axes.hpp"
 #include "store/schema.hpp"
@@ -121,6 +122,7 @@ CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& prov
   if (std::filesystem::is_directory(m_finalPath, ec))
     throw InputError(fmt::format("cache '{}' is a folder: expected a file name such as out.h5", m_finalPath.string()));
 
+  boundHeapGrowthForStreaming();  // so a run's RSS stays at about one layer (see heap_policy.hpp)
   auto state = std::make_shared<detail::WriterState>();
   state->partialName = m_partialPath.string();
   {

@@ -66,7 +66,11 @@ at::Tensor syntheticActivation(const std::string& hookName, const SyntheticShape
     // [batch, head, query, key]: causal, as a real model's
     const auto future = at::ones({shape.pos, shape.pos}, at::TensorOptions().dtype(at::kBool)).triu(1);
     t.masked_fill_(future, -std::numeric_limits<float>::infinity());
-    if (endsWith(hookName, "hook_pattern")) t = at::softmax(t, -1);
+    if (endsWith(hookName, "hook_pattern")) {
+      // softmax in place: a pattern is the largest tensor of a layer, keep one copy of it alive
+      t.sub_(std::get<0>(t.max(-1, true))).exp_();
+      t.div_(t.sum(-1, true));
+    }
   }
   return t;
 }

@@ -3,6 +3,9 @@
 // by memory-bounded streaming checks (run under `prlimit --as=...`). Ctrl-C cancels and leaves no file.
 #ifdef MECHSCOPE_WITH_HDF5
 #include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <chrono>
 #include <iostream>
@@ -26,6 +29,15 @@ struct SelftestOptions {
   int sleepMs = 0;
 };
 
+double currentRssMiB() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
 double peakRssMiB() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -43,7 +55,7 @@ void runSelftest(const SelftestOptions& o) {
                            o.shape.nLayers, o.shape.batch, o.shape.pos, o.shape.heads, o.shape.dModel, totalMiB);
   const auto stats = store::streamSyntheticCache(o.out, o.shape, opts, &processContext(), [&](int layer) {
     if (o.sleepMs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.sleepMs));
-    std::cerr << fmt::format("  layer {} written\n", layer);
+    std::cerr << fmt::format("  layer {} written (RSS {:.1f} MiB)\n", layer, currentRssMiB());
   });
   std::cout << fmt::format("wrote {}: {} datasets, {:.1f} MiB in {:.2f} s ({:.0f} MiB/s); peak RSS {:.1f} MiB\n", o.out,
                            stats.datasets, static_cast<double>(stats.bytes) / (1 << 20), stats.seconds,
