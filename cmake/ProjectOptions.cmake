@@ -1,6 +1,9 @@
 # Warnings, sanitizers and helpers shared by every mechscope target (targets only, no global flags).
 add_library(mechscope_options INTERFACE)
 target_compile_options(mechscope_options INTERFACE -Wall -Wextra -Wpedantic -Wno-unused-parameter)
+# One code model everywhere: Qt forces -fPIC on whatever links it, and a precompiled header is only
+# valid for TUs compiled with the same -fpic/-fpie setting as the one that made it.
+target_compile_options(mechscope_options INTERFACE -fPIC)
 if(MECHSCOPE_WERROR)
   target_compile_options(mechscope_options INTERFACE -Werror)
 endif()
