@@ -107,9 +107,9 @@ AttnGeometry geometry(const ModelConfig& c, int64_t q, int64_t past, const at::T
 }
 
 /// Query rows per tile of the chunked path: one fp32 score block [batch, head, tile, key] stays near
-/// 64 MB on CPU and 256 MB on CUDA.
+/// 16 MB on CPU and 256 MB on CUDA (about three such blocks are alive at once).
 int64_t chunkRows(int64_t batch, int64_t heads, int64_t keys, bool cuda) {
-  const int64_t budget = (cuda ? int64_t{256} : int64_t{64}) << 20;
+  const int64_t budget = (cuda ? int64_t{256} : int64_t{16}) << 20;
   const int64_t perRow = std::max<int64_t>(1, batch * heads * keys * 4);
   return std::max<int64_t>(16, budget / perRow);
 }

@@ -1,0 +1,155 @@
+#include "app/cli/analysis_common_options.hpp"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "app/cli/command.hpp"
+#include "core/common/errors.hpp"
+
+namespace mechscope::cli {
+
+void AnalysisCommonOptions::add(CLI::App* sub, bool withMaterialize) {
+  sub->add_option("--model", model, "Hugging Face model folder (config.json + safetensors)")->required();
+  sub->add_option("--prompt", prompts, "Prompt text (repeat for a batch; needs tokenizer.json)");
+  sub->add_option("--prompt-file", promptFile, "Read the prompt text from this file");
+  sub->add_option("--token-ids", tokenIds, "JSON file: array of arrays of token ids (one row per sequence)");
+  sub->add_option("--device", device, "cpu, cuda or cuda:N");
+  sub->add_option("--dtype", dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
+  sub->add_option("--out", out, "Write the result to this HDF5 file under /analyses/<name>/");
+  sub->add_option("--json", json, "Write the result as JSON (keys in docs/cli.md)");
+  sub->add_flag("--no-prepend-bos", noPrependBos, "Encode prompts without special tokens (no BOS)");
+  if (withMaterialize)
+    sub->add_flag("--materialize", materialize, "Read full attention patterns (hook_pattern) instead of the streaming probe");
+}
+
+void AnalysisCommonOptions::finishCommandLine(const CLI::App* sub) {
+  commandLine = "mechscope-cli " + sub->get_name();
+  for (const auto* opt : sub->get_options())
+    if (opt->count() > 0 && !opt->get_name().empty() && opt->get_name() != "--help")
+      commandLine += " " + opt->get_name() + (opt->get_expected_max() > 0 ? " " + fmt::format("{}", fmt::join(opt->results(), " ")) : "");
+}
+
+void AnalysisCommonOptions::validate(const std::string& command, bool needOutput) const {
+  const int sources = (!prompts.empty()) + (!promptFile.empty()) + (!tokenIds.empty());
+  if (sources != 1) throw InputError(fmt::format("{}: give exactly one of --prompt, --prompt-file or --token-ids (found {})", command, sources));
+  if (needOutput && out.empty() && json.empty()) throw InputError(fmt::format("{}: give --json FILE.json and/or --out FILE.h5", command));
+  if (!out.empty() && !analysis::resultH5Available())
+    throw UnsupportedError(fmt::format("{}: --out {} needs the HDF5 store, which this build does not have (-DMECHSCOPE_HDF5=OFF); use --json", command, out));
+  for (const std::string& f : {out, json}) {
+    if (f.empty()) continue;
+    const auto parent = std::filesystem::path(f).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent))
+      throw InputError(fmt::format("{}: output folder {} does not exist", command, parent.string()));
+  }
+}
+
+LoadedModel loadAnalysisModel(const AnalysisCommonOptions& o) {
+  LoadedModel m;
+  m.model = HookedTransformer::load(o.model, LoadOptions{o.device, o.dtype});
+  if (std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json")) m.tokenizer = Tokenizer::fromFile(o.model);
+  return m;
+}
+
+std::vector<std::vector<int64_t>> readTokenIdRows(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open --token-ids file", path));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: malformed JSON ({})", path, e.what()));
+  }
+  if (j.is_array() && !j.empty() && j[0].is_number_integer()) j = nlohmann::json::array({j});
+  if (!j.is_array() || j.empty()) throw InputError(fmt::format("{}: expected a non-empty JSON array of arrays of token ids", path));
+  std::vector<std::vector<int64_t>> rows;
+  for (std::size_t b = 0; b < j.size(); ++b) {
+    if (!j[b].is_array() || j[b].empty()) throw InputError(fmt::format("{}: row {} is not a non-empty array of token ids", path, b));
+    std::vector<int64_t> r;
+    for (const auto& v : j[b]) {
+      if (!v.is_number_integer()) throw InputError(fmt::format("{}: row {} holds {}, expected integer ids", path, b, v.dump()));
+      r.push_back(v.get<int64_t>());
+    }
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::vector<std::string> inputTexts(const AnalysisCommonOptions& o) {
+  if (!o.promptFile.empty()) {
+    std::ifstream in(o.promptFile);
+    if (!in) throw InputError(fmt::format("{}: cannot open --prompt-file", o.promptFile));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return {ss.str()};
+  }
+  return o.prompts;
+}
+
+std::vector<std::vector<int64_t>> readInputRows(const AnalysisCommonOptions& o, const LoadedModel& m, const std::string& command) {
+  std::vector<std::vector<int64_t>> rows;
+  if (!o.tokenIds.empty()) {
+    rows = readTokenIdRows(o.tokenIds);
+  } else {
+    if (!m.tokenizer)
+      throw InputError(fmt::format("{}: no tokenizer.json in the model folder {}; use --token-ids FILE.json", command, o.model));
+    for (const auto& text : inputTexts(o)) {
+      auto ids = m.tokenizer->encode(text, !o.noPrependBos).ids;
+      if (ids.empty()) throw InputError(fmt::format("{}: the prompt encodes to no tokens", command));
+      rows.push_back(std::move(ids));
+    }
+  }
+  for (std::size_t b = 0; b < rows.size(); ++b) {
+    const at::Tensor t = at::tensor(at::ArrayRef<int64_t>(rows[b]), at::kLong).unsqueeze(0);
+    (void)m.model->checkTokens(t);  // InputError on bad ids / too long
+  }
+  return rows;
+}
+
+void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::AnalysisResult& result, const LoadedModel& m,
+                          const std::string& attentionPath) {
+  if (!o.json.empty()) {
+    analysis::writeResultJson(result, o.json);
+    std::cerr << fmt::format("wrote {}\n", o.json);
+  }
+  if (!o.out.empty()) {
+    analysis::ResultProvenance p;
+    p.modelFolder = o.model;
+    p.family = m.model->config().modelType;
+    p.configJson = m.model->config().raw.dump(2);
+    p.weightsHash = m.model->weightsHash();
+    p.dtype = dtypeName(m.model->dtype());
+    p.device = m.model->device().str();
+    p.attentionPath = attentionPath;
+    p.commandLine = o.commandLine;
+    analysis::writeResultH5(result, o.out, p);
+    std::cerr << fmt::format("wrote {}\n", o.out);
+  }
+}
+
+std::pair<int64_t, int64_t> parseRange(const std::string& text, const std::string& what) {
+  const auto colon = text.find(':');
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no colon");
+    std::size_t ia = 0, ib = 0;
+    const std::string a = text.substr(0, colon), b = text.substr(colon + 1);
+    const int64_t x = std::stoll(a, &ia), y = std::stoll(b, &ib);
+    if (ia != a.size() || ib != b.size()) throw std::invalid_argument("trailing");
+    return {x, y};
+  } catch (const std::exception&) {
+    throw InputError(fmt::format("{}: expected START:END (two integers), found '{}'", what, text));
+  }
+}
+
+void attachStderrProgress(const std::string& command) {
+  processContext().progress = [command](const Progress& p) {
+    std::cerr << fmt::format("{}: {} {}/{}\n", command, p.stage, p.done, p.total);
+  };
+}
+
+}  // namespace mechscope::cli

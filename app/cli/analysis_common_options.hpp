@@ -1,0 +1,72 @@
+#pragma once
+// Options every analysis command shares (--model, --prompt, --prompt-file, --token-ids, --device,
+// --dtype, --out, --json, --materialize), their parsing into token rows, and writing the result.
+// Shared by the attention analyses and the causal analyses.
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "analysis/common/result_io.hpp"
+#include "core/model/hooked_transformer.hpp"
+#include "core/tokenizer/tokenizer.hpp"
+
+namespace mechscope::cli {
+
+/// The shared options, filled by CLI11.
+struct AnalysisCommonOptions {
+  std::string model;
+  std::vector<std::string> prompts;
+  std::string promptFile;
+  std::string tokenIds;
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  std::string out;   ///< FILE.h5
+  std::string json;  ///< FILE.json
+  bool materialize = false;
+  bool noPrependBos = false;
+  std::string commandLine;  ///< filled by finishCommandLine()
+
+  /// Registers the options on `sub` (`inputRequired`: one of prompt/prompt-file/token-ids must be given).
+  void add(CLI::App* sub, bool withMaterialize = true);
+  /// Records the command line for provenance (call first in the callback).
+  void finishCommandLine(const CLI::App* sub);
+  /// Checks what can be checked before loading the model: one input source, --out/--json present
+  /// and writable (InputError / UnsupportedError otherwise). `needOutput`: at least one of them.
+  void validate(const std::string& command, bool needOutput = true) const;
+};
+
+/// A loaded model with its tokenizer (when the folder has tokenizer.json).
+struct LoadedModel {
+  std::unique_ptr<HookedTransformer> model;
+  std::optional<Tokenizer> tokenizer;
+};
+
+/// Loads --model on --device/--dtype.
+LoadedModel loadAnalysisModel(const AnalysisCommonOptions& o);
+
+/// The token rows of the input: each --prompt (or the whole --prompt-file text) encoded with
+/// special tokens (BOS as the tokenizer adds it), or the rows of --token-ids (rows may differ in length).
+std::vector<std::vector<int64_t>> readInputRows(const AnalysisCommonOptions& o, const LoadedModel& m, const std::string& command);
+
+/// The texts of --prompt / --prompt-file (empty for --token-ids).
+std::vector<std::string> inputTexts(const AnalysisCommonOptions& o);
+
+/// Reads a --token-ids file: a JSON array of arrays of integer ids (or one flat array).
+std::vector<std::vector<int64_t>> readTokenIdRows(const std::string& path);
+
+/// Writes --json and --out (HDF5 under /analyses/<name>/) and reports them on stderr.
+void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::AnalysisResult& result, const LoadedModel& m,
+                          const std::string& attentionPath);
+
+/// Parses "a:b" into two integers; InputError naming `what` otherwise.
+std::pair<int64_t, int64_t> parseRange(const std::string& text, const std::string& what);
+
+/// A progress sink that prints "command: stage done/total" lines on stderr.
+void attachStderrProgress(const std::string& command);
+
+}  // namespace mechscope::cli
