@@ -1,0 +1,70 @@
+#pragma once
+// Circuit discovery by iterative path patching (METRICS.md §3.4, §4.4, §10), generic in the model:
+//   stage 1: every head → the residual read by the logits (last position);
+//   stage n: every head below → q, k and v (all positions) of the heads selected at stage n − 1;
+// until a stage selects nothing or no head lies below the receivers.
+// Selection rule of a stage (no per-model tuning): sort heads by |effect| (the fraction of the
+// clean − corrupt logit difference the path carries); keep at most ceil(topPercent % × heads) of
+// them, and only those with |effect| ≥ relThreshold × the stage's max |effect| and ≥ minEffect.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "analysis/patching/path_patching.hpp"
+
+namespace mechscope::analysis {
+
+/// Options of circuit discovery.
+struct CircuitParams {
+  double topPercent = 2.0;     ///< at most this % of all heads per stage (rounded up)
+  double relThreshold = 0.1;   ///< keep heads with |effect| ≥ relThreshold × stage max |effect|
+  double minEffect = 0.02;     ///< and |effect| ≥ this fraction of the clean − corrupt LD gap
+  int maxStages = 6;
+  PathVariant variant = PathVariant::Ioi;
+  std::vector<int64_t> senderPositions;  ///< empty: all positions
+  int64_t maxBatchRows = 512;
+};
+
+/// One head of a circuit.
+struct CircuitHead {
+  HeadRef head;
+  int stage = 0;      ///< 1-based stage that found it
+  std::string role;   ///< "mover", "negative-mover", "mover-input", "upstream"
+  double score = 0;   ///< effect / stage max |effect| (in [-1, 1])
+  double effect = 0;  ///< fraction of the LD gap carried by the path
+};
+
+/// One stage of the search.
+struct CircuitStage {
+  int index = 1;
+  std::vector<Receiver> receivers;  ///< empty: the logits
+  at::Tensor effect;                ///< [layer, head]
+  at::Tensor score;                 ///< [layer, head] effect normalised by the stage max |effect|
+  std::vector<HeadRef> selected;
+};
+
+/// A discovered circuit.
+struct CircuitResult {
+  std::string task;
+  std::vector<CircuitHead> heads;  ///< the union of the stages' selections (first stage wins the role)
+  std::vector<CircuitStage> stages;
+  double metricClean = 0;
+  double metricCorrupt = 0;
+  int nLayers = 0;
+  int nHeads = 0;
+  CircuitParams params;
+};
+
+/// Runs the staged search on clean/corrupted prompts.
+CircuitResult discoverCircuit(const HookedTransformer& model, const PatchInputs& in, const CircuitParams& params,
+                              const std::string& task, const RunContext* ctx = nullptr);
+
+/// The heads of a stage's scores kept by the selection rule.
+std::vector<HeadRef> selectHeads(const at::Tensor& effect, double topPercent, double relThreshold, double minEffect);
+
+/// JSON of a circuit (the `circuit --json` contract; read back by `overlap`).
+nlohmann::json toJson(const CircuitResult& r);
+/// Reads toJson's output (stages' effects included); InputError naming `source` when malformed.
+CircuitResult circuitFromJson(const nlohmann::json& j, const std::string& source);
+
+}  // namespace mechscope::analysis
