@@ -1,0 +1,55 @@
+#pragma once
+// Head ablation (METRICS.md §7.1): zero, mean (over a reference set, optionally per template),
+// resample (paired or pooled), uniform attention over visible keys, and attention forcing (a given
+// distribution over key positions, applied between softmax and the value product, §10), for any head
+// set at all or chosen positions; knockout keeps a head set and ablates every other head.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "analysis/patching/path_patching.hpp"
+#include "core/common/run_context.hpp"
+#include "core/model/hooked_transformer.hpp"
+
+namespace mechscope::analysis {
+
+/// How a head is ablated.
+enum class AblationMethod { Zero, Mean, Resample, Uniform, Force };
+/// "zero", "mean", "resample", "uniform", "force".
+std::string toString(AblationMethod m);
+/// Parses toString's names; InputError otherwise.
+AblationMethod parseAblationMethod(const std::string& s);
+
+/// Options of an ablation.
+struct AblationParams {
+  AblationMethod method = AblationMethod::Zero;
+  std::vector<HeadRef> heads;
+  bool knockout = false;            ///< ablate every head NOT in `heads` (circuit faithfulness)
+  std::vector<int64_t> positions;   ///< positions (query rows for uniform/force); empty: all; negative: from the end
+  at::Tensor reference;             ///< [n_ref, pos] tokens for mean/resample (same length as the prompts)
+  std::vector<int> promptGroups;    ///< template id per prompt (per-template means)
+  std::vector<int> referenceGroups; ///< template id per reference prompt
+  bool perTemplate = false;         ///< mean per template group
+  bool pooled = false;              ///< resample from the pooled (prompt × position) vectors instead of paired prompts
+  uint64_t seed = 0;
+  std::vector<std::vector<int64_t>> forceKeys;  ///< per prompt (or one list for all): key positions to force onto
+  std::vector<double> forceWeights;             ///< weights over forceKeys (default uniform), renormalised
+};
+
+/// Metric before/after, per prompt, and top-1 accuracy.
+struct AblationResult {
+  double metricBefore = 0, metricAfter = 0;
+  at::Tensor perPromptBefore, perPromptAfter;  ///< [batch] logit differences
+  double accuracyBefore = 0, accuracyAfter = 0;  ///< fraction whose full-vocabulary argmax is the correct answer
+  int ablatedHeads = 0;
+};
+
+/// Runs `tokens` [batch, pos] with and without the ablation; answers [batch].
+AblationResult ablate(const HookedTransformer& model, const at::Tensor& tokens, const at::Tensor& correct,
+                      const at::Tensor& incorrect, const AblationParams& params, const RunContext* ctx = nullptr);
+
+/// The hooks that implement the ablation (for use in other analyses' forwards).
+HookSet ablationHooks(const HookedTransformer& model, const at::Tensor& tokens, const AblationParams& params,
+                      const RunContext* ctx = nullptr);
+
+}  // namespace mechscope::analysis
