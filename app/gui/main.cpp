@@ -1,11 +1,14 @@
 // mechscope: the Qt workbench. `--version` prints without opening a window (no QApplication needed).
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QTimer>
 
 #include <cstdio>
 #include <cstring>
 
+#include "app/gui/attention_explorer.hpp"
 #include "app/gui/main_window.hpp"
+#include "app/gui/screenshot.hpp"
 #include "core/common/build_info.hpp"
 #include "mechscope/version.hpp"
 
@@ -30,13 +33,32 @@ int main(int argc, char** argv) {
   parser.addHelpOption();
   parser.addVersionOption();
   QCommandLineOption modelOpt({"m", "model"}, "Open this Hugging Face model folder.", "DIR");
-  QCommandLineOption screenshotOpt("screenshot", "Render the main window to FILE.png and exit.", "FILE");
-  parser.addOption(modelOpt);
-  parser.addOption(screenshotOpt);
+  QCommandLineOption embeddedOpt("embedded", "Open the embedded planted model.");
+  QCommandLineOption promptOpt("prompt", "Prompt to show (with --model/--embedded).", "TEXT");
+  QCommandLineOption headOpt("head", "Head to show, LAYER.HEAD (e.g. 2.0).", "L.H");
+  QCommandLineOption screenshotOpt("screenshot", "Open, run the attention patterns, render the main window to FILE.png and exit.", "FILE");
+  QCommandLineOption settingsOpt("settings", "Use this INI file for settings instead of the user's.", "FILE");
+  parser.addOptions({modelOpt, embeddedOpt, promptOpt, headOpt, screenshotOpt, settingsOpt});
   parser.process(app);
 
-  mechscope::gui::MainWindow window;
+  mechscope::gui::MainWindow window(nullptr, parser.value(settingsOpt));
   window.show();
-  if (parser.isSet(screenshotOpt)) return window.saveScreenshot(parser.value(screenshotOpt)) ? 0 : 1;
+  mechscope::gui::StartupPlan plan;
+  plan.embedded = parser.isSet(embeddedOpt);
+  plan.modelFolder = parser.value(modelOpt);
+  plan.prompt = parser.value(promptOpt);
+  plan.screenshot = parser.value(screenshotOpt);
+  if (parser.isSet(headOpt)) {
+    const QStringList lh = parser.value(headOpt).split('.');
+    if (lh.size() == 2) {
+      plan.layer = lh[0].toInt();
+      plan.head = lh[1].toInt();
+    } else {
+      std::fprintf(stderr, "mechscope: --head expects LAYER.HEAD (e.g. 2.0), found '%s'\n", qPrintable(parser.value(headOpt)));
+      return 2;
+    }
+  }
+  if (!plan.screenshot.isEmpty() && !plan.embedded && plan.modelFolder.isEmpty()) plan.embedded = true;
+  mechscope::gui::runStartupPlan(window, plan);
   return QApplication::exec();
 }

@@ -1,0 +1,58 @@
+#pragma once
+// Analysis adapters: each analysis panel is a parameters form → run function (on the job runner) →
+// AnalysisResult (score grids, line plots). One adapter per registry entry; the ones whose analysis has
+// not landed in analysis/ yet are listed as unavailable with a note (see analysisAdapters()).
+#include <QJsonObject>
+#include <QString>
+#include <QStringList>
+#include <QVariant>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "app/gui/analysis_result.hpp"
+#include "app/gui/head_patching.hpp"
+#include "app/gui/model_session.hpp"
+#include "core/common/run_context.hpp"
+
+namespace mechscope::gui {
+
+/// One field of a parameters form: an int/double (range), a bool, a string, or a choice.
+struct ParamSpec {
+  QString key, label;
+  QVariant defaultValue;  ///< its type picks the editor (int, double, bool, QString)
+  double minimum = 0.0, maximum = 1e9;
+  QStringList choices;    ///< non-empty: a combo box of these strings
+  QString tooltip;
+};
+
+/// What a run sees: immutable snapshots of the workspace.
+struct AnalysisInput {
+  std::shared_ptr<const ModelSession> session;
+  PromptTokens tokens;
+  QString prompt;
+  std::shared_ptr<const PatchingSession> patching;
+};
+
+/// A thin adapter from the panel to an analysis.
+struct AnalysisAdapter {
+  QString name;       ///< registry name
+  QString title;      ///< tab title
+  QString summary;    ///< one line
+  bool available = false;
+  QString note;       ///< why unavailable / what it needs
+  bool needsPatching = false;  ///< needs the patching panel's clean/corrupted pair
+  std::vector<ParamSpec> params;
+  /// Runs on the compute thread; throws InputError for bad parameters.
+  std::function<AnalysisResult(const AnalysisInput&, const QJsonObject& params, const RunContext&)> run;
+};
+
+/// Every adapter, in menu order (the in-app attention overview first, then the registry's analyses).
+std::vector<AnalysisAdapter> analysisAdapters();
+
+/// Per-head attention statistics of one prompt: [layers, heads] mass on the first token, mean
+/// query–key distance and mean entropy, plus per-query first-token mass averaged over heads.
+AnalysisResult attentionOverview(const AttentionPatterns& patterns, int skipQueries);
+
+}  // namespace mechscope::gui

@@ -1,0 +1,135 @@
+#include "app/gui/analysis_result.hpp"
+
+#include <ATen/ATen.h>
+
+#include <QJsonArray>
+#include <QJsonDocument>
+
+#include <cmath>
+#include <set>
+
+#include "core/common/errors.hpp"
+#include "store/cache_reader.hpp"
+#include "store/cache_writer.hpp"
+
+namespace mechscope::gui {
+
+namespace {
+QJsonArray numbers(const std::vector<double>& v) {
+  QJsonArray a;
+  for (double x : v) a.append(std::isfinite(x) ? QJsonValue(x) : QJsonValue());
+  return a;
+}
+std::vector<double> toDoubles(const QJsonArray& a) {
+  std::vector<double> v;
+  for (const auto& x : a) v.push_back(x.isDouble() ? x.toDouble() : NAN);
+  return v;
+}
+std::vector<int> toInts(const QJsonArray& a) {
+  std::vector<int> v;
+  for (const auto& x : a) v.push_back(x.toInt());
+  return v;
+}
+}  // namespace
+
+QJsonObject resultToJson(const AnalysisResult& r) {
+  QJsonObject o{{"analysis", r.analysis}, {"model", r.model}, {"prompt", r.prompt}, {"params", r.params}};
+  QJsonArray grids;
+  for (const auto& g : r.grids)
+    grids.append(QJsonObject{{"layers", g.layers}, {"heads", g.heads}, {"title", g.title}, {"value_label", g.valueLabel},
+                             {"signed", g.signedScores}, {"scores", numbers(g.scores)}});
+  o["grids"] = grids;
+  QJsonArray lines;
+  for (const auto& l : r.lines) {
+    QJsonArray series;
+    for (const auto& s : l.series) {
+      QJsonArray marked;
+      for (int m : s.marked) marked.append(m);
+      series.append(QJsonObject{{"name", s.name}, {"y", numbers(s.y)}, {"x", numbers(s.x)}, {"marked", marked}});
+    }
+    lines.append(QJsonObject{{"title", l.title}, {"x_label", l.xLabel}, {"y_label", l.yLabel},
+                             {"x_labels", QJsonArray::fromStringList(l.xLabels)}, {"series", series}});
+  }
+  o["lines"] = lines;
+  return o;
+}
+
+AnalysisResult resultFromJson(const QJsonObject& o, const QString& source) {
+  if (!o.contains("analysis") || !o["grids"].isArray())
+    throw InputError(source.toStdString() + ": not a mechscope GUI result (expected keys 'analysis' and 'grids')");
+  AnalysisResult r;
+  r.analysis = o["analysis"].toString();
+  r.model = o["model"].toString();
+  r.prompt = o["prompt"].toString();
+  r.params = o["params"].toObject();
+  for (const auto& gv : o["grids"].toArray()) {
+    const QJsonObject g = gv.toObject();
+    views::ScoreGridData d;
+    d.layers = g["layers"].toInt();
+    d.heads = g["heads"].toInt();
+    d.title = g["title"].toString();
+    d.valueLabel = g["value_label"].toString();
+    d.signedScores = g["signed"].toBool();
+    d.scores = toDoubles(g["scores"].toArray());
+    if (d.layers < 0 || d.heads < 0 || d.scores.size() != static_cast<std::size_t>(d.layers) * static_cast<std::size_t>(d.heads))
+      throw InputError(source.toStdString() + ": grid '" + d.title.toStdString() + "' has " + std::to_string(d.scores.size()) +
+                       " scores, expected layers × heads = " + std::to_string(d.layers * d.heads));
+    r.grids.push_back(std::move(d));
+  }
+  for (const auto& lv : o["lines"].toArray()) {
+    const QJsonObject l = lv.toObject();
+    views::LinePlotData d;
+    d.title = l["title"].toString();
+    d.xLabel = l["x_label"].toString();
+    d.yLabel = l["y_label"].toString();
+    for (const auto& s : l["x_labels"].toArray()) d.xLabels << s.toString();
+    for (const auto& sv : l["series"].toArray()) {
+      const QJsonObject s = sv.toObject();
+      views::LineSeries ls;
+      ls.name = s["name"].toString();
+      ls.y = toDoubles(s["y"].toArray());
+      ls.x = toDoubles(s["x"].toArray());
+      ls.marked = toInts(s["marked"].toArray());
+      d.series.push_back(std::move(ls));
+    }
+    r.lines.push_back(std::move(d));
+  }
+  return r;
+}
+
+void saveResults(const QString& path, const std::vector<AnalysisResult>& results, const QString& modelFolder) {
+  store::Provenance prov;
+  prov.modelFolder = modelFolder.toStdString();
+  prov.commandLine = "mechscope (GUI) save results";
+  store::CacheWriter w(path.toStdString(), prov);
+  std::set<std::string> used;
+  for (const auto& r : results) {
+    std::string name = r.analysis.toStdString();
+    for (int i = 2; used.count(name); ++i) name = r.analysis.toStdString() + "_" + std::to_string(i);
+    used.insert(name);
+    for (std::size_t g = 0; g < r.grids.size(); ++g) {
+      const auto& grid = r.grids[g];
+      at::Tensor t = at::tensor(at::ArrayRef<double>(grid.scores), at::kDouble).view({grid.layers, grid.heads});  // [layer, head]
+      w.writeAnalysisArray(name, "grid_" + std::to_string(g), t);
+    }
+    w.writeAnalysisJson(name, "gui_result", QJsonDocument(resultToJson(r)).toJson(QJsonDocument::Compact).toStdString());
+  }
+  w.commit();
+}
+
+std::vector<AnalysisResult> loadResults(const QString& path) {
+  const auto reader = store::CacheReader::open(path.toStdString());
+  std::vector<AnalysisResult> out;
+  for (const auto& d : reader.datasets()) {
+    if (d.path.rfind("/analyses/", 0) != 0 || d.path.size() < 11 || d.path.substr(d.path.size() - 11) != "/gui_result") continue;
+    QJsonParseError err{};
+    const auto doc = QJsonDocument::fromJson(QByteArray::fromStdString(reader.readText(d.path)), &err);
+    if (doc.isNull())
+      throw InputError(path.toStdString() + ": " + d.path + " is not valid JSON (" + err.errorString().toStdString() + ")");
+    out.push_back(resultFromJson(doc.object(), path + ":" + QString::fromStdString(d.path)));
+  }
+  if (out.empty()) throw InputError(path.toStdString() + ": holds no GUI results (/analyses/*/gui_result); save results from the GUI first");
+  return out;
+}
+
+}  // namespace mechscope::gui

@@ -1,0 +1,81 @@
+#pragma once
+// Interactive head patching and ablation: run a clean and a corrupted prompt once, keep every
+// layer's hook_z and hook_pattern, then answer "what if these heads were patched / ablated" with one
+// hooked forward pass each. The logit difference is logit(answer) − logit(incorrect) at the last position.
+#include <QString>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "app/gui/model_session.hpp"
+#include "core/common/run_context.hpp"
+
+namespace mechscope::gui {
+
+/// Which activation of a head is replaced.
+enum class PatchSite { Z, Pattern };
+/// clean→corrupt: run the corrupted prompt with the clean run's activation (restores the answer);
+/// corrupt→clean: run the clean prompt with the corrupted run's activation (breaks it).
+enum class PatchDirection { CleanIntoCorrupt, CorruptIntoClean };
+/// Head intervention.
+enum class Intervention { Patch, AblateZero, AblateMean, AblateUniform };
+
+/// One head (layer, head).
+using Head = std::pair<int, int>;
+
+/// An intervention on a set of heads.
+struct PatchRequest {
+  std::vector<Head> heads;
+  Intervention intervention = Intervention::Patch;
+  PatchSite site = PatchSite::Z;
+  PatchDirection direction = PatchDirection::CleanIntoCorrupt;
+  int topK = 5;
+};
+
+/// What the panel shows after a run.
+struct PatchOutcome {
+  double logitDiff = 0.0;        ///< of the intervened run
+  double baselineLogitDiff = 0.0;  ///< of the run the intervention is applied to, without it
+  std::vector<std::pair<int64_t, double>> topProbs;  ///< next-token (id, probability), most likely first
+};
+
+/// Clean/corrupted pair with cached activations; immutable after build, safe to use from the job thread.
+class PatchingSession {
+ public:
+  /// Runs both prompts (equal lengths required: InputError otherwise) and caches z and pattern of every layer.
+  static std::shared_ptr<PatchingSession> build(std::shared_ptr<const ModelSession> model, std::vector<int64_t> clean,
+                                                std::vector<int64_t> corrupt, int64_t answer, int64_t incorrect,
+                                                const RunContext& ctx);
+  /// The intervened run's logit difference and top next tokens.
+  PatchOutcome run(const PatchRequest& request, const RunContext* ctx = nullptr) const;
+  /// Logit difference of the clean run.
+  double cleanLogitDiff() const { return m_cleanDiff; }
+  /// Logit difference of the corrupted run.
+  double corruptLogitDiff() const { return m_corruptDiff; }
+  /// Number of layers / heads of the model.
+  int layers() const;
+  int heads() const;
+  /// The answer and contrast token ids.
+  int64_t answer() const { return m_answer; }
+  int64_t incorrect() const { return m_incorrect; }
+  /// One sweep: the intervention applied to every head alone → [layers, heads] logit differences,
+  /// normalised as (d − d_corrupt) / (d_clean − d_corrupt) when `normalise`. Progress per head, cancellable.
+  std::vector<double> sweep(const PatchRequest& base, bool normalise, const RunContext& ctx) const;
+
+ private:
+  PatchingSession() = default;
+  std::shared_ptr<const ModelSession> m_model;
+  std::vector<int64_t> m_clean, m_corrupt;
+  int64_t m_answer = 0, m_incorrect = 0;
+  double m_cleanDiff = 0.0, m_corruptDiff = 0.0;
+  struct Run;
+  std::shared_ptr<Run> m_cleanRun, m_corruptRun;
+};
+
+/// Logit difference of `logits` [1, pos, vocab] (or [1, 1, vocab]) at the last position.
+double lastLogitDiff(const at::Tensor& logits, int64_t answer, int64_t incorrect);
+
+}  // namespace mechscope::gui

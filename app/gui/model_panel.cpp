@@ -1,0 +1,140 @@
+#include "app/gui/model_panel.hpp"
+
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QListWidget>
+#include <QLocale>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QSplitter>
+#include <QTimer>
+#include <QVBoxLayout>
+
+#include "core/common/errors.hpp"
+#include "views/token_strip_view.hpp"
+
+namespace mechscope::gui {
+
+ModelPanel::ModelPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws) {
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(6, 6, 6, 6);
+  m_card = new QLabel("No model. Open a Hugging Face folder (Ctrl+O) or the embedded planted model (Ctrl+E).", this);
+  m_card->setWordWrap(true);
+  m_card->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  m_card->setObjectName("modelCard");
+  layout->addWidget(m_card);
+  m_hooks = new QListWidget(this);
+  m_hooks->setMaximumHeight(110);
+  m_hooks->setToolTip("Hook points (TransformerLens names) in forward order");
+  layout->addWidget(m_hooks);
+
+  auto* promptLabel = new QLabel("<b>Prompt</b>", this);
+  layout->addWidget(promptLabel);
+  m_prompt = new QPlainTextEdit(this);
+  m_prompt->setPlaceholderText("Type a prompt; its tokens appear below as you type.");
+  m_prompt->setMaximumHeight(90);
+  layout->addWidget(m_prompt);
+  m_strip = new views::TokenStripView(this);
+  auto* scroll = new QScrollArea(this);
+  scroll->setWidget(m_strip);
+  scroll->setWidgetResizable(true);
+  scroll->setMinimumHeight(70);
+  layout->addWidget(scroll, 1);
+  m_error = new QLabel(this);
+  m_error->setWordWrap(true);
+  m_error->setStyleSheet("color: #c0392b;");
+  m_error->hide();
+  layout->addWidget(m_error);
+  auto* row = new QHBoxLayout();
+  m_memory = new QLabel(this);
+  m_memory->setWordWrap(true);
+  row->addWidget(m_memory, 1);
+  auto* batch = new QPushButton("Prompts from file…", this);
+  connect(batch, &QPushButton::clicked, this, &ModelPanel::batchRequested);
+  row->addWidget(batch);
+  m_run = new QPushButton("Run attention", this);
+  m_run->setToolTip("Forward pass caching every layer's attention pattern (Ctrl+R)");
+  m_run->setDefault(true);
+  connect(m_run, &QPushButton::clicked, this, &ModelPanel::runRequested);
+  row->addWidget(m_run);
+  layout->addLayout(row);
+
+  m_debounce = new QTimer(this);
+  m_debounce->setSingleShot(true);
+  m_debounce->setInterval(150);
+  connect(m_debounce, &QTimer::timeout, this, &ModelPanel::tokenizeNow);
+  connect(m_prompt, &QPlainTextEdit::textChanged, m_debounce, qOverload<>(&QTimer::start));
+  connect(m_ws, &Workspace::modelChanged, this, [this] {
+    refreshCard();
+    tokenizeNow();
+  });
+  connect(m_ws, &Workspace::tokensChanged, this, &ModelPanel::refreshTokens);
+  refreshCard();
+}
+
+void ModelPanel::setPromptText(const QString& text) {
+  m_prompt->setPlainText(text);
+  tokenizeNow();
+}
+
+QString ModelPanel::promptText() const { return m_prompt->toPlainText(); }
+QString ModelPanel::cardText() const { return m_card->text(); }
+QString ModelPanel::memoryText() const { return m_memory->text(); }
+QString ModelPanel::errorText() const { return m_error->isHidden() ? QString() : m_error->text(); }
+
+void ModelPanel::tokenizeNow() {
+  m_debounce->stop();
+  const auto session = m_ws->session();
+  if (!session) return;
+  const QString text = m_prompt->toPlainText();
+  if (text.trimmed().isEmpty()) {
+    m_error->hide();
+    m_ws->setPrompt(text, {});
+    return;
+  }
+  try {
+    PromptTokens t = tokenizePrompt(*session, text);  // cheap (no tensors): fine on the GUI thread
+    m_error->hide();
+    m_ws->setPrompt(text, std::move(t));
+  } catch (const std::exception& e) {
+    m_error->setText(QString::fromUtf8(e.what()));
+    m_error->show();
+  }
+}
+
+qint64 ModelPanel::estimatedBytes() const {
+  const auto s = m_ws->session();
+  return s ? patternBytes(s->card, static_cast<qint64>(m_ws->tokens().ids.size())) : 0;
+}
+
+void ModelPanel::refreshCard() {
+  m_hooks->clear();
+  const auto s = m_ws->session();
+  if (!s) return;
+  const ModelCard& c = s->card;
+  const QLocale loc(QLocale::English);
+  m_card->setText(QString("<b>%1</b> · %2%3<br>%4 layers × %5 heads (%6 kv) · d_model %7 · d_head %8 · d_mlp %9<br>"
+                          "vocab %10 · context %11 · <b>%12</b> parameters · %13 · %14")
+                      .arg(c.folder.section('/', -1).toHtmlEscaped(), c.family, c.planted ? " · planted circuits" : "")
+                      .arg(c.layers).arg(c.heads).arg(c.kvHeads).arg(c.dModel).arg(c.dHead).arg(c.dMlp)
+                      .arg(c.vocab).arg(c.nCtx).arg(loc.toString(c.parameters)).arg(c.device, c.dtype));
+  m_card->setToolTip(c.folder);
+  m_hooks->addItems(c.hooks);
+}
+
+void ModelPanel::refreshTokens() {
+  const PromptTokens& t = m_ws->tokens();
+  std::vector<qint64> ids(t.ids.begin(), t.ids.end());
+  m_strip->setTokens(t.display, std::move(ids), t.offsets);
+  const auto s = m_ws->session();
+  if (!s || t.ids.empty()) {
+    m_memory->clear();
+    return;
+  }
+  const qint64 bytes = estimatedBytes();
+  m_memory->setText(QString("%1 tokens · caching all patterns needs ≈ %2 (%3 layers × %4 heads × %1²× 4 B)")
+                        .arg(t.ids.size()).arg(formatBytes(bytes)).arg(s->card.layers).arg(s->card.heads));
+}
+
+}  // namespace mechscope::gui

@@ -1,0 +1,196 @@
+// Analysis panels through the job runner: progress, results as score grids / line plots, cancel,
+// click-to-open, HDF5 round trip of results.
+#include <gtest/gtest.h>
+
+#include <QFile>
+#include <QJsonArray>
+#include <QProgressBar>
+#include <QTemporaryDir>
+
+#include "app/gui/analysis_adapters.hpp"
+#include "app/gui/analysis_panel.hpp"
+#include "app/gui/jobs.hpp"
+#include "app/gui/workspace.hpp"
+#include "app_test_support.hpp"
+#include "core/common/errors.hpp"
+#include "views/line_plot_view.hpp"
+#include "views/score_grid_view.hpp"
+
+using namespace mechscope;
+using namespace mechscope::gui;
+
+namespace {
+const QString kPrompt = "When Mary and John were at the store , John gave a ring to";
+
+AnalysisAdapter adapterNamed(const QString& name) {
+  for (auto& a : analysisAdapters())
+    if (a.name == name) return a;
+  throw std::runtime_error("no adapter " + name.toStdString());
+}
+}  // namespace
+
+TEST(AnalysisPanels, EveryRegistryAnalysisHasAPanelAndUnavailableOnesSaySo) {
+  const auto adapters = analysisAdapters();
+  ASSERT_GE(adapters.size(), 9u);
+  EXPECT_EQ(adapters.front().name, "attention-overview");
+  for (const char* n : {"sinks", "waad-fai", "constraint-attention", "retrieval", "ablate", "patch", "circuit", "overlap"}) {
+    const auto a = adapterNamed(n);
+    if (!a.available) EXPECT_FALSE(a.note.isEmpty()) << n;
+  }
+  Workspace ws;
+  JobRunner jobs;
+  AnalysisPanel panel(adapterNamed("sinks"), &ws, &jobs);
+  if (!panel.adapter().available) {
+    EXPECT_EQ(panel.run(), -1);
+    EXPECT_TRUE(panel.statusText().startsWith("Not available")) << panel.statusText().toStdString();
+  }
+}
+
+TEST(AnalysisPanels, OverviewRunsWithProgressAndShowsGridsEqualToTheNumbers) {
+  Workspace ws;
+  JobRunner jobs;
+  test::JobWatch watch(jobs);
+  auto session = test::plantedSession();
+  ws.setSession(session);
+  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
+  AnalysisPanel panel(adapterNamed("attention-overview"), &ws, &jobs);
+  panel.resize(800, 900);
+  panel.show();
+  std::vector<qint64> progress;
+  QObject::connect(&jobs, &JobRunner::progress, [&](int, qint64 d, qint64, const QString&) { progress.push_back(d); });
+  int requested = -1;
+  QObject::connect(&ws, &Workspace::headRequested, [&](int l, int h) { requested = l * 100 + h; });
+  const int id = panel.run();
+  ASSERT_GE(id, 0);
+  ASSERT_EQ(watch.wait(id).status, "finished");
+  EXPECT_EQ(panel.statusText(), "Done.");
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back(), 24);
+  EXPECT_EQ(panel.progressBar()->value(), 24);
+  ASSERT_EQ(ws.results().size(), 1u);
+  ASSERT_EQ(panel.gridViews().size(), 3u);
+  ASSERT_EQ(panel.lineViews().size(), 1u);
+
+  // Numbers: the same statistics computed from the engine's patterns.
+  const AttentionPatterns p = computePatterns(*session, ws.tokens(), RunContext{});
+  const AnalysisResult ref = attentionOverview(p, 1);
+  for (int g = 0; g < 3; ++g)
+    for (int l = 0; l < 24; ++l)
+      for (int h = 0; h < 4; ++h)
+        EXPECT_NEAR(panel.gridViews()[static_cast<std::size_t>(g)]->score(l, h), ref.grids[static_cast<std::size_t>(g)].scores[static_cast<std::size_t>(l * 4 + h)], 1e-9);
+  // Primary sinks of the planted model (docs/planted-models.md): 0.1, 1.3, 2.3 and 4.0 … 23.0 put ≈ all mass on BOS.
+  for (const auto& [l, h] : std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {2, 3}, {4, 0}, {23, 0}})
+    EXPECT_GT(panel.gridViews()[0]->score(l, h), 0.95) << l << "." << h;
+  // The previous-token head 0.0 is one token away on average.
+  EXPECT_NEAR(panel.gridViews()[1]->score(0, 0), 1.0, 0.1);
+  // Mean distance by hand for one head.
+  {
+    const auto v = p.head(5, 2);
+    double d = 0;
+    for (int q = 1; q < 15; ++q)
+      for (int k = 0; k <= q; ++k) d += v[static_cast<std::size_t>(q * 15 + k)] * (q - k);
+    EXPECT_NEAR(panel.gridViews()[1]->score(5, 2), d / 14, 1e-6);
+  }
+  // Line plot: one value per token, query 0 skipped.
+  const auto& line = panel.lineViews()[0]->data();
+  ASSERT_EQ(line.series.size(), 1u);
+  EXPECT_EQ(line.series[0].y.size(), 15u);
+  EXPECT_TRUE(std::isnan(line.series[0].y[0]));
+  EXPECT_EQ(line.xLabels[2], "Mary");
+
+  // Clicking a head in a result grid opens its attention map.
+  auto* g = panel.gridViews()[0];
+  emit g->headClicked(7, 1, Qt::NoModifier);
+  EXPECT_EQ(requested, 701);
+
+  // Bad parameter: a message, no crash.
+  panel.setParam("skip_queries", 99);
+  const auto bad = watch.wait(panel.run());
+  EXPECT_EQ(bad.status, "failed");
+  EXPECT_TRUE(panel.statusText().contains("skip first queries = 99")) << panel.statusText().toStdString();
+}
+
+TEST(AnalysisPanels, PatchingSweepPanelCancelsAndThenCompletes) {
+  Workspace ws;
+  JobRunner jobs;
+  test::JobWatch watch(jobs);
+  auto session = test::plantedSession();
+  ws.setSession(session);
+  AnalysisPanel panel(adapterNamed("patch"), &ws, &jobs);
+  EXPECT_EQ(panel.run(), -1) << "needs the pair first";
+  EXPECT_TRUE(panel.statusText().contains("Patching panel"));
+  const auto d = plantedPatchingDefaults();
+  const int prep = submitBuildPatching(ws, jobs, tokenizePrompt(*session, d.clean).ids, tokenizePrompt(*session, d.corrupt).ids,
+                                       *session->tokenizer->tokenToId("Mary"), *session->tokenizer->tokenToId("John"));
+  ASSERT_EQ(watch.wait(prep).status, "finished");
+
+  const int id = panel.run();
+  ASSERT_GE(id, 0);
+  bool sawProgress = false;
+  auto c = QObject::connect(&jobs, &JobRunner::progress, [&](int j, qint64, qint64, const QString&) {
+    if (j == id && !sawProgress) sawProgress = true, panel.cancel();
+  });
+  EXPECT_EQ(watch.wait(id).status, "cancelled");
+  QObject::disconnect(c);
+  EXPECT_TRUE(sawProgress);
+  EXPECT_EQ(panel.statusText(), "Cancelled.");
+  EXPECT_TRUE(ws.results().empty());
+
+  panel.setParam("mode", "pattern");
+  const int again = panel.run();
+  ASSERT_EQ(watch.wait(again).status, "finished");
+  ASSERT_EQ(ws.results().size(), 1u);
+  ASSERT_EQ(panel.gridViews().size(), 1u);
+  EXPECT_TRUE(panel.gridViews()[0]->data().signedScores);
+  EXPECT_EQ(ws.results()[0].params["mode"].toString(), "pattern");
+  PatchRequest r;
+  r.site = PatchSite::Pattern;
+  r.heads = {{3, 0}};
+  const auto p = ws.patching();
+  const double expect = (p->run(r).logitDiff - p->corruptLogitDiff()) / (p->cleanLogitDiff() - p->corruptLogitDiff());
+  EXPECT_NEAR(panel.gridViews()[0]->score(3, 0), expect, 1e-9);
+}
+
+TEST(AnalysisResults, RoundTripThroughHdf5AndBrokenFilesAreErrors) {
+  AnalysisResult r;
+  r.analysis = "attention-overview";
+  r.model = "/models/planted";
+  r.prompt = "When Mary";
+  r.params["skip_queries"] = 1;
+  r.grids.push_back({2, 3, {0.5, -1.25, NAN, 3.0, 0.0, 1e-7}, "grid", "score", true});
+  views::LinePlotData line;
+  line.title = "trace";
+  line.xLabels = {"<bos>", "When", "Mary"};
+  line.series.push_back({"a", {NAN, 0.25, 0.75}, {}, {2}, QColor()});
+  r.lines.push_back(line);
+  QTemporaryDir tmp;
+  const QString path = tmp.path() + "/results.h5";
+  saveResults(path, {r, r}, "/models/planted");
+  const auto back = loadResults(path);
+  ASSERT_EQ(back.size(), 2u);
+  const auto& b = back[0];
+  EXPECT_EQ(b.analysis, r.analysis);
+  EXPECT_EQ(b.prompt, "When Mary");
+  EXPECT_EQ(b.params["skip_queries"].toInt(), 1);
+  ASSERT_EQ(b.grids.size(), 1u);
+  EXPECT_EQ(b.grids[0].layers, 2);
+  EXPECT_EQ(b.grids[0].heads, 3);
+  EXPECT_TRUE(b.grids[0].signedScores);
+  EXPECT_DOUBLE_EQ(b.grids[0].scores[1], -1.25);
+  EXPECT_TRUE(std::isnan(b.grids[0].scores[2]));
+  EXPECT_DOUBLE_EQ(b.grids[0].scores[5], 1e-7);
+  ASSERT_EQ(b.lines.size(), 1u);
+  EXPECT_EQ(b.lines[0].xLabels, line.xLabels);
+  EXPECT_DOUBLE_EQ(b.lines[0].series[0].y[2], 0.75);
+  EXPECT_EQ(b.lines[0].series[0].marked, std::vector<int>{2});
+
+  // A file that is not HDF5.
+  QFile junk(tmp.path() + "/junk.h5");
+  ASSERT_TRUE(junk.open(QIODevice::WriteOnly));
+  junk.write("this is not an HDF5 file");
+  junk.close();
+  EXPECT_THROW(loadResults(junk.fileName()), InputError);
+  EXPECT_THROW(loadResults(tmp.path() + "/missing.h5"), InputError);
+  EXPECT_THROW(resultFromJson(QJsonObject{{"analysis", "x"}, {"grids", QJsonArray{QJsonObject{{"layers", 2}, {"heads", 2}, {"scores", QJsonArray{1}}}}}}, "t"),
+               InputError);
+}
