@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "analysis/common/registry.hpp"
+#include "app/gui/attention_analysis_adapters.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -117,6 +118,10 @@ std::vector<AnalysisAdapter> analysisAdapters() {
       a.run = [ablate](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
         return patchingSweep(in, params, ctx, ablate);
       };
+    } else if (info.name == "sinks") {
+      wireSinksAdapter(a);
+    } else if (info.name == "waad-fai") {
+      wireWaadFaiAdapter(a);
     } else {
       // TODO(analysis adapters): wire analysis/<name> here when it lands: Params from the form, run(engine,
       // params, ctx), Result → grids (layer × head) and lines (per-token traces).

@@ -2,11 +2,14 @@
 // click-to-open, HDF5 round trip of results.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include <QFile>
 #include <QJsonArray>
 #include <QProgressBar>
 #include <QTemporaryDir>
 
+#include "analysis/sinks/sinks.hpp"
 #include "app/gui/analysis_adapters.hpp"
 #include "app/gui/analysis_panel.hpp"
 #include "app/gui/jobs.hpp"
@@ -35,11 +38,13 @@ TEST(AnalysisPanels, EveryRegistryAnalysisHasAPanelAndUnavailableOnesSaySo) {
   EXPECT_EQ(adapters.front().name, "attention-overview");
   for (const char* n : {"sinks", "waad-fai", "constraint-attention", "retrieval", "ablate", "patch", "circuit", "overlap"}) {
     const auto a = adapterNamed(n);
-    if (!a.available) EXPECT_FALSE(a.note.isEmpty()) << n;
+    if (!a.available) {
+      EXPECT_FALSE(a.note.isEmpty()) << n;
+    }
   }
   Workspace ws;
   JobRunner jobs;
-  AnalysisPanel panel(adapterNamed("sinks"), &ws, &jobs);
+  AnalysisPanel panel(adapterNamed("overlap"), &ws, &jobs);
   if (!panel.adapter().available) {
     EXPECT_EQ(panel.run(), -1);
     EXPECT_TRUE(panel.statusText().startsWith("Not available")) << panel.statusText().toStdString();
@@ -193,4 +198,27 @@ TEST(AnalysisResults, RoundTripThroughHdf5AndBrokenFilesAreErrors) {
   EXPECT_THROW(loadResults(tmp.path() + "/missing.h5"), InputError);
   EXPECT_THROW(resultFromJson(QJsonObject{{"analysis", "x"}, {"grids", QJsonArray{QJsonObject{{"layers", 2}, {"heads", 2}, {"scores", QJsonArray{1}}}}}}, "t"),
                InputError);
+}
+
+TEST(AnalysisPanels, SinksPanelShowsTheAnalysisNumbers) {
+  Workspace ws;
+  JobRunner jobs;
+  test::JobWatch watch(jobs);
+  auto session = test::plantedSession();
+  ws.setSession(session);
+  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
+  AnalysisPanel panel(adapterNamed("sinks"), &ws, &jobs);
+  ASSERT_TRUE(panel.adapter().available);
+  const int id = panel.run();
+  ASSERT_GE(id, 0);
+  const auto end = watch.wait(id);
+  ASSERT_EQ(end.status, "finished") << end.message.toStdString();
+  ASSERT_EQ(panel.gridViews().size(), 1u);
+  const auto ref = analysis::runSinks(*session->model, {ws.tokens().ids});
+  for (int l = 0; l < 24; ++l)
+    for (int h = 0; h < 4; ++h) EXPECT_NEAR(panel.gridViews()[0]->score(l, h), ref.sinkScore[l][h].item<double>(), 1e-9);
+  for (const auto& [l, h] : std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {4, 0}, {23, 0}})
+    EXPECT_GT(panel.gridViews()[0]->score(l, h), 0.95) << l << "." << h;
+  ASSERT_EQ(panel.lineViews().size(), 1u);
+  EXPECT_EQ(panel.lineViews()[0]->data().series[0].y.size(), 24u);
 }

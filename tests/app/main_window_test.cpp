@@ -89,15 +89,22 @@ TEST(MainWindow, ExportWritesValidPngSvgPdfWithSidecarsOfThePlottedNumbers) {
   }
   // The sidecar's matrix is exactly the pattern (masked cells null).
   const QJsonObject numbers = readJson(dir + "/attn.png.json")["numbers"].toObject();
-  const QJsonArray matrix = numbers["matrix"].toArray();
-  ASSERT_EQ(matrix.size(), 15);
+  const QJsonObject matrix = numbers["matrix"].toObject();
+  ASSERT_EQ(matrix["rows"].toInt(), 15);
+  ASSERT_EQ(matrix["cols"].toInt(), 15);
+  EXPECT_EQ(matrix["block"].toInt(), 1);
+  const QJsonArray values = matrix["values"].toArray();
+  ASSERT_EQ(values.size(), 15 * 15);
+  EXPECT_EQ(matrix["row_labels"].toArray()[2].toString(), "Mary");
   const auto ref = w.workspace()->patterns()->head(2, 0);
   for (int q = 0; q < 15; ++q) {
-    const QJsonArray row = matrix[q].toArray();
-    ASSERT_EQ(row.size(), 15);
     for (int k = 0; k < 15; ++k) {
-      if (k > q) EXPECT_TRUE(row[k].isNull());
-      else EXPECT_NEAR(row[k].toDouble(), ref[static_cast<std::size_t>(q * 15 + k)], 1e-6);
+      const QJsonValue v = values[q * 15 + k];
+      if (k > q) {
+        EXPECT_TRUE(v.isNull());
+      } else {
+        EXPECT_NEAR(v.toDouble(), ref[static_cast<std::size_t>(q * 15 + k)], 1e-6);
+      }
     }
   }
 
@@ -117,9 +124,10 @@ TEST(MainWindow, ExportWritesValidPngSvgPdfWithSidecarsOfThePlottedNumbers) {
   ASSERT_TRUE(w.exportCurrentFigure(dir + "/grid.svg")) << w.lastError().toStdString();
   const QJsonObject gs = readJson(dir + "/grid.svg.json");
   EXPECT_EQ(gs["provenance"].toObject()["extra"].toObject()["analysis"].toString(), "attention-overview");
-  const QJsonArray gm = gs["numbers"].toObject()["matrix"].toArray();
-  ASSERT_EQ(gm.size(), 24);
-  EXPECT_NEAR(gm[4].toArray()[0].toDouble(), overview->gridViews()[0]->score(4, 0), 1e-9);
+  const QJsonObject gm = gs["numbers"].toObject()["matrix"].toObject();
+  ASSERT_EQ(gm["rows"].toInt(), 24);
+  ASSERT_EQ(gm["cols"].toInt(), 4);
+  EXPECT_NEAR(gm["values"].toArray()[4 * 4 + 0].toDouble(), overview->gridViews()[0]->score(4, 0), 1e-9);
 
   // Results to HDF5 and back.
   ASSERT_TRUE(w.saveResults(dir + "/results.h5")) << w.lastError().toStdString();

@@ -39,13 +39,14 @@ Ids defaultIds(const ModelSession& s) {
 
 /// Reference by hand: run `target` with head slices of hook_z (or hook_pattern) replaced by `source`'s.
 double handPatched(const HookedTransformer& m, const std::vector<int64_t>& source, const std::vector<int64_t>& target,
-                   const std::vector<std::pair<int, int>>& heads, const char* site, int64_t answer, int64_t incorrect) {
-  const std::string hook = std::string("blocks.*.attn.") + site;
-  const ActivationCache src = m.runWithCache(tokenTensor(source), {hook});
+                   const std::vector<std::pair<int, int>>& heads, const std::string& site, int64_t answer, int64_t incorrect) {
+  std::vector<std::string> globs(1, "blocks.*.attn.");
+  globs[0] += site;
+  const ActivationCache src = m.runWithCache(tokenTensor(source), globs);
   HookSet hooks;
   for (const auto& [l, h] : heads) {
     const std::string name = "blocks." + std::to_string(l) + ".attn." + site;
-    const bool isZ = std::string(site) == "hook_z";
+    const bool isZ = site == "hook_z";
     hooks.add(name, [&src, name, h = h, isZ](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
       at::Tensor out = t.clone();
       if (isZ) out.select(2, h).copy_(src.get(name).select(2, h));  // [batch, pos, d_head]
@@ -111,7 +112,9 @@ TEST(Patching, GridClicksGiveTheSameLogitDifferenceAsTheEngineByHand) {
   double sum = 0;
   for (std::size_t i = 0; i < top.size(); ++i) {
     sum += top[i].second;
-    if (i) EXPECT_LE(top[i].second, top[i - 1].second);
+    if (i) {
+      EXPECT_LE(top[i].second, top[i - 1].second);
+    }
   }
   EXPECT_LE(sum, 1.0 + 1e-6);
 
