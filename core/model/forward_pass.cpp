@@ -223,9 +223,12 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
     at::Tensor vh = v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
     const bool internalHooked = hp.on(nm.scores) || hp.on(nm.pattern);
     const bool wantFused = (opts.path == AttentionPath::Auto || opts.path == AttentionPath::Fused) && kHasFused && !internalHooked;
-    // Chunked: on request, or Auto without a fused kernel; attention-internal hooks need the whole pattern.
+    // Chunked: on request, or Auto without a fused kernel once one layer's scores would exceed one
+    // tile budget (short inputs keep the explicit path and its exact numbers); attention-internal
+    // hooks need the whole pattern.
+    const bool bigScores = P > chunkRows(B, H, N, m.device().is_cuda());
     const bool wantChunked = !wantFused && !internalHooked &&
-                             (opts.path == AttentionPath::Chunked || (opts.path == AttentionPath::Auto && !kHasFused));
+                             (opts.path == AttentionPath::Chunked || (opts.path == AttentionPath::Auto && !kHasFused && bigScores));
     at::Tensor zh;  // [batch, head, query, d_head]
     if (wantChunked) {
       // Query tiles: scores [batch, head, tile, keys ≤ last row] → fp32 softmax → @ V; never [.., P, N].

@@ -43,7 +43,8 @@ std::string dtypeName(at::ScalarType type);
 
 /// Which attention implementation to use.
 enum class AttentionPath {
-  Auto,      ///< no attention-internal hook (scores/pattern) active: fused on LibTorch ≥ 2, else chunked
+  Auto,      ///< no attention-internal hook (scores/pattern) active: fused on LibTorch ≥ 2, else chunked when
+             ///< one layer's scores exceed one tile (16 MB CPU, 256 MB CUDA), else explicit
   Explicit,  ///< matmul + fp32 softmax: every site hookable
   Fused,     ///< scaled_dot_product_attention where possible (LibTorch ≥ 2), else explicit
   Chunked    ///< query tiles of fp32 softmax (memory O(tile·n), never [batch, head, n, n]); explicit where

@@ -47,7 +47,8 @@ TEST_P(ChunkedPath, EqualsExplicitOnFixture) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ChunkedPath, ::testing::Values("gpt2", "llama", "qwen3", "mistral", "pythia"));
 
 TEST(ChunkedPathTiles, ManyTilesEqualExplicitAndAutoPicksChunked) {
-  // 2048 keys × 8 heads: 256-row tiles at the 16 MB CPU budget, so the pass runs in eight tiles.
+  // 2048 keys × 8 heads: 256-row tiles at the 16 MB CPU budget, so the pass runs in eight tiles and
+  // Auto (LibTorch 1.13) picks the chunked path: the explicit scores would be 134 MB.
   auto m = randomGpt2(2, 8, 64, 2048, 50);
   const auto ids = randomIds(2048, 50, 9);
   const at::Tensor tokens = at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).unsqueeze(0);
