@@ -133,8 +133,9 @@ void ModelPanel::refreshTokens() {
     return;
   }
   const qint64 bytes = estimatedBytes();
-  m_memory->setText(QString("%1 tokens · caching all patterns needs ≈ %2 (%3 layers × %4 heads × %1²× 4 B)")
-                        .arg(t.ids.size()).arg(formatBytes(bytes)).arg(s->card.layers).arg(s->card.heads));
+  const QString n = QString::number(t.ids.size());
+  m_memory->setText(QString("<b>%1 tokens</b> · caching every pattern needs ≈ <b>%2</b> (%3 layers × %4 heads × %5 × %5 × 4 B)")
+                        .arg(n, formatBytes(bytes), QString::number(s->card.layers), QString::number(s->card.heads), n));
 }
 
 }  // namespace mechscope::gui

@@ -123,7 +123,7 @@ TEST(MainWindow, ExportWritesValidPngSvgPdfWithSidecarsOfThePlottedNumbers) {
   w.showTab(2);
   ASSERT_TRUE(w.exportCurrentFigure(dir + "/grid.svg")) << w.lastError().toStdString();
   const QJsonObject gs = readJson(dir + "/grid.svg.json");
-  EXPECT_EQ(gs["provenance"].toObject()["extra"].toObject()["analysis"].toString(), "attention-overview");
+  EXPECT_EQ(gs["provenance"].toObject()["analysis"].toString(), "attention-overview");
   const QJsonObject gm = gs["numbers"].toObject()["matrix"].toObject();
   ASSERT_EQ(gm["rows"].toInt(), 24);
   ASSERT_EQ(gm["cols"].toInt(), 4);

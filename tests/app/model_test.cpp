@@ -127,6 +127,7 @@ TEST(TokenStrip, ShowsTheTokenizersIdsAndOffsetsLive) {
   // Memory estimate: 24 layers × 4 heads × 9² × 4 bytes.
   EXPECT_EQ(panel.estimatedBytes(), 24LL * 4 * 81 * 4);
   EXPECT_TRUE(panel.memoryText().contains("31.1 KB")) << panel.memoryText().toStdString();
+  EXPECT_TRUE(panel.memoryText().contains("9 × 9 × 4 B")) << panel.memoryText().toStdString();
 
   // Typing updates the strip after the debounce, without any call.
   panel.setPromptText("Mary");
