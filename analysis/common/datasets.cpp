@@ -6,6 +6,8 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <stdexcept>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -309,6 +311,67 @@ PatchInputs toPatchInputs(const CausalDataset& ds, int* dropped, std::vector<int
   in.correct = at::tensor(correct, at::kLong);
   in.incorrect = at::tensor(incorrect, at::kLong);
   return in;
+}
+
+CausalDataset loadCausalDataset(const CausalSource& src, const Tokenizer* tok, std::optional<int64_t> bos) {
+  CausalDataset ds;
+  const bool rows = !src.cleanIds.empty() || !src.corruptIds.empty();
+  if (rows == !src.task.empty())
+    throw InputError("give either a task/dataset (ioi, colored-objects, FILE.jsonl) or --clean-ids and --corrupt-ids");
+  if (rows) {
+    if (src.cleanIds.size() != src.corruptIds.size())
+      throw InputError(fmt::format("--clean-ids has {} rows but --corrupt-ids has {}", src.cleanIds.size(), src.corruptIds.size()));
+    if (src.answerIds.size() != 2) throw InputError("--clean-ids/--corrupt-ids need --answer-ids CORRECT,INCORRECT");
+    ds.task = "ids";
+    for (size_t i = 0; i < src.cleanIds.size(); ++i) {
+      CausalPrompt p;
+      p.cleanIds = src.cleanIds[i];
+      p.corruptedIds = src.corruptIds[i];
+      p.answerId = src.answerIds[0];
+      p.incorrectId = src.answerIds[1];
+      ds.prompts.push_back(std::move(p));
+    }
+    return ds;
+  }
+  if (src.task == "ioi" || src.task == "colored-objects") {
+    if (!tok) throw InputError(fmt::format("task {}: the model folder has no tokenizer.json (give a JSONL dataset with ids)", src.task));
+    if (src.task == "ioi") {
+      IoiOptions o;
+      o.n = src.n;
+      o.seed = src.seed;
+      o.corruption = src.ioiCorruption;
+      ds = ioiDataset(*tok, o);
+    } else {
+      ColoredObjectsOptions o;
+      o.n = src.n;
+      o.seed = src.seed;
+      ds = coloredObjectsDataset(*tok, o);
+    }
+  } else {
+    ds = readJsonl(src.task);
+  }
+  tokenizeDataset(ds, tok, bos);
+  return ds;
+}
+
+std::vector<int64_t> parseIdList(const std::string& text, const std::string& what) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(item, &used);
+      if (used != item.size()) throw std::invalid_argument("trailing");
+      out.push_back(v);
+    } catch (const std::exception&) {
+      throw InputError(fmt::format("{}: '{}' is not a comma-separated list of integers", what, text));
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace mechscope::analysis

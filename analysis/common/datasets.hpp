@@ -74,4 +74,21 @@ void tokenizeDataset(CausalDataset& ds, const Tokenizer* tok, std::optional<int6
 /// and pairs whose clean and corrupted lengths differ).
 PatchInputs toPatchInputs(const CausalDataset& ds, int* dropped = nullptr, std::vector<int>* templateIds = nullptr);
 
+/// Where the prompts of a causal command come from: a task name ("ioi", "colored-objects": generated
+/// with the model's tokenizer), a JSONL file, or clean/corrupted id rows with one answer pair.
+struct CausalSource {
+  std::string task;                                  ///< "ioi", "colored-objects", FILE.jsonl, or empty
+  std::vector<std::vector<int64_t>> cleanIds, corruptIds;  ///< --clean-ids / --corrupt-ids rows
+  std::vector<int64_t> answerIds;                    ///< --answer-ids CORRECT,INCORRECT (with id rows)
+  int n = 100;
+  uint64_t seed = 0;
+  IoiCorruption ioiCorruption = IoiCorruption::Abc;
+};
+
+/// Loads or generates the dataset of `src` and tokenizes it; InputError names what is missing.
+CausalDataset loadCausalDataset(const CausalSource& src, const Tokenizer* tok, std::optional<int64_t> bos);
+
+/// Parses "A,B" into integers; InputError naming `what`.
+std::vector<int64_t> parseIdList(const std::string& text, const std::string& what);
+
 }  // namespace mechscope::analysis

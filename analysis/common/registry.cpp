@@ -9,10 +9,10 @@ const std::vector<AnalysisInfo>& analysisRegistry() {
       {"waad-fai", "preplan/anchor metrics: head distance, local/global heads, WAAD and FAI per token", true},
       {"constraint-attention", "attention mass on constraint spans per layer and answer step (alpha, beta)", true},
       {"retrieval", "retrieval-head detection by needle-in-a-haystack decoding", true},
-      {"ablate", "head ablation: zero, mean, resample, uniform attention, attention forcing", false},
-      {"patch", "activation patching (batched) and attribution patching", false},
-      {"circuit", "IOI / Colored Objects circuit discovery by iterative path patching", false},
-      {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", false},
+      {"ablate", "head ablation: zero, mean, resample, uniform attention, attention forcing", true},
+      {"patch", "activation patching (batched) and attribution patching", true},
+      {"circuit", "IOI / Colored Objects circuit discovery by iterative path patching", true},
+      {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", true},
   };
   return table;
 }

@@ -1,0 +1,140 @@
+// `mechscope-cli patch`: batched activation patching (and attribution patching) of clean vs corrupted
+// prompts; JSON contract: scores [L][H] (head components) / [L][H][pos] (per position), metric_clean,
+// metric_corrupt, normalisation, plus the raw patched metric per prompt.
+#include <ATen/ATen.h>
+
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "analysis/common/datasets.hpp"
+#include "analysis/common/result_io.hpp"
+#include "analysis/patching/activation_patching.hpp"
+#include "app/cli/analysis_common_options.hpp"
+#include "app/cli/command.hpp"
+#include "core/common/errors.hpp"
+
+namespace mechscope::cli {
+namespace {
+
+struct PatchOptions {
+  AnalysisCommonOptions common;
+  std::string dataset, cleanIds, corruptIds, answerIds;
+  std::string component = "head_out";
+  std::string normalisation = "denoising";
+  std::string method = "exact";
+  bool perPosition = false;
+  bool noising = false;
+  int n = 50;
+  uint64_t seed = 0;
+  int64_t maxBatchRows = 256;
+};
+
+void runPatch(PatchOptions& o) {
+  if (o.common.json.empty() && o.common.out.empty()) throw InputError("patch: give --json FILE.json and/or --out FILE.h5");
+  if (!o.common.out.empty() && !analysis::resultH5Available())
+    throw UnsupportedError("patch: --out FILE.h5 needs the HDF5 store, which this build does not have");
+  if (o.method != "exact" && o.method != "attribution" && o.method != "both")
+    throw InputError(fmt::format("patch: --method must be exact, attribution or both, found '{}'", o.method));
+  attachStderrProgress("patch");
+  LoadedModel m = loadAnalysisModel(o.common);
+  analysis::CausalSource src;
+  src.task = o.dataset;
+  if (!o.cleanIds.empty()) src.cleanIds = readTokenIdRows(o.cleanIds);
+  if (!o.corruptIds.empty()) src.corruptIds = readTokenIdRows(o.corruptIds);
+  if (!o.answerIds.empty()) src.answerIds = analysis::parseIdList(o.answerIds, "--answer-ids");
+  src.n = o.n;
+  src.seed = o.seed;
+  const std::optional<int64_t> bos = m.tokenizer && m.tokenizer->bosId() ? m.tokenizer->bosId() : m.model->config().bosTokenId;
+  const analysis::CausalDataset ds = analysis::loadCausalDataset(src, m.tokenizer ? &*m.tokenizer : nullptr, bos);
+  int dropped = 0;
+  const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped);
+  analysis::PatchParams p;
+  p.component = analysis::parsePatchComponent(o.component);
+  p.perPosition = o.perPosition;
+  p.normalisation = analysis::parseNormalisation(o.noising ? "noising" : o.normalisation);
+  p.maxBatchRows = o.maxBatchRows;
+  const RunContext& ctx = processContext();
+
+  analysis::AnalysisResult r;
+  r.name = "patch";
+  auto put = [&](const analysis::PatchResult& pr, const std::string& prefix) {
+    r.json[prefix + "scores"] = analysis::tensorToJson(pr.scores);
+    r.json[prefix + "metric_patched"] = analysis::tensorToJson(pr.metricPatched);
+    r.addArray(prefix + "scores", pr.scores);
+    r.addArray(prefix + "metric_patched", pr.metricPatched);
+  };
+  analysis::PatchResult main;
+  if (o.method != "attribution") {
+    main = analysis::activationPatch(*m.model, in, p, &ctx);
+    put(main, "");
+  }
+  if (o.method != "exact") {
+    const analysis::PatchResult attr = analysis::attributionPatch(*m.model, in, p, &ctx);
+    if (o.method == "attribution") {
+      main = attr;
+      put(attr, "");
+    } else {
+      put(attr, "attribution_");
+      r.json["attribution_max_abs_error"] = (attr.scores - main.scores).abs().max().item<double>();
+    }
+  }
+  r.json["analysis"] = "patch";
+  r.json["method"] = o.method;
+  r.json["component"] = analysis::toString(p.component);
+  r.json["per_position"] = p.perPosition;
+  r.json["layout"] = analysis::isHeadComponent(p.component) ? (p.perPosition ? "[layer][head][pos]" : "[layer][head]")
+                                                            : (p.perPosition ? "[layer][pos]" : "[layer]");
+  r.json["metric"] = "logit_diff";
+  r.json["metric_clean"] = main.metricClean;
+  r.json["metric_corrupt"] = main.metricCorrupt;
+  r.json["metric_clean_per_prompt"] = analysis::tensorToJson(main.metricCleanPerPrompt);
+  r.json["metric_corrupt_per_prompt"] = analysis::tensorToJson(main.metricCorruptPerPrompt);
+  r.json["normalisation"] = analysis::toString(p.normalisation);
+  r.json["prompts"] = in.clean.size(0);
+  r.json["prompts_dropped"] = dropped;
+  r.json["dropped_words"] = ds.droppedWords;
+  r.json["forwards"] = main.forwards;
+  writeAnalysisOutputs(o.common, r, m, "materialized");
+  std::cout << fmt::format("patch {}: {} prompts ({} dropped), LD clean {:.4f}, corrupt {:.4f}, {} normalisation\n",
+                           analysis::toString(p.component), in.clean.size(0), dropped, main.metricClean,
+                           main.metricCorrupt, analysis::toString(p.normalisation));
+  if (!p.perPosition && analysis::isHeadComponent(p.component)) {
+    const at::Tensor s = main.scores.contiguous();
+    const at::Tensor flat = s.flatten().abs();
+    const at::Tensor top = std::get<1>(flat.topk(std::min<int64_t>(5, flat.numel())));
+    for (int64_t i = 0; i < top.numel(); ++i) {
+      const int64_t k = top[i].item<int64_t>();
+      std::cout << fmt::format("  {}.{}  {:+.4f}\n", k / s.size(1), k % s.size(1), s.flatten()[k].item<double>());
+    }
+  }
+}
+
+const RegisterCommand reg{"patch", 40, [](CLI::App& root) {
+  auto o = std::make_shared<PatchOptions>();
+  auto* sub = root.add_subcommand("patch", "Activation patching (batched) and attribution patching, clean vs corrupted");
+  sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
+  sub->add_option("--dataset,--task", o->dataset, "ioi, colored-objects (generated with the tokenizer) or FILE.jsonl");
+  sub->add_option("--clean-ids", o->cleanIds, "JSON file: [[ids], ...] clean prompts");
+  sub->add_option("--corrupt-ids", o->corruptIds, "JSON file: [[ids], ...] corrupted prompts (same shape)");
+  sub->add_option("--answer-ids", o->answerIds, "CORRECT,INCORRECT token ids (with --clean-ids)");
+  sub->add_option("--component", o->component, "resid_pre, attn_out, mlp_out, head_out (z), q, k, v, pattern");
+  sub->add_flag("--per-position", o->perPosition, "one cell per position instead of all positions");
+  sub->add_option("--normalisation", o->normalisation, "denoising (default), noising, raw");
+  sub->add_flag("--noising", o->noising, "shorthand for --normalisation noising");
+  sub->add_option("--method", o->method, "exact (default), attribution, or both (attribution next to exact)");
+  sub->add_option("--n", o->n, "prompts to generate for a task (default 50)");
+  sub->add_option("--seed", o->seed, "generator seed (default 0)");
+  sub->add_option("--max-batch-rows", o->maxBatchRows, "rows (variants × prompts) per batched forward (default 256)");
+  sub->add_option("--device", o->common.device, "cpu (default), cuda, cuda:N");
+  sub->add_option("--dtype", o->common.dtype, "fp32 (default), bf16, fp16");
+  sub->add_option("--json", o->common.json, "write the result as JSON");
+  sub->add_option("--out", o->common.out, "write the result to FILE.h5 under /analyses/patch/");
+  sub->callback([o, sub] {
+    o->common.finishCommandLine(sub);
+    runPatch(*o);
+  });
+}};
+
+}  // namespace
+}  // namespace mechscope::cli
