@@ -99,7 +99,7 @@ MainWindow::MainWindow(QWidget* parent, const QString& settingsPath) : QMainWind
   setCentralWidget(m_tabs);
 
   m_model = new ModelPanel(m_ws, this);
-  auto* dock = new QDockWidget("Model & prompt", this);
+  auto* dock = new QDockWidget("Model and prompt", this);
   dock->setObjectName("modelDock");
   dock->setWidget(m_model);
   addDockWidget(Qt::LeftDockWidgetArea, dock);
