@@ -39,6 +39,8 @@ build() {
   [ "${CI:-}" = true ] && werror=ON
   export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
   export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+  export CCACHE_BASEDIR=$ROOT  # relative paths: a fresh clone elsewhere (CI) reuses the cache
+  export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     say "configuring in $BUILD_DIR"
     # shellcheck disable=SC2086

@@ -10,25 +10,30 @@
 namespace mechscope {
 
 WeightSource::WeightSource(const SafetensorsSet& set, at::ScalarType dtype, at::Device device)
-    : m_set(set), m_dtype(dtype), m_device(device) {}
+    : m_set(&set), m_dtype(dtype), m_device(device) {}
 
-bool WeightSource::has(const std::string& name) const { return m_set.has(name); }
+WeightSource::WeightSource(TensorFactory factory, at::ScalarType dtype)
+    : m_factory(std::move(factory)), m_dtype(dtype), m_device(at::kCPU) {}
+
+bool WeightSource::has(const std::string& name) const { return m_factory ? true : m_set->has(name); }
 
 at::Tensor WeightSource::getCpu(const std::string& name, const std::vector<int64_t>& shape) const {
-  if (!m_set.has(name))
-    throw InputError(fmt::format("{}: tensor '{}' is missing (expected shape {})", m_set.label(), name, shapeString(shape)));
-  const auto& info = m_set.info(name);
+  if (m_factory) return m_factory(name, shape);
+  const SafetensorsSet& set = *m_set;
+  if (!set.has(name))
+    throw InputError(fmt::format("{}: tensor '{}' is missing (expected shape {})", set.label(), name, shapeString(shape)));
+  const auto& info = set.info(name);
   if (info.shape != shape)
-    throw InputError(fmt::format("{}: tensor '{}' has shape {}, expected {}", m_set.fileOf(name).path().filename().string(),
+    throw InputError(fmt::format("{}: tensor '{}' has shape {}, expected {}", set.fileOf(name).path().filename().string(),
                                  name, shapeString(info.shape), shapeString(shape)));
   if (info.dtype == SafetensorsDType::I64 || info.dtype == SafetensorsDType::I32 || info.dtype == SafetensorsDType::BOOL ||
       info.dtype == SafetensorsDType::I8 || info.dtype == SafetensorsDType::U8)
     throw InputError(fmt::format("{}: tensor '{}' has dtype {}, expected a floating-point weight",
-                                 m_set.fileOf(name).path().filename().string(), name, toString(info.dtype)));
+                                 set.fileOf(name).path().filename().string(), name, toString(info.dtype)));
   // On CPU the conversion happens straight from the mapping; for another device the stored dtype
   // travels first (half the bytes for bf16) and converts there.
-  if (m_device.is_cpu()) return m_set.tensor(name, m_dtype);
-  return m_set.tensor(name);
+  if (m_device.is_cpu()) return set.tensor(name, m_dtype);
+  return set.tensor(name);
 }
 
 at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>& shape) const {

@@ -1,6 +1,7 @@
 #pragma once
 // WeightSource: what a family's loader reads from. Every tensor comes out in the compute dtype on
 // the target device, with its shape checked; errors name the file, tensor, expected and actual shape.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,12 @@ class WeightSource {
  public:
   /// `set` must outlive the source.
   WeightSource(const SafetensorsSet& set, at::ScalarType dtype, at::Device device);
+  /// Makes each requested tensor with `factory(name, hfShape)` instead of reading a file: running a
+  /// family's loader on such a source yields the checkpoint's tensor names and shapes, so writers of
+  /// synthetic checkpoints reuse the family tables (no second copy of the name mapping). `has()` is
+  /// true for every name, i.e. the canonical prefixed layout with an untied head when untied.
+  using TensorFactory = std::function<at::Tensor(const std::string& name, const std::vector<int64_t>& shape)>;
+  WeightSource(TensorFactory factory, at::ScalarType dtype);
 
   /// Tensor `name` with exactly `shape`, in the compute dtype on the device.
   [[nodiscard]] at::Tensor get(const std::string& name, const std::vector<int64_t>& shape) const;
@@ -29,7 +36,8 @@ class WeightSource {
   [[nodiscard]] at::ScalarType dtype() const { return m_dtype; }
 
  private:
-  const SafetensorsSet& m_set;
+  const SafetensorsSet* m_set = nullptr;
+  TensorFactory m_factory;
   at::ScalarType m_dtype;
   at::Device m_device;
 };

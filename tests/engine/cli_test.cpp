@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "engine_test_support.hpp"
 
@@ -26,14 +28,32 @@ fs::path cliPath() {
 #endif
 }
 
+// posix_spawn, not popen: popen's fork runs pthread_atfork handlers of LibTorch 2.x's thread pools
+// in the test process, which crashed it on the GPU box (SIGSEGV); posix_spawn runs none.
 Proc runCli(const std::string& args) {
   Proc p;
   const std::string cmd = cliPath().string() + " " + args + " 2>&1";
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return p;
+  int fds[2];
+  if (::pipe(fds) != 0) return p;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  std::string shell = "/bin/sh", dashC = "-c", command = cmd;
+  char* argv[] = {shell.data(), dashC.data(), command.data(), nullptr};
+  pid_t pid = -1;
+  const int err = ::posix_spawn(&pid, "/bin/sh", &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  if (err != 0) {
+    ::close(fds[0]);
+    return p;
+  }
   std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), static_cast<int>(buf.size()), f)) p.out += buf.data();
-  const int st = ::pclose(f);
+  for (ssize_t n; (n = ::read(fds[0], buf.data(), buf.size())) > 0;) p.out.append(buf.data(), static_cast<size_t>(n));
+  ::close(fds[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
   p.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return p;
 }

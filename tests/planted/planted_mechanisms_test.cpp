@@ -133,7 +133,9 @@ TEST(PlantedModel, InductionHeadsCompleteTheNeedleWithKvCache) {
       const int64_t j = argmax[layer][s];
       EXPECT_GE(j, needle.needleStart);
       EXPECT_LT(j, needle.needleEnd);
-      if (j < static_cast<int64_t>(prompt.size())) EXPECT_EQ(prompt[static_cast<size_t>(j)], want[s]);
+      if (j < static_cast<int64_t>(prompt.size())) {
+        EXPECT_EQ(prompt[static_cast<size_t>(j)], want[s]);
+      }
     }
 }
 
@@ -158,7 +160,9 @@ TEST(PlantedModel, SinkWindowAndSecondarySinkLifetime) {
     const double c = at::cosine_similarity(h[delim], h[0], 0).item<double>();
     if (std::abs(c) > 0.9) layers.push_back(l);
     for (int64_t p = 1; p < h.size(0); ++p)
-      if (p != delim) EXPECT_LT(std::abs(at::cosine_similarity(h[p], h[0], 0).item<double>()), 0.9);
+      if (p != delim) {
+        EXPECT_LT(std::abs(at::cosine_similarity(h[p], h[0], 0).item<double>()), 0.9);
+      }
   }
   EXPECT_EQ(layers, (std::vector<int>{8, 9, 10, 11, 12, 13}));
   // Sink heads 9.0..14.0 attend the delimiter from the layer after its creation.
