@@ -46,6 +46,8 @@ TEST_P(FixturePatching, BatchedEqualsLoop) {
       ASSERT_TRUE(fast.metricPatched.sizes().equals(slow.metricPatched.sizes()));
       const double diff = (fast.metricPatched - slow.metricPatched).abs().max().item<double>();
       EXPECT_LE(diff, 1e-5);
+      std::printf("[patching] %s %s %s: max |batched - loop| = %.2e, forwards %d vs %d\n", GetParam().c_str(),
+                  toString(c).c_str(), perPos ? "per-pos" : "all-pos", diff, fast.forwards, slow.forwards);
       EXPECT_LE(fast.forwards, slow.forwards);
       // The patched values are not all equal to the corrupted baseline: patching did something.
       EXPECT_GT((slow.metricPatched - slow.metricCorruptPerPrompt).abs().max().item<double>(), 1e-3);
