@@ -4,12 +4,14 @@
 #include <ATen/ATen.h>
 
 #include <iostream>
+#include <sstream>
 
 #include <fmt/format.h>
 
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/patching/activation_patching.hpp"
+#include "analysis/patching/path_patching.hpp"
 #include "app/cli/analysis_common_options.hpp"
 #include "app/cli/command.hpp"
 #include "core/common/errors.hpp"
@@ -28,7 +30,41 @@ struct PatchOptions {
   int n = 50;
   uint64_t seed = 0;
   int64_t maxBatchRows = 256;
+  std::string pathReceivers, pathSenders, pathVariant = "ioi", senderPositions, receiverPositions;
 };
+
+/// "3.0.q,3.1.k" → receivers; "logits" → none (the residual read by the logits).
+std::vector<analysis::Receiver> parseReceivers(const std::string& text) {
+  std::vector<analysis::Receiver> out;
+  if (text == "logits") return out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const auto d1 = item.find('.'), d2 = item.rfind('.');
+    if (d1 == std::string::npos || d2 == d1) throw InputError(fmt::format("--path-receivers: '{}' is not LAYER.HEAD.q|k|v|z", item));
+    try {
+      out.push_back({{std::stoi(item.substr(0, d1)), std::stoi(item.substr(d1 + 1, d2 - d1 - 1))},
+                     analysis::parseReceiverSite(item.substr(d2 + 1))});
+    } catch (const std::invalid_argument&) {
+      throw InputError(fmt::format("--path-receivers: '{}' is not LAYER.HEAD.q|k|v|z", item));
+    }
+  }
+  return out;
+}
+
+std::vector<analysis::HeadRef> parseSenders(const std::string& text) {
+  std::vector<analysis::HeadRef> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const auto dot = item.find('.');
+    try {
+      if (dot == std::string::npos) throw std::invalid_argument("no dot");
+      out.push_back({std::stoi(item.substr(0, dot)), std::stoi(item.substr(dot + 1))});
+    } catch (const std::exception&) {
+      throw InputError(fmt::format("--path-senders: '{}' is not LAYER.HEAD", item));
+    }
+  }
+  return out;
+}
 
 void runPatch(PatchOptions& o) {
   if (o.common.json.empty() && o.common.out.empty()) throw InputError("patch: give --json FILE.json and/or --out FILE.h5");
@@ -58,6 +94,38 @@ void runPatch(PatchOptions& o) {
 
   analysis::AnalysisResult r;
   r.name = "patch";
+  if (!o.pathReceivers.empty()) {
+    analysis::PathPatchParams pp;
+    if (o.pathVariant == "ioi") pp.variant = analysis::PathVariant::Ioi;
+    else if (o.pathVariant == "merullo") pp.variant = analysis::PathVariant::Merullo;
+    else throw InputError(fmt::format("patch: --path-variant must be ioi or merullo, found '{}'", o.pathVariant));
+    pp.receivers = parseReceivers(o.pathReceivers);
+    if (!o.pathSenders.empty()) pp.senders = parseSenders(o.pathSenders);
+    if (!o.senderPositions.empty()) pp.senderPositions = analysis::parseIdList(o.senderPositions, "--sender-positions");
+    if (!o.receiverPositions.empty()) pp.receiverPositions = analysis::parseIdList(o.receiverPositions, "--receiver-positions");
+    pp.maxBatchRows = o.maxBatchRows;
+    const analysis::PathPatchResult pr = analysis::pathPatch(*m.model, in, pp, &ctx);
+    r.json["analysis"] = "patch";
+    r.json["method"] = "path";
+    r.json["variant"] = o.pathVariant;
+    r.json["receivers"] = o.pathReceivers;
+    r.json["scores"] = analysis::tensorToJson(pr.scores);
+    r.json["effect"] = analysis::tensorToJson(pr.effect);
+    r.json["metric_patched"] = analysis::tensorToJson(pr.metricPatched);
+    r.json["metric_clean"] = pr.metricClean;
+    r.json["metric_corrupt"] = pr.metricCorrupt;
+    r.json["normalisation"] = analysis::toString(pr.normalisation);
+    r.json["layout"] = "[layer][head]";
+    r.json["prompts"] = in.clean.size(0);
+    r.json["prompts_dropped"] = dropped;
+    r.addArray("scores", pr.scores);
+    r.addArray("effect", pr.effect);
+    r.addArray("metric_patched", pr.metricPatched);
+    writeAnalysisOutputs(o.common, r, m, "materialized");
+    std::cout << fmt::format("path patching → {}: LD clean {:.4f}, corrupt {:.4f}, {} normalisation\n", o.pathReceivers,
+                             pr.metricClean, pr.metricCorrupt, analysis::toString(pr.normalisation));
+    return;
+  }
   auto put = [&](const analysis::PatchResult& pr, const std::string& prefix) {
     r.json[prefix + "scores"] = analysis::tensorToJson(pr.scores);
     r.json[prefix + "metric_patched"] = analysis::tensorToJson(pr.metricPatched);
@@ -123,6 +191,11 @@ const RegisterCommand reg{"patch", 40, [](CLI::App& root) {
   sub->add_option("--normalisation", o->normalisation, "denoising (default), noising, raw");
   sub->add_flag("--noising", o->noising, "shorthand for --normalisation noising");
   sub->add_option("--method", o->method, "exact (default), attribution, or both (attribution next to exact)");
+  sub->add_option("--path-receivers", o->pathReceivers, "path patching: 'logits' or LAYER.HEAD.q|k|v|z list, e.g. 9.9.q,9.6.q");
+  sub->add_option("--path-senders", o->pathSenders, "path patching: LAYER.HEAD list (default every head below the receivers)");
+  sub->add_option("--path-variant", o->pathVariant, "path patching: ioi (default) or merullo");
+  sub->add_option("--sender-positions", o->senderPositions, "path patching: sender positions, e.g. -1 (default all / last for merullo)");
+  sub->add_option("--receiver-positions", o->receiverPositions, "path patching: receiver positions (default all)");
   sub->add_option("--n", o->n, "prompts to generate for a task (default 50)");
   sub->add_option("--seed", o->seed, "generator seed (default 0)");
   sub->add_option("--max-batch-rows", o->maxBatchRows, "rows (variants × prompts) per batched forward (default 256)");

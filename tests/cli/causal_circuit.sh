@@ -34,6 +34,7 @@ done
 "$cli" overlap "$tmp/a.json" "$tmp/b.json" --json "$tmp/o.json" >/dev/null
 "$cli" patch --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --json "$tmp/p.json" >/dev/null
 "$cli" patch --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --component resid_pre --per-position --method both --json "$tmp/pp.json" >/dev/null
+"$cli" patch --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --path-receivers 3.0.q,3.1.q --json "$tmp/path.json" >/dev/null
 "$cli" ablate --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --heads 3.0,3.1 --json "$tmp/ab.json" >/dev/null
 "$cli" intervene --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --heads 3.0,3.1 --onto incorrect --json "$tmp/iv.json" >/dev/null
 "$py" - "$tmp" <<'PY'
@@ -52,6 +53,9 @@ pp = json.load(open(f"{t}/pp.json"))
 assert len(pp["scores"]) == 24 and len(pp["scores"][0]) == 15 and "attribution_scores" in pp, (len(pp["scores"][0]))
 # Layer 0, per position: only the name positions differ; the last position's residual equals in both runs.
 assert abs(pp["scores"][0][14]) < 1e-5 and max(pp["scores"][0]) > 0.2
+path = json.load(open(f"{t}/path.json"))
+assert path["effect"][2][1] > 0.5 and max(abs(x) for row in path["effect"][:2] for x in row) < 0.01, path["effect"][:3]
+assert path["normalisation"] == "ioi-percent"
 ab = json.load(open(f"{t}/ab.json"))
 assert ab["metric_before"] > 10 and abs(ab["metric_after"]) < 1 and len(ab["per_prompt"]) == 8
 iv = json.load(open(f"{t}/iv.json"))
