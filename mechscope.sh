@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$(pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
-JOBS=${JOBS:-$(nproc)}
+JOBS=${JOBS:-$(getconf _NPROCESSORS_ONLN)}  # not nproc: it obeys OMP_NUM_THREADS
 
 # libopenblas0-pthread: Debian's LibTorch otherwise runs on the reference BLAS (~1 GFLOP/s).
 PACKAGES=(build-essential cmake ninja-build pkg-config ccache git
