@@ -28,6 +28,24 @@ void AnalysisCommonOptions::add(CLI::App* sub, bool withMaterialize) {
     sub->add_flag("--materialize", materialize, "Read full attention patterns (hook_pattern) instead of the streaming probe");
 }
 
+std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std::string& option) {
+  std::vector<analysis::HeadRef> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const auto dot = item.find('.');
+    try {
+      if (dot == std::string::npos) throw std::invalid_argument("no dot");
+      size_t used = 0;
+      const int layer = std::stoi(item.substr(0, dot), &used);
+      const int head = std::stoi(item.substr(dot + 1));
+      out.push_back({layer, head});
+    } catch (const std::exception&) {
+      throw InputError(fmt::format("{}: '{}' is not LAYER.HEAD (e.g. 9.9,10.0)", option, item));
+    }
+  }
+  return out;
+}
+
 void AnalysisCommonOptions::finishCommandLine(const CLI::App* sub) {
   commandLine = "mechscope-cli " + sub->get_name();
   for (const auto* opt : sub->get_options())
@@ -38,6 +56,10 @@ void AnalysisCommonOptions::finishCommandLine(const CLI::App* sub) {
 void AnalysisCommonOptions::validate(const std::string& command, bool needOutput) const {
   const int sources = (!prompts.empty()) + (!promptFile.empty()) + (!tokenIds.empty());
   if (sources != 1) throw InputError(fmt::format("{}: give exactly one of --prompt, --prompt-file or --token-ids (found {})", command, sources));
+  validateOutputs(command, needOutput);
+}
+
+void AnalysisCommonOptions::validateOutputs(const std::string& command, bool needOutput) const {
   if (needOutput && out.empty() && json.empty()) throw InputError(fmt::format("{}: give --json FILE.json and/or --out FILE.h5", command));
   if (!out.empty() && !analysis::resultH5Available())
     throw UnsupportedError(fmt::format("{}: --out {} needs the HDF5 store, which this build does not have (-DMECHSCOPE_HDF5=OFF); use --json", command, out));

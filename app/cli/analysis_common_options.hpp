@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "analysis/common/result_io.hpp"
+#include "analysis/patching/path_patching.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "core/tokenizer/tokenizer.hpp"
 
@@ -38,7 +39,12 @@ struct AnalysisCommonOptions {
   /// Checks what can be checked before loading the model: one input source, --out/--json present
   /// and writable (InputError / UnsupportedError otherwise). `needOutput`: at least one of them.
   void validate(const std::string& command, bool needOutput = true) const;
+  /// The output half of validate(): --json and/or --out given, --out only with HDF5, folders exist.
+  void validateOutputs(const std::string& command, bool needOutput = true) const;
 };
+
+/// "9.9,10.0" → heads; InputError naming `option` for an item that is not LAYER.HEAD.
+std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std::string& option);
 
 /// A loaded model with its tokenizer (when the folder has tokenizer.json).
 struct LoadedModel {

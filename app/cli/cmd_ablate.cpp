@@ -25,26 +25,8 @@ struct AblateOptions {
   uint64_t seed = 0;
 };
 
-/// "9.9,10.0" → heads.
-std::vector<analysis::HeadRef> parseHeads(const std::string& text) {
-  std::vector<analysis::HeadRef> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    const auto dot = item.find('.');
-    try {
-      if (dot == std::string::npos) throw std::invalid_argument("no dot");
-      out.push_back({std::stoi(item.substr(0, dot)), std::stoi(item.substr(dot + 1))});
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("--heads: '{}' is not LAYER.HEAD (e.g. 9.9,10.0)", item));
-    }
-  }
-  return out;
-}
-
 void runAblate(AblateOptions& o) {
-  if (o.common.json.empty() && o.common.out.empty()) throw InputError("ablate: give --json FILE.json and/or --out FILE.h5");
-  if (!o.common.out.empty() && !analysis::resultH5Available())
-    throw UnsupportedError("ablate: --out FILE.h5 needs the HDF5 store, which this build does not have");
+  o.common.validateOutputs("ablate");
   LoadedModel m = loadAnalysisModel(o.common);
   analysis::CausalSource src;
   src.task = o.dataset;
@@ -60,7 +42,7 @@ void runAblate(AblateOptions& o) {
   const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped, &groups);
   analysis::AblationParams p;
   p.method = analysis::parseAblationMethod(o.method);
-  p.heads = o.heads.empty() ? std::vector<analysis::HeadRef>{} : parseHeads(o.heads);
+  p.heads = o.heads.empty() ? std::vector<analysis::HeadRef>{} : parseHeadList(o.heads, "--heads");
   p.knockout = o.knockout;
   if (!o.positions.empty()) p.positions = analysis::parseIdList(o.positions, "--positions");
   p.reference = in.corrupt;  // the corrupted set (p_ABC for IOI) is the reference distribution

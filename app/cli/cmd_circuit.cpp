@@ -25,9 +25,7 @@ struct CircuitOptions {
 };
 
 void runCircuit(CircuitOptions& o) {
-  if (o.common.json.empty() && o.common.out.empty()) throw InputError("circuit: give --json FILE.json and/or --out FILE.h5");
-  if (!o.common.out.empty() && !analysis::resultH5Available())
-    throw UnsupportedError("circuit: --out FILE.h5 needs the HDF5 store, which this build does not have");
+  o.common.validateOutputs("circuit");
   if (o.variant == "ioi") o.params.variant = analysis::PathVariant::Ioi;
   else if (o.variant == "merullo") o.params.variant = analysis::PathVariant::Merullo;
   else throw InputError(fmt::format("circuit: --variant must be ioi or merullo, found '{}'", o.variant));

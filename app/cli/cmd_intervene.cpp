@@ -41,12 +41,7 @@ void runIntervene(InterveneOptions& o) {
   const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped);
   analysis::AblationParams p;
   p.method = analysis::AblationMethod::Force;
-  std::stringstream ss(o.heads);
-  for (std::string item; std::getline(ss, item, ',');) {
-    const auto dot = item.find('.');
-    if (dot == std::string::npos) throw InputError(fmt::format("--heads: '{}' is not LAYER.HEAD", item));
-    p.heads.push_back({std::stoi(item.substr(0, dot)), std::stoi(item.substr(dot + 1))});
-  }
+  p.heads = parseHeadList(o.heads, "--heads");
   p.positions = {-1};
   const std::vector<int64_t> ids = o.ontoIds.empty() ? std::vector<int64_t>{} : analysis::parseIdList(o.ontoIds, "--onto-ids");
   int64_t withoutKeys = 0;

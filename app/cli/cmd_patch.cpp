@@ -51,25 +51,8 @@ std::vector<analysis::Receiver> parseReceivers(const std::string& text) {
   return out;
 }
 
-std::vector<analysis::HeadRef> parseSenders(const std::string& text) {
-  std::vector<analysis::HeadRef> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    const auto dot = item.find('.');
-    try {
-      if (dot == std::string::npos) throw std::invalid_argument("no dot");
-      out.push_back({std::stoi(item.substr(0, dot)), std::stoi(item.substr(dot + 1))});
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("--path-senders: '{}' is not LAYER.HEAD", item));
-    }
-  }
-  return out;
-}
-
 void runPatch(PatchOptions& o) {
-  if (o.common.json.empty() && o.common.out.empty()) throw InputError("patch: give --json FILE.json and/or --out FILE.h5");
-  if (!o.common.out.empty() && !analysis::resultH5Available())
-    throw UnsupportedError("patch: --out FILE.h5 needs the HDF5 store, which this build does not have");
+  o.common.validateOutputs("patch");
   if (o.method != "exact" && o.method != "attribution" && o.method != "both")
     throw InputError(fmt::format("patch: --method must be exact, attribution or both, found '{}'", o.method));
   attachStderrProgress("patch");
@@ -100,7 +83,7 @@ void runPatch(PatchOptions& o) {
     else if (o.pathVariant == "merullo") pp.variant = analysis::PathVariant::Merullo;
     else throw InputError(fmt::format("patch: --path-variant must be ioi or merullo, found '{}'", o.pathVariant));
     pp.receivers = parseReceivers(o.pathReceivers);
-    if (!o.pathSenders.empty()) pp.senders = parseSenders(o.pathSenders);
+    if (!o.pathSenders.empty()) pp.senders = parseHeadList(o.pathSenders, "--path-senders");
     if (!o.senderPositions.empty()) pp.senderPositions = analysis::parseIdList(o.senderPositions, "--sender-positions");
     if (!o.receiverPositions.empty()) pp.receiverPositions = analysis::parseIdList(o.receiverPositions, "--receiver-positions");
     pp.maxBatchRows = o.maxBatchRows;
