@@ -14,15 +14,19 @@
 
 namespace mechscope::cli {
 
+void AnalysisCommonOptions::addRunAndOutputs(CLI::App* sub) {
+  sub->add_option("--device", device, "cpu, cuda or cuda:N");
+  sub->add_option("--dtype", dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
+  sub->add_option("--out", out, "Write the result to this HDF5 file under /analyses/<name>/");
+  sub->add_option("--json", json, "Write the result as JSON (keys in docs/cli.md)");
+}
+
 void AnalysisCommonOptions::add(CLI::App* sub, bool withMaterialize) {
   sub->add_option("--model", model, "Hugging Face model folder (config.json + safetensors)")->required();
   sub->add_option("--prompt", prompts, "Prompt text (repeat for a batch; needs tokenizer.json)");
   sub->add_option("--prompt-file", promptFile, "Read the prompt text from this file");
   sub->add_option("--token-ids", tokenIds, "JSON file: array of arrays of token ids (one row per sequence)");
-  sub->add_option("--device", device, "cpu, cuda or cuda:N");
-  sub->add_option("--dtype", dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
-  sub->add_option("--out", out, "Write the result to this HDF5 file under /analyses/<name>/");
-  sub->add_option("--json", json, "Write the result as JSON (keys in docs/cli.md)");
+  addRunAndOutputs(sub);
   sub->add_flag("--no-prepend-bos", noPrependBos, "Encode prompts without special tokens (no BOS)");
   if (withMaterialize)
     sub->add_flag("--materialize", materialize, "Read full attention patterns (hook_pattern) instead of the streaming probe");

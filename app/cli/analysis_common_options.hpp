@@ -33,6 +33,8 @@ struct AnalysisCommonOptions {
   std::string commandLine;  ///< filled by finishCommandLine()
 
   /// Registers the options on `sub` (`inputRequired`: one of prompt/prompt-file/token-ids must be given).
+  /// Adds --device, --dtype, --out and --json (commands with their own input options use this alone).
+  void addRunAndOutputs(CLI::App* sub);
   void add(CLI::App* sub, bool withMaterialize = true);
   /// Records the command line for provenance (call first in the callback).
   void finishCommandLine(const CLI::App* sub);

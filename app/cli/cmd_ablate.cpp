@@ -98,10 +98,7 @@ const RegisterCommand reg{"ablate", 41, [](CLI::App& root) {
   sub->add_option("--force-weights", o->forceWeights, "force: weights over the keys (default uniform)");
   sub->add_option("--n", o->n, "prompts to generate for a task (default 50)");
   sub->add_option("--seed", o->seed, "seed (default 0)");
-  sub->add_option("--device", o->common.device, "cpu (default), cuda, cuda:N");
-  sub->add_option("--dtype", o->common.dtype, "fp32 (default), bf16, fp16");
-  sub->add_option("--json", o->common.json, "write the result as JSON");
-  sub->add_option("--out", o->common.out, "write the result to FILE.h5 under /analyses/ablate/");
+  o->common.addRunAndOutputs(sub);
   sub->callback([o, sub] {
     o->common.finishCommandLine(sub);
     runAblate(*o);

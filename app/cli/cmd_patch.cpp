@@ -182,10 +182,7 @@ const RegisterCommand reg{"patch", 40, [](CLI::App& root) {
   sub->add_option("--n", o->n, "prompts to generate for a task (default 50)");
   sub->add_option("--seed", o->seed, "generator seed (default 0)");
   sub->add_option("--max-batch-rows", o->maxBatchRows, "rows (variants × prompts) per batched forward (default 256)");
-  sub->add_option("--device", o->common.device, "cpu (default), cuda, cuda:N");
-  sub->add_option("--dtype", o->common.dtype, "fp32 (default), bf16, fp16");
-  sub->add_option("--json", o->common.json, "write the result as JSON");
-  sub->add_option("--out", o->common.out, "write the result to FILE.h5 under /analyses/patch/");
+  o->common.addRunAndOutputs(sub);
   sub->callback([o, sub] {
     o->common.finishCommandLine(sub);
     runPatch(*o);
