@@ -1,0 +1,46 @@
+#pragma once
+// Helpers shared by the libFuzzer harnesses (fuzz/fuzz_*.cpp). Each harness feeds arbitrary bytes to
+// one loader; mechscope::Error (a clear refusal) is the expected outcome for bad input, anything
+// else escaping (std::bad_alloc, nlohmann or c10 exceptions), a sanitizer report, a hang or an OOM
+// is a finding. The same files build without libFuzzer into replay tests (fuzz/replay_main.cpp).
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+#include "core/common/errors.hpp"
+
+namespace mechscope::fuzz {
+
+/// The input as a string view.
+inline std::string_view bytes(const uint8_t* data, size_t size) {
+  return {reinterpret_cast<const char*>(data), size};
+}
+
+/// A per-process scratch file `<tmp>/mechscope-fuzz-<pid>/<name>` holding `data` (rewritten each call).
+inline std::filesystem::path writeTemp(std::string_view data, const std::string& name) {
+  static const std::filesystem::path dir = [] {
+    auto d = std::filesystem::temp_directory_path() / ("mechscope-fuzz-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  const auto path = dir / name;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  return path;
+}
+
+/// Runs `fn`, swallowing mechscope::Error (the documented refusal); everything else propagates.
+template <class Fn>
+void expectCleanRefusal(Fn&& fn) {
+  try {
+    fn();
+  } catch (const mechscope::Error&) {
+  }
+}
+
+}  // namespace mechscope::fuzz
