@@ -1,11 +1,14 @@
 #include "core/model/model_config.hpp"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/common/json_guard.hpp"
 #include "core/model/family_spec.hpp"
 
 namespace mechscope {
@@ -48,12 +51,17 @@ std::string keyList(std::initializer_list<const char*> keys) {
 }
 }  // namespace
 
+namespace {
+// Every integer of a config.json (sizes, counts, token ids) fits in 32 bits; larger values would
+// silently wrap when narrowed, so they are refused.
+constexpr int64_t kMaxConfigInt = std::numeric_limits<int>::max();
+}  // namespace
+
 int ConfigReader::requireInt(std::initializer_list<const char*> keys) const {
   const auto* j = find(keys);
   if (!j) throw InputError(fmt::format("{}: missing key {}", m_source, keyList(keys)));
-  if (!j->is_number_integer())
-    throw InputError(fmt::format("{}: key {} should be an integer, found {}", m_source, keyList(keys), j->dump()));
-  return j->get<int>();
+  const auto v = optInt(keys);
+  return static_cast<int>(*v);
 }
 
 double ConfigReader::optDouble(std::initializer_list<const char*> keys, double fallback) const {
@@ -68,6 +76,10 @@ std::optional<int64_t> ConfigReader::optInt(std::initializer_list<const char*> k
   if (!j) return std::nullopt;
   if (!j->is_number_integer())
     throw InputError(fmt::format("{}: key {} should be an integer, found {}", m_source, keyList(keys), j->dump()));
+  if (j->is_number_unsigned() ? j->get<uint64_t>() > static_cast<uint64_t>(kMaxConfigInt)
+                              : (j->get<int64_t>() > kMaxConfigInt || j->get<int64_t>() < -kMaxConfigInt))
+    throw InputError(fmt::format("{}: key {} = {} is out of range (|value| ≤ {})", m_source, keyList(keys), j->dump(),
+                                 kMaxConfigInt));
   return j->get<int64_t>();
 }
 
@@ -108,6 +120,10 @@ void ConfigReader::readRope(ModelConfig& cfg, double defaultTheta, double defaul
   };
   cfg.ropeTheta = num(p, "rope_theta", optDouble({"rope_theta", "rotary_emb_base"}, defaultTheta));
   const double partial = num(p, "partial_rotary_factor", optDouble({"partial_rotary_factor", "rotary_pct"}, defaultPartial));
+  if (!(partial > 0.0 && partial <= 1.0))  // also NaN: the product below is narrowed to int
+    throw InputError(fmt::format("{}: partial_rotary_factor / rotary_pct {} must be in (0, 1]", m_source, partial));
+  if (!(cfg.ropeTheta > 0.0 && std::isfinite(cfg.ropeTheta)))
+    throw InputError(fmt::format("{}: rope_theta {} must be a positive finite number", m_source, cfg.ropeTheta));
   cfg.rotaryDim = static_cast<int>(cfg.dHead * partial);
   std::string type = "default";
   if (auto it = s.find("rope_type"); it != s.end() && it->is_string()) type = it->get<std::string>();
@@ -122,7 +138,10 @@ void ConfigReader::readRope(ModelConfig& cfg, double defaultTheta, double defaul
     cfg.ropeScaling.factor = num(s, "factor", 8.0);
     cfg.ropeScaling.lowFreqFactor = num(s, "low_freq_factor", 1.0);
     cfg.ropeScaling.highFreqFactor = num(s, "high_freq_factor", 4.0);
-    cfg.ropeScaling.originalMaxPositionEmbeddings = static_cast<int64_t>(num(s, "original_max_position_embeddings", 8192));
+    const double orig = num(s, "original_max_position_embeddings", 8192);
+    if (!(orig >= 1.0 && orig <= static_cast<double>(kMaxConfigInt)))
+      throw InputError(fmt::format("{}: original_max_position_embeddings {} is out of range", m_source, orig));
+    cfg.ropeScaling.originalMaxPositionEmbeddings = static_cast<int64_t>(orig);
   } else {
     throw UnsupportedError(fmt::format("{}: rope scaling type '{}' is not supported (default, linear, llama3)", m_source, type));
   }
@@ -143,14 +162,8 @@ void ConfigReader::readSpecialTokens(ModelConfig& cfg) const {
 
 ModelConfig ModelConfig::fromJsonFile(const std::filesystem::path& path) {
   if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: missing (a model folder needs config.json)", path.string()));
-  std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("{}: cannot open", path.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(fmt::format("{}: malformed JSON ({})", path.string(), e.what()));
-  }
+  // Size (16 MiB) and depth (64) limits before parsing: see core/common/json_guard.hpp.
+  const nlohmann::json j = readJsonFileGuarded(path.string(), kConfigJsonLimits);
   return fromJson(j, path.string());
 }
 

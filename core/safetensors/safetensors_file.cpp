@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/common/errors.hpp"
+#include "core/common/json_guard.hpp"
 #include "core/safetensors/mapped_file.hpp"
 
 namespace mechscope {
@@ -60,11 +61,35 @@ SafetensorsDType fromScalarType(at::ScalarType type) {
 
 std::string shapeString(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
+std::string pickleGuidance(const std::string& what) {
+  return fmt::format("{}; mechscope never reads pickle checkpoints (loading one can run arbitrary code). Convert the "
+                     "model to safetensors with transformers: python -c \"from transformers import AutoModelForCausalLM "
+                     "as M; M.from_pretrained('FOLDER').save_pretrained('FOLDER', safe_serialization=True)\"",
+                     what);
+}
+
+namespace {
+// torch.save files: a zip archive ("PK\3\4") or a raw pickle (protocol 2-5 opcode 0x80 then the version).
+bool looksLikePickle(const std::byte* p, std::size_t size) {
+  const auto b = [&](std::size_t i) { return i < size ? static_cast<unsigned char>(p[i]) : 0u; };
+  if (b(0) == 'P' && b(1) == 'K' && b(2) == 3 && b(3) == 4) return true;
+  return b(0) == 0x80 && b(1) >= 2 && b(1) <= 5;
+}
+bool hasPickleExtension(const std::filesystem::path& path) {
+  const auto ext = path.extension().string();
+  return ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt" || ext == ".pkl";
+}
+}  // namespace
+
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
   SafetensorsFile f;
-  f.m_map = MappedFile::open(path);
   const std::string file = path.string();
+  if (hasPickleExtension(path))
+    throw InputError(pickleGuidance(fmt::format("{}: is a pickle checkpoint (extension {})", file, path.extension().string())));
+  f.m_map = MappedFile::open(path);
   const std::size_t size = f.m_map->size();
+  if (looksLikePickle(f.m_map->data(), size))
+    throw InputError(pickleGuidance(fmt::format("{}: is a PyTorch pickle checkpoint (torch.save), not safetensors", file)));
   if (size < 8)
     throw InputError(fmt::format("{}: truncated safetensors file: {} bytes, expected at least the 8-byte header length",
                                  file, size));
@@ -77,6 +102,8 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
   f.m_dataStart = 8 + n;
   const std::size_t dataSize = size - f.m_dataStart;
   const char* hp = reinterpret_cast<const char*>(f.m_map->data() + 8);
+  // Depth limit before parsing (the 100 MB length cap is above); metadata values are dumped below.
+  checkJsonLimits(std::string_view(hp, n), file + ": malformed safetensors header", JsonLimits{kMaxHeader, 64});
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(hp, hp + n);
@@ -137,12 +164,17 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
   std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
     return a.second->begin != b.second->begin ? a.second->begin < b.second->begin : a.second->end < b.second->end;
   });
-  for (std::size_t i = 1; i < order.size(); ++i) {
-    const auto* prev = order[i - 1].second;
-    const auto* cur = order[i].second;
-    if (cur->begin < prev->end && cur->end > cur->begin)
+  // Sorted by begin: a non-empty range overlaps an earlier one iff it starts before the furthest end
+  // seen so far (comparing neighbours only misses A=[0,100], B=[10,10] (empty), C=[50,60]).
+  const std::pair<std::string, const TensorInfo*>* furthest = nullptr;
+  for (const auto& entry : order) {
+    const auto* cur = entry.second;
+    if (cur->end == cur->begin) continue;  // empty tensors occupy no bytes
+    if (furthest && cur->begin < furthest->second->end)
       throw InputError(fmt::format("{}: malformed safetensors header: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", file,
-                                   order[i - 1].first, prev->begin, prev->end, order[i].first, cur->begin, cur->end));
+                                   furthest->first, furthest->second->begin, furthest->second->end, entry.first, cur->begin,
+                                   cur->end));
+    if (!furthest || cur->end > furthest->second->end) furthest = &entry;
   }
   for (const auto& [name, info] : order) f.m_names.push_back(name);
   return f;
@@ -193,13 +225,7 @@ SafetensorsSet SafetensorsSet::openFolder(const std::filesystem::path& folder) {
   const fs::path index = folder / "model.safetensors.index.json";
   if (fs::exists(index)) {
     set.m_label = index.filename().string();
-    nlohmann::json j;
-    try {
-      std::ifstream in(index);
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw InputError(fmt::format("{}: malformed index JSON ({})", index.string(), e.what()));
-    }
+    const nlohmann::json j = readJsonFileGuarded(index.string(), kConfigJsonLimits);
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw InputError(fmt::format("{}: malformed index: no weight_map object", index.string()));
     std::vector<std::string> shards;
@@ -229,11 +255,11 @@ SafetensorsSet SafetensorsSet::openFolder(const std::filesystem::path& folder) {
       set.m_label = found[0].filename().string();
       files = found;
     } else if (!pickles.empty()) {
-      throw InputError(fmt::format(
-          "{}: holds only pickle weights ({}); mechscope never reads pickle. Convert to safetensors with: python -c "
-          "\"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{}').save_pretrained('{}', "
-          "safe_serialization=True)\"",
-          folder.string(), pickles[0].filename().string(), folder.string(), folder.string()));
+      std::string msg = pickleGuidance(
+          fmt::format("{}: holds only pickle weights ({}), no model.safetensors", folder.string(), pickles[0].filename().string()));
+      for (std::size_t at = msg.find("FOLDER"); at != std::string::npos; at = msg.find("FOLDER", at + 1))
+        msg.replace(at, 6, folder.string());
+      throw InputError(msg);
     } else {
       throw InputError(fmt::format("{}: no model.safetensors or model.safetensors.index.json in the folder", folder.string()));
     }

@@ -42,8 +42,9 @@ std::string shapeString(const std::vector<int64_t>& shape);
 /// One memory-mapped .safetensors file.
 class SafetensorsFile {
  public:
-  /// Maps the file and validates its header (length, JSON, dtypes, sizes, ranges, overlaps);
-  /// throws InputError naming the file and the problem.
+  /// Maps the file and validates its header (length ≤ 100 MB, JSON depth ≤ 64, dtypes, shape × dtype
+  /// size == byte range without overflow, ranges inside the file, no overlaps); throws InputError naming
+  /// the file and the problem. Pickle checkpoints (by extension or magic bytes) are refused with guidance.
   static SafetensorsFile open(const std::filesystem::path& path);
 
   /// Tensor names in file order (the header's key order is not kept: sorted by data offset).
@@ -101,6 +102,10 @@ class SafetensorsSet {
   std::map<std::string, std::size_t> m_where;  ///< tensor name → index into m_files
   std::string m_label;
 };
+
+/// "`what`; mechscope never reads pickle checkpoints ... save_pretrained(..., safe_serialization=True)":
+/// the refusal text for *.bin / *.pt / *.pth / *.ckpt weights (FOLDER stands for the model folder).
+std::string pickleGuidance(const std::string& what);
 
 /// Writes `tensors` (moved to CPU, made contiguous) as a safetensors file: `path.partial` first,
 /// then renamed onto `path`, so a killed writer never leaves a file that looks complete.

@@ -22,6 +22,10 @@ std::optional<std::string> optString(const nlohmann::json& j, const char* key, c
 }
 }  // namespace
 
+namespace {
+constexpr int64_t kVocabIdSlack = 65536;  ///< ids may exceed 2 × the entry count by this much
+}  // namespace
+
 BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
   const auto vit = model.find("vocab");
   if (vit == model.end() || !vit->is_object())
@@ -35,6 +39,12 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
     m_vocab.emplace(it.key(), id);
     maxId = std::max(maxId, id);
   }
+  // Ids index a table: a hostile file with one id of 2^40 must not allocate terabytes. Real vocabularies
+  // are dense (ids 0..n-1); allow gaps, not ids far past the number of entries.
+  const int64_t idLimit = 2 * static_cast<int64_t>(m_vocab.size()) + kVocabIdSlack;
+  if (maxId >= idLimit)
+    throw InputError(fmt::format("{}: vocab id {} is far beyond the vocabulary's {} entries (ids must be below {})", where,
+                                 maxId, m_vocab.size(), idLimit));
   m_vocabR.resize(static_cast<size_t>(maxId + 1));
   m_hasId.assign(static_cast<size_t>(maxId + 1), false);
   for (const auto& [tok, id] : m_vocab) {
@@ -47,7 +57,10 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
   m_byteFallback = jsonBool(model, "byte_fallback", false, where);
   m_fuseUnk = jsonBool(model, "fuse_unk", false, where);
   m_ignoreMerges = jsonBool(model, "ignore_merges", false, where);
-  if (const auto d = model.find("dropout"); d != model.end() && !d->is_null()) m_hasDropout = d->get<double>() > 0.0;
+  if (const auto d = model.find("dropout"); d != model.end() && !d->is_null()) {
+    if (!d->is_number()) throw InputError(fmt::format("{}: expected \"dropout\" to be a number or null, found {}", where, d->type_name()));
+    m_hasDropout = d->get<double>() > 0.0;
+  }
   if (m_unk && !m_vocab.count(*m_unk))
     throw InputError(fmt::format("{}: unk_token '{}' is not in the vocabulary", where, *m_unk));
   for (int b = 0; b < 256; ++b) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/common/errors.hpp"
+#include "core/common/json_guard.hpp"
 #include "core/tokenizer/json_util.hpp"
 #include "core/tokenizer/tokenizer_impl.hpp"
 #include "core/tokenizer/unicode_utils.hpp"
@@ -42,6 +43,7 @@ bool hasType(const nlohmann::json& j, const std::string& type, const char* listK
 }
 
 std::shared_ptr<Tokenizer::Impl> load(const std::string& jsonText, const std::string& source, const nlohmann::json* config) {
+  checkJsonLimits(jsonText, source, kTokenizerJsonLimits);  // size and nesting depth (json_guard.hpp)
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(jsonText);
@@ -189,7 +191,9 @@ Tokenizer Tokenizer::fromFile(const std::filesystem::path& path) {
   bool haveConfig = false;
   if (std::filesystem::exists(cfgPath, ec)) {
     try {
-      config = nlohmann::json::parse(readFile(cfgPath, "the tokenizer config"));
+      const std::string cfgText = readFile(cfgPath, "the tokenizer config");
+      checkJsonLimits(cfgText, cfgPath.string(), kConfigJsonLimits);
+      config = nlohmann::json::parse(cfgText);
       haveConfig = true;
     } catch (const nlohmann::json::exception& e) {
       throw InputError(fmt::format("{}: not valid JSON: {}", cfgPath.string(), e.what()));
@@ -200,6 +204,10 @@ Tokenizer Tokenizer::fromFile(const std::filesystem::path& path) {
 
 Encoding Tokenizer::encode(std::string_view rawText, bool addSpecialTokens) const {
   const Impl& im = *m_impl;
+  if (rawText.size() > kMaxInputBytes)
+    throw InputError(fmt::format("{}: text of {} bytes is over the tokenizer's input limit of {} bytes (16 MiB); "
+                                 "split it into smaller documents",
+                                 im.source, rawText.size(), kMaxInputBytes));
   const std::string text = tok::sanitizeUtf8(rawText);
   tok::PreTokenized p;
   p.splits.push_back(tok::Split{tok::NormalizedString(text), std::nullopt});

@@ -30,7 +30,12 @@ class Tokenizer {
   /// Parse the text of a tokenizer.json; `sourceName` names it in error messages.
   static Tokenizer fromJson(const std::string& jsonText, const std::string& sourceName);
 
+  /// Longest text encode() accepts (16 MiB, ~4M tokens: beyond any context length; the encoder's
+  /// working memory is ~50 bytes per input byte). Longer texts get an InputError saying so.
+  static constexpr std::size_t kMaxInputBytes = std::size_t{16} << 20;
+
   /// Encode `text` (UTF-8); with `addSpecialTokens` the post-processor adds BOS/EOS etc.
+  /// Throws InputError for texts over kMaxInputBytes.
   Encoding encode(std::string_view text, bool addSpecialTokens = false) const;
   /// Decode ids back to text as `tokenizers`' decode does (optionally dropping special tokens).
   std::string decode(const std::vector<int64_t>& ids, bool skipSpecialTokens = false) const;
