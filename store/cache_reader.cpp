@@ -5,8 +5,10 @@
 #include <fnmatch.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "core/common/errors.hpp"
 #include "store/detail/h5_util.hpp"
@@ -76,6 +78,48 @@ std::vector<std::string> datasetPaths(hid_t file, const std::string& group) {
     for (auto& p : paths) p = group + p;
   std::sort(paths.begin(), paths.end());
   return paths;
+}
+
+// gzip's best ratio is ~1032:1, so a filtered (compressed) dataset can hold at most this many bytes per stored byte.
+constexpr uint64_t kMaxFilterRatio = 1100;
+
+// Schema checks before a dataset's bytes are read (caller holds the lock): rank, element count without
+// overflow, logical size against the bytes actually stored (a corrupt or hostile header can claim
+// exabytes), the ranks the schema fixes (/tokens, /token_strings [batch, pos]; /logits [batch, pos,
+// vocab]) and the axes attribute. InputError names the file, the dataset and the problem.
+void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64_t>& shape, uint64_t elementSize,
+                     const std::string& what) {
+  uint64_t count = 1;
+  for (const int64_t d : shape) {
+    if (d < 0) throw InputError(fmt::format("{}: negative extent {} (corrupt file)", what, d));
+    const auto u = static_cast<uint64_t>(d);
+    if (u != 0 && count > static_cast<uint64_t>(INT64_MAX) / elementSize / u)
+      throw InputError(fmt::format("{}: shape {} overflows a 64-bit size (corrupt file)", what, fmt::join(shape, "x")));
+    count *= u;
+  }
+  const uint64_t bytes = count * elementSize;
+  if (bytes > 0) {
+    const uint64_t stored = H5Dget_storage_size(dset);
+    Hid dcpl = own(H5Dget_create_plist(dset), "creation properties of " + what, true);
+    const bool filtered = H5Pget_nfilters(dcpl.get()) > 0;
+    if (stored == 0)
+      throw InputError(fmt::format("{}: shape {} but no data stored (never written or corrupt file)", what,
+                                   fmt::join(shape, "x")));
+    if (bytes / (filtered ? kMaxFilterRatio : 1) > stored)
+      throw InputError(fmt::format("{}: shape {} needs {} bytes but only {} are stored{} (corrupt file)", what,
+                                   fmt::join(shape, "x"), bytes, stored, filtered ? " compressed" : ""));
+  }
+  auto needRank = [&](std::size_t rank, const char* dims) {
+    if (shape.size() != rank)
+      throw InputError(fmt::format("{}: has {} dims, the cache schema says {} {}", what, shape.size(), rank, dims));
+  };
+  if (abs == schema::kTokens || abs == schema::kTokenStrings) needRank(2, "[batch, pos]");
+  if (abs == schema::kLogits) needRank(3, "[batch, pos, vocab]");
+  if (const auto axes = detail::readAttrAsString(dset, schema::kAttrAxes); axes && !axes->empty()) {
+    const auto n = static_cast<std::size_t>(std::count(axes->begin(), axes->end(), ',')) + 1;
+    if (n != shape.size())
+      throw InputError(fmt::format("{}: axes attribute '{}' names {} dims but the data has {}", what, *axes, n, shape.size()));
+  }
 }
 
 }  // namespace
@@ -215,6 +259,9 @@ at::Tensor CacheReader::readSlice(const std::string& datasetPath, const std::vec
   const StorageDtype dtype = detail::datasetStorageDtype(dset.get(), abs);
   Hid fileSpace = own(H5Dget_space(dset.get()), "dataspace of " + what, true);
   const auto shape = detail::spaceDims(fileSpace.get());
+  validateDataset(dset.get(), abs, shape, static_cast<uint64_t>(storageElementSize(dtype)), what);
+  if (abs == schema::kTokens && dtype != StorageDtype::Int64 && dtype != StorageDtype::Int32)
+    throw InputError(fmt::format("{}: token ids stored as {}, the cache schema says int64", what, storageDtypeName(dtype)));
   const auto opts = at::TensorOptions().dtype(storageScalarType(dtype));
   if (shape.empty()) {
     if (!ranges.empty()) throw InputError(fmt::format("{} is a scalar: it takes no slice", what));
@@ -283,6 +330,7 @@ std::vector<std::vector<std::string>> CacheReader::tokenStrings() const {
   Hid ftype = own(H5Dget_type(dset.get()), "datatype of " + what, true);
   if (dims.size() != 2 || H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0)
     throw InputError(fmt::format("{}: expected variable-length strings [batch, pos]", what));
+  validateDataset(dset.get(), schema::kTokenStrings, dims, sizeof(hvl_t), what);
   std::vector<char*> ptrs(static_cast<size_t>(dims[0] * dims[1]), nullptr);
   Hid mtype = detail::vlenStringType();
   if (!ptrs.empty())

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/common/errors.hpp"
+#include "core/common/json_guard.hpp"
 
 namespace mechscope::analysis {
 
@@ -222,6 +224,7 @@ CausalDataset readJsonl(const std::filesystem::path& path) {
   while (std::getline(in, line)) {
     ++lineNo;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    checkJsonLimits(line, fmt::format("{}:{}", path.string(), lineNo), kConfigJsonLimits);  // ≤ 16 MiB, depth ≤ 64
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
@@ -246,7 +249,11 @@ CausalDataset readJsonl(const std::filesystem::path& path) {
       const std::string idKey = std::string(key) + "_id";
       if (j.contains(idKey) && j[idKey].is_number_integer()) *id = j[idKey].get<int64_t>();
     }
-    p.templateId = j.value("template", -1);
+    if (const auto t = j.find("template"); t != j.end() && !t->is_null()) {
+      if (!t->is_number_integer() || t->get<int64_t>() < -1 || t->get<int64_t>() > std::numeric_limits<int>::max())
+        throw InputError(fmt::format("{}:{}: \"template\" must be an integer template id (-1 for none), found {}", path.string(), lineNo, t->dump()));
+      p.templateId = t->get<int>();
+    }
     ds.prompts.push_back(std::move(p));
   }
   if (ds.prompts.empty()) throw InputError(fmt::format("{}: the dataset holds no prompts", path.string()));
