@@ -51,5 +51,12 @@ if(MECHSCOPE_PCH)
                             <fmt/format.h> <nlohmann/json.hpp>)
 endif()
 
+# Batch plans (TOML, no LibTorch).
+if(MECHSCOPE_HAS_TOML)
+  add_library(mechscope_fuzz_batch STATIC ${_root}/app/batch/plan.cpp ${_root}/app/batch/analysis_table.cpp)
+  target_link_libraries(mechscope_fuzz_batch PUBLIC mechscope_fuzz_flags mechscope_fmt nlohmann_json::nlohmann_json
+                        tomlplusplus::tomlplusplus)
+endif()
+
 enable_testing()
 add_subdirectory(fuzz)
