@@ -33,7 +33,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
   out.sinkScore = at::zeros({L, H}, at::kDouble);  // [layer, head]
   out.sinkRate = at::zeros({L}, at::kDouble);      // [layer]
   ProbeRequest req;
-  req.columnSums = true;
+  req.columnKeys = {b};  // only the BOS column: O(n) after the row normalisers, not a pass over n²/2
   req.columnCounts = true;
   AttentionStatsOptions so;
   so.materialize = options.materialize;
@@ -63,7 +63,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
         model, ids, req,
         [&](int l, const ProbeResult& s) {
           const double cnt = s.columnCounts[b].item<double>();
-          score[l] = s.columnSums.select(1, b).to(at::kDouble).cpu() / std::max(cnt, 1.0);
+          score[l] = s.columnKeySums.select(1, 0).to(at::kDouble).cpu() / std::max(cnt, 1.0);
           if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
         },
         so, &extra, ctx);

@@ -18,6 +18,14 @@
 
 namespace mechscope {
 
+/// How the probe computes (not what): both give the same statistics (tested against the materialised
+/// pattern); they differ in speed and in the precision of the entropy of very peaked rows.
+enum class ProbeAlgorithm {
+  Auto,      ///< LseFirst on CUDA and for column-key-only requests; Scan otherwise and whenever entropy is asked
+  Scan,      ///< online softmax in one pass over key tiles (+ a second pass for column sums); fp64 row sums
+  LseFirst,  ///< row log-sum-exp first (flash attention's on CUDA when it applies), then one statistics pass
+};
+
 /// Which statistics to accumulate; everything off by default (ask only for what you read).
 struct ProbeRequest {
   /// Σ_i p_ij over rows i with (i − j) in [bandMin, bandMax] and i ≥ queryStart → [head, key].
@@ -39,15 +47,21 @@ struct ProbeRequest {
   std::vector<int64_t> keySet;
   /// −Σ_j p_ij log p_ij (nats) → [head, query].
   bool entropy = false;
+  /// Non-empty: Σ_i p_ij for these keys only, with the band and queryStart rules of columnSums → [head, |columnKeys|].
+  /// O(n·|keys|) after the row normalisers, instead of a pass over the whole causal square (sink scores).
+  std::vector<int64_t> columnKeys;
   /// Absolute query positions i < queryStart are skipped: their rows are 0 (top-k indices −1) and they
   /// add to no column (response-only statistics).
   int64_t queryStart = 0;
+  /// How to compute it (Auto unless a test or benchmark pins one).
+  ProbeAlgorithm algorithm = ProbeAlgorithm::Auto;
 };
 
 /// The statistics asked for; tensors not requested stay undefined.
 struct ProbeResult {
   at::Tensor columnSums;    ///< [head, key]
   at::Tensor columnCounts;  ///< [key] int64
+  at::Tensor columnKeySums; ///< [head, |columnKeys|]
   at::Tensor topValues;     ///< [head, query, k]
   at::Tensor topIndices;    ///< [head, query, k] int64, −1 where the probability is 0
   at::Tensor distance;      ///< [head, query]
@@ -56,6 +70,8 @@ struct ProbeResult {
   at::Tensor entropy;       ///< [head, query]
   int64_t nQueries = 0;     ///< rows of q (pattern rows)
   int64_t nKeys = 0;        ///< rows of k (pattern columns)
+  ProbeAlgorithm algorithm = ProbeAlgorithm::Scan;  ///< what actually ran (never Auto)
+  bool flashLse = false;    ///< the row normalisers came from the fused flash-attention kernel
 };
 
 /// What is multiplied inside one attention layer for one batch row.

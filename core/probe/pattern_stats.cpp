@@ -42,6 +42,8 @@ ProbeResult probe_detail::statsFromPatternChunked(const at::Tensor& pattern, con
     ind.index_fill_(0, at::tensor(req.keySet, at::TensorOptions().dtype(at::kLong)).to(pattern.device()), 1.0);
   }
   if (req.columnCounts) res.columnCounts = at::zeros({nk}, lopt);
+  at::Tensor colKeys;  // [m] the requested column keys
+  if (!req.columnKeys.empty()) colKeys = at::tensor(req.columnKeys, at::TensorOptions().dtype(at::kLong)).to(pattern.device());
 
   for (int64_t r0 = rowBegin; r0 < nq; r0 += chunk) {
     const int64_t r1 = std::min(r0 + chunk, nq);
@@ -49,9 +51,11 @@ ProbeResult probe_detail::statsFromPatternChunked(const at::Tensor& pattern, con
     const at::Tensor iAbs = at::arange(r0, r1, lopt) + queryOffset;           // [rows]
     const at::Tensor d = iAbs.unsqueeze(1) - keyPos.unsqueeze(0);             // [rows, key] i − j
     const at::Tensor rowNonEmpty = p.sum(at::IntArrayRef{0, 2}) > 0;          // [rows]
-    if (req.columnSums || req.columnCounts) {
+    if (req.columnSums || req.columnCounts || colKeys.defined()) {
       const at::Tensor inBand = (d >= req.bandMin).logical_and_(d <= req.bandMax);  // [rows, key]
       if (req.columnSums) res.columnSums.add_((p * inBand.unsqueeze(0).to(cdt)).sum(1));
+      if (colKeys.defined())
+        res.columnKeySums.add_((p.index_select(2, colKeys) * inBand.index_select(1, colKeys).unsqueeze(0).to(cdt)).sum(1));
       if (req.columnCounts)
         res.columnCounts.add_(inBand.logical_and_(d >= 0).logical_and_(rowNonEmpty.unsqueeze(1)).sum(0));
     }

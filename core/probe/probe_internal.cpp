@@ -18,6 +18,9 @@ void validateRequest(const ProbeRequest& req, int64_t nKeys, const std::string& 
   for (int64_t j : req.keySet)
     if (j < 0 || j >= nKeys)
       throw InputError(fmt::format("{}: key-set position {} outside the {} keys", who, j, nKeys));
+  for (int64_t j : req.columnKeys)
+    if (j < 0 || j >= nKeys)
+      throw InputError(fmt::format("{}: column key {} outside the {} keys", who, j, nKeys));
 }
 
 ProbeResult allocateResult(const ProbeRequest& req, int64_t heads, int64_t nq, int64_t nk,
@@ -26,6 +29,7 @@ ProbeResult allocateResult(const ProbeRequest& req, int64_t heads, int64_t nq, i
   r.nQueries = nq;
   r.nKeys = nk;
   if (req.columnSums) r.columnSums = at::zeros({heads, nk}, fopt);
+  if (!req.columnKeys.empty()) r.columnKeySums = at::zeros({heads, static_cast<int64_t>(req.columnKeys.size())}, fopt);
   if (req.topK > 0) {
     r.topValues = at::zeros({heads, nq, req.topK}, fopt);
     r.topIndices = at::full({heads, nq, req.topK}, -1, lopt);

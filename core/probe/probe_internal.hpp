@@ -1,15 +1,17 @@
 #pragma once
-// Pieces shared by the tiled probe and the materialised reference path (not a public API).
+// Pieces shared by the probe's two algorithms and the materialised reference path (not a public API).
 #include <cstdint>
 #include <string>
 
+#include "core/common/run_context.hpp"
 #include "core/common/tensor.hpp"
 #include "core/probe/attention_probe.hpp"
+#include "core/probe/probe_tiles.hpp"
 
 namespace mechscope::probe_detail {
 
 /// Throw InputError when the request cannot apply to nKeys keys (negative k/window, empty band, key
-/// set out of range). `who` names the caller in the message.
+/// set or column keys out of range). `who` names the caller in the message.
 void validateRequest(const ProbeRequest& request, int64_t nKeys, const std::string& who);
 
 /// Zero-filled result tensors for everything requested (top-k indices −1), on the options' device.
@@ -24,5 +26,70 @@ at::Tensor columnCounts(const ProbeRequest& request, int64_t nQueries, int64_t n
 /// statsFromPattern over chunks of `chunkRows` query rows (0: chosen so temporaries stay ~32M elements).
 ProbeResult statsFromPatternChunked(const at::Tensor& pattern, const ProbeRequest& request, int64_t queryOffset,
                                     int64_t chunkRows);
+
+/// Shapes and positions of one probe call.
+struct Geometry {
+  int64_t nq = 0, nk = 0, heads = 0, kvHeads = 0, dHead = 0, group = 1, offset = 0;
+};
+
+/// Everything both algorithms derive once per call from the inputs and the request.
+struct ProbeSetup {
+  Geometry g;
+  at::ScalarType cdt = at::kFloat;  ///< compute dtype: fp32 (fp64 when q is fp64)
+  at::TensorOptions fopt, lopt;     ///< compute-dtype and int64 options on q's device
+  at::Tensor pad;                   ///< [nk] bool on the device, true = masked; undefined without padding
+  int64_t firstVisibleKey = 0;      ///< rows before it are empty
+  at::Tensor uniformIdx;            ///< [u] int64 uniform heads; undefined when none
+  at::Tensor keySetInd;             ///< [nk] 0/1 key-set indicator; undefined when no key set
+  at::Tensor keyPos, keyPosF;       ///< [nk] int64 / compute dtype
+  int64_t rowBegin = 0;             ///< first q row not skipped by queryStart
+  ProbeTiles tiles;
+  bool lowPrecisionInputs = false;  ///< q and k are bf16/fp16: exact in TF32, so TF32 matmuls lose nothing
+};
+
+/// Validate inputs and request and build the per-call setup (throws InputError).
+ProbeSetup prepareProbe(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK);
+
+/// Query rows [r0, r1) in the compute dtype as [kvHeads, group·rows, d_head] (heads of one kv head side by side).
+at::Tensor queryTile(const ProbeInputs& in, const ProbeSetup& s, int64_t r0, int64_t r1);
+
+/// [rows, cols] bool mask (true = masked: future or padded key) of rows [r0, r1) × keys [c0, c1);
+/// undefined when nothing in the tile is masked.
+at::Tensor tileMask(const ProbeSetup& s, int64_t r0, int64_t r1, int64_t c0, int64_t c1);
+
+/// Keys [c0, c1) as [kvHeads, d_head, cols] in the compute dtype, contiguous (BLAS-friendly).
+at::Tensor keyTile(const ProbeInputs& in, const ProbeSetup& s, int64_t c0, int64_t c1);
+
+/// Scaled scores of one tile, [head, rows, cols]: uniform heads zeroed, masked keys −inf; when `rowShift`
+/// ([head, rows]) is given it is added to every score of its row (the matmul's epilogue does it).
+at::Tensor tileScores(const at::Tensor& qt, const at::Tensor& kt, const ProbeSetup& s, double scale, int64_t rows,
+                      const at::Tensor& mask, const at::Tensor& rowShift = {});
+
+/// Row log-sum-exp of the scaled, masked scores for rows [rowBegin, nq) → [head, nq] fp64 (−inf for empty
+/// or skipped rows). Uses flash attention's normaliser on CUDA when it applies (sets *flash), else key tiles.
+at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash);
+
+/// Σ_i p_ij for the request's columnKeys given each row's log-sum-exp ([head, nq] fp64) → res.columnKeySums.
+void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const at::Tensor& lse,
+                   ProbeResult& res);
+
+/// The online-softmax algorithm (ProbeAlgorithm::Scan).
+ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx);
+
+/// The normaliser-first algorithm (ProbeAlgorithm::LseFirst); entropy is not supported (Scan does it).
+ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx);
+
+/// While alive, lets CUDA fp32 matmuls use TF32 when `enable` (restores the previous setting).
+class Tf32Scope {
+ public:
+  /// Switch TF32 on for CUDA matmuls when `enable`; no effect otherwise.
+  explicit Tf32Scope(bool enable);
+  ~Tf32Scope();
+  Tf32Scope(const Tf32Scope&) = delete;
+  Tf32Scope& operator=(const Tf32Scope&) = delete;
+
+ private:
+  bool changed_ = false, previous_ = false;
+};
 
 }  // namespace mechscope::probe_detail

@@ -3,7 +3,7 @@
 # Small Debian -dev packages (fmt, nlohmann-json, PCRE2, utf8proc, CLI11, toml++, GTest, benchmark) come
 # as .deb files in DEBS_DIR (made on a Debian machine with `apt-get download`, see README) and are
 # unpacked under PREFIX — nothing is installed system-wide.
-#   scripts/device/gpu_build.sh [BUILD_DIR]     env: DEBS_DIR (.deps/debs), PREFIX (/tmp/msdeps)
+#   scripts/device/gpu_build.sh [BUILD_DIR]     env: DEBS_DIR (.deps/debs), PREFIX (/tmp/msdeps), TARGETS (default all)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
@@ -18,5 +18,10 @@ command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DMECHSCOPE_GUI=OFF -DMECHSCOPE_HDF5=OFF -DMECHSCOPE_FMT_HEADER_ONLY=ON \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr;$PREFIX/usr/lib/x86_64-linux-gnu/cmake" \
   -DCMAKE_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu" -DCMAKE_INCLUDE_PATH="$PREFIX/usr/include"
-cmake --build "$BUILD" -j "$(nproc)"
+if [ -n "${TARGETS:-}" ]; then
+  # shellcheck disable=SC2086
+  cmake --build "$BUILD" -j "$(nproc)" --target $TARGETS
+else
+  cmake --build "$BUILD" -j "$(nproc)"
+fi
 echo "built in $BUILD"

@@ -47,6 +47,8 @@ ProbeRequest fullRequest(int64_t nk, int topK) {
   for (int64_t j : {0, 2, 3, 5, 17, 40, 41, 150, 299, 777})
     if (j < nk) r.keySet.push_back(j);
   r.keySet.push_back(0);  // a duplicate counts once
+  for (int64_t j : {0, 1, 5, 299})
+    if (j < nk) r.columnKeys.push_back(j);
   return r;
 }
 
@@ -91,6 +93,7 @@ void expectTopKConsistent(const ProbeResult& got, const ProbeResult& ref, const 
 void expectSameStats(const ProbeResult& got, const ProbeResult& ref, const at::Tensor& pattern, const ProbeRequest& req,
                      bool skipEntropy = false, double rtol = kRtol) {
   if (req.columnSums) expectClose(got.columnSums, ref.columnSums, "columnSums", rtol);
+  if (!req.columnKeys.empty()) expectClose(got.columnKeySums, ref.columnKeySums, "columnKeySums", rtol);
   if (req.columnCounts) {
     ASSERT_TRUE(got.columnCounts.defined());
     EXPECT_TRUE(got.columnCounts.cpu().equal(ref.columnCounts.cpu()))
@@ -108,9 +111,10 @@ void expectSameStats(const ProbeResult& got, const ProbeResult& ref, const at::T
 /// −p·log p of the fp32 pattern loses most of a peaked row's entropy (~3e-2 relative) and that one
 /// comparison is skipped; the probe works in the log domain and matches fp64 entropy to 1e-5. Against
 /// fp64, fp32 rounding of such large scores alone moves small probabilities by ~2e-5: rtol 1e-4 there.
-void expectMatchesReference(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK,
-                            bool sharp = false) {
+void expectMatchesReferenceWith(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK,
+                                bool sharp) {
   const ProbeResult got = probeAttention(in, req, tileQ, tileK);
+  EXPECT_EQ(got.algorithm, req.algorithm);
   EXPECT_EQ(got.nQueries, in.q.size(0));
   EXPECT_EQ(got.nKeys, in.k.size(0));
   {
@@ -122,6 +126,18 @@ void expectMatchesReference(const ProbeInputs& in, const ProbeRequest& req, int6
     SCOPED_TRACE("fp64 materialised pattern");
     const at::Tensor pattern = referencePattern(in, at::kDouble);
     expectSameStats(got, statsFromPattern(pattern, req, in.queryOffset), pattern, req, false, sharp ? 1e-4 : kRtol);
+  }
+}
+
+/// Both algorithms against the reference (LseFirst without entropy, which it leaves to Scan).
+void expectMatchesReference(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK,
+                            bool sharp = false) {
+  for (ProbeAlgorithm a : {ProbeAlgorithm::Scan, ProbeAlgorithm::LseFirst}) {
+    ProbeRequest r = req;
+    r.algorithm = a;
+    if (a == ProbeAlgorithm::LseFirst) r.entropy = false;
+    SCOPED_TRACE(a == ProbeAlgorithm::Scan ? "algorithm Scan" : "algorithm LseFirst");
+    expectMatchesReferenceWith(in, r, tileQ, tileK, sharp);
   }
 }
 

@@ -1,0 +1,13 @@
+#pragma once
+// Peak memory of the CUDA caching allocator, for timing lines and benchmarks (0 on CPU-only builds).
+#include <cstdint>
+
+namespace mechscope {
+
+/// Peak bytes allocated by LibTorch on CUDA device `index` since the last reset; 0 without CUDA.
+int64_t cudaPeakAllocatedBytes(int index = 0);
+
+/// Start a new peak-memory window on CUDA device `index` (no-op without CUDA).
+void resetCudaPeak(int index = 0);
+
+}  // namespace mechscope

@@ -1,0 +1,217 @@
+// ProbeAlgorithm::LseFirst: every row's normaliser (log-sum-exp) first, then one pass over the key
+// tiles with p = exp(s − lse) already final, so row and column statistics come from the same tile.
+// On CUDA the normaliser is flash attention's (one fused kernel per layer), the score matmuls run in
+// TF32 when q/k are bf16/fp16 (exact there) and `s − lse` rides in the matmul's epilogue (baddbmm).
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "core/probe/probe_internal.hpp"
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define MECHSCOPE_FLASH_LSE 1
+#endif
+
+namespace mechscope::probe_detail {
+
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+/// Flash attention's row normalisers [head, nq] fp64 when the kernel applies to these inputs (CUDA,
+/// bf16/fp16, plain causal prefill without padding or uniform heads); undefined otherwise.
+at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
+#ifdef MECHSCOPE_FLASH_LSE
+  const Geometry& g = s.g;
+  const char* env = std::getenv("MECHSCOPE_PROBE_FLASH");
+  if (env && std::strcmp(env, "0") == 0) return {};
+  if (!in.q.is_cuda() || !s.lowPrecisionInputs || in.q.scalar_type() != in.k.scalar_type()) return {};
+  if (s.pad.defined() || s.uniformIdx.defined() || g.offset != 0 || g.nq != g.nk || g.nq == 0) return {};
+  if (g.dHead % 8 != 0 || g.dHead > 256) return {};
+  try {
+    const at::Tensor q = in.q.unsqueeze(0).transpose(1, 2);  // [1, head, pos, d_head]
+    at::Tensor k = in.k;                                       // [pos, kv_head, d_head]
+    if (g.group > 1) k = k.repeat_interleave(g.group, 1);      // [pos, head, d_head]
+    k = k.unsqueeze(0).transpose(1, 2);                         // [1, head, pos, d_head]
+    auto out = at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, in.scale);
+    at::Tensor lse = std::get<1>(out);  // [1, head, ≥pos] fp32, natural log of Σ exp(scaled scores)
+    return lse[0].narrow(1, 0, g.nq).to(at::kDouble);
+  } catch (const c10::Error&) {
+    return {};  // not supported on this GPU / build: the tiled normaliser below does the same job
+  }
+#else
+  (void)in;
+  (void)s;
+  return {};
+#endif
+}
+
+/// Rows with no visible key (all −inf normaliser) contribute nothing: shift 0 and their keys are masked.
+at::Tensor negatedShift(const at::Tensor& lseRows) {  // [head, rows] fp64 → fp64
+  return lseRows.neg().masked_fill_(lseRows == kNegInf, 0.0);
+}
+
+}  // namespace
+
+at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash) {
+  const Geometry& g = s.g;
+  if (flash) *flash = false;
+  at::Tensor lse = flashLogSumExp(in, s);
+  if (lse.defined()) {
+    if (flash) *flash = true;
+    if (s.rowBegin > 0) lse.narrow(1, 0, s.rowBegin).fill_(kNegInf);
+    return lse;
+  }
+  lse = at::full({g.heads, g.nq}, kNegInf, s.fopt.dtype(at::kDouble));  // [head, nq]
+  for (int64_t r0 = s.rowBegin; r0 < g.nq; r0 += s.tiles.tileQ) {
+    if (ctx) ctx->check();
+    const int64_t r1 = std::min(r0 + s.tiles.tileQ, g.nq), rows = r1 - r0;
+    const int64_t kEnd = std::min(g.nk, r1 - 1 + g.offset + 1);
+    const at::Tensor qt = queryTile(in, s, r0, r1);
+    at::Tensor run = lse.slice(1, r0, r1);  // [head, rows] view
+    for (int64_t c0 = 0; c0 < kEnd; c0 += s.tiles.tileK) {
+      const int64_t c1 = std::min(c0 + s.tiles.tileK, kEnd);
+      const at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, rows, tileMask(s, r0, r1, c0, c1));
+      run.copy_(at::logaddexp(run, at::logsumexp(x, {-1}).to(at::kDouble)));  // −inf ⊕ −inf = −inf
+    }
+  }
+  return lse;
+}
+
+void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const at::Tensor& lse,
+                   ProbeResult& res) {
+  const Geometry& g = s.g;
+  const int64_t m = static_cast<int64_t>(req.columnKeys.size());
+  if (m == 0 || s.rowBegin >= g.nq) return;
+  const at::Tensor keys = at::tensor(req.columnKeys, at::TensorOptions().dtype(at::kLong)).to(in.q.device());  // [m]
+  const at::Tensor kt = in.k.index_select(0, keys).to(s.cdt).permute({1, 2, 0}).contiguous();  // [kv, d, m]
+  at::Tensor keyPad;  // [m] bool
+  if (s.pad.defined()) keyPad = s.pad.index_select(0, keys);
+  // Row chunks keep [head, rows, m] and the q copy small.
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(8192, (int64_t{16} << 20) / std::max<int64_t>(1, g.heads * std::max(m, g.dHead))));
+  for (int64_t r0 = s.rowBegin; r0 < g.nq; r0 += chunk) {
+    const int64_t r1 = std::min(r0 + chunk, g.nq), rows = r1 - r0;
+    const at::Tensor shift = negatedShift(lse.slice(1, r0, r1));                      // [head, rows]
+    at::Tensor x = tileScores(queryTile(in, s, r0, r1), kt, s, in.scale, rows, {}, shift);  // [head, rows, m]
+    const at::Tensor iAbs = at::arange(r0 + g.offset, r1 + g.offset, s.lopt).unsqueeze(1);  // [rows, 1]
+    const at::Tensor d = iAbs - keys.unsqueeze(0);                                          // [rows, m] i − j
+    at::Tensor out = (d < 0).logical_or_(d < req.bandMin).logical_or_(d > req.bandMax);     // [rows, m]
+    if (keyPad.defined()) out.logical_or_(keyPad.unsqueeze(0));
+    x.masked_fill_(out, kNegInf);
+    x.masked_fill_((lse.slice(1, r0, r1) == kNegInf).unsqueeze(-1), kNegInf);  // empty rows
+    res.columnKeySums.add_(x.exp_().sum(1));
+  }
+}
+
+ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx) {
+  const Geometry& g = s.g;
+  ProbeResult res = allocateResult(req, g.heads, g.nq, g.nk, s.fopt, s.lopt);
+  res.algorithm = ProbeAlgorithm::LseFirst;
+  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
+  const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, nq] fp64
+  sumColumnKeys(in, req, s, lse, res);
+
+  const bool rows = req.distance || req.window > 0 || !req.keySet.empty() || req.topK > 0;
+  if (!rows && !req.columnSums) return res;
+  const auto dopt = s.fopt.dtype(at::kDouble);
+  const int64_t topK = req.topK;
+  for (int64_t r0 = s.rowBegin; r0 < g.nq; r0 += s.tiles.tileQ) {
+    if (ctx) ctx->check();
+    const int64_t r1 = std::min(r0 + s.tiles.tileQ, g.nq), nRows = r1 - r0;
+    const int64_t iFirst = r0 + g.offset, iLast = r1 - 1 + g.offset;
+    const int64_t kEnd = std::min(g.nk, iLast + 1);
+    const at::Tensor qt = queryTile(in, s, r0, r1);
+    const at::Tensor shift = negatedShift(lse.slice(1, r0, r1));  // [head, rows] fp64
+    const at::Tensor iAbs = at::arange(iFirst, iLast + 1, s.lopt);  // [rows]
+    const at::Tensor iAbsF = iAbs.to(s.cdt);
+    at::Tensor dist, win, mass;  // [head, rows] fp64 accumulators of already-normalised p
+    if (req.distance) dist = at::zeros({g.heads, nRows}, dopt);
+    if (req.window > 0) win = at::zeros({g.heads, nRows}, dopt);
+    if (!req.keySet.empty()) mass = at::zeros({g.heads, nRows}, dopt);
+    at::Tensor topS, topI;  // [head, rows, k] best log-probabilities so far and their keys
+    if (topK > 0) {
+      topS = at::full({g.heads, nRows, topK}, kNegInf, s.fopt);
+      topI = at::full({g.heads, nRows, topK}, -1, s.lopt);
+    }
+
+    for (int64_t c0 = 0; c0 < kEnd; c0 += s.tiles.tileK) {
+      const int64_t c1 = std::min(c0 + s.tiles.tileK, kEnd), cols = c1 - c0;
+      // x = s − lse = log p, −inf where masked: [head, rows, cols]
+      at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, nRows, tileMask(s, r0, r1, c0, c1), shift);
+      if (topK == 1) {
+        auto [v, idx] = at::max(x, -1, true);  // first maximum within the tile
+        const at::Tensor better = v > topS;     // strict: earlier tiles win ties
+        topS = at::where(better, v, topS);
+        topI = at::where(better, idx.add_(c0), topI);
+      } else if (topK > 1) {
+        auto [v, idx] = at::topk(x, std::min<int64_t>(topK, cols), -1);
+        const at::Tensor catS = at::cat({topS, v}, -1), catI = at::cat({topI, idx.add_(c0)}, -1);
+        auto [v2, sel] = at::topk(catS, topK, -1);
+        topS = v2;
+        topI = catI.gather(-1, sel);
+      }
+      at::Tensor& p = x.exp_();  // [head, rows, cols], final probabilities
+
+      const int64_t dMin = iFirst - (c1 - 1);  // smallest (i − j) in the tile
+      const bool belowDiagonal = dMin >= 0;
+      const bool farForWindow = req.window > 0 && dMin >= req.window;
+      // Below the diagonal the row-linear statistics are one skinny matmul over p:
+      // Σ p, Σ p (jLast − j) (so Σ p (i − j) = (i − jLast) Σ p + Σ p (jLast − j), no cancellation), Σ_C p.
+      if (belowDiagonal && (dist.defined() || farForWindow || mass.defined())) {
+        std::vector<at::Tensor> f;  // [cols] each
+        f.reserve(3);
+        f.emplace_back(at::ones({cols}, s.fopt));
+        if (dist.defined()) f.emplace_back(s.keyPosF.slice(0, c0, c1).neg().add_(static_cast<double>(c1 - 1)));
+        if (mass.defined()) f.emplace_back(s.keySetInd.slice(0, c0, c1));
+        const at::Tensor sums = at::matmul(p, at::stack(f, 1)).to(at::kDouble);  // [head, rows, nf]
+        const at::Tensor rowSum = sums.select(-1, 0);
+        int64_t col = 1;
+        if (dist.defined()) {
+          dist.add_(rowSum * (iAbsF - static_cast<double>(c1 - 1)).to(at::kDouble));
+          dist.add_(sums.select(-1, col++));
+        }
+        if (mass.defined()) mass.add_(sums.select(-1, col));
+        if (farForWindow) win.add_(rowSum, static_cast<double>(req.window));
+      }
+      if (!belowDiagonal || (win.defined() && !farForWindow)) {
+        const at::Tensor d = iAbsF.unsqueeze(1) - s.keyPosF.slice(0, c0, c1).unsqueeze(0);  // [rows, cols]
+        if (dist.defined() && !belowDiagonal) dist.add_((p * d.clamp_min(0)).sum(-1).to(at::kDouble));
+        if (win.defined() && !farForWindow)
+          win.add_((p * d.clamp(0, static_cast<double>(req.window))).sum(-1).to(at::kDouble));
+        if (mass.defined() && !belowDiagonal) mass.add_(at::matmul(p, s.keySetInd.slice(0, c0, c1)).to(at::kDouble));
+      }
+
+      if (!req.columnSums) continue;
+      // Rows of this tile whose (i − j) leaves the band contribute nothing; masked keys have p = 0.
+      const int64_t dMax = iLast - c0;
+      const bool allIn = std::max<int64_t>(dMin, 0) >= req.bandMin && dMax <= req.bandMax;
+      const bool allOut = dMax < req.bandMin || dMin > req.bandMax;
+      if (allOut) continue;
+      if (!allIn) {
+        const at::Tensor dd = iAbs.unsqueeze(1) - s.keyPos.slice(0, c0, c1).unsqueeze(0);  // [rows, cols]
+        p.masked_fill_((dd < req.bandMin).logical_or_(dd > req.bandMax), 0.0);
+      }
+      res.columnSums.slice(1, c0, c1).add_(p.sum(1));
+    }
+
+    if (dist.defined()) res.distance.slice(1, r0, r1).copy_(dist);
+    if (win.defined()) res.windowed.slice(1, r0, r1).copy_(win);
+    if (mass.defined()) res.keySetMass.slice(1, r0, r1).copy_(mass);
+    if (topK > 0) {
+      const at::Tensor topV = topS.exp();  // −inf (masked, missing) → 0
+      topI.masked_fill_(topV <= 0, -1);
+      res.topValues.slice(1, r0, r1).copy_(topV);
+      res.topIndices.slice(1, r0, r1).copy_(topI);
+    }
+  }
+  return res;
+}
+
+}  // namespace mechscope::probe_detail
