@@ -138,5 +138,13 @@ try:
 except ImportError:
     print("make_seeds: h5py missing, no HDF5 seed (/usr/bin/python3 -m pip? Debian: python3-h5py)")
 
+# ---- batch plans: the TOML examples of docs/batch.md ------------------------------------------------
+import re
+
+batch_doc = os.path.join(src, "docs", "batch.md")
+if os.path.exists(batch_doc):
+    for i, block in enumerate(re.findall(r"```toml\n(.*?)```", open(batch_doc, encoding="utf-8").read(), re.S)):
+        put("batch_plan", f"doc{i}.toml", block)
+
 for h in HARNESSES:
     print(f"{h}: {len(os.listdir(os.path.join(out, h)))} seeds")
