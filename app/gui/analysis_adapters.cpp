@@ -4,6 +4,7 @@
 
 #include "analysis/common/registry.hpp"
 #include "app/gui/attention_analysis_adapters.hpp"
+#include "app/gui/causal_analysis_adapters.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -101,23 +102,27 @@ std::vector<AnalysisAdapter> analysisAdapters() {
     a.name = QString::fromStdString(info.name);
     a.title = a.name;
     a.summary = QString::fromStdString(info.summary);
-    if (info.name == "patch" || info.name == "ablate") {
-      const bool ablate = info.name == "ablate";
-      a.title = ablate ? "Ablation" : "Patching";
+    if (info.name == "patch") {
+      a.title = "Patching";
       a.available = true;
       a.needsPatching = true;
-      a.note = "in-app sweep over the Patching panel's pair until analysis/causal lands (batched patching, attribution)";
-      if (ablate) {
-        a.params = {{"mode", "Ablation", QString("zero"), 0, 0, {"zero", "mean", "uniform"}, "uniform = uniform attention over the causal keys"},
-                    {"normalise", "Normalise", true, 0, 0, {}, "(d − d_corrupt) / (d_clean − d_corrupt)"}};
-      } else {
-        a.params = {{"mode", "Site", QString("z"), 0, 0, {"z", "pattern"}, "which activation of the head is patched"},
-                    {"direction", "Direction", QString("clean → corrupted"), 0, 0, {"clean → corrupted", "corrupted → clean"}, {}},
-                    {"normalise", "Normalise", true, 0, 0, {}, "(d − d_corrupt) / (d_clean − d_corrupt)"}};
-      }
-      a.run = [ablate](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-        return patchingSweep(in, params, ctx, ablate);
+      a.note = "in-app sweep over the Patching panel's pair: each head alone, one hooked forward per head";
+      a.params = {{"mode", "Site", QString("z"), 0, 0, {"z", "pattern"}, "which activation of the head is patched"},
+                  {"direction", "Direction", QString("clean → corrupted"), 0, 0, {"clean → corrupted", "corrupted → clean"}, {}},
+                  {"normalise", "Normalise", true, 0, 0, {}, "(d − d_corrupt) / (d_clean − d_corrupt)"}};
+      a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
+        return patchingSweep(in, params, ctx, false);
       };
+    } else if (info.name == "ablate") {
+      wireAblationAdapter(a);
+    } else if (info.name == "constraint-attention") {
+      wireConstraintAdapter(a);
+    } else if (info.name == "retrieval") {
+      wireRetrievalAdapter(a);
+    } else if (info.name == "circuit") {
+      wireCircuitAdapter(a);
+    } else if (info.name == "overlap") {
+      wireOverlapAdapter(a);
     } else if (info.name == "sinks") {
       wireSinksAdapter(a);
     } else if (info.name == "waad-fai") {

@@ -33,6 +33,7 @@ struct AnalysisInput {
   PromptTokens tokens;
   QString prompt;
   std::shared_ptr<const PatchingSession> patching;
+  std::vector<AnalysisResult> results;  ///< the workspace's finished results (overlap reads circuits)
 };
 
 /// A thin adapter from the panel to an analysis.
@@ -43,6 +44,7 @@ struct AnalysisAdapter {
   bool available = false;
   QString note;       ///< why unavailable / what it needs
   bool needsPatching = false;  ///< needs the patching panel's clean/corrupted pair
+  bool needsModel = true;      ///< false: runs without a model (e.g. overlap of two circuit files)
   std::vector<ParamSpec> params;
   /// Runs on the compute thread; throws InputError for bad parameters.
   std::function<AnalysisResult(const AnalysisInput&, const QJsonObject& params, const RunContext&)> run;

@@ -142,8 +142,8 @@ int AnalysisPanel::run() {
     return -1;
   }
   if (m_job >= 0) return m_job;
-  AnalysisInput in{m_ws->session(), m_ws->tokens(), m_ws->prompt(), m_ws->patching()};
-  if (!in.session) {
+  AnalysisInput in{m_ws->session(), m_ws->tokens(), m_ws->prompt(), m_ws->patching(), m_ws->results()};
+  if (!in.session && m_adapter.needsModel) {
     m_status->setText("Open a model first (File → Open model, or Ctrl+E for the embedded planted model).");
     return -1;
   }
@@ -157,7 +157,7 @@ int AnalysisPanel::run() {
   QPointer<Workspace> ws(m_ws);
   m_job = m_jobs->submit(m_adapter.title, [run, in, params, self, ws](const RunContext& ctx) -> JobRunner::Deliver {
     AnalysisResult r = run(in, params, ctx);
-    r.model = in.session->card.folder;
+    if (in.session) r.model = in.session->card.folder;
     r.prompt = in.prompt;
     return [r, self, ws] {
       if (ws) ws->addResult(r);

@@ -6,8 +6,10 @@
 #include <QJsonDocument>
 
 #include <cmath>
+#include <map>
 #include <set>
 
+#include "app/gui/cli_result_view.hpp"
 #include "core/common/errors.hpp"
 #include "store/cache_reader.hpp"
 #include "store/cache_writer.hpp"
@@ -119,16 +121,47 @@ void saveResults(const QString& path, const std::vector<AnalysisResult>& results
 
 std::vector<AnalysisResult> loadResults(const QString& path) {
   const auto reader = store::CacheReader::open(path.toStdString());
-  std::vector<AnalysisResult> out;
+  const QString model = QString::fromStdString(reader.provenance().modelFolder);
+  QStringList labels;  // the CLI stores the input's token strings next to some results
+  if (const auto strings = reader.tokenStrings(); !strings.empty())
+    for (const auto& t : strings.front()) labels << QString::fromStdString(t);
+  // Groups /analyses/<name>/: the GUI's own gui_result wins; else the CLI's result_json (same view).
+  std::map<std::string, std::pair<std::string, std::string>> groups;  // group → (gui_result path, result_json path)
   for (const auto& d : reader.datasets()) {
-    if (d.path.rfind("/analyses/", 0) != 0 || d.path.size() < 11 || d.path.substr(d.path.size() - 11) != "/gui_result") continue;
-    QJsonParseError err{};
-    const auto doc = QJsonDocument::fromJson(QByteArray::fromStdString(reader.readText(d.path)), &err);
-    if (doc.isNull())
-      throw InputError(path.toStdString() + ": " + d.path + " is not valid JSON (" + err.errorString().toStdString() + ")");
-    out.push_back(resultFromJson(doc.object(), path + ":" + QString::fromStdString(d.path)));
+    if (d.path.rfind("/analyses/", 0) != 0) continue;
+    const auto slash = d.path.rfind('/');
+    const std::string group = d.path.substr(10, slash - 10), leaf = d.path.substr(slash + 1);
+    if (leaf == "gui_result") groups[group].first = d.path;
+    else if (leaf == "result_json") groups[group].second = d.path;
   }
-  if (out.empty()) throw InputError(path.toStdString() + ": holds no GUI results (/analyses/*/gui_result); save results from the GUI first");
+  std::vector<AnalysisResult> out;
+  for (const auto& [group, paths] : groups) {
+    const std::string& which = paths.first.empty() ? paths.second : paths.first;
+    if (which.empty()) continue;
+    const std::string text = reader.readText(which);
+    if (!paths.first.empty()) {
+      QJsonParseError err{};
+      const auto doc = QJsonDocument::fromJson(QByteArray::fromStdString(text), &err);
+      if (doc.isNull()) throw InputError(path.toStdString() + ": " + which + " is not valid JSON (" + err.errorString().toStdString() + ")");
+      out.push_back(resultFromJson(doc.object(), path + ":" + QString::fromStdString(which)));
+      continue;
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      throw InputError(path.toStdString() + ": " + which + " is not valid JSON (" + e.what() + ")");
+    }
+    // The group is the analysis name (a CLI file holds one analysis; "circuit_2"-style suffixes are ours).
+    std::string name = j.is_object() && j.contains("analysis") && j["analysis"].is_string() ? j["analysis"].get<std::string>() : group;
+    if (name == "constraint_attention") name = "constraint-attention";
+    AnalysisResult r = resultFromCliJson(name, j, labels);
+    r.model = model;
+    out.push_back(std::move(r));
+  }
+  if (out.empty())
+    throw InputError(path.toStdString() + ": holds no analysis results (/analyses/*/gui_result or result_json); run an analysis and save, "
+                     "or write one with mechscope-cli <analysis> --out FILE.h5");
   return out;
 }
 

@@ -61,6 +61,11 @@ class PatchingSession {
   /// The answer and contrast token ids.
   int64_t answer() const { return m_answer; }
   int64_t incorrect() const { return m_incorrect; }
+  /// The clean and corrupted prompts' ids.
+  const std::vector<int64_t>& cleanIds() const { return m_clean; }
+  const std::vector<int64_t>& corruptIds() const { return m_corrupt; }
+  /// The model the pair was run on.
+  const std::shared_ptr<const ModelSession>& model() const { return m_model; }
   /// One sweep: the intervention applied to every head alone → [layers, heads] logit differences,
   /// normalised as (d − d_corrupt) / (d_clean − d_corrupt) when `normalise`. Progress per head, cancellable.
   std::vector<double> sweep(const PatchRequest& base, bool normalise, const RunContext& ctx) const;

@@ -1,0 +1,320 @@
+#include "app/gui/causal_analysis_adapters.hpp"
+
+#include <ATen/ATen.h>
+
+#include <QFile>
+#include <QJsonArray>
+#include <QRegularExpression>
+
+#include <set>
+
+#include "analysis/ablation/ablation.hpp"
+#include "analysis/circuits/circuit_discovery.hpp"
+#include "analysis/circuits/overlap.hpp"
+#include "analysis/constraint/constraint_attention.hpp"
+#include "analysis/retrieval/retrieval.hpp"
+#include "app/gui/cli_result_view.hpp"
+#include "core/common/errors.hpp"
+
+namespace mechscope::gui {
+
+namespace {
+
+void needPrompt(const AnalysisInput& in, const char* name) {
+  if (!in.session) throw InputError(std::string(name) + ": no model loaded; open a model first");
+  if (in.tokens.ids.empty()) throw InputError(std::string(name) + ": the prompt has no tokens; type a prompt first");
+}
+
+const PatchingSession& needPair(const AnalysisInput& in, const char* name) {
+  if (!in.patching)
+    throw InputError(std::string(name) + ": needs the clean/corrupted pair: open the Patching panel and press Run clean + corrupted");
+  return *in.patching;
+}
+
+/// Code-point index of UTF-16 index `i` of `s`.
+int codePointIndex(const QString& s, qsizetype i) { return static_cast<int>(s.left(i).toUcs4().size()); }
+
+/// Token positions whose code-point offsets overlap [a, b).
+std::vector<int64_t> tokensOverlapping(const PromptTokens& t, int a, int b) {
+  std::vector<int64_t> out;
+  for (std::size_t i = 0; i < t.offsets.size(); ++i)
+    if (t.offsets[i].first < b && t.offsets[i].second > a) out.push_back(static_cast<int64_t>(i));
+  return out;
+}
+
+at::Tensor ids1(const std::vector<int64_t>& ids, const HookedTransformer& m) {
+  return at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).unsqueeze(0).to(m.device());  // [1, pos]
+}
+
+at::Tensor scalarId(int64_t id, const HookedTransformer& m) { return at::tensor(std::vector<int64_t>{id}, at::kLong).to(m.device()); }  // [1]
+
+nlohmann::json readJsonFile(const QString& path, const QString& what) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly))
+    throw InputError(QString("%1: %2 cannot be opened; give the JSON file written by `mechscope-cli circuit --json`").arg(what, path).toStdString());
+  try {
+    return nlohmann::json::parse(f.readAll().toStdString());
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(QString("%1: %2 is not JSON (%3)").arg(what, path, e.what()).toStdString());
+  }
+}
+
+/// The form's values join the result's params; values the analysis reported under the same key win.
+void keepFormValues(AnalysisResult& r, const QJsonObject& params) {
+  for (auto it = params.begin(); it != params.end(); ++it)
+    if (!r.params.contains(it.key())) r.params[it.key()] = it.value();
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> parseTokenRange(const QString& text, int64_t limit, const QString& what) {
+  static const QRegularExpression re(R"(^\s*(\d+)\s*:\s*(\d+)\s*$)");
+  const auto m = re.match(text);
+  if (!m.hasMatch())
+    throw InputError(QString("%1: '%2' is not a token range a:b (e.g. 2:5 = tokens 2, 3, 4)").arg(what, text).toStdString());
+  const int64_t a = m.captured(1).toLongLong(), b = m.captured(2).toLongLong();
+  if (a >= b || b > limit)
+    throw InputError(QString("%1: %2:%3 is not inside the %4 tokens (need 0 ≤ a < b ≤ %4)").arg(what).arg(a).arg(b).arg(limit).toStdString());
+  return {a, b};
+}
+
+std::vector<std::pair<int, int>> parseHeadList(const QString& text, int layers, int heads, const QString& what) {
+  std::vector<std::pair<int, int>> out;
+  static const QRegularExpression re(R"(^\s*(\d+)\.(\d+)\s*$)");
+  for (const QString& item : text.split(',', Qt::SkipEmptyParts)) {
+    const auto m = re.match(item);
+    if (!m.hasMatch()) throw InputError(QString("%1: '%2' is not LAYER.HEAD (e.g. 3.0,3.1)").arg(what, item.trimmed()).toStdString());
+    const int l = m.captured(1).toInt(), h = m.captured(2).toInt();
+    if (l >= layers || h >= heads)
+      throw InputError(QString("%1: head %2.%3 is outside the model's %4 layers × %5 heads").arg(what).arg(l).arg(h).arg(layers).arg(heads).toStdString());
+    out.emplace_back(l, h);
+  }
+  return out;
+}
+
+void wireConstraintAdapter(AnalysisAdapter& a) {
+  a.title = "Constraint";
+  a.available = true;
+  a.note = "analysis/constraint on the prompt (+ an optional teacher-forced response): α per query token, β per layer";
+  a.params = {{"constraint_text", "Constraint text", QString(), 0, 0, {}, "a substring of the prompt (first occurrence); or use token range"},
+              {"constraint_tokens", "Constraint tokens", QString(), 0, 0, {}, "token positions a:b of the prompt (as in the token strip)"},
+              {"response", "Response", QString(), 0, 0, {}, "teacher-forced after the prompt; its tokens are the answer steps (β)"},
+              {"answer_marker", "Answer marker", QString(), 0, 0, {}, "answer steps start after this text in the response (empty: all)"}};
+  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
+    needPrompt(in, "constraint-attention");
+    const auto& model = *in.session->model;
+    std::set<int64_t> constraint;
+    const QString text = params["constraint_text"].toString();
+    if (!text.isEmpty()) {
+      const qsizetype at = in.prompt.indexOf(text);
+      if (at < 0) throw InputError(QString("constraint-attention: '%1' does not occur in the prompt").arg(text).toStdString());
+      const auto toks = tokensOverlapping(in.tokens, codePointIndex(in.prompt, at), codePointIndex(in.prompt, at + text.size()));
+      if (toks.empty()) throw InputError(QString("constraint-attention: '%1' covers no token").arg(text).toStdString());
+      constraint.insert(toks.begin(), toks.end());
+    }
+    const int64_t promptLen = static_cast<int64_t>(in.tokens.ids.size());
+    if (!params["constraint_tokens"].toString().trimmed().isEmpty()) {
+      const auto [s, e] = parseTokenRange(params["constraint_tokens"].toString(), promptLen, "constraint-attention: constraint tokens");
+      for (int64_t i = s; i < e; ++i) constraint.insert(i);
+    }
+    if (constraint.empty()) throw InputError("constraint-attention: give the constraint as a text of the prompt or a token range a:b");
+    std::vector<int64_t> ids = in.tokens.ids;
+    QStringList labels = in.tokens.display;
+    const QString response = params["response"].toString();
+    int64_t answerFrom = 0;
+    std::vector<int64_t> responseIds;
+    if (!response.isEmpty()) {
+      if (!in.session->tokenizer) throw InputError("constraint-attention: a response needs the model's tokenizer.json");
+      const Encoding r = in.session->tokenizer->encode(response.toStdString(), false);
+      responseIds = r.ids;
+      const QString marker = params["answer_marker"].toString();
+      if (!marker.isEmpty()) {
+        const qsizetype at = response.indexOf(marker);
+        if (at < 0) throw InputError(QString("constraint-attention: answer marker '%1' does not occur in the response").arg(marker).toStdString());
+        const auto cp = static_cast<std::size_t>(codePointIndex(response, at + marker.size()));
+        answerFrom = static_cast<int64_t>(r.ids.size());
+        for (std::size_t i = 0; i < r.offsets.size(); ++i)
+          if (r.offsets[i].first >= cp) {
+            answerFrom = static_cast<int64_t>(i);
+            break;
+          }
+      }
+      for (int64_t id : responseIds) labels << QString::fromStdString(in.session->tokenizer->displayToken(id));
+    }
+    ids.insert(ids.end(), responseIds.begin(), responseIds.end());
+    std::vector<int64_t> answerRows;
+    const int64_t total = static_cast<int64_t>(ids.size());
+    for (int64_t p = std::max<int64_t>(promptLen + answerFrom, 1); !responseIds.empty() && p < total; ++p) answerRows.push_back(p - 1);
+    const auto result = analysis::runConstraintAttention(model, ids, {constraint.begin(), constraint.end()}, answerRows, false, &ctx);
+    auto out = analysis::constraintToResult(result);
+    out.json["prompt_tokens"] = promptLen;
+    out.json["response_ids"] = responseIds;
+    AnalysisResult r = resultFromCliJson("constraint-attention", out.json, labels);
+    keepFormValues(r, params);
+    return r;
+  };
+}
+
+void wireRetrievalAdapter(AnalysisAdapter& a) {
+  a.title = "Retrieval";
+  a.available = true;
+  a.note = "analysis/retrieval, one needle test on the prompt: greedy decoding, per-step copy rule (the CLI's --token-ids mode)";
+  a.params = {{"needle_tokens", "Needle span", QString(), 0, 0, {}, "token positions a:b of the answer in the prompt (the token strip shows them)"},
+              {"max_new_tokens", "Decoding steps", 8, 1, 4096, {}, "greedy steps (e.g. the answer's length)"},
+              {"mask_heads", "Mask heads", QString(), 0, 0, {}, "LAYER.HEAD list given uniform attention (causal check)"}};
+  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
+    needPrompt(in, "retrieval");
+    const auto& model = *in.session->model;
+    analysis::RetrievalTest t;
+    t.needleIndex = -1;
+    t.ids = in.tokens.ids;
+    t.length = static_cast<int64_t>(t.ids.size());
+    if (params["needle_tokens"].toString().trimmed().isEmpty())
+      throw InputError("retrieval: give the needle span a:b (token positions of the answer in the prompt)");
+    std::tie(t.needleStart, t.needleEnd) = parseTokenRange(params["needle_tokens"].toString(), t.length, "retrieval: needle span");
+    analysis::RetrievalDecode d;
+    d.maxNewTokens = params["max_new_tokens"].toInt(8);
+    d.maskedHeads = parseHeadList(params["mask_heads"].toString(), model.config().nLayers, model.config().nHeads, "retrieval: mask heads");
+    ctx.step(0, 1, "retrieval: prefill + decoding");
+    std::function<std::string(const std::vector<int64_t>&)> decodeText;
+    if (in.session->tokenizer) decodeText = [tok = *in.session->tokenizer](const std::vector<int64_t>& ids) { return tok.decode(ids, true); };
+    const auto test = analysis::runRetrievalTest(model, t, d, decodeText, 0.5, &ctx);
+    ctx.step(1, 1, "retrieval: prefill + decoding");
+    auto out = analysis::retrievalToResult({test}, model.config().nLayers, model.config().nHeads, false);
+    nlohmann::json masked = nlohmann::json::array();
+    for (const auto& [l, h] : d.maskedHeads) masked.push_back({l, h});
+    out.json["masked_heads"] = masked;
+    AnalysisResult r = resultFromCliJson("retrieval", out.json, in.tokens.display);
+    keepFormValues(r, params);
+    if (in.session->tokenizer) r.params["generated"] = QString::fromStdString(in.session->tokenizer->decode(test.generated));
+    return r;
+  };
+}
+
+void wireAblationAdapter(AnalysisAdapter& a) {
+  a.title = "Ablation";
+  a.available = true;
+  a.needsPatching = true;
+  a.note = "analysis/ablation on the Patching panel's clean prompt: every head alone (grid), plus an optional head set";
+  a.params = {{"method", "Method", QString("zero"), 0, 0, {"zero", "mean", "uniform", "resample"},
+               "mean/resample take the corrupted prompt as the reference; uniform = uniform attention over visible keys"},
+              {"normalise", "Normalise", true, 0, 0, {}, "effect / |logit diff before| (else the raw Δ logit diff)"},
+              {"heads", "Head set", QString(), 0, 0, {}, "LAYER.HEAD list ablated together (reported as before/after)"},
+              {"knockout", "Knockout", false, 0, 0, {}, "ablate every head NOT in the set (circuit faithfulness)"}};
+  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
+    const PatchingSession& pair = needPair(in, "ablate");
+    const auto& model = *pair.model()->model;
+    const int L = model.config().nLayers, H = model.config().nHeads;
+    const at::Tensor tokens = ids1(pair.cleanIds(), model), correct = scalarId(pair.answer(), model),
+                     incorrect = scalarId(pair.incorrect(), model);
+    analysis::AblationParams base;
+    base.method = analysis::parseAblationMethod(params["method"].toString("zero").toStdString());
+    if (base.method == analysis::AblationMethod::Mean || base.method == analysis::AblationMethod::Resample)
+      base.reference = ids1(pair.corruptIds(), model);
+    const bool normalise = params["normalise"].toBool(true);
+    nlohmann::json grid = nlohmann::json::array();
+    double before = 0;
+    for (int l = 0; l < L; ++l) {
+      nlohmann::json row = nlohmann::json::array();
+      for (int h = 0; h < H; ++h) {
+        ctx.step(l * H + h, L * H, "ablation: each head alone");
+        analysis::AblationParams p = base;
+        p.heads = {{l, h}};
+        const auto r = analysis::ablate(model, tokens, correct, incorrect, p, &ctx);
+        before = r.metricBefore;
+        const double d = r.metricAfter - r.metricBefore;
+        row.push_back(normalise && std::abs(r.metricBefore) > 0 ? d / std::abs(r.metricBefore) : d);
+      }
+      grid.push_back(row);
+    }
+    ctx.step(L * H, L * H, "ablation: each head alone");
+    nlohmann::json j;
+    j["analysis"] = "ablate";
+    j["method"] = analysis::toString(base.method);
+    j["head_effect"] = grid;
+    j["head_effect_label"] = normalise ? "Δ logit diff / |logit diff before|" : "Δ logit diff";
+    j["metric"] = "logit_diff";
+    j["metric_before"] = before;
+    const auto set = parseHeadList(params["heads"].toString(), L, H, "ablate: head set");
+    if (!set.empty()) {
+      analysis::AblationParams p = base;
+      for (const auto& [l, h] : set) p.heads.push_back({l, h});
+      p.knockout = params["knockout"].toBool(false);
+      const auto r = analysis::ablate(model, tokens, correct, incorrect, p, &ctx);
+      nlohmann::json names = nlohmann::json::array();
+      for (const auto& [l, h] : set) names.push_back(std::to_string(l) + "." + std::to_string(h));
+      j["heads"] = names;
+      j["knockout"] = p.knockout;
+      j["ablated_heads"] = r.ablatedHeads;
+      j["metric_after"] = r.metricAfter;
+      j["accuracy_before"] = r.accuracyBefore;
+      j["accuracy_after"] = r.accuracyAfter;
+    }
+    AnalysisResult r = resultFromCliJson("ablate", j);
+    keepFormValues(r, params);
+    return r;
+  };
+}
+
+void wireCircuitAdapter(AnalysisAdapter& a) {
+  a.title = "Circuit";
+  a.available = true;
+  a.needsPatching = true;
+  a.note = "analysis/circuits: iterative path patching on the Patching panel's pair (logits → movers → their inputs …)";
+  a.params = {{"task", "Task name", QString("ioi"), 0, 0, {}, "stored with the circuit (overlap compares two of them)"},
+              {"top_percent", "Top % per stage", 2.0, 0.1, 100, {}, "at most this % of all heads per stage"},
+              {"rel_threshold", "Relative threshold", 0.1, 0, 1, {}, "keep |effect| ≥ this × the stage's max"},
+              {"min_effect", "Minimum effect", 0.02, 0, 1, {}, "and |effect| ≥ this fraction of the logit-diff gap"},
+              {"max_stages", "Max stages", 6, 1, 32, {}, {}},
+              {"variant", "Variant", QString("ioi"), 0, 0, {"ioi", "merullo"}, "path patching variant (docs/cli.md)"}};
+  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
+    const PatchingSession& pair = needPair(in, "circuit");
+    const auto& model = *pair.model()->model;
+    analysis::PatchInputs pin{ids1(pair.cleanIds(), model), ids1(pair.corruptIds(), model), scalarId(pair.answer(), model),
+                              scalarId(pair.incorrect(), model)};
+    analysis::CircuitParams p;
+    p.topPercent = params["top_percent"].toDouble(2.0);
+    p.relThreshold = params["rel_threshold"].toDouble(0.1);
+    p.minEffect = params["min_effect"].toDouble(0.02);
+    p.maxStages = params["max_stages"].toInt(6);
+    p.variant = params["variant"].toString() == "merullo" ? analysis::PathVariant::Merullo : analysis::PathVariant::Ioi;
+    const auto c = analysis::discoverCircuit(model, pin, p, params["task"].toString("ioi").toStdString(), &ctx);
+    AnalysisResult r = resultFromCliJson("circuit", analysis::toJson(c));
+    keepFormValues(r, params);
+    return r;
+  };
+}
+
+void wireOverlapAdapter(AnalysisAdapter& a) {
+  a.title = "Overlap";
+  a.available = true;
+  a.needsModel = false;
+  a.note = "analysis/circuits overlap of two circuits: CLI `circuit --json` files, or (empty) the workspace's last two Circuit results";
+  a.params = {{"circuit_a", "Circuit A (JSON)", QString(), 0, 0, {}, "empty: the second-to-last circuit of this workspace"},
+              {"circuit_b", "Circuit B (JSON)", QString(), 0, 0, {}, "empty: the last circuit of this workspace"}};
+  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
+    std::vector<nlohmann::json> fromWorkspace;
+    for (const auto& r : in.results)
+      if (r.analysis == "circuit" && r.params.contains("cli_json"))
+        fromWorkspace.push_back(nlohmann::json::parse(r.params["cli_json"].toString().toStdString()));
+    auto pick = [&](const QString& key, std::size_t fromEnd) {
+      const QString path = params[key].toString().trimmed();
+      if (!path.isEmpty()) return readJsonFile(path, "overlap");
+      if (fromWorkspace.size() < fromEnd)
+        throw InputError("overlap: needs two circuits: run the Circuit panel twice (e.g. two tasks) or give two `circuit --json` files");
+      return fromWorkspace[fromWorkspace.size() - fromEnd];
+    };
+    const auto ja = pick("circuit_a", 2), jb = pick("circuit_b", 1);
+    ctx.check();
+    const auto ca = analysis::circuitFromJson(ja, "circuit A"), cb = analysis::circuitFromJson(jb, "circuit B");
+    const auto o = analysis::circuitOverlap(ca, cb);
+    ctx.step(1, 1, "overlap");
+    AnalysisResult r = resultFromCliJson("overlap", analysis::toJson(o));
+    keepFormValues(r, params);
+    r.params["task_a"] = QString::fromStdString(ca.task);
+    r.params["task_b"] = QString::fromStdString(cb.task);
+    return r;
+  };
+}
+
+}  // namespace mechscope::gui
