@@ -25,8 +25,9 @@ int submitComputePatterns(Workspace& ws, JobRunner& jobs) {
   const PromptTokens tokens = ws.tokens();
   return jobs.submit("Attention patterns", [&ws, session, tokens](const RunContext& ctx) -> JobRunner::Deliver {
     auto patterns = std::make_shared<const AttentionPatterns>(computePatterns(*session, tokens, ctx));
-    return [&ws, session, patterns] {
-      if (ws.session() == session) ws.setPatterns(patterns);  // stale when the model changed meanwhile
+    return [&ws, session, patterns, ids = tokens.ids] {
+      // Stale when the model or the prompt changed meanwhile (e.g. stepping through a batch).
+      if (ws.session() == session && ws.tokens().ids == ids) ws.setPatterns(patterns);
     };
   });
 }

@@ -27,6 +27,7 @@
 
 #include "app/gui/analysis_panel.hpp"
 #include "app/gui/attention_explorer.hpp"
+#include "app/gui/cache_viewer.hpp"
 #include "app/gui/jobs.hpp"
 #include "app/gui/model_panel.hpp"
 #include "app/gui/patching_panel.hpp"
@@ -119,18 +120,12 @@ MainWindow::MainWindow(QWidget* parent, const QString& settingsPath) : QMainWind
   connect(m_model, &ModelPanel::batchRequested, this, [this] {
     const QString path = QFileDialog::getOpenFileName(this, "Prompts (one per line)", QString(), "Text (*.txt);;All files (*)");
     if (path.isEmpty()) return;
-    QFile f(path);
-    if (!f.open(QIODevice::ReadOnly | QIODevice::Text)) return showError("Prompts", path + ": cannot be read; check the file's permissions");
-    QStringList prompts;
-    QTextStream in(&f);
-    while (!in.atEnd()) {
-      const QString line = in.readLine().trimmed();
-      if (!line.isEmpty()) prompts << line;
-    }
-    if (prompts.isEmpty()) return showError("Prompts", path + ": holds no prompt lines; write one prompt per line");
-    // The explorer shows one prompt at a time: the first is loaded, the rest go to the editor's history.
-    m_model->setPromptText(prompts.front());
-    statusBar()->showMessage(QString("%1 prompts read from %2; showing the first").arg(prompts.size()).arg(path), 8000);
+    loadPromptBatch(path);
+  });
+  // Another prompt of the batch: the explorer follows (its patterns are recomputed when it showed some).
+  connect(m_ws, &Workspace::batchIndexChanged, this, [this](int i) {
+    statusBar()->showMessage(QString("Prompt %1 of %2 of the batch").arg(i + 1).arg(m_ws->batch().size()), 5000);
+    if (m_followBatch && m_ws->session()) runAttention();
   });
   connect(m_ws, &Workspace::modelChanged, this, [this] {
     const auto s = m_ws->session();
@@ -177,6 +172,10 @@ void MainWindow::buildActions() {
     } catch (const std::exception& e) {
       showError("Save cache", QString::fromUtf8(e.what()));
     }
+  });
+  file->addAction("Open attention cac&he (HDF5)…", this, [this] {
+    const QString p = QFileDialog::getOpenFileName(this, "Open attention cache", QString(), "HDF5 (*.h5 *.hdf5);;All files (*)");
+    if (!p.isEmpty()) openCache(p);
   });
   auto* exp = file->addAction("E&xport figure (PNG/SVG/PDF + sidecar)…", this, [this] {
     const QString p = QFileDialog::getSaveFileName(this, "Export figure", m_settings.lastExportDir + "/figure.png",
@@ -277,6 +276,7 @@ void MainWindow::runAttention() {
   try {
     statusBar()->showMessage(QString("Caching patterns: ≈ %1").arg(formatBytes(bytes)), 5000);
     submitComputePatterns(*m_ws, *m_jobs);
+    m_followBatch = true;
     showTab(0);
   } catch (const std::exception& e) {
     showError("Attention", QString::fromUtf8(e.what()));
@@ -303,6 +303,41 @@ bool MainWindow::saveResults(const QString& path) {
     showError("Save results", QString::fromUtf8(e.what()));
     return false;
   }
+}
+
+CacheViewer* MainWindow::openCache(const QString& path) {
+  auto* v = new CacheViewer(m_jobs, this);  // a child window: closed with the main window
+  v->setWindowFlag(Qt::Window);
+  v->setAttribute(Qt::WA_DeleteOnClose);
+  v->resize(1000, 800);
+  connect(v, &CacheViewer::failed, this, [this, v](const QString& m) {
+    showError("Open cache", m);
+    v->close();
+  });
+  v->show();
+  v->open(path);
+  return v;
+}
+
+bool MainWindow::loadPromptBatch(const QString& path) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly | QIODevice::Text)) {
+    showError("Prompts", path + ": cannot be read; check the file's permissions");
+    return false;
+  }
+  QStringList prompts;
+  QTextStream in(&f);
+  while (!in.atEnd()) {
+    const QString line = in.readLine().trimmed();
+    if (!line.isEmpty()) prompts << line;
+  }
+  if (prompts.isEmpty()) {
+    showError("Prompts", path + ": holds no prompt lines; write one prompt per line");
+    return false;
+  }
+  m_ws->setBatch(prompts);
+  statusBar()->showMessage(QString("%1 prompts read from %2; step through them with Alt+PgDown / Alt+PgUp").arg(prompts.size()).arg(path), 8000);
+  return true;
 }
 
 bool MainWindow::openResults(const QString& path) {

@@ -18,6 +18,7 @@ namespace mechscope::gui {
 
 class AnalysisPanel;
 class AttentionExplorer;
+class CacheViewer;
 class JobRunner;
 class ModelPanel;
 class PatchingPanel;
@@ -51,6 +52,10 @@ class MainWindow : public QMainWindow {
   bool saveResults(const QString& path);
   /// Reopens results from an HDF5 file into the analysis panels; false + message on failure.
   bool openResults(const QString& path);
+  /// Opens an attention cache (HDF5) in its own window, reading only the shown head (File → Open attention cache).
+  CacheViewer* openCache(const QString& path);
+  /// Reads prompts (one per line) as the workspace's batch and selects the first; false (message shown) on error.
+  bool loadPromptBatch(const QString& path);
   /// Exports the current tab's main plot (.png/.svg/.pdf + sidecar); false + message on failure.
   bool exportCurrentFigure(const QString& path);
   /// The figure the Export action would write.
@@ -107,6 +112,7 @@ class MainWindow : public QMainWindow {
   QAction* m_darkAction = nullptr;
   QString m_lastError;
   bool m_confirmLarge = true;
+  bool m_followBatch = false;  ///< attention was run: stepping the batch re-runs it
 };
 
 }  // namespace mechscope::gui

@@ -1,6 +1,9 @@
 #include "app/gui/model_panel.hpp"
 
+#include <QComboBox>
 #include <QHBoxLayout>
+#include <QShortcut>
+#include <QToolButton>
 #include <QLabel>
 #include <QListWidget>
 #include <QLocale>
@@ -24,13 +27,62 @@ ModelPanel::ModelPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(w
   m_card->setTextInteractionFlags(Qt::TextSelectableByMouse);
   m_card->setObjectName("modelCard");
   layout->addWidget(m_card);
+  // Hook points: folded by default (hundreds of names); one click shows them.
+  auto* hooksToggle = new QToolButton(this);
+  hooksToggle->setObjectName("hooksToggle");
+  hooksToggle->setCheckable(true);
+  hooksToggle->setToolButtonStyle(Qt::ToolButtonTextBesideIcon);
+  hooksToggle->setArrowType(Qt::RightArrow);
+  hooksToggle->setAutoRaise(true);
+  hooksToggle->setText("Hook points");
+  layout->addWidget(hooksToggle);
   m_hooks = new QListWidget(this);
-  m_hooks->setMaximumHeight(110);
+  m_hooks->setMaximumHeight(140);
   m_hooks->setToolTip("Hook points (TransformerLens names) in forward order");
+  m_hooks->hide();
   layout->addWidget(m_hooks);
+  connect(hooksToggle, &QToolButton::toggled, this, [this, hooksToggle](bool on) {
+    hooksToggle->setArrowType(on ? Qt::DownArrow : Qt::RightArrow);
+    m_hooks->setVisible(on);
+  });
 
   auto* promptLabel = new QLabel("<b>Prompt</b>", this);
   layout->addWidget(promptLabel);
+  // Batch navigator: shown once prompts are read from a file; every panel uses the prompt picked here.
+  m_batchRow = new QWidget(this);
+  auto* batchLayout = new QHBoxLayout(m_batchRow);
+  batchLayout->setContentsMargins(0, 0, 0, 0);
+  auto* prev = new QToolButton(m_batchRow);
+  prev->setArrowType(Qt::LeftArrow);
+  prev->setToolTip("Previous prompt of the batch (Alt+PgUp)");
+  auto* next = new QToolButton(m_batchRow);
+  next->setArrowType(Qt::RightArrow);
+  next->setToolTip("Next prompt of the batch (Alt+PgDown)");
+  m_batchPicker = new QComboBox(m_batchRow);
+  m_batchPicker->setObjectName("batchPicker");
+  m_batchPicker->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  m_batchPicker->setMinimumContentsLength(12);
+  m_batchCount = new QLabel(m_batchRow);
+  batchLayout->addWidget(prev);
+  batchLayout->addWidget(m_batchPicker, 1);
+  batchLayout->addWidget(next);
+  batchLayout->addWidget(m_batchCount);
+  m_batchRow->hide();
+  layout->addWidget(m_batchRow);
+  connect(prev, &QToolButton::clicked, this, &ModelPanel::previousBatchPrompt);
+  connect(next, &QToolButton::clicked, this, &ModelPanel::nextBatchPrompt);
+  connect(new QShortcut(QKeySequence("Alt+PgDown"), this, nullptr, nullptr, Qt::WindowShortcut), &QShortcut::activated, this,
+          &ModelPanel::nextBatchPrompt);
+  connect(new QShortcut(QKeySequence("Alt+PgUp"), this, nullptr, nullptr, Qt::WindowShortcut), &QShortcut::activated, this,
+          &ModelPanel::previousBatchPrompt);
+  connect(m_batchPicker, qOverload<int>(&QComboBox::activated), this, [this](int i) { m_ws->setBatchIndex(i); });
+  connect(m_ws, &Workspace::batchChanged, this, &ModelPanel::refreshBatch);
+  connect(m_ws, &Workspace::batchIndexChanged, this, [this](int i) {
+    const QSignalBlocker block(m_batchPicker);
+    m_batchPicker->setCurrentIndex(i);
+    m_batchCount->setText(QString("%1 / %2").arg(i + 1).arg(m_ws->batch().size()));
+    setPromptText(m_ws->batch()[i]);
+  });
   m_prompt = new QPlainTextEdit(this);
   m_prompt->setPlaceholderText("Type a prompt; its tokens appear below as you type.");
   m_prompt->setMaximumHeight(90);
@@ -46,10 +98,12 @@ ModelPanel::ModelPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(w
   m_error->setStyleSheet("color: #c0392b;");
   m_error->hide();
   layout->addWidget(m_error);
-  auto* row = new QHBoxLayout();
   m_memory = new QLabel(this);
   m_memory->setWordWrap(true);
-  row->addWidget(m_memory, 1);
+  m_memory->setObjectName("memoryEstimate");
+  layout->addWidget(m_memory);
+  auto* row = new QHBoxLayout();
+  row->addStretch(1);
   auto* batch = new QPushButton("Prompts from file…", this);
   connect(batch, &QPushButton::clicked, this, &ModelPanel::batchRequested);
   row->addWidget(batch);
@@ -76,6 +130,26 @@ ModelPanel::ModelPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(w
 void ModelPanel::setPromptText(const QString& text) {
   m_prompt->setPlainText(text);
   tokenizeNow();
+}
+
+void ModelPanel::nextBatchPrompt() {
+  if (!m_ws->batch().isEmpty()) m_ws->setBatchIndex(m_ws->batchIndex() + 1);
+}
+
+void ModelPanel::previousBatchPrompt() {
+  if (!m_ws->batch().isEmpty()) m_ws->setBatchIndex(m_ws->batchIndex() - 1);
+}
+
+void ModelPanel::refreshBatch() {
+  const QSignalBlocker block(m_batchPicker);
+  m_batchPicker->clear();
+  const QStringList& b = m_ws->batch();
+  for (int i = 0; i < b.size(); ++i) {
+    const QString one = b[i].simplified();
+    m_batchPicker->addItem(QString("%1: %2").arg(i + 1).arg(one.size() > 70 ? one.left(70) + "…" : one));
+    m_batchPicker->setItemData(i, b[i], Qt::ToolTipRole);
+  }
+  m_batchRow->setVisible(b.size() > 1);
 }
 
 QString ModelPanel::promptText() const { return m_prompt->toPlainText(); }
@@ -121,6 +195,7 @@ void ModelPanel::refreshCard() {
                       .arg(c.vocab).arg(c.nCtx).arg(loc.toString(c.parameters)).arg(c.device, c.dtype));
   m_card->setToolTip(c.folder);
   m_hooks->addItems(c.hooks);
+  if (auto* t = findChild<QToolButton*>("hooksToggle")) t->setText(QString("Hook points (%1)").arg(c.hooks.size()));
 }
 
 void ModelPanel::refreshTokens() {
@@ -134,7 +209,7 @@ void ModelPanel::refreshTokens() {
   }
   const qint64 bytes = estimatedBytes();
   const QString n = QString::number(t.ids.size());
-  m_memory->setText(QString("<b>%1 tokens</b> · caching every pattern needs ≈ <b>%2</b> (%3 layers × %4 heads × %5 × %5 × 4 B)")
+  m_memory->setText(QString("<b>%1 tokens</b> · caching every pattern needs ≈ <b>%2</b><br><small>%3 layers × %4 heads × %5 × %5 × 4 B</small>")
                         .arg(n, formatBytes(bytes), QString::number(s->card.layers), QString::number(s->card.heads), n));
 }
 

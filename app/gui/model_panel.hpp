@@ -5,6 +5,7 @@
 
 #include "app/gui/workspace.hpp"
 
+class QComboBox;
 class QLabel;
 class QListWidget;
 class QPlainTextEdit;
@@ -39,6 +40,11 @@ class ModelPanel : public QWidget {
   QString cardText() const;
   /// The memory estimate line.
   QString memoryText() const;
+  /// The batch picker (hidden without a batch; tests).
+  QComboBox* batchPicker() const { return m_batchPicker; }
+  /// Selects the next / previous prompt of the batch (Alt+PgDown / Alt+PgUp).
+  void nextBatchPrompt();
+  void previousBatchPrompt();
   /// The tokenizer's error line (empty when fine).
   QString errorText() const;
 
@@ -51,6 +57,7 @@ class ModelPanel : public QWidget {
  private:
   void refreshCard();
   void refreshTokens();
+  void refreshBatch();
   Workspace* m_ws;
   QLabel* m_card = nullptr;
   QListWidget* m_hooks = nullptr;
@@ -60,6 +67,9 @@ class ModelPanel : public QWidget {
   QLabel* m_error = nullptr;
   QPushButton* m_run = nullptr;
   QTimer* m_debounce = nullptr;
+  QWidget* m_batchRow = nullptr;
+  QComboBox* m_batchPicker = nullptr;
+  QLabel* m_batchCount = nullptr;
 };
 
 }  // namespace mechscope::gui

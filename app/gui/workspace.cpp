@@ -1,5 +1,7 @@
 #include "app/gui/workspace.hpp"
 
+#include <algorithm>
+
 namespace mechscope::gui {
 
 Workspace::Workspace(QObject* parent) : QObject(parent) {}
@@ -36,6 +38,21 @@ void Workspace::setPatching(std::shared_ptr<const PatchingSession> patching) {
 void Workspace::addResult(AnalysisResult result) {
   m_results.push_back(std::move(result));
   emit resultAdded(static_cast<int>(m_results.size()) - 1);
+}
+
+void Workspace::setBatch(QStringList prompts) {
+  m_batch = std::move(prompts);
+  m_batchIndex = -1;
+  emit batchChanged();
+  if (!m_batch.isEmpty()) setBatchIndex(0);
+}
+
+void Workspace::setBatchIndex(int index) {
+  if (m_batch.isEmpty()) return;
+  index = std::clamp(index, 0, static_cast<int>(m_batch.size()) - 1);
+  if (index == m_batchIndex) return;
+  m_batchIndex = index;
+  emit batchIndexChanged(index);
 }
 
 void Workspace::requestHead(int layer, int head) { emit headRequested(layer, head); }

@@ -3,6 +3,7 @@
 // results — with change signals. No widgets; mutated only on the GUI thread (jobs deliver here).
 #include <QObject>
 #include <QString>
+#include <QStringList>
 
 #include <memory>
 #include <vector>
@@ -30,6 +31,10 @@ class Workspace : public QObject {
   std::shared_ptr<const AttentionPatterns> patterns() const { return m_patterns; }
   /// The clean/corrupted pair of the patching panel (null when not built).
   std::shared_ptr<const PatchingSession> patching() const { return m_patching; }
+  /// The batch of prompts read from a file (empty: none); the prompt editor steps through it.
+  const QStringList& batch() const { return m_batch; }
+  /// Index of the batch prompt in use (-1 without a batch).
+  int batchIndex() const { return m_batchIndex; }
   /// Finished analyses, oldest first.
   const std::vector<AnalysisResult>& results() const { return m_results; }
 
@@ -41,6 +46,10 @@ class Workspace : public QObject {
   void setPatterns(std::shared_ptr<const AttentionPatterns> patterns);
   /// Sets the patching pair.
   void setPatching(std::shared_ptr<const PatchingSession> patching);
+  /// Replaces the batch of prompts and selects its first one (an empty list clears it).
+  void setBatch(QStringList prompts);
+  /// Selects batch prompt `index` (clamped); emits batchIndexChanged when it changes.
+  void setBatchIndex(int index);
   /// Appends a result.
   void addResult(AnalysisResult result);
   /// Asks every view to show head (layer, head)'s attention map.
@@ -55,6 +64,10 @@ class Workspace : public QObject {
   void patternsChanged();
   /// A new patching pair.
   void patchingChanged();
+  /// A new batch was set (or cleared).
+  void batchChanged();
+  /// Another prompt of the batch was selected: its text is batch()[index].
+  void batchIndexChanged(int index);
   /// A result was added at `index`.
   void resultAdded(int index);
   /// Somebody clicked a head: open its attention map.
@@ -67,6 +80,8 @@ class Workspace : public QObject {
   std::shared_ptr<const AttentionPatterns> m_patterns;
   std::shared_ptr<const PatchingSession> m_patching;
   std::vector<AnalysisResult> m_results;
+  QStringList m_batch;
+  int m_batchIndex = -1;
 };
 
 }  // namespace mechscope::gui

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <QApplication>
+#include <QComboBox>
 #include <QFile>
 #include <QImage>
 #include <QJsonArray>
@@ -20,6 +21,7 @@
 #include "core/common/build_info.hpp"
 #include "store/hdf5_version.hpp"
 #include "views/heatmap_view.hpp"
+#include "views/line_plot_view.hpp"
 #include <qcustomplot.h>
 #include "views/score_grid_view.hpp"
 
@@ -197,4 +199,55 @@ TEST(MainWindow, BadModelFolderIsAMessage) {
   EXPECT_FALSE(w.workspace()->session());
   EXPECT_FALSE(w.exportCurrentFigure(tmp.path() + "/x.png"));
   EXPECT_TRUE(w.lastError().contains("nothing to export"));
+}
+
+TEST(MainWindow, BatchOfPromptsIsSteppedThroughEverywhere) {
+  Loaded l;
+  const QString file = l.tmp.path() + "/prompts.txt";
+  {
+    QFile f(file);
+    ASSERT_TRUE(f.open(QIODevice::WriteOnly | QIODevice::Text));
+    f.write("When Mary and John were at the store , John gave a ring to\n\n"
+            "When Alice and Bob were at the park , Bob gave a book to\n"
+            "the day was long in town\n");
+  }
+  EXPECT_FALSE(l.w->loadPromptBatch(l.tmp.path() + "/missing.txt"));
+  EXPECT_TRUE(l.w->lastError().contains("cannot be read"));
+  ASSERT_TRUE(l.w->loadPromptBatch(file));
+  auto* ws = l.w->workspace();
+  ASSERT_EQ(ws->batch().size(), 3);  // the blank line is skipped
+  EXPECT_EQ(ws->batchIndex(), 0);
+  auto* picker = l.w->modelPanel()->batchPicker();
+  EXPECT_EQ(picker->count(), 3);
+  EXPECT_TRUE(picker->isVisibleTo(l.w.get()));
+
+  // Next prompt: editor, tokens and (since attention was run) the explorer's patterns follow it.
+  l.w->modelPanel()->nextBatchPrompt();
+  EXPECT_EQ(ws->batchIndex(), 1);
+  EXPECT_EQ(picker->currentIndex(), 1);
+  EXPECT_EQ(ws->prompt(), "When Alice and Bob were at the park , Bob gave a book to");
+  EXPECT_EQ(l.w->modelPanel()->promptText(), ws->prompt());
+  EXPECT_EQ(ws->tokens().ids, tokenizePrompt(*ws->session(), ws->prompt()).ids);
+  for (int i = 0; i < 20000 && !ws->patterns(); i += 5) QTest::qWait(5);
+  ASSERT_TRUE(ws->patterns());
+  EXPECT_EQ(ws->patterns()->positions, static_cast<int>(ws->tokens().ids.size()));
+  EXPECT_EQ(ws->patterns()->labels, ws->tokens().display);
+
+  // An analysis run now uses the selected prompt.
+  auto* overview = l.w->analysisPanel("attention-overview");
+  test::JobWatch watch(*l.w->jobs());
+  ASSERT_EQ(watch.wait(overview->run()).status, "finished");
+  EXPECT_EQ(overview->result().prompt, ws->batch()[1]);
+  EXPECT_EQ(overview->lineViews()[0]->data().xLabels, ws->tokens().display);
+
+  // Picking from the list and stepping past the ends.
+  ws->setBatchIndex(2);
+  EXPECT_EQ(l.w->modelPanel()->promptText(), "the day was long in town");
+  l.w->modelPanel()->nextBatchPrompt();
+  EXPECT_EQ(ws->batchIndex(), 2);
+  l.w->modelPanel()->previousBatchPrompt();
+  l.w->modelPanel()->previousBatchPrompt();
+  l.w->modelPanel()->previousBatchPrompt();
+  EXPECT_EQ(ws->batchIndex(), 0);
+  EXPECT_EQ(ws->prompt(), ws->batch()[0]);
 }
