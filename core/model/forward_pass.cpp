@@ -84,9 +84,25 @@ struct AttnGeometry {
     if (!m_all.defined()) m_all = rows(0, q, n);
     return m_all;
   }
+  /// Sets masked scores of query rows [r0, r1) over keys [0, kEnd) to −inf in `scores`
+  /// [batch, head, r1 − r0, kEnd]. Plain causal rows (no window, no padding) touch only the last
+  /// r1 − r0 keys, where the mask is a strict upper triangle; anything else uses rows().
+  void maskScores(at::Tensor& scores, int64_t r0, int64_t r1, int64_t kEnd) const {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    const int64_t t = r1 - r0;
+    if (window == 0 && !padded && kEnd == past + r1) {
+      if (t == 1) return;  // the newest key is the query itself: nothing above the diagonal
+      if (!m_triu.defined() || m_triu.size(0) != t)
+        m_triu = at::ones({t, t}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1);  // [query, key]
+      scores.narrow(3, kEnd - t, t).masked_fill_(m_triu, ninf);
+      return;
+    }
+    scores.masked_fill_(rows(r0, r1, kEnd).logical_not(), ninf);
+  }
 
  private:
   mutable at::Tensor m_all;
+  mutable at::Tensor m_triu;  // [tile, tile] strict upper triangle of the last tile size asked for
 };
 
 AttnGeometry geometry(const ModelConfig& c, int64_t q, int64_t past, const at::Tensor& keyMask, at::Device device) {
@@ -112,6 +128,37 @@ int64_t chunkRows(int64_t batch, int64_t heads, int64_t keys, bool cuda) {
   const int64_t budget = (cuda ? int64_t{256} : int64_t{16}) << 20;
   const int64_t perRow = std::max<int64_t>(1, batch * heads * keys * 4);
   return std::max<int64_t>(16, budget / perRow);
+}
+
+/// Masked attention scores of query rows [r0, r1) over keys [0, kEnd): scale · q·kᵀ with −inf where
+/// masked, [batch, head, r1 − r0, kEnd] fp32. Query heads sharing a kv head are stacked on the GEMM's
+/// rows ([batch·kv, rep·rows, d_head]), so keys are never repeated. fp32 models take the scale inside
+/// the GEMM (alpha) and mask in place: no separate scale or masked_fill copies.
+at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::Tensor& kh, int64_t r0, int64_t r1,
+                      int64_t kEnd, double scale) {
+  const int64_t B = qh.size(0), H = qh.size(1), dh = qh.size(3), Hkv = kh.size(1), rep = H / Hkv, t = r1 - r0;
+  at::Tensor q3 = qh.narrow(2, r0, t).reshape({B * Hkv, rep * t, dh});                   // [batch·kv, rep·query, d_head]
+  at::Tensor k3 = kh.narrow(2, 0, kEnd).reshape({B * Hkv, kEnd, dh}).transpose(1, 2);   // [batch·kv, d_head, key]
+  at::Tensor sc;
+  // LibTorch 1.13's naive kernel for tiny products (d_head·rows·keys < 400, e.g. one decode step)
+  // reads the output even with beta 0 (NaN from at::empty survives); BLAS-sized products do not.
+  const bool blasSized = dh * rep * t * kEnd >= 400;
+  if (qh.scalar_type() == at::kFloat && blasSized) {
+    sc = at::empty({B * Hkv, rep * t, kEnd}, qh.options()).baddbmm_(q3, k3, 0.0, scale);  // beta 0: not read
+  } else {
+    sc = at::bmm(q3, k3).to(at::kFloat).mul_(scale);
+  }
+  sc = sc.view({B, H, t, kEnd});  // [batch, head, query, key]
+  geo.maskScores(sc, r0, r1, kEnd);
+  return sc;
+}
+
+/// pattern [batch, head, rows, kEnd] (fp32) · values [batch, kv, ≥ kEnd, d_head] → [batch, head, rows, d_head].
+at::Tensor attnValues(const at::Tensor& pattern, const at::Tensor& vh, int64_t kEnd, at::ScalarType dtype) {
+  const int64_t B = pattern.size(0), H = pattern.size(1), t = pattern.size(2), Hkv = vh.size(1), dh = vh.size(3);
+  at::Tensor p3 = pattern.to(dtype).reshape({B * Hkv, (H / Hkv) * t, kEnd});  // [batch·kv, rep·query, key]
+  at::Tensor v3 = vh.narrow(2, 0, kEnd).reshape({B * Hkv, kEnd, dh});      // [batch·kv, key, d_head]
+  return at::bmm(p3, v3).view({B, H, t, dh});
 }
 
 }  // namespace
@@ -173,7 +220,7 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   const auto& impl = *m.m_impl;
   const Hooker hp{hooks, in.step};
   const int64_t B = in.resid.size(0), P = in.resid.size(1);
-  const int64_t H = c.nHeads, Hkv = c.nKvHeads, dh = c.dHead, rep = H / Hkv;
+  const int64_t H = c.nHeads, Hkv = c.nKvHeads, dh = c.dHead;
   const int64_t past = in.cache ? in.cache->length : 0;
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const AttnGeometry geo = geometry(c, P, past, in.keyMask, m.device());
@@ -229,52 +276,45 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
     const bool bigScores = P > chunkRows(B, H, N, m.device().is_cuda());
     const bool wantChunked = !wantFused && !internalHooked &&
                              (opts.path == AttentionPath::Chunked || (opts.path == AttentionPath::Auto && !kHasFused && bigScores));
-    at::Tensor zh;  // [batch, head, query, d_head]
+    at::Tensor z;  // [batch, pos, head, d_head]
     if (wantChunked) {
       // Query tiles: scores [batch, head, tile, keys ≤ last row] → fp32 softmax → @ V; never [.., P, N].
+      // Each tile's output lands in z directly (no concatenation, and hook_z / the O projection read
+      // a contiguous [batch, pos, head, d_head]).
       const int64_t tile = chunkRows(B, H, N, m.device().is_cuda());
-      std::vector<at::Tensor> parts;
+      z = at::empty({B, P, H, dh}, q.options());
       for (int64_t r0 = 0; r0 < P; r0 += tile) {
         const int64_t r1 = std::min(P, r0 + tile);
         const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, past + r1);  // later keys are all masked
-        at::Tensor qg = qh.narrow(2, r0, r1 - r0).reshape({B, Hkv, rep, r1 - r0, dh});   // [batch, kv, rep, tile, d_head]
-        at::Tensor kt = kh.narrow(2, 0, kEnd);                                         // [batch, kv, key, d_head]
-        at::Tensor sc = at::matmul(qg, kt.unsqueeze(2).transpose(-1, -2));              // [batch, kv, rep, tile, key]
-        sc = (sc.to(at::kFloat) * scale).view({B, H, r1 - r0, kEnd});                   // [batch, head, tile, key]
-        if (!(geo.noMask && r1 - r0 == 1)) sc.masked_fill_(geo.rows(r0, r1, kEnd).logical_not(), -std::numeric_limits<float>::infinity());
-        at::Tensor pt = at::softmax(sc, -1);  // [batch, head, tile, key] fp32
+        at::Tensor pt = at::softmax(attnScores(geo, qh, kh, r0, r1, kEnd, scale), -1);   // [batch, head, tile, key] fp32
         if (geo.padded) pt = at::nan_to_num(pt, 0.0);
-        at::Tensor pg = pt.to(m.dtype()).view({B, Hkv, rep, r1 - r0, kEnd});
-        parts.push_back(at::matmul(pg, vh.narrow(2, 0, kEnd).unsqueeze(2)).view({B, H, r1 - r0, dh}));
+        z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, m.dtype()).permute({0, 2, 1, 3}));
         if (ctx) ctx->check();
       }
-      zh = parts.size() == 1 ? parts.front() : at::cat(parts, 2);  // [batch, head, query, d_head]
       ++nChunked;
     } else if (wantFused) {
 #if TORCH_VERSION_MAJOR >= 2
+      const int64_t rep = H / c.nKvHeads;
       at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;
       at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;
+      at::Tensor zh;  // [batch, head, query, d_head]
       if (geo.plainCausal) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true);
       else if (geo.noMask) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, false);
       else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.all(), 0.0, false);
       if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
+      z = zh.permute({0, 2, 1, 3});
 #endif
       ++nFused;
     } else {
       // Grouped heads: query head h reads kv head h / rep, without materialising repeated keys.
-      at::Tensor qg = qh.reshape({B, Hkv, rep, P, dh});                         // [batch, kv, rep, query, d_head]
-      at::Tensor scores = at::matmul(qg, kh.unsqueeze(2).transpose(-1, -2));  // [batch, kv, rep, query, key]
-      scores = (scores.to(at::kFloat) * scale).view({B, H, P, N});            // [batch, head, query, key]
-      scores = scores.masked_fill(geo.all().logical_not(), -std::numeric_limits<float>::infinity());
-      scores = hp(scores, nm.scores, l);
+      at::Tensor scores = hp(attnScores(geo, qh, kh, 0, P, N, scale), nm.scores, l);  // [batch, head, query, key]
       at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
       if (geo.padded) pattern = at::nan_to_num(pattern, 0.0);
       pattern = hp(pattern, nm.pattern, l);
-      at::Tensor pg = pattern.to(m.dtype()).view({B, Hkv, rep, P, N});
-      zh = at::matmul(pg, vh.unsqueeze(2)).view({B, H, P, dh});
+      z = attnValues(pattern, vh, N, m.dtype()).permute({0, 2, 1, 3}).contiguous();
       ++nExplicit;
     }
-    at::Tensor z = hp(zh.permute({0, 2, 1, 3}), nm.z, l);  // [batch, pos, head, d_head]
+    z = hp(z, nm.z, l);  // [batch, pos, head, d_head]
     at::Tensor attnOut;
     if (hp.on(nm.result)) {
       at::Tensor wO = L.wO.view({c.dModel, H, dh});

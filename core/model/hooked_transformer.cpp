@@ -1,15 +1,12 @@
 #include "core/model/hooked_transformer.hpp"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
-#include <cstdlib>
-#include <mutex>
-#include <thread>
 
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/common/threads.hpp"
 #include "core/model/family_spec.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
 #include "core/safetensors/safetensors_file.hpp"
@@ -17,16 +14,6 @@
 namespace mechscope {
 
 namespace {
-
-void setThreadsOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    // Debian's LibTorch starts with one intra-op thread; respect an explicit OMP_NUM_THREADS.
-    if (std::getenv("OMP_NUM_THREADS")) return;
-    const unsigned n = std::thread::hardware_concurrency();
-    if (n > 0) at::set_num_threads(static_cast<int>(n));
-  });
-}
 
 at::Device parseDevice(const std::string& s) {
   at::Device dev(at::kCPU);
@@ -89,13 +76,14 @@ std::string dtypeName(at::ScalarType type) {
 HookedTransformer::HookedTransformer(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype,
                                      std::filesystem::path folder)
     : m_config(std::move(config)), m_weights(std::move(weights)), m_device(device), m_dtype(dtype), m_folder(std::move(folder)) {
+  configureThreads();
   ForwardPass::prepare(*this);
 }
 
 HookedTransformer::~HookedTransformer() = default;
 
 std::unique_ptr<HookedTransformer> HookedTransformer::load(const std::filesystem::path& folder, const LoadOptions& options) {
-  setThreadsOnce();
+  configureThreads();
   if (!std::filesystem::is_directory(folder))
     throw InputError(fmt::format("{}: model folder does not exist or is not a directory", folder.string()));
   ModelConfig config = ModelConfig::fromJsonFile(folder / "config.json");
