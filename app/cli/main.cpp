@@ -10,6 +10,7 @@
 #include "app/cli/command.hpp"
 #include "core/common/build_info.hpp"
 #include "core/common/errors.hpp"
+#include "core/common/threads.hpp"
 #include "mechscope/version.hpp"
 
 namespace mechscope::cli {
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, onSigint);
 
   try {
+    configureThreads();  // before any tensor work: Debian's LibTorch starts with one intra-op thread
     app.parse(argc, argv);
     if (buildInfoFlag) {
       std::cout << buildInfo();
