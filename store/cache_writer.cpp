@@ -169,6 +169,9 @@ CacheWriter::~CacheWriter() {
       if (m_state->open) {
         m_state->open = false;
         H5Fclose(m_state->file.get());  // strong close: every open dataset too
+        // When that close failed (disk full: the final flush cannot write), the id still looks valid but
+        // libhdf5's file object is half torn down; closing it again segfaults in H5F__close_cb. Forget it.
+        m_state->file.release();
       }
     }
     std::error_code ec;
@@ -363,7 +366,9 @@ void CacheWriter::commit() {
     detail::writeIntAttr(f, "/", schema::kAttrComplete, 1);
     detail::check<Error>(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush " + state->partialName);
     state->open = false;
-    detail::check<Error>(H5Fclose(f), "close " + state->partialName);
+    const herr_t closed = H5Fclose(f);
+    state->file.release();  // closed, or half-closed after a failure: never close it again (see ~CacheWriter)
+    detail::check<Error>(closed, "close " + state->partialName);
   }
   fsyncPath(m_partialPath, false);
   std::error_code ec;

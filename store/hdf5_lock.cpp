@@ -15,6 +15,10 @@ void silenceOnce() {
   static bool done = false;
   if (done) return;
   done = true;
+  // No H5_term_library at exit: after a close that failed (disk full during the final flush) libhdf5 keeps a
+  // half-closed file in its id table and segfaults closing it again at exit. Every file we write is closed
+  // (committed) or discarded (.partial) explicitly, so nothing needs closing at exit. Must precede H5open.
+  H5dont_atexit();
   H5open();
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 }

@@ -78,6 +78,7 @@ void writeResultH5(const AnalysisResult& result, const std::filesystem::path& pa
   prov.padding = "none";
   prov.commandLine = provenance.commandLine;
   store::CacheWriter writer(path, prov);
+  if (!provenance.seed.empty()) writer.setAttribute("/", "seed", provenance.seed);
   for (const auto& [n, a] : result.arrays) {
     at::Tensor t = a.to(at::kCPU).contiguous();
     if (t.scalar_type() == at::kBool) t = t.to(at::kByte).to(at::kInt);

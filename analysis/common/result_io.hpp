@@ -23,6 +23,7 @@ struct ResultProvenance {
   std::string device;       ///< e.g. "cpu"
   std::string attentionPath;  ///< "probe" or "materialized"
   std::string commandLine;  ///< the command that produced it
+  std::string seed;         ///< the --seed in use (root attribute "seed"; empty: the command has none)
 };
 
 /// One analysis result: `arrays` go to /analyses/<name>/<array name>, `json` to the --json file.

@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/command.hpp"
+#include "mechscope/version.hpp"
 #include "core/common/errors.hpp"
+#include "core/model/memory_estimate.hpp"
 
 namespace mechscope::cli {
 
@@ -28,8 +30,10 @@ void AnalysisCommonOptions::add(CLI::App* sub, bool withMaterialize) {
   sub->add_option("--token-ids", tokenIds, "JSON file: array of arrays of token ids (one row per sequence)");
   addRunAndOutputs(sub);
   sub->add_flag("--no-prepend-bos", noPrependBos, "Encode prompts without special tokens (no BOS)");
-  if (withMaterialize)
+  if (withMaterialize) {
     sub->add_flag("--materialize", materialize, "Read full attention patterns (hook_pattern) instead of the streaming probe");
+    sub->add_flag("--force", force, "With --materialize: run even when the memory estimate says it will not fit");
+  }
 }
 
 std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std::string& option) {
@@ -55,6 +59,8 @@ void AnalysisCommonOptions::finishCommandLine(const CLI::App* sub) {
   for (const auto* opt : sub->get_options())
     if (opt->count() > 0 && !opt->get_name().empty() && opt->get_name() != "--help")
       commandLine += " " + opt->get_name() + (opt->get_expected_max() > 0 ? " " + fmt::format("{}", fmt::join(opt->results(), " ")) : "");
+  // Every command with --seed defaults it to 0; record the value in use either way.
+  if (const CLI::Option* s = sub->get_option_no_throw("--seed")) seed = s->count() > 0 ? s->as<int64_t>() : 0;
 }
 
 void AnalysisCommonOptions::validate(const std::string& command, bool needOutput) const {
@@ -134,13 +140,36 @@ std::vector<std::vector<int64_t>> readInputRows(const AnalysisCommonOptions& o, 
     const at::Tensor t = at::tensor(at::ArrayRef<int64_t>(rows[b]), at::kLong).unsqueeze(0);
     (void)m.model->checkTokens(t);  // InputError on bad ids / too long
   }
+  if (o.materialize && m.model->device().is_cpu()) {  // [batch, head, pos, pos] per layer: refuse what cannot fit
+    ForwardMemoryOptions mo;
+    mo.batch = static_cast<int64_t>(rows.size());
+    for (const auto& r : rows) mo.positions = std::max<int64_t>(mo.positions, static_cast<int64_t>(r.size()));
+    mo.elementBytes = static_cast<int64_t>(c10::elementSize(m.model->dtype()));
+    mo.fullLogits = false;
+    checkMemoryOrThrow(command, fmt::format("--materialize on {}×{} tokens", mo.batch, mo.positions),
+                       estimateForwardMemory(m.model->config(), mo), o.force);
+  }
   return rows;
 }
 
 void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::AnalysisResult& result, const LoadedModel& m,
                           const std::string& attentionPath) {
+  analysis::AnalysisResult withProvenance = result;
+  if (withProvenance.json.is_object()) {
+    nlohmann::json p = {{"model_folder", o.model},
+                        {"family", m.model->config().modelType},
+                        {"weights_hash", "fnv1a64:" + m.model->weightsHash()},
+                        {"dtype", dtypeName(m.model->dtype())},
+                        {"device", m.model->device().str()},
+                        {"attention_path", attentionPath},
+                        {"mechscope_version", kVersion},
+                        {"command_line", o.commandLine}};
+    if (o.seed) p["seed"] = *o.seed;
+    withProvenance.json["provenance"] = p;
+  }
+  const analysis::AnalysisResult& out = withProvenance;
   if (!o.json.empty()) {
-    analysis::writeResultJson(result, o.json);
+    analysis::writeResultJson(out, o.json);
     std::cerr << fmt::format("wrote {}\n", o.json);
   }
   if (!o.out.empty()) {
@@ -153,7 +182,8 @@ void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::Analys
     p.device = m.model->device().str();
     p.attentionPath = attentionPath;
     p.commandLine = o.commandLine;
-    analysis::writeResultH5(result, o.out, p);
+    if (o.seed) p.seed = std::to_string(*o.seed);
+    analysis::writeResultH5(out, o.out, p);
     std::cerr << fmt::format("wrote {}\n", o.out);
   }
 }

@@ -30,7 +30,9 @@ struct AnalysisCommonOptions {
   std::string json;  ///< FILE.json
   bool materialize = false;
   bool noPrependBos = false;
+  bool force = false;       ///< --force: run even when the memory estimate says it will not fit (--materialize)
   std::string commandLine;  ///< filled by finishCommandLine()
+  std::optional<int64_t> seed;  ///< the command's --seed (given or its default 0), for provenance
 
   /// Registers the options on `sub` (`inputRequired`: one of prompt/prompt-file/token-ids must be given).
   /// Adds --device, --dtype, --out and --json (commands with their own input options use this alone).
@@ -67,7 +69,8 @@ std::vector<std::string> inputTexts(const AnalysisCommonOptions& o);
 /// Reads a --token-ids file: a JSON array of arrays of integer ids (or one flat array).
 std::vector<std::vector<int64_t>> readTokenIdRows(const std::string& path);
 
-/// Writes --json and --out (HDF5 under /analyses/<name>/) and reports them on stderr.
+/// Writes --json and --out (HDF5 under /analyses/<name>/) and reports them on stderr. Both carry a
+/// "provenance" object (model, weights hash, dtype, device, attention path, seed, version, command line).
 void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::AnalysisResult& result, const LoadedModel& m,
                           const std::string& attentionPath);
 

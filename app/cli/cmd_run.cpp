@@ -13,6 +13,7 @@
 
 #include "app/cli/command.hpp"
 #include "core/model/hooked_transformer.hpp"
+#include "core/model/memory_estimate.hpp"
 #include "core/tokenizer/tokenizer.hpp"
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
@@ -32,6 +33,7 @@ struct RunOptions {
   bool prependBos = false;
   bool noPrependBos = false;
   int topK = 5;
+  bool force = false;
   std::string commandLine;
 };
 
@@ -61,6 +63,26 @@ at::Tensor readTokenIds(const std::string& path) {
   }
   return at::tensor(at::ArrayRef<int64_t>(flat), at::kLong).view({static_cast<int64_t>(j.size()), static_cast<int64_t>(len)});
 }
+
+#ifdef MECHSCOPE_WITH_HDF5
+/// A store failure (not bad input, not a cancel) while writing `cache`, as one line that names the file and
+/// says "the disk is full" when it is. The writer is dropped first, so its .partial is gone by then.
+[[noreturn]] void rethrowCacheFailure(std::unique_ptr<store::CacheWriter>& writer, const std::string& cache,
+                                      const Error& e) {
+  const std::filesystem::path partial = writer ? writer->partialPath() : std::filesystem::path(cache + ".partial");
+  writer.reset();
+  std::string what = e.what();
+  const bool full = what.find("errno = 28") != std::string::npos || what.find("No space left") != std::string::npos ||
+                    what.find("errno = 27") != std::string::npos || what.find("File too large") != std::string::npos;
+  std::replace(what.begin(), what.end(), '\n', ' ');
+  if (what.size() > 400) what = what.substr(0, 400) + "…";
+  throw InputError(fmt::format("run: writing the cache {} failed{}; {} was not created or replaced{} (libhdf5: {})",
+                               cache, full ? ": the disk is full" : "", cache,
+                               std::filesystem::exists(partial) ? fmt::format(", remove {}", partial.string())
+                                                                : " and nothing was left behind",
+                               what));
+}
+#endif
 
 std::optional<Tokenizer> tryTokenizer(const std::filesystem::path& folder) {
   if (!std::filesystem::exists(folder / "tokenizer.json")) return std::nullopt;
@@ -137,6 +159,23 @@ void runRun(const RunOptions& o) {
   if (!o.hooks.empty() && o.cache.empty())
     std::cerr << "mechscope-cli: note: --hooks without --cache only checks the patterns\n";
 
+  // ---- estimates: refuse a run that cannot fit (memory on CPU, disk for --cache) unless --force ----
+  std::vector<std::string> cached;
+  for (const auto& n : names)
+    if (std::any_of(o.hooks.begin(), o.hooks.end(), [&](const std::string& g) { return HookSet::matches(g, n); }))
+      cached.push_back(n);
+  if (!o.cache.empty()) checkDiskOrThrow("run", o.cache, cacheFileBytes(cfg, cached, B, P), o.force);
+  if (model->device().is_cpu()) {
+    ForwardMemoryOptions mo;
+    mo.batch = B;
+    mo.positions = P;
+    mo.elementBytes = static_cast<int64_t>(c10::elementSize(model->dtype()));
+    mo.materializedAttention = std::any_of(cached.begin(), cached.end(), [](const std::string& n) {
+      return n.find("hook_pattern") != std::string::npos || n.find("hook_attn_scores") != std::string::npos;
+    });
+    checkMemoryOrThrow("run", fmt::format("a forward pass of {}×{} tokens", B, P), estimateForwardMemory(cfg, mo), o.force);
+  }
+
   HookSet hooks;
   ForwardResult result;
 #ifdef MECHSCOPE_WITH_HDF5
@@ -147,7 +186,7 @@ void runRun(const RunOptions& o) {
     prov.family = cfg.modelType;
     prov.configJson = cfg.raw.dump(2);
     prov.weightsHash = "fnv1a64:" + model->weightsHash();
-    prov.dtype = c10::toString(model->dtype());
+    prov.dtype = dtypeName(model->dtype());  // "fp32", as the analyses record it
     prov.device = model->device().str();
     prov.bosHandling = bosHandling;
     prov.padding = padded ? "left" : "none";
@@ -160,7 +199,20 @@ void runRun(const RunOptions& o) {
       });
   }
 #endif
+#ifdef MECHSCOPE_WITH_HDF5
+  try {
+    result = model->forward(tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
+  } catch (const InputError&) {
+    throw;
+  } catch (const Cancelled&) {  // Ctrl-C: the writer's destructor removes the .partial; exit 130
+    throw;
+  } catch (const Error& e) {  // a hook's write failed (disk full, I/O error)
+    if (!writer) throw;
+    rethrowCacheFailure(writer, o.cache, e);
+  }
+#else
   result = model->forward(tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
+#endif
 
   // ---- top-k next tokens ----
   const at::Tensor last = result.logits.select(1, P - 1).to(at::kCPU);  // [batch, vocab]
@@ -187,10 +239,18 @@ void runRun(const RunOptions& o) {
         for (int64_t p = 0; p < P; ++p) strings.back().push_back(tok->idToToken(tokens[b][p].item<int64_t>()));
       }
     }
-    writer->writeTokens(tokens, strings);
-    writer->writeLogits(result.logits);
-    writer->setAttribute("/", "attention_path", result.attentionPath);
-    writer->commit();
+    try {
+      writer->writeTokens(tokens, strings);
+      writer->writeLogits(result.logits);
+      writer->setAttribute("/", "attention_path", result.attentionPath);
+      writer->commit();
+    } catch (const InputError&) {
+      throw;
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const Error& e) {
+      rethrowCacheFailure(writer, o.cache, e);
+    }
     std::cout << fmt::format("wrote {}\n", o.cache);
   }
 #endif
@@ -209,6 +269,7 @@ const RegisterCommand reg{"run", 20, [](CLI::App& root) {
   sub->add_flag("--prepend-bos", o->prependBos, "Make every sequence start with the BOS token");
   sub->add_flag("--no-prepend-bos", o->noPrependBos, "Encode prompts without special tokens (no BOS)");
   sub->add_option("--top-k", o->topK, "How many next tokens to print (default 5)");
+  sub->add_flag("--force", o->force, "Run even when the memory or disk estimate says it will not fit");
   sub->callback([o, sub] {
     o->commandLine = "mechscope-cli run";
     for (const auto* opt : sub->get_options())

@@ -32,6 +32,8 @@ class Hid {
   ~Hid() { reset(); }
   /// Close now (no-op when empty or already invalid, e.g. after a strong file close).
   void reset() noexcept;
+  /// Forgets the id without closing it (after an H5Fclose that failed: libhdf5 crashes on a second close).
+  void release() noexcept { m_id = H5I_INVALID_HID; }
   /// The raw id.
   [[nodiscard]] hid_t get() const noexcept { return m_id; }
   /// Whether this holds a valid id.
