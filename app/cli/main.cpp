@@ -43,6 +43,7 @@ int exitCode() { return g_exitCode; }
 }  // namespace mechscope::cli
 
 int main(int argc, char** argv) {
+  mechscope::ensurePassiveOpenMpWait(argv);  // first: libgomp reads its wait policy only at load
   using namespace mechscope;
   using namespace mechscope::cli;
   CLI::App app{"mechscope-cli: mechanistic-interpretability workbench (headless)", "mechscope-cli"};

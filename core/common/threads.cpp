@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -74,10 +75,17 @@ int configureThreads() {
   return state().threads;
 }
 
+void ensurePassiveOpenMpWait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") || !argv || !argv[0]) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the active wait
+}
+
 std::string threadSummary() {
   const int n = configureThreads();
-  std::string s = fmt::format("intra-op {} ({}: {}), interop {}", at::get_num_threads(), state().source, n,
-                              at::get_num_interop_threads());
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  std::string s = fmt::format("intra-op {} ({}: {}), interop {}, OMP_WAIT_POLICY {}", at::get_num_threads(), state().source, n,
+                              at::get_num_interop_threads(), wait ? wait : "unset");
   if (GetFn get = openblasGet()) s += fmt::format(", OpenBLAS {}", get());
   return s;
 }

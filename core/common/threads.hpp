@@ -10,6 +10,13 @@ namespace mechscope {
 /// CPUs this process may run on (sched affinity). Later calls return the first answer unchanged.
 int configureThreads();
 
+/// Re-executes the program once with OMP_WAIT_POLICY=PASSIVE unless the user set OMP_WAIT_POLICY or
+/// GOMP_SPINCOUNT (libgomp reads them only at load, so this must be the first thing main() does).
+/// Why: Debian's LibTorch runs matmuls on OpenBLAS's own threads; with the default active wait the idle
+/// OpenMP workers spin for the CPU that OpenBLAS needs (measured on 2 cores: a GPT-2-small forward at
+/// 512 tokens took 23.5 s with spinning workers, 11.4 s passive). Returns only when no exec happened.
+void ensurePassiveOpenMpWait(char** argv);
+
 /// One line for logs and benchmarks, e.g. "intra-op 2 (cores), OpenBLAS 2".
 std::string threadSummary();
 

@@ -1,0 +1,339 @@
+// CPU forward and caching throughput (issue 11), every figure a ratio measured in this run:
+//  1. achieved FLOP/s of the forward (matmul FLOPs counted analytically: Q/K/V/O projections, causal
+//     attention q·kᵀ and A·v, MLP, unembedding) as a fraction of LibTorch's own fp32 matmul rate on
+//     the forward's GEMM shapes (at::linear / at::bmm on fresh contiguous operands, timed here);
+//  2. forward with every hook streamed to an HDF5 cache (as `mechscope-cli run --hooks '*' --cache`)
+//     against the bare forward, plus the forward with every hook active but nothing written;
+//  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
+//     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
+// Synth folders are written once under --dir and reused.
+//   ./build/bench/bench_forward [--models gpt2-small,qwen3-0.6b] [--tokens 1024] [--reps 3] [--dir DIR]
+//                               [--cache-dir DIR] [--no-cache] [--no-eager] [--python /usr/bin/python3]
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/common/threads.hpp"
+#include "core/model/hooked_transformer.hpp"
+#include "core/synth/synth_model.hpp"
+#ifdef MECHSCOPE_WITH_HDF5
+#include "store/cache_writer.hpp"
+#endif
+
+namespace {
+
+using namespace mechscope;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::vector<std::string> models{"gpt2-small", "qwen3-0.6b"};
+  int64_t tokens = 1024;
+  int reps = 3;
+  fs::path dir = fs::temp_directory_path() / "mechscope_bench_forward";
+  fs::path cacheDir;  // where the HDF5 cache goes (default: dir)
+  bool cache = true;
+  bool eager = true;
+  std::string python = "/usr/bin/python3";
+};
+
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+std::string loadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+/// Runs `fn` `reps` times; returns the sorted wall times.
+std::vector<double> timeRuns(int reps, const std::function<void()>& fn) {
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto a = Clock::now();
+    fn();
+    t.push_back(seconds(a, Clock::now()));
+  }
+  std::sort(t.begin(), t.end());
+  return t;
+}
+
+double median(const std::vector<double>& v) { return v[v.size() / 2]; }
+
+/// One GEMM shape of the forward: `count` × ([m, k] · [k, n]) in `batch` independent products.
+struct Gemm {
+  std::string what;
+  int64_t batch, m, k, n;
+  double count;  // occurrences per forward
+  [[nodiscard]] double flops() const { return 2.0 * static_cast<double>(batch * m * k * n); }
+};
+
+/// The matmuls of one forward over `T` tokens (attention at full T×T: the shapes the reference times).
+std::vector<Gemm> forwardGemms(const ModelConfig& c, int64_t T) {
+  const int64_t d = c.dModel, q = int64_t{c.nHeads} * c.dHead, kv = int64_t{c.nKvHeads} * c.dHead;
+  const double L = c.nLayers;
+  std::vector<Gemm> g{{"q proj", 1, T, d, q, L},
+                      {"k+v proj", 1, T, d, kv, 2 * L},
+                      {"o proj", 1, T, q, d, L},
+                      {"mlp in", 1, T, d, c.dMlp, (c.gatedMlp ? 2 : 1) * L},
+                      {"mlp out", 1, T, c.dMlp, d, L},
+                      {"attn q·kᵀ", c.nHeads, T, c.dHead, T, L},
+                      {"attn A·v", c.nHeads, T, T, c.dHead, L},
+                      {"unembed", 1, T, d, c.dVocab, 1}};
+  return g;
+}
+
+/// Useful matmul FLOPs of one forward: attention counted causally (T(T+1)/2 query-key pairs).
+double usefulFlops(const ModelConfig& c, int64_t T) {
+  double f = 0;
+  for (const Gemm& g : forwardGemms(c, T)) {
+    const bool attn = g.what.rfind("attn", 0) == 0;
+    f += g.count * g.flops() * (attn ? (static_cast<double>(T) + 1) / (2.0 * static_cast<double>(T)) : 1.0);
+  }
+  return f;
+}
+
+/// LibTorch's fp32 rate on the forward's own shapes: each shape timed alone (best of 3 after a
+/// warm-up) on fresh contiguous operands; FLOP-weighted over one forward.
+double referenceRate(const ModelConfig& c, int64_t T, std::string* detail) {
+  double flops = 0, time = 0;
+  std::ostringstream os;
+  for (const Gemm& g : forwardGemms(c, T)) {
+    std::function<void()> fn;
+    at::Tensor a, b;
+    if (g.batch == 1) {
+      a = at::randn({g.m, g.k});
+      b = at::randn({g.n, g.k});  // Linear layout [out, in]
+      fn = [&] { (void)at::linear(a, b); };
+    } else {
+      a = at::randn({g.batch, g.m, g.k});
+      b = at::randn({g.batch, g.k, g.n});
+      fn = [&] { (void)at::bmm(a, b); };
+    }
+    fn();
+    const double t = timeRuns(3, fn).front();
+    flops += g.count * g.flops();
+    time += g.count * t;
+    os << fmt::format("    {:<12} [{}×]{}×{}×{}  {:6.1f} GFLOP/s\n", g.what, g.batch, g.m, g.k, g.n, g.flops() / t / 1e9);
+  }
+  if (detail) *detail = os.str();
+  return flops / time;
+}
+
+at::Tensor benchTokens(int64_t n, int64_t vocab) {
+  at::Tensor t = at::empty({1, n}, at::kLong);
+  auto* p = t.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) p[i] = (i * 7919 + 13) % vocab;  // as scripts/dev/eager_gpt2_forward.py
+  return t;
+}
+
+fs::path synthFolder(const Args& a, const std::string& preset) {
+  const std::string family = preset.rfind("gpt2", 0) == 0 ? "gpt2" : preset.rfind("qwen3", 0) == 0 ? "qwen3" : "llama";
+  const fs::path dir = a.dir / preset;
+  if (!fs::exists(dir / "config.json") || !fs::exists(dir / "model.safetensors")) {
+    std::cout << fmt::format("writing synth {} {} → {}\n", family, preset, dir.string()) << std::flush;
+    synth::writeSynthFolder(dir, family, preset, 1, "fp32");
+  }
+  return dir;
+}
+
+struct Eager {
+  bool ok = false;
+  double minS = 0, medianS = 0;
+  int threads = 0;
+  std::vector<double> logits;
+  std::string error;
+};
+
+Eager runEager(const Args& a, const fs::path& folder) {
+  Eager e;
+  const fs::path script = fs::path(MECHSCOPE_SOURCE_DIR) / "scripts/dev/eager_gpt2_forward.py";
+  const std::string cmd = fmt::format("'{}' '{}' '{}' --tokens {} --reps {} --threads {} 2>&1", a.python, script.string(),
+                                      folder.string(), a.tokens, a.reps, configureThreads());
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    e.error = "popen failed";
+    return e;
+  }
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  const int rc = pclose(p);
+  const auto brace = out.rfind("\n{");
+  const std::string line = out.substr(brace == std::string::npos ? 0 : brace + 1);
+  try {
+    if (rc != 0) throw std::runtime_error("exit status " + std::to_string(rc));
+    const auto j = nlohmann::json::parse(line);
+    e.minS = j.at("min_s").get<double>();
+    e.medianS = j.at("median_s").get<double>();
+    e.threads = j.at("threads").get<int>();
+    e.logits = j.at("logits_last_head").get<std::vector<double>>();
+    e.ok = true;
+  } catch (const std::exception& ex) {
+    e.error = fmt::format("{}: {}", ex.what(), out.substr(0, 400));
+  }
+  return e;
+}
+
+void benchModel(const Args& a, const std::string& preset) {
+  const fs::path folder = synthFolder(a, preset);
+  auto model = HookedTransformer::load(folder);
+  const ModelConfig& c = model->config();
+  const at::Tensor tokens = benchTokens(a.tokens, c.dVocab);
+  const double flops = usefulFlops(c, a.tokens);
+  std::cout << fmt::format("\n== {} ({} layers, d_model {}, {} q / {} kv heads, d_mlp {}, vocab {}), {} tokens, {:.1f} GFLOP "
+                           "useful matmul work\n",
+                           preset, c.nLayers, c.dModel, c.nHeads, c.nKvHeads, c.dMlp, c.dVocab, a.tokens, flops / 1e9);
+  std::cout << "load average at start: " << loadAverage() << "\n";
+
+  ForwardResult r;
+  auto bare = [&] { r = model->forward(tokens); };
+  bare();  // warm-up
+  std::vector<double> ours = timeRuns(a.reps, bare);
+  const std::string path = r.attentionPath;
+
+  std::string detail;
+  const double ref = referenceRate(c, a.tokens, &detail);
+  const std::vector<double> ours2 = timeRuns(a.reps, bare);
+  ours.insert(ours.end(), ours2.begin(), ours2.end());
+  std::sort(ours.begin(), ours.end());
+  const double achieved = flops / ours.front();
+  std::cout << fmt::format("forward (bare, attention path {}): min {:.3f} s, median {:.3f} s over {} runs\n", path, ours.front(),
+                           median(ours), ours.size());
+  std::cout << "LibTorch fp32 matmul rate on the forward's shapes:\n" << detail;
+  std::cout << fmt::format("  FLOP-weighted reference: {:.1f} GFLOP/s\n", ref / 1e9);
+  std::cout << fmt::format("achieved: {:.1f} GFLOP/s = {:.1f} % of the reference (target ≥ 60 %)\n", achieved / 1e9,
+                           100.0 * achieved / ref);
+
+  // ---- every hook active, nothing written: the cost of the explicit attention path and hook calls ----
+  HookSet readAll;
+  readAll.add("*", [](const at::Tensor&, const HookContext&) -> std::optional<at::Tensor> { return std::nullopt; });
+  const std::vector<double> hooked = timeRuns(std::max(1, a.reps - 1), [&] { (void)model->forward(tokens, {}, &readAll); });
+  std::cout << fmt::format("forward with every hook read (nothing stored): min {:.3f} s = {:+.1f} % over bare\n", hooked.front(),
+                           100.0 * (hooked.front() / ours.front() - 1));
+
+  if (a.eager && c.modelType == "gpt2") {
+    const Eager e = runEager(a, folder);
+    const std::vector<double> ours3 = timeRuns(a.reps, bare);
+    if (!e.ok) {
+      std::cout << "eager PyTorch peer: not run (" << e.error << ")\n";
+    } else {
+      double diff = 0;
+      const at::Tensor last = r.logits[0][a.tokens - 1];
+      for (std::size_t i = 0; i < e.logits.size(); ++i)
+        diff = std::max(diff, std::abs(e.logits[i] - last[static_cast<int64_t>(i)].item<double>()));
+      const double oursAround = std::min(ours.front(), ours3.front());
+      std::cout << fmt::format("eager PyTorch (torch from /usr/bin/python3, {} threads) same weights and tokens: min {:.3f} s, "
+                               "median {:.3f} s; mechscope min {:.3f} s (runs before and after it) → eager ÷ mechscope = {:.2f}× "
+                               "(target ≥ 1); last-row logits agree to {:.2e}\n",
+                               e.threads, e.minS, e.medianS, oursAround, e.minS / oursAround, diff);
+    }
+  }
+#ifdef MECHSCOPE_WITH_HDF5
+  if (a.cache) {
+    const fs::path file = (a.cacheDir.empty() ? a.dir : a.cacheDir) / fmt::format("cache_{}.h5", preset);
+    uintmax_t bytes = 0;
+    auto cached = [&] {
+      store::Provenance prov;
+      prov.modelFolder = folder.string();
+      prov.family = c.modelType;
+      prov.dtype = "float32";
+      prov.device = "cpu";
+      prov.commandLine = "bench_forward";
+      store::CacheWriter w(file, prov);
+      HookSet hooks;
+      hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+        w.writeActivation(hc.name, t);
+        return std::nullopt;
+      });
+      ForwardResult cr = model->forward(tokens, {}, &hooks);
+      w.writeTokens(tokens);
+      w.writeLogits(cr.logits);
+      w.setAttribute("/", "attention_path", cr.attentionPath);
+      w.commit();
+      bytes = fs::file_size(file);
+    };
+    const std::vector<double> withCache = timeRuns(std::max(1, a.reps - 1), cached);
+    fs::remove(file);
+    std::cout << fmt::format("forward + every hook streamed to HDF5 ({:.2f} GB, fsynced, in {}): min {:.3f} s = {:+.1f} % over "
+                             "bare (target ≤ +25 %)\n",
+                             static_cast<double>(bytes) / 1e9, file.parent_path().string(), withCache.front(),
+                             100.0 * (withCache.front() / ours.front() - 1));
+    // The writer pins glibc's mmap threshold at 1 MiB for the rest of the process (store/heap_policy.hpp):
+    // from then on every large tensor is fresh, zero-filled pages. The bare forward again shows that cost.
+    const std::vector<double> after = timeRuns(std::max(1, a.reps - 1), bare);
+    std::cout << fmt::format("bare forward after the cache writer set the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} %\n",
+                             after.front(), 100.0 * (after.front() / ours.front() - 1));
+  }
+#endif
+
+  std::cout << "load average at end: " << loadAverage() << "\n";
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(s + " needs a value");
+      return argv[++i];
+    };
+    if (s == "--models") {
+      a.models.clear();
+      std::stringstream ss(next());
+      for (std::string m; std::getline(ss, m, ',');) a.models.push_back(m);
+    } else if (s == "--tokens") {
+      a.tokens = std::stoll(next());
+    } else if (s == "--reps") {
+      a.reps = std::max(1, std::stoi(next()));
+    } else if (s == "--dir") {
+      a.dir = next();
+    } else if (s == "--cache-dir") {
+      a.cacheDir = next();
+    } else if (s == "--no-cache") {
+      a.cache = false;
+    } else if (s == "--no-eager") {
+      a.eager = false;
+    } else if (s == "--python") {
+      a.python = next();
+    } else {
+      throw std::runtime_error("unknown argument " + s + " (see the comment at the top of bench/bench_forward.cpp)");
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ensurePassiveOpenMpWait(argv);  // as mechscope-cli; the eager peer inherits the same environment
+  try {
+    std::cout << std::unitbuf;  // progress shows while a slow, loaded run goes on
+    const Args a = parse(argc, argv);
+    fs::create_directories(a.dir);
+    configureThreads();
+    std::cout << "threads: " << threadSummary() << "; LibTorch " << TORCH_VERSION << "\n";
+    for (const auto& m : a.models) benchModel(a, m);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_forward: " << e.what() << "\n";
+    return 1;
+  }
+}
