@@ -11,6 +11,7 @@
 
 #include "app/cli/command.hpp"
 #include "mechscope/version.hpp"
+#include "core/common/device_memory.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/memory_estimate.hpp"
 
@@ -82,9 +83,13 @@ void AnalysisCommonOptions::validateOutputs(const std::string& command, bool nee
 }
 
 LoadedModel loadAnalysisModel(const AnalysisCommonOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
   LoadedModel m;
   m.model = HookedTransformer::load(o.model, LoadOptions{o.device, o.dtype});
   if (std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json")) m.tokenizer = Tokenizer::fromFile(o.model);
+  m.loadedAt = std::chrono::steady_clock::now();
+  m.loadSeconds = std::chrono::duration<double>(m.loadedAt - t0).count();
+  resetCudaPeak();  // the analysis' own peak, weights included (they stay allocated)
   return m;
 }
 
@@ -154,6 +159,12 @@ std::vector<std::vector<int64_t>> readInputRows(const AnalysisCommonOptions& o, 
 
 void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::AnalysisResult& result, const LoadedModel& m,
                           const std::string& attentionPath) {
+  // Timing on stderr, not in the outputs (they stay bit-identical across runs).
+  const double analysisSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m.loadedAt).count();
+  std::string peak;
+  if (const int64_t bytes = cudaPeakAllocatedBytes(); bytes > 0 && m.model->device().is_cuda())
+    peak = fmt::format(", peak CUDA memory {:.2f} GiB", static_cast<double>(bytes) / (1 << 30));
+  std::cerr << fmt::format("timing: load {:.3f} s, analysis {:.3f} s{}\n", m.loadSeconds, analysisSeconds, peak);
   analysis::AnalysisResult withProvenance = result;
   if (withProvenance.json.is_object()) {
     nlohmann::json p = {{"model_folder", o.model},

@@ -2,6 +2,7 @@
 // Options every analysis command shares (--model, --prompt, --prompt-file, --token-ids, --device,
 // --dtype, --out, --json, --materialize), their parsing into token rows, and writing the result.
 // Shared by the attention analyses and the causal analyses.
+#include <chrono>
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -54,6 +55,8 @@ std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std:
 struct LoadedModel {
   std::unique_ptr<HookedTransformer> model;
   std::optional<Tokenizer> tokenizer;
+  double loadSeconds = 0;                           ///< wall time of loading weights and tokenizer
+  std::chrono::steady_clock::time_point loadedAt;  ///< when loading finished (the analysis clock starts)
 };
 
 /// Loads --model on --device/--dtype.
