@@ -45,7 +45,10 @@ json headline(const std::string& type, const json& r) {
     }
     if (r.contains("secondary_sinks")) h["secondary_sinks"] = r["secondary_sinks"].size();
   } else if (type == "waad-fai") {
-    copyKeys(h, r, {"local_heads", "global_heads"});
+    // The split sizes and the farthest-reaching heads (the full lists are in result.json).
+    if (r.contains("local_heads")) h["n_local_heads"] = r["local_heads"].size();
+    if (r.contains("global_heads")) h["n_global_heads"] = r["global_heads"].size();
+    h["top_distance_heads"] = topHeads(r.value("head_distance", json()), 5, false);
   } else if (type == "constraint-attention") {
     copyKeys(h, r, {"beta", "constraint_positions", "prompt_tokens"});
   } else if (type == "retrieval") {
@@ -194,9 +197,10 @@ std::string htmlReport(const json& s) {
     if (e.contains("files"))
       for (const char* k : {"h5", "json", "log"})
         if (e["files"].contains(k)) files += fmt::format("<a href=\"{0}\">{1}</a> ", escapeHtml(e["files"][k].get<std::string>()), k);
-    h += fmt::format("<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>\n", escapeHtml(e["key"].get<std::string>()),
-                     escapeHtml(e["status"].get<std::string>() + (e.contains("error") ? " " + e["error"].get<std::string>() : "")),
-                     files, escapeHtml(e.contains("headline") ? headlineText(e["headline"]) : ""));
+    const std::string error = e.contains("error") ? e["error"].get<std::string>() : std::string();
+    h += fmt::format("<tr><td><code>{}</code></td><td>{}{}{}</td><td>{}</td><td>{}</td></tr>\n", escapeHtml(e["key"].get<std::string>()),
+                     escapeHtml(e["status"].get<std::string>()), error.empty() ? "" : ": ", escapeHtml(error), files,
+                     escapeHtml(e.contains("headline") ? headlineText(e["headline"]) : ""));
   }
   h += "</table>\n<h2>Figures</h2>\n";
   for (const auto& e : s["items"]) {
