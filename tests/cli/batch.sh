@@ -45,12 +45,42 @@ for want in "broken.toml:3:1: unknown key 'colour'" "broken.toml:7:1: inputs.ids
 done
 [ ! -e "$tmp/broken-out" ] || { echo "a rejected plan created its output folder"; exit 1; }
 
-# 2. The whole plan, progress as JSON events.
+# 2. An item that fails at run time (token id outside the vocabulary): exit 3, listed in summary.json,
+#    its folder holds the log only; the other item is fine.
+echo '[[0, 51, 99999]]' > "$tmp/bad_ids.json"
+echo '[[0, 51, 52, 53]]' > "$tmp/ok_ids.json"
+cat > "$tmp/partial.toml" <<'TOML'
+[models.planted]
+path = "embedded"
+[inputs.bad]
+kind = "token-ids"
+file = "bad_ids.json"
+[inputs.good]
+kind = "token-ids"
+file = "ok_ids.json"
+[[analysis]]
+type = "sinks"
+inputs = ["bad", "good"]
+TOML
+rc=0
+"$cli" batch "$tmp/partial.toml" --out "$tmp/partial" --quiet 2> "$tmp/partial.err" || rc=$?
+[ "$rc" -eq 3 ] || { cat "$tmp/partial.err"; echo "failing item: exit $rc, expected 3"; exit 1; }
+"$py" - "$tmp/partial" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+s = json.load(open(f"{d}/summary.json"))
+assert s["failed"] == ["planted/sinks/bad"] and s["counts"] == {"failed": 1, "ok": 1}, s
+bad = next(e for e in s["items"] if e["key"] == "planted/sinks/bad")
+assert bad["exit_code"] == 2 and "99999" in bad["error"], bad
+assert sorted(os.listdir(f"{d}/planted/sinks/bad")) == ["command.txt", "run.log"], os.listdir(f"{d}/planted/sinks/bad")
+PY
+
+# 3. The whole plan, progress as JSON events.
 t0=$(date +%s)
 "$cli" batch "$plan" --out "$tmp/single" --progress-json > "$tmp/events.jsonl" 2> "$tmp/single.err" || { cat "$tmp/single.err"; exit 1; }
 echo "single run: $(( $(date +%s) - t0 )) s"
 
-# 3. Shard 0/2, SIGKILLed mid-run (the whole process group, as a preempted job), then rerun twice.
+# 4. Shard 0/2, SIGKILLed mid-run (the whole process group, as a preempted job), then rerun twice.
 setsid "$cli" batch "$plan" --out "$tmp/s0" --shard 0/2 --quiet & bg=$!
 for _ in $(seq 1 1200); do
   n=$( (ls "$tmp/s0/.batch/done" 2>/dev/null || true) | wc -l)
@@ -76,7 +106,7 @@ PY
 "$cli" batch "$plan" --out "$tmp/s0" --shard 0/2 --progress-json > "$tmp/rerun.jsonl" 2>"$tmp/rerun.err" || { cat "$tmp/rerun.err"; exit 1; }
 "$cli" batch "$plan" --out "$tmp/s0" --shard 0/2 --progress-json > "$tmp/rerun2.jsonl" 2>/dev/null
 
-# 4. Shard 1/2 interrupted by SIGINT (exit 130, no work folder left), then finished.
+# 5. Shard 1/2 interrupted by SIGINT (exit 130, no work folder left), then finished.
 "$cli" batch "$plan" --out "$tmp/s1" --shard 1/2 --quiet & pid=$!
 for _ in $(seq 1 1200); do [ -n "$(ls "$tmp/s1/.batch/done" 2>/dev/null)" ] && break; sleep 0.1; done
 kill -INT "$pid"
@@ -87,7 +117,7 @@ wait "$pid" || rc=$?
 cp "$tmp/s1/summary.json" "$tmp/interrupted.json"
 "$cli" batch "$plan" --out "$tmp/s1" --shard 1/2 --quiet
 
-# 5. Merge: both shards equal the single run; one shard alone has items missing (exit 3).
+# 6. Merge: both shards equal the single run; one shard alone has items missing (exit 3).
 "$cli" merge "$tmp/s0" "$tmp/s1" --out "$tmp/merged"
 rc=0
 "$cli" merge "$tmp/s0" --out "$tmp/half" > /dev/null || rc=$?
