@@ -59,6 +59,12 @@ at::Tensor referencePathPatch(const HookedTransformer& m, const PatchInputs& in,
   return logitDiff(m.forward(in.clean, {}, &sub).logits, in.correct, in.incorrect);
 }
 
+/// |a − b| ≤ 1e-4 + 1e-5·|b|: the planted residual stream reaches norms of ~85 and logit differences
+/// of ~20, so batched and one-at-a-time forwards (different matmul groupings) differ by ~1e-4 in fp32.
+double excess(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).abs() - (b.abs() * 1e-5 + 1e-4)).max().item<double>();
+}
+
 TEST(PathPatching, EqualsHookByHookProtocol) {
   const auto& m = *test::causalPlanted().model;
   const PatchInputs in = test::plantedInputs(planted::ioiPrompts(6, 21));
@@ -68,7 +74,7 @@ TEST(PathPatching, EqualsHookByHookProtocol) {
   const PathPatchResult r1 = pathPatch(m, in, p);
   for (size_t i = 0; i < p.senders.size(); ++i) {
     const at::Tensor ref = referencePathPatch(m, in, p.senders[i], {});
-    EXPECT_LE((r1.metricPatched[static_cast<int64_t>(i)] - ref).abs().max().item<double>(), 1e-4) << i;
+    EXPECT_LE(excess(r1.metricPatched[static_cast<int64_t>(i)], ref), 0.0) << i;
   }
   // Stage 2: senders → q/k/v of the movers.
   PathPatchParams q;
@@ -78,7 +84,7 @@ TEST(PathPatching, EqualsHookByHookProtocol) {
   const PathPatchResult r2 = pathPatch(m, in, q);
   for (size_t i = 0; i < q.senders.size(); ++i) {
     const at::Tensor ref = referencePathPatch(m, in, q.senders[i], q.receivers);
-    EXPECT_LE((r2.metricPatched[static_cast<int64_t>(i)] - ref).abs().max().item<double>(), 1e-4) << i;
+    EXPECT_LE(excess(r2.metricPatched[static_cast<int64_t>(i)], ref), 0.0) << i;
   }
   // S-inhibition 2.1 carries most of the LD gap into the movers' queries.
   EXPECT_GT(r2.effect[2][1].item<double>(), 0.5);
