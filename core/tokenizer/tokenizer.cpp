@@ -175,8 +175,21 @@ class CharOffsets {
 
 Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : m_impl(std::move(impl)) {}
 
+namespace {
+/// load() with any JSON type mismatch it did not check itself turned into an InputError naming the file
+/// (fuzz finding: a numeric "type" escaped as nlohmann::type_error).
+std::shared_ptr<const Tokenizer::Impl> loadChecked(const std::string& text, const std::string& source,
+                                                   const nlohmann::json* config) {
+  try {
+    return load(text, source, config);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: malformed tokenizer: {}", source, e.what()));
+  }
+}
+}  // namespace
+
 Tokenizer Tokenizer::fromJson(const std::string& jsonText, const std::string& sourceName) {
-  return Tokenizer(load(jsonText, sourceName, nullptr));
+  return Tokenizer(loadChecked(jsonText, sourceName, nullptr));
 }
 
 Tokenizer Tokenizer::fromFile(const std::filesystem::path& path) {
@@ -199,7 +212,7 @@ Tokenizer Tokenizer::fromFile(const std::filesystem::path& path) {
       throw InputError(fmt::format("{}: not valid JSON: {}", cfgPath.string(), e.what()));
     }
   }
-  return Tokenizer(load(text, file.string(), haveConfig ? &config : nullptr));
+  return Tokenizer(loadChecked(text, file.string(), haveConfig ? &config : nullptr));
 }
 
 Encoding Tokenizer::encode(std::string_view rawText, bool addSpecialTokens) const {
