@@ -65,6 +65,16 @@ at::Tensor keyTile(const ProbeInputs& in, const ProbeSetup& s, int64_t c0, int64
 at::Tensor tileScores(const at::Tensor& qt, const at::Tensor& kt, const ProbeSetup& s, double scale, int64_t rows,
                       const at::Tensor& mask, const at::Tensor& rowShift = {});
 
+/// Merge one tile's best keys into the running top-k of its rows: `x` [head, rows, cols] scores (or any
+/// monotone transform) of keys [c0, c0 + cols); `topS`/`topI` [head, rows, k]. k = 1 keeps the lowest index
+/// on ties (earlier tiles win).
+void mergeTileTopK(const at::Tensor& x, int64_t c0, int topK, at::Tensor& topS, at::Tensor& topI);
+
+/// Add Σ_rows p of one tile ([head, rows, cols] for rows [r0, r1) × keys [c0, c1)) to columnSums [head, nk],
+/// counting only rows whose (i − j) lies in the request's band; zeroes the out-of-band entries of `p`.
+void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetup& s, int64_t r0, int64_t r1,
+                         int64_t c0, int64_t c1, at::Tensor& columnSums);
+
 /// Row log-sum-exp of the scaled, masked scores for rows [rowBegin, nq) → [head, nq] fp64 (−inf for empty
 /// or skipped rows). Uses flash attention's normaliser on CUDA when it applies (sets *flash), else key tiles.
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash);

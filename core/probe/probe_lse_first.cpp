@@ -145,18 +145,7 @@ ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const 
       const int64_t c1 = std::min(c0 + s.tiles.tileK, kEnd), cols = c1 - c0;
       // x = s − lse = log p, −inf where masked: [head, rows, cols]
       at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, nRows, tileMask(s, r0, r1, c0, c1), shift);
-      if (topK == 1) {
-        auto [v, idx] = at::max(x, -1, true);  // first maximum within the tile
-        const at::Tensor better = v > topS;     // strict: earlier tiles win ties
-        topS = at::where(better, v, topS);
-        topI = at::where(better, idx.add_(c0), topI);
-      } else if (topK > 1) {
-        auto [v, idx] = at::topk(x, std::min<int64_t>(topK, cols), -1);
-        const at::Tensor catS = at::cat({topS, v}, -1), catI = at::cat({topI, idx.add_(c0)}, -1);
-        auto [v2, sel] = at::topk(catS, topK, -1);
-        topS = v2;
-        topI = catI.gather(-1, sel);
-      }
+      mergeTileTopK(x, c0, topK, topS, topI);
       at::Tensor& p = x.exp_();  // [head, rows, cols], final probabilities
 
       const int64_t dMin = iFirst - (c1 - 1);  // smallest (i − j) in the tile
@@ -188,17 +177,7 @@ ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const 
         if (mass.defined() && !belowDiagonal) mass.add_(at::matmul(p, s.keySetInd.slice(0, c0, c1)).to(at::kDouble));
       }
 
-      if (!req.columnSums) continue;
-      // Rows of this tile whose (i − j) leaves the band contribute nothing; masked keys have p = 0.
-      const int64_t dMax = iLast - c0;
-      const bool allIn = std::max<int64_t>(dMin, 0) >= req.bandMin && dMax <= req.bandMax;
-      const bool allOut = dMax < req.bandMin || dMin > req.bandMax;
-      if (allOut) continue;
-      if (!allIn) {
-        const at::Tensor dd = iAbs.unsqueeze(1) - s.keyPos.slice(0, c0, c1).unsqueeze(0);  // [rows, cols]
-        p.masked_fill_((dd < req.bandMin).logical_or_(dd > req.bandMax), 0.0);
-      }
-      res.columnSums.slice(1, c0, c1).add_(p.sum(1));
+      if (req.columnSums) addBandedColumnSums(p, req, s, r0, r1, c0, c1, res.columnSums);
     }
 
     if (dist.defined()) res.distance.slice(1, r0, r1).copy_(dist);

@@ -22,7 +22,6 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
   ProbeResult res = allocateResult(req, g.heads, g.nq, g.nk, fopt, lopt);
   res.algorithm = ProbeAlgorithm::Scan;
   if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
-  const at::Tensor& keyPos = s.keyPos;
   const at::Tensor& keyPosF = s.keyPosF;
   const at::Tensor& keySetInd = s.keySetInd;
   const int64_t rowBegin = s.rowBegin;
@@ -61,21 +60,10 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
     }
 
     for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
-      const int64_t c1 = std::min(c0 + tiles.tileK, kEnd), cols = c1 - c0;
+      const int64_t c1 = std::min(c0 + tiles.tileK, kEnd);
       at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, rows, tileMask(s, r0, r1, c0, c1));
 
-      if (topK == 1) {
-        auto [v, idx] = at::max(x, -1, true);  // first maximum within the tile
-        at::Tensor better = v > topS;           // strict: earlier tiles win ties
-        topS = at::where(better, v, topS);
-        topI = at::where(better, idx.add_(c0), topI);
-      } else if (topK > 1) {
-        auto [v, idx] = at::topk(x, std::min<int64_t>(topK, cols), -1);
-        at::Tensor catS = at::cat({topS, v}, -1), catI = at::cat({topI, idx.add_(c0)}, -1);
-        auto [v2, sel] = at::topk(catS, topK, -1);
-        topS = v2;
-        topI = catI.gather(-1, sel);
-      }
+      mergeTileTopK(x, c0, topK, topS, topI);
 
       const at::Tensor newM = at::maximum(m, at::amax(x, {-1}));
       const at::Tensor safeNew = newM.masked_fill(newM == kNegInf, 0.0);  // all masked so far: any finite base
@@ -157,16 +145,7 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
       const int64_t c1 = std::min(c0 + tiles.tileK, kEnd);
       at::Tensor p = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, rows, tileMask(s, r0, r1, c0, c1));
       p.sub_(rowMax).sub_(logSum).exp_();  // [head, rows, cols]
-      // Rows of this tile whose (i − j) leaves the band contribute nothing; masked keys have p = 0.
-      const int64_t dMin = iFirst - (c1 - 1), dMax = iLast - c0;
-      const bool allIn = std::max<int64_t>(dMin, 0) >= req.bandMin && dMax <= req.bandMax;
-      const bool allOut = dMax < req.bandMin || dMin > req.bandMax;
-      if (allOut) continue;
-      if (!allIn) {
-        const at::Tensor dd = iAbs.unsqueeze(1) - keyPos.slice(0, c0, c1).unsqueeze(0);  // [rows, cols]
-        p.masked_fill_((dd < req.bandMin).logical_or_(dd > req.bandMax), 0.0);
-      }
-      res.columnSums.slice(1, c0, c1).add_(p.sum(1));
+      addBandedColumnSums(p, req, s, r0, r1, c0, c1, res.columnSums);
     }
   }
   if (lseAll.defined()) sumColumnKeys(in, req, s, lseAll, res);

@@ -147,6 +147,37 @@ at::Tensor tileScores(const at::Tensor& qt, const at::Tensor& kt, const ProbeSet
   return x;
 }
 
+void mergeTileTopK(const at::Tensor& x, int64_t c0, int topK, at::Tensor& topS, at::Tensor& topI) {
+  if (topK == 1) {
+    auto [v, idx] = at::max(x, -1, true);  // first maximum within the tile
+    const at::Tensor better = v > topS;     // strict: earlier tiles win ties
+    topS = at::where(better, v, topS);
+    topI = at::where(better, idx.add_(c0), topI);
+  } else if (topK > 1) {
+    auto [v, idx] = at::topk(x, std::min<int64_t>(topK, x.size(-1)), -1);
+    const at::Tensor catS = at::cat({topS, v}, -1), catI = at::cat({topI, idx.add_(c0)}, -1);
+    auto [v2, sel] = at::topk(catS, topK, -1);
+    topS = v2;
+    topI = catI.gather(-1, sel);
+  }
+}
+
+void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetup& s, int64_t r0, int64_t r1,
+                         int64_t c0, int64_t c1, at::Tensor& columnSums) {
+  const int64_t iFirst = r0 + s.g.offset, iLast = r1 - 1 + s.g.offset;
+  // Rows of this tile whose (i − j) leaves the band contribute nothing; masked keys have p = 0.
+  const int64_t dMin = iFirst - (c1 - 1), dMax = iLast - c0;
+  const bool allIn = std::max<int64_t>(dMin, 0) >= req.bandMin && dMax <= req.bandMax;
+  const bool allOut = dMax < req.bandMin || dMin > req.bandMax;
+  if (allOut) return;
+  if (!allIn) {
+    const at::Tensor iAbs = at::arange(iFirst, iLast + 1, s.lopt);                       // [rows]
+    const at::Tensor dd = iAbs.unsqueeze(1) - s.keyPos.slice(0, c0, c1).unsqueeze(0);  // [rows, cols]
+    p.masked_fill_((dd < req.bandMin).logical_or_(dd > req.bandMax), 0.0);
+  }
+  columnSums.slice(1, c0, c1).add_(p.sum(1));
+}
+
 Tf32Scope::Tf32Scope(bool enable) {
   if (!enable) return;
   auto& ctx = at::globalContext();
