@@ -164,7 +164,7 @@ void runRun(const RunOptions& o) {
   for (const auto& n : names)
     if (std::any_of(o.hooks.begin(), o.hooks.end(), [&](const std::string& g) { return HookSet::matches(g, n); }))
       cached.push_back(n);
-  if (!o.cache.empty()) checkDiskOrThrow("run", o.cache, cacheFileBytes(cfg, cached, B, P), o.force);
+  // Memory first: it is the bound that cannot be worked around by writing elsewhere.
   if (model->device().is_cpu()) {
     ForwardMemoryOptions mo;
     mo.batch = B;
@@ -175,6 +175,7 @@ void runRun(const RunOptions& o) {
     });
     checkMemoryOrThrow("run", fmt::format("a forward pass of {}×{} tokens", B, P), estimateForwardMemory(cfg, mo), o.force);
   }
+  if (!o.cache.empty()) checkDiskOrThrow("run", o.cache, cacheFileBytes(cfg, cached, B, P), o.force);
 
   HookSet hooks;
   ForwardResult result;
