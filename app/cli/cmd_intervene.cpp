@@ -12,6 +12,7 @@
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "app/cli/analysis_common_options.hpp"
+#include "app/cli/causal_dataset_options.hpp"
 #include "app/cli/command.hpp"
 #include "core/common/errors.hpp"
 
@@ -20,10 +21,9 @@ namespace {
 
 struct InterveneOptions {
   AnalysisCommonOptions common;
-  std::string dataset, heads, ontoIds, onto;
+  CausalDatasetOptions data;
+  std::string heads, ontoIds, onto;
   bool excludeAnswer = false;
-  int n = 50;
-  uint64_t seed = 0;
 };
 
 void runIntervene(InterveneOptions& o) {
@@ -31,12 +31,7 @@ void runIntervene(InterveneOptions& o) {
   if (!o.onto.empty() && o.onto != "incorrect") throw InputError(fmt::format("intervene: --onto must be 'incorrect', found '{}'", o.onto));
   if (o.heads.empty()) throw InputError("intervene: --heads LAYER.HEAD,... is required");
   LoadedModel m = loadAnalysisModel(o.common);
-  analysis::CausalSource src;
-  src.task = o.dataset;
-  src.n = o.n;
-  src.seed = o.seed;
-  const std::optional<int64_t> bos = m.tokenizer && m.tokenizer->bosId() ? m.tokenizer->bosId() : m.model->config().bosTokenId;
-  const analysis::CausalDataset ds = analysis::loadCausalDataset(src, m.tokenizer ? &*m.tokenizer : nullptr, bos);
+  const analysis::CausalDataset ds = o.data.load(m);
   int dropped = 0;
   const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped);
   analysis::AblationParams p;
@@ -64,17 +59,8 @@ void runIntervene(InterveneOptions& o) {
   out.name = "intervene";
   out.json["analysis"] = "intervene";
   out.json["heads"] = o.heads;
-  out.json["metric"] = "logit_diff";
-  out.json["metric_before"] = r.metricBefore;
-  out.json["metric_after"] = r.metricAfter;
-  out.json["accuracy_before"] = r.accuracyBefore;
-  out.json["accuracy_after"] = r.accuracyAfter;
+  putAblationSummary(out, r);
   out.json["prompts_without_keys"] = withoutKeys;
-  out.json["per_prompt"] = nlohmann::json::array();
-  for (int64_t b = 0; b < r.perPromptBefore.size(0); ++b)
-    out.json["per_prompt"].push_back({{"before", r.perPromptBefore[b].item<double>()}, {"after", r.perPromptAfter[b].item<double>()}});
-  out.addArray("per_prompt_before", r.perPromptBefore);
-  out.addArray("per_prompt_after", r.perPromptAfter);
   writeAnalysisOutputs(o.common, out, m, "materialized");
   std::cout << fmt::format("intervene on {}: accuracy {:.3f} → {:.3f}, LD {:.4f} → {:.4f} ({} prompts, {} without target tokens)\n",
                            o.heads, r.accuracyBefore, r.accuracyAfter, r.metricBefore, r.metricAfter, in.clean.size(0), withoutKeys);
@@ -84,13 +70,11 @@ const RegisterCommand reg{"intervene", 45, [](CLI::App& root) {
   auto o = std::make_shared<InterveneOptions>();
   auto* sub = root.add_subcommand("intervene", "Force heads' final-position attention onto chosen tokens; accuracy and LD before/after");
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
-  sub->add_option("--dataset,--task", o->dataset, "ioi, colored-objects or FILE.jsonl")->required();
+  o->data.add(sub, "ioi, colored-objects or FILE.jsonl", true);
   sub->add_option("--heads", o->heads, "LAYER.HEAD list, e.g. 12.3,13.4,19.1");
   sub->add_option("--onto-ids", o->ontoIds, "token ids to attend to (every position holding one), e.g. the colour ids");
   sub->add_option("--onto", o->onto, "'incorrect': the positions of each prompt's incorrect answer token");
   sub->add_flag("--exclude-answer", o->excludeAnswer, "with --onto-ids: skip positions holding the correct answer");
-  sub->add_option("--n", o->n, "prompts to generate for a task (default 50)");
-  sub->add_option("--seed", o->seed, "seed (default 0)");
   o->common.addRunAndOutputs(sub);
   sub->callback([o, sub] {
     o->common.finishCommandLine(sub);

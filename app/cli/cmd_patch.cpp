@@ -13,6 +13,7 @@
 #include "analysis/patching/activation_patching.hpp"
 #include "analysis/patching/path_patching.hpp"
 #include "app/cli/analysis_common_options.hpp"
+#include "app/cli/causal_dataset_options.hpp"
 #include "app/cli/command.hpp"
 #include "core/common/errors.hpp"
 
@@ -21,14 +22,12 @@ namespace {
 
 struct PatchOptions {
   AnalysisCommonOptions common;
-  std::string dataset, cleanIds, corruptIds, answerIds;
+  CausalDatasetOptions data;
   std::string component = "head_out";
   std::string normalisation = "denoising";
   std::string method = "exact";
   bool perPosition = false;
   bool noising = false;
-  int n = 50;
-  uint64_t seed = 0;
   int64_t maxBatchRows = 256;
   std::string pathReceivers, pathSenders, pathVariant = "ioi", senderPositions, receiverPositions;
 };
@@ -57,15 +56,7 @@ void runPatch(PatchOptions& o) {
     throw InputError(fmt::format("patch: --method must be exact, attribution or both, found '{}'", o.method));
   attachStderrProgress("patch");
   LoadedModel m = loadAnalysisModel(o.common);
-  analysis::CausalSource src;
-  src.task = o.dataset;
-  if (!o.cleanIds.empty()) src.cleanIds = readTokenIdRows(o.cleanIds);
-  if (!o.corruptIds.empty()) src.corruptIds = readTokenIdRows(o.corruptIds);
-  if (!o.answerIds.empty()) src.answerIds = analysis::parseIdList(o.answerIds, "--answer-ids");
-  src.n = o.n;
-  src.seed = o.seed;
-  const std::optional<int64_t> bos = m.tokenizer && m.tokenizer->bosId() ? m.tokenizer->bosId() : m.model->config().bosTokenId;
-  const analysis::CausalDataset ds = analysis::loadCausalDataset(src, m.tokenizer ? &*m.tokenizer : nullptr, bos);
+  const analysis::CausalDataset ds = o.data.load(m);
   int dropped = 0;
   const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped);
   analysis::PatchParams p;
@@ -165,10 +156,8 @@ const RegisterCommand reg{"patch", 40, [](CLI::App& root) {
   auto o = std::make_shared<PatchOptions>();
   auto* sub = root.add_subcommand("patch", "Activation patching (batched) and attribution patching, clean vs corrupted");
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
-  sub->add_option("--dataset,--task", o->dataset, "ioi, colored-objects (generated with the tokenizer) or FILE.jsonl");
-  sub->add_option("--clean-ids", o->cleanIds, "JSON file: [[ids], ...] clean prompts");
-  sub->add_option("--corrupt-ids", o->corruptIds, "JSON file: [[ids], ...] corrupted prompts (same shape)");
-  sub->add_option("--answer-ids", o->answerIds, "CORRECT,INCORRECT token ids (with --clean-ids)");
+  o->data.add(sub, "ioi, colored-objects (generated with the tokenizer) or FILE.jsonl", false,
+              "JSON file: [[ids], ...] corrupted prompts (same shape)");
   sub->add_option("--component", o->component, "resid_pre, attn_out, mlp_out, head_out (z), q, k, v, pattern");
   sub->add_flag("--per-position", o->perPosition, "one cell per position instead of all positions");
   sub->add_option("--normalisation", o->normalisation, "denoising (default), noising, raw");
@@ -179,8 +168,6 @@ const RegisterCommand reg{"patch", 40, [](CLI::App& root) {
   sub->add_option("--path-variant", o->pathVariant, "path patching: ioi (default) or merullo");
   sub->add_option("--sender-positions", o->senderPositions, "path patching: sender positions, e.g. -1 (default all / last for merullo)");
   sub->add_option("--receiver-positions", o->receiverPositions, "path patching: receiver positions (default all)");
-  sub->add_option("--n", o->n, "prompts to generate for a task (default 50)");
-  sub->add_option("--seed", o->seed, "generator seed (default 0)");
   sub->add_option("--max-batch-rows", o->maxBatchRows, "rows (variants × prompts) per batched forward (default 256)");
   o->common.addRunAndOutputs(sub);
   sub->callback([o, sub] {
