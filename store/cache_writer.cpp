@@ -7,11 +7,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <ctime>
+#include <utility>
 
 #include "core/common/build_info.hpp"
 #include "core/common/errors.hpp"
 #include "mechscope/version.hpp"
+#include "store/background_writer.hpp"
 #include "store/chunking.hpp"
 #include "store/detail/writer_state.hpp"
 #include "store/hdf5_lock.hpp"
@@ -159,9 +162,25 @@ CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& prov
     detail::ensureGroups(f, schema::kAnalysesGroup);
   }
   m_state = std::move(state);
+  if (m_options.backgroundBytes > 0) {
+    if (m_options.earlyWriteback) m_writebackFd = ::open(m_partialPath.c_str(), O_RDONLY | O_CLOEXEC);
+    m_background = std::make_unique<BackgroundWriter>(m_options.backgroundBytes);
+  }
 }
 
+CacheWriter::CacheWriter(CacheWriter&& other) noexcept
+    : m_state(std::move(other.m_state)),
+      m_finalPath(std::move(other.m_finalPath)),
+      m_partialPath(std::move(other.m_partialPath)),
+      m_options(other.m_options),
+      m_committed(other.m_committed),
+      m_queued(std::move(other.m_queued)),
+      m_background(std::move(other.m_background)),
+      m_writebackFd(std::exchange(other.m_writebackFd, -1)) {}
+
 CacheWriter::~CacheWriter() {
+  m_background.reset();  // drops queued tensors, waits for the write in progress
+  if (m_writebackFd >= 0) ::close(m_writebackFd);
   if (!m_state || m_committed) return;
   try {
     {
@@ -185,12 +204,23 @@ StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
   return t.is_floating_point() ? m_options.dtype : naturalStorageDtype(t.scalar_type());
 }
 
-DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
-  return createDataset(path, std::move(shape), dtype, -1, false);
+namespace {
+
+/// Starts the write-back of the file's dirty pages without waiting for it (Linux; elsewhere nothing).
+void startWriteback(int fd) {
+#if defined(__linux__)
+  if (fd >= 0) (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#else
+  (void)fd;
+#endif
 }
 
-DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype,
-                                         int singletonDims, bool wholeWrite) {
+}  // namespace
+
+DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& m_options,
+                                           const std::filesystem::path& m_finalPath, const std::string& path,
+                                           std::vector<int64_t> shape, StorageDtype dtype, int singletonDims,
+                                           bool wholeWrite) {
   const std::string abs = absolutePath(path);
   checkName(abs, "dataset");
   for (auto d : shape)
@@ -199,7 +229,7 @@ DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<in
 
   DatasetWriter dw;
   Hdf5Lock lock;
-  auto state = requireOpen(m_state, "dataset " + abs);
+  auto state = requireOpen(s, "dataset " + abs);
   const hid_t f = state->file.get();
   if (detail::linkExists(f, abs)) throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
   const auto slash = abs.find_last_of('/');
@@ -243,11 +273,55 @@ DatasetWriter CacheWriter::createDataset(const std::string& path, std::vector<in
   return dw;
 }
 
-void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims) {
+void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                               const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
+                               StorageDtype dtype, int singletonDims, const std::string& axes) {
   if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
   const at::Tensor data = toStorage(t, dtype);
-  auto dw = createDataset(path, data.sizes().vec(), dtype, singletonDims, true);
+  auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true);
   dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
+  if (axes.empty()) return;
+  Hdf5Lock lock;
+  auto state = requireOpen(s, "dataset " + path);
+  detail::writeStringAttr(state->file.get(), absolutePath(path), schema::kAttrAxes, axes);
+}
+
+DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
+  drain();
+  return createDatasetIn(m_state, m_options, m_finalPath, path, std::move(shape), dtype, -1, false);
+}
+
+void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims) {
+  drain();
+  writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, "");
+}
+
+void CacheWriter::drain() {
+  if (m_background) m_background->drain();
+}
+
+int64_t CacheWriter::peakQueuedBytes() const { return m_background ? m_background->peakPendingBytes() : 0; }
+
+void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype,
+                                       int singletonDims, const std::string& axes) {
+  if (!m_background) {
+    writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, axes);
+    return;
+  }
+  const std::string abs = absolutePath(path);
+  if (!m_state || !m_state->open)  // as requireOpen, without waiting for the lock the worker may hold
+    throw Error(fmt::format("dataset {}: the cache writer is already committed or closed", abs));
+  if (std::find(m_queued.begin(), m_queued.end(), abs) != m_queued.end())
+    throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
+  m_queued.push_back(abs);
+  const int64_t bytes = static_cast<int64_t>(t.nbytes());
+  const int fd = m_options.earlyWriteback && bytes >= (int64_t{8} << 20) ? m_writebackFd : -1;
+  // The tensor is shared, not copied: its storage stays alive until the job has written it.
+  m_background->submit(bytes, [state = m_state, options = m_options, finalPath = m_finalPath, abs, held = t.detach(),
+                               dtype, singletonDims, axes, fd] {
+    writeWholeIn(state, options, finalPath, abs, held, dtype, singletonDims, axes);
+    startWriteback(fd);
+  });
 }
 
 void CacheWriter::writeTokens(const at::Tensor& tokens, const std::vector<std::vector<std::string>>& tokenStrings) {
@@ -288,7 +362,7 @@ void CacheWriter::writeLogits(const at::Tensor& logits) {
   if (!logits.defined() || logits.dim() != 3)
     throw InputError(fmt::format("logits: expected [batch, pos, vocab], got {}",
                                  logits.defined() ? fmt::format("rank {}", logits.dim()) : std::string("undefined")));
-  writeWhole(schema::kLogits, logits, activationDtype(logits));
+  writeWholeMaybeAsync(schema::kLogits, logits, activationDtype(logits), -1, "");
 }
 
 void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor& t) {
@@ -298,10 +372,7 @@ void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor&
   const std::string path = std::string(schema::kActivationsGroup) + "/" + hookName;
   if (!t.defined()) throw InputError(fmt::format("activation '{}': the tensor is undefined", hookName));
   const std::string axes = hookAxes(hookName, t.dim());
-  writeWhole(path, t, activationDtype(t), chunkSingletonDims(axes));
-  Hdf5Lock lock;
-  auto state = requireOpen(m_state, "activation " + hookName);
-  detail::writeStringAttr(state->file.get(), path, schema::kAttrAxes, axes);
+  writeWholeMaybeAsync(path, t, activationDtype(t), chunkSingletonDims(axes), axes);
 }
 
 void CacheWriter::writeAnalysisArray(const std::string& analysis, const std::string& name, const at::Tensor& t) {
@@ -315,6 +386,7 @@ void CacheWriter::writeAnalysisJson(const std::string& analysis, const std::stri
   checkName(analysis, "analysis");
   checkName(name, "analysis " + analysis);
   const std::string abs = std::string(schema::kAnalysesGroup) + "/" + analysis + "/" + name;
+  drain();
   Hdf5Lock lock;
   auto state = requireOpen(m_state, "analysis " + abs);
   const hid_t f = state->file.get();
@@ -343,6 +415,7 @@ void withObject(const std::shared_ptr<detail::WriterState>& s, const std::string
 }  // namespace
 
 void CacheWriter::setAttribute(const std::string& path, const std::string& key, const std::string& value) {
+  drain();
   withObject(m_state, path, key, [&](hid_t f, const std::string& abs) { detail::writeStringAttr(f, abs, key, value); });
 }
 
@@ -351,14 +424,18 @@ void CacheWriter::setAttribute(const std::string& path, const std::string& key, 
 }
 
 void CacheWriter::setAttribute(const std::string& path, const std::string& key, int64_t value) {
+  drain();
   withObject(m_state, path, key, [&](hid_t f, const std::string& abs) { detail::writeIntAttr(f, abs, key, value); });
 }
 
 void CacheWriter::setAttribute(const std::string& path, const std::string& key, double value) {
+  drain();
   withObject(m_state, path, key, [&](hid_t f, const std::string& abs) { detail::writeDoubleAttr(f, abs, key, value); });
 }
 
 void CacheWriter::commit() {
+  drain();  // the background thread's first error, if any, surfaces here unchanged
+  m_background.reset();
   {
     Hdf5Lock lock;
     auto state = requireOpen(m_state, fmt::format("commit '{}'", m_finalPath.string()));

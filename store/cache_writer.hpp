@@ -14,6 +14,8 @@
 
 namespace mechscope::store {
 
+class BackgroundWriter;
+
 namespace detail {
 struct WriterState;
 class Hid;
@@ -25,6 +27,14 @@ struct CacheOptions {
   int gzipLevel = 0;                           ///< 0 = no compression (default: gzip costs ~30× write speed)
   bool shuffle = false;                        ///< byte shuffle before gzip (only with gzipLevel > 0)
   int64_t chunkBytes = int64_t{1} << 20;       ///< chunk size target (see chunking.hpp)
+  /// > 0: writeActivation/writeLogits hand the tensor (no copy) to one background thread that converts and
+  /// writes it while the caller goes on, keeping at most this many bytes of tensors queued; every other call
+  /// waits for the queue first. The caller must not modify a handed-over tensor in place afterwards (the
+  /// forward pass never does). 0: write on the caller's thread.
+  int64_t backgroundBytes = 0;
+  /// With a background thread: start the disk write-back of the .partial after each dataset of ≥ 8 MiB
+  /// (sync_file_range), so commit()'s fsync has little left to wait for.
+  bool earlyWriteback = true;
 };
 
 /// Writes one pre-created dataset block by block (e.g. one layer of a stacked [layer, ...] array).
@@ -59,7 +69,8 @@ class CacheWriter {
   CacheWriter(std::filesystem::path finalPath, const Provenance& provenance, const CacheOptions& options = {});
   CacheWriter(const CacheWriter&) = delete;
   CacheWriter& operator=(const CacheWriter&) = delete;
-  CacheWriter(CacheWriter&&) noexcept = default;
+  /// Moves the open file (and its background thread) to a new writer.
+  CacheWriter(CacheWriter&& other) noexcept;
   CacheWriter& operator=(CacheWriter&&) noexcept = delete;
   /// Not committed: closes and deletes the .partial; never touches an existing NAME.h5.
   ~CacheWriter();
@@ -99,11 +110,25 @@ class CacheWriter {
   [[nodiscard]] const std::filesystem::path& partialPath() const { return m_partialPath; }
   /// The options in use.
   [[nodiscard]] const CacheOptions& options() const { return m_options; }
+  /// The most tensor bytes the background thread held queued at once (0 without one).
+  [[nodiscard]] int64_t peakQueuedBytes() const;
 
  private:
+  /// Creates a dataset in `s`'s file (any thread; takes Hdf5Lock); `finalPath` names the cache in messages.
+  static DatasetWriter createDatasetIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                                       const std::filesystem::path& finalPath, const std::string& path,
+                                       std::vector<int64_t> shape, StorageDtype dtype, int singletonDims,
+                                       bool wholeWrite);
+  /// Converts `t` and writes it as one new dataset, then the axes attribute when `axes` is not empty.
+  static void writeWholeIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                           const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
+                           StorageDtype dtype, int singletonDims, const std::string& axes);
   void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
-  DatasetWriter createDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype,
-                              int singletonDims, bool wholeWrite);
+  /// writeWhole (+ an axes attribute when not empty), on the background thread when there is one.
+  void writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims,
+                            const std::string& axes);
+  /// Waits for the background queue (rethrowing its first error); a no-op without one.
+  void drain();
   [[nodiscard]] StorageDtype activationDtype(const at::Tensor& t) const;
 
   std::shared_ptr<detail::WriterState> m_state;
@@ -111,6 +136,9 @@ class CacheWriter {
   std::filesystem::path m_partialPath;
   CacheOptions m_options;
   bool m_committed = false;
+  std::vector<std::string> m_queued;         // paths handed to the background thread (duplicate check)
+  std::unique_ptr<BackgroundWriter> m_background;  // destroyed first in ~CacheWriter (it writes into m_state)
+  int m_writebackFd = -1;                    // the .partial opened for sync_file_range (-1: none)
 };
 
 }  // namespace mechscope::store
