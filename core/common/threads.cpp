@@ -76,9 +76,21 @@ int configureThreads() {
 }
 
 void ensurePassiveOpenMpWait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") || !argv || !argv[0]) return;
-  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the active wait
+  if (!argv || !argv[0]) return;
+  bool changed = false;
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT"))
+    changed = setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
+#if defined(__GLIBC__)
+  // Appended to the user's tunables, never replacing one they set (glibc.malloc.hugetlb=0 stays 0).
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  const std::string have = tunables ? tunables : "";
+  if (have.find("glibc.malloc.hugetlb") == std::string::npos) {
+    const std::string value = have.empty() ? "glibc.malloc.hugetlb=1" : have + ":glibc.malloc.hugetlb=1";
+    changed = setenv("GLIBC_TUNABLES", value.c_str(), 1) == 0 || changed;
+  }
+#endif
+  if (!changed) return;
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
 }
 
 std::string threadSummary() {
@@ -87,6 +99,7 @@ std::string threadSummary() {
   std::string s = fmt::format("intra-op {} ({}: {}), interop {}, OMP_WAIT_POLICY {}", at::get_num_threads(), state().source, n,
                               at::get_num_interop_threads(), wait ? wait : "unset");
   if (GetFn get = openblasGet()) s += fmt::format(", OpenBLAS {}", get());
+  if (const char* t = std::getenv("GLIBC_TUNABLES")) s += fmt::format(", GLIBC_TUNABLES {}", t);
   return s;
 }
 
