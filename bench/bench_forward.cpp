@@ -9,6 +9,7 @@
 // Synth folders are written once under --dir and reused.
 //   ./build/bench/bench_forward [--models gpt2-small,qwen3-0.6b] [--tokens 1024] [--reps 3] [--dir DIR]
 //                               [--cache-dir DIR] [--no-cache] [--no-eager] [--python /usr/bin/python3]
+//                               [--cache-variants sync,async,fp16[,fp16sync,bf16]] [--queue-mib 256]
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
@@ -50,6 +51,8 @@ struct Args {
   fs::path dir = fs::temp_directory_path() / "mechscope_bench_forward";
   fs::path cacheDir;  // where the HDF5 cache goes (default: dir)
   bool cache = true;
+  std::vector<std::string> cacheVariants{"sync", "async", "fp16"};
+  int64_t queueBytes = int64_t{256} << 20;  // the background writer's bound (as `run`'s default)
   bool eager = true;
   std::string python = "/usr/bin/python3";
 };
@@ -249,33 +252,47 @@ void benchModel(const Args& a, const std::string& preset) {
 #ifdef MECHSCOPE_WITH_HDF5
   if (a.cache) {
     const fs::path file = (a.cacheDir.empty() ? a.dir : a.cacheDir) / fmt::format("cache_{}.h5", preset);
-    uintmax_t bytes = 0;
-    auto cached = [&] {
-      store::Provenance prov;
-      prov.modelFolder = folder.string();
-      prov.family = c.modelType;
-      prov.dtype = "float32";
-      prov.device = "cpu";
-      prov.commandLine = "bench_forward";
-      store::CacheWriter w(file, prov);
-      HookSet hooks;
-      hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
-        w.writeActivation(hc.name, t);
-        return std::nullopt;
-      });
-      ForwardResult cr = model->forward(tokens, {}, &hooks);
-      w.writeTokens(tokens);
-      w.writeLogits(cr.logits);
-      w.setAttribute("/", "attention_path", cr.attentionPath);
-      w.commit();
-      bytes = fs::file_size(file);
-    };
-    const std::vector<double> withCache = timeRuns(std::max(1, a.reps - 1), cached);
-    fs::remove(file);
-    std::cout << fmt::format("forward + every hook streamed to HDF5 ({:.2f} GB, fsynced, in {}): min {:.3f} s = {:+.1f} % over "
-                             "bare (target ≤ +25 %)\n",
-                             static_cast<double>(bytes) / 1e9, file.parent_path().string(), withCache.front(),
-                             100.0 * (withCache.front() / ours.front() - 1));
+    for (const std::string& variant : a.cacheVariants) {
+      // "sync": fp32 written on the forward's thread; "async": fp32 on the background writer (as `run`);
+      // "fp16" / "bf16": that storage dtype on the background writer; "fp16sync": fp16 on the forward's thread.
+      store::CacheOptions opts;
+      if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
+      if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
+      const bool sync = variant.size() >= 4 && variant.compare(variant.size() - 4, 4, "sync") == 0 && variant != "async";
+      opts.backgroundBytes = sync ? 0 : a.queueBytes;
+      uintmax_t bytes = 0;
+      int64_t peakQueued = 0;
+      auto cached = [&] {
+        store::Provenance prov;
+        prov.modelFolder = folder.string();
+        prov.family = c.modelType;
+        prov.dtype = "float32";
+        prov.device = "cpu";
+        prov.commandLine = "bench_forward";
+        store::CacheWriter w(file, prov, opts);
+        HookSet hooks;
+        hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+          w.writeActivation(hc.name, t);
+          return std::nullopt;
+        });
+        ForwardResult cr = model->forward(tokens, {}, &hooks);
+        w.writeTokens(tokens);
+        w.writeLogits(cr.logits);
+        w.setAttribute("/", "attention_path", cr.attentionPath);
+        peakQueued = w.peakQueuedBytes();
+        w.commit();
+        bytes = fs::file_size(file);
+      };
+      const std::vector<double> withCache = timeRuns(std::max(1, a.reps - 1), cached);
+      fs::remove(file);
+      std::cout << fmt::format("forward + every hook streamed to HDF5 [{}: {}, {}] ({:.2f} GB, fsynced, in {}): min {:.3f} s = "
+                               "{:+.1f} % over bare (target ≤ +25 %){}\n",
+                               variant, store::storageDtypeName(opts.dtype),
+                               sync ? "on the forward's thread" : fmt::format("background queue ≤ {} MiB", a.queueBytes >> 20),
+                               static_cast<double>(bytes) / 1e9, file.parent_path().string(), withCache.front(),
+                               100.0 * (withCache.front() / ours.front() - 1),
+                               sync ? "" : fmt::format("; peak queued {} MiB", peakQueued >> 20));
+    }
     // The writer pins glibc's mmap threshold at 1 MiB for the rest of the process (store/heap_policy.hpp):
     // from then on every large tensor is fresh, zero-filled pages. The bare forward again shows that cost.
     const std::vector<double> after = timeRuns(std::max(1, a.reps - 1), bare);
@@ -307,6 +324,12 @@ Args parse(int argc, char** argv) {
       a.dir = next();
     } else if (s == "--cache-dir") {
       a.cacheDir = next();
+    } else if (s == "--cache-variants") {
+      a.cacheVariants.clear();
+      std::stringstream ss(next());
+      for (std::string m; std::getline(ss, m, ',');) a.cacheVariants.push_back(m);
+    } else if (s == "--queue-mib") {
+      a.queueBytes = std::stoll(next()) << 20;
     } else if (s == "--no-cache") {
       a.cache = false;
     } else if (s == "--no-eager") {

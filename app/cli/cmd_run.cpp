@@ -28,6 +28,8 @@ struct RunOptions {
   std::string tokenIds;
   std::vector<std::string> hooks;
   std::string cache;
+  std::string cacheDtype = "fp32";
+  int cacheQueueMib = 256;
   std::string device = "cpu";
   std::string dtype = "fp32";
   bool prependBos = false;
@@ -94,6 +96,17 @@ void runRun(const RunOptions& o) {
     throw InputError("run: give either --prompt TEXT (one or more) or --token-ids FILE.json");
   if (o.prependBos && o.noPrependBos) throw InputError("run: --prepend-bos and --no-prepend-bos exclude each other");
   if (o.topK < 1) throw InputError(fmt::format("run: --top-k must be ≥ 1, found {}", o.topK));
+  if (o.cacheQueueMib < 0) throw InputError(fmt::format("run: --cache-queue-mib must be ≥ 0, found {}", o.cacheQueueMib));
+#ifdef MECHSCOPE_WITH_HDF5
+  store::CacheOptions cacheOptions;
+  cacheOptions.dtype = store::parseStorageDtype(o.cacheDtype, "run: --cache-dtype");
+  if (cacheOptions.dtype != store::StorageDtype::Float32 && cacheOptions.dtype != store::StorageDtype::Float16 &&
+      cacheOptions.dtype != store::StorageDtype::BFloat16)
+    throw InputError(fmt::format("run: --cache-dtype must be fp32, fp16 or bf16, found '{}'", o.cacheDtype));
+  // Hook tensors are handed to a background writer (no copy): the forward never modifies a tensor after its
+  // hook ran, and the queue's bound keeps a streamed cache's memory flat.
+  cacheOptions.backgroundBytes = int64_t{o.cacheQueueMib} << 20;
+#endif
 #ifndef MECHSCOPE_WITH_HDF5
   if (!o.cache.empty()) throw UnsupportedError("run: --cache needs the HDF5 store, which this build does not have (-DMECHSCOPE_HDF5=OFF)");
 #endif
@@ -192,7 +205,7 @@ void runRun(const RunOptions& o) {
     prov.bosHandling = bosHandling;
     prov.padding = padded ? "left" : "none";
     prov.commandLine = o.commandLine;
-    writer = std::make_unique<store::CacheWriter>(o.cache, prov);
+    writer = std::make_unique<store::CacheWriter>(o.cache, prov, cacheOptions);
     for (const auto& g : o.hooks)
       hooks.add(g, [w = writer.get()](const at::Tensor& t, const HookContext& c) -> std::optional<at::Tensor> {
         w->writeActivation(c.name, t);  // streamed: nothing accumulates in memory
@@ -265,6 +278,11 @@ const RegisterCommand reg{"run", 20, [](CLI::App& root) {
   sub->add_option("--token-ids", o->tokenIds, "JSON file: array of equal-length arrays of token ids (a batch)");
   sub->add_option("--hooks", o->hooks, "Hook names or globs to cache, e.g. 'blocks.*.attn.hook_pattern'");
   sub->add_option("--cache", o->cache, "Write tokens, logits and hooked activations to this HDF5 file");
+  sub->add_option("--cache-dtype", o->cacheDtype,
+                  "Storage type of cached activations and logits: fp32 (default, exact), fp16 or bf16 (half the bytes)");
+  sub->add_option("--cache-queue-mib", o->cacheQueueMib,
+                  "MiB of hook tensors the background cache writer may hold while the forward goes on (default 256; "
+                  "0 writes on the forward's thread)");
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N");
   sub->add_option("--dtype", o->dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
   sub->add_flag("--prepend-bos", o->prependBos, "Make every sequence start with the BOS token");
