@@ -78,7 +78,9 @@ TEST(Patching, GridClicksGiveTheSameLogitDifferenceAsTheEngineByHand) {
   ASSERT_GE(prep, 0) << panel.errorText().toStdString();
   ASSERT_EQ(watch.wait(prep).status, "finished");
   ASSERT_TRUE(ws.patching());
-  QTest::qWait(50);  // the "no head" run queued by the new pair
+  // The new pair queues a "no head" run; wait for its outcome so the first click's spy cannot catch it
+  // (a fixed 50 ms wait was too short under AddressSanitizer: every click then read the previous outcome).
+  QTRY_VERIFY_WITH_TIMEOUT(panel.lastOutcome().has_value(), 20000);
 
   const Ids ids = defaultIds(*session);
   const auto& m = *session->model;
@@ -210,7 +212,7 @@ TEST(Patching, UnequalLengthsAndUnknownAnswersAreMessagesNotCrashes) {
   const int id = panel.prepare();
   ASSERT_GE(id, 0);
   EXPECT_EQ(watch.wait(id).status, "failed");
-  QTest::qWait(10);
+  QTRY_VERIFY_WITH_TIMEOUT(panel.errorText().contains("same length"), 20000);
   EXPECT_TRUE(panel.errorText().contains("same length")) << panel.errorText().toStdString();
   panel.setPrompts("When Mary", "When John", "Zebra", "John");
   EXPECT_EQ(panel.prepare(), -1);

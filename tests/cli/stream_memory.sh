@@ -11,6 +11,8 @@ py=/usr/bin/python3
 "$cli" cache-selftest --help >/dev/null 2>&1 || { echo "no HDF5 store in this build: skipped"; exit 77; }
 $py -c 'import h5py, numpy' 2>/dev/null || { echo "no /usr/bin/python3 with h5py + numpy: skipped"; exit 77; }
 command -v prlimit >/dev/null || { echo "no prlimit: skipped"; exit 77; }
+# AddressSanitizer reserves terabytes of shadow address space at start-up: no RLIMIT_AS leaves room for it.
+ldd "$cli" 2>/dev/null | grep -q libasan && { echo "AddressSanitizer build: an address-space limit cannot apply: skipped"; exit 77; }
 tmp=${STREAM_TMP:-$(mktemp -d)}
 trap 'rm -rf "$tmp"' EXIT
 free_kib=$(df -Pk "$tmp" | awk 'NR == 2 { print $4 }')
