@@ -22,29 +22,19 @@
 using namespace mechscope;
 using namespace mechscope::gui;
 
-namespace {
-const QString kPrompt = "When Mary and John were at the store , John gave a ring to";
-
-AnalysisAdapter adapterNamed(const QString& name) {
-  for (auto& a : analysisAdapters())
-    if (a.name == name) return a;
-  throw std::runtime_error("no adapter " + name.toStdString());
-}
-}  // namespace
-
 TEST(AnalysisPanels, EveryRegistryAnalysisHasAPanelAndUnavailableOnesSaySo) {
   const auto adapters = analysisAdapters();
   ASSERT_GE(adapters.size(), 9u);
   EXPECT_EQ(adapters.front().name, "attention-overview");
   for (const char* n : {"sinks", "waad-fai", "constraint-attention", "retrieval", "ablate", "patch", "circuit", "overlap"}) {
-    const auto a = adapterNamed(n);
+    const auto a = test::adapterNamed(n);
     if (!a.available) {
       EXPECT_FALSE(a.note.isEmpty()) << n;
     }
   }
   Workspace ws;
   JobRunner jobs;
-  AnalysisPanel panel(adapterNamed("overlap"), &ws, &jobs);
+  AnalysisPanel panel(test::adapterNamed("overlap"), &ws, &jobs);
   if (!panel.adapter().available) {
     EXPECT_EQ(panel.run(), -1);
     EXPECT_TRUE(panel.statusText().startsWith("Not available")) << panel.statusText().toStdString();
@@ -52,13 +42,9 @@ TEST(AnalysisPanels, EveryRegistryAnalysisHasAPanelAndUnavailableOnesSaySo) {
 }
 
 TEST(AnalysisPanels, OverviewRunsWithProgressAndShowsGridsEqualToTheNumbers) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
-  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
-  AnalysisPanel panel(adapterNamed("attention-overview"), &ws, &jobs);
+  test::PlantedBench bench;
+  auto& [ws, jobs, watch, session] = bench;
+  AnalysisPanel panel(test::adapterNamed("attention-overview"), &ws, &jobs);
   panel.resize(800, 900);
   panel.show();
   std::vector<qint64> progress;
@@ -116,12 +102,9 @@ TEST(AnalysisPanels, OverviewRunsWithProgressAndShowsGridsEqualToTheNumbers) {
 }
 
 TEST(AnalysisPanels, PatchingSweepPanelCancelsAndThenCompletes) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
-  AnalysisPanel panel(adapterNamed("patch"), &ws, &jobs);
+  test::PlantedBench bench(false);
+  auto& [ws, jobs, watch, session] = bench;
+  AnalysisPanel panel(test::adapterNamed("patch"), &ws, &jobs);
   EXPECT_EQ(panel.run(), -1) << "needs the pair first";
   EXPECT_TRUE(panel.statusText().contains("Patching panel"));
   const auto d = plantedPatchingDefaults();
@@ -201,13 +184,9 @@ TEST(AnalysisResults, RoundTripThroughHdf5AndBrokenFilesAreErrors) {
 }
 
 TEST(AnalysisPanels, SinksPanelShowsTheAnalysisNumbers) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
-  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
-  AnalysisPanel panel(adapterNamed("sinks"), &ws, &jobs);
+  test::PlantedBench bench;
+  auto& [ws, jobs, watch, session] = bench;
+  AnalysisPanel panel(test::adapterNamed("sinks"), &ws, &jobs);
   ASSERT_TRUE(panel.adapter().available);
   const int id = panel.run();
   ASSERT_GE(id, 0);

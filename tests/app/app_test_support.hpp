@@ -8,9 +8,12 @@
 
 #include <map>
 #include <memory>
+#include <stdexcept>
 
+#include "app/gui/analysis_adapters.hpp"
 #include "app/gui/job_runner.hpp"
 #include "app/gui/model_session.hpp"
+#include "app/gui/workspace.hpp"
 #include "core/synth/planted_model.hpp"
 
 namespace mechscope::gui::test {
@@ -47,5 +50,28 @@ inline std::shared_ptr<const ModelSession> plantedSession() {
   static std::shared_ptr<const ModelSession> s = loadModelSession(planted::embeddedModelFolder(), LoadOptions{}, RunContext{});
   return s;
 }
+
+/// The IOI prompt most panel tests analyse.
+inline const QString kIoiPrompt = "When Mary and John were at the store , John gave a ring to";
+
+/// The analysis adapter called `name` (throws when the registry has none).
+inline AnalysisAdapter adapterNamed(const QString& name) {
+  for (auto& a : analysisAdapters())
+    if (a.name == name) return a;
+  throw std::runtime_error("no adapter " + name.toStdString());
+}
+
+/// A workspace holding the planted model (and, unless `withPrompt` is false, kIoiPrompt), a job runner and
+/// a watch on it: what every panel test starts from. Unpack with `auto& [ws, jobs, watch, session] = bench;`.
+struct PlantedBench {
+  Workspace ws;
+  JobRunner jobs;
+  JobWatch watch{jobs};
+  std::shared_ptr<const ModelSession> session = plantedSession();
+  explicit PlantedBench(bool withPrompt = true) {
+    ws.setSession(session);
+    if (withPrompt) ws.setPrompt(kIoiPrompt, tokenizePrompt(*session, kIoiPrompt));
+  }
+};
 
 }  // namespace mechscope::gui::test

@@ -20,17 +20,9 @@
 using namespace mechscope;
 using namespace mechscope::gui;
 
-namespace {
-const QString kPrompt = "When Mary and John were at the store , John gave a ring to";
-}
-
 TEST(Attention, JobPatternsEqualTheEnginesCacheAndTheExplorerShowsThem) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
-  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
+  test::PlantedBench bench;
+  auto& [ws, jobs, watch, session] = bench;
   AttentionExplorer explorer(&ws);
   explorer.resize(1100, 700);
   explorer.show();
@@ -90,12 +82,8 @@ TEST(Attention, JobPatternsEqualTheEnginesCacheAndTheExplorerShowsThem) {
 }
 
 TEST(Attention, CancelStopsTheForwardPass) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
-  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
+  test::PlantedBench bench;
+  auto& [ws, jobs, watch, session] = bench;
   const int busy = jobs.submit("hold", [](const RunContext&) -> JobRunner::Deliver {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     return {};

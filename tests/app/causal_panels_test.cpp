@@ -30,13 +30,6 @@ using namespace mechscope;
 using namespace mechscope::gui;
 
 namespace {
-const QString kPrompt = "When Mary and John were at the store , John gave a ring to";
-
-AnalysisAdapter adapterNamed(const QString& name) {
-  for (auto& a : analysisAdapters())
-    if (a.name == name) return a;
-  throw std::runtime_error("no adapter " + name.toStdString());
-}
 
 QString join(const std::vector<std::string>& words) {
   QStringList s;
@@ -74,17 +67,13 @@ void expectCancels(AnalysisPanel& panel, JobRunner& jobs, test::JobWatch& watch,
 
 TEST(CausalPanels, EveryAnalysisOfTheRegistryIsWired) {
   for (const char* n : {"sinks", "waad-fai", "constraint-attention", "retrieval", "ablate", "patch", "circuit", "overlap"})
-    EXPECT_TRUE(adapterNamed(n).available) << n;
+    EXPECT_TRUE(test::adapterNamed(n).available) << n;
 }
 
 TEST(CausalPanels, ConstraintAttentionMatchesTheAnalysisAndCancels) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
-  ws.setPrompt(kPrompt, tokenizePrompt(*session, kPrompt));
-  AnalysisPanel panel(adapterNamed("constraint-attention"), &ws, &jobs);
+  test::PlantedBench bench;
+  auto& [ws, jobs, watch, session] = bench;
+  AnalysisPanel panel(test::adapterNamed("constraint-attention"), &ws, &jobs);
   const auto none = watch.wait(panel.run());
   EXPECT_EQ(none.status, "failed");
   EXPECT_TRUE(panel.statusText().contains("give the constraint")) << panel.statusText().toStdString();
@@ -124,16 +113,13 @@ TEST(CausalPanels, ConstraintAttentionMatchesTheAnalysisAndCancels) {
 }
 
 TEST(CausalPanels, RetrievalFindsThePlantedRetrievalHeads) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
+  test::PlantedBench bench(false);
+  auto& [ws, jobs, watch, session] = bench;
   const auto needle = planted::needlePrompt(60, 0.5, 3);
   const QString text = join(needle.words);
   ws.setPrompt(text, tokenizePrompt(*session, text));
   ASSERT_EQ(ws.tokens().ids, planted::toIds(needle.words));
-  AnalysisPanel panel(adapterNamed("retrieval"), &ws, &jobs);
+  AnalysisPanel panel(test::adapterNamed("retrieval"), &ws, &jobs);
   panel.setParam("needle_tokens", QString("%1:%2").arg(needle.needleStart).arg(needle.needleEnd));
   panel.setParam("max_new_tokens", static_cast<int>(needle.answer.size()));
   expectCancels(panel, jobs, watch, ws);
@@ -170,7 +156,7 @@ TEST(CausalPanels, AblationGridEqualsAblateOfEachHeadAndCancels) {
   test::JobWatch watch(jobs);
   const auto d = plantedPatchingDefaults();
   buildPair(ws, jobs, watch, d.clean, d.corrupt, d.answer, d.incorrect);
-  AnalysisPanel panel(adapterNamed("ablate"), &ws, &jobs);
+  AnalysisPanel panel(test::adapterNamed("ablate"), &ws, &jobs);
   expectCancels(panel, jobs, watch, ws);
   panel.setParam("normalise", false);
   panel.setParam("heads", "3.0,3.1");
@@ -205,8 +191,8 @@ TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
   test::JobWatch watch(jobs);
   const auto d = plantedPatchingDefaults();
   buildPair(ws, jobs, watch, d.clean, d.corrupt, d.answer, d.incorrect);
-  AnalysisPanel circuit(adapterNamed("circuit"), &ws, &jobs);
-  AnalysisPanel overlap(adapterNamed("overlap"), &ws, &jobs);
+  AnalysisPanel circuit(test::adapterNamed("circuit"), &ws, &jobs);
+  AnalysisPanel overlap(test::adapterNamed("overlap"), &ws, &jobs);
   expectCancels(circuit, jobs, watch, ws);
   circuit.setParam("task", "ioi");
   ASSERT_EQ(watch.wait(circuit.run()).status, "finished");
@@ -258,7 +244,7 @@ TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
 TEST(CausalPanels, ReopensResultsWrittenInTheCliSchema) {
   if (!analysis::resultH5Available()) GTEST_SKIP() << "this build has no HDF5 store";
   auto session = test::plantedSession();
-  const auto tokens = tokenizePrompt(*session, kPrompt);
+  const auto tokens = tokenizePrompt(*session, test::kIoiPrompt);
   // What `mechscope-cli constraint-attention --out` and `retrieval --out` write: the analysis's result through writeResultH5.
   const auto c = analysis::runConstraintAttention(*session->model, tokens.ids, {2, 3}, {13});
   const auto needle = planted::needlePrompt(60, 0.5, 3);
@@ -295,7 +281,7 @@ TEST(CausalPanels, ReopensResultsWrittenInTheCliSchema) {
   // Shown in its panel like a fresh run; a click on a head asks for its attention map.
   Workspace ws;
   JobRunner jobs;
-  AnalysisPanel panel(adapterNamed("retrieval"), &ws, &jobs);
+  AnalysisPanel panel(test::adapterNamed("retrieval"), &ws, &jobs);
   panel.showResult(rr[0]);
   ASSERT_EQ(panel.gridViews().size(), 2u);
   int requested = -1;

@@ -64,11 +64,8 @@ double handPatched(const HookedTransformer& m, const std::vector<int64_t>& sourc
 }  // namespace
 
 TEST(Patching, GridClicksGiveTheSameLogitDifferenceAsTheEngineByHand) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
+  test::PlantedBench bench(false);
+  auto& [ws, jobs, watch, session] = bench;
   PatchingPanel panel(&ws, &jobs);
   panel.resize(1000, 700);
   panel.show();
@@ -169,11 +166,8 @@ TEST(Patching, GridClicksGiveTheSameLogitDifferenceAsTheEngineByHand) {
 }
 
 TEST(Patching, SweepFillsTheGridAndCancelStopsIt) {
-  Workspace ws;
-  JobRunner jobs;
-  test::JobWatch watch(jobs);
-  auto session = test::plantedSession();
-  ws.setSession(session);
+  test::PlantedBench bench(false);
+  auto& [ws, jobs, watch, session] = bench;
   PatchingPanel panel(&ws, &jobs);
   const auto d = plantedPatchingDefaults();
   panel.setPrompts(d.clean, d.corrupt, d.answer, d.incorrect);
