@@ -15,6 +15,7 @@
 #include "core/common/errors.hpp"
 #include "mechscope/version.hpp"
 #include "store/background_writer.hpp"
+#include "store/writeback.hpp"
 #include "store/chunking.hpp"
 #include "store/detail/writer_state.hpp"
 #include "store/hdf5_lock.hpp"
@@ -162,10 +163,8 @@ CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& prov
     detail::ensureGroups(f, schema::kAnalysesGroup);
   }
   m_state = std::move(state);
-  if (m_options.backgroundBytes > 0) {
-    if (m_options.earlyWriteback) m_writebackFd = ::open(m_partialPath.c_str(), O_RDONLY | O_CLOEXEC);
-    m_background = std::make_unique<BackgroundWriter>(m_options.backgroundBytes);
-  }
+  if (m_options.earlyWriteback) m_writeback = std::make_shared<Writeback>(m_partialPath);
+  if (m_options.backgroundBytes > 0) m_background = std::make_unique<BackgroundWriter>(m_options.backgroundBytes);
 }
 
 CacheWriter::CacheWriter(CacheWriter&& other) noexcept
@@ -176,11 +175,10 @@ CacheWriter::CacheWriter(CacheWriter&& other) noexcept
       m_committed(other.m_committed),
       m_queued(std::move(other.m_queued)),
       m_background(std::move(other.m_background)),
-      m_writebackFd(std::exchange(other.m_writebackFd, -1)) {}
+      m_writeback(std::move(other.m_writeback)) {}
 
 CacheWriter::~CacheWriter() {
   m_background.reset();  // drops queued tensors, waits for the write in progress
-  if (m_writebackFd >= 0) ::close(m_writebackFd);
   if (!m_state || m_committed) return;
   try {
     {
@@ -203,19 +201,6 @@ StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
   if (!t.defined()) throw InputError("cache writer: undefined tensor");
   return t.is_floating_point() ? m_options.dtype : naturalStorageDtype(t.scalar_type());
 }
-
-namespace {
-
-/// Starts the write-back of the file's dirty pages without waiting for it (Linux; elsewhere nothing).
-void startWriteback(int fd) {
-#if defined(__linux__)
-  if (fd >= 0) (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#else
-  (void)fd;
-#endif
-}
-
-}  // namespace
 
 DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& m_options,
                                            const std::filesystem::path& m_finalPath, const std::string& path,
@@ -296,6 +281,14 @@ void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, Stora
   writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, "");
 }
 
+void CacheWriter::writeWholeAndAdvance(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                                       const std::filesystem::path& finalPath, const std::string& path,
+                                       const at::Tensor& t, StorageDtype dtype, int singletonDims,
+                                       const std::string& axes, const std::shared_ptr<Writeback>& writeback) {
+  writeWholeIn(s, options, finalPath, path, t, dtype, singletonDims, axes);
+  if (writeback && t.numel() * storageElementSize(dtype) >= (int64_t{8} << 20)) writeback->advance();
+}
+
 void CacheWriter::drain() {
   if (m_background) m_background->drain();
 }
@@ -305,7 +298,7 @@ int64_t CacheWriter::peakQueuedBytes() const { return m_background ? m_backgroun
 void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype,
                                        int singletonDims, const std::string& axes) {
   if (!m_background) {
-    writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, axes);
+    writeWholeAndAdvance(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, axes, m_writeback);
     return;
   }
   const std::string abs = absolutePath(path);
@@ -315,12 +308,10 @@ void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor
     throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
   m_queued.push_back(abs);
   const int64_t bytes = static_cast<int64_t>(t.nbytes());
-  const int fd = m_options.earlyWriteback && bytes >= (int64_t{8} << 20) ? m_writebackFd : -1;
   // The tensor is shared, not copied: its storage stays alive until the job has written it.
   m_background->submit(bytes, [state = m_state, options = m_options, finalPath = m_finalPath, abs, held = t.detach(),
-                               dtype, singletonDims, axes, fd] {
-    writeWholeIn(state, options, finalPath, abs, held, dtype, singletonDims, axes);
-    startWriteback(fd);
+                               dtype, singletonDims, axes, writeback = m_writeback] {
+    writeWholeAndAdvance(state, options, finalPath, abs, held, dtype, singletonDims, axes, writeback);
   });
 }
 

@@ -15,6 +15,7 @@
 namespace mechscope::store {
 
 class BackgroundWriter;
+class Writeback;
 
 namespace detail {
 struct WriterState;
@@ -32,8 +33,9 @@ struct CacheOptions {
   /// waits for the queue first. The caller must not modify a handed-over tensor in place afterwards (the
   /// forward pass never does). 0: write on the caller's thread.
   int64_t backgroundBytes = 0;
-  /// With a background thread: start the disk write-back of the .partial after each dataset of ≥ 8 MiB
-  /// (sync_file_range), so commit()'s fsync has little left to wait for.
+  /// After each whole dataset of ≥ 8 MiB (activations, logits): send the new bytes of the .partial to the
+  /// disk now and drop the bytes sent before from the page cache (store/writeback.hpp), so a large cache
+  /// recycles its pages and commit()'s fsync has little left to wait for.
   bool earlyWriteback = true;
 };
 
@@ -123,6 +125,11 @@ class CacheWriter {
   static void writeWholeIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
                            const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
                            StorageDtype dtype, int singletonDims, const std::string& axes);
+  /// writeWholeIn, then Writeback::advance when `writeback` is set and the tensor is large.
+  static void writeWholeAndAdvance(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                                   const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
+                                   StorageDtype dtype, int singletonDims, const std::string& axes,
+                                   const std::shared_ptr<Writeback>& writeback);
   void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
   /// writeWhole (+ an axes attribute when not empty), on the background thread when there is one.
   void writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims,
@@ -138,7 +145,7 @@ class CacheWriter {
   bool m_committed = false;
   std::vector<std::string> m_queued;         // paths handed to the background thread (duplicate check)
   std::unique_ptr<BackgroundWriter> m_background;  // destroyed first in ~CacheWriter (it writes into m_state)
-  int m_writebackFd = -1;                    // the .partial opened for sync_file_range (-1: none)
+  std::shared_ptr<Writeback> m_writeback;    // early write-back of the .partial (null: off)
 };
 
 }  // namespace mechscope::store
