@@ -1,5 +1,7 @@
 #include "store/heap_policy.hpp"
 
+#include "store/recycling_allocator.hpp"
+
 #include <cstdlib>
 #include <mutex>
 
@@ -17,6 +19,7 @@ void boundHeapGrowthForStreaming(std::size_t threshold) {
 #else
     (void)threshold;
 #endif
+    installRecyclingCpuAllocator(kRecycleCapBytes);
   });
 }
 

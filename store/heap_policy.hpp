@@ -7,8 +7,13 @@
 
 namespace mechscope::store {
 
-/// Makes glibc serve allocations ≥ `threshold` bytes with mmap (returned to the OS on free). Process-wide,
-/// applied once; a no-op off glibc or when the user set MALLOC_MMAP_THRESHOLD_. CacheWriter calls it.
+/// Bytes of freed large tensors kept for reuse while streaming (store/recycling_allocator.hpp).
+inline constexpr std::size_t kRecycleCapBytes = std::size_t{512} << 20;
+
+/// Makes glibc serve allocations ≥ `threshold` bytes with mmap (returned to the OS on free; a no-op off glibc
+/// or when the user set MALLOC_MMAP_THRESHOLD_) and installs the recycling CPU allocator, so LibTorch's
+/// large tensors reuse up to kRecycleCapBytes of warm blocks instead of fresh zero-filled pages.
+/// Process-wide, applied once. CacheWriter calls it.
 void boundHeapGrowthForStreaming(std::size_t threshold = std::size_t{1} << 20);
 
 }  // namespace mechscope::store

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -18,6 +19,7 @@
 #include "store/background_writer.hpp"
 #include "store/cache_reader.hpp"
 #include "store/cache_writer.hpp"
+#include "store/recycling_allocator.hpp"
 #include "store_test_util.hpp"
 
 using namespace mechscope;
@@ -177,4 +179,31 @@ TEST(StoreBackgroundWriter, DuplicateNameIsRefusedAtOnceAndDestructorDropsTheQue
   }  // not committed: queued tensors dropped, the .partial removed
   EXPECT_FALSE(std::filesystem::exists(dir / "d.h5"));
   EXPECT_FALSE(std::filesystem::exists(dir / "d.h5.partial"));
+}
+
+TEST(StoreRecyclingAllocator, ReusesFreedLargeBlocksAndKeepsAtMostItsCap) {
+  if (std::getenv("MECHSCOPE_RECYCLE_MIB")) GTEST_SKIP() << "MECHSCOPE_RECYCLE_MIB is set";
+  installRecyclingCpuAllocator(int64_t{64} << 20);  // the first install wins (a CacheWriter installs 512 MiB)
+  const RecyclingStats s0 = recyclingStats();
+  ASSERT_GT(s0.capBytes, 0);
+  {
+    at::Tensor a = at::full({2 << 20}, 3.0f);  // 8 MiB
+    EXPECT_FLOAT_EQ(a.sum().item<float>(), 3.0f * (2 << 20));
+  }
+  const RecyclingStats s1 = recyclingStats();
+  {
+    at::Tensor b = at::empty({2 << 20});  // the same size class: the block just freed
+    b.fill_(2.0f);
+    EXPECT_FLOAT_EQ(b.sum().item<float>(), 2.0f * (2 << 20));
+  }
+  const RecyclingStats s2 = recyclingStats();
+  EXPECT_EQ(s2.reused, s1.reused + 1);
+  EXPECT_GE(s2.keptBytes, int64_t{8} << 20);
+  {
+    at::Tensor big = at::ones({s0.capBytes / 4 + (1 << 20)});  // larger than the cap: never kept
+    EXPECT_EQ(big.sum().item<double>(), static_cast<double>(big.numel()));
+  }
+  EXPECT_LE(recyclingStats().keptBytes, s0.capBytes);
+  at::Tensor small = at::ones({1000});  // below 1 MiB: the default allocator, freed by it
+  EXPECT_EQ(small.sum().item<float>(), 1000.0f);
 }
