@@ -1,6 +1,7 @@
 #include "store/background_writer.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 namespace mechscope::store {
 
@@ -25,7 +26,9 @@ void BackgroundWriter::rethrowLocked() const {
 void BackgroundWriter::submit(int64_t bytes, std::function<void()> job) {
   bytes = std::max<int64_t>(0, bytes);
   std::unique_lock<std::mutex> lock(m_mutex);
+  const auto t0 = std::chrono::steady_clock::now();
   m_changed.wait(lock, [&] { return m_error || m_pending == 0 || m_pending + bytes <= m_maxBytes; });
+  m_waitS += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   rethrowLocked();
   m_queue.push_back(Job{bytes, std::move(job)});
   m_pending += bytes;
@@ -57,6 +60,16 @@ int64_t BackgroundWriter::peakPendingBytes() const {
   return m_peak;
 }
 
+double BackgroundWriter::submitWaitSeconds() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return m_waitS;
+}
+
+double BackgroundWriter::busySeconds() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return m_busyS;
+}
+
 void BackgroundWriter::loop() {
   std::unique_lock<std::mutex> lock(m_mutex);
   for (;;) {
@@ -67,13 +80,16 @@ void BackgroundWriter::loop() {
     m_running = true;
     lock.unlock();
     std::exception_ptr error;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       job.run();
     } catch (...) {
       error = std::current_exception();
     }
     job.run = nullptr;  // release what the job captured (the tensor) before its bytes count as free
+    const double busy = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     lock.lock();
+    m_busyS += busy;
     m_running = false;
     m_pending -= job.bytes;
     if (error && !m_error) m_error = error;

@@ -35,6 +35,10 @@ class BackgroundWriter {
   [[nodiscard]] int64_t pendingBytes() const;
   /// The most bytes ever pending at once (for tests and benchmarks).
   [[nodiscard]] int64_t peakPendingBytes() const;
+  /// Seconds submit() spent waiting for room in the queue (the producer throttled by the writer).
+  [[nodiscard]] double submitWaitSeconds() const;
+  /// Seconds the worker spent running jobs.
+  [[nodiscard]] double busySeconds() const;
 
  private:
   struct Job {
@@ -50,6 +54,7 @@ class BackgroundWriter {
   std::deque<Job> m_queue;
   int64_t m_pending = 0;  // queued + running
   int64_t m_peak = 0;
+  double m_waitS = 0, m_busyS = 0;
   bool m_running = false;
   bool m_stop = false;
   std::exception_ptr m_error;

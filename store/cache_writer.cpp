@@ -295,6 +295,11 @@ void CacheWriter::drain() {
 
 int64_t CacheWriter::peakQueuedBytes() const { return m_background ? m_background->peakPendingBytes() : 0; }
 
+std::pair<double, double> CacheWriter::backgroundSeconds() const {
+  if (!m_background) return {0.0, 0.0};
+  return {m_background->submitWaitSeconds(), m_background->busySeconds()};
+}
+
 void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype,
                                        int singletonDims, const std::string& axes) {
   if (!m_background) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/common/tensor.hpp"
@@ -114,6 +115,9 @@ class CacheWriter {
   [[nodiscard]] const CacheOptions& options() const { return m_options; }
   /// The most tensor bytes the background thread held queued at once (0 without one).
   [[nodiscard]] int64_t peakQueuedBytes() const;
+  /// Seconds the caller waited for room in the background queue, and seconds the background thread spent
+  /// writing (both 0 without one; valid until commit()).
+  [[nodiscard]] std::pair<double, double> backgroundSeconds() const;
 
  private:
   /// Creates a dataset in `s`'s file (any thread; takes Hdf5Lock); `finalPath` names the cache in messages.
