@@ -1,5 +1,8 @@
 #include "store/background_writer.hpp"
 
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -71,6 +74,12 @@ double BackgroundWriter::busySeconds() const {
 }
 
 void BackgroundWriter::loop() {
+  // Conversions on this thread (fp32 → fp16, non-contiguous → contiguous) run on it alone: the forward
+  // already has every core. ATen's OpenMP regions take their width from the calling thread's nthreads ICV,
+  // which ATen sets on its first call in a thread, so that call comes first.
+  (void)at::get_num_threads();
+  using SetFn = void (*)(int);
+  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) set(1);
   std::unique_lock<std::mutex> lock(m_mutex);
   for (;;) {
     m_changed.wait(lock, [&] { return m_stop || !m_queue.empty(); });
