@@ -3,7 +3,10 @@
 //     attention q·kᵀ and A·v, MLP, unembedding) as a fraction of LibTorch's own fp32 matmul rate on
 //     the forward's GEMM shapes (at::linear / at::bmm on fresh contiguous operands, timed here);
 //  2. forward with every hook streamed to an HDF5 cache (as `mechscope-cli run --hooks '*' --cache`)
-//     against the bare forward, plus the forward with every hook active but nothing written;
+//     against the bare forward, once per --cache-variants entry (sync: fp32 on the forward's thread;
+//     async: fp32 on the background writer, as `run`; fp16/bf16: that storage dtype, background writer;
+//     fp16sync), with the time the forward waited for the queue and the writer's busy time; plus the
+//     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
 //     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
 // Synth folders are written once under --dir and reused.
