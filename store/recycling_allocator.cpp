@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
@@ -28,7 +29,22 @@ class RecyclingCpuAllocator final : public c10::Allocator {
   RecyclingCpuAllocator(c10::Allocator* base, std::size_t cap)
       : m_base(base), m_baseDeleter(base->raw_deleter()), m_cap(cap) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  // c10::Allocator::allocate is `const` in LibTorch 1.13 and not const in 2.x, which also adds a pure virtual
+  // copy_data. Defining both allocate signatures (and copy_data) without `override` builds with either: the
+  // one that matches the base overrides it, the other is a plain overload.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winconsistent-missing-override"
+#pragma clang diagnostic ignored "-Woverloaded-virtual"
+#endif
+  c10::DataPtr allocate(size_t n) const { return allocateBlock(n); }  // LibTorch 1.13
+  c10::DataPtr allocate(size_t n) { return allocateBlock(n); }        // LibTorch 2.x
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
+
+  c10::DataPtr allocateBlock(size_t n) const {
     if (n < kMinBytes) return m_base->allocate(n);
     const std::size_t size = sizeClass(n);
     void* p = nullptr;
