@@ -83,6 +83,9 @@ std::vector<std::string> datasetPaths(hid_t file, const std::string& group) {
 // gzip's best ratio is ~1032:1, so a filtered (compressed) dataset can hold at most this many bytes per stored byte.
 constexpr uint64_t kMaxFilterRatio = 1100;
 
+/// No dimension of a real cache comes near this (2^40: a trillion tokens, layers, heads or features).
+constexpr int64_t kMaxExtent = int64_t{1} << 40;
+
 // Schema checks before a dataset's bytes are read (caller holds the lock): rank, element count without
 // overflow, logical size against the bytes actually stored (a corrupt or hostile header can claim
 // exabytes), the ranks the schema fixes (/tokens, /token_strings [batch, pos]; /logits [batch, pos,
@@ -92,6 +95,11 @@ void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64
   uint64_t count = 1;
   for (const int64_t d : shape) {
     if (d < 0) throw InputError(fmt::format("{}: negative extent {} (corrupt file)", what, d));
+    // Checked on its own: beside a zero extent a huge one holds no elements, so the size checks below pass,
+    // yet a caller that sizes per-row containers would allocate it (fuzz finding: /token_strings [2^43, 0]).
+    if (d > kMaxExtent)
+      throw InputError(fmt::format("{}: extent {} in shape {} is beyond any real cache (corrupt file)", what, d,
+                                   fmt::join(shape, "x")));
     const auto u = static_cast<uint64_t>(d);
     if (u != 0 && count > static_cast<uint64_t>(INT64_MAX) / elementSize / u)
       throw InputError(fmt::format("{}: shape {} overflows a 64-bit size (corrupt file)", what, fmt::join(shape, "x")));

@@ -135,3 +135,24 @@ TEST(ReaderValidation, TokenIdsMustBeIntegers) {
   const auto r = CacheReader::open(path);
   expectInputError([&] { (void)r.tokens(); }, {path.string(), "/tokens", "stored as float32", "int64"});
 }
+
+TEST(ReaderValidation, HugeExtentBesideAZeroExtentIsRefused) {
+  // Fuzz finding: /token_strings of shape [2^43, 0] holds no elements, so no size check fired, and the
+  // reader sized 2^43 empty rows (≈ 200 TB) before reading nothing.
+  ScratchDir dir;
+  const auto path = dir / "c.h5";
+  makeCache(path, [](hid_t f) {
+    const std::vector<hsize_t> dims{hsize_t{1} << 43, 0};
+    const hid_t space = H5Screate_simple(2, dims.data(), nullptr);
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    const hid_t d = H5Dcreate2(f, "token_strings", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Tclose(type);
+    H5Sclose(space);
+    writeInt64(f, "tokens", {hsize_t{1} << 43, 0}, {});
+  });
+  const auto r = CacheReader::open(path);
+  expectInputError([&] { (void)r.tokenStrings(); }, {path.string(), "/token_strings", "beyond any real cache"});
+  expectInputError([&] { (void)r.tokens(); }, {path.string(), "/tokens", "beyond any real cache"});
+}
