@@ -17,30 +17,18 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+import gpt2_numpy  # same folder: sys.path[0] when run as a script
+
 
 def load_safetensors(path):
-    """name → fp32 torch tensor (copies out of the file; no safetensors package needed)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        if v["dtype"] != "F32":
-            raise SystemExit(f"{path}: tensor {k} is {v['dtype']}, this script reads fp32 folders only")
-        a, b = v["data_offsets"]
-        out[k] = torch.from_numpy(np.frombuffer(data, dtype="<f4", count=(b - a) // 4, offset=a).reshape(v["shape"]).copy())
-    return out
+    """name → fp32 torch tensor (copied out of the file), via gpt2_numpy's hand-written reader."""
+    return {k: torch.from_numpy(v.copy()) for k, v in gpt2_numpy.load_safetensors(path).items()}
 
 
 def token_ids(n, vocab):

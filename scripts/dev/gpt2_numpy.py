@@ -7,6 +7,8 @@ import json, struct, sys
 import numpy as np
 
 def load_safetensors(path):
+    """name → fp32 numpy array, read by hand (header JSON + raw little-endian fp32; no safetensors package).
+    Also used by eager_gpt2_forward.py."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -15,9 +17,10 @@ def load_safetensors(path):
     for k, v in header.items():
         if k == "__metadata__":
             continue
+        if v["dtype"] != "F32":
+            raise SystemExit(f"{path}: tensor {k} is {v['dtype']}, this script reads fp32 folders only")
         a, b = v["data_offsets"]
-        assert v["dtype"] == "F32", v["dtype"]
-        out[k] = np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"])
+        out[k] = np.frombuffer(data, dtype="<f4", count=(b - a) // 4, offset=a).reshape(v["shape"])
     return out
 
 def gelu_new(x):
