@@ -260,15 +260,18 @@ DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterS
 
 void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
                                const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
-                               StorageDtype dtype, int singletonDims, const std::string& axes) {
+                               StorageDtype dtype, int singletonDims, const std::string& axes,
+                               const std::shared_ptr<Writeback>& writeback) {
   if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
   const at::Tensor data = toStorage(t, dtype);
   auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true);
   dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
-  if (axes.empty()) return;
-  Hdf5Lock lock;
-  auto state = requireOpen(s, "dataset " + path);
-  detail::writeStringAttr(state->file.get(), absolutePath(path), schema::kAttrAxes, axes);
+  if (!axes.empty()) {
+    Hdf5Lock lock;
+    auto state = requireOpen(s, "dataset " + path);
+    detail::writeStringAttr(state->file.get(), absolutePath(path), schema::kAttrAxes, axes);
+  }
+  if (writeback && t.numel() * storageElementSize(dtype) >= (int64_t{8} << 20)) writeback->advance();
 }
 
 DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
@@ -278,15 +281,7 @@ DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int
 
 void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims) {
   drain();
-  writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, "");
-}
-
-void CacheWriter::writeWholeAndAdvance(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
-                                       const std::filesystem::path& finalPath, const std::string& path,
-                                       const at::Tensor& t, StorageDtype dtype, int singletonDims,
-                                       const std::string& axes, const std::shared_ptr<Writeback>& writeback) {
-  writeWholeIn(s, options, finalPath, path, t, dtype, singletonDims, axes);
-  if (writeback && t.numel() * storageElementSize(dtype) >= (int64_t{8} << 20)) writeback->advance();
+  writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, "", nullptr);
 }
 
 void CacheWriter::drain() {
@@ -303,7 +298,7 @@ std::pair<double, double> CacheWriter::backgroundSeconds() const {
 void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype,
                                        int singletonDims, const std::string& axes) {
   if (!m_background) {
-    writeWholeAndAdvance(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, axes, m_writeback);
+    writeWholeIn(m_state, m_options, m_finalPath, path, t, dtype, singletonDims, axes, m_writeback);
     return;
   }
   const std::string abs = absolutePath(path);
@@ -316,7 +311,7 @@ void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor
   // The tensor is shared, not copied: its storage stays alive until the job has written it.
   m_background->submit(bytes, [state = m_state, options = m_options, finalPath = m_finalPath, abs, held = t.detach(),
                                dtype, singletonDims, axes, writeback = m_writeback] {
-    writeWholeAndAdvance(state, options, finalPath, abs, held, dtype, singletonDims, axes, writeback);
+    writeWholeIn(state, options, finalPath, abs, held, dtype, singletonDims, axes, writeback);
   });
 }
 

@@ -125,15 +125,12 @@ class CacheWriter {
                                        const std::filesystem::path& finalPath, const std::string& path,
                                        std::vector<int64_t> shape, StorageDtype dtype, int singletonDims,
                                        bool wholeWrite);
-  /// Converts `t` and writes it as one new dataset, then the axes attribute when `axes` is not empty.
+  /// Converts `t` and writes it as one new dataset, then the axes attribute when `axes` is not empty, then
+  /// Writeback::advance when `writeback` is set and the dataset is ≥ 8 MiB.
   static void writeWholeIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
                            const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
-                           StorageDtype dtype, int singletonDims, const std::string& axes);
-  /// writeWholeIn, then Writeback::advance when `writeback` is set and the tensor is large.
-  static void writeWholeAndAdvance(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
-                                   const std::filesystem::path& finalPath, const std::string& path, const at::Tensor& t,
-                                   StorageDtype dtype, int singletonDims, const std::string& axes,
-                                   const std::shared_ptr<Writeback>& writeback);
+                           StorageDtype dtype, int singletonDims, const std::string& axes,
+                           const std::shared_ptr<Writeback>& writeback);
   void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
   /// writeWhole (+ an axes attribute when not empty), on the background thread when there is one.
   void writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims,
