@@ -39,7 +39,7 @@ add_library(mechscope_fuzz_loaders STATIC
   ${_root}/core/model/model_config.cpp ${_root}/core/model/family_registry.cpp ${_root}/core/model/weight_source.cpp
   ${_root}/core/model/activation_cache.cpp ${_families}
   ${_root}/store/cache_reader.cpp ${_root}/store/hdf5_lock.cpp ${_root}/store/storage_dtype.cpp ${_root}/store/slice.cpp
-  ${_root}/store/detail/h5_util.cpp
+  ${_root}/store/detail/h5_util.cpp ${_root}/store/detail/h5_basic.cpp ${_root}/store/isolation/isolated_check.cpp
   ${_root}/analysis/common/datasets.cpp ${_root}/analysis/patching/patch_types.cpp)
 target_link_libraries(mechscope_fuzz_loaders PUBLIC mechscope_fuzz_tokenizer mechscope_torch mechscope_hdf5)
 target_compile_definitions(mechscope_fuzz_loaders PUBLIC MECHSCOPE_WITH_HDF5=1)
@@ -50,6 +50,11 @@ if(MECHSCOPE_PCH)
   target_precompile_headers(mechscope_fuzz_loaders PRIVATE <ATen/ATen.h> <string> <vector> <map> <memory>
                             <fmt/format.h> <nlohmann/json.hpp>)
 endif()
+
+# The isolated cache check the reader runs before opening a cache (ASan-built, never fuzz-instrumented).
+include(H5Check)
+mechscope_add_h5check(${PROJECT_BINARY_DIR}/bin)
+add_dependencies(mechscope_fuzz_loaders mechscope-h5check)
 
 # Batch plans (TOML, no LibTorch).
 if(MECHSCOPE_HAS_TOML)

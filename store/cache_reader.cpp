@@ -13,6 +13,7 @@
 #include "core/common/errors.hpp"
 #include "store/detail/h5_util.hpp"
 #include "store/hdf5_lock.hpp"
+#include "store/isolation/isolated_check.hpp"
 #include "store/schema.hpp"
 
 namespace mechscope::store {
@@ -142,6 +143,10 @@ CacheReader CacheReader::open(const std::filesystem::path& path) {
     throw InputError(fmt::format("cache '{}' is unfinished (.partial): the run writing it was killed or cancelled "
                                  "before it completed; run it again",
                                  name));
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw InputError(fmt::format("cache '{}' is not a regular file: expected an .h5 file", name));
+  // libhdf5 1.10.8 crashes or loops on some corrupt files: read this one in a separate process first.
+  isolation::checkCacheInChildProcess(path);
   auto state = std::make_shared<detail::ReaderState>();
   state->path = path;
   Hdf5Lock lock;

@@ -21,6 +21,9 @@ void silenceOnce() {
   H5dont_atexit();
   H5open();
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  // No dynamically loaded filter plugins: a cache naming an unknown filter would otherwise make libhdf5
+  // dlopen whatever HDF5_PLUGIN_PATH holds. mechscope writes gzip and shuffle only, both built in.
+  H5PLset_loading_state(0);
 }
 }  // namespace
 

@@ -1,0 +1,121 @@
+// mechscope-h5check: reads an HDF5 cache the way mechscope's reader would, in a process of its own, so
+// that a libhdf5 bug triggered by a corrupt file crashes this process instead of mechscope (see
+// store/isolation/isolated_check.hpp). mechscope runs it before opening any cache; it is also usable
+// by hand. Exit 0: read without harm; 3: a structure mechscope refuses (message on stderr); 4: usage or
+// internal error; killed by a signal: libhdf5 crashed or looped (SIGALRM after --timeout seconds).
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "core/common/errors.hpp"
+#include "store/isolation/isolated_check.hpp"
+#include "store/isolation/structure_walk.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MECHSCOPE_H5CHECK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MECHSCOPE_H5CHECK_ASAN 1
+#endif
+#endif
+
+#ifdef MECHSCOPE_H5CHECK_ASAN
+// AddressSanitizer here is a detector, not a debugging aid: libhdf5 (uninstrumented) is checked at every
+// memcpy/memmove/strlen it calls, so an overflow on a corrupt file ends this process with exit 86 instead of
+// passing silently. Huge allocations a corrupt header asks for fail softly as they do without ASan; libhdf5's
+// upstream leaks on refused files are not findings. (The parent removes ASAN_OPTIONS from our environment.)
+extern "C" const char* __asan_default_options() {
+  return "detect_leaks=0:allocator_may_return_null=1:max_allocation_size_mb=4096:exitcode=86:"
+         "handle_abort=1:abort_on_error=0:print_summary=1:malloc_context_size=2:quarantine_size_mb=16";
+}
+#endif
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: mechscope-h5check [--timeout SECONDS] [--verbose] [--] FILE.h5\n"
+    "Reads every object, attribute and dataset (whole up to 1 MiB, else its first row and corner elements) of\n"
+    "FILE the way mechscope's cache reader does, so that libhdf5 crashes on a corrupt file happen here and not\n"
+    "in mechscope. Built with AddressSanitizer where the compiler has it, so libhdf5 memory errors that would\n"
+    "pass silently are caught too.\n"
+    "Exit 0: read without harm. 3: refused (external links or storage, unreadable structure), reason on stderr.\n"
+    "4: usage or internal error. 86: libhdf5 made a memory error (AddressSanitizer report on stderr).\n"
+    "Killed by a signal: libhdf5 crashed, or looped past --timeout seconds (default 60).\n";
+
+// Caps what a hostile file can make this process do: no core files, 4 GiB of address space (under ASan,
+// whose shadow memory needs terabytes of address space: no allocation over 4 GiB instead), and a CPU limit
+// one second past the wall-clock alarm.
+void limitSelf(double seconds) {
+  rlimit none{0, 0};
+  setrlimit(RLIMIT_CORE, &none);
+#ifndef MECHSCOPE_H5CHECK_ASAN
+  rlimit memory{rlim_t{4} << 30, rlim_t{4} << 30};
+  setrlimit(RLIMIT_AS, &memory);
+#endif
+  const auto whole = static_cast<rlim_t>(seconds);
+  rlimit cpu{whole + 1, whole + 2};
+  setrlimit(RLIMIT_CPU, &cpu);
+  const auto usec = static_cast<long>(seconds * 1e6);
+  itimerval alarmAt{{0, 0}, {usec / 1000000, usec % 1000000}};
+  setitimer(ITIMER_REAL, &alarmAt, nullptr);  // SIGALRM, default action: end the process
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace mechscope::store::isolation;
+  double seconds = 60;
+  bool verbose = false;
+  const char* file = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (a == "--timeout" && i + 1 < argc) {
+      char* end = nullptr;
+      const double v = std::strtod(argv[++i], &end);
+      if (*end != '\0' || !(v >= 0.05 && v <= 86400)) {
+        std::fprintf(stderr, "mechscope-h5check: --timeout '%s': expected seconds from 0.05 to 86400\n", argv[i]);
+        return kExitError;
+      }
+      seconds = v;
+    } else if (a == "--verbose") {
+      verbose = true;
+    } else if (a == "--" && i + 1 < argc && file == nullptr) {
+      file = argv[++i];
+    } else if (!a.empty() && a[0] != '-' && file == nullptr) {
+      file = argv[i];
+    } else {
+      std::fprintf(stderr, "mechscope-h5check: unexpected argument '%s'\n%s", argv[i], kUsage);
+      return kExitError;
+    }
+  }
+  if (file == nullptr) {
+    std::fputs(kUsage, stderr);
+    return kExitError;
+  }
+  limitSelf(seconds);
+  try {
+    const WalkReport r = walkCacheFile(file);
+    if (verbose)
+      std::fprintf(stderr, "%s: %s; %lld objects, %lld attributes, %lld datasets, %llu bytes read\n", file,
+                   r.opened ? "opened" : "not opened by libhdf5 (the reader refuses it)",
+                   static_cast<long long>(r.objects), static_cast<long long>(r.attributes),
+                   static_cast<long long>(r.datasets), static_cast<unsigned long long>(r.bytesRead));
+    return 0;
+  } catch (const mechscope::InputError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return kExitRefused;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mechscope-h5check: %s: %s\n", file, e.what());
+    return kExitError;
+  }
+}

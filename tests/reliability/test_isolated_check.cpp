@@ -1,0 +1,200 @@
+// The isolated cache check (issue 12): CacheReader::open reads every cache in mechscope-h5check first, so
+// libhdf5 1.10.8's crashes, hangs and memory errors on corrupt files end the checker, not this process.
+// Real libhdf5 failures (a known hang) and the checker's refusals are tested end to end; the verdicts the
+// parent draws from a crash, a memory error or a hung checker are tested with stand-in checkers (shell
+// scripts that behave like each outcome), since which corrupt bytes crash libhdf5 is libhdf5's business.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/common/errors.hpp"
+#include "store/cache_reader.hpp"
+#include "store/detail/h5_basic.hpp"
+#include "store/isolation/isolated_check.hpp"
+#include "tests/store/store_test_util.hpp"
+
+using namespace mechscope;
+using namespace mechscope::store;
+using mechscope::store::testing::ScratchDir;
+
+namespace {
+
+/// Sets an environment variable for one test and restores it after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : m_name(name) {
+    if (const char* old = std::getenv(name)) m_old = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (m_old)
+      setenv(m_name, m_old->c_str(), 1);
+    else
+      unsetenv(m_name);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* m_name;
+  std::optional<std::string> m_old;
+};
+
+/// A minimal complete cache at `path`; `fill` adds to the open file.
+template <class Fill>
+void makeCache(const std::filesystem::path& path, Fill fill) {
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  store::detail::writeIntAttr(f, "/", "schema_version", 1);
+  store::detail::writeIntAttr(f, "/", "mechscope_complete", 1);
+  fill(f);
+  H5Fclose(f);
+}
+
+/// A float32 dataset of `n` values 0, 1, 2, ... at `name` with the creation properties `dcpl`.
+void writeFloats(hid_t f, const char* name, hsize_t n, hid_t dcpl = H5P_DEFAULT) {
+  std::vector<float> v(n);
+  for (hsize_t i = 0; i < n; ++i) v[i] = static_cast<float>(i);
+  const hid_t space = H5Screate_simple(1, &n, nullptr);
+  const hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
+  H5Dclose(d);
+  H5Sclose(space);
+}
+
+/// An executable shell script standing in for mechscope-h5check.
+std::string fakeChecker(const ScratchDir& dir, const std::string& name, const std::string& body) {
+  const auto path = dir / name;
+  std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+  chmod(path.c_str(), 0755);
+  return path.string();
+}
+
+/// The InputError message `fn` throws (a test failure when it throws none).
+template <class Fn>
+std::string inputErrorOf(Fn fn) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no InputError";
+  return {};
+}
+
+std::filesystem::path knownHang() {
+  return std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "fuzz/known_upstream/hdf5_cache" /
+         "libhdf5-1.10.8-hang-vlen-attribute-global-heap";
+}
+
+}  // namespace
+
+TEST(IsolatedCheck, AValidCacheIsReadWithoutHarmAndThenOpened) {
+  ScratchDir dir;
+  const auto path = dir / "ok.h5";
+  makeCache(path, [](hid_t f) { writeFloats(f, "logits_flat", 300000); });  // 1.2 MB: read at its corners only
+  const auto before = isolation::checkCounts();
+  const auto r = CacheReader::open(path);
+  EXPECT_EQ(isolation::checkCounts().passed, before.passed + 1);
+  const auto t = r.read("/logits_flat");
+  ASSERT_EQ(t.numel(), 300000);
+  EXPECT_EQ(t[299999].item<float>(), 299999.0f);
+}
+
+TEST(IsolatedCheck, ExternalLinkIsRefused) {
+  ScratchDir dir;
+  const auto path = dir / "link.h5";
+  makeCache(path, [](hid_t f) { H5Lcreate_external("/etc/passwd", "/x", f, "tokens", H5P_DEFAULT, H5P_DEFAULT); });
+  const auto before = isolation::checkCounts();
+  const auto msg = inputErrorOf([&] { (void)CacheReader::open(path); });
+  EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'/tokens' is an external link"), std::string::npos) << msg;
+  EXPECT_EQ(isolation::checkCounts().refused, before.refused + 1);
+}
+
+TEST(IsolatedCheck, DataStoredInAnotherFileIsRefused) {
+  ScratchDir dir;
+  const auto path = dir / "external.h5";
+  std::ofstream(dir / "outside.bin") << std::string(40, 'x');
+  makeCache(path, [&](hid_t f) {
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_external(dcpl, (dir / "outside.bin").c_str(), 0, 40);
+    writeFloats(f, "secrets", 10, dcpl);
+    H5Pclose(dcpl);
+  });
+  const auto msg = inputErrorOf([&] { (void)CacheReader::open(path); });
+  EXPECT_NE(msg.find("'/secrets' keeps its data in external files"), std::string::npos) << msg;
+}
+
+TEST(IsolatedCheck, ALibhdf5HangBecomesARefusalAfterTheTimeLimit) {
+  if (!std::filesystem::exists(knownHang())) GTEST_SKIP() << "no " << knownHang();
+  ScratchDir dir;
+  const auto path = dir / "hang.h5";
+  std::filesystem::copy_file(knownHang(), path);
+  ScopedEnv timeout("MECHSCOPE_H5CHECK_TIMEOUT", "1");
+  const auto start = std::chrono::steady_clock::now();
+  const auto msg = inputErrorOf([&] { (void)CacheReader::open(path); });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("still reading it after 1 s"), std::string::npos) << msg;
+  EXPECT_LT(seconds, 6.0);  // the checker's own alarm ends it; the parent's kill is only the backstop
+}
+
+TEST(IsolatedCheck, ACrashedCheckerNamesTheSignal) {
+  ScratchDir dir;
+  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeChecker(dir, "segv.sh", "kill -SEGV $$"));
+  const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
+  EXPECT_NE(msg.find("libhdf5 crashed (SIGSEGV)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("any.h5"), std::string::npos) << msg;
+}
+
+TEST(IsolatedCheck, AMemoryErrorCaughtByAddressSanitizerIsNamed) {
+  ScratchDir dir;
+  ScopedEnv checker("MECHSCOPE_H5CHECK",
+                    fakeChecker(dir, "asan.sh",
+                                "echo '==1==WARNING: AddressSanitizer failed to allocate 0x10 bytes' >&2\n"
+                                "echo '==1==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x6020' >&2\n"
+                                "exit 86"));
+  const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
+  EXPECT_NE(msg.find("libhdf5 made a memory error (heap-buffer-overflow)"), std::string::npos) << msg;
+}
+
+TEST(IsolatedCheck, AHungCheckerIsKilledByTheParent) {
+  ScratchDir dir;
+  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeChecker(dir, "hang.sh", "exec sleep 60"));  // ignores --timeout
+  ScopedEnv timeout("MECHSCOPE_H5CHECK_TIMEOUT", "1");
+  const auto start = std::chrono::steady_clock::now();
+  const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(msg.find("still reading it after 1 s"), std::string::npos) << msg;
+  EXPECT_GE(seconds, 5.9);  // 1 s + the 5 s grace the checker gets to end itself
+  EXPECT_LT(seconds, 15.0);
+}
+
+TEST(IsolatedCheck, ARefusalPassesTheCheckersLastLineOn) {
+  ScratchDir dir;
+  ScopedEnv checker("MECHSCOPE_H5CHECK",
+                    fakeChecker(dir, "refuse.sh", "echo 'noise' >&2; echo \"cache '$4' is corrupt: test\" >&2; exit 3"));
+  const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
+  EXPECT_EQ(msg, "cache '" + (dir / "any.h5").string() + "' is corrupt: test");
+}
+
+TEST(IsolatedCheck, AMissingCheckerIsAClearError) {
+  ScopedEnv checker("MECHSCOPE_H5CHECK", "/nonexistent/mechscope-h5check");
+  const auto msg = inputErrorOf([&] { (void)isolation::h5checkExecutable(); });
+  EXPECT_NE(msg.find("MECHSCOPE_H5CHECK='/nonexistent/mechscope-h5check' is not an executable file"), std::string::npos)
+      << msg;
+}
+
+TEST(IsolatedCheck, ABadTimeoutIsAClearError) {
+  ScopedEnv timeout("MECHSCOPE_H5CHECK_TIMEOUT", "soon");
+  const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess("/tmp/x.h5"); });
+  EXPECT_NE(msg.find("MECHSCOPE_H5CHECK_TIMEOUT='soon': expected seconds"), std::string::npos) << msg;
+}
