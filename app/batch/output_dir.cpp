@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 
 namespace mechscope::batch {
 namespace fs = std::filesystem;
@@ -58,18 +59,18 @@ void OutputDir::writeRecord(const std::string& key, const json& record) const {
 
 void OutputDir::clearItem(const std::string& key) const {
   fs::remove(recordPath(key));
-  fs::remove_all(itemDir(key));
+  mechscope::removeTree(itemDir(key));
   const fs::path work = m_root / ".batch" / "work";
   if (!fs::is_directory(work)) return;
   const std::string prefix = flatKey(key) + ".";
   for (const auto& e : fs::directory_iterator(work))
-    if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove_all(e.path());
+    if (e.path().filename().string().rfind(prefix, 0) == 0) mechscope::removeTree(e.path());
 }
 
 void OutputDir::commitItem(const std::string& key, const fs::path& work) const {
   const fs::path dest = itemDir(key);
   fs::create_directories(dest.parent_path());
-  fs::remove_all(dest);
+  mechscope::removeTree(dest);
   fs::rename(work, dest);
 }
 

@@ -7,6 +7,7 @@
 
 #include "app/batch/summary.hpp"
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 
 namespace mechscope::batch {
 namespace fs = std::filesystem;
@@ -89,7 +90,7 @@ RunCounts runBatch(const std::vector<WorkItem>& all, const std::vector<WorkItem>
       }
       if (!counts.cancelled && s.cancelled && s.cancelled()) counts.cancelled = true;
       if (counts.cancelled) {
-        fs::remove_all(work);
+        mechscope::removeTree(work);
         break;
       }
     } else {
@@ -107,7 +108,7 @@ RunCounts runBatch(const std::vector<WorkItem>& all, const std::vector<WorkItem>
       if (fs::exists(work)) {
         if (outcome.error.empty()) outcome.error = lastLogLine(work / "run.log");
         for (const char* f : {"result.h5", "result.json"}) fs::remove(work / f);
-        fs::remove_all(work / "figures");
+        mechscope::removeTree(work / "figures");
         out.commitItem(it.key, work);
       }
       record["status"] = "failed";

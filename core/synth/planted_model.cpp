@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/synth/planted_builder.hpp"
 #include "core/synth/planted_vocab.hpp"
@@ -79,10 +80,10 @@ void writePlantedFolder(const fs::path& dir, const std::string& recipe) {
     auto planted = w.planted;
     planted["planted_version"] = kPlantedVersion;
     writeJson(tmp / "planted.json", planted);
-    if (fs::exists(dir)) fs::remove_all(dir);
+    if (fs::exists(dir)) mechscope::removeTree(dir);
     fs::rename(tmp, dir);
   } catch (...) {
-    fs::remove_all(tmp, ec);
+    mechscope::removeTree(tmp, ec);
     throw;
   }
 }

@@ -10,6 +10,7 @@
 #include "analysis/common/result_io.hpp"
 #include "analysis/common/rouge.hpp"
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/probe/cpu_memory_meter.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
 
@@ -159,7 +160,7 @@ TEST(ResultIo, JsonNestedListsAndH5OrUnsupported) {
     EXPECT_THROW(analysis::writeResultH5(r, dir / "r.h5", {}), UnsupportedError);
   }
   EXPECT_THROW(analysis::writeResultJson(r, dir / "no" / "such" / "r.json"), InputError);
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "app/batch/runner.hpp"
 #include "app/batch/spawn.hpp"
 #include "app/batch/work_items.hpp"
+#include "core/common/remove_tree.hpp"
 
 namespace mechscope::batch {
 namespace {
@@ -167,7 +168,7 @@ json withoutTimings(json s) {
 
 TEST(BatchRunner, ResumeSkipsFinishedRedoesPartialAndFailed) {
   const fs::path dir = fs::temp_directory_path() / "mechscope_batch_resume";
-  fs::remove_all(dir);
+  mechscope::removeTree(dir);
   const auto all = expandItems(parsePlan(kPlan, "p.toml"));
   FakeExecutor ex;
   ex.failing = {"a/patch/co"};
@@ -198,12 +199,12 @@ TEST(BatchRunner, ResumeSkipsFinishedRedoesPartialAndFailed) {
   ex.ran.clear();
   runInto(dir, all, std::nullopt, ex, &c);
   EXPECT_TRUE(ex.ran.empty());
-  fs::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 TEST(BatchRunner, ShardedAndMergedEqualsUnsharded) {
   const fs::path root = fs::temp_directory_path() / "mechscope_batch_merge";
-  fs::remove_all(root);
+  mechscope::removeTree(root);
   const auto all = expandItems(parsePlan(kPlan, "p.toml"));
   FakeExecutor ex;
   const json single = runInto(root / "single", all, std::nullopt, ex);
@@ -226,7 +227,7 @@ TEST(BatchRunner, ShardedAndMergedEqualsUnsharded) {
   other.replace(other.find("n = 4"), 5, "n = 5");
   runInto(root / "other", expandItems(parsePlan(other, "p.toml")), std::nullopt, ex);
   EXPECT_THROW(mergeOutputs({root / "s0", root / "other"}, root / "bad"), InputError);
-  fs::remove_all(root);
+  mechscope::removeTree(root);
 }
 
 TEST(BatchSpawn, ExitCodesAndCancellation) {

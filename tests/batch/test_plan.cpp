@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "app/batch/plan.hpp"
+#include "core/common/remove_tree.hpp"
 
 namespace mechscope::batch {
 namespace {
@@ -152,7 +153,7 @@ window = 3
                            "[[analysis]]\ntype = \"sinks\"\ninputs = \"a\"\n",
                            "ok.toml", dir);
   EXPECT_EQ(ok.input("a")->params["file"], (dir / "there.json").string());
-  fs::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 TEST(BatchPlan, CrossSectionChecks) {

@@ -12,6 +12,7 @@
 
 #include "core/common/errors.hpp"
 #include "core/common/json_guard.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/model/model_config.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/tokenizer/tokenizer.hpp"
@@ -23,7 +24,7 @@ namespace {
 
 fs::path scratch(const std::string& name) {
   const auto d = fs::temp_directory_path() / ("mechscope_hardening_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
+  mechscope::removeTree(d);
   fs::create_directories(d);
   return d;
 }

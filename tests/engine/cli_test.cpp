@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/common/remove_tree.hpp"
 #include "engine_test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -28,8 +29,8 @@ fs::path cliPath() {
 #endif
 }
 
-// posix_spawn, not popen: popen's fork runs pthread_atfork handlers of LibTorch 2.x's thread pools
-// in the test process, which crashed it on the GPU box (SIGSEGV); posix_spawn runs none.
+// posix_spawn, not popen: no fork of a process that holds LibTorch's thread pools. (The SIGSEGV once
+// blamed on popen here was std::filesystem::remove_all inside libtorch.so 2.x: core/common/remove_tree.hpp.)
 Proc runCli(const std::string& args) {
   Proc p;
   const std::string cmd = cliPath().string() + " " + args + " 2>&1";
@@ -103,7 +104,7 @@ TEST(Cli, RunTokenIdsPrintsTopK) {
   e = runCli("run --model " + dir.string() + " --token-ids " + (d / "ids.json").string() + " --dtype fp16");
   EXPECT_EQ(e.rc, 2) << e.out;
   EXPECT_NE(e.out.find("fp16"), std::string::npos) << e.out;
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 TEST(Cli, RunWithCacheWritesFile) {
@@ -118,7 +119,7 @@ TEST(Cli, RunWithCacheWritesFile) {
   EXPECT_TRUE(fs::exists(d / "out.h5"));
   EXPECT_FALSE(fs::exists(d / "out.h5.partial"));
   EXPECT_GT(fs::file_size(d / "out.h5"), 5u * 1000 * 4);  // at least the logits [1, 5, 1000] fp32
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 TEST(Cli, PromptWithTokenizer) {
@@ -138,7 +139,7 @@ TEST(Cli, PromptWithTokenizer) {
   p = runCli("run --model " + d.string() + " --prompt '!!'");
   EXPECT_EQ(p.rc, 2) << p.out;
   EXPECT_NE(p.out.find("token id 3228"), std::string::npos) << p.out;
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "core/common/remove_tree.hpp"
 #include "core/common/tensor.hpp"
 
 namespace mechscope::test {
@@ -38,7 +39,7 @@ inline std::string testDevice() {
 /// A fresh temporary folder for one test.
 inline std::filesystem::path tempDir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("mechscope_engine_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
+  mechscope::removeTree(p);
   std::filesystem::create_directories(p);
   return p;
 }

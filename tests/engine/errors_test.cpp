@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "engine_test_support.hpp"
@@ -85,7 +86,7 @@ TEST(SafetensorsErrors, HeaderProblems) {
   writeRaw(d / "overflow.safetensors",
            R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})", 4);
   expectError<InputError>([&] { (void)SafetensorsFile::open(d / "overflow.safetensors"); }, {"overflow.safetensors", "overflow"});
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 TEST(SafetensorsErrors, WriterRoundTripAndViews) {
@@ -106,7 +107,7 @@ TEST(SafetensorsErrors, WriterRoundTripAndViews) {
   { keep = SafetensorsFile::open(d / "x.safetensors").tensor("a"); }
   EXPECT_TRUE(at::equal(keep, a));
   expectError<InputError>([&] { (void)f.tensor("nope"); }, {"x.safetensors", "'nope'", "missing"});
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 TEST(ModelErrors, FolderAndConfig) {
@@ -141,7 +142,7 @@ TEST(ModelErrors, FolderAndConfig) {
   expectError<InputError>([&] { (void)HookedTransformer::load(d / "empty"); }, {"no model.safetensors"});
   // Not a folder.
   expectError<InputError>([&] { (void)HookedTransformer::load(d / "does-not-exist"); }, {"does-not-exist"});
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 TEST(ModelErrors, TensorMissingOrWrongShape) {
@@ -179,7 +180,7 @@ TEST(ModelErrors, TensorMissingOrWrongShape) {
     EXPECT_TRUE(at::equal(a->forward(ids).logits, b->forward(ids).logits));
     EXPECT_EQ(a->parameterCount(), b->parameterCount());
   }
-  fs::remove_all(d);
+  mechscope::removeTree(d);
 }
 
 TEST(ModelErrors, TokensAndDevices) {

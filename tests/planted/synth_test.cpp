@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/synth/synth_model.hpp"
@@ -32,8 +33,8 @@ TEST_P(SynthFamilies, TinyFolderLoadsAndRuns) {
   const auto a = SafetensorsFile::open(dir / "model.safetensors");
   const auto b = SafetensorsFile::open(std::filesystem::path(dir2) / "model.safetensors");
   for (const auto& name : a.names()) EXPECT_TRUE(at::equal(a.tensor(name), b.tensor(name))) << name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::remove_all(dir2);
+  mechscope::removeTree(dir);
+  mechscope::removeTree(dir2);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, SynthFamilies, ::testing::Values("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3"));

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "core/common/remove_tree.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "store/cache_reader.hpp"
 #include "tests/engine/engine_test_support.hpp"
@@ -109,7 +110,7 @@ TEST(Determinism, CliCacheIsBitIdenticalAcrossProcessesAndRecordsProvenance) {
   EXPECT_TRUE(p.attentionPath == "explicit" || p.attentionPath == "chunked" || p.attentionPath == "fused")
       << p.attentionPath;
   EXPECT_EQ(p.weightsHash.rfind("fnv1a64:", 0), 0u) << p.weightsHash;
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 TEST(Determinism, CliAnalysisJsonIsByteIdenticalAndRecordsProvenance) {
@@ -138,7 +139,7 @@ TEST(Determinism, CliAnalysisJsonIsByteIdenticalAndRecordsProvenance) {
   EXPECT_EQ(p["attention_path"], "probe");
   EXPECT_EQ(nlohmann::json::parse(fileText(dir / "a_m.json"))["provenance"]["attention_path"], "materialized");
   EXPECT_EQ(p["family"], "llama");
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 TEST(Determinism, SeededCommandsRecordTheirSeed) {
@@ -157,5 +158,5 @@ TEST(Determinism, SeededCommandsRecordTheirSeed) {
   const auto j = nlohmann::json::parse(fileText(dir / "a.json"));
   EXPECT_EQ(j["provenance"]["seed"], 7);
   EXPECT_NE(j["provenance"]["command_line"].get<std::string>().find("--seed 7"), std::string::npos);
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
 }

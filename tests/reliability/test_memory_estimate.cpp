@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "core/model/memory_estimate.hpp"
 #include "core/probe/cpu_memory_meter.hpp"
@@ -85,7 +86,7 @@ TEST(MemoryEstimate, CacheFileSizeMatchesAWrittenCache) {
   }
   const int64_t predicted = cacheFileBytes(model->config(), cache.names(), 2, 64);
   const auto actual = static_cast<int64_t>(std::filesystem::file_size(path));
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
   EXPECT_GE(actual, predicted);
   EXPECT_LE(actual, predicted + predicted / 10 + (int64_t{256} << 10)) << "predicted " << predicted;
 }
@@ -172,7 +173,7 @@ TEST(MemoryEstimate, DiskRefusalNamesTheFile) {
   EXPECT_NO_THROW(checkDiskOrThrow("run", path, int64_t{1} << 60, true));
   EXPECT_NO_THROW(checkDiskOrThrow("run", path, 4096, false));
   EXPECT_GT(freeDiskBytes(path), 0);
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 TEST(MemoryEstimate, FormatsBytes) {

@@ -8,6 +8,8 @@
 #include <iterator>
 #include <string>
 
+#include "core/common/remove_tree.hpp"
+
 namespace mechscope::store::testing {
 
 /// A fresh folder under the temp dir, removed at destruction.
@@ -20,12 +22,12 @@ class ScratchDir {
     for (auto& c : name)
       if (c == '/') c = '_';
     m_path = std::filesystem::temp_directory_path() / name;
-    std::filesystem::remove_all(m_path);
+    mechscope::removeTree(m_path);
     std::filesystem::create_directories(m_path);
   }
   ~ScratchDir() {
     std::error_code ec;
-    std::filesystem::remove_all(m_path, ec);
+    mechscope::removeTree(m_path, ec);
   }
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
