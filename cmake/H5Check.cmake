@@ -32,6 +32,9 @@ function(mechscope_add_h5check output_dir)
     endif()
   endforeach()
   target_link_libraries(mechscope-h5check PRIVATE mechscope_fmt ${_libs})
+  # Only the shared libraries it calls (clang does not pass --as-needed by default): libhdf5's libcurl
+  # and its ~30 dependencies would otherwise be loaded on every run.
+  target_link_options(mechscope-h5check PRIVATE -Wl,--as-needed)
   if(MECHSCOPE_H5CHECK_ASAN)
     include(CheckCXXSourceCompiles)
     set(_asan -fsanitize=address)

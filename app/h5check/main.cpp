@@ -29,10 +29,11 @@
 // AddressSanitizer here is a detector, not a debugging aid: libhdf5 (uninstrumented) is checked at every
 // memcpy/memmove/strlen it calls, so an overflow on a corrupt file ends this process with exit 86 instead of
 // passing silently. Huge allocations a corrupt header asks for fail softly as they do without ASan; libhdf5's
-// upstream leaks on refused files are not findings. (The parent removes ASAN_OPTIONS from our environment.)
+// upstream leaks on refused files are not findings; only the kind of error is reported, unsymbolized (running
+// llvm-symbolizer costs more than the check). (The parent removes ASAN_OPTIONS from our environment.)
 extern "C" const char* __asan_default_options() {
   return "detect_leaks=0:allocator_may_return_null=1:max_allocation_size_mb=4096:exitcode=86:"
-         "handle_abort=1:abort_on_error=0:print_summary=1:malloc_context_size=2:quarantine_size_mb=16";
+         "handle_abort=1:abort_on_error=0:print_summary=1:malloc_context_size=2:quarantine_size_mb=16:symbolize=0";
 }
 #endif
 
