@@ -6,12 +6,14 @@
 #  - Built with AddressSanitizer (statically linked runtime) when the compiler has it
 #    (MECHSCOPE_H5CHECK_ASAN): libhdf5 is uninstrumented, but its memcpy/memmove/strlen calls are checked,
 #    so an overflow on a corrupt file is caught here instead of passing silently in mechscope. Leak
-#    detection is off (app/h5check/main.cpp): libhdf5 leaks on refused files upstream. ~14 ms per run.
+#    detection is off (app/h5check/main.cpp): libhdf5 leaks on refused files upstream. Starting it costs
+#    ~10 ms, so mechscope keeps one `--serve` process that forks a fresh child per file (app/h5check/serve.hpp).
 #  - The generated header mechscope/h5check_path.hpp tells the library where the build tree's checker is
 #    (tests and fuzzers run from other folders than bin/).
 function(mechscope_add_h5check output_dir)
   set(_root ${PROJECT_SOURCE_DIR})
-  add_executable(mechscope-h5check ${_root}/app/h5check/main.cpp ${_root}/store/isolation/structure_walk.cpp
+  add_executable(mechscope-h5check ${_root}/app/h5check/main.cpp ${_root}/app/h5check/serve.cpp
+                                   ${_root}/store/isolation/structure_walk.cpp
                                    ${_root}/store/detail/h5_basic.cpp ${_root}/store/hdf5_lock.cpp)
   target_include_directories(mechscope-h5check PRIVATE ${_root} ${PROJECT_BINARY_DIR}/generated)
   target_include_directories(mechscope-h5check SYSTEM PRIVATE ${HDF5_INCLUDE_DIRS})

@@ -13,6 +13,7 @@
 #include <exception>
 #include <string>
 
+#include "app/h5check/serve.hpp"
 #include "core/common/errors.hpp"
 #include "store/isolation/isolated_check.hpp"
 #include "store/isolation/structure_walk.hpp"
@@ -41,6 +42,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: mechscope-h5check [--timeout SECONDS] [--verbose] [--] FILE.h5\n"
+    "       mechscope-h5check --serve   (how mechscope runs it: requests on stdin, one forked child per file)\n"
     "Reads every object, attribute and dataset (whole up to 1 MiB, else its first row and corner elements) of\n"
     "FILE the way mechscope's cache reader does, so that libhdf5 crashes on a corrupt file happen here and not\n"
     "in mechscope. Built with AddressSanitizer where the compiler has it, so libhdf5 memory errors that would\n"
@@ -67,6 +69,27 @@ void limitSelf(double seconds) {
   setitimer(ITIMER_REAL, &alarmAt, nullptr);  // SIGALRM, default action: end the process
 }
 
+// Checks one file within `seconds` (limits first); the exit status the protocol defines.
+int checkOne(const std::string& file, double seconds, bool verbose) {
+  using namespace mechscope::store::isolation;
+  limitSelf(seconds);
+  try {
+    const WalkReport r = walkCacheFile(file);
+    if (verbose)
+      std::fprintf(stderr, "%s: %s; %lld objects, %lld attributes, %lld datasets, %llu bytes read\n", file.c_str(),
+                   r.opened ? "opened" : "not opened by libhdf5 (the reader refuses it)",
+                   static_cast<long long>(r.objects), static_cast<long long>(r.attributes),
+                   static_cast<long long>(r.datasets), static_cast<unsigned long long>(r.bytesRead));
+    return 0;
+  } catch (const mechscope::InputError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return kExitRefused;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mechscope-h5check: %s: %s\n", file.c_str(), e.what());
+    return kExitError;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,6 +103,8 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
+    if (a == "--serve" && argc == 2)
+      return mechscope::h5check::serveChecks([](const std::string& path, double s) { return checkOne(path, s, false); });
     if (a == "--timeout" && i + 1 < argc) {
       char* end = nullptr;
       const double v = std::strtod(argv[++i], &end);
@@ -103,20 +128,5 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stderr);
     return kExitError;
   }
-  limitSelf(seconds);
-  try {
-    const WalkReport r = walkCacheFile(file);
-    if (verbose)
-      std::fprintf(stderr, "%s: %s; %lld objects, %lld attributes, %lld datasets, %llu bytes read\n", file,
-                   r.opened ? "opened" : "not opened by libhdf5 (the reader refuses it)",
-                   static_cast<long long>(r.objects), static_cast<long long>(r.attributes),
-                   static_cast<long long>(r.datasets), static_cast<unsigned long long>(r.bytesRead));
-    return 0;
-  } catch (const mechscope::InputError& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return kExitRefused;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mechscope-h5check: %s: %s\n", file, e.what());
-    return kExitError;
-  }
+  return checkOne(file, seconds, verbose);
 }

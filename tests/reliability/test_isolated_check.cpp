@@ -1,8 +1,8 @@
 // The isolated cache check (issue 12): CacheReader::open reads every cache in mechscope-h5check first, so
 // libhdf5 1.10.8's crashes, hangs and memory errors on corrupt files end the checker, not this process.
 // Real libhdf5 failures (a known hang) and the checker's refusals are tested end to end; the verdicts the
-// parent draws from a crash, a memory error or a hung checker are tested with stand-in checkers (shell
-// scripts that behave like each outcome), since which corrupt bytes crash libhdf5 is libhdf5's business.
+// parent draws from a crash, a memory error or a hung checker are tested with stand-in servers (shell
+// scripts speaking store/isolation/check_protocol.hpp), since which bytes crash libhdf5 is libhdf5's business.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <sys/stat.h>
@@ -69,10 +69,11 @@ void writeFloats(hid_t f, const char* name, hsize_t n, hid_t dcpl = H5P_DEFAULT)
   H5Sclose(space);
 }
 
-/// An executable shell script standing in for mechscope-h5check.
-std::string fakeChecker(const ScratchDir& dir, const std::string& name, const std::string& body) {
+/// An executable shell script standing in for `mechscope-h5check --serve`: `answer` runs once per request
+/// line, with the requested path in $p, and prints the response.
+std::string fakeServer(const ScratchDir& dir, const std::string& name, const std::string& answer) {
   const auto path = dir / name;
-  std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+  std::ofstream(path) << "#!/bin/sh\nwhile IFS=\"$(printf '\\t')\" read -r t p; do\n" << answer << "\ndone\n";
   chmod(path.c_str(), 0755);
   return path.string();
 }
@@ -149,7 +150,7 @@ TEST(IsolatedCheck, ALibhdf5HangBecomesARefusalAfterTheTimeLimit) {
 
 TEST(IsolatedCheck, ACrashedCheckerNamesTheSignal) {
   ScratchDir dir;
-  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeChecker(dir, "segv.sh", "kill -SEGV $$"));
+  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeServer(dir, "segv.sh", "printf 'signal 11 0\\n'"));
   const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
   EXPECT_NE(msg.find("libhdf5 crashed (SIGSEGV)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("any.h5"), std::string::npos) << msg;
@@ -158,17 +159,17 @@ TEST(IsolatedCheck, ACrashedCheckerNamesTheSignal) {
 TEST(IsolatedCheck, AMemoryErrorCaughtByAddressSanitizerIsNamed) {
   ScratchDir dir;
   ScopedEnv checker("MECHSCOPE_H5CHECK",
-                    fakeChecker(dir, "asan.sh",
-                                "echo '==1==WARNING: AddressSanitizer failed to allocate 0x10 bytes' >&2\n"
-                                "echo '==1==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x6020' >&2\n"
-                                "exit 86"));
+                    fakeServer(dir, "asan.sh",
+                               "m='==1==WARNING: AddressSanitizer failed to allocate 0x10 bytes\n"
+                               "==1==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x6020'\n"
+                               "printf 'exit 86 %d\\n%s' \"${#m}\" \"$m\""));
   const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
   EXPECT_NE(msg.find("libhdf5 made a memory error (heap-buffer-overflow)"), std::string::npos) << msg;
 }
 
 TEST(IsolatedCheck, AHungCheckerIsKilledByTheParent) {
   ScratchDir dir;
-  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeChecker(dir, "hang.sh", "exec sleep 60"));  // ignores --timeout
+  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeServer(dir, "hang.sh", "exec sleep 60"));  // ignores the time limit
   ScopedEnv timeout("MECHSCOPE_H5CHECK_TIMEOUT", "1");
   const auto start = std::chrono::steady_clock::now();
   const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
@@ -181,9 +182,30 @@ TEST(IsolatedCheck, AHungCheckerIsKilledByTheParent) {
 TEST(IsolatedCheck, ARefusalPassesTheCheckersLastLineOn) {
   ScratchDir dir;
   ScopedEnv checker("MECHSCOPE_H5CHECK",
-                    fakeChecker(dir, "refuse.sh", "echo 'noise' >&2; echo \"cache '$4' is corrupt: test\" >&2; exit 3"));
+                    fakeServer(dir, "refuse.sh", "m=\"noise\ncache '$p' is corrupt: test\"; printf 'exit 3 %d\\n%s' \"${#m}\" \"$m\""));
   const auto msg = inputErrorOf([&] { isolation::checkCacheInChildProcess(dir / "any.h5"); });
   EXPECT_EQ(msg, "cache '" + (dir / "any.h5").string() + "' is corrupt: test");
+}
+
+TEST(IsolatedCheck, ADeadServerIsRestartedOnce) {
+  ScratchDir dir;
+  // Answers nothing and exits: the parent starts a second server, which does the same, then gives up.
+  ScopedEnv checker("MECHSCOPE_H5CHECK", fakeServer(dir, "dies.sh", "exit 0"));
+  try {
+    isolation::checkCacheInChildProcess(dir / "any.h5");
+    ADD_FAILURE() << "no Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stopped answering (twice)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(IsolatedCheck, OneServerChecksManyFiles) {
+  ScratchDir dir;
+  const auto path = dir / "ok.h5";
+  makeCache(path, [](hid_t f) { writeFloats(f, "x", 10); });
+  const auto before = isolation::checkCounts();
+  for (int i = 0; i < 20; ++i) (void)CacheReader::open(path);
+  EXPECT_EQ(isolation::checkCounts().passed, before.passed + 20);
 }
 
 TEST(IsolatedCheck, AMissingCheckerIsAClearError) {
