@@ -24,6 +24,7 @@ struct ReaderState {
   Hid file;
   std::filesystem::path path;
   int64_t schemaVersion = 0;
+  uint64_t fileBytes = 0;  ///< the file's size at open: no dataset can store more
 };
 }  // namespace detail
 
@@ -92,7 +93,7 @@ constexpr int64_t kMaxExtent = int64_t{1} << 40;
 // exabytes), the ranks the schema fixes (/tokens, /token_strings [batch, pos]; /logits [batch, pos,
 // vocab]) and the axes attribute. InputError names the file, the dataset and the problem.
 void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64_t>& shape, uint64_t elementSize,
-                     const std::string& what) {
+                     uint64_t fileBytes, const std::string& what) {
   uint64_t count = 1;
   for (const int64_t d : shape) {
     if (d < 0) throw InputError(fmt::format("{}: negative extent {} (corrupt file)", what, d));
@@ -114,6 +115,12 @@ void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64
     if (stored == 0)
       throw InputError(fmt::format("{}: shape {} but no data stored (never written or corrupt file)", what,
                                    fmt::join(shape, "x")));
+    // The stored size is what the layout message claims (for contiguous data libhdf5 does not check it
+    // against the file): a 16 KB file claiming 44 GB of logits would otherwise be allocated and read
+    // (fuzz finding: RSS past 2 GiB).
+    if (stored > fileBytes)
+      throw InputError(fmt::format("{}: claims {} bytes stored but the file holds only {} (corrupt file)", what, stored,
+                                   fileBytes));
     if (bytes / (filtered ? kMaxFilterRatio : 1) > stored)
       throw InputError(fmt::format("{}: shape {} needs {} bytes but only {} are stored{} (corrupt file)", what,
                                    fmt::join(shape, "x"), bytes, stored, filtered ? " compressed" : ""));
@@ -149,6 +156,7 @@ CacheReader CacheReader::open(const std::filesystem::path& path) {
   isolation::checkCacheInChildProcess(path);
   auto state = std::make_shared<detail::ReaderState>();
   state->path = path;
+  state->fileBytes = std::filesystem::file_size(path, ec);
   Hdf5Lock lock;
   const htri_t isHdf5 = H5Fis_hdf5(name.c_str());
   if (isHdf5 <= 0) {
@@ -272,7 +280,7 @@ at::Tensor CacheReader::readSlice(const std::string& datasetPath, const std::vec
   const StorageDtype dtype = detail::datasetStorageDtype(dset.get(), abs);
   Hid fileSpace = own(H5Dget_space(dset.get()), "dataspace of " + what, true);
   const auto shape = detail::spaceDims(fileSpace.get());
-  validateDataset(dset.get(), abs, shape, static_cast<uint64_t>(storageElementSize(dtype)), what);
+  validateDataset(dset.get(), abs, shape, static_cast<uint64_t>(storageElementSize(dtype)), m_state->fileBytes, what);
   if (abs == schema::kTokens && dtype != StorageDtype::Int64 && dtype != StorageDtype::Int32)
     throw InputError(fmt::format("{}: token ids stored as {}, the cache schema says int64", what, storageDtypeName(dtype)));
   const auto opts = at::TensorOptions().dtype(storageScalarType(dtype));
@@ -343,7 +351,7 @@ std::vector<std::vector<std::string>> CacheReader::tokenStrings() const {
   Hid ftype = own(H5Dget_type(dset.get()), "datatype of " + what, true);
   if (dims.size() != 2 || H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0)
     throw InputError(fmt::format("{}: expected variable-length strings [batch, pos]", what));
-  validateDataset(dset.get(), schema::kTokenStrings, dims, sizeof(hvl_t), what);
+  validateDataset(dset.get(), schema::kTokenStrings, dims, sizeof(hvl_t), m_state->fileBytes, what);
   std::vector<char*> ptrs(static_cast<size_t>(dims[0] * dims[1]), nullptr);
   Hid mtype = detail::vlenStringType();
   if (!ptrs.empty())

@@ -113,7 +113,11 @@ void checkCacheInChildProcess(const std::filesystem::path& path) {
   ++g_crashed;
   if (exited && outcome.code == kExitMemoryError) {
     const auto at = message.find("AddressSanitizer: ");
-    const std::string kind = at == std::string::npos ? "memory error" : firstLine(message.substr(at + 18));
+    std::string kind = at == std::string::npos ? "memory error" : firstLine(message.substr(at + 18));
+    if (kind.find("exceeds maximum supported size") != std::string::npos)
+      kind = "allocation-size-too-big: one allocation over 1 GiB";
+    else if (kind.rfind("heap-budget-exceeded", 0) == 0)
+      kind = "heap-budget-exceeded: more than 2 GiB held";
     throw InputError(fmt::format("cache '{}' is corrupt: libhdf5 made a memory error ({}) reading it in {}, a "
                                  "separate process; mechscope refuses to open it",
                                  name, kind.substr(0, kind.find(" on ")), kCheckerName));

@@ -7,6 +7,8 @@
 #     clear error naming the file, exit 2, no NAME.h5, no NAME.h5.partial, an older NAME.h5 byte-identical.
 #  4. SIGKILL mid-write: no NAME.h5 appears, the older NAME.h5 is byte-identical and still opens, the
 #     .partial is refused by cache-info; Ctrl-C (SIGINT) exits 130 and leaves neither file.
+#  5. hostile caches (the isolated check, store/isolation/): a file that makes libhdf5 1.10.8 loop is refused
+#     within the time limit with one line naming it; a missing checker is a clear error.
 # Args: $1 = mechscope-cli, $2 = shared dir (unused). Exit 77 = skipped (no HDF5 store in this build).
 set -uo pipefail
 cli=$1
@@ -140,6 +142,18 @@ fi
 # After all that, the same run completes and the cache opens.
 expect 0 -- "$cli" run --model "$tmp/m" --token-ids "$tmp/ids2048.json" --hooks '*' --cache "$tmp/fresh.h5" \
   && [ ! -e "$tmp/fresh.h5.partial" ] && "$cli" cache-info "$tmp/fresh.h5" >/dev/null && ok "a rerun completes: fresh.h5 opens"
+
+# 5. A cache that makes libhdf5 loop forever: cache-info and sinks --cache refuse it in about a second.
+hang="$(cd "$(dirname "$0")/../.." && pwd)/fuzz/known_upstream/hdf5_cache/libhdf5-1.10.8-hang-vlen-attribute-global-heap"
+if [ -f "$hang" ]; then
+  cp "$hang" "$tmp/hostile.h5"
+  start=$(date +%s)
+  expect 2 "$tmp/hostile.h5" "still reading it after 1 s" -- env MECHSCOPE_H5CHECK_TIMEOUT=1 "$cli" cache-info "$tmp/hostile.h5" \
+    && [ $(( $(date +%s) - start )) -lt 10 ] && [ "$(wc -l <"$tmp/err.txt")" -le 2 ] \
+    && ok "a libhdf5-hanging cache: exit 2 in $(( $(date +%s) - start )) s, one line naming it"
+  expect 2 "MECHSCOPE_H5CHECK='$tmp/none' is not an executable file" -- \
+    env MECHSCOPE_H5CHECK="$tmp/none" "$cli" cache-info "$tmp/fresh.h5" && ok "a missing checker: a clear error"
+fi
 
 [ $fail = 0 ] && echo "cli faults OK"
 exit $fail
