@@ -17,7 +17,9 @@ inline constexpr int kExitError = 4;
 /// Exit status of mechscope-h5check when AddressSanitizer caught libhdf5 making a memory error.
 inline constexpr int kExitMemoryError = 86;
 
-/// Runs mechscope-h5check on `path` and returns when libhdf5 read the whole file there without harm.
+/// Runs mechscope-h5check on `path` and returns when libhdf5 read the whole file there without harm. A file
+/// that passed before and is unchanged since (same device, inode, size and modification time, last written
+/// more than 2 s before that check) is not read again.
 /// InputError naming the file when the checker refused it, crashed (the signal is named), ran past its time
 /// limit (MECHSCOPE_H5CHECK_TIMEOUT seconds, fractions allowed, default 60) or cannot be found or started.
 void checkCacheInChildProcess(const std::filesystem::path& path);
@@ -32,6 +34,7 @@ struct CheckCounts {
   int64_t refused = 0;   ///< a structure mechscope refuses (external link, external storage)
   int64_t crashed = 0;   ///< libhdf5 crashed or ran out of memory in the checker
   int64_t timedOut = 0;  ///< the checker ran past its time limit
+  int64_t reused = 0;    ///< passed earlier and unchanged since: not read again
 };
 /// The verdicts counted so far.
 CheckCounts checkCounts();

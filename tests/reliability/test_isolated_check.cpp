@@ -199,13 +199,34 @@ TEST(IsolatedCheck, ADeadServerIsRestartedOnce) {
   }
 }
 
-TEST(IsolatedCheck, OneServerChecksManyFiles) {
+TEST(IsolatedCheck, OneServerChecksManyFilesAndAnUnchangedFileIsNotReadAgain) {
   ScratchDir dir;
-  const auto path = dir / "ok.h5";
-  makeCache(path, [](hid_t f) { writeFloats(f, "x", 10); });
-  const auto before = isolation::checkCounts();
-  for (int i = 0; i < 20; ++i) (void)CacheReader::open(path);
-  EXPECT_EQ(isolation::checkCounts().passed, before.passed + 20);
+  std::vector<std::filesystem::path> files;
+  for (int i = 0; i < 5; ++i) {
+    files.push_back(dir / ("c" + std::to_string(i) + ".h5"));
+    makeCache(files.back(), [&](hid_t f) { writeFloats(f, "x", 10 + i); });
+  }
+  // Files written within the last 2 s are always read (their times are too coarse to tell versions apart).
+  auto before = isolation::checkCounts();
+  for (const auto& f : files) (void)CacheReader::open(f);
+  auto after = isolation::checkCounts();
+  EXPECT_EQ(after.passed, before.passed + 5);
+  EXPECT_EQ(after.reused, before.reused);
+  // Settled files: the first open reads each, the second reuses that verdict.
+  const auto old = std::filesystem::file_time_type::clock::now() - std::chrono::seconds(10);
+  for (const auto& f : files) std::filesystem::last_write_time(f, old);
+  before = isolation::checkCounts();
+  for (int round = 0; round < 2; ++round)
+    for (const auto& f : files) (void)CacheReader::open(f);
+  after = isolation::checkCounts();
+  EXPECT_EQ(after.passed, before.passed + 5);
+  EXPECT_EQ(after.reused, before.reused + 5);
+  // A rewritten file is a new version: it is read again (a hostile rewrite would be refused then).
+  makeCache(files[0], [](hid_t f) {
+    H5Lcreate_external("/etc/passwd", "/x", f, "tokens", H5P_DEFAULT, H5P_DEFAULT);
+  });
+  const auto msg = inputErrorOf([&] { (void)CacheReader::open(files[0]); });
+  EXPECT_NE(msg.find("external link"), std::string::npos) << msg;
 }
 
 TEST(IsolatedCheck, AMissingCheckerIsAClearError) {
