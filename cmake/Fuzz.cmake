@@ -40,7 +40,7 @@ add_library(mechscope_fuzz_loaders STATIC
   ${_root}/core/model/activation_cache.cpp ${_families}
   ${_root}/store/cache_reader.cpp ${_root}/store/hdf5_lock.cpp ${_root}/store/storage_dtype.cpp ${_root}/store/slice.cpp
   ${_root}/store/detail/h5_util.cpp ${_root}/store/detail/h5_basic.cpp ${_root}/store/isolation/isolated_check.cpp
-  ${_root}/store/isolation/check_server.cpp
+  ${_root}/store/isolation/check_server.cpp ${_root}/store/isolation/manifest.cpp
   ${_root}/analysis/common/datasets.cpp ${_root}/analysis/patching/patch_types.cpp)
 target_link_libraries(mechscope_fuzz_loaders PUBLIC mechscope_fuzz_tokenizer mechscope_torch mechscope_hdf5)
 target_compile_definitions(mechscope_fuzz_loaders PUBLIC MECHSCOPE_WITH_HDF5=1)

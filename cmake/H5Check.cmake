@@ -13,7 +13,7 @@
 function(mechscope_add_h5check output_dir)
   set(_root ${PROJECT_SOURCE_DIR})
   add_executable(mechscope-h5check ${_root}/app/h5check/main.cpp ${_root}/app/h5check/serve.cpp
-                                   ${_root}/store/isolation/structure_walk.cpp
+                                   ${_root}/store/isolation/structure_walk.cpp ${_root}/store/isolation/manifest.cpp
                                    ${_root}/store/detail/h5_basic.cpp ${_root}/store/hdf5_lock.cpp)
   target_include_directories(mechscope-h5check PRIVATE ${_root} ${PROJECT_BINARY_DIR}/generated)
   target_include_directories(mechscope-h5check SYSTEM PRIVATE ${HDF5_INCLUDE_DIRS})
@@ -33,7 +33,7 @@ function(mechscope_add_h5check output_dir)
       endif()
     endif()
   endforeach()
-  target_link_libraries(mechscope-h5check PRIVATE mechscope_fmt ${_libs})
+  target_link_libraries(mechscope-h5check PRIVATE mechscope_fmt nlohmann_json::nlohmann_json ${_libs})
   # Only the shared libraries it calls (clang does not pass --as-needed by default): libhdf5's libcurl
   # and its ~30 dependencies would otherwise be loaded on every run.
   target_link_options(mechscope-h5check PRIVATE -Wl,--as-needed)

@@ -14,6 +14,7 @@
 #include "store/detail/h5_util.hpp"
 #include "store/hdf5_lock.hpp"
 #include "store/isolation/isolated_check.hpp"
+#include "store/isolation/structure_walk.hpp"
 #include "store/schema.hpp"
 
 namespace mechscope::store {
@@ -25,6 +26,23 @@ struct ReaderState {
   std::filesystem::path path;
   int64_t schemaVersion = 0;
   uint64_t fileBytes = 0;  ///< the file's size at open: no dataset can store more
+  /// Attributes and variable-length strings, as mechscope-h5check read them: this process never decodes
+  /// them (libhdf5's attribute and global-heap code is where corrupt files make it read wildly).
+  isolation::Manifest manifest;
+
+  /// The attribute `key` of the object at `obj`, when the checker read one.
+  [[nodiscard]] std::optional<isolation::AttributeValue> attribute(const std::string& obj, const std::string& key) const {
+    const auto o = manifest.attributes.find(obj);
+    if (o == manifest.attributes.end()) return std::nullopt;
+    const auto a = o->second.find(key);
+    if (a == o->second.end()) return std::nullopt;
+    return a->second;
+  }
+  /// The text of attribute `key` of `obj`, when present.
+  [[nodiscard]] std::optional<std::string> attributeText(const std::string& obj, const std::string& key) const {
+    const auto a = attribute(obj, key);
+    return a ? std::optional<std::string>(a->text) : std::nullopt;
+  }
 };
 }  // namespace detail
 
@@ -38,7 +56,8 @@ bool endsWith(const std::string& s, const std::string& suffix) {
 }
 
 // Caller holds the lock.
-DatasetInfo describe(hid_t file, const std::string& path) {
+DatasetInfo describe(const detail::ReaderState& state, const std::string& path) {
+  const hid_t file = state.file.get();
   DatasetInfo info;
   info.path = path;
   const std::string prefix = std::string(schema::kActivationsGroup) + "/";
@@ -51,14 +70,15 @@ DatasetInfo describe(hid_t file, const std::string& path) {
     info.dtype = "string";
   } else {
     try {
-      info.dtype = storageDtypeName(detail::datasetStorageDtype(dset.get(), path));
+      info.dtype = storageDtypeName(
+          detail::datasetStorageDtype(dset.get(), path, state.attributeText(path, schema::kAttrLogicalDtype)));
     } catch (const InputError&) {
       info.dtype = "unsupported";
     }
   }
   info.chunks = detail::chunkDims(dset.get());
   info.compression = detail::filterDescription(dset.get());
-  info.axes = detail::readAttrAsString(dset.get(), schema::kAttrAxes).value_or("");
+  info.axes = state.attributeText(path, schema::kAttrAxes).value_or("");
   return info;
 }
 
@@ -93,7 +113,7 @@ constexpr int64_t kMaxExtent = int64_t{1} << 40;
 // exabytes), the ranks the schema fixes (/tokens, /token_strings [batch, pos]; /logits [batch, pos,
 // vocab]) and the axes attribute. InputError names the file, the dataset and the problem.
 void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64_t>& shape, uint64_t elementSize,
-                     uint64_t fileBytes, const std::string& what) {
+                     uint64_t fileBytes, const std::optional<std::string>& axes, const std::string& what) {
   uint64_t count = 1;
   for (const int64_t d : shape) {
     if (d < 0) throw InputError(fmt::format("{}: negative extent {} (corrupt file)", what, d));
@@ -131,7 +151,7 @@ void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64
   };
   if (abs == schema::kTokens || abs == schema::kTokenStrings) needRank(2, "[batch, pos]");
   if (abs == schema::kLogits) needRank(3, "[batch, pos, vocab]");
-  if (const auto axes = detail::readAttrAsString(dset, schema::kAttrAxes); axes && !axes->empty()) {
+  if (axes && !axes->empty()) {
     const auto n = static_cast<std::size_t>(std::count(axes->begin(), axes->end(), ',')) + 1;
     if (n != shape.size())
       throw InputError(fmt::format("{}: axes attribute '{}' names {} dims but the data has {}", what, *axes, n, shape.size()));
@@ -153,8 +173,9 @@ CacheReader CacheReader::open(const std::filesystem::path& path) {
   if (!std::filesystem::is_regular_file(path, ec))
     throw InputError(fmt::format("cache '{}' is not a regular file: expected an .h5 file", name));
   // libhdf5 1.10.8 crashes or loops on some corrupt files: read this one in a separate process first.
-  isolation::checkCacheInChildProcess(path);
+  isolation::Manifest manifest = isolation::checkCacheInChildProcess(path);
   auto state = std::make_shared<detail::ReaderState>();
+  state->manifest = std::move(manifest);
   state->path = path;
   state->fileBytes = std::filesystem::file_size(path, ec);
   Hdf5Lock lock;
@@ -169,7 +190,8 @@ CacheReader CacheReader::open(const std::filesystem::path& path) {
     throw InputError(fmt::format("cache '{}' cannot be opened: truncated or corrupt HDF5 file ({})", name,
                                  detail::errorStack()));
   state->file = Hid(f);
-  const auto version = detail::readIntAttr(f, schema::kAttrSchemaVersion);
+  const auto versionAttr = state->attribute("/", schema::kAttrSchemaVersion);
+  const auto version = versionAttr ? versionAttr->integer : std::nullopt;
   if (!version)
     throw InputError(fmt::format("'{}' is an HDF5 file but not a mechscope cache: it has no integer '{}' attribute",
                                  name, schema::kAttrSchemaVersion));
@@ -178,7 +200,8 @@ CacheReader CacheReader::open(const std::filesystem::path& path) {
                                  "upgrade mechscope to read it",
                                  name, *version, schema::kSchemaVersion));
   if (*version < 1) throw InputError(fmt::format("cache '{}' has an invalid schema_version {}", name, *version));
-  if (detail::readIntAttr(f, schema::kAttrComplete).value_or(0) != 1)
+  const auto complete = state->attribute("/", schema::kAttrComplete);
+  if (!complete || complete->integer.value_or(0) != 1)
     throw InputError(fmt::format("cache '{}' is incomplete ({} is not 1): the run writing it did not finish", name,
                                  schema::kAttrComplete));
   state->schemaVersion = *version;
@@ -194,9 +217,9 @@ std::map<std::string, std::string> CacheReader::attributes(const std::string& ob
   const std::string abs = objPath.empty() ? "/" : (objPath[0] == '/' ? objPath : resolve(objPath));
   if (!detail::linkExists(m_state->file.get(), abs))
     throw InputError(fmt::format("cache '{}': no object '{}'", m_state->path.string(), abs));
-  Hid obj = own(H5Oopen(m_state->file.get(), abs.c_str(), H5P_DEFAULT), "open " + abs, true);
   std::map<std::string, std::string> out;
-  for (const auto& key : detail::attributeNames(obj.get())) out[key] = detail::readAttrAsString(obj.get(), key).value_or("");
+  if (const auto it = m_state->manifest.attributes.find(abs); it != m_state->manifest.attributes.end())
+    for (const auto& [key, value] : it->second) out[key] = value.text;
   return out;
 }
 
@@ -226,14 +249,14 @@ std::vector<DatasetInfo> CacheReader::activations() const {
   Hdf5Lock lock;
   std::vector<DatasetInfo> out;
   for (const auto& p : datasetPaths(m_state->file.get(), schema::kActivationsGroup))
-    out.push_back(describe(m_state->file.get(), p));
+    out.push_back(describe(*m_state, p));
   return out;
 }
 
 std::vector<DatasetInfo> CacheReader::datasets() const {
   Hdf5Lock lock;
   std::vector<DatasetInfo> out;
-  for (const auto& p : datasetPaths(m_state->file.get(), "/")) out.push_back(describe(m_state->file.get(), p));
+  for (const auto& p : datasetPaths(m_state->file.get(), "/")) out.push_back(describe(*m_state, p));
   return out;
 }
 
@@ -261,7 +284,7 @@ DatasetInfo CacheReader::info(const std::string& path) const {
   if (!has(path))
     throw InputError(fmt::format("cache '{}' has no dataset '{}' (mechscope-cli cache-info lists them)",
                                  m_state->path.string(), path));
-  return describe(m_state->file.get(), resolve(path));
+  return describe(*m_state, resolve(path));
 }
 
 at::Tensor CacheReader::readSlice(const std::string& datasetPath, const std::vector<SliceRange>& ranges) const {
@@ -277,10 +300,12 @@ at::Tensor CacheReader::readSlice(const std::string& datasetPath, const std::vec
     if (H5Tget_class(type.get()) == H5T_STRING)
       throw InputError(fmt::format("{} holds strings: use tokenStrings() or readText(), not a numeric read", what));
   }
-  const StorageDtype dtype = detail::datasetStorageDtype(dset.get(), abs);
+  const StorageDtype dtype =
+      detail::datasetStorageDtype(dset.get(), abs, m_state->attributeText(abs, schema::kAttrLogicalDtype));
   Hid fileSpace = own(H5Dget_space(dset.get()), "dataspace of " + what, true);
   const auto shape = detail::spaceDims(fileSpace.get());
-  validateDataset(dset.get(), abs, shape, static_cast<uint64_t>(storageElementSize(dtype)), m_state->fileBytes, what);
+  validateDataset(dset.get(), abs, shape, static_cast<uint64_t>(storageElementSize(dtype)), m_state->fileBytes,
+                  m_state->attributeText(abs, schema::kAttrAxes), what);
   if (abs == schema::kTokens && dtype != StorageDtype::Int64 && dtype != StorageDtype::Int32)
     throw InputError(fmt::format("{}: token ids stored as {}, the cache schema says int64", what, storageDtypeName(dtype)));
   const auto opts = at::TensorOptions().dtype(storageScalarType(dtype));
@@ -321,18 +346,10 @@ std::string CacheReader::readText(const std::string& datasetPath) const {
   if (!has(datasetPath))
     throw InputError(fmt::format("cache '{}' has no dataset '{}'", m_state->path.string(), datasetPath));
   const std::string abs = resolve(datasetPath);
-  Hid dset = own(H5Dopen2(m_state->file.get(), abs.c_str(), H5P_DEFAULT), "open " + abs, true);
-  Hid ftype = own(H5Dget_type(dset.get()), "datatype of " + abs, true);
-  Hid space = own(H5Dget_space(dset.get()), "dataspace of " + abs, true);
-  if (H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0 ||
-      H5Sget_simple_extent_npoints(space.get()) != 1)
+  const auto it = m_state->manifest.strings.find(abs);
+  if (it == m_state->manifest.strings.end() || it->second.values.size() != 1)
     throw InputError(fmt::format("cache '{}' dataset '{}' is not a scalar string", m_state->path.string(), abs));
-  Hid mtype = detail::vlenStringType();
-  char* ptr = nullptr;
-  detail::check<InputError>(H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr), "read " + abs);
-  std::string out = ptr ? ptr : "";
-  if (ptr) H5free_memory(ptr);
-  return out;
+  return it->second.values.front();
 }
 
 at::Tensor CacheReader::tokens() const {
@@ -345,28 +362,24 @@ std::vector<std::vector<std::string>> CacheReader::tokenStrings() const {
   std::vector<std::vector<std::string>> out;
   if (!has(schema::kTokenStrings)) return out;
   const std::string what = fmt::format("cache '{}' /token_strings", m_state->path.string());
-  Hid dset = own(H5Dopen2(m_state->file.get(), schema::kTokenStrings, H5P_DEFAULT), "open " + what, true);
-  Hid space = own(H5Dget_space(dset.get()), "dataspace of " + what, true);
-  const auto dims = detail::spaceDims(space.get());
-  Hid ftype = own(H5Dget_type(dset.get()), "datatype of " + what, true);
-  if (dims.size() != 2 || H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0)
-    throw InputError(fmt::format("{}: expected variable-length strings [batch, pos]", what));
-  validateDataset(dset.get(), schema::kTokenStrings, dims, sizeof(hvl_t), m_state->fileBytes, what);
-  std::vector<char*> ptrs(static_cast<size_t>(dims[0] * dims[1]), nullptr);
-  Hid mtype = detail::vlenStringType();
-  if (!ptrs.empty())
-    detail::check<InputError>(H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
-                              "read " + what);
+  const auto it = m_state->manifest.strings.find(schema::kTokenStrings);
+  if (it == m_state->manifest.strings.end())
+    throw InputError(fmt::format("{}: expected variable-length strings [batch, pos] (at most {} of them)", what,
+                                 isolation::WalkLimits{}.maxStrings));
+  const auto& dims = it->second.shape;
+  const auto& values = it->second.values;
+  if (dims.size() != 2)
+    throw InputError(fmt::format("{}: has {} dims, the cache schema says 2 [batch, pos]", what, dims.size()));
+  // [2^43, 0] holds no strings yet would size 2^43 rows (fuzz finding): extents beyond any real cache are refused.
+  for (const int64_t d : dims)
+    if (d < 0 || d > kMaxExtent)
+      throw InputError(fmt::format("{}: extent {} in shape {} is beyond any real cache (corrupt file)", what, d,
+                                   fmt::join(dims, "x")));
+  if (static_cast<uint64_t>(dims[0]) * static_cast<uint64_t>(dims[1]) != values.size())
+    throw InputError(fmt::format("{}: shape {} but {} strings (corrupt file)", what, fmt::join(dims, "x"), values.size()));
   out.resize(static_cast<size_t>(dims[0]));
-  for (int64_t b = 0; b < dims[0]; ++b) {
-    out[b].reserve(static_cast<size_t>(dims[1]));
-    for (int64_t p = 0; p < dims[1]; ++p) {
-      char*& s = ptrs[static_cast<size_t>(b * dims[1] + p)];
-      out[b].emplace_back(s ? s : "");
-      if (s) H5free_memory(s);
-      s = nullptr;
-    }
-  }
+  for (int64_t b = 0; b < dims[0]; ++b)
+    out[b].assign(values.begin() + b * dims[1], values.begin() + (b + 1) * dims[1]);
   return out;
 }
 

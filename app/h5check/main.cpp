@@ -61,12 +61,13 @@ void ignoreFree(const volatile void*) {}
 namespace {
 
 constexpr const char* kUsage =
-    "usage: mechscope-h5check [--timeout SECONDS] [--verbose] [--] FILE.h5\n"
+    "usage: mechscope-h5check [--timeout SECONDS] [--verbose] [--manifest] [--] FILE.h5\n"
     "       mechscope-h5check --serve   (how mechscope runs it: requests on stdin, one forked child per file)\n"
     "Reads every object, attribute and dataset (whole up to 1 MiB, else its first row and corner elements) of\n"
     "FILE the way mechscope's cache reader does, so that libhdf5 crashes on a corrupt file happen here and not\n"
     "in mechscope. Built with AddressSanitizer where the compiler has it, so libhdf5 memory errors that would\n"
     "pass silently are caught too.\n"
+    "--manifest prints, on a pass, the attributes and strings read as JSON (what mechscope shows from them).\n"
     "Exit 0: read without harm. 3: refused (external links or storage, unreadable structure), reason on stderr.\n"
     "4: usage or internal error. 86: libhdf5 made a memory error (AddressSanitizer report on stderr).\n"
     "Killed by a signal: libhdf5 crashed, or looped past --timeout seconds (default 60).\n";
@@ -90,11 +91,19 @@ void limitSelf(double seconds) {
 }
 
 // Checks one file within `seconds` (limits first); the exit status the protocol defines.
-int checkOne(const std::string& file, double seconds, bool verbose) {
+int checkOne(const std::string& file, double seconds, bool verbose, int manifestFd) {
   using namespace mechscope::store::isolation;
   limitSelf(seconds);
   try {
     const WalkReport r = walkCacheFile(file);
+    if (manifestFd >= 0) {
+      const std::string json = r.manifest.toJson() + "\n";
+      for (std::size_t done = 0; done < json.size();) {
+        const ssize_t n = ::write(manifestFd, json.data() + done, json.size() - done);
+        if (n <= 0) return kExitError;
+        done += static_cast<std::size_t>(n);
+      }
+    }
     if (verbose)
       std::fprintf(stderr, "%s: %s; %lld objects, %lld attributes, %lld datasets, %llu bytes read\n", file.c_str(),
                    r.opened ? "opened" : "not opened by libhdf5 (the reader refuses it)",
@@ -119,6 +128,7 @@ int main(int argc, char** argv) {
 #endif
   double seconds = 60;
   bool verbose = false;
+  bool manifest = false;
   const char* file = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -127,7 +137,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (a == "--serve" && argc == 2)
-      return mechscope::h5check::serveChecks([](const std::string& path, double s) { return checkOne(path, s, false); });
+      return mechscope::h5check::serveChecks(
+          [](const std::string& path, double s, int manifestFd) { return checkOne(path, s, false, manifestFd); });
     if (a == "--timeout" && i + 1 < argc) {
       char* end = nullptr;
       const double v = std::strtod(argv[++i], &end);
@@ -138,6 +149,8 @@ int main(int argc, char** argv) {
       seconds = v;
     } else if (a == "--verbose") {
       verbose = true;
+    } else if (a == "--manifest") {
+      manifest = true;
     } else if (a == "--" && i + 1 < argc && file == nullptr) {
       file = argv[++i];
     } else if (!a.empty() && a[0] != '-' && file == nullptr) {
@@ -151,5 +164,5 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stderr);
     return kExitError;
   }
-  return checkOne(file, seconds, verbose);
+  return checkOne(file, seconds, verbose, manifest ? 1 : -1);
 }

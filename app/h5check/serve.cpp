@@ -1,6 +1,7 @@
 #include "app/h5check/serve.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,50 +28,74 @@ bool writeAll(int fd, const std::string& s) {
   return true;
 }
 
-// Forks one checker child for `path`, collects its stderr and how it ended.
-store::isolation::CheckOutcome runChild(const std::string& path, double seconds,
-                                        const std::function<int(const std::string&, double)>& checkOne) {
+constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 31;
+
+// Forks one checker child for `path`: its stderr and its manifest (fd 3) are collected, both at once so a
+// child writing a large manifest never waits on a full stderr pipe or the other way round.
+store::isolation::CheckOutcome runChild(const std::string& path, double seconds, const CheckOne& checkOne) {
   store::isolation::CheckOutcome out;
-  int pipeFds[2];
-  if (::pipe2(pipeFds, O_CLOEXEC) != 0) {
+  int errFds[2], manFds[2];
+  if (::pipe2(errFds, O_CLOEXEC) != 0 || ::pipe2(manFds, O_CLOEXEC) != 0) {
     out.code = store::isolation::kExitError;
     out.message = "mechscope-h5check --serve: no pipe for the child";
     return out;
   }
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::close(pipeFds[0]);
+    ::close(errFds[0]);
+    ::close(manFds[0]);
     ::close(0);  // the request channel is the server's, not the child's
     ::close(1);
-    ::dup2(pipeFds[1], 2);
-    _exit(checkOne(path, seconds));
+    ::dup2(errFds[1], 2);
+    ::dup2(manFds[1], 3);
+    _exit(checkOne(path, seconds, 3));
   }
-  ::close(pipeFds[1]);
+  ::close(errFds[1]);
+  ::close(manFds[1]);
   if (pid < 0) {
-    ::close(pipeFds[0]);
+    ::close(errFds[0]);
+    ::close(manFds[0]);
     out.code = store::isolation::kExitError;
     out.message = "mechscope-h5check --serve: fork failed";
     return out;
   }
-  char buf[1024];
-  for (;;) {
-    const ssize_t n = ::read(pipeFds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    if (out.message.size() < kMaxMessageBytes) out.message.append(buf, static_cast<std::size_t>(n));
+  pollfd fds[2] = {{errFds[0], POLLIN, 0}, {manFds[0], POLLIN, 0}};
+  std::string* sinks[2] = {&out.message, &out.manifest};
+  const std::size_t caps[2] = {kMaxMessageBytes, kMaxManifestBytes};
+  int open = 2;
+  char buf[65536];
+  while (open > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+        continue;
+      }
+      if (sinks[i]->size() < caps[i]) sinks[i]->append(buf, static_cast<std::size_t>(n));
+    }
   }
-  ::close(pipeFds[0]);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   out.signaled = WIFSIGNALED(status);
   out.code = out.signaled ? WTERMSIG(status) : WEXITSTATUS(status);
+  if (out.signaled || out.code != 0) out.manifest.clear();  // only a pass hands a manifest on
   return out;
 }
 
 }  // namespace
 
-int serveChecks(const std::function<int(const std::string& path, double seconds)>& checkOne) {
+int serveChecks(const CheckOne& checkOne) {
   ::signal(SIGPIPE, SIG_IGN);  // mechscope gone: the write fails and the loop ends
   std::string pending;
   char buf[4096];

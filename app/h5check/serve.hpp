@@ -8,8 +8,11 @@
 
 namespace mechscope::h5check {
 
+/// Checks `path` within `seconds`, writing the manifest to `manifestFd` on a pass; returns the exit status.
+using CheckOne = std::function<int(const std::string& path, double seconds, int manifestFd)>;
+
 /// Reads requests from stdin and answers on stdout until stdin closes; for each, forks a child that runs
-/// `checkOne(path, seconds)` with its stderr captured and exits with what it returns. Returns 0 at EOF.
-int serveChecks(const std::function<int(const std::string& path, double seconds)>& checkOne);
+/// `checkOne(path, seconds, 3)` with its stderr and fd 3 captured and exits with what it returns. 0 at EOF.
+int serveChecks(const CheckOne& checkOne);
 
 }  // namespace mechscope::h5check

@@ -45,7 +45,7 @@ hid_t memType(StorageDtype dtype) {
   return H5T_NATIVE_FLOAT;
 }
 
-StorageDtype datasetStorageDtype(hid_t dset, const std::string& name) {
+StorageDtype datasetStorageDtype(hid_t dset, const std::string& name, const std::optional<std::string>& logicalDtype) {
   Hid type = own(H5Dget_type(dset), fmt::format("dataset '{}': datatype", name), true);
   const H5T_class_t cls = H5Tget_class(type.get());
   const size_t size = H5Tget_size(type.get());
@@ -56,7 +56,7 @@ StorageDtype datasetStorageDtype(hid_t dset, const std::string& name) {
   } else if (cls == H5T_INTEGER) {
     const bool isSigned = H5Tget_sign(type.get()) == H5T_SGN_2;
     if (size == 1 && !isSigned) return StorageDtype::UInt8;
-    if (size == 2 && !isSigned && readAttrAsString(dset, "mechscope_dtype") == std::optional<std::string>("bfloat16"))
+    if (size == 2 && !isSigned && logicalDtype == std::optional<std::string>("bfloat16"))
       return StorageDtype::BFloat16;
     if (size < 4 || (size == 4 && isSigned)) return StorageDtype::Int32;
     return StorageDtype::Int64;

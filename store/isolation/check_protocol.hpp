@@ -3,7 +3,8 @@
 // child per file, so each file is read by a process that has never seen another). Text, so that a
 // stand-in server in a test can be a shell script.
 //   request:  "<seconds>\t<path>\n"                       (a path never holds a newline: refused before)
-//   response: "<exit|signal> <code> <length>\n<message>"  (<message>: the child's stderr, <length> bytes)
+//   response: "<exit|signal> <code> <length> [<manifest length>]\n<message><manifest>"
+//             (<message>: the child's stderr; <manifest>: store/isolation/manifest.hpp's JSON, after a pass)
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@ struct CheckOutcome {
   bool signaled = false;       ///< killed by a signal (code is the signal), else exited (code is the status)
   int code = 0;                ///< exit status or signal number
   std::string message;         ///< what the child wrote to stderr (truncated to a few KiB)
+  std::string manifest;        ///< the manifest JSON the child wrote (store/isolation/manifest.hpp), after a pass
   bool killedForTime = false;  ///< the parent gave up waiting and killed the server (set by the parent only)
 };
 
@@ -41,7 +43,8 @@ inline bool parseRequest(const std::string& line, double& seconds, std::string& 
 /// The response for `outcome`.
 inline std::string formatResponse(const CheckOutcome& outcome) {
   return std::string(outcome.signaled ? "signal " : "exit ") + std::to_string(outcome.code) + " " +
-         std::to_string(outcome.message.size()) + "\n" + outcome.message;
+         std::to_string(outcome.message.size()) + " " + std::to_string(outcome.manifest.size()) + "\n" +
+         outcome.message + outcome.manifest;
 }
 
 /// Parses a response at the start of `buf`: the bytes it takes, 0 while incomplete, npos when malformed.
@@ -50,15 +53,17 @@ inline std::size_t parseResponse(const std::string& buf, CheckOutcome& out) {
   if (nl == std::string::npos) return buf.size() > 64 ? std::string::npos : 0;
   char kind[8] = {0};
   int code = 0;
-  unsigned long length = 0;
-  if (std::sscanf(buf.c_str(), "%7s %d %lu", kind, &code, &length) != 3) return std::string::npos;
+  unsigned long length = 0, manifestLength = 0;
+  const int fields = std::sscanf(buf.substr(0, nl).c_str(), "%7s %d %lu %lu", kind, &code, &length, &manifestLength);
+  if (fields != 3 && fields != 4) return std::string::npos;
   const std::string k = kind;
-  if ((k != "exit" && k != "signal") || length > (1u << 20)) return std::string::npos;
-  if (buf.size() < nl + 1 + length) return 0;
+  if ((k != "exit" && k != "signal") || length > (1u << 20) || manifestLength > (1ul << 31)) return std::string::npos;
+  if (buf.size() < nl + 1 + length + manifestLength) return 0;
   out.signaled = k == "signal";
   out.code = code;
   out.message = buf.substr(nl + 1, length);
-  return nl + 1 + length;
+  out.manifest = buf.substr(nl + 1 + length, manifestLength);
+  return nl + 1 + length + manifestLength;
 }
 
 }  // namespace mechscope::store::isolation

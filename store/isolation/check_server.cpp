@@ -87,7 +87,7 @@ CheckServer::Exchange CheckServer::exchange(const std::string& request, double s
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)) + kGrace;
   std::string buf;
-  char chunk[4096];
+  std::vector<char> chunk(65536);
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return Exchange::TimedOut;
@@ -95,10 +95,10 @@ CheckServer::Exchange CheckServer::exchange(const std::string& request, double s
     const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
     if (ready < 0 && errno != EINTR) return Exchange::ServerGone;
     if (ready <= 0) continue;
-    const ssize_t n = ::recv(m_socket, chunk, sizeof chunk, 0);
+    const ssize_t n = ::recv(m_socket, chunk.data(), chunk.size(), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return Exchange::ServerGone;
-    buf.append(chunk, static_cast<std::size_t>(n));
+    buf.append(chunk.data(), static_cast<std::size_t>(n));
     const std::size_t used = parseResponse(buf, out);
     if (used == std::string::npos) return Exchange::ServerGone;  // garbage: treat as a dead server
     if (used > 0) return Exchange::Answered;

@@ -61,8 +61,12 @@ struct FileVersion {
     return device == o.device && inode == o.inode && size == o.size && mtimeNs == o.mtimeNs;
   }
 };
-std::map<std::string, FileVersion>& passedFiles() {
-  static std::map<std::string, FileVersion> m;
+struct Passed {
+  FileVersion version;
+  Manifest manifest;
+};
+std::map<std::string, Passed>& passedFiles() {
+  static std::map<std::string, Passed> m;
   return m;
 }
 std::optional<FileVersion> versionOf(const std::string& path) {
@@ -105,7 +109,7 @@ std::filesystem::path h5checkExecutable() {
                                MECHSCOPE_H5CHECK_BUILD_PATH));
 }
 
-void checkCacheInChildProcess(const std::filesystem::path& path) {
+Manifest checkCacheInChildProcess(const std::filesystem::path& path) {
   const double seconds = timeoutSeconds();
   const auto exe = h5checkExecutable();
   const std::string name = path.string();
@@ -120,20 +124,23 @@ void checkCacheInChildProcess(const std::filesystem::path& path) {
   const bool settled = version && version->mtimeNs < nowNs - int64_t{2000000000};
   {
     std::lock_guard<std::mutex> lock(g_serverMutex);
-    if (const auto it = passedFiles().find(name); version && it != passedFiles().end() && it->second == *version) {
+    if (const auto it = passedFiles().find(name); version && it != passedFiles().end() && it->second.version == *version) {
       ++g_reused;
-      return;
+      return it->second.manifest;
     }
     outcome = server().check(exe, name, seconds);
-    if (settled && !outcome.signaled && !outcome.killedForTime && outcome.code == 0 && versionOf(name) == version)
-      passedFiles()[name] = *version;
   }
   const std::string& message = outcome.message;
   const bool killedForTime = outcome.killedForTime;
   const bool exited = !outcome.signaled && !killedForTime;
   if (exited && outcome.code == 0) {
     ++g_passed;
-    return;
+    Manifest manifest = Manifest::fromJson(outcome.manifest, name);
+    if (settled && versionOf(name) == version) {
+      std::lock_guard<std::mutex> lock(g_serverMutex);
+      passedFiles()[name] = Passed{*version, manifest};
+    }
+    return manifest;
   }
   if (exited && outcome.code == kExitRefused) {
     ++g_refused;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "store/isolation/manifest.hpp"
+
 namespace mechscope::store::isolation {
 
 /// Exit status of mechscope-h5check when it refuses a structure outright (message on stderr).
@@ -22,7 +24,9 @@ inline constexpr int kExitMemoryError = 86;
 /// more than 2 s before that check) is not read again.
 /// InputError naming the file when the checker refused it, crashed (the signal is named), ran past its time
 /// limit (MECHSCOPE_H5CHECK_TIMEOUT seconds, fractions allowed, default 60) or cannot be found or started.
-void checkCacheInChildProcess(const std::filesystem::path& path);
+/// Returns what the checker read of the file's attributes and strings (the reader shows those, and never
+/// decodes them itself).
+Manifest checkCacheInChildProcess(const std::filesystem::path& path);
 
 /// The checker this process runs: $MECHSCOPE_H5CHECK, else mechscope-h5check next to the running
 /// executable, else the one in the build tree this library was built in. InputError when none exists.

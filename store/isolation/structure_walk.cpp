@@ -41,13 +41,15 @@ herr_t collectName(hid_t, const char* name, const H5A_info_t*, void* data) {
 void readAttributes(hid_t obj, const std::string& path, WalkState& st) {
   auto readOne = [&](const std::string& key) {
     try {
-      (void)detail::readAttrAsString(obj, key);
-      (void)detail::readIntAttr(obj, key);
+      auto text = detail::readAttrAsString(obj, key);
+      auto integer = detail::readIntAttr(obj, key);
+      if (text) st.report.manifest.attributes[path][key] = AttributeValue{std::move(*text), integer};
       ++st.report.attributes;
     } catch (const InputError&) {
-      // A libhdf5 error on a corrupt attribute: the reader meets it too and refuses cleanly.
+      // A libhdf5 error on a corrupt attribute: it stays out of the manifest, so the reader shows it empty.
     }
   };
+  st.report.manifest.attributes[path];  // the object exists, even without attributes
   std::vector<std::string> names;
   hsize_t idx = 0;
   if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectName, &names) < 0 && !st.refusal)
@@ -95,9 +97,9 @@ void listChunks(hid_t dset, const WalkState& st) {
   }
 }
 
-// Reads the selection `start`/`count` of `dset` (whole dataset when `start` is empty) in the file's own type.
+// Reads the selection `start`/`count` of `dset` (whole dataset when `start` is empty) as `memType`.
 void readSelection(hid_t dset, hid_t memType, size_t elementSize, const std::vector<hsize_t>& start,
-                   const std::vector<hsize_t>& count, uint64_t elements, bool vlen, WalkState& st) {
+                   const std::vector<hsize_t>& count, uint64_t elements, WalkState& st) {
   if (elements == 0) return;
   Hid fileSpace(H5Dget_space(dset));
   if (!fileSpace.valid()) return;
@@ -111,41 +113,55 @@ void readSelection(hid_t dset, hid_t memType, size_t elementSize, const std::vec
     memSel = memSpace.get();
   }
   std::vector<unsigned char> buf(static_cast<size_t>(elements) * elementSize);
-  if (H5Dread(dset, memType, memSel, fileSel, H5P_DEFAULT, buf.data()) >= 0) {
-    st.report.bytesRead += buf.size();
-    if (vlen) {
-      Hid space = start.empty() ? Hid(H5Dget_space(dset)) : Hid(H5Scopy(memSpace.get()));
-      if (space.valid()) H5Dvlen_reclaim(memType, space.get(), H5P_DEFAULT, buf.data());
-    }
+  if (H5Dread(dset, memType, memSel, fileSel, H5P_DEFAULT, buf.data()) >= 0) st.report.bytesRead += buf.size();
+}
+
+// A variable-length string dataset, read whole into the manifest (the reader takes its strings from there).
+void readStrings(hid_t dset, const std::string& path, const std::vector<int64_t>& dims, uint64_t count, WalkState& st) {
+  if (count > st.limits.maxStrings) return;  // left out: the reader refuses to show it
+  std::vector<char*> ptrs(static_cast<size_t>(count), nullptr);
+  Hid mtype = detail::vlenStringType();
+  if (count > 0 && H5Dread(dset, mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0) return;
+  StringData data{dims, {}};
+  data.values.reserve(ptrs.size());
+  for (char*& p : ptrs) {
+    data.values.emplace_back(p ? p : "");
+    if (p) H5free_memory(p);
   }
+  st.report.bytesRead += count * sizeof(char*);
+  st.report.manifest.strings[path] = std::move(data);
 }
 
 // Reads a dataset's data the ways CacheReader does: whole, its first row, and (when too big to read
-// whole) its first and last element.
-void readData(hid_t dset, const std::vector<int64_t>& dims, WalkState& st) {
+// whole) its first and last element. Variable-length strings: whole, into the manifest.
+void readData(hid_t dset, const std::string& path, const std::vector<int64_t>& dims, WalkState& st) {
   Hid ftype(H5Dget_type(dset));
   if (!ftype.valid()) return;
   const H5T_class_t cls = H5Tget_class(ftype.get());
   const bool vlenString = cls == H5T_STRING && H5Tis_variable_str(ftype.get()) > 0;
   if (cls != H5T_INTEGER && cls != H5T_FLOAT && cls != H5T_STRING) return;  // the reader refuses other types unread
-  Hid memType = vlenString ? detail::vlenStringType() : Hid(H5Tcopy(ftype.get()));
-  if (!memType.valid()) return;
-  const size_t elementSize = vlenString ? sizeof(char*) : H5Tget_size(ftype.get());
   const auto total = elementCount(dims);
-  if (!total || elementSize == 0) return;
+  if (!total) return;
+  if (vlenString) {
+    readStrings(dset, path, dims, *total, st);
+    return;
+  }
+  Hid memType(H5Tcopy(ftype.get()));  // the file's own type: no conversion
+  if (!memType.valid()) return;
+  const size_t elementSize = H5Tget_size(ftype.get());
+  if (elementSize == 0) return;
   const uint64_t cap = st.limits.maxReadBytes / elementSize;
-  if (*total <= cap) readSelection(dset, memType.get(), elementSize, {}, {}, *total, vlenString, st);
+  if (*total <= cap) readSelection(dset, memType.get(), elementSize, {}, {}, *total, st);
   if (dims.empty() || dims[0] == 0 || *total == 0) return;
   std::vector<hsize_t> start(dims.size(), 0), count(dims.begin(), dims.end());
   count[0] = 1;  // the first row, as readSlice({SliceRange::at(0)}) selects it
   if (*total / static_cast<uint64_t>(dims[0]) <= cap)
-    readSelection(dset, memType.get(), elementSize, start, count, *total / static_cast<uint64_t>(dims[0]), vlenString,
-                  st);
+    readSelection(dset, memType.get(), elementSize, start, count, *total / static_cast<uint64_t>(dims[0]), st);
   if (*total <= cap) return;
   std::vector<hsize_t> one(dims.size(), 1), last(dims.size());
   for (size_t i = 0; i < dims.size(); ++i) last[i] = static_cast<hsize_t>(dims[i] - 1);
-  readSelection(dset, memType.get(), elementSize, start, one, 1, vlenString, st);
-  readSelection(dset, memType.get(), elementSize, last, one, 1, vlenString, st);
+  readSelection(dset, memType.get(), elementSize, start, one, 1, st);
+  readSelection(dset, memType.get(), elementSize, last, one, 1, st);
 }
 
 // Describes a dataset as CacheReader::describe and validateDataset do, then reads its data.
@@ -170,7 +186,7 @@ void walkDataset(hid_t dset, const std::string& path, WalkState& st) {
   }
   (void)H5Dget_storage_size(dset);
   if (!detail::chunkDims(dset).empty()) listChunks(dset, st);
-  readData(dset, dims, st);
+  readData(dset, path, dims, st);
 }
 
 // One object (group or dataset) reached by a hard link.

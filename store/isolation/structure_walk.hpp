@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "store/isolation/manifest.hpp"
+
 namespace mechscope::store::isolation {
 
 /// How much of a file the walk reads.
@@ -15,6 +17,8 @@ struct WalkLimits {
   uint64_t maxReadBytes = uint64_t{1} << 20;
   /// The chunk index of a chunked dataset is listed entry by entry up to this many chunks.
   uint64_t maxChunksListed = 4096;
+  /// Variable-length string datasets are read whole (into the manifest) up to this many strings.
+  uint64_t maxStrings = uint64_t{1} << 24;
 };
 
 /// What the walk touched (for the checker's --verbose line and tests).
@@ -24,6 +28,7 @@ struct WalkReport {
   int64_t attributes = 0;      ///< attribute values read
   int64_t datasets = 0;        ///< datasets described
   uint64_t bytesRead = 0;      ///< data bytes read
+  Manifest manifest;           ///< every attribute and variable-length string read, for the reader
 };
 
 /// Walks `path`. A file libhdf5 cannot open, or an attribute or dataset it cannot read, is not a failure here
