@@ -63,7 +63,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: mechscope-h5check [--timeout SECONDS] [--verbose] [--manifest] [--] FILE.h5\n"
     "       mechscope-h5check --serve   (how mechscope runs it: requests on stdin, one forked child per file)\n"
-    "Reads every object, attribute and dataset (whole up to 1 MiB, else its first row and corner elements) of\n"
+    "Reads every object, attribute and dataset (whole up to 64 KiB, else its first row and corner elements) of\n"
     "FILE the way mechscope's cache reader does, so that libhdf5 crashes on a corrupt file happen here and not\n"
     "in mechscope. Built with AddressSanitizer where the compiler has it, so libhdf5 memory errors that would\n"
     "pass silently are caught too.\n"
