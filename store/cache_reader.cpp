@@ -377,6 +377,9 @@ std::vector<std::vector<std::string>> CacheReader::tokenStrings() const {
                                    fmt::join(dims, "x")));
   if (static_cast<uint64_t>(dims[0]) * static_cast<uint64_t>(dims[1]) != values.size())
     throw InputError(fmt::format("{}: shape {} but {} strings (corrupt file)", what, fmt::join(dims, "x"), values.size()));
+  // Rows without positions hold nothing, yet would be allocated one by one (fuzz: [10^9, 0] took minutes).
+  if (dims[1] == 0 && dims[0] > 0)
+    throw InputError(fmt::format("{}: shape {} has rows but no positions (corrupt file)", what, fmt::join(dims, "x")));
   out.resize(static_cast<size_t>(dims[0]));
   for (int64_t b = 0; b < dims[0]; ++b)
     out[b].assign(values.begin() + b * dims[1], values.begin() + (b + 1) * dims[1]);
