@@ -18,10 +18,12 @@
 #include "store/cache_reader.hpp"
 #include "store/detail/h5_basic.hpp"
 #include "store/isolation/isolated_check.hpp"
+#include "tests/store/h5_test_cache.hpp"
 #include "tests/store/store_test_util.hpp"
 
 using namespace mechscope;
 using namespace mechscope::store;
+using mechscope::store::testing::makeCache;
 using mechscope::store::testing::ScratchDir;
 
 namespace {
@@ -46,17 +48,6 @@ class ScopedEnv {
   const char* m_name;
   std::optional<std::string> m_old;
 };
-
-/// A minimal complete cache at `path`; `fill` adds to the open file.
-template <class Fill>
-void makeCache(const std::filesystem::path& path, Fill fill) {
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  ASSERT_GE(f, 0);
-  store::detail::writeIntAttr(f, "/", "schema_version", 1);
-  store::detail::writeIntAttr(f, "/", "mechscope_complete", 1);
-  fill(f);
-  H5Fclose(f);
-}
 
 /// A float32 dataset of `n` values 0, 1, 2, ... at `name` with the creation properties `dcpl`.
 void writeFloats(hid_t f, const char* name, hsize_t n, hid_t dcpl = H5P_DEFAULT) {

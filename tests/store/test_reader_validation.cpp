@@ -11,24 +11,15 @@
 #include "core/common/errors.hpp"
 #include "store/cache_reader.hpp"
 #include "store/detail/h5_util.hpp"
+#include "h5_test_cache.hpp"
 #include "store_test_util.hpp"
 
 using namespace mechscope;
 using namespace mechscope::store;
+using mechscope::store::testing::makeCache;
 using mechscope::store::testing::ScratchDir;
 
 namespace {
-
-/// A minimal complete cache at `path`; `fill` adds datasets to the open file.
-template <class Fill>
-void makeCache(const std::filesystem::path& path, Fill fill) {
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  ASSERT_GE(f, 0);
-  store::detail::writeIntAttr(f, "/", "schema_version", 1);
-  store::detail::writeIntAttr(f, "/", "mechscope_complete", 1);
-  fill(f);
-  H5Fclose(f);
-}
 
 /// Writes `values` as an int64 dataset of `dims` at `name`.
 void writeInt64(hid_t f, const char* name, const std::vector<hsize_t>& dims, const std::vector<int64_t>& values) {
