@@ -181,7 +181,8 @@ herr_t collectAttrName(hid_t, const char* name, const H5A_info_t*, void* data) {
 std::vector<std::string> attributeNames(hid_t obj) {
   std::vector<std::string> names;
   hsize_t idx = 0;
-  H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectAttrName, &names);
+  if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectAttrName, &names) < 0)
+    throw InputError("attribute table cannot be listed: " + errorStack());
   return names;
 }
 

@@ -72,7 +72,7 @@ void writeDoubleAttr(hid_t file, const std::string& objPath, const std::string& 
 std::optional<std::string> readAttrAsString(hid_t obj, const std::string& key);
 /// Reads a scalar integer attribute; nullopt when absent or not an integer.
 std::optional<int64_t> readIntAttr(hid_t obj, const std::string& key);
-/// Names of every attribute of an object, in creation/name order.
+/// Names of every attribute of an object, in name order; InputError when libhdf5 cannot list them all.
 std::vector<std::string> attributeNames(hid_t obj);
 
 /// Dimensions of a dataspace.

@@ -31,11 +31,6 @@ struct WalkState {
 constexpr std::array kNamedAttributes = {schema::kAttrSchemaVersion, schema::kAttrComplete, schema::kAttrLogicalDtype,
                                          schema::kAttrAxes, schema::kAttrHookName};
 
-herr_t collectName(hid_t, const char* name, const H5A_info_t*, void* data) {
-  static_cast<std::vector<std::string>*>(data)->emplace_back(name);
-  return 0;
-}
-
 // Every attribute of `obj`, read as text and as an integer, then the named ones the reader looks up. An
 // attribute table libhdf5 cannot list is a refusal: the reader would silently show part of it.
 void readAttributes(hid_t obj, const std::string& path, WalkState& st) {
@@ -51,10 +46,12 @@ void readAttributes(hid_t obj, const std::string& path, WalkState& st) {
   };
   st.report.manifest.attributes[path];  // the object exists, even without attributes
   std::vector<std::string> names;
-  hsize_t idx = 0;
-  if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectName, &names) < 0 && !st.refusal)
-    st.refusal = fmt::format("cache '{}' is corrupt: the attributes of '{}' cannot be listed ({})", st.file, path,
-                             detail::errorStack());
+  try {
+    names = detail::attributeNames(obj);
+  } catch (const InputError& e) {
+    if (!st.refusal)
+      st.refusal = fmt::format("cache '{}' is corrupt at '{}': {}", st.file, path, e.what());
+  }
   for (const auto& key : names) readOne(key);
   for (const char* key : kNamedAttributes) readOne(key);
 }
@@ -179,13 +176,14 @@ void walkDataset(hid_t dset, const std::string& path, WalkState& st) {
     if (!space.valid()) return;
     dims = detail::spaceDims(space.get());
   }
+  std::vector<int64_t> chunks;
   try {
-    (void)detail::chunkDims(dset);
+    chunks = detail::chunkDims(dset);
     (void)detail::filterDescription(dset);
   } catch (const Error&) {
   }
   (void)H5Dget_storage_size(dset);
-  if (!detail::chunkDims(dset).empty()) listChunks(dset, st);
+  if (!chunks.empty()) listChunks(dset, st);
   readData(dset, path, dims, st);
 }
 
