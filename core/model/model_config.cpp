@@ -74,6 +74,13 @@ double ConfigReader::optDouble(std::initializer_list<const char*> keys, double f
 std::optional<int64_t> ConfigReader::optInt(std::initializer_list<const char*> keys) const {
   const auto* j = find(keys);
   if (!j) return std::nullopt;
+  // An integral float (2048.0, as some exporters write) is the integer Python would use; 2048.5 is not.
+  if (j->is_number_float()) {
+    const double d = j->get<double>();
+    if (!(std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= static_cast<double>(kMaxConfigInt)))
+      throw InputError(fmt::format("{}: key {} should be an integer, found {}", m_source, keyList(keys), j->dump()));
+    return static_cast<int64_t>(d);
+  }
   if (!j->is_number_integer())
     throw InputError(fmt::format("{}: key {} should be an integer, found {}", m_source, keyList(keys), j->dump()));
   if (j->is_number_unsigned() ? j->get<uint64_t>() > static_cast<uint64_t>(kMaxConfigInt)

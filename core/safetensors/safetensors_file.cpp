@@ -70,6 +70,8 @@ std::string pickleGuidance(const std::string& what) {
 
 namespace {
 // torch.save files: a zip archive ("PK\3\4") or a raw pickle (protocol 2-5 opcode 0x80 then the version).
+// Only asked about a file that is not structurally safetensors: the first bytes of a safetensors file are
+// the low bytes of its header length, which are 0x80 0x02..0x05 for lengths such as 640 or 1408.
 bool looksLikePickle(const std::byte* p, std::size_t size) {
   const auto b = [&](std::size_t i) { return i < size ? static_cast<unsigned char>(p[i]) : 0u; };
   if (b(0) == 'P' && b(1) == 'K' && b(2) == 3 && b(3) == 4) return true;
@@ -79,17 +81,30 @@ bool hasPickleExtension(const std::filesystem::path& path) {
   const auto ext = path.extension().string();
   return ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt" || ext == ".pkl";
 }
+/// The format's own structure: an 8-byte little-endian length n with 2 ≤ n ≤ the cap and n ≤ the bytes
+/// that follow, then a header that opens a JSON object. A torch.save zip or pickle cannot pass this:
+/// "PK\3\4" + any next four bytes is ≥ 67 MB of header whose byte 8 is a zip field, and a pickle's
+/// bytes 2..7 after 0x80 0x0N are opcodes, not the zeros a length under the cap needs.
+bool hasSafetensorsStructure(const std::byte* p, std::size_t size) {
+  if (size < 10) return false;
+  const std::size_t n = readLe64(p);
+  return n >= 2 && n <= kMaxHeader && n <= size - 8 && static_cast<char>(p[8]) == '{';
+}
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
   SafetensorsFile f;
   const std::string file = path.string();
-  if (hasPickleExtension(path))
-    throw InputError(pickleGuidance(fmt::format("{}: is a pickle checkpoint (extension {})", file, path.extension().string())));
   f.m_map = MappedFile::open(path);
   const std::size_t size = f.m_map->size();
-  if (looksLikePickle(f.m_map->data(), size))
-    throw InputError(pickleGuidance(fmt::format("{}: is a PyTorch pickle checkpoint (torch.save), not safetensors", file)));
+  // Decide by the safetensors structure first; only a file without it is sniffed for pickle.
+  if (!hasSafetensorsStructure(f.m_map->data(), size)) {
+    if (hasPickleExtension(path))
+      throw InputError(
+          pickleGuidance(fmt::format("{}: is a pickle checkpoint (extension {})", file, path.extension().string())));
+    if (looksLikePickle(f.m_map->data(), size))
+      throw InputError(pickleGuidance(fmt::format("{}: is a PyTorch pickle checkpoint (torch.save), not safetensors", file)));
+  }
   if (size < 8)
     throw InputError(fmt::format("{}: truncated safetensors file: {} bytes, expected at least the 8-byte header length",
                                  file, size));

@@ -1,11 +1,12 @@
 // Activation patching: the batched sweep equals the one-forward-per-cell loop on every fixture
-// model (max abs diff ≤ 1e-5), baselines normalise to 0 / 1, attribution patching is first-order right.
+// model (within the summation-order bound of tests/common/rounding_bounds.hpp), baselines normalise to 0 / 1, attribution patching is first-order right.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "analysis/patching/activation_patching.hpp"
 #include "core/common/errors.hpp"
 #include "tests/analysis/causal_test_support.hpp"
+#include "tests/common/rounding_bounds.hpp"
 
 namespace mechscope::analysis {
 namespace {
@@ -32,6 +33,12 @@ TEST_P(FixturePatching, BatchedEqualsLoop) {
     GTEST_SKIP() << "fixture model " << folder << " is absent";
   const auto model = HookedTransformer::load(folder);
   const PatchInputs in = randomInputs(model->config().dVocab, 2, 7, 11);
+  // Batched and looped forwards group their matmuls differently (and LibTorch's kernel and thread
+  // count change the order again): they may differ by the summation-order bound, no more. On the
+  // fixtures that is ~1e-4; qwen3 measured 1.2e-5 on one AVX-512 CPU, which a fixed 1e-5 refused.
+  const double maxLogit = std::max(model->forward(in.clean).logits.abs().max().item<double>(),
+                                   model->forward(in.corrupt).logits.abs().max().item<double>());
+  const double bound = test::logitDifferenceOrderBound(model->config(), in.clean.size(1), maxLogit);
   for (auto c : {PatchComponent::HeadOut, PatchComponent::ResidPre, PatchComponent::AttnOut, PatchComponent::MlpOut,
                  PatchComponent::Q, PatchComponent::K, PatchComponent::V, PatchComponent::Pattern}) {
     for (bool perPos : {false, true}) {
@@ -45,9 +52,10 @@ TEST_P(FixturePatching, BatchedEqualsLoop) {
       SCOPED_TRACE(toString(c) + (perPos ? " per position" : " all positions"));
       ASSERT_TRUE(fast.metricPatched.sizes().equals(slow.metricPatched.sizes()));
       const double diff = (fast.metricPatched - slow.metricPatched).abs().max().item<double>();
-      EXPECT_LE(diff, 1e-5);
-      std::printf("[patching] %s %s %s: max |batched - loop| = %.2e, forwards %d vs %d\n", GetParam().c_str(),
-                  toString(c).c_str(), perPos ? "per-pos" : "all-pos", diff, fast.forwards, slow.forwards);
+      EXPECT_LE(diff, bound);
+      std::printf("[patching] %s %s %s: max |batched - loop| = %.2e (bound %.2e), forwards %d vs %d\n",
+                  GetParam().c_str(), toString(c).c_str(), perPos ? "per-pos" : "all-pos", diff, bound, fast.forwards,
+                  slow.forwards);
       EXPECT_LE(fast.forwards, slow.forwards);
       // The patched values are not all equal to the corrupted baseline: patching did something.
       EXPECT_GT((slow.metricPatched - slow.metricCorruptPerPrompt).abs().max().item<double>(), 1e-3);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -112,6 +113,68 @@ TEST(HardeningSafetensors, HeaderDepthLimit) {
   const auto d = scratch("depth");
   writeBytes(d / "m.safetensors", safetensorsBytes(R"({"__metadata__":{"x":)" + nested(100000) + "}}", 0));
   expectInputError([&] { (void)SafetensorsFile::open(d / "m.safetensors"); }, {"m.safetensors", "nested deeper than 64 levels"});
+}
+
+/// A valid safetensors file whose header is exactly `headerLength` bytes (JSON padded with spaces, as
+/// the format allows): one F32 tensor "w" = [1.5, -2.25] when the length fits it, else no tensor.
+const std::string kOneTensorHeader = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+
+std::string validSafetensorsOfHeaderLength(std::size_t headerLength) {
+  std::string header = headerLength >= kOneTensorHeader.size() ? kOneTensorHeader : std::string("{}");
+  header.resize(headerLength, ' ');
+  std::string data(8, '\0');
+  const float values[2] = {1.5f, -2.25f};
+  std::memcpy(data.data(), values, sizeof values);
+  return safetensorsBytes(header, 0) + data;
+}
+
+// Issue 20: the first bytes of a safetensors file are the low bytes of its header length, so a length
+// of 0x280 (bytes 80 02) or 0x04034B50 (bytes "PK\3\4") looked like a pickle or a zip and a valid shard
+// was refused. Every header length loads, with its tensor's values read back as written.
+TEST(HardeningSafetensors, AnyHeaderLengthLoads) {
+  const auto d = scratch("anylength");
+  std::vector<std::size_t> lengths;
+  for (std::size_t n = 2; n <= 2100; ++n) lengths.push_back(n);  // every length up to 2 KiB, 0x280..0x580 among them
+  for (std::size_t v = 2; v <= 5; ++v)                           // bytes 80 0v then a higher nonzero byte
+    for (std::size_t hi : {1u, 3u, 17u}) lengths.push_back(0x80 + (v << 8) + (hi << 16));
+  lengths.push_back(0x04034B50);  // "PK\3\4": 67 MB of header, under the 100 MB cap
+  const fs::path f = d / "model-00001-of-00002.safetensors";
+  for (const std::size_t n : lengths) {
+    writeBytes(f, validSafetensorsOfHeaderLength(n));
+    try {
+      const auto st = SafetensorsFile::open(f);
+      if (n >= kOneTensorHeader.size()) {
+        ASSERT_EQ(st.names().size(), 1u) << "header length " << n;
+        const at::Tensor w = st.tensor("w");
+        ASSERT_EQ(w.numel(), 2) << "header length " << n;
+        EXPECT_EQ(w[0].item<float>(), 1.5f) << "header length " << n;
+        EXPECT_EQ(w[1].item<float>(), -2.25f) << "header length " << n;
+      } else {
+        EXPECT_TRUE(st.names().empty()) << "header length " << n;
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "a valid safetensors file with header length " << n << " was refused: " << e.what();
+      break;
+    }
+  }
+}
+
+// The same through a sharded folder (index.json naming two shards), with a header length of 640.
+TEST(HardeningSafetensors, ShardWithPickleLikeHeaderLengthLoads) {
+  const auto d = scratch("sharded");
+  const std::string one = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  for (const char* name : {"a", "b"}) {
+    std::string header = one;
+    header[2] = name[0];
+    header.resize(0x280, ' ');
+    std::string data(8, '\0');
+    writeBytes(d / (std::string("model-") + name + ".safetensors"), safetensorsBytes(header, 0) + data);
+  }
+  writeBytes(d / "model.safetensors.index.json",
+             R"({"metadata":{"total_size":16},"weight_map":{"a":"model-a.safetensors","b":"model-b.safetensors"}})");
+  const auto set = SafetensorsSet::openFolder(d);
+  EXPECT_TRUE(set.has("a"));
+  EXPECT_TRUE(set.has("b"));
 }
 
 TEST(HardeningPickle, RefusedWithGuidance) {

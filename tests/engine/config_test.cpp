@@ -90,4 +90,24 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(supportedFamilies().size(), 6u);
 }
 
+// Issue 20: a valid config is not refused for the way an exporter wrote its numbers. Integral floats
+// (4096.0) are the integers Python uses; a fractional size is still an error naming the key.
+TEST(Config, IntegralFloatsAreIntegers) {
+  nlohmann::json j = llama31();
+  j["hidden_size"] = 4096.0;
+  j["num_hidden_layers"] = 32.0;
+  j["max_position_embeddings"] = 131072.0;
+  const ModelConfig c = ModelConfig::fromJson(j, "config.json");
+  EXPECT_EQ(c.dModel, 4096);
+  EXPECT_EQ(c.nLayers, 32);
+  EXPECT_EQ(c.dHead, 128);
+  j["hidden_size"] = 4096.5;
+  try {
+    (void)ModelConfig::fromJson(j, "/m/config.json");
+    FAIL() << "a fractional hidden_size was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("'hidden_size' should be an integer"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
