@@ -272,7 +272,7 @@ const RegisterCommand reg{"retrieval", 43, [](CLI::App& root) {
   auto* sub = root.add_subcommand("retrieval", "Retrieval-head detection by needle-in-a-haystack decoding; head masking");
   o->common.add(sub);
   sub->add_option("--needles", o->needles, "needles.jsonl (default: resources/haystack/needles.jsonl)");
-  sub->add_option("--haystack", o->haystack, "Haystack text file (default: resources/haystack/devils_dictionary.txt, ~95K GPT-2 tokens)");
+  sub->add_option("--haystack", o->haystack, "Haystack text file (default: resources/haystack/devils_dictionary.txt, ~118K GPT-2 tokens)");
   sub->add_option("--lengths", o->lengths, "Context lengths a:b for round(linspace(a, b, --n-lengths)) (default 1000:50000)");
   sub->add_option("--n-lengths", o->nLengths, "Number of context lengths (default 20)");
   sub->add_option("--depths", o->nDepths, "Number of depths round(linspace(0, 100, N)) (default 10)");

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 
@@ -61,6 +62,8 @@ TEST(RetrievalNeedle, NeedlesLandAfterSentenceEndsAtIncreasingDepthsForEveryFami
         const auto bos = static_cast<int64_t>(tok.encode("", true).ids.size());
         if (depth == 0) {
           EXPECT_EQ(in.insertedAt, bos) << where;
+        } else if (depth == 100) {
+          EXPECT_EQ(in.insertionToken, in.contextTokens) << where;  // appended, as the official code
         } else {
           ASSERT_GT(in.insertedAt, bos) << where;
           // Just after a sentence end: the token before the needle decodes to text ending in '.'.
@@ -72,7 +75,10 @@ TEST(RetrievalNeedle, NeedlesLandAfterSentenceEndsAtIncreasingDepthsForEveryFami
         // The needle's words follow.
         const std::string start = tok.decode({in.ids.begin() + in.insertedAt, in.ids.begin() + in.insertedAt + 4});
         EXPECT_EQ(start.substr(start.find_first_not_of(' '), 6), needle.needle.substr(needle.needle.find_first_not_of(' '), 6)) << where;
-        // The answer span is found inside the needle (the official find_needle_idx).
+        // The answer span is found inside the needle (the official find_needle_idx). At depth 100 the
+        // question follows the needle with no space (as the official code), and tiktoken-style
+        // vocabularies merge "car.Based" into "car", ".B", "ased": a span may then be missing.
+        if (!in.span && depth == 100) continue;
         ASSERT_TRUE(in.span.has_value()) << where;
         EXPECT_GE(in.span->first, in.insertedAt - 2) << where;
         EXPECT_LE(in.span->second, in.insertedAt + static_cast<int64_t>(needleIds.size()) + 2) << where;
@@ -116,6 +122,14 @@ TEST(RetrievalNeedle, BundledHaystackIsLongDistinctProse) {
   const std::string hay = slurp(kResources / "devils_dictionary.txt");
   ASSERT_GT(hay.size(), 300000u);
   EXPECT_TRUE(std::filesystem::exists(kResources / "README.md"));
+  // Distinct text, not a short text repeated: almost every run of 8 words occurs once.
+  std::vector<std::string> words;
+  std::istringstream ws(hay);
+  for (std::string w; ws >> w;) words.push_back(w);
+  std::set<std::vector<std::string>> windows;
+  for (size_t i = 0; i + 8 <= words.size(); ++i)
+    windows.insert({words.begin() + static_cast<std::ptrdiff_t>(i), words.begin() + static_cast<std::ptrdiff_t>(i + 8)});
+  EXPECT_GT(static_cast<double>(windows.size()) / static_cast<double>(words.size() - 7), 0.99);
   int tested = 0;
   for (const std::string fam : {"gpt2", "llama2"}) {
     const auto dir = tokenizerDir(fam);
@@ -123,11 +137,7 @@ TEST(RetrievalNeedle, BundledHaystackIsLongDistinctProse) {
     ++tested;
     const auto h = analysis::tokenizeHaystack(Tokenizer::fromFile(dir), hay);
     EXPECT_GE(h.ids.size(), 65536u) << fam;
-    // Distinct text, not a short text repeated: almost every 16-token window occurs once.
-    std::set<std::vector<int64_t>> windows;
-    size_t n = 0;
-    for (size_t i = 0; i + 16 <= h.ids.size(); i += 4, ++n) windows.insert({h.ids.begin() + static_cast<std::ptrdiff_t>(i), h.ids.begin() + static_cast<std::ptrdiff_t>(i + 16)});
-    EXPECT_GT(static_cast<double>(windows.size()) / static_cast<double>(n), 0.99) << fam;
+    std::cout << fam << ": bundled haystack = " << h.ids.size() << " tokens\n";
     // Sentence ends throughout, so every depth has one close by.
     size_t ends = 0;
     for (const char e : h.sentenceEnd) ends += e != 0;

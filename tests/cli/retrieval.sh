@@ -53,7 +53,9 @@ fi
 # ---- detection, then a resume with other settings ----
 "$CLI" retrieval --model "$tmp/m" "${GRID[@]}" "${OK[@]}" --json "$tmp/d.json" >/dev/null 2>"$tmp/d.err"
 check "detection runs" "[ $? -eq 0 ] && [ -f '$tmp/d.json' ]"
-check "detection JSON keys" "$PY -c \"import json;j=json.load(open('$tmp/d.json'));t=j['tests'];assert len(t)==4;assert all('span_found' in x and 'inserted_at' in x and 'stop_reason' in x for x in t);assert j['haystack']['repeated'] is True and len(j['warnings'])==1;assert j['stop']['newline'] is True;assert j['resume_key'].startswith('fnv1a64:');assert j['tests_without_span']==0\""
+# Depth 100 appends the needle and the question follows with no space (the official code):
+# "twelveBased" is one unknown word here, so the answer span is not found and those tests score 0.
+check "detection JSON keys, spans found and not found" "$PY -c \"import json;j=json.load(open('$tmp/d.json'));t=j['tests'];assert len(t)==4;assert all('span_found' in x and 'inserted_at' in x and 'stop_reason' in x for x in t);assert j['haystack']['repeated'] is True and len(j['warnings'])==1;assert j['stop']['newline'] is True;assert j['resume_key'].startswith('fnv1a64:');assert [x['span_found'] for x in t]==[True,False,True,False] and t[1]['needle_span'] is None and t[0]['needle_span']==[2,6];assert j['tests_without_span']==2\""
 check "settings line first in the resume file" "head -1 '$tmp/d.json.tests.jsonl' | grep -q retrieval_settings"
 "$CLI" retrieval --model "$tmp/m" "${GRID[@]}" --lengths 40:60 --max-new-tokens 3 --json "$tmp/d.json" >/dev/null 2>"$tmp/d2.err"
 rc=$?
