@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 #include <set>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -48,55 +49,103 @@ std::vector<int64_t> roundedLinspace(double start, double end, int count) {
   return out;
 }
 
-std::vector<int64_t> periodTokenIds(const Tokenizer& tok) {
-  std::set<int64_t> ids;
-  for (const char* s : {".", " ."}) {
-    const auto e = tok.encode(s, false);
-    if (e.ids.size() == 1) ids.insert(e.ids.front());
-  }
-  return {ids.begin(), ids.end()};
+bool endsSentence(std::string_view decodedToken) {
+  const auto last = decodedToken.find_last_not_of(" \t\r\n");
+  return last != std::string_view::npos && decodedToken[last] == '.';
 }
 
-NeedleInput buildNeedleInput(const Tokenizer& tok, const std::vector<int64_t>& haystack, const Needle& needle, int64_t contextLength,
+void requireDecoder(const Tokenizer& tok, const std::string& what) {
+  if (!tok.decodesText())
+    throw InputError(fmt::format("{}: the tokenizer has no decoder (tokenizer.json \"decoder\" is missing or null) and its tokens carry "
+                                 "byte-level/metaspace markers; needle placement and the newline stop need decoded text",
+                                 what));
+}
+
+Haystack tokenizeHaystack(const Tokenizer& tok, const std::string& text) {
+  requireDecoder(tok, "retrieval");
+  Haystack h;
+  h.ids = tok.encode(text, false).ids;
+  if (h.ids.empty()) throw InputError("retrieval: the haystack text encodes to no tokens");
+  std::unordered_map<int64_t, char> memo;  // a vocabulary's worth of decodes at most
+  h.sentenceEnd.reserve(h.ids.size());
+  for (const int64_t id : h.ids) {
+    auto it = memo.find(id);
+    if (it == memo.end()) it = memo.emplace(id, endsSentence(tok.decode({id}, false)) ? 1 : 0).first;
+    h.sentenceEnd.push_back(it->second);
+  }
+  return h;
+}
+
+namespace {
+
+std::string trimmed(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+bool isSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/// Code points in UTF-8 `s` (the unit of Encoding::offsets).
+size_t codePoints(std::string_view s) {
+  size_t n = 0;
+  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace
+
+NeedleInput buildNeedleInput(const Tokenizer& tok, const Haystack& haystack, const Needle& needle, int64_t contextLength,
                              double depthPercent, const NeedleLayout& layout) {
-  if (haystack.empty()) throw InputError("retrieval: the haystack text encodes to no tokens");
-  const std::vector<int64_t> needleIds = tok.encode(needle.needle, false).ids;
-  const int64_t budget = std::max<int64_t>(0, contextLength - layout.buffer);
-  const int64_t ctxLen = std::max<int64_t>(0, budget - static_cast<int64_t>(needleIds.size()));
-  std::vector<int64_t> context;
-  context.reserve(static_cast<size_t>(ctxLen));
-  while (static_cast<int64_t>(context.size()) < ctxLen)
-    context.push_back(haystack[context.size() % haystack.size()]);
-  int64_t insertion = static_cast<int64_t>(context.size());
-  if (depthPercent < 100) {
-    insertion = static_cast<int64_t>(static_cast<double>(context.size()) * depthPercent / 100.0);
-    const std::set<int64_t> periods(layout.periodIds.begin(), layout.periodIds.end());
-    while (insertion > 0 && periods.count(context[static_cast<size_t>(insertion - 1)]) == 0) --insertion;
-  }
+  if (haystack.ids.empty() || haystack.sentenceEnd.size() != haystack.ids.size())
+    throw InputError("retrieval: the haystack text encodes to no tokens");
+  const std::string needleText = trimmed(needle.needle);
+  const auto needleTokens = static_cast<int64_t>(tok.encode(needleText, false).ids.size());
+  const int64_t budget = contextLength - layout.buffer;
+  if (needleTokens > budget)
+    throw InputError(fmt::format("retrieval: the needle \"{}\" is {} tokens, longer than context length {} minus --buffer {} ({} tokens)",
+                                 needleText.size() > 40 ? needleText.substr(0, 40) + "..." : needleText, needleTokens, contextLength,
+                                 layout.buffer, std::max<int64_t>(0, budget)));
   NeedleInput out;
-  out.ids = layout.prefixIds;
-  out.ids.insert(out.ids.end(), context.begin(), context.begin() + insertion);
-  out.insertedAt = static_cast<int64_t>(out.ids.size());
-  out.ids.insert(out.ids.end(), needleIds.begin(), needleIds.end());
-  out.ids.insert(out.ids.end(), context.begin() + insertion, context.end());
+  out.contextTokens = budget - needleTokens;
+  const auto hs = static_cast<int64_t>(haystack.ids.size());
+  out.haystackRepeated = out.contextTokens > hs;
+  std::vector<int64_t> context(static_cast<size_t>(out.contextTokens));
+  for (int64_t i = 0; i < out.contextTokens; ++i) context[static_cast<size_t>(i)] = haystack.ids[static_cast<size_t>(i % hs)];
+
+  // The official rule: int(len × depth / 100), then back to just after a sentence-final token.
+  int64_t ins = out.contextTokens;
+  if (depthPercent < 100) {
+    ins = static_cast<int64_t>(static_cast<double>(out.contextTokens) * (depthPercent / 100.0));
+    while (ins > 0 && haystack.sentenceEnd[static_cast<size_t>((ins - 1) % hs)] == 0) --ins;
+  }
+  out.insertionToken = ins;
+
+  // The prompt is text, encoded once (as the official code decodes the context and encodes
+  // context + question): so every tokenizer sees the needle as ordinary mid-text words.
+  const std::string prefix = tok.decode({context.begin(), context.begin() + ins}, false);
+  const std::string full = tok.decode(context, false);
+  const std::string suffix = full.compare(0, prefix.size(), prefix) == 0 ? full.substr(prefix.size())
+                                                                         : tok.decode({context.begin() + ins, context.end()}, false);
+  std::string text = prefix;
+  if (!text.empty() && !isSpace(text.back())) text += ' ';
+  const size_t needleChar = codePoints(text);
+  text += needleText;
+  if (!suffix.empty() && !isSpace(suffix.front())) text += ' ';
+  text += suffix;
   std::string q = layout.questionTemplate;
-  const auto at = q.find("{question}");
-  if (at != std::string::npos) q.replace(at, 10, needle.question);
-  const auto qIds = tok.encode(q, false).ids;
-  out.ids.insert(out.ids.end(), qIds.begin(), qIds.end());
-  std::optional<std::pair<int64_t, int64_t>> span;
-  for (const std::string& text : {needle.realNeedle, " " + needle.realNeedle}) {
-    span = findNeedleSpan(out.ids, tok.encode(text, false).ids);
-    if (span) break;
-  }
-  if (span) {
-    out.needleStart = span->first;
-    out.needleEnd = span->second;
-  } else {
-    out.needleStart = out.insertedAt;
-    out.needleEnd = out.insertedAt + static_cast<int64_t>(needleIds.size());
-    out.spanFromInsertion = true;
-  }
+  if (const auto at = q.find("{question}"); at != std::string::npos) q.replace(at, 10, needle.question);
+  text += q;
+
+  const Encoding enc = tok.encode(text, layout.addSpecialTokens);
+  out.ids = enc.ids;
+  out.insertedAt = static_cast<int64_t>(enc.ids.size());
+  for (size_t i = 0; i < enc.offsets.size(); ++i)
+    if (enc.offsets[i].second > needleChar) {
+      out.insertedAt = static_cast<int64_t>(i);
+      break;
+    }
+  out.span = findNeedleSpan(out.ids, tok.encode(needle.realNeedle, false).ids, layout.spanThreshold);
   return out;
 }
 

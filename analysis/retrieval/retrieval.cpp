@@ -19,8 +19,10 @@ RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const Retri
   const int L = c.nLayers;
   const int64_t H = c.nHeads, n = static_cast<int64_t>(test.ids.size());
   if (n < 1) throw InputError("retrieval: empty prompt");
-  if (test.needleStart < 0 || test.needleEnd > n || test.needleStart >= test.needleEnd)
+  if (test.spanFound && (test.needleStart < 0 || test.needleEnd > n || test.needleStart >= test.needleEnd))
     throw InputError(fmt::format("retrieval: needle span {}:{} is not inside the {} prompt tokens", test.needleStart, test.needleEnd, n));
+  if (decode.stopOnNewline && !decodeText)
+    throw InputError("retrieval: stopping on a newline needs a tokenizer with a decoder");
   if (decode.maxNewTokens < 1) throw InputError(fmt::format("retrieval: --max-new-tokens must be ≥ 1, found {}", decode.maxNewTokens));
   if (n + decode.maxNewTokens > c.nCtx)
     throw InputError(fmt::format("retrieval: {} prompt tokens + {} new tokens exceed the model's context of {}", n, decode.maxNewTokens, c.nCtx));
@@ -32,6 +34,9 @@ RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const Retri
   out.nTokens = n;
   out.needleStart = test.needleStart;
   out.needleEnd = test.needleEnd;
+  out.spanFound = test.spanFound;
+  out.insertedAt = test.insertedAt;
+  out.stopReason = "max_new_tokens";
   out.score = at::zeros({L, H}, at::kDouble);  // [layer, head]
   std::vector<at::Tensor> steps;                // each [layer, head] int64
   at::Tensor current = at::full({L, H}, -1, at::kLong);
@@ -60,7 +65,9 @@ RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const Retri
   fo.path = decode.materialize ? AttentionPath::Explicit : AttentionPath::Auto;  // fused (LibTorch ≥ 2) or chunked
   at::Tensor tokens = at::tensor(at::ArrayRef<int64_t>(test.ids), at::kLong).unsqueeze(0).to(model.device());  // [1, pos]
   ForwardResult r = model.forwardCached(tokens, cache, -1, fo, &prefill, ctx);
-  const double unit = 1.0 / static_cast<double>(test.needleEnd - test.needleStart);
+  // No span: needle_start = needle_end = −1 in the official code, so no step can score.
+  const double unit = test.spanFound ? 1.0 / static_cast<double>(test.needleEnd - test.needleStart) : 0.0;
+  const int64_t spanStart = test.spanFound ? test.needleStart : 0, spanEnd = test.spanFound ? test.needleEnd : 0;
   for (int s = 0; s < decode.maxNewTokens; ++s) {
     const int64_t y = r.logits[0][-1].argmax().item<int64_t>();
     out.generated.push_back(y);
@@ -68,10 +75,18 @@ RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const Retri
     const int64_t* a = current.data_ptr<int64_t>();
     for (int64_t i = 0; i < L * H; ++i) {
       const int64_t j = a[i];
-      if (j >= test.needleStart && j < test.needleEnd && test.ids[static_cast<size_t>(j)] == y)
-        out.score.view({-1})[i] += unit;
+      if (j >= spanStart && j < spanEnd && test.ids[static_cast<size_t>(j)] == y) out.score.view({-1})[i] += unit;
     }
-    if (std::find(decode.stopTokens.begin(), decode.stopTokens.end(), y) != decode.stopTokens.end()) break;
+    // The stop token is kept and scored, as the official loop scores before it checks.
+    if (std::find(decode.stopTokens.begin(), decode.stopTokens.end(), y) != decode.stopTokens.end()) {
+      out.stopReason = "stop_token";
+      break;
+    }
+    // SentencePiece spells "\n" as ▁ + <0x0A> (or inside longer pieces): read the decoded text.
+    if (decode.stopOnNewline && decodeText(out.generated).find('\n') != std::string::npos) {
+      out.stopReason = "newline";
+      break;
+    }
     if (s + 1 == decode.maxNewTokens) break;
     current.fill_(-1);
     r = model.forwardCached(at::full({1, 1}, y, at::kLong).to(model.device()), cache, s, fo, &step, ctx);
@@ -86,9 +101,12 @@ RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const Retri
 
 nlohmann::json retrievalTestToJson(const RetrievalTestResult& r, bool withScores) {
   nlohmann::json j = {{"needle", r.needleIndex}, {"length", r.length}, {"depth", r.depth}, {"n_tokens", r.nTokens},
-                      {"needle_span", {r.needleStart, r.needleEnd}}, {"generated_ids", r.generated},
+                      {"needle_span", r.spanFound ? nlohmann::json{r.needleStart, r.needleEnd} : nlohmann::json(nullptr)},
+                      {"span_found", r.spanFound}, {"generated_ids", r.generated},
                       {"rouge1_recall", r.rouge1 ? nlohmann::json(*r.rouge1 * 100.0) : nlohmann::json(nullptr)},
                       {"success", r.success}};
+  if (r.insertedAt >= 0) j["inserted_at"] = r.insertedAt;
+  if (!r.stopReason.empty()) j["stop_reason"] = r.stopReason;
   if (withScores) {
     j["head_scores"] = tensorToJson(r.score);
     j["argmax"] = tensorToJson(r.argmax);
@@ -103,8 +121,13 @@ RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j) {
     r.length = j.at("length").get<int64_t>();
     r.depth = j.at("depth").get<int64_t>();
     r.nTokens = j.at("n_tokens").get<int64_t>();
-    r.needleStart = j.at("needle_span").at(0).get<int64_t>();
-    r.needleEnd = j.at("needle_span").at(1).get<int64_t>();
+    r.spanFound = j.value("span_found", true);
+    if (r.spanFound) {
+      r.needleStart = j.at("needle_span").at(0).get<int64_t>();
+      r.needleEnd = j.at("needle_span").at(1).get<int64_t>();
+    }
+    r.insertedAt = j.value("inserted_at", int64_t{-1});
+    r.stopReason = j.value("stop_reason", std::string());
     r.generated = j.at("generated_ids").get<std::vector<int64_t>>();
     if (!j.at("rouge1_recall").is_null()) r.rouge1 = j.at("rouge1_recall").get<double>() / 100.0;
     r.success = j.at("success").get<bool>();
@@ -171,6 +194,7 @@ AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, 
   }
   r.json["ranked_heads"] = ranked;
   r.json["tests_used"] = used;
+  r.json["tests_without_span"] = std::count_if(tests.begin(), tests.end(), [](const RetrievalTestResult& t) { return !t.spanFound; });
   r.json["success_filter"] = successFilter;
   r.json["mean_rouge1_recall"] = rougeCount > 0 ? nlohmann::json(rougeSum / static_cast<double>(rougeCount) * 100.0) : nlohmann::json(nullptr);
   r.addArray("retrieval_score", score);
@@ -180,7 +204,9 @@ AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, 
     const auto& t = tests[i];
     if (t.argmax.defined()) r.addArray(fmt::format("test_{}_argmax", i), t.argmax);  // [step, layer, head]
     if (!t.generated.empty()) r.addArray(fmt::format("test_{}_generated_ids", i), at::tensor(at::ArrayRef<int64_t>(t.generated), at::kLong));
-    r.addArray(fmt::format("test_{}_needle_span", i), at::tensor(std::vector<int64_t>{t.needleStart, t.needleEnd}, at::kLong));
+    // [start, end), or [−1, −1] when no span was found (as the official find_needle_idx).
+    r.addArray(fmt::format("test_{}_needle_span", i),
+               at::tensor(t.spanFound ? std::vector<int64_t>{t.needleStart, t.needleEnd} : std::vector<int64_t>{-1, -1}, at::kLong));
   }
   return r;
 }

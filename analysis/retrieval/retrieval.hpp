@@ -24,14 +24,17 @@ struct RetrievalTest {
   int64_t length = 0;       ///< requested context length
   int64_t depth = 0;        ///< depth in percent
   std::vector<int64_t> ids; ///< prompt ids
-  int64_t needleStart = 0, needleEnd = 0;  ///< answer span [start, end) in ids
+  int64_t needleStart = 0, needleEnd = 0;  ///< answer span [start, end) in ids (ignored when !spanFound)
+  bool spanFound = true;                   ///< false: find_needle_idx found no span; the test scores 0 (official)
+  int64_t insertedAt = -1;                 ///< first prompt token of the inserted needle (−1: not a built prompt)
   std::optional<std::string> answer;       ///< real_needle text for ROUGE (none: no ROUGE)
 };
 
 /// Decoding and scoring settings.
 struct RetrievalDecode {
   int maxNewTokens = 50;
-  std::vector<int64_t> stopTokens;  ///< stop after emitting one (official: newline)
+  std::vector<int64_t> stopTokens;  ///< stop after emitting one of these ids
+  bool stopOnNewline = false;       ///< stop once the decoded continuation holds '\n' (official; needs decodeText)
   std::vector<std::pair<int, int>> maskedHeads;  ///< uniform attention on these (layer, head)
   bool materialize = false;  ///< prefill through hook_pattern instead of the probe
 };
@@ -41,6 +44,9 @@ struct RetrievalTestResult {
   int needleIndex = 0;
   int64_t length = 0, depth = 0, nTokens = 0;
   int64_t needleStart = 0, needleEnd = 0;
+  bool spanFound = true;      ///< false: no answer span, score is 0
+  int64_t insertedAt = -1;    ///< first prompt token of the needle (−1: unknown)
+  std::string stopReason;     ///< "newline", "stop_token" or "max_new_tokens"
   std::vector<int64_t> generated;
   std::optional<double> rouge1;  ///< recall in [0, 1] when an answer text and a tokenizer were given
   bool success = true;
@@ -49,7 +55,8 @@ struct RetrievalTestResult {
 };
 
 /// Runs one test: prefill, greedy decode, per-step rule. `decodeText` (may be empty) turns generated
-/// ids into text for ROUGE; success = rouge1 > threshold (true when no ROUGE is computed).
+/// ids into text for ROUGE and the newline stop; success = rouge1 > threshold (true when no ROUGE is
+/// computed). A test without an answer span (!spanFound) still decodes (for ROUGE) and scores 0.
 RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const RetrievalTest& test, const RetrievalDecode& decode,
                                      const std::function<std::string(const std::vector<int64_t>&)>& decodeText = {},
                                      double successThreshold = 0.5, const RunContext* ctx = nullptr);

@@ -56,7 +56,10 @@ const std::vector<AnalysisInfo>& analysisTable() {
         p("max_new_tokens", T::Int, "--max-new-tokens"),
         ParamInfo{"stop_token", T::IntList, "--stop-token", {}, false, true}, p("no_stop", T::Bool, "--no-stop"),
         inverted("success_filter", "--no-success-filter"), p("success_threshold", T::Float, "--success-threshold"),
-        p("mask_heads", T::HeadList, "--mask-heads")},
+        p("mask_heads", T::HeadList, "--mask-heads"), p("mask_top", T::Int, "--mask-top"), p("scores", T::File, "--scores"),
+        p("retrieval_threshold", T::Float, "--retrieval-threshold"), p("control_exclude_top", T::Int, "--control-exclude-top"),
+        p("seed", T::Int, "--seed"),
+        inverted("control", "--no-control"), p("span_threshold", T::Float, "--span-threshold")},
        {}, {"retrieval_score"}},
       {"patch", "patch", kDatasetKinds, false,
        {choice("component", "--component", {"resid_pre", "attn_out", "mlp_out", "head_out", "q", "k", "v", "pattern"}),
@@ -99,7 +102,8 @@ const std::vector<InputKindInfo>& inputKindTable() {
       {"colored-objects", InputFamily::Dataset, {p("n", T::Int, ""), p("seed", T::Int, "")}, {}},
       {"niah", InputFamily::Niah,
        {p("needles", T::File, "--needles"), p("haystack", T::File, "--haystack"), p("lengths", T::Range, "--lengths"),
-        p("n_lengths", T::Int, "--n-lengths"), p("depths", T::Int, "--depths"), p("buffer", T::Int, "--buffer")},
+        p("n_lengths", T::Int, "--n-lengths"), p("depths", T::Int, "--depths"), p("buffer", T::Int, "--buffer"),
+        p("question_template", T::String, "--question-template")},
        {}},
   };
   return table;

@@ -59,7 +59,12 @@ json headline(const std::string& type, const json& r) {
         top.push_back({{"head", fmt::format("{}.{}", e.value("layer", 0), e.value("head", 0))}, {"score", e.value("score", 0.0)}});
       }
     h["top_retrieval_heads"] = top;
-    copyKeys(h, r, {"tests_used", "mean_rouge1_recall"});
+    copyKeys(h, r, {"tests_used", "tests_without_span", "mean_rouge1_recall", "warnings"});
+    if (r.contains("mask_experiment")) {  // the masking run and its random-heads control, side by side
+      const auto& m = r["mask_experiment"];
+      for (const char* c : {"top_k", "random_k"})
+        if (m.contains(c)) h[std::string("mask_") + c + "_success_rate"] = m[c].value("success_rate", 0.0);
+    }
   } else if (type == "patch") {
     const std::string layout = r.value("layout", "");
     if (layout == "[layer][head]") h["top_heads"] = topHeads(r.value("scores", json()), 5);

@@ -2,6 +2,7 @@
 // §1.2), head masking for the causal check, progress per test, resumable (docs/cli.md).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -14,6 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/common/needle.hpp"
+#include "analysis/retrieval/head_control.hpp"
+#include "analysis/retrieval/niah_grid.hpp"
+#include "analysis/retrieval/resume.hpp"
 #include "analysis/retrieval/retrieval.hpp"
 #include "app/cli/analysis_common_options.hpp"
 #include "app/cli/command.hpp"
@@ -25,13 +29,13 @@ namespace {
 struct RetrievalCliOptions {
   AnalysisCommonOptions common;
   std::string needles, haystack, lengths = "1000:50000", needleSpan, maskHeads, scores, resume, answer;
-  int nLengths = 20, nDepths = 10, maskTop = 0;
-  int64_t buffer = 200;
+  int nLengths = 20, nDepths = 10, maskTop = 0, controlExcludeTop = 0;
+  analysis::NeedleLayout layout;
   analysis::RetrievalDecode decode;
-  bool noSuccessFilter = false, noResume = false;
-  double successThreshold = 50.0;
+  bool noSuccessFilter = false, noResume = false, noControl = false, noStop = false;
+  double successThreshold = 50.0, spanThreshold = 90.0, retrievalThreshold = 0.1;
+  int64_t seed = 0;
   std::vector<int64_t> stopTokens;
-  bool noStop = false;
 };
 
 std::filesystem::path resourcePath(const std::string& rel) {
@@ -40,7 +44,7 @@ std::filesystem::path resourcePath(const std::string& rel) {
 }
 
 std::string readText(const std::filesystem::path& p, const std::string& what) {
-  std::ifstream in(p);
+  std::ifstream in(p, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open the {} file", p.string(), what));
   std::stringstream ss;
   ss << in.rdbuf();
@@ -63,136 +67,203 @@ std::vector<std::pair<int, int>> parseHeads(const std::string& text) {
   return out;
 }
 
-using TestKey = std::tuple<int, int64_t, int64_t>;
+/// The [layer, head] retrieval_score of an earlier --json (for --mask-top).
+at::Tensor readScores(const std::string& path, const ModelConfig& cfg) {
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open --scores", path));
+  std::vector<std::vector<double>> s;
+  try {
+    s = nlohmann::json::parse(in).at("retrieval_score").get<std::vector<std::vector<double>>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: expected a retrieval JSON with \"retrieval_score\" ({})", path, e.what()));
+  }
+  if (static_cast<int>(s.size()) != cfg.nLayers || s.empty() || static_cast<int>(s[0].size()) != cfg.nHeads)
+    throw InputError(fmt::format("{}: retrieval_score is not [{}][{}] for this model", path, cfg.nLayers, cfg.nHeads));
+  std::vector<double> flat;
+  for (const auto& r : s) flat.insert(flat.end(), r.begin(), r.end());
+  return at::tensor(at::ArrayRef<double>(flat), at::kDouble).view({cfg.nLayers, cfg.nHeads}).clone();  // [layer, head]
+}
+
+nlohmann::json headsJson(const std::vector<std::pair<int, int>>& heads) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& [l, h] : heads) a.push_back({l, h});
+  return a;
+}
+
+/// One condition's outcome for the side-by-side masking report.
+nlohmann::json conditionSummary(const std::vector<std::pair<int, int>>& heads, const std::vector<analysis::RetrievalTestResult>& tests) {
+  double rouge = 0;
+  int64_t withRouge = 0, succeeded = 0;
+  for (const auto& t : tests) {
+    if (t.rouge1) {
+      rouge += *t.rouge1;
+      ++withRouge;
+    }
+    succeeded += t.success;
+  }
+  return {{"heads", headsJson(heads)},
+          {"tests", tests.size()},
+          {"success_rate", tests.empty() ? 0.0 : static_cast<double>(succeeded) / static_cast<double>(tests.size())},
+          {"mean_rouge1_recall", withRouge > 0 ? nlohmann::json(rouge / static_cast<double>(withRouge) * 100.0) : nlohmann::json(nullptr)}};
+}
+
+std::string fileHash(const std::filesystem::path& p) {
+  std::string bytes;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    if (std::filesystem::exists(p / f)) bytes += readText(p / f, f);
+  return analysis::fnv1a64Hex(bytes);
+}
+
+void runSingleTest(RetrievalCliOptions& o, const LoadedModel& m, const std::function<std::string(const std::vector<int64_t>&)>& decodeText) {
+  const auto rows = readInputRows(o.common, m, "retrieval");
+  if (rows.size() != 1) throw InputError(fmt::format("retrieval: {} holds {} rows; single-test mode takes one", o.common.tokenIds, rows.size()));
+  if (o.needleSpan.empty()) throw InputError("retrieval: single-test mode (--token-ids) needs --needle-span START:END");
+  analysis::RetrievalTest t;
+  t.needleIndex = -1;
+  t.ids = rows[0];
+  t.length = static_cast<int64_t>(t.ids.size());
+  std::tie(t.needleStart, t.needleEnd) = parseRange(o.needleSpan, "retrieval --needle-span");
+  if (!o.answer.empty()) t.answer = o.answer;
+  o.decode.stopTokens = o.stopTokens;  // single-test: no stop unless given
+  const auto r = analysis::runRetrievalTest(*m.model, t, o.decode, decodeText, o.successThreshold / 100.0, &processContext());
+  auto out = analysis::retrievalToResult({r}, m.model->config().nLayers, m.model->config().nHeads, !o.noSuccessFilter);
+  out.json["masked_heads"] = headsJson(o.decode.maskedHeads);
+  writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
+}
 
 void runRetrievalCommand(RetrievalCliOptions& o) {
   const bool single = !o.common.tokenIds.empty();
   if (single) o.common.validate("retrieval");
-  else if (o.common.json.empty() && o.common.out.empty()) throw InputError("retrieval: give --json FILE.json and/or --out FILE.h5");
+  else o.common.validateOutputs("retrieval");  // --json/--out given and writable, before hours of decoding
   if (!single && (!o.common.prompts.empty() || !o.common.promptFile.empty()))
     throw InputError("retrieval: the protocol builds its own prompts (--haystack, --needles); use --token-ids for a prepared input");
   if (!o.common.out.empty() && !analysis::resultH5Available())
     throw UnsupportedError(fmt::format("retrieval: --out {} needs the HDF5 store, which this build does not have; use --json", o.common.out));
+  if (o.maskTop > 0 && o.scores.empty()) throw InputError("retrieval: --mask-top K needs --scores FILE.json (an earlier retrieval --json)");
+  if (o.successThreshold < 0 || o.successThreshold > 100 || o.spanThreshold < 0 || o.spanThreshold > 100)
+    throw InputError("retrieval: --success-threshold and --span-threshold are percentages in [0, 100]");
   const LoadedModel m = loadAnalysisModel(o.common);
   const ModelConfig& cfg = m.model->config();
   o.decode.materialize = o.common.materialize;
   if (!o.maskHeads.empty()) o.decode.maskedHeads = parseHeads(o.maskHeads);
-  if (o.maskTop > 0) {
-    if (o.scores.empty()) throw InputError("retrieval: --mask-top K needs --scores FILE.json (an earlier retrieval --json)");
-    std::ifstream in(o.scores);
-    if (!in) throw InputError(fmt::format("{}: cannot open --scores", o.scores));
-    std::vector<std::vector<double>> s;
-    try {
-      s = nlohmann::json::parse(in).at("retrieval_score").get<std::vector<std::vector<double>>>();
-    } catch (const nlohmann::json::exception& e) {
-      throw InputError(fmt::format("{}: expected a retrieval JSON with \"retrieval_score\" ({})", o.scores, e.what()));
-    }
-    if (static_cast<int>(s.size()) != cfg.nLayers || s.empty() || static_cast<int>(s[0].size()) != cfg.nHeads)
-      throw InputError(fmt::format("{}: retrieval_score is not [{}][{}] for this model", o.scores, cfg.nLayers, cfg.nHeads));
-    std::vector<double> flat;
-    for (const auto& r : s) flat.insert(flat.end(), r.begin(), r.end());
-    const auto top = analysis::rankHeads(at::tensor(at::ArrayRef<double>(flat), at::kDouble).view({cfg.nLayers, cfg.nHeads}), o.maskTop);
-    o.decode.maskedHeads.insert(o.decode.maskedHeads.end(), top.begin(), top.end());
-  }
   std::function<std::string(const std::vector<int64_t>&)> decodeText;
-  if (m.tokenizer) decodeText = [&](const std::vector<int64_t>& ids) { return m.tokenizer->decode(ids, true); };
-  const double threshold = o.successThreshold / 100.0;
-  std::vector<analysis::RetrievalTestResult> results;
+  if (m.tokenizer && m.tokenizer->decodesText()) decodeText = [&](const std::vector<int64_t>& ids) { return m.tokenizer->decode(ids, true); };
 
-  if (single) {
-    const auto rows = readInputRows(o.common, m, "retrieval");
-    if (rows.size() != 1) throw InputError(fmt::format("retrieval: {} holds {} rows; single-test mode takes one", o.common.tokenIds, rows.size()));
-    if (o.needleSpan.empty()) throw InputError("retrieval: single-test mode (--token-ids) needs --needle-span START:END");
-    analysis::RetrievalTest t;
-    t.needleIndex = -1;
-    t.ids = rows[0];
-    t.length = static_cast<int64_t>(t.ids.size());
-    std::tie(t.needleStart, t.needleEnd) = parseRange(o.needleSpan, "retrieval --needle-span");
-    if (!o.answer.empty()) t.answer = o.answer;
-    o.decode.stopTokens = o.stopTokens;  // single-test: no stop token unless given
-    results.push_back(analysis::runRetrievalTest(*m.model, t, o.decode, decodeText, threshold, &processContext()));
-  } else {
-    if (!m.tokenizer) throw InputError(fmt::format("retrieval: the protocol needs tokenizer.json in {}", o.common.model));
-    const Tokenizer& tok = *m.tokenizer;
-    const auto needles = analysis::readNeedles(o.needles.empty() ? resourcePath("haystack/needles.jsonl") : std::filesystem::path(o.needles));
-    const std::string hay = readText(o.haystack.empty() ? resourcePath("haystack/haystack.txt") : std::filesystem::path(o.haystack), "haystack");
-    const auto haystackIds = tok.encode(hay, false).ids;
-    const auto [s, e] = parseRange(o.lengths, "retrieval --lengths");
-    if (s < 0 || e < s || o.nLengths < 1 || o.nDepths < 1) throw InputError("retrieval: --lengths a:b needs 0 ≤ a ≤ b, --n-lengths/--depths ≥ 1");
-    const auto lengths = analysis::roundedLinspace(static_cast<double>(s), static_cast<double>(e), o.nLengths);
-    const auto depths = analysis::roundedLinspace(0, 100, o.nDepths);
-    analysis::NeedleLayout layout;
-    layout.buffer = o.buffer;
-    layout.periodIds = analysis::periodTokenIds(tok);
-    layout.prefixIds = tok.encode("", true).ids;
-    if (!o.noStop) {
-      o.decode.stopTokens = o.stopTokens;
-      if (o.stopTokens.empty()) {
-        const auto nl = tok.encode("\n", false).ids;
-        if (nl.size() == 1) o.decode.stopTokens.push_back(nl[0]);
-      }
+  // Masking experiment: the top K of --scores, and (unless --no-control) K random non-retrieval heads.
+  std::vector<std::pair<int, int>> controlHeads;
+  at::Tensor priorScores;
+  if (o.maskTop > 0) {
+    priorScores = readScores(o.scores, cfg);
+    const auto top = analysis::rankHeads(priorScores, o.maskTop);
+    const auto explicitHeads = o.decode.maskedHeads;
+    o.decode.maskedHeads.insert(o.decode.maskedHeads.end(), top.begin(), top.end());
+    if (!o.noControl && !single) {
+      auto exclude = o.decode.maskedHeads;  // masked heads, and the official code's top-N rule when asked
+      const auto topN = analysis::rankHeads(priorScores, std::max(0, o.controlExcludeTop));
+      if (o.controlExcludeTop > 0) exclude.insert(exclude.end(), topN.begin(), topN.end());
+      controlHeads = analysis::randomControlHeads(priorScores, exclude, o.maskTop, o.retrievalThreshold, static_cast<uint64_t>(o.seed));
+      controlHeads.insert(controlHeads.begin(), explicitHeads.begin(), explicitHeads.end());
     }
-    // Resume: finished tests live in a JSONL sidecar next to the output.
-    const std::string sidecar = !o.resume.empty() ? o.resume : (o.common.json.empty() ? o.common.out : o.common.json) + ".tests.jsonl";
-    std::map<TestKey, analysis::RetrievalTestResult> done;
-    if (!o.noResume && std::filesystem::exists(sidecar)) {
-      std::ifstream in(sidecar);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.empty()) continue;
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception&) {
-          continue;  // a line cut by a crash: redo that test
-        }
-        auto r = analysis::retrievalTestFromJson(j);
-        if (r.score.size(0) != cfg.nLayers || r.score.size(1) != cfg.nHeads)
-          throw InputError(fmt::format("{}: resume file is for a model with another head grid; delete it or pass --no-resume", sidecar));
-        done[{r.needleIndex, r.length, r.depth}] = std::move(r);
-      }
-      std::cerr << fmt::format("retrieval: resuming, {} tests already in {}\n", done.size(), sidecar);
-    }
-    std::ofstream log(sidecar, o.noResume ? std::ios::trunc : std::ios::app);
-    if (!log) throw InputError(fmt::format("{}: cannot write the resume file", sidecar));
-    const size_t total = needles.size() * lengths.size() * depths.size();
-    size_t index = 0;
-    for (size_t ni = 0; ni < needles.size(); ++ni)
-      for (int64_t len : lengths)
-        for (int64_t depth : depths) {
-          ++index;
-          const TestKey key{static_cast<int>(ni), len, depth};
-          if (auto it = done.find(key); it != done.end()) {
-            results.push_back(it->second);
-            continue;
-          }
-          processContext().check();
-          const auto input = analysis::buildNeedleInput(tok, haystackIds, needles[ni], len, static_cast<double>(depth), layout);
-          analysis::RetrievalTest t;
-          t.needleIndex = static_cast<int>(ni);
-          t.length = len;
-          t.depth = depth;
-          t.ids = input.ids;
-          t.needleStart = input.needleStart;
-          t.needleEnd = input.needleEnd;
-          t.answer = needles[ni].realNeedle;
-          auto r = analysis::runRetrievalTest(*m.model, t, o.decode, decodeText, threshold, &processContext());
-          log << analysis::retrievalTestToJson(r, true).dump() << "\n" << std::flush;
-          std::cerr << fmt::format("retrieval: test {}/{} needle {} length {} depth {}%: {} tokens, rouge1 {:.1f}, {}\n", index, total, ni,
-                                   len, depth, r.nTokens, r.rouge1.value_or(0) * 100, r.success ? "success" : "failed");
-          results.push_back(std::move(r));
-        }
   }
+  if (single) return runSingleTest(o, m, decodeText);
+
+  if (!m.tokenizer) throw InputError(fmt::format("retrieval: the protocol needs tokenizer.json in {}", o.common.model));
+  const Tokenizer& tok = *m.tokenizer;
+  analysis::requireDecoder(tok, fmt::format("retrieval: {}", o.common.model));
+  const std::filesystem::path haystackPath = o.haystack.empty() ? resourcePath("haystack/devils_dictionary.txt") : std::filesystem::path(o.haystack);
+  analysis::NiahGrid grid;
+  grid.needles = analysis::readNeedles(o.needles.empty() ? resourcePath("haystack/needles.jsonl") : std::filesystem::path(o.needles));
+  const std::string hayText = readText(haystackPath, "haystack");
+  const auto haystack = analysis::tokenizeHaystack(tok, hayText);
+  const auto [s, e] = parseRange(o.lengths, "retrieval --lengths");
+  if (s < 0 || e < s || o.nLengths < 1 || o.nDepths < 1) throw InputError("retrieval: --lengths a:b needs 0 ≤ a ≤ b, --n-lengths/--depths ≥ 1");
+  grid.lengths = analysis::roundedLinspace(static_cast<double>(s), static_cast<double>(e), o.nLengths);
+  grid.depths = analysis::roundedLinspace(0, 100, o.nDepths);
+  grid.layout = o.layout;
+  grid.layout.spanThreshold = o.spanThreshold / 100.0;
+  o.decode.stopTokens = o.stopTokens;
+  o.decode.stopOnNewline = !o.noStop;
+  if (o.noStop) o.decode.stopTokens.clear();
+  analysis::checkNiahGrid(tok, haystack, grid, o.decode.maxNewTokens, cfg.nCtx);
+
+  nlohmann::json warnings = nlohmann::json::array();
+  const int64_t longestContext = *std::max_element(grid.lengths.begin(), grid.lengths.end()) - grid.layout.buffer;
+  if (longestContext > static_cast<int64_t>(haystack.ids.size())) {
+    warnings.push_back(fmt::format("the haystack has {} tokens, fewer than the longest context ({}); it is repeated, so long contexts hold "
+                                   "the same text more than once",
+                                   haystack.ids.size(), longestContext));
+    std::cerr << "retrieval: warning: " << warnings.back().get<std::string>() << "\n";
+  }
+
+  analysis::RetrievalSettings settings;
+  settings.weightsHash = m.model->weightsHash();
+  settings.tokenizerHash = fileHash(o.common.model);
+  settings.dtype = o.common.dtype;
+  settings.device = o.common.device;
+  settings.haystackHash = analysis::fnv1a64Hex(hayText);
+  settings.needles = grid.needles;
+  settings.layout = grid.layout;
+  settings.maxNewTokens = o.decode.maxNewTokens;
+  settings.stopOnNewline = o.decode.stopOnNewline;
+  settings.stopTokens = o.decode.stopTokens;
+  settings.maskedHeads = o.decode.maskedHeads;
+  settings.controlHeads = controlHeads;
+  settings.successThreshold = o.successThreshold / 100.0;
+  settings.materialize = o.decode.materialize;
+  // Finished tests live in a JSONL sidecar next to the output (created by the first finished test).
+  const std::string sidecar = !o.resume.empty() ? o.resume : (o.common.json.empty() ? o.common.out : o.common.json) + ".tests.jsonl";
+  analysis::RetrievalResumeLog log(sidecar, analysis::retrievalSettingsJson(settings), !o.noResume, cfg.nLayers, cfg.nHeads);
+  if (log.resumed() > 0) std::cerr << fmt::format("retrieval: resuming, {} tests already in {}\n", log.resumed(), sidecar);
+
+  const auto report = [](const char* condition) {
+    return [condition](size_t index, size_t total, const analysis::RetrievalTestResult& r, bool resumed) {
+      if (resumed) return;
+      std::cerr << fmt::format("retrieval: {}test {}/{} needle {} length {} depth {}%: {} tokens, span {}, rouge1 {:.1f}, {}\n", condition, index,
+                               total, r.needleIndex, r.length, r.depth, r.nTokens, r.spanFound ? "found" : "NOT found",
+                               r.rouge1.value_or(0) * 100, r.success ? "success" : "failed");
+    };
+  };
+  const double threshold = o.successThreshold / 100.0;
+  const auto results = analysis::runNiahGrid(*m.model, tok, haystack, grid, o.decode, threshold, log, "main", report(""), &processContext());
+  std::vector<analysis::RetrievalTestResult> control;
+  if (!controlHeads.empty()) {
+    analysis::RetrievalDecode d = o.decode;
+    d.maskedHeads = controlHeads;
+    control = analysis::runNiahGrid(*m.model, tok, haystack, grid, d, threshold, log, "control", report("control "), &processContext());
+  }
+
   auto out = analysis::retrievalToResult(results, cfg.nLayers, cfg.nHeads, !o.noSuccessFilter);
-  nlohmann::json masked = nlohmann::json::array();
-  for (const auto& [l, h] : o.decode.maskedHeads) masked.push_back({l, h});
-  out.json["masked_heads"] = masked;
-  std::cout << fmt::format("retrieval: {} tests, {} used, {} heads with score > 0.1\n", results.size(), out.json["tests_used"].get<int64_t>(),
-                           [&] {
+  out.json["masked_heads"] = headsJson(o.decode.maskedHeads);
+  out.json["haystack"] = {{"file", o.haystack.empty() ? std::string("resources/haystack/devils_dictionary.txt") : o.haystack},
+                          {"tokens", haystack.ids.size()},
+                          {"hash", settings.haystackHash},
+                          {"repeated", longestContext > static_cast<int64_t>(haystack.ids.size())}};
+  out.json["stop"] = {{"newline", o.decode.stopOnNewline}, {"tokens", o.decode.stopTokens}};
+  out.json["resume_key"] = analysis::retrievalResumeKey(settings);
+  out.json["warnings"] = warnings;
+  if (o.maskTop > 0) {
+    nlohmann::json mx = {{"k", o.maskTop}, {"scores", o.scores}, {"retrieval_threshold", o.retrievalThreshold}, {"seed", o.seed},
+                         {"control_exclude_top", o.controlExcludeTop},
+                         {"top_k", conditionSummary(o.decode.maskedHeads, results)}};
+    if (!controlHeads.empty()) {
+      mx["random_k"] = conditionSummary(controlHeads, control);
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& t : control) list.push_back(analysis::retrievalTestToJson(t, false));
+      mx["random_k"]["test_records"] = list;
+    }
+    out.json["mask_experiment"] = mx;
+  }
+  std::cout << fmt::format("retrieval: {} tests, {} used, {} without an answer span, {} heads with score > 0.1\n", results.size(),
+                           out.json["tests_used"].get<int64_t>(), out.json["tests_without_span"].get<int64_t>(), [&] {
                              int c = 0;
                              for (const auto& h : out.json["ranked_heads"]) c += h["score"].get<double>() > 0.1;
                              return c;
                            }());
+  if (o.maskTop > 0)
+    std::cout << fmt::format("retrieval: masking top {}: success {:.2f}; {}\n", o.maskTop, out.json["mask_experiment"]["top_k"]["success_rate"].get<double>(),
+                             controlHeads.empty() ? std::string("no random control")
+                                                  : fmt::format("random {} (seed {}): success {:.2f}", o.maskTop, o.seed,
+                                                                out.json["mask_experiment"]["random_k"]["success_rate"].get<double>()));
   writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
 }
 
@@ -201,23 +272,31 @@ const RegisterCommand reg{"retrieval", 43, [](CLI::App& root) {
   auto* sub = root.add_subcommand("retrieval", "Retrieval-head detection by needle-in-a-haystack decoding; head masking");
   o->common.add(sub);
   sub->add_option("--needles", o->needles, "needles.jsonl (default: resources/haystack/needles.jsonl)");
-  sub->add_option("--haystack", o->haystack, "Haystack text file (default: resources/haystack/haystack.txt)");
+  sub->add_option("--haystack", o->haystack, "Haystack text file (default: resources/haystack/devils_dictionary.txt, ~118K GPT-2 tokens)");
   sub->add_option("--lengths", o->lengths, "Context lengths a:b for round(linspace(a, b, --n-lengths)) (default 1000:50000)");
   sub->add_option("--n-lengths", o->nLengths, "Number of context lengths (default 20)");
   sub->add_option("--depths", o->nDepths, "Number of depths round(linspace(0, 100, N)) (default 10)");
-  sub->add_option("--buffer", o->buffer, "Tokens kept for the question (context = length - buffer; default 200)");
+  sub->add_option("--buffer", o->layout.buffer, "Tokens kept for the question (context = length - buffer; default 200)");
+  sub->add_option("--question-template", o->layout.questionTemplate,
+                  "Text after the context; {question} is replaced (default: \"Based on the content of the book, Question: {question}\\nAnswer:\")");
+  sub->add_option("--span-threshold", o->spanThreshold, "Answer-span search: token-set overlap × 100 a window must exceed (default 90)");
   sub->add_option("--max-new-tokens", o->decode.maxNewTokens, "Greedy decoding steps (default 50)");
-  sub->add_option("--stop-token", o->stopTokens, "Stop after emitting this id (repeatable; default: the newline token)");
-  sub->add_flag("--no-stop", o->noStop, "Never stop early");
+  sub->add_option("--stop-token", o->stopTokens, "Also stop after emitting this id (repeatable; grid mode stops on a decoded newline anyway)");
+  sub->add_flag("--no-stop", o->noStop, "Never stop early (no newline stop, no --stop-token)");
   sub->add_flag("--no-success-filter", o->noSuccessFilter, "Average over every test, not only ROUGE-1 recall > threshold");
   sub->add_option("--success-threshold", o->successThreshold, "ROUGE-1 recall × 100 a test must exceed (default 50)");
   sub->add_option("--needle-span", o->needleSpan, "Single-test mode: the answer span START:END in --token-ids");
   sub->add_option("--answer", o->answer, "Single-test mode: answer text for ROUGE-1");
   sub->add_option("--mask-heads", o->maskHeads, "Uniform attention on LAYER.HEAD[,LAYER.HEAD...]");
-  sub->add_option("--mask-top", o->maskTop, "Uniform attention on the top K heads of --scores");
+  sub->add_option("--mask-top", o->maskTop, "Uniform attention on the top K heads of --scores, next to a control of K random non-retrieval heads");
   sub->add_option("--scores", o->scores, "An earlier retrieval --json to rank heads for --mask-top");
+  sub->add_option("--retrieval-threshold", o->retrievalThreshold, "Heads scoring above this in --scores are retrieval heads, never in the control (default 0.1)");
+  sub->add_option("--control-exclude-top", o->controlExcludeTop,
+                  "The control also avoids the top N heads of --scores (the official code: 100; default 0 = only the threshold rule)");
+  sub->add_option("--seed", o->seed, "Seed of the random-heads control (default 0)");
+  sub->add_flag("--no-control", o->noControl, "With --mask-top: skip the random-heads control run");
   sub->add_option("--resume", o->resume, "Resume file of finished tests (default: <json or out>.tests.jsonl)");
-  sub->add_flag("--no-resume", o->noResume, "Start over (truncates the resume file)");
+  sub->add_flag("--no-resume", o->noResume, "Start over (the resume file is rewritten from the first finished test)");
   sub->callback([o, sub] {
     o->common.finishCommandLine(sub);
     attachStderrProgress("retrieval");

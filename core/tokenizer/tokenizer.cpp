@@ -266,6 +266,8 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skipSpecialT
   return out;
 }
 
+bool Tokenizer::decodesText() const { return m_impl->decoder != nullptr || m_impl->style == VocabStyle::Plain; }
+
 std::optional<int64_t> Tokenizer::tokenToId(std::string_view token) const {
   if (auto a = m_impl->added.idOf(token)) return a;
   return m_impl->model->tokenToId(token);

@@ -51,6 +51,9 @@ class Tokenizer {
   std::optional<int64_t> bosId() const;
   /// The end-of-sequence id (post-processor / tokenizer_config.json), if the tokenizer has one.
   std::optional<int64_t> eosId() const;
+  /// Whether decode() restores text: tokenizer.json has a decoder, or its vocabulary holds plain words
+  /// (no byte-level 'Ġ' or metaspace '▁' markers) that decode() joins with spaces, as `tokenizers` does.
+  bool decodesText() const;
   /// Components present in the file that are not supported (empty: unsupported ones throw at load).
   std::vector<std::string> unsupportedComponents() const;
 

@@ -18,50 +18,68 @@
 namespace mechscope::test {
 namespace {
 
+/// Runs `t` through runRetrievalTest and, independently, through generate() with hook_pattern
+/// (explicit attention): the generated ids, every step's argmax keys and the per-step rule's scores
+/// must agree. Returns the independently computed [layer, head] scores.
+at::Tensor expectPerStepRuleMatches(const HookedTransformer& m, const analysis::RetrievalTest& t, int steps, const std::string& what) {
+  const int L = m.config().nLayers, H = m.config().nHeads;
+  analysis::RetrievalDecode d;
+  d.maxNewTokens = steps;
+  const auto res = analysis::runRetrievalTest(m, t, d);
+  std::vector<at::Tensor> rows;
+  at::Tensor cur = at::zeros({L, H}, at::kLong);  // [layer, head]
+  HookSet hooks;
+  hooks.add("blocks.*.attn.hook_pattern", [&](const at::Tensor& p, const HookContext& hc) -> std::optional<at::Tensor> {
+    cur[hc.layer] = p[0].select(1, p.size(2) - 1).argmax(-1);  // p: [batch, head, query, key]
+    if (hc.layer == L - 1) rows.push_back(cur.clone());
+    return std::nullopt;
+  });
+  GenerateOptions g;
+  g.maxNewTokens = steps;
+  const auto gen = generate(m, t.ids, g, &hooks);
+  EXPECT_EQ(res.generated, gen.generated) << what;
+  EXPECT_EQ(res.argmax.size(0), steps) << what;
+  at::Tensor want = at::zeros({L, H}, at::kDouble);  // [layer, head]
+  const double unit = 1.0 / static_cast<double>(t.needleEnd - t.needleStart);
+  for (int s = 0; s < steps && s < static_cast<int>(rows.size()); ++s) {
+    EXPECT_TRUE(at::equal(res.argmax[s], rows[static_cast<size_t>(s)])) << what << " step " << s;
+    for (int l = 0; l < L; ++l)
+      for (int h = 0; h < H; ++h) {
+        const int64_t j = rows[static_cast<size_t>(s)][l][h].item<int64_t>();
+        if (j >= t.needleStart && j < t.needleEnd && t.ids[static_cast<size_t>(j)] == gen.generated[static_cast<size_t>(s)]) want[l][h] += unit;
+      }
+  }
+  EXPECT_TRUE(at::allclose(res.score, want)) << what;
+  // --materialize gives the same argmax rows.
+  d.materialize = true;
+  EXPECT_TRUE(at::equal(analysis::runRetrievalTest(m, t, d).argmax, res.argmax)) << what;
+  return want;
+}
+
 TEST(Retrieval, PerStepRuleEqualsMaterialisedGenerate) {
+  // The planted model copies its needle, so the independent scores are not all zero: a wrong
+  // per-step rule (span, token match, 1/|span| unit) would show.
+  const auto np = planted::needlePrompt(120, 0.4, 5);
+  analysis::RetrievalTest pt;
+  pt.ids = planted::toIds(np.words);
+  pt.needleStart = np.needleStart;
+  pt.needleEnd = np.needleEnd;
+  const auto want = expectPerStepRuleMatches(*attnPlanted().model, pt, static_cast<int>(np.answer.size()), "planted");
+  EXPECT_GT(want.max().item<double>(), 0.5);
+  EXPECT_EQ(want.gt(0.1).sum().item<int64_t>(), 2);  // the two planted retrieval heads
+  // Random-weight fixtures: a prompt that repeats part of itself so copying can happen; the argmax
+  // rows and generated ids are compared whatever the scores are.
   for (const std::string fam : {"gpt2", "llama", "qwen3"}) {
     const auto dir = fixtureModel(fam);
     if (dir.empty()) GTEST_SKIP() << "fixtures absent";
     auto m = HookedTransformer::load(dir);
-    const int L = m->config().nLayers, H = m->config().nHeads;
-    // A prompt that repeats its needle so copying happens: [needle][filler][needle prefix].
     auto ids = randomIds(40, m->config().dVocab, 21);
     for (int i = 0; i < 6; ++i) ids.push_back(ids[static_cast<size_t>(10 + i)]);
     analysis::RetrievalTest t;
     t.ids = ids;
     t.needleStart = 10;
     t.needleEnd = 22;
-    analysis::RetrievalDecode d;
-    d.maxNewTokens = 8;
-    const auto res = analysis::runRetrievalTest(*m, t, d);
-    // Independent: generate with hook_pattern (explicit), argmax of each head's last row.
-    std::vector<at::Tensor> steps;
-    at::Tensor cur = at::zeros({L, H}, at::kLong);
-    HookSet hooks;
-    hooks.add("blocks.*.attn.hook_pattern", [&](const at::Tensor& p, const HookContext& hc) -> std::optional<at::Tensor> {
-      cur[hc.layer] = p[0].select(1, p.size(2) - 1).argmax(-1);
-      if (hc.layer == L - 1) steps.push_back(cur.clone());
-      return std::nullopt;
-    });
-    GenerateOptions g;
-    g.maxNewTokens = 8;
-    const auto gen = generate(*m, ids, g, &hooks);
-    ASSERT_EQ(res.generated, gen.generated) << fam;
-    ASSERT_EQ(res.argmax.size(0), 8);
-    at::Tensor want = at::zeros({L, H}, at::kDouble);
-    for (int s = 0; s < 8; ++s) {
-      EXPECT_TRUE(at::equal(res.argmax[s], steps[static_cast<size_t>(s)])) << fam << " step " << s;
-      for (int l = 0; l < L; ++l)
-        for (int h = 0; h < H; ++h) {
-          const int64_t j = steps[static_cast<size_t>(s)][l][h].item<int64_t>();
-          if (j >= 10 && j < 22 && ids[static_cast<size_t>(j)] == gen.generated[static_cast<size_t>(s)]) want[l][h] += 1.0 / 12.0;
-        }
-    }
-    EXPECT_TRUE(at::allclose(res.score, want)) << fam;
-    // --materialize gives the same argmax rows.
-    d.materialize = true;
-    const auto mat = analysis::runRetrievalTest(*m, t, d);
-    EXPECT_TRUE(at::equal(mat.argmax, res.argmax)) << fam;
+    expectPerStepRuleMatches(*m, t, 8, fam);
   }
 }
 
@@ -118,32 +136,51 @@ TEST(Retrieval, PlantedRetrievalHeadsRecovered) {
   EXPECT_EQ(back.generated, masked.generated);
 }
 
-TEST(Retrieval, NeedlePromptsFollowTheProtocol) {
-  const auto shared = sharedDir();
-  if (shared.empty() || !std::filesystem::exists(shared / "fixtures/tokenizers/gpt2/tokenizer.json")) GTEST_SKIP() << "gpt2 tokenizer absent";
-  const Tokenizer tok = Tokenizer::fromFile(shared / "fixtures/tokenizers/gpt2/tokenizer.json");
-  const auto needles = analysis::readNeedles(std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "resources/haystack/needles.jsonl");
-  ASSERT_EQ(needles.size(), 3u);
-  const std::string hay = "The river ran cold. Birds sang over the hills. The farmer walked home slowly. ";
-  const auto hayIds = tok.encode(hay, false).ids;
-  analysis::NeedleLayout layout;
-  layout.buffer = 20;
-  layout.periodIds = analysis::periodTokenIds(tok);
-  ASSERT_FALSE(layout.periodIds.empty());
-  for (double depth : {0.0, 44.0, 100.0}) {
-    const auto in = analysis::buildNeedleInput(tok, hayIds, needles[1], 300, depth, layout);
-    const std::string span = tok.decode({in.ids.begin() + in.needleStart, in.ids.begin() + in.needleEnd});
-    EXPECT_NE(span.find("Chaoyang Park"), std::string::npos) << span;
-    EXPECT_FALSE(in.spanFromInsertion);
-    // Inserted right after a period (or at the start).
-    if (in.insertedAt > 0 && depth < 100) {  // depth 100 appends at the end
-      EXPECT_NE(std::find(layout.periodIds.begin(), layout.periodIds.end(), in.ids[static_cast<size_t>(in.insertedAt - 1)]),
-                layout.periodIds.end());
-    }
-    const auto q = tok.encode("Based on the content of the book, Question: " + needles[1].question + "\nAnswer:", false).ids;
-    EXPECT_EQ(in.ids.size(), 300 - 20 + q.size());
+TEST(Retrieval, MissingAnswerSpanScoresZeroAndIsRecorded) {
+  const auto& f = attnPlanted();
+  const auto np = planted::needlePrompt(120, 0.5, 7);
+  analysis::RetrievalTest t;
+  t.ids = planted::toIds(np.words);
+  t.needleStart = np.needleStart;
+  t.needleEnd = np.needleEnd;
+  t.answer = "number seven hundred twelve";
+  analysis::RetrievalDecode d;
+  d.maxNewTokens = static_cast<int>(np.answer.size());
+  const auto decodeText = [](const std::vector<int64_t>& ids) {
+    std::string s;
+    for (const int64_t id : ids) s += planted::vocabulary()[static_cast<size_t>(id)].text + " ";
+    return s;
+  };
+  const auto found = analysis::runRetrievalTest(*f.model, t, d, decodeText);
+  ASSERT_GT(found.score.max().item<double>(), 0.5);  // with the span, the planted heads score
+  t.spanFound = false;  // as find_needle_idx returning (−1, −1)
+  const auto missing = analysis::runRetrievalTest(*f.model, t, d, decodeText);
+  EXPECT_EQ(missing.generated, found.generated);  // decoding (and ROUGE) still happen
+  ASSERT_TRUE(missing.rouge1.has_value());
+  EXPECT_EQ(*missing.rouge1, *found.rouge1);
+  EXPECT_EQ(missing.score.abs().sum().item<double>(), 0.0);
+  const auto j = analysis::retrievalTestToJson(missing, true);
+  EXPECT_FALSE(j.at("span_found").get<bool>());
+  EXPECT_TRUE(j.at("needle_span").is_null());
+  EXPECT_TRUE(j.at("generated_ids").size() == found.generated.size());
+  EXPECT_FALSE(analysis::retrievalTestFromJson(j).spanFound);
+  // The aggregate counts it, averages its zeros in (it succeeded), and the HDF5 span is [−1, −1].
+  const auto out = analysis::retrievalToResult({found, missing}, f.model->config().nLayers, f.model->config().nHeads, true);
+  EXPECT_EQ(out.json.at("tests_without_span").get<int64_t>(), 1);
+  EXPECT_EQ(out.json.at("tests_used").get<int64_t>(), 2);
+  const auto& s = out.json.at("retrieval_score");
+  for (const auto& e : f.planted["expected"]["retrieval_heads"]) {
+    const auto l = e[0].get<size_t>(), h = e[1].get<size_t>();
+    EXPECT_DOUBLE_EQ(s[l][h].get<double>(), found.score[static_cast<int64_t>(l)][static_cast<int64_t>(h)].item<double>() / 2);
   }
-  EXPECT_THROW(analysis::buildNeedleInput(tok, {}, needles[0], 300, 50, layout), InputError);
+  bool sawSpan = false;
+  for (const auto& [name, arr] : out.arrays)
+    if (name == "test_1_needle_span") {
+      sawSpan = true;
+      EXPECT_EQ(arr[0].item<int64_t>(), -1);
+      EXPECT_EQ(arr[1].item<int64_t>(), -1);
+    }
+  EXPECT_TRUE(sawSpan);
 }
 
 TEST(Retrieval, BadSpanIsAnInputError) {

@@ -72,7 +72,7 @@ open(sys.argv[1]+"/hay.txt","w").write(" ".join(filler))
 PY
 "$CLI" retrieval --model "$tmp/m" --needles "$tmp/needles.jsonl" --haystack "$tmp/hay.txt" --lengths 60:80 --n-lengths 2 --depths 2 \
   --buffer 10 --max-new-tokens 4 --no-stop --no-success-filter --json "$tmp/p.json" >/dev/null 2>"$tmp/p.err"
-check "protocol ran 4 tests with progress" "[ \$(grep -c 'retrieval: test' '$tmp/p.err') -eq 4 ] && [ \$(wc -l < '$tmp/p.json.tests.jsonl') -eq 4 ]"
+check "protocol ran 4 tests with progress (+ the settings line)" "[ \$(grep -c 'retrieval: test' '$tmp/p.err') -eq 4 ] && [ \$(wc -l < '$tmp/p.json.tests.jsonl') -eq 5 ]"
 "$CLI" retrieval --model "$tmp/m" --needles "$tmp/needles.jsonl" --haystack "$tmp/hay.txt" --lengths 60:80 --n-lengths 2 --depths 2 \
   --buffer 10 --max-new-tokens 4 --no-stop --no-success-filter --json "$tmp/p.json" >/dev/null 2>"$tmp/p2.err"
 check "rerun resumes (no test recomputed)" "! grep -q 'retrieval: test' '$tmp/p2.err' && grep -q 'resuming, 4 tests' '$tmp/p2.err'"

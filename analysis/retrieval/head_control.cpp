@@ -1,0 +1,38 @@
+#include "analysis/retrieval/head_control.hpp"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "core/common/errors.hpp"
+
+namespace mechscope::analysis {
+
+std::vector<std::pair<int, int>> randomControlHeads(const at::Tensor& score, const std::vector<std::pair<int, int>>& exclude, int k,
+                                                    double retrievalThreshold, uint64_t seed) {
+  if (score.dim() != 2) throw InputError("retrieval: the head scores are not a [layer][head] grid");
+  const at::Tensor s = score.to(at::kDouble).cpu().contiguous();  // [layer, head]
+  const std::set<std::pair<int, int>> skip(exclude.begin(), exclude.end());
+  std::vector<std::pair<int, int>> pool;
+  const auto* v = s.data_ptr<double>();
+  for (int l = 0; l < s.size(0); ++l)
+    for (int h = 0; h < s.size(1); ++h)
+      if (v[l * s.size(1) + h] <= retrievalThreshold && skip.count({l, h}) == 0) pool.emplace_back(l, h);
+  if (k < 0 || static_cast<size_t>(k) > pool.size())
+    throw InputError(fmt::format("retrieval: the random-heads control needs {} heads with a score ≤ {} outside the masked set; the model has {}",
+                                 k, retrievalThreshold, pool.size()));
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < static_cast<size_t>(k); ++i) {
+    const size_t j = i + static_cast<size_t>(rng() % (pool.size() - i));
+    std::swap(pool[i], pool[j]);
+  }
+  pool.resize(static_cast<size_t>(k));
+  std::sort(pool.begin(), pool.end());
+  return pool;
+}
+
+}  // namespace mechscope::analysis

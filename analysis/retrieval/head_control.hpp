@@ -1,0 +1,19 @@
+#pragma once
+// The masking experiment's control (Wu et al. §4): K random heads that are not retrieval heads,
+// masked next to the top-K retrieval heads, so a drop in needle recall can be told from the cost of
+// masking any K heads.
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "core/common/tensor.hpp"
+
+namespace mechscope::analysis {
+
+/// K heads drawn with `seed` (mt19937_64, partial Fisher–Yates; the same on every platform) from the
+/// heads of `score` [layer, head] that are not in `exclude` and whose score is ≤ `retrievalThreshold`
+/// (not retrieval heads); sorted by (layer, head). InputError when fewer than K heads qualify.
+std::vector<std::pair<int, int>> randomControlHeads(const at::Tensor& score, const std::vector<std::pair<int, int>>& exclude, int k,
+                                                    double retrievalThreshold, uint64_t seed);
+
+}  // namespace mechscope::analysis
