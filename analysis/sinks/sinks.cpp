@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -34,6 +35,13 @@ std::pair<int, int> clipperWindow(const std::vector<double>& bosNorm) {
   if (start < static_cast<int>(delta.size()))
     end = static_cast<int>(std::min_element(delta.begin() + start, delta.end()) - (delta.begin() + start)) + start + 1;
   return {start, std::min(end, L)};
+}
+
+/// cos(x[p], ref[k]) for every reference row k → [ref, pos] fp64 on CPU (x [pos, d], ref [ref, d]).
+at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& ref) {
+  std::vector<at::Tensor> rows;
+  for (int64_t k = 0; k < ref.size(0); ++k) rows.push_back(at::cosine_similarity(x, ref[k].unsqueeze(0), 1, 1e-8));  // [pos]
+  return at::stack(rows).to(at::kDouble).cpu();
 }
 
 /// Probe-only forward: per layer the column sums [head, |keys|] of `keys` → mean over later queries.
@@ -110,13 +118,12 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       at::Tensor x = (hf && hc.layer == L - 1 ? applyFinalNorm(model, h[0]) : h[0]).to(at::kFloat);  // [pos, d_model]
       const at::Tensor ref = x.index_select(0, candIdx.to(x.device()));                               // [cand, d_model]
       hidNorm[static_cast<size_t>(hc.layer)] = ref.norm(2, {1}).to(at::kDouble).cpu();
-      hidCos[static_cast<size_t>(hc.layer)] = at::cosine_similarity(x.unsqueeze(0), ref.unsqueeze(1), 2, 1e-8).to(at::kDouble).cpu();
+      hidCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, ref);
       return std::nullopt;
     });
     extra.add("blocks.*.hook_mlp_out", [&](const at::Tensor& m, const HookContext& hc) -> std::optional<at::Tensor> {
       at::Tensor x = m[0].to(at::kFloat);  // [pos, d_model]
-      const at::Tensor ref = x.index_select(0, candIdx.to(x.device()));  // [cand, d_model]
-      mlpCos[static_cast<size_t>(hc.layer)] = at::cosine_similarity(x.unsqueeze(0), ref.unsqueeze(1), 2, 1e-8).to(at::kDouble).cpu();
+      mlpCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, x.index_select(0, candIdx.to(x.device())));
       mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble).cpu();
       return std::nullopt;
     });

@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -122,7 +123,8 @@ TEST(Sinks, FollowsTheOfficialProtocolOnHfReferenceOutputs) {
         EXPECT_EQ(s.layers, want.sinks.at(s.position)) << fam;
         EXPECT_EQ(s.tokenId, toks[static_cast<size_t>(s.position)]);
         // The sink's own score from the HF attentions; its score lifetime on the same ε = 0.3.
-        ASSERT_EQ(s.score.sizes(), (std::vector<int64_t>{L, H}));
+        ASSERT_EQ(s.score.size(0), L);
+        ASSERT_EQ(s.score.size(1), H);
         std::vector<int> scoreLayers;
         for (int64_t l = 0; l < L; ++l) {
           const at::Tensor col = s.position + 1 < n ? att[l][row].select(2, s.position).narrow(1, s.position + 1, n - s.position - 1).mean(1)
