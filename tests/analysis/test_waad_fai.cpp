@@ -170,7 +170,8 @@ TEST(WaadFai, EqualsHfReferenceOnFixturesWithPerRowResponseStarts) {
     std::sort(k.begin(), k.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
     if (k[2].first - k[3].first > 1e-2) {
       std::set<std::pair<int, int>> want{k[0].second, k[1].second, k[2].second};
-      EXPECT_EQ(std::set<std::pair<int, int>>(res.receiverHeads.begin(), res.receiverHeads.end()), want) << fam;
+      const std::set<std::pair<int, int>> got(res.receiverHeads.begin(), res.receiverHeads.end());
+      EXPECT_EQ(got, want) << fam;
     }
     ASSERT_GT(entCount, 0);
     EXPECT_EQ(res.summary.entropyTokens, entCount);
