@@ -3,11 +3,14 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "analysis/common/attention_stats.hpp"
+#include "analysis/common/final_norm.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
@@ -20,76 +23,153 @@ std::string sinkLabel(int lifetime, int nLayers) {
   return "noise";
 }
 
+/// §2.1 step 2: l_start = argmax Δ + 1, l_end = argmin_{l ≥ l_start} Δ + l_start + 1 (first index on
+/// ties, as torch.argmax/argmin); the whole stack when there is no Δ after l_start.
+std::pair<int, int> clipperWindow(const std::vector<double>& bosNorm) {
+  const int L = static_cast<int>(bosNorm.size());
+  if (L < 2) return {0, L};
+  std::vector<double> delta;
+  for (int l = 0; l + 1 < L; ++l) delta.push_back(bosNorm[static_cast<size_t>(l + 1)] - bosNorm[static_cast<size_t>(l)]);
+  const int start = static_cast<int>(std::max_element(delta.begin(), delta.end()) - delta.begin()) + 1;
+  int end = L;
+  if (start < static_cast<int>(delta.size()))
+    end = static_cast<int>(std::min_element(delta.begin() + start, delta.end()) - (delta.begin() + start)) + start + 1;
+  return {start, std::min(end, L)};
+}
+
+/// cos(x[p], ref[k]) for every reference row k → [ref, pos] fp64 on CPU (x [pos, d], ref [ref, d]).
+at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& ref) {
+  std::vector<at::Tensor> rows;
+  for (int64_t k = 0; k < ref.size(0); ++k) rows.push_back(at::cosine_similarity(x, ref[k].unsqueeze(0), 1, 1e-8));  // [pos]
+  return at::stack(rows).to(at::kDouble).cpu();
+}
+
+/// Probe-only forward: per layer the column sums [head, |keys|] of `keys` → mean over later queries.
+std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::vector<int64_t>& ids, const std::vector<int64_t>& keys,
+                                     const AttentionStatsOptions& so, const HookSet* extra, const RunContext* ctx,
+                                     const std::function<void(int)>& onLayer = {}) {
+  const int L = model.config().nLayers;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  ProbeRequest req;
+  req.columnKeys = keys;  // O(n·|keys|) after the row normalisers, not a pass over n²/2
+  at::Tensor count = at::empty({static_cast<int64_t>(keys.size())}, at::kDouble);  // [key]: later queries n − 1 − p
+  for (size_t k = 0; k < keys.size(); ++k) count[static_cast<int64_t>(k)] = static_cast<double>(std::max<int64_t>(n - 1 - keys[k], 1));
+  std::vector<at::Tensor> out(static_cast<size_t>(L));
+  runAttentionStats(
+      model, ids, req,
+      [&](int l, const ProbeResult& s) {
+        out[static_cast<size_t>(l)] = s.columnKeySums.to(at::kDouble).cpu() / count;  // [head, key]
+        if (onLayer) onLayer(l);
+      },
+      so, extra, ctx);
+  return out;
+}
+
 }  // namespace
+
+std::string toString(SinkHiddenStates s) { return s == SinkHiddenStates::HfOutput ? "hf" : "resid_post"; }
+
+SinkHiddenStates parseSinkHiddenStates(const std::string& s) {
+  if (s == "hf") return SinkHiddenStates::HfOutput;
+  if (s == "resid_post") return SinkHiddenStates::ResidPost;
+  throw InputError(fmt::format("sinks: --hidden-states must be 'hf' or 'resid_post', found '{}'", s));
+}
 
 SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vector<int64_t>>& rows, const SinksOptions& options,
                      const RunContext* ctx) {
   const ModelConfig& c = model.config();
   const int L = c.nLayers;
-  const int64_t H = c.nHeads, b = options.bosPosition;
+  const int64_t H = c.nHeads;
   if (rows.empty()) throw InputError("sinks: no input sequence");
+  if (options.bosPosition < 0 && options.bosCandidates.empty()) throw InputError("sinks: no primary-sink candidate positions");
+  for (int64_t p : options.bosCandidates)
+    if (p < 0) throw InputError(fmt::format("sinks: primary-sink candidate {} is negative", p));
   SinksResult out;
   out.nLayers = L;
   out.sinkScore = at::zeros({L, H}, at::kDouble);  // [layer, head]
   out.sinkRate = at::zeros({L}, at::kDouble);      // [layer]
-  ProbeRequest req;
-  req.columnKeys = {b};  // only the BOS column: O(n) after the row normalisers, not a pass over n²/2
-  req.columnCounts = true;
   AttentionStatsOptions so;
   so.materialize = options.materialize;
+  const bool hf = options.hiddenStates == SinkHiddenStates::HfOutput;
   for (size_t r = 0; r < rows.size(); ++r) {
     const auto& ids = rows[r];
     const int64_t n = static_cast<int64_t>(ids.size());
-    if (b < 0 || b + 1 >= n)
-      throw InputError(fmt::format("sinks: --bos-position {} needs a sequence longer than {} tokens; row {} has {}", b, b + 1, r, n));
-    at::Tensor score = at::zeros({L, H}, at::kDouble);  // [layer, head]
-    std::vector<at::Tensor> hidCos(L), mlpCos(L), mlpNorm(L);  // each [pos] fp64 on CPU
-    std::vector<double> bosNorm(static_cast<size_t>(L));
+    PrimarySink prim;
+    if (options.bosPosition >= 0) {
+      if (options.bosPosition + 1 >= n)
+        throw InputError(fmt::format("sinks: --bos-position {} needs a sequence longer than {} tokens; row {} has {}", options.bosPosition,
+                                     options.bosPosition + 1, r, n));
+      prim.candidates = {options.bosPosition};
+    } else {
+      std::set<int64_t> cand;
+      for (int64_t p : options.bosCandidates)
+        if (p + 1 < n) cand.insert(p);  // a candidate needs a later query to have a sink score
+      if (cand.empty()) throw InputError(fmt::format("sinks: row {} has {} tokens; no primary-sink candidate has a later query", r, n));
+      prim.candidates.assign(cand.begin(), cand.end());
+      prim.detected = true;
+    }
+    const auto K = static_cast<int64_t>(prim.candidates.size());
+    const at::Tensor candIdx = at::tensor(at::ArrayRef<int64_t>(prim.candidates), at::kLong);  // [cand]
+    // Per layer, against every candidate (b is known only after the last layer): cosines [cand, pos],
+    // the candidates' norms [cand], MLP-output cosines [cand, pos] and norms [pos]. All fp64 on CPU.
+    std::vector<at::Tensor> hidCos(L), hidNorm(L), mlpCos(L), mlpNorm(L);
     HookSet extra;
     extra.add("blocks.*.hook_resid_post", [&](const at::Tensor& h, const HookContext& hc) -> std::optional<at::Tensor> {
-      at::Tensor x = h[0].to(at::kFloat);  // [pos, d_model]
-      at::Tensor ref = x[b].unsqueeze(0);  // [1, d_model]
-      bosNorm[static_cast<size_t>(hc.layer)] = x[b].norm().item<double>();
-      hidCos[static_cast<size_t>(hc.layer)] = at::cosine_similarity(x, ref, 1, 1e-8).to(at::kDouble).cpu();
+      at::Tensor x = (hf && hc.layer == L - 1 ? applyFinalNorm(model, h[0]) : h[0]).to(at::kFloat);  // [pos, d_model]
+      const at::Tensor ref = x.index_select(0, candIdx.to(x.device()));                               // [cand, d_model]
+      hidNorm[static_cast<size_t>(hc.layer)] = ref.norm(2, {1}).to(at::kDouble).cpu();
+      hidCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, ref);
       return std::nullopt;
     });
     extra.add("blocks.*.hook_mlp_out", [&](const at::Tensor& m, const HookContext& hc) -> std::optional<at::Tensor> {
       at::Tensor x = m[0].to(at::kFloat);  // [pos, d_model]
-      mlpCos[static_cast<size_t>(hc.layer)] = at::cosine_similarity(x, x[b].unsqueeze(0), 1, 1e-8).to(at::kDouble).cpu();
+      mlpCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, x.index_select(0, candIdx.to(x.device())));
       mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble).cpu();
       return std::nullopt;
     });
-    runAttentionStats(
-        model, ids, req,
-        [&](int l, const ProbeResult& s) {
-          const double cnt = s.columnCounts[b].item<double>();
-          score[l] = s.columnKeySums.select(1, 0).to(at::kDouble).cpu() / std::max(cnt, 1.0);
-          if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
-        },
-        so, &extra, ctx);
+    const auto candScore = columnScores(model, ids, prim.candidates, so, &extra, ctx, [&](int l) {
+      if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
+    });
+
+    // §2.1 step 1: b = the candidate with the largest mean norm over the layers (first on ties).
+    int64_t bi = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      double sum = 0;
+      for (int l = 0; l < L; ++l) sum += hidNorm[static_cast<size_t>(l)][k].item<double>();
+      prim.candidateNorms.push_back(sum / L);
+      if (prim.candidateNorms.back() > prim.candidateNorms[static_cast<size_t>(bi)]) bi = k;
+    }
+    const int64_t b = prim.candidates[static_cast<size_t>(bi)];
+    prim.position = b;
+    at::Tensor score = at::zeros({L, H}, at::kDouble);  // [layer, head]
+    for (int l = 0; l < L; ++l) score[l] = candScore[static_cast<size_t>(l)].select(1, bi);
     out.sinkScore += score;
     out.sinkRate += (score > options.sinkThreshold).to(at::kDouble).mean(1);
 
-    // Clipper window (§2.1 step 2) from the BOS norms.
-    int start = 0, end = L;
-    if (L >= 2) {
-      std::vector<double> delta;
-      for (int l = 0; l + 1 < L; ++l) delta.push_back(bosNorm[static_cast<size_t>(l + 1)] - bosNorm[static_cast<size_t>(l)]);
-      start = static_cast<int>(std::max_element(delta.begin(), delta.end()) - delta.begin()) + 1;
-      if (start < static_cast<int>(delta.size()))
-        end = static_cast<int>(std::min_element(delta.begin() + start, delta.end()) - (delta.begin() + start)) + start + 1;
-      end = std::min(end, L);
-    }
+    std::vector<double> bosNorm;
+    for (int l = 0; l < L; ++l) bosNorm.push_back(hidNorm[static_cast<size_t>(l)][bi].item<double>());
+    const auto [start, end] = clipperWindow(bosNorm);
+    prim.windowStart = start;
+    prim.windowEnd = end;
     out.window.emplace_back(start, end);
-    // Candidates (§2.1 steps 3–5).
+    out.primary.push_back(prim);
+
+    // §2.1 steps 3–5: positions p > b with |cos(h_l[p], h_l[b])| > threshold inside the window.
     std::map<int64_t, std::vector<int>> recorded;
     for (int l = start; l < end; ++l) {
-      const at::Tensor cs = hidCos[static_cast<size_t>(l)];
+      const at::Tensor cs = hidCos[static_cast<size_t>(l)][bi].contiguous();  // [pos]
       const double* p = cs.data_ptr<double>();
       for (int64_t pos = b + 1; pos < n; ++pos)
         if (std::abs(p[pos]) > options.cosineThreshold) recorded[pos].push_back(l);
     }
-    for (const auto& [pos, layers] : recorded) {
+    if (recorded.empty()) continue;
+    // Each candidate's own sink score: a second, probe-only pass over the candidates' columns.
+    std::vector<int64_t> keys;
+    for (const auto& kv : recorded) keys.push_back(kv.first);
+    const auto keyScore = columnScores(model, ids, keys, so, nullptr, ctx);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const int64_t pos = keys[k];
+      const auto& layers = recorded[pos];
       SecondarySink s;
       s.batch = static_cast<int64_t>(r);
       s.position = pos;
@@ -97,51 +177,21 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       s.creationLayer = layers.front();
       s.lifetime = static_cast<int>(layers.size());
       s.label = sinkLabel(s.lifetime, L);
-      s.mlpCosine = mlpCos[static_cast<size_t>(s.creationLayer)][pos].item<double>();
+      s.mlpCosine = mlpCos[static_cast<size_t>(s.creationLayer)][bi][pos].item<double>();
       s.mlpNorm = mlpNorm[static_cast<size_t>(s.creationLayer)][pos].item<double>();
       s.layers = layers;
+      s.score = at::zeros({L, H}, at::kDouble);  // [layer, head]
+      for (int l = 0; l < L; ++l) {
+        s.score[l] = keyScore[static_cast<size_t>(l)].select(1, static_cast<int64_t>(k));
+        if (pos + 1 < n && s.score[l].max().item<double>() > options.sinkThreshold) s.scoreLayers.push_back(l);
+      }
+      s.scoreLifetime = static_cast<int>(s.scoreLayers.size());
       out.sinks.push_back(std::move(s));
     }
   }
   out.sinkScore /= static_cast<double>(rows.size());
   out.sinkRate /= static_cast<double>(rows.size());
   return out;
-}
-
-AnalysisResult sinksToResult(const SinksResult& result, const SinksOptions& options) {
-  AnalysisResult r;
-  r.name = "sinks";
-  r.json["sink_score"] = tensorToJson(result.sinkScore);
-  r.json["sink_rate"] = tensorToJson(result.sinkRate);
-  nlohmann::json sinks = nlohmann::json::array();
-  std::map<std::pair<int, int>, int> levels;
-  for (const auto& s : result.sinks) {
-    sinks.push_back({{"batch", s.batch}, {"position", s.position}, {"token_id", s.tokenId}, {"creation_layer", s.creationLayer},
-                     {"lifetime", s.lifetime}, {"label", s.label}, {"mlp_cosine", s.mlpCosine}, {"mlp_norm", s.mlpNorm},
-                     {"layers", s.layers}});
-    if (s.label == "secondary") ++levels[{s.creationLayer, s.lifetime}];
-  }
-  r.json["secondary_sinks"] = sinks;
-  nlohmann::json lv = nlohmann::json::array();
-  for (const auto& [k, count] : levels) lv.push_back({{"creation_layer", k.first}, {"lifetime", k.second}, {"count", count}});
-  r.json["sink_levels"] = lv;
-  nlohmann::json prim = nlohmann::json::array();
-  for (size_t i = 0; i < result.window.size(); ++i)
-    prim.push_back({{"batch", i}, {"position", options.bosPosition}, {"window", {result.window[i].first, result.window[i].second}}});
-  r.json["primary_sink"] = prim;
-  r.json["bos_position"] = options.bosPosition;
-  r.json["sink_threshold"] = options.sinkThreshold;
-  r.addArray("sink_score", result.sinkScore);
-  r.addArray("sink_rate", result.sinkRate);
-  if (!result.sinks.empty()) {
-    std::vector<int64_t> flat;
-    for (const auto& s : result.sinks) {
-      for (int64_t v : {s.batch, s.position, s.tokenId, static_cast<int64_t>(s.creationLayer), static_cast<int64_t>(s.lifetime)})
-        flat.push_back(v);
-    }
-    r.addArray("secondary_sinks", at::tensor(at::ArrayRef<int64_t>(flat), at::kLong).view({-1, 5}));  // [sink, (batch, position, token, creation, lifetime)]
-  }
-  return r;
 }
 
 }  // namespace mechscope::analysis

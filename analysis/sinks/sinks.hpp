@@ -1,8 +1,11 @@
 #pragma once
-// Attention sinks (METRICS.md §2, §10): per-head primary-sink score and sink rate from the probe's
-// column sums; secondary sinks by hidden-state alignment with the primary sink inside the clipper
-// window (resid_post of every layer), their lifetimes, creation layers and labels; at the creation
-// layer the MLP output's cosine with BOS's and its ℓ2 norm; the sink-level histogram.
+// Attention sinks (METRICS.md §2, §10; official code JeffreyWong20/Secondary-Attention-Sinks): the
+// primary sink b (detected among positions {0, 1, 2} by mean hidden-state norm, or forced), its
+// per-head sink score and the sink rate; secondary sinks by hidden-state alignment with b inside the
+// clipper window, their lifetimes, creation layers and labels; at the creation layer the MLP output's
+// cosine with b's and its ℓ2 norm; each sink's own sink score per layer and head and its lifetime on
+// that score; the sink-level histogram. Every attention number comes from the probe's columnKeys
+// (O(n) per column after the row normalisers), never from an [n, n] pattern.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,12 +16,25 @@
 
 namespace mechscope::analysis {
 
+/// Which per-layer hidden states the secondary-sink detection and the primary-sink choice read.
+enum class SinkHiddenStates {
+  HfOutput,   ///< HF `hidden_states[1:]` (the official code): block outputs, the last one after the final norm
+  ResidPost,  ///< `blocks.{l}.hook_resid_post` of every block, the last one before the final norm
+};
+
+/// "hf" or "resid_post".
+std::string toString(SinkHiddenStates s);
+/// Parses "hf" / "resid_post"; InputError otherwise.
+SinkHiddenStates parseSinkHiddenStates(const std::string& s);
+
 /// Settings of the sinks analysis.
 struct SinksOptions {
-  int64_t bosPosition = 0;       ///< b: primary-sink position (sink score column, hidden-state reference)
-  double sinkThreshold = 0.3;    ///< ε of the sink rate (Gu et al. 2024)
+  int64_t bosPosition = -1;                    ///< b forced when ≥ 0; −1: detected among bosCandidates
+  std::vector<int64_t> bosCandidates{0, 1, 2};  ///< positions competing for b (largest mean hidden-state norm)
+  double sinkThreshold = 0.3;    ///< ε of the sink rate and of a sink's score lifetime (Gu et al. 2024)
   double cosineThreshold = 0.9;  ///< |cos(h_l[p], h_l[b])| above which p is a sink at layer l
-  bool materialize = false;      ///< read hook_pattern instead of probing q/k
+  SinkHiddenStates hiddenStates = SinkHiddenStates::HfOutput;
+  bool materialize = false;  ///< read hook_pattern instead of probing q/k
 };
 
 /// One detected sink candidate (lifetime ≥ 1 inside the clipper window).
@@ -27,23 +43,37 @@ struct SecondarySink {
   int64_t position = 0;
   int64_t tokenId = 0;
   int creationLayer = 0;    ///< first layer recorded
-  int lifetime = 0;         ///< number of layers recorded
+  int lifetime = 0;         ///< number of layers recorded (hidden-state cosine)
   std::string label;        ///< "bos_sink", "secondary" or "noise" (§2.1 step 5)
   double mlpCosine = 0;     ///< cos(mlp_out[l*][p], mlp_out[l*][b])
   double mlpNorm = 0;       ///< ‖mlp_out[l*][p]‖₂
   std::vector<int> layers;  ///< every recorded layer
+  at::Tensor score;         ///< [layer, head] fp64: mean over i > p of A[l,h,i,p] (0 for the last position)
+  std::vector<int> scoreLayers;  ///< layers where some head's score > ε
+  int scoreLifetime = 0;         ///< scoreLayers.size()
+};
+
+/// The primary sink of one batch row.
+struct PrimarySink {
+  int64_t position = 0;               ///< b
+  bool detected = false;              ///< chosen among the candidates (false: forced by bosPosition)
+  std::vector<int64_t> candidates;    ///< positions that competed
+  std::vector<double> candidateNorms; ///< their mean hidden-state norm over the layers
+  int windowStart = 0, windowEnd = 0; ///< clipper window [start, end)
 };
 
 /// What the sinks analysis finds.
 struct SinksResult {
-  at::Tensor sinkScore;  ///< [layer, head] fp64: mean over i > b of A[l,h,i,b], averaged over batch rows
+  at::Tensor sinkScore;  ///< [layer, head] fp64: mean over i > b of A[l,h,i,b], averaged over batch rows (each its own b)
   at::Tensor sinkRate;   ///< [layer] fp64: fraction of heads with sinkScore > ε (per row, averaged)
   std::vector<std::pair<int, int>> window;  ///< per batch row: clipper window [start, end)
+  std::vector<PrimarySink> primary;         ///< per batch row
   std::vector<SecondarySink> sinks;         ///< every candidate, in batch then position order
   int nLayers = 0;
 };
 
-/// Runs the analysis over `rows` (each a token sequence, BOS first; one forward each).
+/// Runs the analysis over `rows` (each a token sequence; one forward each, plus one probe-only
+/// forward for the rows with candidates, whose columns are known only after the first).
 SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vector<int64_t>>& rows,
                      const SinksOptions& options = {}, const RunContext* ctx = nullptr);
 

@@ -4,20 +4,45 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include <fmt/format.h>
 
 #include "analysis/common/attention_stats.hpp"
+#include "analysis/common/final_norm.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
 
 namespace {
 
+using Heads = std::vector<std::pair<int, int>>;
+
 std::vector<double> toVector(const at::Tensor& t) {
   at::Tensor c = t.to(at::kDouble).cpu().contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+/// Mean over `heads` of perHead [layer, head, pos] → [pos] (zeros when there is no head).
+std::vector<double> headMean(const at::Tensor& perHead, const Heads& heads) {
+  at::Tensor acc = at::zeros({perHead.size(2)}, at::kDouble);  // [pos]
+  for (const auto& [l, h] : heads) acc += perHead[l][h].to(at::kDouble);
+  return toVector(heads.empty() ? acc : acc / static_cast<double>(heads.size()));
+}
+
+void validate(const WaadFaiOptions& o, const std::vector<std::vector<int64_t>>& rows) {
+  if (rows.empty()) throw InputError("waad-fai: no input sequence");
+  if (o.window < 1) throw InputError(fmt::format("waad-fai: --window must be ≥ 1, found {}", o.window));
+  if (o.faiMin < 0 || o.faiMax < o.faiMin)
+    throw InputError(fmt::format("waad-fai: --fai-horizon {}:{} is not a range a:b with 0 ≤ a ≤ b", o.faiMin, o.faiMax));
+  if (!(o.splitQuantile > 0 && o.splitQuantile <= 0.5))
+    throw InputError(fmt::format("waad-fai: --split-quantile must be in (0, 0.5], found {}", o.splitQuantile));
+  if (o.receiverHeads < 0) throw InputError(fmt::format("waad-fai: --receiver-heads must be ≥ 0, found {}", o.receiverHeads));
+  if (o.peakLag < 0) throw InputError(fmt::format("waad-fai: --peak-lag must be ≥ 0, found {}", o.peakLag));
+  if (!o.responseStarts.empty() && o.responseStarts.size() != rows.size())
+    throw InputError(fmt::format("waad-fai: --response-start gives {} values for {} rows (give one, or one per row)",
+                                 o.responseStarts.size(), rows.size()));
 }
 
 }  // namespace
@@ -26,32 +51,39 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
                          const RunContext* ctx) {
   const ModelConfig& c = model.config();
   const int L = c.nLayers;
-  const int64_t H = c.nHeads, R = options.responseStart;
-  if (rows.empty()) throw InputError("waad-fai: no input sequence");
-  if (options.window < 1) throw InputError(fmt::format("waad-fai: --window must be ≥ 1, found {}", options.window));
-  if (options.faiMin < 0 || options.faiMax < options.faiMin)
-    throw InputError(fmt::format("waad-fai: --fai-horizon {}:{} is not a range a:b with 0 ≤ a ≤ b", options.faiMin, options.faiMax));
-  if (!(options.splitQuantile > 0 && options.splitQuantile <= 0.5))
-    throw InputError(fmt::format("waad-fai: --split-quantile must be in (0, 0.5], found {}", options.splitQuantile));
-  ProbeRequest req;
-  req.distance = true;
-  req.window = options.window;
-  req.columnSums = true;
-  req.columnCounts = true;
-  req.bandMin = options.faiMin;
-  req.bandMax = options.faiMax;
-  req.queryStart = R;
-  AttentionStatsOptions so;
-  so.materialize = options.materialize;
+  const int64_t H = c.nHeads;
+  validate(options, rows);
 
   WaadFaiResult out;
   out.headDistance = at::zeros({L, H}, at::kDouble);  // [layer, head]
-  std::vector<at::Tensor> windowed, colMean;             // per row: [layer, head, pos]
+  std::vector<at::Tensor> windowed, colMean;          // per row: [layer, head, pos]
+  std::vector<std::vector<bool>> hasFuture;           // per row: [pos] T(s) ∩ {t ≥ R} non-empty
   for (size_t r = 0; r < rows.size(); ++r) {
     const int64_t n = static_cast<int64_t>(rows[r].size());
+    const int64_t R = options.responseStarts.empty() ? options.responseStart : options.responseStarts[r];
     if (R < 0 || R >= n) throw InputError(fmt::format("waad-fai: --response-start {} is outside row {} of {} tokens", R, r, n));
-    at::Tensor win = at::zeros({L, H, n}, at::kFloat);   // [layer, head, pos]
-    at::Tensor fai = at::zeros({L, H, n}, at::kFloat);   // [layer, head, pos]
+    out.responseStarts.push_back(R);
+    ProbeRequest req;
+    req.distance = true;
+    req.window = options.window;
+    req.columnSums = true;
+    req.columnCounts = true;
+    req.bandMin = options.faiMin;
+    req.bandMax = options.faiMax;
+    req.queryStart = R;
+    AttentionStatsOptions so;
+    so.materialize = options.materialize;
+    at::Tensor win = at::zeros({L, H, n}, at::kFloat);  // [layer, head, pos]
+    at::Tensor fai = at::zeros({L, H, n}, at::kFloat);  // [layer, head, pos]
+    std::vector<bool> future(static_cast<size_t>(n), false);
+    HookSet extra;
+    if (options.predictions)
+      extra.add(fmt::format("blocks.{}.hook_resid_post", L - 1), [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
+        const auto p = tokenPredictions(model, applyFinalNorm(model, h[0]), rows[r]);  // h: [batch, pos, d_model]
+        out.entropy.push_back(p.entropy);
+        out.logProb.push_back(p.logProb);
+        return std::nullopt;
+      });
     runAttentionStats(
         model, rows[r], req,
         [&](int l, const ProbeResult& s) {
@@ -59,11 +91,16 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
           win[l] = s.windowed.to(at::kFloat).cpu();
           const at::Tensor counts = s.columnCounts.to(at::kFloat).cpu();  // [pos]
           fai[l] = at::where(counts > 0, s.columnSums.to(at::kFloat).cpu() / counts.clamp_min(1), at::zeros_like(counts));
+          if (l == 0) {
+            const at::Tensor cc = s.columnCounts.to(at::kLong).cpu().contiguous();  // [pos]
+            for (int64_t j = 0; j < n; ++j) future[static_cast<size_t>(j)] = cc.data_ptr<int64_t>()[j] > 0;
+          }
           if (ctx) ctx->step(l + 1, L, fmt::format("waad-fai row {}", r));
         },
-        so, nullptr, ctx);
+        so, &extra, ctx);
     windowed.push_back(win);
     colMean.push_back(fai);
+    hasFuture.push_back(std::move(future));
   }
   out.headDistance /= static_cast<double>(rows.size());
 
@@ -86,14 +123,38 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
   std::sort(out.localHeads.begin(), out.localHeads.end());
   std::sort(out.globalHeads.begin(), out.globalHeads.end());
 
-  auto headMean = [](const at::Tensor& perHead, const std::vector<std::pair<int, int>>& heads) {
-    at::Tensor acc = at::zeros({perHead.size(2)}, at::kDouble);  // [pos]
-    for (const auto& [l, h] : heads) acc += perHead[l][h].to(at::kDouble);
-    return acc / static_cast<double>(heads.size());
-  };
+  // Receiver heads (Bogdan et al. 2025): per row and head the excess kurtosis of the column means over
+  // response columns with a non-empty horizon, averaged over rows; the top k over every layer.
+  out.receiverKurtosis = at::zeros({L, H}, at::kDouble);  // [layer, head]
+  std::vector<std::pair<double, std::pair<int, int>>> kurt;
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h) {
+      double sum = 0;
+      int used = 0;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const auto col = toVector(colMean[r][l][h]);
+        std::vector<double> v;
+        for (int64_t s = out.responseStarts[r]; s < static_cast<int64_t>(col.size()); ++s)
+          if (hasFuture[r][static_cast<size_t>(s)]) v.push_back(col[static_cast<size_t>(s)]);
+        const double kr = excessKurtosis(v);
+        if (std::isfinite(kr)) {
+          sum += kr;
+          ++used;
+        }
+      }
+      const double mean = used > 0 ? sum / used : std::numeric_limits<double>::quiet_NaN();
+      out.receiverKurtosis[l][h] = mean;
+      if (std::isfinite(mean)) kurt.push_back({mean, {l, h}});
+    }
+  std::stable_sort(kurt.begin(), kurt.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  for (size_t i = 0; i < std::min(kurt.size(), static_cast<size_t>(options.receiverHeads)); ++i) out.receiverHeads.push_back(kurt[i].second);
+
+  RhythmSummary& sum = out.summary;
+  double entAll = 0, entPeaks = 0;
   for (size_t r = 0; r < rows.size(); ++r) {
-    const auto waad = toVector(headMean(windowed[r], out.localHeads));
-    const auto fai = toVector(headMean(colMean[r], out.globalHeads));
+    const int64_t R = out.responseStarts[r];
+    const auto waad = headMean(windowed[r], out.localHeads);
+    const auto fai = headMean(colMean[r], out.globalHeads);
     const int64_t n = static_cast<int64_t>(waad.size());
     std::vector<double> delta(static_cast<size_t>(n), 0.0);
     for (int64_t t = R; t + 1 < n; ++t) delta[static_cast<size_t>(t)] = std::abs(waad[static_cast<size_t>(t)] - waad[static_cast<size_t>(t + 1)]);
@@ -104,49 +165,36 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     out.faiPeaks.push_back(peakPositions(fai, options.peakPercentile, R));
     out.waad.push_back(waad);
     out.fai.push_back(fai);
-  }
-  return out;
-}
+    out.receiverFai.push_back(headMean(colMean[r], out.receiverHeads));
+    out.receiverFaiPeaks.push_back(out.receiverHeads.empty() ? std::vector<int64_t>{}
+                                                             : peakPositions(out.receiverFai.back(), options.peakPercentile, R));
 
-AnalysisResult waadFaiToResult(const WaadFaiResult& result, const WaadFaiOptions& options) {
-  AnalysisResult r;
-  r.name = "waad_fai";
-  auto heads = [](const std::vector<std::pair<int, int>>& hs) {
-    nlohmann::json a = nlohmann::json::array();
-    for (const auto& [l, h] : hs) a.push_back({l, h});
-    return a;
-  };
-  r.json["head_distance"] = tensorToJson(result.headDistance);
-  r.json["local_heads"] = heads(result.localHeads);
-  r.json["global_heads"] = heads(result.globalHeads);
-  r.json["waad"] = result.waad;
-  r.json["fai"] = result.fai;
-  r.json["preplan_tokens"] = result.preplan;
-  r.json["anchor_tokens"] = result.anchor;
-  r.json["waad_peaks"] = result.waadPeaks;
-  r.json["fai_peaks"] = result.faiPeaks;
-  r.json["window"] = options.window;
-  r.json["fai_horizon"] = {options.faiMin, options.faiMax == std::numeric_limits<int64_t>::max() ? nlohmann::json(nullptr)
-                                                                                               : nlohmann::json(options.faiMax)};
-  r.json["response_start"] = options.responseStart;
-  r.json["split_quantile"] = options.splitQuantile;
-  r.json["layers"] = result.layers;
-  r.addArray("head_distance", result.headDistance);
-  auto pairs = [](const std::vector<std::pair<int, int>>& hs) {
-    std::vector<int64_t> f;
-    for (const auto& [l, h] : hs) {
-      f.push_back(l);
-      f.push_back(h);
+    // Table 2, pooled over rows.
+    if (options.predictions) {
+      const auto& ent = out.entropy[r];
+      for (int64_t t = std::max<int64_t>(R, 1); t < n; ++t) {
+        entAll += ent[static_cast<size_t>(t)];
+        ++sum.entropyTokens;
+      }
+      for (int64_t t : out.waadPeaks.back())
+        if (t >= 1) {
+          entPeaks += ent[static_cast<size_t>(t)];
+          ++sum.waadPeakTokens;
+        }
     }
-    return at::tensor(at::ArrayRef<int64_t>(f), at::kLong).view({-1, 2});  // [head, (layer, head)]
-  };
-  r.addArray("local_heads", pairs(result.localHeads));
-  r.addArray("global_heads", pairs(result.globalHeads));
-  for (size_t b = 0; b < result.waad.size(); ++b) {
-    r.addArray(fmt::format("waad_{}", b), at::tensor(at::ArrayRef<double>(result.waad[b]), at::kDouble));
-    r.addArray(fmt::format("fai_{}", b), at::tensor(at::ArrayRef<double>(result.fai[b]), at::kDouble));
+    const PeakMatch co = peakCoOccurrence(out.receiverFaiPeaks.back(), out.faiPeaks.back(), n - R);
+    const PeakMatch after = faiAfterWaad(out.waadPeaks.back(), out.faiPeaks.back(), options.peakLag, R, n - 1);
+    sum.receiverGlobal.hits += co.hits;
+    sum.receiverGlobal.expected += co.expected;
+    sum.receiverGlobal.events += co.events;
+    sum.faiAfterWaad.hits += after.hits;
+    sum.faiAfterWaad.expected += after.expected;
+    sum.faiAfterWaad.events += after.events;
   }
-  return r;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  sum.entropyMean = sum.entropyTokens > 0 ? entAll / static_cast<double>(sum.entropyTokens) : nan;
+  sum.entropyAtWaadPeaks = sum.waadPeakTokens > 0 ? entPeaks / static_cast<double>(sum.waadPeakTokens) : nan;
+  return out;
 }
 
 }  // namespace mechscope::analysis

@@ -1,0 +1,51 @@
+#include "analysis/common/final_norm.hpp"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "core/common/errors.hpp"
+
+namespace mechscope::analysis {
+
+at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  if (c.normKind == NormKind::LayerNorm) return at::layer_norm(resid, {resid.size(-1)}, w.lnFinalW, w.lnFinalB, c.normEps);
+  // RMSNorm as HF (and the forward pass): statistics in fp32, the weight applied after casting back.
+  at::Tensor xf = resid.to(at::kFloat);
+  xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
+  at::Tensor out = xf.to(resid.scalar_type());
+  return w.lnFinalW.defined() ? w.lnFinalW * out : out;
+}
+
+TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tensor& normed, const std::vector<int64_t>& ids,
+                                  int64_t chunk) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (normed.dim() != 2 || normed.size(0) != n)
+    throw InputError(fmt::format("token predictions: expected final-normed states [{}, d_model], found {} dims of size {}", n,
+                                 normed.dim(), normed.dim() > 0 ? normed.size(0) : 0));
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  TokenPredictions out;
+  out.entropy.assign(static_cast<size_t>(n), nan);
+  out.logProb.assign(static_cast<size_t>(n), nan);
+  const ModelWeights& w = model.weights();
+  const at::Tensor next = at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).to(normed.device());  // [pos]
+  chunk = std::max<int64_t>(1, chunk);
+  for (int64_t s = 0; s + 1 < n; s += chunk) {
+    const int64_t len = std::min(chunk, n - 1 - s);  // rows s..s+len−1 predict tokens s+1..s+len
+    const at::Tensor x = normed.narrow(0, s, len);   // [len, d_model]
+    at::Tensor logits = (w.bU.defined() ? at::linear(x, w.wU, w.bU) : at::linear(x, w.wU)).to(at::kFloat);  // [len, vocab]
+    const at::Tensor logp = at::log_softmax(logits.to(at::kDouble), -1);                                  // [len, vocab]
+    const at::Tensor ent = (-(logp.exp() * logp).sum(-1)).cpu().contiguous();                                  // [len]
+    const at::Tensor got = logp.gather(1, next.narrow(0, s + 1, len).unsqueeze(1)).squeeze(1).cpu().contiguous();  // [len]
+    std::copy_n(ent.data_ptr<double>(), len, out.entropy.begin() + s + 1);
+    std::copy_n(got.data_ptr<double>(), len, out.logProb.begin() + s + 1);
+  }
+  return out;
+}
+
+}  // namespace mechscope::analysis

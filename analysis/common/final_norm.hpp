@@ -1,0 +1,28 @@
+#pragma once
+// The model's final norm and unembedding applied outside the forward pass, so analyses can read the
+// last hidden state as Hugging Face reports it (hidden_states[-1] is taken after the final norm) and
+// per-token predictive statistics, without the forward materialising [pos, vocab] logits.
+#include <cstdint>
+#include <vector>
+
+#include "core/common/tensor.hpp"
+#include "core/model/hooked_transformer.hpp"
+
+namespace mechscope::analysis {
+
+/// ln_final of `model` applied to `resid` [..., d_model] (LayerNorm, or RMSNorm with fp32 statistics
+/// as HF): equals the forward's `ln_final.hook_normalized` and HF's last `hidden_states` entry.
+at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid);
+
+/// Per-position prediction statistics of one sequence, indexed by the token they predict.
+struct TokenPredictions {
+  std::vector<double> entropy;  ///< [pos] nats: H(softmax(logits[t − 1])); NaN at t = 0 (nothing predicts it)
+  std::vector<double> logProb;  ///< [pos] log softmax(logits[t − 1])[ids[t]]; NaN at t = 0
+};
+
+/// Unembeds `normed` [pos, d_model] (the final-normed states of `ids`) `chunk` positions at a time
+/// (fp32 logits as the forward pass) and returns the entropy and realised-token log-probability.
+TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tensor& normed, const std::vector<int64_t>& ids,
+                                  int64_t chunk = 256);
+
+}  // namespace mechscope::analysis
