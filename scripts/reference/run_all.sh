@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Writes every reference JSON (issue #18) into OUT_DIR: {sinks,waad_fai,waad_fai_h4,constraint,retrieval}_<model>.json.
+#   scripts/reference/run_all.sh OUT_DIR                      # transformers (the reference)
+#   scripts/reference/run_all.sh OUT_DIR --no-transformers    # pure-PyTorch fallback (debugging)
+# With transformers it also checks its forward against reference.safetensors and, in OUT_DIR/fallback,
+# that the fallback gives the same numbers (so a CPU-only machine can debug with it).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="${1:?usage: run_all.sh OUT_DIR [--no-transformers]}"
+shift
+flag="${1:-}"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
+mkdir -p "$out"
+models=(llama2-niah mistral-sw gpt2-ioi)
+dirs=(); for m in "${models[@]}"; do dirs+=("$root/tests/data/trained/$m"); done
+"$PY" "$here/check_fallback.py" $flag "${dirs[@]}"
+run_set() {  # $1 = output folder, $2 = backend flag
+  local o="$1" f="$2"
+  mkdir -p "$o"
+  for m in "${models[@]}"; do
+    d="$root/tests/data/trained/$m"
+    "$PY" "$here/sinks_ref.py" $f --model "$d" --out "$o/sinks_$m.json"
+    "$PY" "$here/waad_fai_ref.py" $f --model "$d" --receiver-heads 4 --out "$o/waad_fai_$m.json"
+    "$PY" "$here/waad_fai_ref.py" $f --model "$d" --receiver-heads 4 --fai-horizon 4: --out "$o/waad_fai_h4_$m.json"
+    "$PY" "$here/constraint_ref.py" $f --model "$d" --out "$o/constraint_$m.json"
+    if [ "$m" != gpt2-ioi ]; then "$PY" "$here/retrieval_ref.py" $f --model "$d" --out "$o/retrieval_$m.json"; fi
+  done
+}
+run_set "$out" "$flag"
+if [ "$flag" != --no-transformers ]; then
+  "$PY" "$here/check_fallback.py" --no-transformers "${dirs[@]}"
+  run_set "$out/fallback" --no-transformers
+  pairs=(); for f in "$out"/*.json; do pairs+=("$f" "$out/fallback/$(basename "$f")"); done
+  "$PY" "$here/compare_json.py" "${pairs[@]}"
+fi
+echo "run_all: done ($(ls "$out"/*.json | wc -l) files in $out)"
