@@ -19,7 +19,8 @@
 //   2e-3 · max(1, |ref|) (column means ~1e-2 with ~1e-6 error → ~1e-4 relative).
 // - Decisions (primary position, window, sinks, head sets, peaks, argmax keys) must be identical,
 //   unless the reference records that the decisive quantity is within kMean of its threshold or tie
-//   (`margins` in the JSONs): then a flip is fp rounding, not a disagreement, and is only reported.
+//   (`margins` in the JSONs; for the WAAD-FAI head split and receiver cut: within twice the measured
+//   error of the compared values): then a flip is fp rounding, not a disagreement, and is only reported.
 // The tests skip only when a reference JSON is missing (they are in the repository, so they run).
 #include <gtest/gtest.h>
 
@@ -87,13 +88,17 @@ std::vector<int64_t> ints(const Json& j) { return j.get<std::vector<int64_t>>();
 std::vector<int> ints32(const Json& j) { return j.get<std::vector<int>>(); }
 
 /// Element-wise |got − ref| ≤ tol(ref) for a [rows][cols] JSON and a 2-D tensor; NaN ↔ null.
-void expectNear2d(const at::Tensor& got, const Json& ref, double absTol, bool relative, const std::string& what) {
+/// Returns the largest |got − ref| (infinity when the shapes differ).
+double expectNear2d(const at::Tensor& got, const Json& ref, double absTol, bool relative, const std::string& what) {
+  const double inf = std::numeric_limits<double>::infinity();
   const at::Tensor g = got.to(at::kDouble).cpu().contiguous();
-  ASSERT_EQ(g.dim(), 2) << what;
-  ASSERT_EQ(g.size(0), static_cast<int64_t>(ref.size())) << what;
+  EXPECT_EQ(g.dim(), 2) << what;
+  EXPECT_EQ(g.size(0), static_cast<int64_t>(ref.size())) << what;
+  if (g.dim() != 2 || g.size(0) != static_cast<int64_t>(ref.size())) return inf;
   double worst = 0;
   for (int64_t a = 0; a < g.size(0); ++a) {
-    ASSERT_EQ(g.size(1), static_cast<int64_t>(ref[static_cast<size_t>(a)].size())) << what;
+    EXPECT_EQ(g.size(1), static_cast<int64_t>(ref[static_cast<size_t>(a)].size())) << what;
+    if (g.size(1) != static_cast<int64_t>(ref[static_cast<size_t>(a)].size())) return inf;
     for (int64_t b = 0; b < g.size(1); ++b) {
       const double r = num(ref[static_cast<size_t>(a)][static_cast<size_t>(b)]);
       const double v = g[a][b].item<double>();
@@ -107,6 +112,7 @@ void expectNear2d(const at::Tensor& got, const Json& ref, double absTol, bool re
     }
   }
   std::printf("[trained-ref] %-48s max|diff| %.3g\n", what.c_str(), worst);
+  return worst;
 }
 
 void expectNear1d(const std::vector<double>& got, const Json& ref, double absTol, bool relative, const std::string& what) {
@@ -309,8 +315,10 @@ TEST_P(TrainedReferenceWaadFai, EqualsReferencePort) {
   const Rows rows = rowsOf(ref["rows"]);
   const auto res = analysis::runWaadFai(*m, rows, o);
 
-  expectNear2d(res.headDistance, ref["head_distance"], kMean, true, tag + " head_distance");
-  const bool splitSafe = margin(ref["margins"], "head_distance_split") > kMean * 100;
+  // A set decision can flip only if the values move by half the reference's gap at the cut; the
+  // measured error (checked against its tolerance) decides whether the sets must be identical.
+  const double dErr = expectNear2d(res.headDistance, ref["head_distance"], kMean, true, tag + " head_distance");
+  const bool splitSafe = margin(ref["margins"], "head_distance_split") > 2 * dErr;
   if (splitSafe) {
     EXPECT_EQ(res.localHeads, headsOf(ref["local_heads"])) << tag;
     EXPECT_EQ(res.globalHeads, headsOf(ref["global_heads"])) << tag;
@@ -318,8 +326,8 @@ TEST_P(TrainedReferenceWaadFai, EqualsReferencePort) {
   // Receiver kurtosis: the C++ definition (mean over rows of the finite per-row values) is
   // `receiver_kurtosis`; Bogdan et al.'s own aggregation (np.mean: NaN propagates) with his band 4 is
   // `receiver_kurtosis_official`, which the h4 run must also equal wherever both are defined.
-  expectNear2d(res.receiverKurtosis, ref["receiver_kurtosis"], 2e-3, true, tag + " receiver_kurtosis");
-  const bool receiversSafe = margin(ref["margins"], "receiver_kurtosis_cut") > 2e-3 * 10;
+  const double kErr = expectNear2d(res.receiverKurtosis, ref["receiver_kurtosis"], 2e-3, true, tag + " receiver_kurtosis");
+  const bool receiversSafe = margin(ref["margins"], "receiver_kurtosis_cut") > 2 * kErr;
   if (receiversSafe) EXPECT_EQ(res.receiverHeads, headsOf(ref["receiver_heads"])) << tag;
   if (P.file == "waad_fai_h4") {
     const Json& off = ref["receiver_kurtosis_official"];
