@@ -27,6 +27,16 @@ function(mechscope_library name dir)
   target_link_libraries(${name} PUBLIC mechscope_options ${ARG_DEPS})
 endfunction()
 
+# Unity batches for targets whose files share heavy headers (Qt widgets, CLI11, gtest + ATen): each
+# batch pays the header parse and the 300 MB PCH load once. Files that cannot share a batch carry
+# SKIP_UNITY_BUILD_INCLUSION.
+function(mechscope_unity target)
+  if(MECHSCOPE_UNITY)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE ${MECHSCOPE_UNITY_BATCH}
+                                               UNITY_BUILD_MODE BATCH)
+  endif()
+endfunction()
+
 # The precompiled header for targets that include ATen: the single biggest compile cost.
 function(mechscope_torch_pch target)
   if(MECHSCOPE_PCH)

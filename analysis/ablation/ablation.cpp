@@ -116,8 +116,10 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
   // Attention-pattern methods: rows [batch, key] written at the chosen query positions.
   at::Tensor rows = at::zeros({B, P, P}, at::kFloat);  // [batch, query, key] target rows
   if (p.method == AblationMethod::Uniform) {
-    const at::Tensor causal = at::ones({P, P}, at::kFloat).tril();  // [query, key]
-    rows.copy_((causal / causal.sum(-1, true)).unsqueeze(0).expand({B, P, P}));
+    // Uniform over the keys the model lets a query see: causal, and within the sliding window if any.
+    at::Tensor visible = at::ones({P, P}, at::kFloat).tril();  // [query, key]
+    if (const auto& w = m.config().slidingWindow; w && *w < P) visible = visible.triu(-(*w - 1));  // i − j < W
+    rows.copy_((visible / visible.sum(-1, true)).unsqueeze(0).expand({B, P, P}));
   } else {
     if (p.forceKeys.empty()) throw InputError("attention forcing needs key positions (per prompt or one list for all)");
     if (p.forceKeys.size() != 1 && static_cast<int64_t>(p.forceKeys.size()) != B)

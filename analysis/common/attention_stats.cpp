@@ -18,6 +18,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
   const ModelConfig& c = model.config();
   const bool rotary = c.positional == PositionalKind::Rotary;
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dHead));
+  const int64_t window = c.slidingWindow ? *c.slidingWindow : 0;  // the forward masks the same keys
   if (options.materialize) {
     hooks.add("blocks.*.attn.hook_pattern", [=](const at::Tensor& p, const HookContext& hc) -> std::optional<at::Tensor> {
       // p: [batch, head, query, key]; queries are the last rows of the keys
@@ -43,6 +44,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
     in.k = k[0];           // [pos_k, kv_head, d_head]
     in.scale = scale;
     in.queryOffset = in.k.size(0) - in.q.size(0);
+    in.slidingWindow = window;
     onLayer(hc.layer, probeAttention(in, request, options.tileQ, options.tileK, ctx));
     *pending = at::Tensor();
     return std::nullopt;

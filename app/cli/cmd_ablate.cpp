@@ -63,7 +63,7 @@ void runAblate(AblateOptions& o) {
                            o.knockout ? ", knockout" : "", r.metricBefore, r.metricAfter, r.accuracyBefore, r.accuracyAfter);
 }
 
-const RegisterCommand reg{"ablate", 41, [](CLI::App& root) {
+const RegisterCommand reg_cmd_ablate{"ablate", 41, [](CLI::App& root) {
   auto o = std::make_shared<AblateOptions>();
   auto* sub = root.add_subcommand("ablate", "Head ablation: zero, mean, resample, uniform attention, attention forcing, knockout");
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();

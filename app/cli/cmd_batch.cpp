@@ -222,7 +222,7 @@ void runBatchCommand(const BatchOptions& o) {
   }
 }
 
-const RegisterCommand reg{"batch", 6, [](CLI::App& root) {
+const RegisterCommand reg_cmd_batch{"batch", 6, [](CLI::App& root) {
   auto o = std::make_shared<BatchOptions>();
   auto* sub = root.add_subcommand("batch", "Run a plan of analyses over models and inputs (headless; docs/batch.md)");
   sub->add_option("plan", o->plan, "PLAN.toml")->required();

@@ -45,7 +45,7 @@ void runCacheExport(const CacheExportOptions& o) {
                              t.dim(), t.numel() / std::max<int64_t>(1, t.size(-1)), t.size(-1));
 }
 
-const RegisterCommand reg{"cache-export", 61, [](CLI::App& root) {
+const RegisterCommand reg_cmd_cache_export{"cache-export", 61, [](CLI::App& root) {
                             auto o = std::make_shared<CacheExportOptions>();
                             auto* sub = root.add_subcommand("cache-export",
                                                             "Write one dataset (or a slice of it) of a cache as CSV or .npy");

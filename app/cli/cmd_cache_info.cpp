@@ -45,7 +45,7 @@ void runCacheInfo(const CacheInfoOptions& o) {
                              d.chunks.empty() ? std::string("contiguous") : shapeText(d.chunks), d.compression);
 }
 
-const RegisterCommand reg{"cache-info", 60, [](CLI::App& root) {
+const RegisterCommand reg_cmd_cache_info{"cache-info", 60, [](CLI::App& root) {
                             auto o = std::make_shared<CacheInfoOptions>();
                             auto* sub = root.add_subcommand("cache-info",
                                                             "Print the provenance and datasets of an HDF5 cache");

@@ -62,7 +62,7 @@ void runSelftest(const SelftestOptions& o) {
                            static_cast<double>(stats.bytes) / (1 << 20) / std::max(stats.seconds, 1e-9), peakRssMiB());
 }
 
-const RegisterCommand reg{"cache-selftest", 200, [](CLI::App& root) {
+const RegisterCommand reg_cmd_cache_selftest{"cache-selftest", 200, [](CLI::App& root) {
                             auto o = std::make_shared<SelftestOptions>();
                             auto* sub = root.add_subcommand("cache-selftest", "Write a synthetic cache (testing)");
                             sub->group("");  // hidden from --help

@@ -58,7 +58,7 @@ void runCircuit(CircuitOptions& o) {
                              h.role, h.score, h.effect);
 }
 
-const RegisterCommand reg{"circuit", 42, [](CLI::App& root) {
+const RegisterCommand reg_cmd_circuit{"circuit", 42, [](CLI::App& root) {
   auto o = std::make_shared<CircuitOptions>();
   auto* sub = root.add_subcommand("circuit", "Circuit discovery by iterative path patching (IOI / Colored Objects / JSONL)");
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();

@@ -144,7 +144,7 @@ void runConstraintCommand(ConstraintCliOptions& o) {
   writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
 }
 
-const RegisterCommand reg{"constraint-attention", 42, [](CLI::App& root) {
+const RegisterCommand reg_cmd_constraint_attention{"constraint-attention", 42, [](CLI::App& root) {
   auto o = std::make_shared<ConstraintCliOptions>();
   auto* sub = root.add_subcommand("constraint-attention", "Attention mass on constraint spans per layer and answer step (alpha, beta)");
   o->common.add(sub);

@@ -45,7 +45,7 @@ void runDataset(const DatasetOptions& o) {
                            fmt::format("{}", fmt::join(ds.droppedWords, ", ")));
 }
 
-const RegisterCommand reg{"dataset", 44, [](CLI::App& root) {
+const RegisterCommand reg_cmd_dataset{"dataset", 44, [](CLI::App& root) {
   auto o = std::make_shared<DatasetOptions>();
   auto* sub = root.add_subcommand("dataset", "Generate IOI or Colored Objects prompt pairs as JSONL for a model's tokenizer");
   sub->add_option("task", o->task, "ioi or colored-objects")->required();

@@ -138,7 +138,7 @@ void runDemo(const std::string& outDir) {
   std::cout << fmt::format("demo output: {}\n", fs::absolute(out).string());
 }
 
-const RegisterCommand reg{"demo", 5, [](CLI::App& root) {
+const RegisterCommand reg_cmd_demo{"demo", 5, [](CLI::App& root) {
   auto out = std::make_shared<std::string>("mechscope-demo");
   auto* sub = root.add_subcommand("demo", "Run every part of mechscope on the embedded planted model (headless)");
   sub->add_option("--out", *out, "Output folder (default ./mechscope-demo)");

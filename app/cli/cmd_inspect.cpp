@@ -47,7 +47,7 @@ void runInspect(const InspectOptions& o) {
   for (const auto& n : names) std::cout << "  " << n << "\n";
 }
 
-const RegisterCommand reg{"inspect", 15, [](CLI::App& root) {
+const RegisterCommand reg_cmd_inspect{"inspect", 15, [](CLI::App& root) {
   auto o = std::make_shared<InspectOptions>();
   auto* sub = root.add_subcommand("inspect", "Print a model folder's parsed config, parameter count and hook points");
   sub->add_option("--model", o->model, "Hugging Face model folder (config.json + safetensors)")->required();

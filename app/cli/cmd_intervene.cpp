@@ -66,7 +66,7 @@ void runIntervene(InterveneOptions& o) {
                            o.heads, r.accuracyBefore, r.accuracyAfter, r.metricBefore, r.metricAfter, in.clean.size(0), withoutKeys);
 }
 
-const RegisterCommand reg{"intervene", 45, [](CLI::App& root) {
+const RegisterCommand reg_cmd_intervene{"intervene", 45, [](CLI::App& root) {
   auto o = std::make_shared<InterveneOptions>();
   auto* sub = root.add_subcommand("intervene", "Force heads' final-position attention onto chosen tokens; accuracy and LD before/after");
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();

@@ -18,7 +18,7 @@ void runList() {
   for (const auto& f : supportedFamilies()) std::cout << fmt::format("  {:<22} {}\n", f.modelType, f.description);
 }
 
-const RegisterCommand reg{"list", 90, [](CLI::App& root) {
+const RegisterCommand reg_cmd_list{"list", 90, [](CLI::App& root) {
                             auto* sub = root.add_subcommand("list", "List the analyses and model families known");
                             sub->callback(runList);
                           }};

@@ -24,7 +24,7 @@ void runMerge(const MergeOptions& o) {
   if (c.failed > 0 || c.missing > 0) setExitCode(kPartialFailure);
 }
 
-const RegisterCommand reg{"merge", 7, [](CLI::App& root) {
+const RegisterCommand reg_cmd_merge{"merge", 7, [](CLI::App& root) {
   auto o = std::make_shared<MergeOptions>();
   auto* sub = root.add_subcommand("merge", "Combine the output folders of sharded batch runs into one");
   sub->add_option("dirs", o->dirs, "Shard output folders")->required();

@@ -53,7 +53,7 @@ void runOverlap(const OverlapOptions& o) {
   }
 }
 
-const RegisterCommand reg{"overlap", 43, [](CLI::App& root) {
+const RegisterCommand reg_cmd_overlap{"overlap", 43, [](CLI::App& root) {
   auto o = std::make_shared<OverlapOptions>();
   auto* sub = root.add_subcommand("overlap", "Overlap of two circuits: Jaccard, |A∩B|/min, shared heads, top-% sweep");
   sub->add_option("A", o->a, "circuit JSON (circuit --json)")->required();

@@ -152,7 +152,7 @@ void runPatch(PatchOptions& o) {
   }
 }
 
-const RegisterCommand reg{"patch", 40, [](CLI::App& root) {
+const RegisterCommand reg_cmd_patch{"patch", 40, [](CLI::App& root) {
   auto o = std::make_shared<PatchOptions>();
   auto* sub = root.add_subcommand("patch", "Activation patching (batched) and attribution patching, clean vs corrupted");
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();

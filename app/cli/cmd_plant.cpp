@@ -16,7 +16,7 @@ struct PlantOptions {
   bool embedded = false;
 };
 
-const RegisterCommand reg{"plant", 60, [](CLI::App& root) {
+const RegisterCommand reg_cmd_plant{"plant", 60, [](CLI::App& root) {
   auto opts = std::make_shared<PlantOptions>();
   auto* sub = root.add_subcommand("plant", "Write a model folder with hand-planted circuits (known answers)");
   sub->add_option("--out", opts->out, "Folder to write (config.json, model.safetensors, tokenizer.json, planted.json)");

@@ -267,7 +267,7 @@ void runRetrievalCommand(RetrievalCliOptions& o) {
   writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
 }
 
-const RegisterCommand reg{"retrieval", 43, [](CLI::App& root) {
+const RegisterCommand reg_cmd_retrieval{"retrieval", 43, [](CLI::App& root) {
   auto o = std::make_shared<RetrievalCliOptions>();
   auto* sub = root.add_subcommand("retrieval", "Retrieval-head detection by needle-in-a-haystack decoding; head masking");
   o->common.add(sub);

@@ -270,7 +270,7 @@ void runRun(const RunOptions& o) {
 #endif
 }
 
-const RegisterCommand reg{"run", 20, [](CLI::App& root) {
+const RegisterCommand reg_cmd_run{"run", 20, [](CLI::App& root) {
   auto o = std::make_shared<RunOptions>();
   auto* sub = root.add_subcommand("run", "Run a model forward pass; print top-k next tokens; optionally cache activations");
   sub->add_option("--model", o->model, "Hugging Face model folder (config.json + safetensors)")->required();

@@ -38,7 +38,7 @@ void runSinksCommand(SinksCliOptions& o) {
   writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
 }
 
-const RegisterCommand reg{"sinks", 40, [](CLI::App& root) {
+const RegisterCommand reg_cmd_sinks{"sinks", 40, [](CLI::App& root) {
   auto o = std::make_shared<SinksCliOptions>();
   auto* sub = root.add_subcommand("sinks", "Attention sinks: sink scores, sink rate, secondary sinks, lifetimes, levels");
   o->common.add(sub);

@@ -14,7 +14,7 @@ struct SynthOptions {
   uint64_t seed = 0;
 };
 
-const RegisterCommand reg{"synth", 61, [](CLI::App& root) {
+const RegisterCommand reg_cmd_synth{"synth", 61, [](CLI::App& root) {
   auto o = std::make_shared<SynthOptions>();
   auto* sub = root.add_subcommand("synth", "Write a random-init model folder (benchmarks, trying the tool)");
   sub->add_option("--family", o->family, "gpt2, gpt_neox, llama, mistral, qwen2, qwen3");

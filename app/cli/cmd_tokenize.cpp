@@ -75,7 +75,7 @@ void runTokenize(const TokenizeOptions& o) {
   }
 }
 
-const RegisterCommand reg{"tokenize", 20, [](CLI::App& root) {
+const RegisterCommand reg_cmd_tokenize{"tokenize", 20, [](CLI::App& root) {
                             auto opts = std::make_shared<TokenizeOptions>();
                             auto* sub = root.add_subcommand("tokenize", "Encode text with a tokenizer.json (Hugging Face-exact)");
                             sub->add_option("--tokenizer", opts->tokenizer, "tokenizer.json or a model folder holding one")->required();

@@ -51,7 +51,7 @@ void runWaadCommand(WaadCliOptions& o) {
   writeAnalysisOutputs(o.common, analysis::waadFaiToResult(result, o.waad), m, o.common.materialize ? "materialized" : "probe");
 }
 
-const RegisterCommand reg{"waad-fai", 41, [](CLI::App& root) {
+const RegisterCommand reg_cmd_waad_fai{"waad-fai", 41, [](CLI::App& root) {
   auto o = std::make_shared<WaadCliOptions>();
   auto* sub = root.add_subcommand("waad-fai", "Preplan/anchor metrics: head distance, local/global heads, WAAD and FAI per token");
   o->common.add(sub);

@@ -14,7 +14,9 @@
 
 namespace mechscope::gui {
 
-namespace {
+// A named namespace, not an anonymous one: JobRunner::Job holds a QFutureWatcher<Outcome>, and a class
+// with external linkage must not hold a type that has internal linkage (-Wsubobject-linkage in unity builds).
+namespace job_runner_detail {
 enum class Status { Ok, Failed, Cancelled };
 struct Outcome {
   Status status = Status::Ok;
@@ -26,7 +28,8 @@ QString firstLine(const std::string& s) {
   const auto nl = s.find('\n');
   return QString::fromStdString(nl == std::string::npos ? s : s.substr(0, nl));
 }
-}  // namespace
+}  // namespace job_runner_detail
+using namespace job_runner_detail;
 
 struct JobRunner::Job {
   QString name;

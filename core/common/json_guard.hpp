@@ -19,6 +19,9 @@ struct JsonLimits {
 
 /// Limits for config.json-like files (16 MiB, depth 64).
 inline constexpr JsonLimits kConfigJsonLimits{16u << 20, 64};
+/// Limits for model.safetensors.index.json (64 MiB, depth 64): one weight_map entry per tensor, and a
+/// many-expert checkpoint has ~10⁵ tensors (~8 MB of index), past the config cap.
+inline constexpr JsonLimits kIndexJsonLimits{64u << 20, 64};
 /// Limits for tokenizer.json (256 MiB: the largest Hugging Face tokenizers are ~35 MB; depth 64).
 inline constexpr JsonLimits kTokenizerJsonLimits{256u << 20, 64};
 

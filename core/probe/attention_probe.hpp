@@ -81,6 +81,9 @@ struct ProbeInputs {
   double scale = 1.0;           ///< score = (q · k) · scale, usually 1/sqrt(d_head)
   int64_t queryOffset = 0;      ///< absolute position of q row 0 (decode: pos_k − pos_q)
   at::Tensor keyPadding;        ///< optional [pos_k] bool, true = masked (left padding)
+  /// > 0: sliding-window attention (Mistral, Qwen2 with a window): query i sees keys j with
+  /// i − W < j ≤ i, as the model's own forward and Hugging Face mask them; 0 = full causal.
+  int64_t slidingWindow = 0;
   std::vector<int64_t> uniformHeads;  ///< heads whose row is uniform over visible keys (head masking, §1.3)
 };
 

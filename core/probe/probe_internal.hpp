@@ -39,6 +39,7 @@ struct ProbeSetup {
   at::TensorOptions fopt, lopt;     ///< compute-dtype and int64 options on q's device
   at::Tensor pad;                   ///< [nk] bool on the device, true = masked; undefined without padding
   int64_t firstVisibleKey = 0;      ///< rows before it are empty
+  int64_t window = 0;               ///< sliding window W (> 0): key j is visible to row i only if i − j < W
   at::Tensor uniformIdx;            ///< [u] int64 uniform heads; undefined when none
   at::Tensor keySetInd;             ///< [nk] 0/1 key-set indicator; undefined when no key set
   at::Tensor keyPos, keyPosF;       ///< [nk] int64 / compute dtype
@@ -56,6 +57,10 @@ at::Tensor queryTile(const ProbeInputs& in, const ProbeSetup& s, int64_t r0, int
 /// [rows, cols] bool mask (true = masked: future or padded key) of rows [r0, r1) × keys [c0, c1);
 /// undefined when nothing in the tile is masked.
 at::Tensor tileMask(const ProbeSetup& s, int64_t r0, int64_t r1, int64_t c0, int64_t c1);
+
+/// The first key any row of [iFirst, …] can see: i − W + 1 with a sliding window, else 0. Key tiles
+/// before it are fully masked and skipped.
+int64_t firstKeyInWindow(const ProbeSetup& s, int64_t iFirst);
 
 /// Keys [c0, c1) as [kvHeads, d_head, cols] in the compute dtype, contiguous (BLAS-friendly).
 at::Tensor keyTile(const ProbeInputs& in, const ProbeSetup& s, int64_t c0, int64_t c1);

@@ -34,6 +34,7 @@ at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
   if (env && std::strcmp(env, "0") == 0) return {};
   if (!in.q.is_cuda() || !s.lowPrecisionInputs || in.q.scalar_type() != in.k.scalar_type()) return {};
   if (s.pad.defined() || s.uniformIdx.defined() || g.offset != 0 || g.nq != g.nk || g.nq == 0) return {};
+  if (s.window > 0 && s.window < g.nk) return {};  // the fused kernel here has no sliding window
   if (g.dHead % 8 != 0 || g.dHead > 256) return {};
   try {
     const at::Tensor q = in.q.unsqueeze(0).transpose(1, 2);  // [1, head, pos, d_head]
@@ -76,7 +77,7 @@ at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunCon
     const int64_t kEnd = std::min(g.nk, r1 - 1 + g.offset + 1);
     const at::Tensor qt = queryTile(in, s, r0, r1);
     at::Tensor run = lse.slice(1, r0, r1);  // [head, rows] view
-    for (int64_t c0 = 0; c0 < kEnd; c0 += s.tiles.tileK) {
+    for (int64_t c0 = firstKeyInWindow(s, r0 + g.offset); c0 < kEnd; c0 += s.tiles.tileK) {
       const int64_t c1 = std::min(c0 + s.tiles.tileK, kEnd);
       const at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, rows, tileMask(s, r0, r1, c0, c1));
       run.copy_(at::logaddexp(run, at::logsumexp(x, {-1}).to(at::kDouble)));  // −inf ⊕ −inf = −inf
@@ -103,6 +104,7 @@ void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSe
     const at::Tensor iAbs = at::arange(r0 + g.offset, r1 + g.offset, s.lopt).unsqueeze(1);  // [rows, 1]
     const at::Tensor d = iAbs - keys.unsqueeze(0);                                          // [rows, m] i − j
     at::Tensor out = (d < 0).logical_or_(d < req.bandMin).logical_or_(d > req.bandMax);     // [rows, m]
+    if (s.window > 0) out.logical_or_(d >= s.window);                                        // outside the window
     if (keyPad.defined()) out.logical_or_(keyPad.unsqueeze(0));
     x.masked_fill_(out, kNegInf);
     x.masked_fill_((lse.slice(1, r0, r1) == kNegInf).unsqueeze(-1), kNegInf);  // empty rows
@@ -141,7 +143,7 @@ ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const 
       topI = at::full({g.heads, nRows, topK}, -1, s.lopt);
     }
 
-    for (int64_t c0 = 0; c0 < kEnd; c0 += s.tiles.tileK) {
+    for (int64_t c0 = firstKeyInWindow(s, r0 + g.offset); c0 < kEnd; c0 += s.tiles.tileK) {
       const int64_t c1 = std::min(c0 + s.tiles.tileK, kEnd), cols = c1 - c0;
       // x = s − lse = log p, −inf where masked: [head, rows, cols]
       at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, nRows, tileMask(s, r0, r1, c0, c1), shift);

@@ -59,7 +59,7 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
       topI = at::full({g.heads, rows, topK}, -1, lopt);
     }
 
-    for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
+    for (int64_t c0 = firstKeyInWindow(s, r0 + g.offset); c0 < kEnd; c0 += tiles.tileK) {
       const int64_t c1 = std::min(c0 + tiles.tileK, kEnd);
       at::Tensor x = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, rows, tileMask(s, r0, r1, c0, c1));
 
@@ -141,7 +141,7 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
 
     // Pass 2, only for column sums (they need each row's final normaliser): p = exp(s − m − log l).
     if (!req.columnSums) continue;
-    for (int64_t c0 = 0; c0 < kEnd; c0 += tiles.tileK) {
+    for (int64_t c0 = firstKeyInWindow(s, r0 + g.offset); c0 < kEnd; c0 += tiles.tileK) {
       const int64_t c1 = std::min(c0 + tiles.tileK, kEnd);
       at::Tensor p = tileScores(qt, keyTile(in, s, c0, c1), s, in.scale, rows, tileMask(s, r0, r1, c0, c1));
       p.sub_(rowMax).sub_(logSum).exp_();  // [head, rows, cols]

@@ -32,6 +32,8 @@ void validateInputs(const ProbeInputs& in, int64_t tileQ, int64_t tileK) {
   const int64_t heads = in.q.size(1), kvHeads = in.k.size(1);
   if (kvHeads <= 0 || heads % kvHeads != 0)
     throw InputError(fmt::format("attention probe: n_heads {} is not a multiple of n_kv_heads {}", heads, kvHeads));
+  if (in.slidingWindow < 0)
+    throw InputError(fmt::format("attention probe: slidingWindow must be >= 0, found {}", in.slidingWindow));
   if (in.queryOffset < 0)
     throw InputError(fmt::format("attention probe: queryOffset must be >= 0, found {}", in.queryOffset));
   if (!std::isfinite(in.scale)) throw InputError("attention probe: scale must be finite");
@@ -64,6 +66,7 @@ ProbeSetup prepareProbe(const ProbeInputs& in, const ProbeRequest& req, int64_t 
   g.group = g.heads / g.kvHeads;
   g.offset = in.queryOffset;
   validateRequest(req, g.nk, "attention probe");
+  s.window = in.slidingWindow;
 
   const auto device = in.q.device();
   s.cdt = in.q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -107,12 +110,20 @@ at::Tensor keyTile(const ProbeInputs& in, const ProbeSetup& s, int64_t c0, int64
   return in.k.slice(0, c0, c1).to(s.cdt).permute({1, 2, 0}).contiguous();
 }
 
+int64_t firstKeyInWindow(const ProbeSetup& s, int64_t iFirst) {
+  return s.window > 0 ? std::max<int64_t>(0, iFirst - s.window + 1) : 0;
+}
+
 at::Tensor tileMask(const ProbeSetup& s, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  const int64_t iFirst = r0 + s.g.offset, rows = r1 - r0;
+  const int64_t iFirst = r0 + s.g.offset, rows = r1 - r0, iLast = iFirst + rows - 1;
   at::Tensor mask;  // [rows, cols] bool, true = masked
-  if (c1 - 1 > iFirst) {
-    const at::Tensor iAbs = at::arange(iFirst, iFirst + rows, s.lopt);  // [rows]
-    mask = s.keyPos.slice(0, c0, c1).unsqueeze(0) > iAbs.unsqueeze(1);
+  const bool future = c1 - 1 > iFirst;                        // some key after some row
+  const bool tooFar = s.window > 0 && iLast - c0 >= s.window;  // some key outside some row's window
+  if (future || tooFar) {
+    const at::Tensor iAbs = at::arange(iFirst, iFirst + rows, s.lopt).unsqueeze(1);  // [rows, 1]
+    const at::Tensor j = s.keyPos.slice(0, c0, c1).unsqueeze(0);                     // [1, cols]
+    mask = j > iAbs;
+    if (tooFar) mask.logical_or_(iAbs - j >= s.window);
   }
   if (s.pad.defined()) {
     at::Tensor p = s.pad.slice(0, c0, c1).unsqueeze(0);

@@ -240,7 +240,7 @@ SafetensorsSet SafetensorsSet::openFolder(const std::filesystem::path& folder) {
   const fs::path index = folder / "model.safetensors.index.json";
   if (fs::exists(index)) {
     set.m_label = index.filename().string();
-    const nlohmann::json j = readJsonFileGuarded(index.string(), kConfigJsonLimits);
+    const nlohmann::json j = readJsonFileGuarded(index.string(), kIndexJsonLimits);
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw InputError(fmt::format("{}: malformed index: no weight_map object", index.string()));
     std::vector<std::string> shards;
@@ -251,7 +251,8 @@ SafetensorsSet SafetensorsSet::openFolder(const std::filesystem::path& folder) {
     }
     std::sort(shards.begin(), shards.end());
     for (const auto& s : shards) {
-      if (s.find('/') != std::string::npos || s.find("..") != std::string::npos)
+      // A plain file name: no separator and not "." / ".." ("model..safetensors" is a valid name).
+      if (s.empty() || s.find('/') != std::string::npos || s.find('\\') != std::string::npos || s == "." || s == "..")
         throw InputError(fmt::format("{}: shard name '{}' is not a plain file name", index.string(), s));
       if (!fs::exists(folder / s)) throw InputError(fmt::format("{}: shard '{}' is missing from the folder", index.string(), s));
       files.push_back(folder / s);

@@ -2,6 +2,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "analysis/ablation/ablation.hpp"
 #include "core/common/errors.hpp"
 #include "tests/analysis/causal_test_support.hpp"
@@ -97,4 +99,33 @@ TEST(Ablation, UniformAndForcedAttention) {
 }
 
 }  // namespace
+// Uniform ablation gives a head the attention row the model allows: uniform over the keys inside the
+// sliding window (issue 18), not over every earlier key. On the trained sliding-window Mistral
+// (window 64) with 150 tokens, the ablated head's row i is 1/min(i + 1, 64) on keys i − 63..i, 0 elsewhere.
+TEST(Ablation, UniformRowsStayInsideTheSlidingWindow) {
+  const auto dir = std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained" / "mistral-sw";
+  ASSERT_TRUE(std::filesystem::exists(dir / "config.json")) << dir;
+  const auto model = HookedTransformer::load(dir);
+  const int64_t P = 150, W = 64;
+  ASSERT_EQ(model->config().slidingWindow.value_or(0), W);
+  at::manual_seed(5);
+  const at::Tensor tokens = at::randint(3, 1000, {1, P}, at::kLong);
+  AblationParams u;
+  u.method = AblationMethod::Uniform;
+  u.heads = {{1, 2}};
+  HookSet hooks = ablationHooks(*model, tokens, u);
+  at::Tensor written;  // the pattern after the ablation hook (hooks run in insertion order)
+  hooks.add("blocks.1.attn.hook_pattern", [&written](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    written = t.clone();  // [batch, head, query, key]
+    return std::nullopt;
+  });
+  (void)model->forward(tokens, {}, &hooks);
+  ASSERT_TRUE(written.defined());
+  const at::Tensor p = written[0][2].to(at::kDouble);  // [query, key]
+  const at::Tensor i = at::arange(P).unsqueeze(1), j = at::arange(P).unsqueeze(0);
+  const at::Tensor inside = (j <= i).logical_and(i - j < W);
+  const at::Tensor expected = inside.to(at::kDouble) / inside.sum(-1, true).to(at::kDouble);
+  EXPECT_LE((p - expected).abs().max().item<double>(), 1e-6);  // fp32 1/n: ≤ ½ ulp of 1/64
+}
+
 }  // namespace mechscope::analysis

@@ -14,6 +14,7 @@
 #include "analysis/retrieval/resume.hpp"
 #include "analysis/retrieval/retrieval.hpp"
 #include "core/common/errors.hpp"
+#include "core/common/remove_tree.hpp"
 #include "core/synth/planted_tasks.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
 
@@ -109,7 +110,7 @@ TEST(RetrievalResume, SidecarWithOtherSettingsIsRefusedAndNoneIsCreatedEarly) {
   // --no-resume: accepted, and the file starts over at the first append.
   analysis::RetrievalResumeLog fresh(path, analysis::retrievalSettingsJson(other), false, L, H);
   EXPECT_EQ(fresh.resumed(), 0u);
-  std::filesystem::remove_all(dir);
+  mechscope::removeTree(dir);
 }
 
 TEST(RetrievalControl, RandomHeadsAreSameCountAndNeverRetrievalHeads) {

@@ -328,7 +328,9 @@ TEST_P(TrainedReferenceWaadFai, EqualsReferencePort) {
   // `receiver_kurtosis_official`, which the h4 run must also equal wherever both are defined.
   const double kErr = expectNear2d(res.receiverKurtosis, ref["receiver_kurtosis"], 2e-3, true, tag + " receiver_kurtosis");
   const bool receiversSafe = margin(ref["margins"], "receiver_kurtosis_cut") > 2 * kErr;
-  if (receiversSafe) EXPECT_EQ(res.receiverHeads, headsOf(ref["receiver_heads"])) << tag;
+  if (receiversSafe) {
+    EXPECT_EQ(res.receiverHeads, headsOf(ref["receiver_heads"])) << tag;
+  }
   if (P.file == "waad_fai_h4") {
     const Json& off = ref["receiver_kurtosis_official"];
     for (size_t l = 0; l < off.size(); ++l)
@@ -338,7 +340,9 @@ TEST_P(TrainedReferenceWaadFai, EqualsReferencePort) {
           EXPECT_NEAR(res.receiverKurtosis[static_cast<int64_t>(l)][static_cast<int64_t>(h)].item<double>(), r, 2e-3 * std::max(1.0, std::abs(r)))
               << tag << " receiver_kurtosis_official[" << l << "][" << h << "]";
         }
-    if (receiversSafe) EXPECT_EQ(res.receiverHeads, headsOf(ref["receiver_heads_official"])) << tag << " (Bogdan's top-k)";
+    if (receiversSafe) {
+      EXPECT_EQ(res.receiverHeads, headsOf(ref["receiver_heads_official"])) << tag << " (Bogdan's top-k)";
+    }
   }
 
   bool setsEqual = splitSafe && receiversSafe;

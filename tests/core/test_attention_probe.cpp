@@ -31,6 +31,7 @@ at::Tensor referencePattern(const ProbeInputs& in, at::ScalarType dtype = at::kF
   const at::Tensor i = at::arange(nq, at::kLong).unsqueeze(1) + in.queryOffset;
   const at::Tensor j = at::arange(nk, at::kLong).unsqueeze(0);
   at::Tensor mask = j > i;  // [q, k]
+  if (in.slidingWindow > 0) mask = mask.logical_or(i - j >= in.slidingWindow);  // outside the window
   if (in.keyPadding.defined()) mask = mask.logical_or(in.keyPadding.unsqueeze(0));
   s = s.masked_fill(mask.unsqueeze(0), -INFINITY);
   return at::nan_to_num(at::softmax(s, -1), 0.0);
@@ -238,6 +239,40 @@ INSTANTIATE_TEST_SUITE_P(
                       mk("uniform_heads_gqa", 300, 300, 4, 2, 64, 64, 96, 0, 0, {1, 3}),
                       mk("uniform_heads_padding_decode", 3, 120, 4, 1, 32, 2, 50, 117, 9, {0})),
     [](const ::testing::TestParamInfo<ProbeCase>& info) { return info.param.name; });
+
+// Sliding-window attention (Mistral; issue 18): key j is visible to row i only if i − W < j ≤ i, as in the
+// model's forward. Prefill, decode and chunked-prefill rows, tiles that straddle the window's edge, and
+// a window longer than the sequence (no effect).
+TEST(AttentionProbe, SlidingWindowMatchesTheWindowedPattern) {
+  struct Case {
+    int64_t nq, nk, offset, window, tileQ, tileK;
+  };
+  for (const Case& c : {Case{300, 300, 0, 37, 16, 48}, Case{300, 300, 0, 64, 512, 2048}, Case{5, 300, 295, 37, 2, 64},
+                        Case{40, 300, 260, 100, 16, 48}, Case{120, 120, 0, 1000, 32, 32}}) {
+    SCOPED_TRACE("nq " + std::to_string(c.nq) + " nk " + std::to_string(c.nk) + " window " + std::to_string(c.window));
+    ProbeInputs in = makeInputs(mk("", c.nq, c.nk, 4, 2, 32, c.tileQ, c.tileK, c.offset), 31);
+    in.slidingWindow = c.window;
+    expectMatchesReference(in, fullRequest(c.nk, 2), c.tileQ, c.tileK);
+    ProbeRequest band = fullRequest(c.nk, 1);
+    band.bandMin = 2;
+    band.bandMax = 37;
+    expectMatchesReference(in, band, c.tileQ, c.tileK);
+  }
+  // The window is not a no-op: without it the column sums of a long prefill differ by O(1).
+  ProbeInputs in = makeInputs(mk("", 300, 300, 4, 2, 32, 16, 48), 31);
+  ProbeRequest req;
+  req.columnSums = true;
+  const at::Tensor full = probeAttention(in, req, 16, 48).columnSums;
+  in.slidingWindow = 37;
+  const at::Tensor windowed = probeAttention(in, req, 16, 48).columnSums;
+  EXPECT_GT((full - windowed).abs().max().item<double>(), 0.5);
+  EXPECT_THROW(
+      [&] {
+        in.slidingWindow = -1;
+        (void)probeAttention(in, req, 16, 48);
+      }(),
+      InputError);
+}
 
 TEST(AttentionProbe, TileSizesDoNotChangeResults) {
   const ProbeInputs in = makeInputs(mk("", 257, 257, 4, 2, 32, 0, 0), 7);

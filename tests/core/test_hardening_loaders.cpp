@@ -159,7 +159,8 @@ TEST(HardeningSafetensors, AnyHeaderLengthLoads) {
   }
 }
 
-// The same through a sharded folder (index.json naming two shards), with a header length of 640.
+// The same through a sharded folder (index.json naming two shards), with a header length of 640 and a
+// shard name holding ".." that is still a plain file name; a name that leaves the folder is refused.
 TEST(HardeningSafetensors, ShardWithPickleLikeHeaderLengthLoads) {
   const auto d = scratch("sharded");
   const std::string one = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
@@ -168,13 +169,15 @@ TEST(HardeningSafetensors, ShardWithPickleLikeHeaderLengthLoads) {
     header[2] = name[0];
     header.resize(0x280, ' ');
     std::string data(8, '\0');
-    writeBytes(d / (std::string("model-") + name + ".safetensors"), safetensorsBytes(header, 0) + data);
+    writeBytes(d / (std::string("model..") + name + ".safetensors"), safetensorsBytes(header, 0) + data);
   }
   writeBytes(d / "model.safetensors.index.json",
-             R"({"metadata":{"total_size":16},"weight_map":{"a":"model-a.safetensors","b":"model-b.safetensors"}})");
+             R"({"metadata":{"total_size":16},"weight_map":{"a":"model..a.safetensors","b":"model..b.safetensors"}})");
   const auto set = SafetensorsSet::openFolder(d);
   EXPECT_TRUE(set.has("a"));
   EXPECT_TRUE(set.has("b"));
+  writeBytes(d / "model.safetensors.index.json", R"({"weight_map":{"a":"../model..a.safetensors"}})");
+  expectInputError([&] { (void)SafetensorsSet::openFolder(d); }, {"model.safetensors.index.json", "not a plain file name"});
 }
 
 TEST(HardeningPickle, RefusedWithGuidance) {

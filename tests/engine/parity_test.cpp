@@ -23,7 +23,7 @@ constexpr double kTol = 1e-4;
 /// residual, all of it HF's rounding).
 double hiddenTol(const at::Tensor& ref) { return std::max(kTol, 3e-6 * ref.abs().max().item<double>()); }
 
-double maxAbs(const at::Tensor& a, const at::Tensor& b) {
+double maxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
   EXPECT_EQ(a.sizes(), b.sizes());
   if (a.sizes() != b.sizes()) return 1e9;
   return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();
@@ -50,14 +50,14 @@ TEST_P(Parity, MatchesHuggingFace) {
   const auto cache = model->runWithCache(ids, {"blocks.*.hook_resid_pre", "blocks.*.attn.hook_pattern", "ln_final.hook_normalized"},
                                          opts, at::Device(at::kCPU), &res);
   EXPECT_EQ(res.attentionPath, "explicit");
-  const double eLogits = maxAbs(res.logits, logitsRef);
+  const double eLogits = maxAbsDiff(res.logits, logitsRef);
   double eHidden = 0, eAttn = 0;
   for (int l = 0; l <= c.nLayers; ++l) {
     const at::Tensor& h = l < c.nLayers ? cache.at("resid_pre", l) : cache.get("ln_final.hook_normalized");
-    const double e = maxAbs(h, hiddenRef[l]);
+    const double e = maxAbsDiff(h, hiddenRef[l]);
     EXPECT_LE(e, hiddenTol(hiddenRef[l])) << "hidden state " << l;
     eHidden = std::max(eHidden, e);
-    if (l < c.nLayers) eAttn = std::max(eAttn, maxAbs(cache.at("pattern", l), attnRef[l]));
+    if (l < c.nLayers) eAttn = std::max(eAttn, maxAbsDiff(cache.at("pattern", l), attnRef[l]));
   }
   std::printf("[parity] %-8s %-4s fp32 max|err| logits %.3g hidden %.3g attention %.3g\n", GetParam().c_str(),
               device.c_str(), eLogits, eHidden, eAttn);
@@ -68,7 +68,7 @@ TEST_P(Parity, MatchesHuggingFace) {
 
   // The default path (fused where the LibTorch has it) gives the same logits.
   const ForwardResult fast = model->forward(ids);
-  const double eFast = maxAbs(fast.logits, logitsRef);
+  const double eFast = maxAbsDiff(fast.logits, logitsRef);
   std::printf("[parity] %-8s %-4s path %s logits %.3g\n", GetParam().c_str(), device.c_str(), fast.attentionPath.c_str(), eFast);
   EXPECT_LE(eFast, kTol);
 
@@ -84,15 +84,15 @@ TEST_P(Parity, MatchesHuggingFace) {
       // The same widened bound as the fp32 check: here the fp32 rounding is all on HF's side (LibTorch
       // 2.11 on CPU, the library that made the reference: our fp32 run matches it exactly and the fp64 run
       // is 1.006e-4 from it at qwen2's |h| ≈ 50).
-      const double e = maxAbs(h, hiddenRef[l]);
+      const double e = maxAbsDiff(h, hiddenRef[l]);
       EXPECT_LE(e, hiddenTol(hiddenRef[l])) << "fp64 hidden state " << l;
       h64 = std::max(h64, e);
       if (l < c.nLayers) {
-        h64us = std::max(h64us, maxAbs(h, cache.at("resid_pre", l)));
-        a64 = std::max(a64, maxAbs(c64.at("pattern", l), attnRef[l]));
+        h64us = std::max(h64us, maxAbsDiff(h, cache.at("resid_pre", l)));
+        a64 = std::max(a64, maxAbsDiff(c64.at("pattern", l), attnRef[l]));
       }
     }
-    const double l64 = maxAbs(res.logits, logitsRef);
+    const double l64 = maxAbsDiff(res.logits, logitsRef);
     std::printf("[parity] %-8s fp64 vs HF: logits %.3g hidden %.3g attention %.3g; our fp32 vs fp64 hidden %.3g\n",
                 GetParam().c_str(), l64, h64, a64, h64us);
     EXPECT_LE(l64, kTol);

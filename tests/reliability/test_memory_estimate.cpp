@@ -21,7 +21,7 @@ using namespace mechscope;
 
 namespace {
 
-const std::vector<std::string> kFamilies = {"gpt2", "pythia", "llama", "qwen2", "qwen3", "mistral"};
+const std::vector<std::string> kEstimateFamilies = {"gpt2", "pythia", "llama", "qwen2", "qwen3", "mistral"};
 
 at::Tensor someTokens(const ModelConfig& cfg, int64_t batch, int64_t pos) {
   return at::arange(batch * pos, at::kLong).remainder(cfg.dVocab).view({batch, pos});  // [batch, pos]
@@ -39,7 +39,7 @@ int64_t procValue(const char* file, const std::string& key) {
 
 TEST(MemoryEstimate, HookSizesMatchAForwardPassOfEveryFamily) {
   int seen = 0;
-  for (const auto& family : kFamilies) {
+  for (const auto& family : kEstimateFamilies) {
     const auto folder = test::fixtureModel(family);
     if (!folder) continue;
     const auto model = HookedTransformer::load(*folder);
@@ -55,7 +55,7 @@ TEST(MemoryEstimate, HookSizesMatchAForwardPassOfEveryFamily) {
 
 TEST(MemoryEstimate, WeightsMatchTheParameterCount) {
   int seen = 0;
-  for (const auto& family : kFamilies) {
+  for (const auto& family : kEstimateFamilies) {
     const auto folder = test::fixtureModel(family);
     if (!folder) continue;
     const auto model = HookedTransformer::load(*folder);
