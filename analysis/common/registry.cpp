@@ -13,6 +13,7 @@ const std::vector<AnalysisInfo>& analysisRegistry() {
       {"patch", "activation patching (batched) and attribution patching", true},
       {"circuit", "IOI / Colored Objects circuit discovery by iterative path patching", true},
       {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", true},
+      {"attention-influence", "per-token loss increase when a head set (e.g. retrieval heads) is masked", true},
   };
   return table;
 }

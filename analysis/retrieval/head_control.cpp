@@ -3,10 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <fstream>
 #include <random>
 #include <set>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/common/errors.hpp"
 
@@ -33,6 +35,22 @@ std::vector<std::pair<int, int>> randomControlHeads(const at::Tensor& score, con
   pool.resize(static_cast<size_t>(k));
   std::sort(pool.begin(), pool.end());
   return pool;
+}
+
+at::Tensor readRetrievalScores(const std::string& path, const ModelConfig& cfg) {
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open --scores", path));
+  std::vector<std::vector<double>> s;
+  try {
+    s = nlohmann::json::parse(in).at("retrieval_score").get<std::vector<std::vector<double>>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: expected a retrieval JSON with \"retrieval_score\" ({})", path, e.what()));
+  }
+  if (static_cast<int>(s.size()) != cfg.nLayers || s.empty() || static_cast<int>(s[0].size()) != cfg.nHeads)
+    throw InputError(fmt::format("{}: retrieval_score is not [{}][{}] for this model", path, cfg.nLayers, cfg.nHeads));
+  std::vector<double> flat;
+  for (const auto& r : s) flat.insert(flat.end(), r.begin(), r.end());
+  return at::tensor(at::ArrayRef<double>(flat), at::kDouble).view({cfg.nLayers, cfg.nHeads}).clone();  // [layer, head]
 }
 
 }  // namespace mechscope::analysis

@@ -6,7 +6,10 @@
 #include <utility>
 #include <vector>
 
+#include <string>
+
 #include "core/common/tensor.hpp"
+#include "core/model/model_config.hpp"
 
 namespace mechscope::analysis {
 
@@ -15,5 +18,9 @@ namespace mechscope::analysis {
 /// (not retrieval heads); sorted by (layer, head). InputError when fewer than K heads qualify.
 std::vector<std::pair<int, int>> randomControlHeads(const at::Tensor& score, const std::vector<std::pair<int, int>>& exclude, int k,
                                                     double retrievalThreshold, uint64_t seed);
+
+/// The [layer, head] fp64 `retrieval_score` of an earlier `retrieval --json` file (for --mask-top);
+/// InputError naming the file when it cannot be read or is not [n_layers][n_heads] for `cfg`.
+at::Tensor readRetrievalScores(const std::string& path, const ModelConfig& cfg);
 
 }  // namespace mechscope::analysis

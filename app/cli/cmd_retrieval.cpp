@@ -67,23 +67,6 @@ std::vector<std::pair<int, int>> parseHeads(const std::string& text) {
   return out;
 }
 
-/// The [layer, head] retrieval_score of an earlier --json (for --mask-top).
-at::Tensor readScores(const std::string& path, const ModelConfig& cfg) {
-  std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("{}: cannot open --scores", path));
-  std::vector<std::vector<double>> s;
-  try {
-    s = nlohmann::json::parse(in).at("retrieval_score").get<std::vector<std::vector<double>>>();
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(fmt::format("{}: expected a retrieval JSON with \"retrieval_score\" ({})", path, e.what()));
-  }
-  if (static_cast<int>(s.size()) != cfg.nLayers || s.empty() || static_cast<int>(s[0].size()) != cfg.nHeads)
-    throw InputError(fmt::format("{}: retrieval_score is not [{}][{}] for this model", path, cfg.nLayers, cfg.nHeads));
-  std::vector<double> flat;
-  for (const auto& r : s) flat.insert(flat.end(), r.begin(), r.end());
-  return at::tensor(at::ArrayRef<double>(flat), at::kDouble).view({cfg.nLayers, cfg.nHeads}).clone();  // [layer, head]
-}
-
 nlohmann::json headsJson(const std::vector<std::pair<int, int>>& heads) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& [l, h] : heads) a.push_back({l, h});
@@ -153,7 +136,7 @@ void runRetrievalCommand(RetrievalCliOptions& o) {
   std::vector<std::pair<int, int>> controlHeads;
   at::Tensor priorScores;
   if (o.maskTop > 0) {
-    priorScores = readScores(o.scores, cfg);
+    priorScores = analysis::readRetrievalScores(o.scores, cfg);
     const auto top = analysis::rankHeads(priorScores, o.maskTop);
     const auto explicitHeads = o.decode.maskedHeads;
     o.decode.maskedHeads.insert(o.decode.maskedHeads.end(), top.begin(), top.end());

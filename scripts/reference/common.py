@@ -151,7 +151,7 @@ def _causal_mask(n: int, window: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _forward_llama(cfg: dict, w: dict, ids: list[int]) -> dict:
+def _forward_llama(cfg: dict, w: dict, ids: list[int], uniform_heads=frozenset()) -> dict:
     n = len(ids)
     L, H = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     KV = cfg.get("num_key_value_heads", H)
@@ -180,7 +180,7 @@ def _forward_llama(cfg: dict, w: dict, ids: list[int]) -> dict:
         k = k.repeat_interleave(H // KV, dim=0)
         v = v.repeat_interleave(H // KV, dim=0)
         s = (q @ k.transpose(1, 2)) * (hd ** -0.5) + mask
-        a = torch.softmax(s, dim=-1, dtype=torch.float32)
+        a = _uniform_rows(torch.softmax(s, dim=-1, dtype=torch.float32), mask, l, uniform_heads)
         o = (a @ v).transpose(0, 1).reshape(n, H * hd) @ w[p + "self_attn.o_proj.weight"].T
         x = x + o
         h = _rms(x, w[p + "post_attention_layernorm.weight"], eps)
@@ -194,12 +194,25 @@ def _forward_llama(cfg: dict, w: dict, ids: list[int]) -> dict:
     return {"hidden_states": torch.stack(hs), "attentions": torch.stack(attns), "mlp_out": torch.stack(mlps), "logits": hs[-1] @ wu.T}
 
 
+def _uniform_rows(a, mask, layer, uniform_heads):
+    """AttentionInfluence's head mask: the heads (layer, h) in uniform_heads attend uniformly over the
+    keys the mask allows (causal, and within a sliding window)."""
+    heads = [h for (l, h) in uniform_heads if l == layer]
+    if not heads:
+        return a
+    allowed = (mask == 0).float()  # [n, n]
+    a = a.clone()
+    for h in heads:
+        a[h] = allowed / allowed.sum(-1, keepdim=True)
+    return a
+
+
 def _gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
 @torch.no_grad()
-def _forward_gpt2(cfg: dict, w: dict, ids: list[int]) -> dict:
+def _forward_gpt2(cfg: dict, w: dict, ids: list[int], uniform_heads=frozenset()) -> dict:
     n = len(ids)
     L, H, d = cfg["n_layer"], cfg["n_head"], cfg["n_embd"]
     hd = d // H
@@ -214,7 +227,7 @@ def _forward_gpt2(cfg: dict, w: dict, ids: list[int]) -> dict:
         qkv = h @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
         q, k, v = (t.view(n, H, hd).transpose(0, 1) for t in qkv.split(d, dim=-1))
         s = (q @ k.transpose(1, 2)) / math.sqrt(hd) + mask
-        a = torch.softmax(s, dim=-1, dtype=torch.float32)
+        a = _uniform_rows(torch.softmax(s, dim=-1, dtype=torch.float32), mask, l, uniform_heads)
         o = (a @ v).transpose(0, 1).reshape(n, d) @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
         x = x + o
         h = ln(x, p + "ln_2")
@@ -228,20 +241,23 @@ def _forward_gpt2(cfg: dict, w: dict, ids: list[int]) -> dict:
     return {"hidden_states": torch.stack(hs), "attentions": torch.stack(attns), "mlp_out": torch.stack(mlps), "logits": hs[-1] @ wu.T}
 
 
-def _forward_fallback(model_dir: str, ids: list[int]) -> dict:
+def _forward_fallback(model_dir: str, ids: list[int], uniform_heads=frozenset()) -> dict:
     cfg = load_config(model_dir)
     w = _weights(model_dir)
     if cfg["model_type"] == "gpt2":
-        return _forward_gpt2(cfg, w, ids)
+        return _forward_gpt2(cfg, w, ids, uniform_heads)
     if cfg["model_type"] in ("llama", "mistral"):
-        return _forward_llama(cfg, w, ids)
+        return _forward_llama(cfg, w, ids, uniform_heads)
     raise SystemExit(f"fallback forward: model_type {cfg['model_type']} not supported")
 
 
-def forward(model_dir: str, ids: list[int]) -> dict:
-    """One unpadded sequence → hidden_states [L+1,n,d], attentions [L,H,n,n], mlp_out [L,n,d], logits [n,V] (fp32, CPU)."""
+def forward(model_dir: str, ids: list[int], uniform_heads=frozenset()) -> dict:
+    """One unpadded sequence → hidden_states [L+1,n,d], attentions [L,H,n,n], mlp_out [L,n,d], logits [n,V] (fp32, CPU).
+    `uniform_heads`: {(layer, head)} given uniform attention over their visible keys (fallback back end only)."""
     model_dir = os.path.abspath(model_dir)
-    out = _forward_hf(model_dir, ids) if USE_TRANSFORMERS else _forward_fallback(model_dir, ids)
+    if uniform_heads and USE_TRANSFORMERS:
+        raise SystemExit("uniform head masking is implemented in the pure-PyTorch back end only (--no-transformers)")
+    out = _forward_hf(model_dir, ids) if USE_TRANSFORMERS else _forward_fallback(model_dir, ids, frozenset(uniform_heads))
     return {k: v.detach().to("cpu", torch.float32) for k, v in out.items()}
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes every reference JSON (issue #18) into OUT_DIR: {sinks,waad_fai,waad_fai_h4,constraint,retrieval}_<model>.json.
+# Writes every reference JSON (issue #18) into OUT_DIR: {sinks,waad_fai,waad_fai_h4,constraint,retrieval,attention_influence}_<model>.json.
 #   scripts/reference/run_all.sh OUT_DIR                      # transformers (the reference)
 #   scripts/reference/run_all.sh OUT_DIR --no-transformers    # pure-PyTorch fallback (debugging)
 # With transformers it also checks its forward against reference.safetensors and, in OUT_DIR/fallback,
@@ -28,11 +28,25 @@ run_set() {  # $1 = output folder, $2 = backend flag
     if [ "$m" != gpt2-ioi ]; then "$PY" "$here/retrieval_ref.py" $f --model "$d" --out "$o/retrieval_$m.json"; fi
   done
 }
+# AttentionInfluence masks heads inside the pure-PyTorch forward (whose match with transformers is what
+# check_fallback.py checks above), so it is written once, into OUT_DIR, whatever the backend flag.
+attention_influence() {
+  local heads=(llama2-niah:3.1,2.0,1.3 mistral-sw:1.2,0.1 gpt2-ioi:3.0,2.1)
+  for mh in "${heads[@]}"; do
+    m="${mh%%:*}"
+    "$PY" "$here/attention_influence_ref.py" --no-transformers --model "$root/tests/data/trained/$m" \
+      --heads "${mh#*:}" --out "$out/attention_influence_$m.json"
+  done
+}
 run_set "$out" "$flag"
+attention_influence
 if [ "$flag" != --no-transformers ]; then
   "$PY" "$here/check_fallback.py" --no-transformers "${dirs[@]}"
   run_set "$out/fallback" --no-transformers
-  pairs=(); for f in "$out"/*.json; do pairs+=("$f" "$out/fallback/$(basename "$f")"); done
+  pairs=(); for f in "$out"/*.json; do
+    [[ "$(basename "$f")" == attention_influence_* ]] && continue
+    pairs+=("$f" "$out/fallback/$(basename "$f")")
+  done
   "$PY" "$here/compare_json.py" "${pairs[@]}"
 fi
 echo "run_all: done ($(ls "$out"/*.json | wc -l) files in $out)"
