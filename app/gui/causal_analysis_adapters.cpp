@@ -161,7 +161,8 @@ void wireRetrievalAdapter(AnalysisAdapter& a) {
   a.note = "analysis/retrieval, one needle test on the prompt: greedy decoding, per-step copy rule (the CLI's --token-ids mode)";
   a.params = {{"needle_tokens", "Needle span", QString(), 0, 0, {}, "token positions a:b of the answer in the prompt (the token strip shows them)"},
               {"max_new_tokens", "Decoding steps", 8, 1, 4096, {}, "greedy steps (e.g. the answer's length)"},
-              {"mask_heads", "Mask heads", QString(), 0, 0, {}, "LAYER.HEAD list given uniform attention (causal check)"}};
+              {"mask_heads", "Mask heads", QString(), 0, 0, {}, "LAYER.HEAD list given uniform attention (causal check)"},
+              {"stop_on_newline", "Stop on newline", true, 0, 0, {}, "stop once the decoded answer holds a newline (the official rule; needs the tokenizer)"}};
   a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
     needPrompt(in, "retrieval");
     const auto& model = *in.session->model;
@@ -178,6 +179,7 @@ void wireRetrievalAdapter(AnalysisAdapter& a) {
     ctx.step(0, 1, "retrieval: prefill + decoding");
     std::function<std::string(const std::vector<int64_t>&)> decodeText;
     if (in.session->tokenizer) decodeText = [tok = *in.session->tokenizer](const std::vector<int64_t>& ids) { return tok.decode(ids, true); };
+    d.stopOnNewline = params["stop_on_newline"].toBool(true) && static_cast<bool>(decodeText);  // as the CLI
     const auto test = analysis::runRetrievalTest(model, t, d, decodeText, 0.5, &ctx);
     ctx.step(1, 1, "retrieval: prefill + decoding");
     auto out = analysis::retrievalToResult({test}, model.config().nLayers, model.config().nHeads, false);

@@ -12,6 +12,7 @@
 
 #include "analysis/attention_influence/attention_influence.hpp"
 #include "core/common/errors.hpp"
+#include "tests/common/param_names.hpp"
 
 namespace mechscope::analysis {
 namespace {
@@ -56,12 +57,7 @@ TEST_P(AttentionInfluenceReference, TokenLossesEqualTheReferencePort) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Trained, AttentionInfluenceReference, ::testing::Values("llama2-niah", "mistral-sw", "gpt2-ioi"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string s = info.param;
-                           for (auto& ch : s)
-                             if (ch == '-') ch = '_';
-                           return s;
-                         });
+                         test::identifierName);
 
 TEST(AttentionInfluence, TokenLossesAreTheNegativeLogLikelihoodOfTheNextToken) {
   // logits [1, 3, 2]: row 0 predicts id 1 with p = e^2/(1+e^2), row 1 predicts id 0 with p = 1/2.

@@ -13,6 +13,7 @@
 #include "core/model/generate.hpp"
 #include "core/synth/planted_tasks.hpp"
 #include "core/synth/planted_vocab.hpp"
+#include "tests/analysis/retrieval_test_support.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
 
 namespace mechscope::test {
@@ -89,10 +90,7 @@ TEST(Retrieval, PlantedRetrievalHeadsRecovered) {
   for (double depth : {0.2, 0.5, 0.8})
     for (uint64_t seed : {1, 2}) {
       const auto np = planted::needlePrompt(120, depth, seed);
-      analysis::RetrievalTest t;
-      t.ids = planted::toIds(np.words);
-      t.needleStart = np.needleStart;
-      t.needleEnd = np.needleEnd;
+      analysis::RetrievalTest t = test::plantedRetrievalTest(np);
       analysis::RetrievalDecode d;
       d.maxNewTokens = static_cast<int>(np.answer.size());
       auto r = analysis::runRetrievalTest(*f.model, t, d);
@@ -117,10 +115,7 @@ TEST(Retrieval, PlantedRetrievalHeadsRecovered) {
 
   // Masking the planted heads: their rows become uniform (argmax = key 0) and they score 0.
   const auto np = planted::needlePrompt(120, 0.5, 3);
-  analysis::RetrievalTest t;
-  t.ids = planted::toIds(np.words);
-  t.needleStart = np.needleStart;
-  t.needleEnd = np.needleEnd;
+  analysis::RetrievalTest t = test::plantedRetrievalTest(np);
   analysis::RetrievalDecode d;
   d.maxNewTokens = static_cast<int>(np.answer.size());
   d.maskedHeads = {want.begin(), want.end()};
@@ -139,10 +134,7 @@ TEST(Retrieval, PlantedRetrievalHeadsRecovered) {
 TEST(Retrieval, MissingAnswerSpanScoresZeroAndIsRecorded) {
   const auto& f = attnPlanted();
   const auto np = planted::needlePrompt(120, 0.5, 7);
-  analysis::RetrievalTest t;
-  t.ids = planted::toIds(np.words);
-  t.needleStart = np.needleStart;
-  t.needleEnd = np.needleEnd;
+  analysis::RetrievalTest t = test::plantedRetrievalTest(np);
   t.answer = "number seven hundred twelve";
   analysis::RetrievalDecode d;
   d.maxNewTokens = static_cast<int>(np.answer.size());

@@ -17,6 +17,7 @@
 #include "analysis/retrieval/retrieval.hpp"
 #include "core/common/errors.hpp"
 #include "core/synth/planted_tasks.hpp"
+#include "tests/analysis/retrieval_test_support.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
 
 namespace mechscope::test {
@@ -161,10 +162,7 @@ TEST(RetrievalNeedle, StopsOnDecodedNewlineWithLlama2Tokenizer) {
   };
   const auto& f = attnPlanted();
   const auto np = planted::needlePrompt(60, 0.5, 1);
-  analysis::RetrievalTest t;
-  t.ids = planted::toIds(np.words);
-  t.needleStart = np.needleStart;
-  t.needleEnd = np.needleEnd;
+  analysis::RetrievalTest t = test::plantedRetrievalTest(np);
   analysis::RetrievalDecode d;
   d.maxNewTokens = 5;
   d.stopOnNewline = true;

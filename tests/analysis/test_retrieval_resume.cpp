@@ -16,6 +16,7 @@
 #include "core/common/errors.hpp"
 #include "core/common/remove_tree.hpp"
 #include "core/synth/planted_tasks.hpp"
+#include "tests/analysis/retrieval_test_support.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
 
 namespace mechscope::test {
@@ -141,10 +142,7 @@ TEST(RetrievalControl, RandomHeadsAreSameCountAndNeverRetrievalHeads) {
 TEST(RetrievalControl, PlantedTopHeadsBreakRetrievalWhileTheControlIsNonRetrieval) {
   const auto& f = attnPlanted();
   const auto np = planted::needlePrompt(120, 0.5, 11);
-  analysis::RetrievalTest t;
-  t.ids = planted::toIds(np.words);
-  t.needleStart = np.needleStart;
-  t.needleEnd = np.needleEnd;
+  analysis::RetrievalTest t = test::plantedRetrievalTest(np);
   analysis::RetrievalDecode d;
   d.maxNewTokens = static_cast<int>(np.answer.size());
   const auto clean = analysis::runRetrievalTest(*f.model, t, d);

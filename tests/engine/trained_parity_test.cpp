@@ -9,6 +9,7 @@
 
 #include "core/model/hooked_transformer.hpp"
 #include "core/safetensors/safetensors_file.hpp"
+#include "tests/common/param_names.hpp"
 
 using namespace mechscope;
 
@@ -78,11 +79,6 @@ TEST_P(TrainedParity, MatchesHuggingFaceOnRealPrompts) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Trained, TrainedParity, ::testing::Values("llama2-niah", "mistral-sw", "gpt2-ioi"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string s = info.param;
-                           for (auto& ch : s)
-                             if (ch == '-') ch = '_';
-                           return s;
-                         });
+                         test::identifierName);
 
 }  // namespace
