@@ -13,6 +13,9 @@ retrieval_calculate), re-implemented here from its description:
   decoding stops after the step that emits the newline token (<0x0A>, id 13) — that step is scored;
 * the score of this single test (no ROUGE filter: one test, the C++ with --no-success-filter).
 
+gpt2-ioi (byte-level BPE, no needle task): its IOI row is the test — the prompt contains the answer (the
+indirect object's name, one token), run with --max-new-tokens 1 --stop-token 198 (GPT-2's "\n").
+
 Each step is a full forward over prompt + generated tokens (no KV cache), so the rows are the eager
 attention probabilities of the same computation.
 """
@@ -46,6 +49,10 @@ def main():
     rows = common.reference_rows(a.model)
     meta = common.reference_meta(a.model)["rows"]
     tests = []
+    if "needle_start" not in meta[0]:
+        # A byte-level BPE model without a needle task (gpt2-ioi): the IOI row is a one-token retrieval
+        # test: the prompt holds the answer (the indirect object's name) and the model must copy it.
+        rows, meta = [rows[1]], [dict(meta[1], answer_start=len(rows[1]), answer_ids=[meta[1]["answer_id"]])]
     for ids, m in zip(rows, meta):
         prompt = ids[: m["answer_start"]]
         answer = m["answer_ids"][:-1] if m["answer_ids"][-1] == a.stop_token else m["answer_ids"]

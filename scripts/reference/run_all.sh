@@ -25,7 +25,8 @@ run_set() {  # $1 = output folder, $2 = backend flag
     "$PY" "$here/waad_fai_ref.py" $f --model "$d" --receiver-heads 4 --out "$o/waad_fai_$m.json"
     "$PY" "$here/waad_fai_ref.py" $f --model "$d" --receiver-heads 4 --fai-horizon 4: --out "$o/waad_fai_h4_$m.json"
     "$PY" "$here/constraint_ref.py" $f --model "$d" --out "$o/constraint_$m.json"
-    if [ "$m" != gpt2-ioi ]; then "$PY" "$here/retrieval_ref.py" $f --model "$d" --out "$o/retrieval_$m.json"; fi
+    if [ "$m" != gpt2-ioi ]; then "$PY" "$here/retrieval_ref.py" $f --model "$d" --out "$o/retrieval_$m.json"
+    else "$PY" "$here/retrieval_ref.py" $f --model "$d" --max-new-tokens 1 --stop-token 198 --out "$o/retrieval_$m.json"; fi
   done
 }
 # AttentionInfluence masks heads inside the pure-PyTorch forward (whose match with transformers is what

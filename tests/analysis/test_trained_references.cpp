@@ -466,7 +466,7 @@ TEST_P(TrainedReferenceRetrieval, EqualsReferencePort) {
 
 INSTANTIATE_TEST_SUITE_P(Trained, TrainedReferenceRetrieval,
                          ::testing::Values(Param{"llama2-niah", false}, Param{"llama2-niah", true}, Param{"mistral-sw", false},
-                                           Param{"mistral-sw", true}),
+                                           Param{"mistral-sw", true}, Param{"gpt2-ioi", false}, Param{"gpt2-ioi", true}),
                          paramName);
 
 }  // namespace
