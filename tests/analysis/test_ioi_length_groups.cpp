@@ -35,6 +35,30 @@ PatchGroup lengthGroupsRow(const PatchGroup& g, int64_t b) {
   return one;
 }
 
+/// The first `k` rows of every group, their prompt indices renumbered 0.. in dataset order (a smaller
+/// dataset that still spans every length, for the costlier per-position sweep).
+std::vector<PatchGroup> lengthGroupsHead(const std::vector<PatchGroup>& groups, int64_t k) {
+  std::vector<PatchGroup> out;
+  std::vector<int64_t> kept;
+  for (const auto& g : groups) {
+    PatchGroup h;
+    for (int64_t b = 0; b < std::min<int64_t>(k, g.inputs.clean.size(0)); ++b) {
+      const PatchGroup one = lengthGroupsRow(g, b);
+      h.inputs = b == 0 ? one.inputs
+                        : PatchInputs{at::cat({h.inputs.clean, one.inputs.clean}), at::cat({h.inputs.corrupt, one.inputs.corrupt}),
+                                      at::cat({h.inputs.correct, one.inputs.correct}), at::cat({h.inputs.incorrect, one.inputs.incorrect})};
+      h.promptIndex.push_back(one.promptIndex[0]);
+      h.templateIds.push_back(one.templateIds[0]);
+      kept.push_back(one.promptIndex[0]);
+    }
+    out.push_back(std::move(h));
+  }
+  std::sort(kept.begin(), kept.end());
+  for (auto& g : out)
+    for (auto& i : g.promptIndex) i = std::lower_bound(kept.begin(), kept.end(), i) - kept.begin();
+  return out;
+}
+
 TEST(IoiLengthGroups, TrainedGpt2PatchingCoversEveryPromptAndEqualsPerPromptLoop) {
   const fs::path dir = lengthGroupsGpt2Dir();
   if (!fs::exists(dir / "model.safetensors") || !fs::exists(dir / "tokenizer.json"))
@@ -70,8 +94,10 @@ TEST(IoiLengthGroups, TrainedGpt2PatchingCoversEveryPromptAndEqualsPerPromptLoop
     PatchParams p;
     p.component = PatchComponent::HeadOut;
     p.perPosition = perPosition;
-    const PatchResult grouped = activationPatchGroups(*model, groups, p);
-    const int64_t n = o.n;
+    // Per position: two prompts of every length (the loop below runs each prompt alone, cell by cell).
+    const std::vector<PatchGroup> swept = perPosition ? lengthGroupsHead(groups, 2) : groups;
+    const PatchResult grouped = activationPatchGroups(*model, swept, p);
+    const int64_t n = groupPromptCount(swept);
     ASSERT_EQ(grouped.metricPatched.size(-1), n) << "every prompt is analysed";
     ASSERT_EQ(grouped.metricCleanPerPrompt.size(0), n);
 
@@ -79,7 +105,7 @@ TEST(IoiLengthGroups, TrainedGpt2PatchingCoversEveryPromptAndEqualsPerPromptLoop
     const at::Tensor clean = grouped.metricCleanPerPrompt.to(at::kDouble);
     at::Tensor aloneClean = at::empty({n}, at::kDouble), aloneCorrupt = at::empty({n}, at::kDouble);
     at::Tensor alonePatched = at::full(grouped.metricPatched.sizes(), std::nan(""), at::kDouble);  // [L, H, (pos,) n]
-    for (const auto& g : groups)
+    for (const auto& g : swept)
       for (int64_t b = 0; b < g.inputs.clean.size(0); ++b) {
         const PatchResult one = activationPatch(*model, lengthGroupsRow(g, b).inputs, p);
         const int64_t i = g.promptIndex[static_cast<size_t>(b)];
