@@ -25,9 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     analysis::CausalDataset ds = analysis::readJsonl(path);
     analysis::tokenizeDataset(ds, &tiny(), size % 2 ? std::optional<int64_t>(4) : std::nullopt);
     int dropped = 0;
-    std::vector<int> templates;
-    const auto in = analysis::toPatchInputs(ds, &dropped, &templates);
-    if (in.clean.size(0) != in.correct.size(0)) __builtin_trap();
+    for (const auto& g : analysis::toPatchGroups(ds, &dropped))
+      if (g.inputs.clean.size(0) != g.inputs.correct.size(0) || g.promptIndex.size() != g.templateIds.size()) __builtin_trap();
   });
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "analysis/patching/patch_groups.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
@@ -59,6 +60,14 @@ void collectHeads(CircuitResult& r) {
 
 CircuitResult discoverCircuit(const HookedTransformer& m, const PatchInputs& in, const CircuitParams& params,
                               const std::string& task, const RunContext* ctx) {
+  PatchGroup all;
+  all.inputs = in;
+  for (int64_t b = 0; b < in.clean.size(0); ++b) all.promptIndex.push_back(b);
+  return discoverCircuit(m, std::vector<PatchGroup>{all}, params, task, ctx);
+}
+
+CircuitResult discoverCircuit(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const CircuitParams& params,
+                              const std::string& task, const RunContext* ctx) {
   if (params.topPercent <= 0 || params.topPercent > 100)
     throw InputError(fmt::format("circuit: --top-percent must be in (0, 100], found {}", params.topPercent));
   CircuitResult r;
@@ -81,7 +90,7 @@ CircuitResult discoverCircuit(const HookedTransformer& m, const PatchInputs& in,
     pp.senderPositions = params.senderPositions;
     if (params.variant == PathVariant::Merullo && pp.senderPositions.empty()) pp.senderPositions = {-1};
     pp.maxBatchRows = params.maxBatchRows;
-    const PathPatchResult pr = pathPatch(m, in, pp, ctx);
+    const PathPatchResult pr = pathPatchGroups(m, groups, pp, ctx);
     if (stage == 1) {
       r.metricClean = pr.metricClean;
       r.metricCorrupt = pr.metricCorrupt;

@@ -58,6 +58,9 @@ struct CircuitResult {
 /// Runs the staged search on clean/corrupted prompts.
 CircuitResult discoverCircuit(const HookedTransformer& model, const PatchInputs& in, const CircuitParams& params,
                               const std::string& task, const RunContext* ctx = nullptr);
+/// Runs the staged search on prompts of several lengths (each stage's effects over every prompt).
+CircuitResult discoverCircuit(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const CircuitParams& params,
+                              const std::string& task, const RunContext* ctx = nullptr);
 
 /// The heads of a stage's scores kept by the selection rule.
 std::vector<HeadRef> selectHeads(const at::Tensor& effect, double topPercent, double relThreshold, double minEffect);

@@ -63,22 +63,47 @@ const std::vector<std::string> kColours = {"red", "orange", "yellow", "green", "
 
 bool singleToken(const Tokenizer& tok, const std::string& text) { return tok.encode(text).ids.size() == 1; }
 
-void replaceFirst(std::string& s, const std::string& key, const std::string& value) {
-  const size_t p = s.find(key);
-  if (p != std::string::npos) s.replace(p, key.size(), value);
-}
-void replaceAll(std::string& s, const std::string& key, const std::string& value) {
-  for (size_t p; (p = s.find(key)) != std::string::npos;) s.replace(p, key.size(), value);
+/// A rendered IOI prompt and the byte offsets of its three name slots (each name's first letter).
+struct IoiRendered {
+  std::string text;
+  size_t io = 0, s1 = 0, s2 = 0;
+};
+
+/// Fills the template's slots left to right ([A] = IO, first [B] = S1, second [B] = S2), recording
+/// where each name lands so the role positions come from the text itself.
+IoiRendered renderIoi(const std::string& tpl, const std::string& io, const std::string& s1, const std::string& s2,
+                      const std::string& place, const std::string& object) {
+  IoiRendered r;
+  int bSlots = 0;
+  for (size_t i = 0; i < tpl.size();) {
+    if (tpl.compare(i, 3, "[A]") == 0) {
+      r.io = r.text.size();
+      r.text += io;
+      i += 3;
+    } else if (tpl.compare(i, 3, "[B]") == 0) {
+      (bSlots == 0 ? r.s1 : r.s2) = r.text.size();
+      r.text += bSlots++ == 0 ? s1 : s2;
+      i += 3;
+    } else if (tpl.compare(i, 7, "[PLACE]") == 0) {
+      r.text += place;
+      i += 7;
+    } else if (tpl.compare(i, 8, "[OBJECT]") == 0) {
+      r.text += object;
+      i += 8;
+    } else {
+      r.text += tpl[i++];
+    }
+  }
+  return r;
 }
 
-std::string renderIoi(std::string tpl, const std::string& io, const std::string& s1, const std::string& s2,
-                      const std::string& place, const std::string& object) {
-  replaceAll(tpl, "[A]", io);
-  replaceFirst(tpl, "[B]", s1);
-  replaceFirst(tpl, "[B]", s2);
-  replaceAll(tpl, "[PLACE]", place);
-  replaceAll(tpl, "[OBJECT]", object);
-  return tpl;
+/// The index of the token of `enc` covering byte `byteOffset` of `text` (encodings count code points).
+int64_t datasetTokenAt(const Encoding& enc, const std::string& text, size_t byteOffset) {
+  size_t cp = 0;
+  for (size_t i = 0; i < byteOffset && i < text.size(); ++i) cp += (static_cast<unsigned char>(text[i]) & 0xC0) != 0x80;
+  for (size_t t = 0; t < enc.offsets.size(); ++t)
+    if (enc.offsets[t].first <= cp && cp < enc.offsets[t].second) return static_cast<int64_t>(t);
+  throw InputError(fmt::format("dataset: no token covers character {} of '{}'", cp, text));
 }
 
 /// ABBA: the first two name slots swapped ("Then, [A] and [B] went ... [B] gave ...").
@@ -97,9 +122,24 @@ std::vector<T> pick(const std::vector<T>& from, size_t k, std::mt19937_64& rng) 
   return v;
 }
 
-std::string title(std::string s) {
-  if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
-  return s;
+/// A rendered Colored Objects example and the byte offsets of its three colour words.
+struct ColoredExample {
+  std::string text;
+  size_t colour[3] = {0, 0, 0};
+};
+
+ColoredExample renderColoredExample(const std::vector<std::string>& cs, const std::vector<std::string>& os,
+                                    const std::string& surface, const std::string& start, size_t query) {
+  ColoredExample e;
+  e.text = fmt::format("Q: On the {}, {} ", surface, start);
+  for (size_t i = 0; i < 3; ++i) {
+    e.text += i == 0 ? "" : i == 1 ? ", " : ", and ";
+    e.text += cs[i][0] == 'o' ? "an " : "a ";
+    e.colour[i] = e.text.size();
+    e.text += cs[i] + " " + os[i];
+  }
+  e.text += fmt::format(". What color is the {}?\nA:", os[query]);
+  return e;
 }
 
 }  // namespace
@@ -131,9 +171,17 @@ CausalDataset ioiDataset(const Tokenizer& tok, const IoiOptions& o) {
     const std::string place = kPlaces[rng() % kPlaces.size()], object = kIoiObjects[rng() % kIoiObjects.size()];
     CausalPrompt p;
     const std::string io = nm[0], s = nm[1];
-    p.clean = renderIoi(templates[t], io, s, s, place, object);
-    p.corrupted = o.corruption == IoiCorruption::Abc ? renderIoi(templates[t], nm[2], nm[3], nm[4], place, object)
-                                                     : renderIoi(templates[t], io, s, io, place, object);
+    const IoiRendered clean = renderIoi(templates[t], io, s, s, place, object);
+    p.clean = clean.text;
+    p.corrupted = o.corruption == IoiCorruption::Abc ? renderIoi(templates[t], nm[2], nm[3], nm[4], place, object).text
+                                                     : renderIoi(templates[t], io, s, io, place, object).text;
+    // Role positions in encode(clean) (tokenizeDataset shifts them past a BOS it prepends).
+    const Encoding enc = tok.encode(p.clean);
+    p.positions["IO"] = datasetTokenAt(enc, p.clean, clean.io);
+    p.positions["S1"] = datasetTokenAt(enc, p.clean, clean.s1);
+    p.positions["S1+1"] = p.positions["S1"] + 1;
+    p.positions["S2"] = datasetTokenAt(enc, p.clean, clean.s2);
+    p.positions["END"] = static_cast<int64_t>(enc.ids.size()) - 1;
     p.answer = " " + io;
     p.incorrect = " " + s;
     p.templateId = static_cast<int>(t);
@@ -147,34 +195,35 @@ CausalDataset coloredObjectsDataset(const Tokenizer& tok, const ColoredObjectsOp
   CausalDataset ds;
   ds.task = "colored-objects";
   std::vector<std::string> colours;
-  for (const auto& c : kColours)
-    (singleToken(tok, " " + c) && singleToken(tok, " " + title(c)) ? colours : ds.droppedWords).push_back(c);
+  for (const auto& c : kColours) (singleToken(tok, " " + c) ? colours : ds.droppedWords).push_back(c);
   if (colours.size() < 3) throw InputError(fmt::format("colored-objects dataset: only {} colours are single tokens (need 3)", colours.size()));
   std::mt19937_64 rng(o.seed);
-  auto example = [&](const std::vector<std::string>& cs, const std::vector<std::string>& os, const std::string& surface,
-                     const std::string& start, size_t query) {
-    std::vector<std::string> items;
-    for (size_t i = 0; i < 3; ++i) items.push_back(fmt::format("{} {} {}", cs[i][0] == 'o' ? "an" : "a", cs[i], os[i]));
-    return fmt::format("Q: On the {}, {} {}, {}, and {}. What color is the {}?\nA:", surface, start, items[0], items[1],
-                       items[2], os[query]);
-  };
   for (int i = 0; i < o.n; ++i) {
-    // The solved shot.
+    // The solved shot, answered as Merullo et al.'s data: " " + the lower-case colour, the same token as
+    // that colour in the prompt.
     const auto sc = pick(colours, 3, rng);
     const auto so = pick(kCoObjects, 3, rng);
     const size_t sq = rng() % 3;
-    const std::string shot = example(sc, so, kSurfaces[rng() % 3], kStarts[rng() % 3], sq) + " " + title(sc[sq]) + "\n";
+    const std::string shot = renderColoredExample(sc, so, kSurfaces[rng() % 3], kStarts[rng() % 3], sq).text + " " + sc[sq] + "\n";
     // The query and its mindiff twin (another object of the same example).
     const auto c = pick(colours, 3, rng);
     const auto ob = pick(kCoObjects, 3, rng);
     const std::string surface = kSurfaces[rng() % 3], start = kStarts[rng() % 3];
     const size_t q = rng() % 3, other = (q + 1 + rng() % 2) % 3;
     CausalPrompt p;
-    p.clean = shot + example(c, ob, surface, start, q);
-    p.corrupted = shot + example(c, ob, surface, start, other);
-    p.answer = " " + title(c[q]);
-    p.incorrect = " " + title(c[other]);
+    const ColoredExample query = renderColoredExample(c, ob, surface, start, q);
+    p.clean = shot + query.text;
+    p.corrupted = shot + renderColoredExample(c, ob, surface, start, other).text;
+    p.answer = " " + c[q];
+    p.incorrect = " " + c[other];
     p.templateId = static_cast<int>(q);
+    // Role positions in encode(clean): the query's answer colour and its two other colours.
+    const Encoding enc = tok.encode(p.clean);
+    int wrong = 0;
+    for (size_t k = 0; k < 3; ++k)
+      p.positions[k == q ? std::string("ANSWER") : fmt::format("INCORRECT{}", ++wrong)] =
+          datasetTokenAt(enc, p.clean, shot.size() + query.colour[k]);
+    p.positions["END"] = static_cast<int64_t>(enc.ids.size()) - 1;
     ds.prompts.push_back(std::move(p));
   }
   return ds;
@@ -198,6 +247,7 @@ void writeJsonl(const CausalDataset& ds, const std::filesystem::path& path) {
       if (p.answerId >= 0) j["answer_id"] = p.answerId;
       if (p.incorrectId >= 0) j["incorrect_id"] = p.incorrectId;
       if (p.templateId >= 0) j["template"] = p.templateId;
+      if (!p.positions.empty()) j["positions"] = p.positions;
       out << j.dump() << '\n';
     }
     if (!out) throw InputError(fmt::format("{}: write failed", path.string()));
@@ -254,6 +304,16 @@ CausalDataset readJsonl(const std::filesystem::path& path) {
         throw InputError(fmt::format("{}:{}: \"template\" must be an integer template id (-1 for none), found {}", path.string(), lineNo, t->dump()));
       p.templateId = t->get<int>();
     }
+    if (const auto pos = j.find("positions"); pos != j.end() && !pos->is_null()) {
+      if (!pos->is_object())
+        throw InputError(fmt::format("{}:{}: \"positions\" must be an object of role → token position", path.string(), lineNo));
+      for (const auto& [role, v] : pos->items()) {
+        if (!v.is_number_integer() || v.get<int64_t>() < 0)
+          throw InputError(fmt::format("{}:{}: position of role '{}' must be a non-negative integer, found {}", path.string(), lineNo,
+                                       role, v.dump()));
+        p.positions[role] = v.get<int64_t>();
+      }
+    }
     ds.prompts.push_back(std::move(p));
   }
   if (ds.prompts.empty()) throw InputError(fmt::format("{}: the dataset holds no prompts", path.string()));
@@ -266,15 +326,24 @@ void tokenizeDataset(CausalDataset& ds, const Tokenizer* tok, std::optional<int6
     auto need = [&](const char* what) {
       if (!tok) throw InputError(fmt::format("dataset prompt {}: {} is text but the model has no tokenizer.json (give ids)", idx, what));
     };
+    bool bosAdded = false;
     auto enc = [&](const std::string& text) {
       std::vector<int64_t> v = tok->encode(text).ids;
-      if (bos && (v.empty() || v.front() != *bos)) v.insert(v.begin(), *bos);
+      bosAdded = bos && (v.empty() || v.front() != *bos);
+      if (bosAdded) v.insert(v.begin(), *bos);
       return v;
     };
     if (p.cleanIds.empty()) {
       need("clean");
       p.cleanIds = enc(p.clean);
+      // Role positions were counted in encode(clean); a prepended BOS moves every token one on.
+      if (bosAdded)
+        for (auto& [role, pos] : p.positions) ++pos;
     }
+    for (const auto& [role, pos] : p.positions)
+      if (pos < 0 || pos >= static_cast<int64_t>(p.cleanIds.size()))
+        throw InputError(fmt::format("dataset prompt {}: role {} at position {} lies outside its {} clean tokens", idx, role, pos,
+                                     p.cleanIds.size()));
     if (p.corruptedIds.empty()) {
       need("corrupted");
       p.corruptedIds = enc(p.corrupted);
@@ -291,33 +360,54 @@ void tokenizeDataset(CausalDataset& ds, const Tokenizer* tok, std::optional<int6
   }
 }
 
-PatchInputs toPatchInputs(const CausalDataset& ds, int* dropped, std::vector<int>* templateIds) {
-  std::map<size_t, int> counts;
-  for (const auto& p : ds.prompts)
-    if (!p.cleanIds.empty() && p.cleanIds.size() == p.corruptedIds.size()) ++counts[p.cleanIds.size()];
-  if (counts.empty()) throw InputError(fmt::format("{}: no prompt has clean and corrupted ids of equal length", ds.task));
-  const size_t len = std::max_element(counts.begin(), counts.end(), [](const auto& a, const auto& b) { return a.second < b.second; })->first;
-  std::vector<int64_t> clean, corrupt, correct, incorrect;
-  int n = 0, skip = 0;
-  for (const auto& p : ds.prompts) {
-    if (p.cleanIds.size() != len || p.corruptedIds.size() != len || p.answerId < 0 || p.incorrectId < 0) {
-      ++skip;
-      continue;
+// Why groups by length and not one padded batch: a group is a batch of equal-length prompts with no pad
+// token and no attention mask, so each row is computed exactly as the prompt alone (same positions, same
+// causal mask, the metric read at the prompt's own last position). Padding would change what the kernels
+// see (masked keys, a longer sequence, reads at per-row positions), and "all positions" patches would
+// write into pad positions. Combining the groups' per-prompt metrics (patch_groups.hpp) then gives the
+// means over every prompt, weighted by each group's prompt count.
+std::vector<PatchGroup> toPatchGroups(const CausalDataset& ds, int* dropped) {
+  std::map<size_t, std::vector<int64_t>> byLength;  // length → prompt indices, in dataset order
+  int skip = 0;
+  for (size_t i = 0; i < ds.prompts.size(); ++i) {
+    const auto& p = ds.prompts[i];
+    if (p.cleanIds.empty() || p.cleanIds.size() != p.corruptedIds.size() || p.answerId < 0 || p.incorrectId < 0) ++skip;
+    else byLength[p.cleanIds.size()].push_back(static_cast<int64_t>(i));
+  }
+  if (byLength.empty()) throw InputError(fmt::format("{}: no prompt has clean and corrupted ids of equal length", ds.task));
+  std::vector<PatchGroup> groups;
+  for (const auto& [len, rows] : byLength) {
+    std::vector<int64_t> clean, corrupt, correct, incorrect;
+    PatchGroup g;
+    for (const int64_t i : rows) {
+      const auto& p = ds.prompts[static_cast<size_t>(i)];
+      clean.insert(clean.end(), p.cleanIds.begin(), p.cleanIds.end());
+      corrupt.insert(corrupt.end(), p.corruptedIds.begin(), p.corruptedIds.end());
+      correct.push_back(p.answerId);
+      incorrect.push_back(p.incorrectId);
+      g.templateIds.push_back(p.templateId);
     }
-    clean.insert(clean.end(), p.cleanIds.begin(), p.cleanIds.end());
-    corrupt.insert(corrupt.end(), p.corruptedIds.begin(), p.corruptedIds.end());
-    correct.push_back(p.answerId);
-    incorrect.push_back(p.incorrectId);
-    if (templateIds) templateIds->push_back(p.templateId);
-    ++n;
+    const auto n = static_cast<int64_t>(rows.size());
+    g.inputs.clean = at::tensor(clean, at::kLong).view({n, static_cast<int64_t>(len)});      // [batch, pos]
+    g.inputs.corrupt = at::tensor(corrupt, at::kLong).view({n, static_cast<int64_t>(len)});  // [batch, pos]
+    g.inputs.correct = at::tensor(correct, at::kLong);                                       // [batch]
+    g.inputs.incorrect = at::tensor(incorrect, at::kLong);                                   // [batch]
+    g.promptIndex = rows;
+    groups.push_back(std::move(g));
   }
   if (dropped) *dropped = skip;
-  PatchInputs in;
-  in.clean = at::tensor(clean, at::kLong).view({n, static_cast<int64_t>(len)});
-  in.corrupt = at::tensor(corrupt, at::kLong).view({n, static_cast<int64_t>(len)});
-  in.correct = at::tensor(correct, at::kLong);
-  in.incorrect = at::tensor(incorrect, at::kLong);
-  return in;
+  return groups;
+}
+
+at::Tensor rolePositions(const CausalDataset& ds, const PatchGroup& group, const std::string& role) {
+  std::vector<int64_t> out;
+  for (const int64_t i : group.promptIndex) {
+    const auto& pos = ds.prompts.at(static_cast<size_t>(i)).positions;
+    const auto it = pos.find(role);
+    if (it == pos.end()) throw InputError(fmt::format("{}: prompt {} has no position for role '{}'", ds.task, i, role));
+    out.push_back(it->second);
+  }
+  return at::tensor(out, at::kLong);  // [batch]
 }
 
 CausalDataset loadCausalDataset(const CausalSource& src, const Tokenizer* tok, std::optional<int64_t> bos) {

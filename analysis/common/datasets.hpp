@@ -2,9 +2,11 @@
 // Datasets of the causal analyses: IOI (METRICS.md §3.1) and Colored Objects (§4.2) generated with a
 // seed for a real tokenizer, and JSONL files (one prompt pair per line) so users can supply their own.
 // JSONL line: {"clean": TEXT | "clean_ids": [ids], "corrupted": TEXT | "corrupted_ids": [ids],
-//              "answer": TEXT | id, "incorrect": TEXT | id, "template": int (optional)}.
+//              "answer": TEXT | id, "incorrect": TEXT | id, "template": int (optional),
+//              "positions": {"ROLE": position, ...} (optional)}.
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,6 +23,12 @@ struct CausalPrompt {
   std::string answer, incorrect;                  ///< answer texts, e.g. " Mary" (may be empty when ids are given)
   int64_t answerId = -1, incorrectId = -1;        ///< answer token ids
   int templateId = -1;                            ///< group for per-template means (-1: none)
+  /// Token positions of named roles in the clean prompt (the corrupted one shares them: equal lengths).
+  /// IOI: "IO", "S1", "S1+1", "S2", "END"; Colored Objects: "ANSWER" (the queried object's colour in the
+  /// query), "INCORRECT1", "INCORRECT2" (the query's other two colours), "END". They index cleanIds once
+  /// tokenized; before that (cleanIds empty) they index encode(clean), and tokenizeDataset shifts them
+  /// by one when it prepends BOS.
+  std::map<std::string, int64_t> positions;
 };
 
 /// A dataset and what the generator dropped.
@@ -56,9 +64,12 @@ const std::vector<std::string>& ioiTemplates();
 /// First names used by the IOI generator (each used as " Name").
 const std::vector<std::string>& ioiNames();
 
-/// Generates IOI prompts; names that are not single tokens (with a leading space) are dropped and listed.
+/// Generates IOI prompts with their role positions; names that are not single tokens (with a leading
+/// space) are dropped and listed.
 CausalDataset ioiDataset(const Tokenizer& tok, const IoiOptions& opts);
 /// Generates Colored Objects prompts (8 colours, 17 objects, 3 surfaces); multi-token colours are dropped.
+/// Answers are " " + the lower-case colour, the very token of that colour word in the prompt (as Merullo
+/// et al.'s data), so answer ids occur in the prompt ids.
 CausalDataset coloredObjectsDataset(const Tokenizer& tok, const ColoredObjectsOptions& opts);
 
 /// Writes one JSON object per prompt (texts and ids when known).
@@ -67,12 +78,17 @@ void writeJsonl(const CausalDataset& ds, const std::filesystem::path& path);
 CausalDataset readJsonl(const std::filesystem::path& path);
 
 /// Fills missing ids from texts (BOS prepended when `bos` is given and the encoding lacks it; answers
-/// must encode to exactly one token). InputError names the prompt when something does not fit.
+/// must encode to exactly one token) and checks role positions lie inside the clean ids. InputError
+/// names the prompt when something does not fit.
 void tokenizeDataset(CausalDataset& ds, const Tokenizer* tok, std::optional<int64_t> bos);
 
-/// Patch inputs from the prompts of one token length (the most common one; `dropped` counts the rest,
-/// and pairs whose clean and corrupted lengths differ).
-PatchInputs toPatchInputs(const CausalDataset& ds, int* dropped = nullptr, std::vector<int>* templateIds = nullptr);
+/// Every usable prompt (clean and corrupted ids of equal length, both answer ids known) as patch inputs,
+/// one group per token length in ascending length order; `dropped` counts the unusable prompts. Every
+/// causal command runs each group as one batch and combines the groups (analysis/patching/patch_groups.hpp).
+std::vector<PatchGroup> toPatchGroups(const CausalDataset& ds, int* dropped = nullptr);
+
+/// The position of `role` for every row of `group` ([batch] int64); InputError when a prompt lacks it.
+at::Tensor rolePositions(const CausalDataset& ds, const PatchGroup& group, const std::string& role);
 
 /// Where the prompts of a causal command come from: a task name ("ioi", "colored-objects": generated
 /// with the model's tokenizer), a JSONL file, or clean/corrupted id rows with one answer pair.

@@ -17,6 +17,14 @@ struct PatchInputs {
   at::Tensor incorrect;  ///< [batch] int64: the contrast answer token
 };
 
+/// Prompts of one token length with where they came from. Causal commands run each group as one batch
+/// (no padding) and combine the groups' per-prompt metrics (analysis/patching/patch_groups.hpp).
+struct PatchGroup {
+  PatchInputs inputs;                ///< [batch, pos] tokens of this length
+  std::vector<int64_t> promptIndex;  ///< [batch] index of each row's prompt in the dataset
+  std::vector<int> templateIds;      ///< [batch] template id of each row (-1: none)
+};
+
 /// Checks shapes/ids of `in` against a model of `vocab` tokens; InputError names what differs.
 void checkPatchInputs(const PatchInputs& in, int64_t vocab);
 

@@ -31,6 +31,18 @@ analysis::CausalDataset CausalDatasetOptions::load(const LoadedModel& m) const {
   return analysis::loadCausalDataset(src, m.tokenizer ? &*m.tokenizer : nullptr, bos);
 }
 
+void putPromptGroups(analysis::AnalysisResult& out, const std::vector<analysis::PatchGroup>& groups, int dropped) {
+  out.json["prompts"] = 0;
+  out.json["prompt_lengths"] = nlohmann::json::array();
+  int64_t total = 0;
+  for (const auto& g : groups) {
+    total += g.inputs.clean.size(0);
+    out.json["prompt_lengths"].push_back({{"length", g.inputs.clean.size(1)}, {"prompts", g.inputs.clean.size(0)}});
+  }
+  out.json["prompts"] = total;
+  out.json["prompts_dropped"] = dropped;
+}
+
 void putAblationSummary(analysis::AnalysisResult& out, const analysis::AblationResult& r) {
   out.json["metric"] = "logit_diff";
   out.json["metric_before"] = r.metricBefore;

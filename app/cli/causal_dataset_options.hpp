@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "analysis/ablation/ablation.hpp"
 #include "analysis/common/datasets.hpp"
@@ -27,6 +28,10 @@ struct CausalDatasetOptions {
   /// as the tokenizer (or else config.json) names it.
   [[nodiscard]] analysis::CausalDataset load(const LoadedModel& m) const;
 };
+
+/// Writes how many prompts were analysed: "prompts" (all groups), "prompts_dropped" (unusable pairs) and
+/// "prompt_lengths" ([{"length", "prompts"}] per token-length group).
+void putPromptGroups(analysis::AnalysisResult& out, const std::vector<analysis::PatchGroup>& groups, int dropped);
 
 /// Writes an ablation's before/after figures into `out.json` (metric, accuracies, per_prompt) and its
 /// per-prompt arrays; the commands add their own keys.

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/ablation/ablation_groups.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "app/cli/analysis_common_options.hpp"
@@ -30,17 +31,13 @@ void runAblate(AblateOptions& o) {
   LoadedModel m = loadAnalysisModel(o.common);
   const analysis::CausalDataset ds = o.data.load(m);
   int dropped = 0;
-  std::vector<int> groups;
-  const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped, &groups);
+  const std::vector<analysis::PatchGroup> groups = analysis::toPatchGroups(ds, &dropped);
   analysis::AblationParams p;
   p.method = analysis::parseAblationMethod(o.method);
   p.heads = o.heads.empty() ? std::vector<analysis::HeadRef>{} : parseHeadList(o.heads, "--heads");
   p.knockout = o.knockout;
   if (!o.positions.empty()) p.positions = analysis::parseIdList(o.positions, "--positions");
-  p.reference = in.corrupt;  // the corrupted set (p_ABC for IOI) is the reference distribution
   p.perTemplate = o.perTemplate;
-  p.promptGroups = groups;
-  p.referenceGroups = groups;
   p.pooled = o.pooled;
   p.seed = o.data.seed;
   if (!o.forceKeys.empty()) p.forceKeys = {analysis::parseIdList(o.forceKeys, "--force-keys")};
@@ -48,7 +45,17 @@ void runAblate(AblateOptions& o) {
     std::stringstream ss(o.forceWeights);
     for (std::string w; std::getline(ss, w, ',');) p.forceWeights.push_back(std::stod(w));
   }
-  const analysis::AblationResult r = analysis::ablate(*m.model, in.clean, in.correct, in.incorrect, p, &processContext());
+  // One ablation per token-length group: the reference (the corrupted set, p_ABC for IOI) is the group's,
+  // as mean and resample ablation need positions that align.
+  std::vector<analysis::AblationResult> parts;
+  for (const auto& g : groups) {
+    analysis::AblationParams pg = p;
+    pg.reference = g.inputs.corrupt;
+    pg.promptGroups = g.templateIds;
+    pg.referenceGroups = g.templateIds;
+    parts.push_back(analysis::ablate(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, pg, &processContext()));
+  }
+  const analysis::AblationResult r = analysis::combineAblationResults(parts, groups);
   analysis::AnalysisResult out;
   out.name = "ablate";
   out.json["analysis"] = "ablate";
@@ -57,7 +64,7 @@ void runAblate(AblateOptions& o) {
   out.json["heads"] = o.heads;
   out.json["ablated_heads"] = r.ablatedHeads;
   putAblationSummary(out, r);
-  out.json["prompts_dropped"] = dropped;
+  putPromptGroups(out, groups, dropped);
   writeAnalysisOutputs(o.common, out, m, "materialized");
   std::cout << fmt::format("ablate {} ({} heads{}): LD {:.4f} → {:.4f}, accuracy {:.3f} → {:.3f}\n", o.method, r.ablatedHeads,
                            o.knockout ? ", knockout" : "", r.metricBefore, r.metricAfter, r.accuracyBefore, r.accuracyAfter);

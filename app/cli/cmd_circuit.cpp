@@ -10,6 +10,7 @@
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "app/cli/analysis_common_options.hpp"
+#include "app/cli/causal_dataset_options.hpp"
 #include "app/cli/command.hpp"
 #include "core/common/errors.hpp"
 
@@ -40,18 +41,17 @@ void runCircuit(CircuitOptions& o) {
   const std::optional<int64_t> bos = m.tokenizer && m.tokenizer->bosId() ? m.tokenizer->bosId() : m.model->config().bosTokenId;
   const analysis::CausalDataset ds = analysis::loadCausalDataset(src, m.tokenizer ? &*m.tokenizer : nullptr, bos);
   int dropped = 0;
-  const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped);
+  const std::vector<analysis::PatchGroup> groups = analysis::toPatchGroups(ds, &dropped);
   const RunContext& ctx = processContext();
-  const analysis::CircuitResult r = analysis::discoverCircuit(*m.model, in, o.params, o.task, &ctx);
+  const analysis::CircuitResult r = analysis::discoverCircuit(*m.model, groups, o.params, o.task, &ctx);
   analysis::AnalysisResult out;
   out.name = "circuit";
   out.json = analysis::toJson(r);
-  out.json["prompts"] = in.clean.size(0);
-  out.json["prompts_dropped"] = dropped;
+  putPromptGroups(out, groups, dropped);
   out.json["dropped_words"] = ds.droppedWords;
   for (const auto& st : r.stages) out.addArray(fmt::format("stage{}_effect", st.index), st.effect);
   writeAnalysisOutputs(o.common, out, m, "materialized");
-  std::cout << fmt::format("circuit {}: {} prompts, LD clean {:.4f}, corrupt {:.4f}, {} stages\n", o.task, in.clean.size(0),
+  std::cout << fmt::format("circuit {}: {} prompts, LD clean {:.4f}, corrupt {:.4f}, {} stages\n", o.task, out.json["prompts"].get<int64_t>(),
                            r.metricClean, r.metricCorrupt, r.stages.size());
   for (const auto& h : r.heads)
     std::cout << fmt::format("  {}.{}  stage {}  {:<14} score {:+.3f}  effect {:+.4f}\n", h.head.layer, h.head.head, h.stage,

@@ -11,6 +11,7 @@
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/patching/activation_patching.hpp"
+#include "analysis/patching/patch_groups.hpp"
 #include "analysis/patching/path_patching.hpp"
 #include "app/cli/analysis_common_options.hpp"
 #include "app/cli/causal_dataset_options.hpp"
@@ -58,7 +59,8 @@ void runPatch(PatchOptions& o) {
   LoadedModel m = loadAnalysisModel(o.common);
   const analysis::CausalDataset ds = o.data.load(m);
   int dropped = 0;
-  const analysis::PatchInputs in = analysis::toPatchInputs(ds, &dropped);
+  const std::vector<analysis::PatchGroup> groups = analysis::toPatchGroups(ds, &dropped);
+  const int64_t nPrompts = analysis::groupPromptCount(groups);
   analysis::PatchParams p;
   p.component = analysis::parsePatchComponent(o.component);
   p.perPosition = o.perPosition;
@@ -78,7 +80,7 @@ void runPatch(PatchOptions& o) {
     if (!o.senderPositions.empty()) pp.senderPositions = analysis::parseIdList(o.senderPositions, "--sender-positions");
     if (!o.receiverPositions.empty()) pp.receiverPositions = analysis::parseIdList(o.receiverPositions, "--receiver-positions");
     pp.maxBatchRows = o.maxBatchRows;
-    const analysis::PathPatchResult pr = analysis::pathPatch(*m.model, in, pp, &ctx);
+    const analysis::PathPatchResult pr = analysis::pathPatchGroups(*m.model, groups, pp, &ctx);
     r.json["analysis"] = "patch";
     r.json["method"] = "path";
     r.json["variant"] = o.pathVariant;
@@ -90,8 +92,7 @@ void runPatch(PatchOptions& o) {
     r.json["metric_corrupt"] = pr.metricCorrupt;
     r.json["normalisation"] = analysis::toString(pr.normalisation);
     r.json["layout"] = "[layer][head]";
-    r.json["prompts"] = in.clean.size(0);
-    r.json["prompts_dropped"] = dropped;
+    putPromptGroups(r, groups, dropped);
     r.addArray("scores", pr.scores);
     r.addArray("effect", pr.effect);
     r.addArray("metric_patched", pr.metricPatched);
@@ -108,11 +109,11 @@ void runPatch(PatchOptions& o) {
   };
   analysis::PatchResult main;
   if (o.method != "attribution") {
-    main = analysis::activationPatch(*m.model, in, p, &ctx);
+    main = analysis::activationPatchGroups(*m.model, groups, p, &ctx);
     put(main, "");
   }
   if (o.method != "exact") {
-    const analysis::PatchResult attr = analysis::attributionPatch(*m.model, in, p, &ctx);
+    const analysis::PatchResult attr = analysis::attributionPatchGroups(*m.model, groups, p, &ctx);
     if (o.method == "attribution") {
       main = attr;
       put(attr, "");
@@ -133,13 +134,12 @@ void runPatch(PatchOptions& o) {
   r.json["metric_clean_per_prompt"] = analysis::tensorToJson(main.metricCleanPerPrompt);
   r.json["metric_corrupt_per_prompt"] = analysis::tensorToJson(main.metricCorruptPerPrompt);
   r.json["normalisation"] = analysis::toString(p.normalisation);
-  r.json["prompts"] = in.clean.size(0);
-  r.json["prompts_dropped"] = dropped;
+  putPromptGroups(r, groups, dropped);
   r.json["dropped_words"] = ds.droppedWords;
   r.json["forwards"] = main.forwards;
   writeAnalysisOutputs(o.common, r, m, "materialized");
   std::cout << fmt::format("patch {}: {} prompts ({} dropped), LD clean {:.4f}, corrupt {:.4f}, {} normalisation\n",
-                           analysis::toString(p.component), in.clean.size(0), dropped, main.metricClean,
+                           analysis::toString(p.component), nPrompts, dropped, main.metricClean,
                            main.metricCorrupt, analysis::toString(p.normalisation));
   if (!p.perPosition && analysis::isHeadComponent(p.component)) {
     const at::Tensor s = main.scores.contiguous();

@@ -1,8 +1,12 @@
-// IOI and Colored Objects generators with GPT-2's real tokenizer, JSONL round trip.
+// IOI and Colored Objects generators with GPT-2's real tokenizer (role positions, every prompt in a
+// length group, answers that are tokens of the prompt), JSONL round trip.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
+#include <set>
 
 #include "analysis/common/datasets.hpp"
 #include "core/common/errors.hpp"
@@ -48,13 +52,66 @@ TEST(Datasets, IoiWithGpt2Tokenizer) {
   for (const auto& p : s2.prompts) {
     EXPECT_EQ(std::count(p.corruptedIds.begin(), p.corruptedIds.end(), p.answerId), 2);
     EXPECT_EQ(std::count(p.corruptedIds.begin(), p.corruptedIds.end(), p.incorrectId), 1);
+    // Without BOS the role positions index the plain encoding; S2 of the corruption is the IO.
+    EXPECT_EQ(p.corruptedIds.at(static_cast<size_t>(p.positions.at("S2"))), p.answerId) << p.corrupted;
+    EXPECT_EQ(p.positions.at("IO"), ds.prompts[static_cast<size_t>(&p - s2.prompts.data())].positions.at("IO") - 1) << p.clean;
   }
   // Same seed, same dataset.
   EXPECT_EQ(ioiDataset(*tok, o).prompts[7].clean, s2.prompts[7].clean);
+}
+
+// Issue #19: the GPT-2 IOI templates have several token lengths; every prompt of every template family
+// (BABA and ABBA of the 7 mixed templates) must reach the causal commands, and each carries the token
+// positions of its roles.
+TEST(Datasets, IoiEveryTemplateFamilyAndPromptIsAnalysed) {
+  const auto tok = gpt2Tokenizer();
+  if (!tok) GTEST_SKIP() << "fixtures/tokenizers/gpt2 is absent";
+  IoiOptions o;
+  o.n = 120;
+  o.seed = 11;
+  CausalDataset ds = ioiDataset(*tok, o);
+  tokenizeDataset(ds, &*tok, 50256);
+  std::set<int> generated;
+  for (const auto& p : ds.prompts) {
+    generated.insert(p.templateId);
+    const auto tokenOf = [&](const char* role) { return p.cleanIds.at(static_cast<size_t>(p.positions.at(role))); };
+    EXPECT_EQ(tokenOf("IO"), p.answerId) << p.clean;
+    EXPECT_EQ(tokenOf("S1"), p.incorrectId) << p.clean;
+    EXPECT_EQ(tokenOf("S2"), p.incorrectId) << p.clean;
+    EXPECT_EQ(p.positions.at("S1+1"), p.positions.at("S1") + 1);
+    EXPECT_LT(p.positions.at("S1"), p.positions.at("S2"));
+    EXPECT_EQ(p.positions.at("END"), static_cast<int64_t>(p.cleanIds.size()) - 1);
+    EXPECT_EQ(p.positions.size(), 5u);
+  }
+  ASSERT_EQ(generated.size(), 14u) << "the seed must draw every BABA and ABBA template";
   int dropped = -1;
-  const PatchInputs in = toPatchInputs(ds, &dropped);
-  EXPECT_EQ(in.clean.size(0) + dropped, 40);
-  EXPECT_GT(in.clean.size(0), 0);
+  const std::vector<PatchGroup> groups = toPatchGroups(ds, &dropped);
+  EXPECT_EQ(dropped, 0);
+  EXPECT_GT(groups.size(), 2u) << "the GPT-2 templates have several token lengths";
+  std::set<int> analysed;
+  std::vector<int64_t> rows;
+  int64_t lastLength = 0;
+  for (const auto& g : groups) {
+    const int64_t len = g.inputs.clean.size(1);
+    EXPECT_GT(len, lastLength);  // one group per length, ascending
+    lastLength = len;
+    ASSERT_EQ(g.promptIndex.size(), static_cast<size_t>(g.inputs.clean.size(0)));
+    for (size_t b = 0; b < g.promptIndex.size(); ++b) {
+      const auto& p = ds.prompts.at(static_cast<size_t>(g.promptIndex[b]));
+      EXPECT_EQ(static_cast<int64_t>(p.cleanIds.size()), len);
+      EXPECT_EQ(g.inputs.clean[static_cast<int64_t>(b)][len - 1].item<int64_t>(), p.cleanIds.back());
+      EXPECT_EQ(g.inputs.correct[static_cast<int64_t>(b)].item<int64_t>(), p.answerId);
+      EXPECT_EQ(g.templateIds[b], p.templateId);
+      analysed.insert(p.templateId);
+      rows.push_back(g.promptIndex[b]);
+    }
+    EXPECT_TRUE(rolePositions(ds, g, "END").eq(len - 1).all().item<bool>());
+  }
+  std::sort(rows.begin(), rows.end());
+  ASSERT_EQ(rows.size(), ds.prompts.size()) << "every prompt is analysed";
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i], static_cast<int64_t>(i));
+  EXPECT_EQ(analysed, generated) << "every template family survives";
+  EXPECT_THROW(rolePositions(ds, groups[0], "ANSWER"), InputError);
 }
 
 TEST(Datasets, ColoredObjectsMindiff) {
@@ -79,6 +136,37 @@ TEST(Datasets, ColoredObjectsMindiff) {
   EXPECT_TRUE(ds.droppedWords.empty());  // all 8 colours are single GPT-2 tokens
 }
 
+// Issue #19: answers are the prompt's own colour tokens (lower case, leading space, as Merullo et al.'s
+// data), so `intervene --onto incorrect` and `--exclude-answer` find them; the role positions name the
+// query's answer colour and its two other colours.
+TEST(Datasets, ColoredObjectsAnswersAreTokensOfThePrompt) {
+  const auto tok = gpt2Tokenizer();
+  if (!tok) GTEST_SKIP() << "fixtures/tokenizers/gpt2 is absent";
+  ColoredObjectsOptions o;
+  o.n = 60;
+  o.seed = 7;
+  CausalDataset ds = coloredObjectsDataset(*tok, o);
+  tokenizeDataset(ds, &*tok, 50256);
+  for (const auto& p : ds.prompts) {
+    EXPECT_NE(std::find(p.cleanIds.begin(), p.cleanIds.end(), p.answerId), p.cleanIds.end()) << p.clean << " |" << p.answer;
+    EXPECT_NE(std::find(p.cleanIds.begin(), p.cleanIds.end(), p.incorrectId), p.cleanIds.end()) << p.clean << " |" << p.incorrect;
+    EXPECT_EQ(p.answer, tok->decode({p.answerId}));
+    EXPECT_TRUE(std::islower(static_cast<unsigned char>(p.answer.at(1)))) << p.answer;
+    // The solved shot is answered the same way: "\nA: colour\n".
+    const size_t shotEnd = p.clean.find("\nQ:");
+    ASSERT_NE(shotEnd, std::string::npos);
+    EXPECT_TRUE(std::islower(static_cast<unsigned char>(p.clean.at(p.clean.rfind("A: ", shotEnd) + 3)))) << p.clean;
+    const auto tokenOf = [&](const char* role) { return p.cleanIds.at(static_cast<size_t>(p.positions.at(role))); };
+    EXPECT_EQ(tokenOf("ANSWER"), p.answerId) << p.clean;
+    EXPECT_TRUE(tokenOf("INCORRECT1") == p.incorrectId || tokenOf("INCORRECT2") == p.incorrectId) << p.clean;
+    EXPECT_NE(tokenOf("INCORRECT1"), p.answerId);
+    EXPECT_NE(tokenOf("INCORRECT2"), p.answerId);
+    EXPECT_EQ(p.positions.at("END"), static_cast<int64_t>(p.cleanIds.size()) - 1);
+    // The query's colours come after the shot.
+    EXPECT_GT(p.positions.at("ANSWER"), static_cast<int64_t>(tok->encode(p.clean.substr(0, shotEnd)).ids.size()));
+  }
+}
+
 TEST(Datasets, JsonlRoundTripAndErrors) {
   const auto dir = std::filesystem::temp_directory_path() / "mechscope-causal-jsonl";
   std::filesystem::create_directories(dir);
@@ -90,6 +178,7 @@ TEST(Datasets, JsonlRoundTripAndErrors) {
     c.answerId = planted::tokenId(p.answer);
     c.incorrectId = planted::tokenId(p.incorrect);
     c.templateId = p.templateId;
+    c.positions = {{"END", static_cast<int64_t>(c.cleanIds.size()) - 1}, {"IO", 1}};
     ds.prompts.push_back(c);
   }
   writeJsonl(ds, dir / "planted.jsonl");
@@ -97,6 +186,7 @@ TEST(Datasets, JsonlRoundTripAndErrors) {
   ASSERT_EQ(back.prompts.size(), 5u);
   for (size_t i = 0; i < 5; ++i) {
     EXPECT_EQ(back.prompts[i].cleanIds, ds.prompts[i].cleanIds);
+    EXPECT_EQ(back.prompts[i].positions, ds.prompts[i].positions);
     EXPECT_EQ(back.prompts[i].answerId, ds.prompts[i].answerId);
     EXPECT_EQ(back.prompts[i].templateId, ds.prompts[i].templateId);
   }
@@ -104,6 +194,11 @@ TEST(Datasets, JsonlRoundTripAndErrors) {
   std::ofstream(dir / "text.jsonl") << R"({"clean": "When Mary and John were at the store , John gave a ring to", "corrupted": "When Anna and Tom were at the store , Sam gave a ring to", "answer": "Mary", "incorrect": "John"})" << "\n";
   std::ofstream(dir / "bad.jsonl") << "{\"clean\": \"x\"}\n";
   std::ofstream(dir / "broken.jsonl") << "{not json\n";
+  std::ofstream(dir / "badpos.jsonl") << R"({"clean_ids": [1, 2], "corrupted_ids": [1, 3], "answer": 4, "incorrect": 5, "positions": {"IO": -1}})" << "\n";
+  std::ofstream(dir / "farpos.jsonl") << R"({"clean_ids": [1, 2], "corrupted_ids": [1, 3], "answer": 4, "incorrect": 5, "positions": {"IO": 2}})" << "\n";
+  EXPECT_THROW(readJsonl(dir / "badpos.jsonl"), InputError);
+  CausalDataset far = readJsonl(dir / "farpos.jsonl");
+  EXPECT_THROW(tokenizeDataset(far, nullptr, std::nullopt), InputError);  // position 2 of 2 tokens
   EXPECT_THROW(readJsonl(dir / "bad.jsonl"), InputError);
   EXPECT_THROW(readJsonl(dir / "broken.jsonl"), InputError);
   EXPECT_THROW(readJsonl(dir / "missing.jsonl"), InputError);
