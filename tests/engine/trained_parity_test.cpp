@@ -10,15 +10,11 @@
 #include "core/model/hooked_transformer.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "tests/common/param_names.hpp"
+#include "tests/engine/engine_test_support.hpp"
 
 using namespace mechscope;
 
 namespace {
-
-/// 1e-4 absolute, widened to 3e-6 of the largest |h| (as the fixture parity test, whose note derives
-/// it): the trained residuals reach |h| ≈ 30–60, where one fp32 ulp is ~4e-6 and HF's own fp32
-/// rounding is ~1e-4 from the exact value.
-double tolFor(const at::Tensor& ref) { return std::max(1e-4, 3e-6 * ref.abs().max().item<double>()); }
 
 class TrainedParity : public ::testing::TestWithParam<std::string> {};
 
@@ -47,7 +43,7 @@ TEST_P(TrainedParity, MatchesHuggingFaceOnRealPrompts) {
       const at::Tensor h = (l < c.nLayers ? cache.at("resid_pre", l) : cache.get("ln_final.hook_normalized"))[b].narrow(0, 0, n);
       const at::Tensor r = hiddenRef[l][b].narrow(0, 0, n);
       const double e = (h.to(at::kDouble) - r.to(at::kDouble)).abs().max().item<double>();
-      EXPECT_LE(e, tolFor(r)) << "row " << b << " hidden state " << l;
+      EXPECT_LE(e, test::parityTolerance(r)) << "row " << b << " hidden state " << l;
       eHidden = std::max(eHidden, e);
       if (l < c.nLayers) {
         const at::Tensor p = cache.at("pattern", l)[b].narrow(1, 0, n).narrow(2, 0, n);  // [head, n, n]
@@ -58,7 +54,7 @@ TEST_P(TrainedParity, MatchesHuggingFaceOnRealPrompts) {
     }
     const at::Tensor last = res.logits[b][n - 1].to(at::kDouble);
     const double el = (last - lastRef[b].to(at::kDouble)).abs().max().item<double>();
-    EXPECT_LE(el, tolFor(lastRef[b])) << "row " << b << " last logits";
+    EXPECT_LE(el, test::parityTolerance(lastRef[b])) << "row " << b << " last logits";
     eLast = std::max(eLast, el);
     // The model's next token is the reference's (a trained model is confident; ties would be luck).
     EXPECT_EQ(last.argmax().item<int64_t>(), lastRef[b].argmax().item<int64_t>()) << "row " << b;
