@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "analysis/common/final_norm.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
@@ -14,6 +15,28 @@ at::Tensor tokenLosses(const at::Tensor& logits, const at::Tensor& ids) {
   const at::Tensor next = ids.narrow(0, 1, n - 1).to(logp.device()).unsqueeze(1);               // [pos − 1, 1]
   return -logp.gather(1, next).squeeze(1).cpu();                                                // [pos − 1]
 }
+
+namespace {
+
+/// Token losses [pos − 1] of one forward with `hooks` (may be null): the last block's residual goes
+/// through the final norm and the unembedding in chunks (tokenPredictions, as WAAD/FAI), so no
+/// [pos, vocab] logits are held — the forward itself computes only the last position's.
+at::Tensor forwardTokenLosses(const HookedTransformer& model, const std::vector<int64_t>& row, const HookSet* hooks) {
+  HookSet all = hooks ? *hooks : HookSet{};
+  at::Tensor losses;
+  all.add(fmt::format("blocks.{}.hook_resid_post", model.config().nLayers - 1),
+          [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
+            const TokenPredictions p = tokenPredictions(model, applyFinalNorm(model, h[0]), row);  // h: [1, pos, d_model]
+            losses = -at::tensor(std::vector<double>(p.logProb.begin() + 1, p.logProb.end()), at::kDouble);
+            return std::nullopt;
+          });
+  ForwardOptions fo;
+  fo.logitsLastOnly = true;
+  (void)model.forward(at::tensor(row, at::kLong).unsqueeze(0), fo, &all);
+  return losses;
+}
+
+}  // namespace
 
 AttentionInfluenceResult runAttentionInfluence(const HookedTransformer& model, const std::vector<std::vector<int64_t>>& rows,
                                                const AttentionInfluenceOptions& options, const RunContext* ctx) {
@@ -38,12 +61,9 @@ AttentionInfluenceResult runAttentionInfluence(const HookedTransformer& model, c
     if (row.size() < 2)
       throw InputError(fmt::format("attention-influence: row {} has {} token(s); a loss needs at least 2", r, row.size()));
     if (ctx) ctx->check();
-    const at::Tensor ids = at::tensor(row, at::kLong);  // [pos]
-    const at::Tensor tokens = ids.unsqueeze(0);         // [1, pos]
-    ForwardOptions fo;
-    const at::Tensor base = tokenLosses(model.forward(tokens, fo).logits, ids);
-    const HookSet hooks = ablationHooks(model, tokens, mask, ctx);
-    const at::Tensor masked = tokenLosses(model.forward(tokens, fo, &hooks).logits, ids);
+    const at::Tensor base = forwardTokenLosses(model, row, nullptr);
+    const HookSet hooks = ablationHooks(model, at::tensor(row, at::kLong).unsqueeze(0), mask, ctx);  // tokens [1, pos]
+    const at::Tensor masked = forwardTokenLosses(model, row, &hooks);
     out.tokenLossBase.push_back(base);
     out.tokenLossMasked.push_back(masked);
     out.lossBase[r] = base.mean().item<double>();
