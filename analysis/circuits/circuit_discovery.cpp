@@ -66,18 +66,69 @@ CircuitResult discoverCircuit(const HookedTransformer& m, const PatchInputs& in,
   return discoverCircuit(m, std::vector<PatchGroup>{all}, params, task, ctx);
 }
 
+std::vector<StagePlan> defaultStagePlan(const std::map<std::string, at::Tensor>& roles) {
+  auto has = [&](const char* r) { return roles.count(r) > 0; };
+  auto plan = [](const char* repeated, const char* upstream) {
+    return std::vector<StagePlan>{{ReceiverSite::Q, false, "END"},
+                                  {ReceiverSite::Q, false, "END"},
+                                  {ReceiverSite::V, false, repeated},
+                                  {ReceiverSite::K, false, upstream}};
+  };
+  if (has("END") && has("S2") && has("S1+1")) return plan("S2", "S1+1");
+  if (has("END") && has("OBJ2") && has("OBJ1+1")) return plan("OBJ2", "OBJ1+1");
+  return {{ReceiverSite::Q, true, ""}};
+}
+
+std::vector<StagePlan> parseStagePlan(const std::string& roles, const std::string& sites) {
+  auto split = [](const std::string& text) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= text.size()) {
+      const size_t comma = text.find(',', start);
+      out.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  };
+  const std::vector<std::string> rs = split(roles);
+  const std::vector<std::string> ss = sites.empty() ? std::vector<std::string>{} : split(sites);
+  if (!ss.empty() && ss.size() + 1 != rs.size())
+    throw InputError(fmt::format("circuit: --stage-sites names {} sites for stages 2…; --stage-positions names {} stages (need one fewer site)",
+                                 ss.size(), rs.size()));
+  std::vector<StagePlan> plan;
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (rs[i].empty()) throw InputError(fmt::format("circuit: --stage-positions '{}' has an empty role", roles));
+    StagePlan st;
+    st.positionRole = rs[i];
+    if (i == 0) st.allSites = false;
+    else if (ss.empty()) st.allSites = true;
+    else st.site = parseReceiverSite(ss[i - 1]);
+    plan.push_back(st);
+  }
+  return plan;
+}
+
 CircuitResult discoverCircuit(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const CircuitParams& params,
                               const std::string& task, const RunContext* ctx) {
   if (params.topPercent <= 0 || params.topPercent > 100)
     throw InputError(fmt::format("circuit: --top-percent must be in (0, 100], found {}", params.topPercent));
+  if (groups.empty()) throw InputError("circuit: no prompts");
   CircuitResult r;
   r.task = task;
   r.params = params;
+  if (r.params.plan.empty()) {
+    // The plan every group supports (the roles of the first group, checked on the others by pathPatch).
+    r.params.plan = defaultStagePlan(groups.front().inputs.roles);
+  }
+  const std::vector<StagePlan>& plan = r.params.plan;
   r.nLayers = m.config().nLayers;
   r.nHeads = m.config().nHeads;
   std::vector<Receiver> receivers;  // stage 1: the logits
   for (int stage = 1; stage <= params.maxStages; ++stage) {
     if (stage > 1 && receivers.empty()) break;
+    if (stage > static_cast<int>(plan.size()) && !plan.back().allSites) break;  // a role plan ends
+    const StagePlan& sp = plan[std::min(static_cast<size_t>(stage - 1), plan.size() - 1)];
     int maxLayer = r.nLayers;
     if (stage > 1) {
       maxLayer = 0;
@@ -87,8 +138,9 @@ CircuitResult discoverCircuit(const HookedTransformer& m, const std::vector<Patc
     PathPatchParams pp;
     pp.variant = params.variant;
     pp.receivers = receivers;
+    pp.positionRole = sp.positionRole;
     pp.senderPositions = params.senderPositions;
-    if (params.variant == PathVariant::Merullo && pp.senderPositions.empty()) pp.senderPositions = {-1};
+    pp.freezeMlps = params.freezeMlps;
     pp.maxBatchRows = params.maxBatchRows;
     const PathPatchResult pr = pathPatchGroups(m, groups, pp, ctx);
     if (stage == 1) {
@@ -97,15 +149,24 @@ CircuitResult discoverCircuit(const HookedTransformer& m, const std::vector<Patc
     }
     CircuitStage st;
     st.index = stage;
+    st.positionRole = sp.positionRole;
     st.receivers = receivers;
     st.effect = pr.effect;
     const double maxAbs = pr.effect.abs().max().item<double>();
     st.score = maxAbs > 0 ? pr.effect / maxAbs : pr.effect.clone();
     st.selected = selectHeads(pr.effect, params.topPercent, params.relThreshold, params.minEffect);
     r.stages.push_back(st);
+    // The next stage's receivers: the selected heads at its site.
     receivers.clear();
-    for (const auto& h : st.selected)
-      for (auto site : {ReceiverSite::Q, ReceiverSite::K, ReceiverSite::V}) receivers.push_back({h, site});
+    if (stage < static_cast<int>(plan.size()) || plan.back().allSites) {
+      const StagePlan& next = plan[std::min(static_cast<size_t>(stage), plan.size() - 1)];
+      for (const auto& h : st.selected) {
+        if (next.allSites)
+          for (auto site : {ReceiverSite::Q, ReceiverSite::K, ReceiverSite::V}) receivers.push_back({h, site});
+        else
+          receivers.push_back({h, next.site});
+      }
+    }
   }
   collectHeads(r);
   return r;
@@ -159,6 +220,7 @@ nlohmann::json toJson(const CircuitResult& r) {
                  {"rel_threshold", r.params.relThreshold},
                  {"min_effect", r.params.minEffect},
                  {"variant", r.params.variant == PathVariant::Ioi ? "ioi" : "merullo"},
+                 {"freeze_mlps", r.params.freezeMlps},
                  {"max_stages", r.params.maxStages}};
   j["heads"] = nlohmann::json::array();
   for (const auto& h : r.heads)
@@ -168,6 +230,7 @@ nlohmann::json toJson(const CircuitResult& r) {
   for (const auto& st : r.stages) {
     nlohmann::json s;
     s["stage"] = st.index;
+    s["position_role"] = st.positionRole;
     s["receivers"] = nlohmann::json::array();
     if (st.receivers.empty()) s["receivers"].push_back("logits");
     for (const auto& rc : st.receivers) s["receivers"].push_back(fmt::format("{}.{}.{}", rc.head.layer, rc.head.head, toString(rc.site)));
@@ -209,6 +272,7 @@ CircuitResult circuitFromJson(const nlohmann::json& j, const std::string& source
       for (const auto& s : j["stages"]) {
         CircuitStage st;
         st.index = s.value("stage", 0);
+        st.positionRole = s.value("position_role", "");
         st.effect = fromGrid(s.at("effect"), r.nLayers, r.nHeads, source);
         const double maxAbs = st.effect.abs().max().item<double>();
         st.score = maxAbs > 0 ? st.effect / maxAbs : st.effect.clone();

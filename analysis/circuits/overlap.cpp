@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -49,11 +51,45 @@ nlohmann::json setJson(const SetOverlap& o) {
   return {{"jaccard", o.jaccard}, {"intersection_over_min", o.overMin}, {"shared", list(o.shared)},
           {"only_a", list(o.onlyA)}, {"only_b", list(o.onlyB)}};
 }
+/// Stage index → the heads it selected.
+std::map<int, std::vector<HeadRef>> headsByStage(const CircuitResult& r) {
+  std::map<int, std::vector<HeadRef>> out;
+  if (!r.stages.empty()) {
+    for (const auto& st : r.stages) out[st.index] = st.selected;
+  } else {
+    for (const auto& h : r.heads) out[h.stage].push_back(h.head);
+  }
+  return out;
+}
 }  // namespace
+
+StagePairOverlap stagePairOverlap(const CircuitResult& a, const CircuitResult& b) {
+  const auto sa = headsByStage(a), sb = headsByStage(b);
+  std::set<int> stages;
+  for (const auto& [k, v] : sa) stages.insert(k);
+  for (const auto& [k, v] : sb) stages.insert(k);
+  StagePairOverlap r;
+  for (int st : stages) {
+    const auto ia = sa.find(st), ib = sb.find(st);
+    StageOverlap so;
+    so.stage = st;
+    so.overlap = setOverlap(ia == sa.end() ? std::vector<HeadRef>{} : ia->second, ib == sb.end() ? std::vector<HeadRef>{} : ib->second);
+    r.shared += so.overlap.shared.size();
+    r.sizeA += so.overlap.shared.size() + so.overlap.onlyA.size();
+    r.sizeB += so.overlap.shared.size() + so.overlap.onlyB.size();
+    r.stages.push_back(so);
+  }
+  r.unionSize = r.sizeA + r.sizeB - r.shared;
+  r.jaccard = r.unionSize > 0 ? static_cast<double>(r.shared) / static_cast<double>(r.unionSize) : 0.0;
+  const size_t mn = std::min(r.sizeA, r.sizeB);
+  r.overMin = mn > 0 ? static_cast<double>(r.shared) / static_cast<double>(mn) : 0.0;
+  return r;
+}
 
 OverlapResult circuitOverlap(const CircuitResult& a, const CircuitResult& b, const std::vector<double>& percents) {
   OverlapResult r;
   r.headline = setOverlap(heads(a), heads(b));
+  r.stagePairs = stagePairOverlap(a, b);
   const bool canSweep = !a.stages.empty() && !b.stages.empty();
   for (double p : percents) {
     SweepPoint pt;
@@ -70,6 +106,15 @@ OverlapResult circuitOverlap(const CircuitResult& a, const CircuitResult& b, con
 nlohmann::json toJson(const OverlapResult& r) {
   nlohmann::json j = setJson(r.headline);
   j["analysis"] = "overlap";
+  const StagePairOverlap& sp = r.stagePairs;
+  nlohmann::json pairs = {{"size_a", sp.sizeA}, {"size_b", sp.sizeB}, {"shared", sp.shared}, {"union", sp.unionSize},
+                          {"jaccard", sp.jaccard}, {"intersection_over_min", sp.overMin}, {"stages", nlohmann::json::array()}};
+  for (const auto& st : sp.stages) {
+    nlohmann::json s = setJson(st.overlap);
+    s["stage"] = st.stage;
+    pairs["stages"].push_back(s);
+  }
+  j["stage_pairs"] = pairs;
   j["sweep"] = nlohmann::json::array();
   for (const auto& p : r.sweep) {
     nlohmann::json s = setJson(p.overlap);

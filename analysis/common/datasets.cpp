@@ -125,7 +125,9 @@ std::vector<T> pick(const std::vector<T>& from, size_t k, std::mt19937_64& rng) 
 /// A rendered Colored Objects example and the byte offsets of its three colour words.
 struct ColoredExample {
   std::string text;
-  size_t colour[3] = {0, 0, 0};
+  size_t colour[3] = {0, 0, 0};     ///< byte offset of each listed colour
+  size_t objectLast[3] = {0, 0, 0}; ///< byte offset of each listed object's last character
+  size_t questionObjectLast = 0;    ///< byte offset of the asked object's last character in the question
 };
 
 ColoredExample renderColoredExample(const std::vector<std::string>& cs, const std::vector<std::string>& os,
@@ -137,8 +139,11 @@ ColoredExample renderColoredExample(const std::vector<std::string>& cs, const st
     e.text += cs[i][0] == 'o' ? "an " : "a ";
     e.colour[i] = e.text.size();
     e.text += cs[i] + " " + os[i];
+    e.objectLast[i] = e.text.size() - 1;
   }
-  e.text += fmt::format(". What color is the {}?\nA:", os[query]);
+  e.text += fmt::format(". What color is the {}", os[query]);
+  e.questionObjectLast = e.text.size() - 1;
+  e.text += "?\nA:";
   return e;
 }
 
@@ -223,6 +228,11 @@ CausalDataset coloredObjectsDataset(const Tokenizer& tok, const ColoredObjectsOp
     for (size_t k = 0; k < 3; ++k)
       p.positions[k == q ? std::string("ANSWER") : fmt::format("INCORRECT{}", ++wrong)] =
           datasetTokenAt(enc, p.clean, shot.size() + query.colour[k]);
+    // The asked object, the repeated token of this task (IOI's S1 / S2 analogues for circuit stages):
+    // OBJ1 its mention in the list, OBJ2 its mention in the question (each its last token).
+    p.positions["OBJ1"] = datasetTokenAt(enc, p.clean, shot.size() + query.objectLast[q]);
+    p.positions["OBJ1+1"] = p.positions["OBJ1"] + 1;
+    p.positions["OBJ2"] = datasetTokenAt(enc, p.clean, shot.size() + query.questionObjectLast);
     p.positions["END"] = static_cast<int64_t>(enc.ids.size()) - 1;
     ds.prompts.push_back(std::move(p));
   }
@@ -393,6 +403,17 @@ std::vector<PatchGroup> toPatchGroups(const CausalDataset& ds, int* dropped) {
     g.inputs.correct = at::tensor(correct, at::kLong);                                       // [batch]
     g.inputs.incorrect = at::tensor(incorrect, at::kLong);                                   // [batch]
     g.promptIndex = rows;
+    // Roles every prompt of the group names ([batch] positions).
+    for (const auto& [role, unused] : ds.prompts[static_cast<size_t>(rows.front())].positions) {
+      std::vector<int64_t> where;
+      for (const int64_t i : rows) {
+        const auto& pos = ds.prompts[static_cast<size_t>(i)].positions;
+        const auto it = pos.find(role);
+        if (it == pos.end()) break;
+        where.push_back(it->second);
+      }
+      if (where.size() == rows.size()) g.inputs.roles[role] = at::tensor(where, at::kLong);  // [batch]
+    }
     groups.push_back(std::move(g));
   }
   if (dropped) *dropped = skip;

@@ -25,7 +25,8 @@ struct CausalPrompt {
   int templateId = -1;                            ///< group for per-template means (-1: none)
   /// Token positions of named roles in the clean prompt (the corrupted one shares them: equal lengths).
   /// IOI: "IO", "S1", "S1+1", "S2", "END"; Colored Objects: "ANSWER" (the queried object's colour in the
-  /// query), "INCORRECT1", "INCORRECT2" (the query's other two colours), "END". They index cleanIds once
+  /// query), "INCORRECT1", "INCORRECT2" (the query's other two colours), "OBJ1" (the asked object in the
+  /// query's list, last token), "OBJ1+1", "OBJ2" (the asked object in the question), "END". They index cleanIds once
   /// tokenized; before that (cleanIds empty) they index encode(clean), and tokenizeDataset shifts them
   /// by one when it prepends BOS.
   std::map<std::string, int64_t> positions;

@@ -53,13 +53,40 @@ at::Tensor cellMask(const SiteGeometry& g, at::IntArrayRef sample, int64_t v0, i
   return mask;
 }
 
-/// Replaces, in `t` [V*B, sample...], the masked cells of each variant by `clean` [B, sample...].
-at::Tensor patchCells(const at::Tensor& t, const at::Tensor& clean, const at::Tensor& mask) {
+/// [batch, pos] bool of each prompt's `role` position (PatchParams::positionRole); undefined without a role.
+at::Tensor rolePositionMask(const PatchInputs& in, const PatchParams& p) {
+  if (p.positionRole.empty()) return {};
+  if (p.perPosition) throw InputError("patching: a role position and one cell per position exclude each other");
+  const auto it = in.roles.find(p.positionRole);
+  if (it == in.roles.end())
+    throw InputError(fmt::format("patching: the prompts have no '{}' role position (roles come from `dataset` or a JSONL \"positions\" object)",
+                                 p.positionRole));
+  const int64_t B = in.clean.size(0), P = in.clean.size(1);
+  const at::Tensor pos = it->second.to(at::kLong).cpu().view({B, 1});
+  if (pos.min().item<int64_t>() < 0 || pos.max().item<int64_t>() >= P)
+    throw InputError(fmt::format("patching: role '{}' lies outside the {}-token prompts", p.positionRole, P));
+  return at::zeros({B, P}, at::kBool).scatter_(1, pos, true);
+}
+
+/// `roleRows` [batch, pos] shaped to broadcast over [V, batch, sample...] (pos on the sample's posAxis).
+at::Tensor roleRowsFor(const at::Tensor& roleRows, const SiteGeometry& g, int64_t sampleDims) {
+  std::vector<int64_t> shape(static_cast<size_t>(2 + sampleDims), 1);
+  shape[1] = roleRows.size(0);
+  shape[static_cast<size_t>(2 + g.posAxis)] = roleRows.size(1);
+  return roleRows.view(shape);
+}
+
+/// Replaces, in `t` [V*B, sample...], the masked cells of each variant by `clean` [B, sample...]; with
+/// `roleRows` [batch, pos] only at each prompt's role position.
+at::Tensor patchCells(const at::Tensor& t, const at::Tensor& clean, const at::Tensor& mask, const SiteGeometry& g,
+                      const at::Tensor& roleRows = {}) {
   const int64_t V = mask.size(0), B = clean.size(0);
   std::vector<int64_t> vb{V, B};
   vb.insert(vb.end(), clean.sizes().begin() + 1, clean.sizes().end());
   at::Tensor tv = t.view(vb);                                            // [V, B, sample...]
-  at::Tensor out = at::where(mask.to(t.device()).unsqueeze(1), clean.to(t.dtype()).unsqueeze(0), tv);
+  at::Tensor m = mask.to(t.device()).unsqueeze(1);                       // [V, 1, sample...]
+  if (roleRows.defined()) m = m.logical_and(roleRowsFor(roleRows.to(t.device()), g, clean.dim() - 1));
+  at::Tensor out = at::where(m, clean.to(t.dtype()).unsqueeze(0), tv);
   return out.view(t.sizes());
 }
 
@@ -110,6 +137,7 @@ PatchResult activationPatch(const HookedTransformer& m, const PatchInputs& in, c
   Baselines b = baselines(m, in, p.component, ctx);
   const int64_t B = in.clean.size(0), P = in.clean.size(1);
   const SiteGeometry g = geometryOf(m, p, P);
+  const at::Tensor roleRows = rolePositionMask(in, p);  // [batch, pos] or undefined
   const int64_t cells = g.nUnits * g.nPos;
   const int64_t perChunk = std::max<int64_t>(1, p.maxBatchRows / B);
   const int L = m.config().nLayers;
@@ -131,10 +159,10 @@ PatchResult activationPatch(const HookedTransformer& m, const PatchInputs& in, c
       at::Tensor resid = base.repeat({V, 1, 1});  // [V*batch, pos, d_model], variant-major
       HookSet hooks;
       if (p.component == PatchComponent::ResidPre) {
-        resid = patchCells(resid, clean, mask);
+        resid = patchCells(resid, clean, mask, g, roleRows);
       } else {
         hooks.add(site, [&](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
-          return patchCells(t, clean, mask);
+          return patchCells(t, clean, mask, g, roleRows);
         });
       }
       const ForwardResult fr = m.forwardFrom(l, resid, opts, &hooks, ctx);
@@ -152,6 +180,7 @@ PatchResult activationPatchLoop(const HookedTransformer& m, const PatchInputs& i
   Baselines b = baselines(m, in, p.component, ctx);
   const int64_t B = in.clean.size(0), P = in.clean.size(1);
   const SiteGeometry g = geometryOf(m, p, P);
+  const at::Tensor roleRows = rolePositionMask(in, p);  // [batch, pos] or undefined
   const int64_t cells = g.nUnits * g.nPos;
   const int L = m.config().nLayers;
   PatchResult r;
@@ -169,7 +198,7 @@ PatchResult activationPatchLoop(const HookedTransformer& m, const PatchInputs& i
       const at::Tensor mask = cellMask(g, clean.sizes().slice(1), cell, 1, p.perPosition);
       HookSet hooks;
       hooks.add(site, [&](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
-        return patchCells(t, clean, mask);
+        return patchCells(t, clean, mask, g, roleRows);
       });
       const ForwardResult fr = m.forward(in.corrupt, opts, &hooks, ctx);
       ++r.forwards;
@@ -185,6 +214,7 @@ PatchResult attributionPatch(const HookedTransformer& m, const PatchInputs& in, 
   Baselines b = baselines(m, in, p.component, ctx);
   const int64_t B = in.clean.size(0), P = in.clean.size(1);
   const SiteGeometry g = geometryOf(m, p, P);
+  const at::Tensor roleRows = rolePositionMask(in, p);  // [batch, pos] or undefined
   const int L = m.config().nLayers;
   std::vector<at::Tensor> eps(static_cast<size_t>(L));
   std::vector<at::Tensor> acts(static_cast<size_t>(L));
@@ -209,7 +239,8 @@ PatchResult attributionPatch(const HookedTransformer& m, const PatchInputs& in, 
     if (!eps[li].defined() || !eps[li].grad().defined())
       throw Error(fmt::format("attribution patching: no gradient reached {}", hookName(p.component, l)));
     const at::Tensor clean = b.clean.get(hookName(p.component, l));
-    const at::Tensor prod = ((clean.to(at::kFloat) - acts[li].to(at::kFloat)) * eps[li].grad().to(at::kFloat));
+    at::Tensor prod = ((clean.to(at::kFloat) - acts[li].to(at::kFloat)) * eps[li].grad().to(at::kFloat));  // [batch, sample...]
+    if (roleRows.defined()) prod = prod * roleRowsFor(roleRows.to(prod.device()), g, prod.dim() - 1).squeeze(0).to(prod.dtype());
     at::Tensor cell;  // [(unit,) (pos,) batch]
     if (p.component == PatchComponent::Pattern) {
       cell = prod.sum(-1);                                              // [batch, head, query]

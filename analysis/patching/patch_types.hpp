@@ -1,6 +1,7 @@
 #pragma once
 // Plain types shared by activation, attribution and path patching: the inputs (clean/corrupt token
 // batches of equal length and the answer pair per prompt), the patchable components, the result.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@ struct PatchInputs {
   at::Tensor corrupt;    ///< [batch, pos] int64
   at::Tensor correct;    ///< [batch] int64: the correct answer token
   at::Tensor incorrect;  ///< [batch] int64: the contrast answer token
+  /// [batch] int64 position of each named role (IOI "S2", Colored Objects "OBJ2", …) that every prompt
+  /// of the batch has; empty when the prompts carry no roles.
+  std::map<std::string, at::Tensor> roles;
 };
 
 /// Prompts of one token length with where they came from. Causal commands run each group as one batch
@@ -70,6 +74,7 @@ struct PatchResult {
 struct PatchParams {
   PatchComponent component = PatchComponent::HeadOut;
   bool perPosition = false;  ///< one cell per position, else all positions at once
+  std::string positionRole;  ///< patch only each prompt's position of this role (PatchInputs::roles), e.g. "S2"
   Normalisation normalisation = Normalisation::Denoising;
   int64_t maxBatchRows = 256;  ///< upper bound on rows (variants × prompts) per batched forward
 };

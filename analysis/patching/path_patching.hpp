@@ -1,13 +1,17 @@
 #pragma once
-// Path patching (METRICS.md §3.3 IOI variant, §4.4 Merullo variant): the effect of one sender head's
-// output, taken from the corrupted run, on chosen receivers (q/k/v/z of receiver heads, or the
-// residual read by the logits) with every other head and every MLP frozen to the clean run.
+// Path patching (docs/causal-protocols.md; Wang et al.'s ioi_utils.path_patching, Merullo et al.'s
+// patching_utils.path_patching): the effect of one sender head's output, taken from the corrupted run,
+// on chosen receivers (q/k/v/z of receiver heads, or the residual read by the logits) with every other
+// head's output frozen to the clean run.
 //
-// With everything but the sender frozen, the residual stream at a receiver's layer is the clean one
-// plus the sender's change (z_corrupt − z_clean) W_O at the sender positions, so the first pass is
-// computed exactly without re-running the frozen layers; the receivers' activations are recomputed
-// by one layer of forwardFrom, and the second pass is a clean forward from the first receiver layer
-// with them substituted. Senders are batched (variants on the batch dimension).
+// Pass 1 runs the clean prompt with every head's z frozen to its clean value (Wang: at every position;
+// Merullo: at the sender positions only) except the sender's, which takes its corrupted value at the
+// sender positions; MLPs are recomputed (both official codes' default) or frozen to the clean run, and
+// the receivers' inputs are recorded. Pass 2 is the clean run with only the receivers' activations
+// replaced at the receiver positions. Senders are batched (variants on the batch dimension), pass 1
+// starts at the lowest sender layer of a batch (below it every row is the clean run). With MLPs and
+// every position frozen the residual at a receiver is exactly clean + (z_corrupt − z_clean) W_O, so
+// that case skips the layers between.
 #include <vector>
 
 #include "analysis/patching/patch_types.hpp"
@@ -46,10 +50,14 @@ enum class PathVariant {
 /// Options of a path-patching run.
 struct PathPatchParams {
   PathVariant variant = PathVariant::Ioi;
-  std::vector<HeadRef> senders;        ///< empty: every head that can reach a receiver
+  std::vector<HeadRef> senders;        ///< empty: Ioi every head below the highest receiver layer; Merullo every
+                                       ///< head in layers ≤ the lowest receiver layer, receivers excluded
   std::vector<Receiver> receivers;     ///< empty: the residual stream read by the logits (last position)
+  std::string positionRole;            ///< a role of PatchInputs::roles (e.g. "S2"): sender and receiver position
+                                       ///< of each prompt (overrides the position lists)
   std::vector<int64_t> senderPositions;    ///< empty: all (Ioi) / the last position (Merullo); negative = from the end
-  std::vector<int64_t> receiverPositions;  ///< empty: all positions; negative = from the end
+  std::vector<int64_t> receiverPositions;  ///< empty: the sender positions (both official codes use one list)
+  bool freezeMlps = false;     ///< freeze MLP outputs to the clean run (official option; default recomputed)
   int64_t maxBatchRows = 512;  ///< rows (senders × prompts) per batched forward
 };
 

@@ -19,7 +19,7 @@ namespace {
 
 struct CircuitOptions {
   AnalysisCommonOptions common;
-  std::string task, variant = "ioi", corruption = "abc";
+  std::string task, variant = "ioi", corruption = "abc", stagePositions, stageSites;
   int n = 50;
   uint64_t seed = 0;
   analysis::CircuitParams params;
@@ -30,6 +30,8 @@ void runCircuit(CircuitOptions& o) {
   if (o.variant == "ioi") o.params.variant = analysis::PathVariant::Ioi;
   else if (o.variant == "merullo") o.params.variant = analysis::PathVariant::Merullo;
   else throw InputError(fmt::format("circuit: --variant must be ioi or merullo, found '{}'", o.variant));
+  if (!o.stagePositions.empty()) o.params.plan = analysis::parseStagePlan(o.stagePositions, o.stageSites);
+  else if (!o.stageSites.empty()) throw InputError("circuit: --stage-sites needs --stage-positions");
   attachStderrProgress("circuit");
   LoadedModel m = loadAnalysisModel(o.common);
   analysis::CausalSource src;
@@ -53,6 +55,9 @@ void runCircuit(CircuitOptions& o) {
   writeAnalysisOutputs(o.common, out, m, "materialized");
   std::cout << fmt::format("circuit {}: {} prompts, LD clean {:.4f}, corrupt {:.4f}, {} stages\n", o.task, out.json["prompts"].get<int64_t>(),
                            r.metricClean, r.metricCorrupt, r.stages.size());
+  for (const auto& st : r.stages)
+    std::cout << fmt::format("  stage {} at {}: {} heads selected\n", st.index, st.positionRole.empty() ? "the sender positions" : st.positionRole,
+                             st.selected.size());
   for (const auto& h : r.heads)
     std::cout << fmt::format("  {}.{}  stage {}  {:<14} score {:+.3f}  effect {:+.4f}\n", h.head.layer, h.head.head, h.stage,
                              h.role, h.score, h.effect);
@@ -71,6 +76,12 @@ const RegisterCommand reg_cmd_circuit{"circuit", 42, [](CLI::App& root) {
   sub->add_option("--rel-threshold", o->params.relThreshold, "keep heads ≥ this × stage max |effect| (default 0.1)");
   sub->add_option("--min-effect", o->params.minEffect, "keep heads ≥ this fraction of the LD gap (default 0.02)");
   sub->add_option("--max-stages", o->params.maxStages, "stages at most (default 6)");
+  sub->add_option("--stage-positions", o->stagePositions,
+                  "role position of each stage's senders and receivers, e.g. END,END,S2,S1+1 (default: IOI END,END,S2,S1+1; "
+                  "colored-objects END,END,OBJ2,OBJ1+1; prompts without roles: all positions / the last for merullo)");
+  sub->add_option("--stage-sites", o->stageSites,
+                  "receiver site of stages 2… (q, k, v), e.g. q,v,k (default with roles q,v,k; with --stage-positions and no sites: q, k and v)");
+  sub->add_flag("--freeze-mlps", o->params.freezeMlps, "path patching with every MLP frozen to the clean run (default: recomputed, as both papers' code)");
   sub->add_option("--max-batch-rows", o->params.maxBatchRows, "rows per batched forward (default 512)");
   sub->add_option("--device", o->common.device, "cpu (default), cuda, cuda:N");
   sub->add_option("--dtype", o->common.dtype, "fp32 (default), bf16, fp16");

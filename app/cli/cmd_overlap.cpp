@@ -43,6 +43,12 @@ void runOverlap(const OverlapOptions& o) {
   std::cout << fmt::format("Jaccard {:.4f}   |A∩B|/min {:.4f}\n", r.headline.jaccard, r.headline.overMin);
   std::cout << fmt::format("shared: {}\nonly A: {}\nonly B: {}\n", names(r.headline.shared), names(r.headline.onlyA),
                            names(r.headline.onlyB));
+  const auto& sp = r.stagePairs;
+  std::cout << fmt::format("(stage, head) pairs: {}/{} shared (|A| {}, |B| {}; Jaccard {:.4f}, |A∩B|/min {:.4f})\n", sp.shared,
+                           sp.unionSize, sp.sizeA, sp.sizeB, sp.jaccard, sp.overMin);
+  for (const auto& st : sp.stages)
+    std::cout << fmt::format("  stage {}: shared {}  only A {}  only B {}\n", st.stage, names(st.overlap.shared), names(st.overlap.onlyA),
+                             names(st.overlap.onlyB));
   for (const auto& p : r.sweep)
     std::cout << fmt::format("top {:>4}%: |A| {:>3} |B| {:>3}  Jaccard {:.4f}  |A∩B|/min {:.4f}\n", p.percent, p.sizeA,
                              p.sizeB, p.overlap.jaccard, p.overlap.overMin);

@@ -30,7 +30,8 @@ struct PatchOptions {
   bool perPosition = false;
   bool noising = false;
   int64_t maxBatchRows = 256;
-  std::string pathReceivers, pathSenders, pathVariant = "ioi", senderPositions, receiverPositions;
+  std::string pathReceivers, pathSenders, pathVariant = "ioi", senderPositions, receiverPositions, positionRole;
+  bool freezeMlps = false;
 };
 
 /// "3.0.q,3.1.k" → receivers; "logits" → none (the residual read by the logits).
@@ -64,6 +65,7 @@ void runPatch(PatchOptions& o) {
   analysis::PatchParams p;
   p.component = analysis::parsePatchComponent(o.component);
   p.perPosition = o.perPosition;
+  p.positionRole = o.positionRole;
   p.normalisation = analysis::parseNormalisation(o.noising ? "noising" : o.normalisation);
   p.maxBatchRows = o.maxBatchRows;
   const RunContext& ctx = processContext();
@@ -79,12 +81,16 @@ void runPatch(PatchOptions& o) {
     if (!o.pathSenders.empty()) pp.senders = parseHeadList(o.pathSenders, "--path-senders");
     if (!o.senderPositions.empty()) pp.senderPositions = analysis::parseIdList(o.senderPositions, "--sender-positions");
     if (!o.receiverPositions.empty()) pp.receiverPositions = analysis::parseIdList(o.receiverPositions, "--receiver-positions");
+    pp.positionRole = o.positionRole;
+    pp.freezeMlps = o.freezeMlps;
     pp.maxBatchRows = o.maxBatchRows;
     const analysis::PathPatchResult pr = analysis::pathPatchGroups(*m.model, groups, pp, &ctx);
     r.json["analysis"] = "patch";
     r.json["method"] = "path";
     r.json["variant"] = o.pathVariant;
     r.json["receivers"] = o.pathReceivers;
+    r.json["freeze_mlps"] = pp.freezeMlps;
+    if (!pp.positionRole.empty()) r.json["position_role"] = pp.positionRole;
     r.json["scores"] = analysis::tensorToJson(pr.scores);
     r.json["effect"] = analysis::tensorToJson(pr.effect);
     r.json["metric_patched"] = analysis::tensorToJson(pr.metricPatched);
@@ -126,6 +132,7 @@ void runPatch(PatchOptions& o) {
   r.json["method"] = o.method;
   r.json["component"] = analysis::toString(p.component);
   r.json["per_position"] = p.perPosition;
+  if (!p.positionRole.empty()) r.json["position_role"] = p.positionRole;
   r.json["layout"] = analysis::isHeadComponent(p.component) ? (p.perPosition ? "[layer][head][pos]" : "[layer][head]")
                                                             : (p.perPosition ? "[layer][pos]" : "[layer]");
   r.json["metric"] = "logit_diff";
@@ -167,7 +174,11 @@ const RegisterCommand reg_cmd_patch{"patch", 40, [](CLI::App& root) {
   sub->add_option("--path-senders", o->pathSenders, "path patching: LAYER.HEAD list (default every head below the receivers)");
   sub->add_option("--path-variant", o->pathVariant, "path patching: ioi (default) or merullo");
   sub->add_option("--sender-positions", o->senderPositions, "path patching: sender positions, e.g. -1 (default all / last for merullo)");
-  sub->add_option("--receiver-positions", o->receiverPositions, "path patching: receiver positions (default all)");
+  sub->add_option("--receiver-positions", o->receiverPositions, "path patching: receiver positions (default the sender positions)");
+  sub->add_option("--position-role", o->positionRole,
+                  "patch only each prompt's position of this role (IOI: IO, S1, S1+1, S2, END; colored-objects: ANSWER, INCORRECT1, "
+                  "INCORRECT2, OBJ1, OBJ1+1, OBJ2, END); path patching: the sender and receiver position");
+  sub->add_flag("--freeze-mlps", o->freezeMlps, "path patching: freeze every MLP to the clean run (default: recomputed, as both papers' code)");
   sub->add_option("--max-batch-rows", o->maxBatchRows, "rows (variants × prompts) per batched forward (default 256)");
   o->common.addRunAndOutputs(sub);
   sub->callback([o, sub] {

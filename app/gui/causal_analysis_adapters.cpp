@@ -273,7 +273,7 @@ void wireCircuitAdapter(AnalysisAdapter& a) {
     const PatchingSession& pair = needPair(in, "circuit");
     const auto& model = *pair.model()->model;
     analysis::PatchInputs pin{ids1(pair.cleanIds(), model), ids1(pair.corruptIds(), model), scalarId(pair.answer(), model),
-                              scalarId(pair.incorrect(), model)};
+                              scalarId(pair.incorrect(), model), {}};
     analysis::CircuitParams p;
     p.topPercent = params["top_percent"].toDouble(2.0);
     p.relThreshold = params["rel_threshold"].toDouble(0.1);

@@ -46,7 +46,7 @@ std::vector<PatchGroup> lengthGroupsHead(const std::vector<PatchGroup>& groups, 
       const PatchGroup one = lengthGroupsRow(g, b);
       h.inputs = b == 0 ? one.inputs
                         : PatchInputs{at::cat({h.inputs.clean, one.inputs.clean}), at::cat({h.inputs.corrupt, one.inputs.corrupt}),
-                                      at::cat({h.inputs.correct, one.inputs.correct}), at::cat({h.inputs.incorrect, one.inputs.incorrect})};
+                                      at::cat({h.inputs.correct, one.inputs.correct}), at::cat({h.inputs.incorrect, one.inputs.incorrect}), {}};
       h.promptIndex.push_back(one.promptIndex[0]);
       h.templateIds.push_back(one.templateIds[0]);
       kept.push_back(one.promptIndex[0]);

@@ -202,7 +202,7 @@ TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
   const auto& m = *ws.session()->model;
   auto ids = [](const std::vector<int64_t>& v) { return at::tensor(at::ArrayRef<int64_t>(v), at::kLong).unsqueeze(0); };
   analysis::PatchInputs in{ids(ws.patching()->cleanIds()), ids(ws.patching()->corruptIds()), at::tensor(std::vector<int64_t>{ws.patching()->answer()}),
-                           at::tensor(std::vector<int64_t>{ws.patching()->incorrect()})};
+                           at::tensor(std::vector<int64_t>{ws.patching()->incorrect()}), {}};
   const auto ref = analysis::discoverCircuit(m, in, analysis::CircuitParams{}, "ioi");
   ASSERT_EQ(circuit.gridViews().size(), 1 + ref.stages.size());
   for (std::size_t s = 0; s < ref.stages.size(); ++s)
