@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Writes every reference JSON (issue #18) into OUT_DIR: {sinks,waad_fai,waad_fai_h4,constraint,retrieval,attention_influence}_<model>.json.
+# Writes every reference JSON (issues #18, #19) into OUT_DIR: {sinks,waad_fai,waad_fai_h4,constraint,retrieval,attention_influence}_<model>.json
+# and circuits_{ioi,co}_gpt2-ioi.json.
 #   scripts/reference/run_all.sh OUT_DIR                      # transformers (the reference)
 #   scripts/reference/run_all.sh OUT_DIR --no-transformers    # pure-PyTorch fallback (debugging)
 # With transformers it also checks its forward against reference.safetensors and, in OUT_DIR/fallback,
@@ -39,13 +40,21 @@ attention_influence() {
       --heads "${mh#*:}" --out "$out/attention_influence_$m.json"
   done
 }
+# IOI / Colored Objects causal protocols (issue #19) on hooked_gpt2.py (its own check against
+# reference.safetensors runs first), written once into OUT_DIR whatever the backend flag.
+circuits() {
+  local refs="$root/tests/data/trained/references"
+  "$PY" "$here/circuits_ref.py" --model "$root/tests/data/trained/gpt2-ioi" \
+    --ioi-dataset "$refs/ioi_dataset.jsonl" --co-dataset "$refs/co_dataset.jsonl" --out-dir "$out"
+}
 run_set "$out" "$flag"
 attention_influence
+circuits
 if [ "$flag" != --no-transformers ]; then
   "$PY" "$here/check_fallback.py" --no-transformers "${dirs[@]}"
   run_set "$out/fallback" --no-transformers
   pairs=(); for f in "$out"/*.json; do
-    [[ "$(basename "$f")" == attention_influence_* ]] && continue
+    [[ "$(basename "$f")" == attention_influence_* || "$(basename "$f")" == circuits_* ]] && continue
     pairs+=("$f" "$out/fallback/$(basename "$f")")
   done
   "$PY" "$here/compare_json.py" "${pairs[@]}"
