@@ -28,20 +28,14 @@ AblationMethod parseAblationMethod(const std::string& s) {
   throw InputError(fmt::format("ablation method '{}' is unknown (expected zero, mean, resample, uniform or force)", s));
 }
 
-HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, const AblationParams& p, const RunContext* ctx) {
-  const ModelConfig& c = m.config();
+namespace {
+
+/// Layer → (head, [batch, pos] bool where the head is ablated), from the head list, knockout, roles and
+/// positions of `p`; heads ablated nowhere are left out.
+std::map<int, std::vector<std::pair<int64_t, at::Tensor>>> ablationSites(const ModelConfig& c, const AblationParams& p, int64_t B, int64_t P) {
   const int L = c.nLayers, H = c.nHeads;
-  const int64_t B = tokens.size(0), P = tokens.size(1);
-  std::map<int, std::vector<int64_t>> byLayer;
-  std::vector<std::vector<bool>> in(static_cast<size_t>(L), std::vector<bool>(static_cast<size_t>(H), false));
-  for (const auto& h : p.heads) {
-    if (h.layer < 0 || h.layer >= L || h.head < 0 || h.head >= H)
-      throw InputError(fmt::format("ablation: head {}.{} is outside the model's {} layers × {} heads", h.layer, h.head, L, H));
-    in[static_cast<size_t>(h.layer)][static_cast<size_t>(h.head)] = true;
-  }
-  for (int l = 0; l < L; ++l)
-    for (int h = 0; h < H; ++h)
-      if (in[static_cast<size_t>(l)][static_cast<size_t>(h)] != p.knockout) byLayer[l].push_back(h);
+  if (!p.headRoles.empty() && p.headRoles.size() != p.heads.size())
+    throw InputError(fmt::format("ablation: {} head roles for {} heads (give one per head or none)", p.headRoles.size(), p.heads.size()));
   at::Tensor posMask = at::zeros({P}, at::kBool);
   if (p.positions.empty()) posMask.fill_(true);
   for (int64_t q : p.positions) {
@@ -49,7 +43,54 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
     if (r < 0 || r >= P) throw InputError(fmt::format("ablation: position {} is outside the {} prompt positions", q, P));
     posMask[r] = true;
   }
-  posMask = posMask.to(m.device());
+  const at::Tensor everywhere = posMask.view({1, P}).expand({B, P});
+  // Listed positions of each head ([batch, pos]; all true for an entry without a role).
+  std::map<std::pair<int, int>, at::Tensor> listed;
+  for (size_t i = 0; i < p.heads.size(); ++i) {
+    const HeadRef& h = p.heads[i];
+    if (h.layer < 0 || h.layer >= L || h.head < 0 || h.head >= H)
+      throw InputError(fmt::format("ablation: head {}.{} is outside the model's {} layers × {} heads", h.layer, h.head, L, H));
+    at::Tensor where = at::ones({B, P}, at::kBool);
+    const std::string role = p.headRoles.empty() ? std::string() : p.headRoles[i];
+    if (!role.empty()) {
+      const auto it = p.roles.find(role);
+      if (it == p.roles.end()) throw InputError(fmt::format("ablation: head {}.{}@{}: the prompts have no '{}' role position", h.layer, h.head, role, role));
+      const at::Tensor pos = it->second.to(at::kLong).cpu().view({-1, 1});
+      if (pos.size(0) != B || pos.min().item<int64_t>() < 0 || pos.max().item<int64_t>() >= P)
+        throw InputError(fmt::format("ablation: role '{}' positions do not fit {} prompts of {} tokens", role, B, P));
+      where = at::zeros({B, P}, at::kBool).scatter_(1, pos, true);
+    }
+    auto& acc = listed[{h.layer, h.head}];
+    acc = acc.defined() ? acc.logical_or(where) : where;
+  }
+  std::map<int, std::vector<std::pair<int64_t, at::Tensor>>> out;
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h) {
+      const auto it = listed.find({l, h});
+      at::Tensor ablated;
+      if (p.knockout) ablated = it == listed.end() ? everywhere : everywhere.logical_and(it->second.logical_not());
+      else if (it != listed.end()) ablated = everywhere.logical_and(it->second);
+      if (ablated.defined() && ablated.any().item<bool>()) out[l].push_back({h, ablated});
+    }
+  return out;
+}
+
+}  // namespace
+
+HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, const AblationParams& p, const RunContext* ctx) {
+  const ModelConfig& c = m.config();
+  const int H = c.nHeads;
+  const int64_t B = tokens.size(0), P = tokens.size(1);
+  const auto sites = ablationSites(c, p, B, P);
+  std::map<int, std::vector<int64_t>> byLayer;
+  for (const auto& [l, hs] : sites)
+    for (const auto& [h, where] : hs) byLayer[l].push_back(h);
+  const bool patternMethod = p.method == AblationMethod::Uniform || p.method == AblationMethod::Force;
+  if (patternMethod && !p.headRoles.empty())
+    throw InputError(fmt::format("{} ablation takes query rows from --positions, not head roles", toString(p.method)));
+  at::Tensor posMask = at::zeros({P}, at::kBool);
+  if (p.positions.empty()) posMask.fill_(true);
+  for (int64_t q : p.positions) posMask[q < 0 ? P + q : q] = true;  // checked by ablationSites
   HookSet hooks;
   if (byLayer.empty()) return hooks;
 
@@ -99,21 +140,24 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
         }
       }
     }
-    for (const auto& [l, hs] : byLayer) {
+    for (const auto& [l, hs] : sites) {
       const at::Tensor r = repl[l];
-      const std::vector<int64_t> heads = hs;
-      hooks.add(hookName(PatchComponent::HeadOut, l), [r, heads, posMask](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+      std::vector<std::pair<int64_t, at::Tensor>> heads;  // (head, [batch, pos, 1] where ablated)
+      for (const auto& [h, where] : hs) heads.push_back({h, where.to(m.device()).unsqueeze(-1)});
+      hooks.add(hookName(PatchComponent::HeadOut, l), [r, heads](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
         if (t.size(0) != r.size(0)) throw InputError("ablation hooks were built for another batch size");
         at::Tensor out = t.clone();
-        const at::Tensor pm = posMask.view({1, -1, 1});
-        for (int64_t h : heads) out.select(2, h).copy_(at::where(pm, r.select(2, h).to(t.dtype()), t.select(2, h)));
+        for (const auto& [h, where] : heads) out.select(2, h).copy_(at::where(where, r.select(2, h).to(t.dtype()), t.select(2, h)));
         return out;
       });
     }
     return hooks;
   }
 
-  // Attention-pattern methods: rows [batch, key] written at the chosen query positions.
+  // Attention-pattern methods: rows [batch, key] written at the chosen query positions. Forcing with no
+  // positions given writes only the rows at or after a prompt's last forced key: an earlier row cannot
+  // see that key, and forcing it would move attention onto the future.
+  at::Tensor rowMask = posMask.view({1, P}).expand({B, P}).clone();  // [batch, query]
   at::Tensor rows = at::zeros({B, P, P}, at::kFloat);  // [batch, query, key] target rows
   if (p.method == AblationMethod::Uniform) {
     // Uniform over the keys the model lets a query see: causal, and within the sliding window if any.
@@ -137,14 +181,19 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
       }
       if (w.sum().item<double>() <= 0) throw InputError("attention forcing: the weights sum to 0");
       rows[b].copy_((w / w.sum()).to(at::kFloat).unsqueeze(0).expand({P, P}));
+      if (p.positions.empty()) {
+        const int64_t lastKey = w.nonzero().max().item<int64_t>();
+        rowMask[b].narrow(0, 0, lastKey).fill_(false);
+      }
     }
   }
   rows = rows.to(m.device());
+  const at::Tensor queryRows = rowMask.to(m.device()).view({B, 1, P, 1});  // [batch, 1, query, 1]
   for (const auto& [l, hs] : byLayer) {
     const std::vector<int64_t> heads = hs;
-    hooks.add(hookName(PatchComponent::Pattern, l), [rows, heads, posMask](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    hooks.add(hookName(PatchComponent::Pattern, l), [rows, heads, queryRows](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
       at::Tensor out = t.clone();  // [batch, head, query, key]
-      const at::Tensor pm = posMask.view({1, -1, 1});
+      const at::Tensor pm = queryRows.select(1, 0);  // [batch, query, 1]
       for (int64_t h : heads) out.select(1, h).copy_(at::where(pm, rows.to(t.dtype()), t.select(1, h)));
       return out;
     });
@@ -170,12 +219,13 @@ AblationResult ablate(const HookedTransformer& m, const at::Tensor& tokens, cons
   const at::Tensor c = correct.to(at::kLong).cpu();
   r.accuracyBefore = (before.select(1, 0).argmax(-1).cpu() == c).to(at::kDouble).mean().item<double>();
   r.accuracyAfter = (after.select(1, 0).argmax(-1).cpu() == c).to(at::kDouble).mean().item<double>();
+  const at::Tensor idx = c.view({-1, 1}).to(before.device());
+  r.answerProbBefore = before.select(1, 0).to(at::kDouble).softmax(-1).gather(1, idx).view({-1}).to(at::kFloat).cpu();
+  r.answerProbAfter = after.select(1, 0).to(at::kDouble).softmax(-1).gather(1, idx).view({-1}).to(at::kFloat).cpu();
+  r.aboveBefore = (r.perPromptBefore > 0).to(at::kDouble).mean().item<double>();
+  r.aboveAfter = (r.perPromptAfter > 0).to(at::kDouble).mean().item<double>();
   int n = 0;
-  for (int l = 0; l < m.config().nLayers; ++l)
-    for (int h = 0; h < m.config().nHeads; ++h) {
-      const bool listed = std::find(p.heads.begin(), p.heads.end(), HeadRef{l, h}) != p.heads.end();
-      n += listed != p.knockout ? 1 : 0;
-    }
+  for (const auto& [l, hs] : ablationSites(m.config(), p, tokens.size(0), tokens.size(1))) n += static_cast<int>(hs.size());
   r.ablatedHeads = n;
   return r;
 }

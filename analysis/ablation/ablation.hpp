@@ -4,6 +4,7 @@
 // distribution over key positions, applied between softmax and the value product, §10), for any head
 // set at all or chosen positions; knockout keeps a head set and ablates every other head.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,12 @@ struct AblationParams {
   AblationMethod method = AblationMethod::Zero;
   std::vector<HeadRef> heads;
   bool knockout = false;            ///< ablate every head NOT in `heads` (circuit faithfulness)
+  /// Empty, or one per entry of `heads`: "" (every position) or a role of `roles`. A listed head is then
+  /// ablated only at its roles' positions, or with `knockout` kept only there and ablated elsewhere: Wang
+  /// et al.'s knockout of (head, position) pairs. A head may be listed with several roles. Zero, mean and
+  /// resample only.
+  std::vector<std::string> headRoles;
+  std::map<std::string, at::Tensor> roles;  ///< [batch] position of each role (PatchInputs::roles)
   std::vector<int64_t> positions;   ///< positions (query rows for uniform/force); empty: all; negative: from the end
   at::Tensor reference;             ///< [n_ref, pos] tokens for mean/resample (same length as the prompts)
   std::vector<int> promptGroups;    ///< template id per prompt (per-template means)
@@ -40,8 +47,11 @@ struct AblationParams {
 struct AblationResult {
   double metricBefore = 0, metricAfter = 0;
   at::Tensor perPromptBefore, perPromptAfter;  ///< [batch] logit differences
-  double accuracyBefore = 0, accuracyAfter = 0;  ///< fraction whose full-vocabulary argmax is the correct answer
-  int ablatedHeads = 0;
+  double accuracyBefore = 0, accuracyAfter = 0;  ///< fraction whose full-vocabulary argmax is the correct answer (Merullo et al.)
+  at::Tensor answerProbBefore, answerProbAfter;  ///< [batch] softmax probability of the correct answer (Wang et al.'s IO probability)
+  /// Fraction of prompts whose correct answer's logit beats the incorrect one's (Wang et al.'s "IO > S").
+  double aboveBefore = 0, aboveAfter = 0;
+  int ablatedHeads = 0;  ///< heads ablated at one position or more
 };
 
 /// Runs `tokens` [batch, pos] with and without the ablation; answers [batch].

@@ -204,8 +204,8 @@ CausalDataset coloredObjectsDataset(const Tokenizer& tok, const ColoredObjectsOp
   if (colours.size() < 3) throw InputError(fmt::format("colored-objects dataset: only {} colours are single tokens (need 3)", colours.size()));
   std::mt19937_64 rng(o.seed);
   for (int i = 0; i < o.n; ++i) {
-    // The solved shot, answered as Merullo et al.'s data: " " + the lower-case colour, the same token as
-    // that colour in the prompt.
+    // The solved shot, answered as the query: " " + the lower-case colour, the same token as that colour
+    // in the prompt (Merullo et al.'s data uses title case; see coloredObjectsDataset).
     const auto sc = pick(colours, 3, rng);
     const auto so = pick(kCoObjects, 3, rng);
     const size_t sq = rng() % 3;

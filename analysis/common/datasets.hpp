@@ -69,8 +69,9 @@ const std::vector<std::string>& ioiNames();
 /// space) are dropped and listed.
 CausalDataset ioiDataset(const Tokenizer& tok, const IoiOptions& opts);
 /// Generates Colored Objects prompts (8 colours, 17 objects, 3 surfaces); multi-token colours are dropped.
-/// Answers are " " + the lower-case colour, the very token of that colour word in the prompt (as Merullo
-/// et al.'s data), so answer ids occur in the prompt ids.
+/// Answers are " " + the lower-case colour, the very token of that colour word in the prompt, so answer ids
+/// occur in the prompt ids (Merullo et al.'s released data answers in title case, " Black", a token that
+/// is not in the prompt; docs/causal-protocols.md says why we differ).
 CausalDataset coloredObjectsDataset(const Tokenizer& tok, const ColoredObjectsOptions& opts);
 
 /// Writes one JSON object per prompt (texts and ids when known).

@@ -11,15 +11,18 @@
 
 namespace mechscope::analysis {
 
-at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid) {
+at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   const ModelConfig& c = model.config();
-  const ModelWeights& w = model.weights();
-  if (c.normKind == NormKind::LayerNorm) return at::layer_norm(resid, {resid.size(-1)}, w.lnFinalW, w.lnFinalB, c.normEps);
+  if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
   // RMSNorm as HF (and the forward pass): statistics in fp32, the weight applied after casting back.
-  at::Tensor xf = resid.to(at::kFloat);
+  at::Tensor xf = x.to(at::kFloat);
   xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
-  at::Tensor out = xf.to(resid.scalar_type());
-  return w.lnFinalW.defined() ? w.lnFinalW * out : out;
+  at::Tensor out = xf.to(x.scalar_type());
+  return w.defined() ? w * out : out;
+}
+
+at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid) {
+  return applyNorm(model, resid, model.weights().lnFinalW, model.weights().lnFinalB);
 }
 
 TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tensor& normed, const std::vector<int64_t>& ids,

@@ -10,6 +10,10 @@
 
 namespace mechscope::analysis {
 
+/// A norm of `model`'s kind (LayerNorm, or RMSNorm with fp32 statistics as HF) with weight `w` and bias
+/// `b` (either may be undefined) applied to `x` [..., d_model], e.g. a block's ln1.
+at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+
 /// ln_final of `model` applied to `resid` [..., d_model] (LayerNorm, or RMSNorm with fp32 statistics
 /// as HF): equals the forward's `ln_final.hook_normalized` and HF's last `hidden_states` entry.
 at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid);

@@ -69,6 +69,7 @@ const std::vector<AnalysisInfo>& analysisTable() {
         choice("method", "--method", {"exact", "attribution", "both"}), p("path_receivers", T::String, "--path-receivers"),
         p("path_senders", T::HeadList, "--path-senders"), choice("path_variant", "--path-variant", {"ioi", "merullo"}),
         p("sender_positions", T::IntList, "--sender-positions"), p("receiver_positions", T::IntList, "--receiver-positions"),
+        p("position_role", T::String, "--position-role"), p("freeze_mlps", T::Bool, "--freeze-mlps"),
         p("max_batch_rows", T::Int, "--max-batch-rows")},
        {}, {"scores"}},
       {"ablate", "ablate", kDatasetKinds, false,
@@ -84,8 +85,11 @@ const std::vector<AnalysisInfo>& analysisTable() {
       {"circuit", "circuit", kDatasetKinds, false,
        {choice("variant", "--variant", {"ioi", "merullo"}), p("top_percent", T::Float, "--top-percent"),
         p("rel_threshold", T::Float, "--rel-threshold"), p("min_effect", T::Float, "--min-effect"),
-        p("max_stages", T::Int, "--max-stages"), p("max_batch_rows", T::Int, "--max-batch-rows")},
+        p("max_stages", T::Int, "--max-stages"), p("max_batch_rows", T::Int, "--max-batch-rows"),
+        p("stage_positions", T::String, "--stage-positions"), p("stage_sites", T::String, "--stage-sites"),
+        p("freeze_mlps", T::Bool, "--freeze-mlps")},
        {}, {}},
+      {"dla", "dla", kDatasetKinds, false, {p("copy_roles", T::String, "--copy-roles"), p("top_k", T::Int, "--top-k")}, {}, {}},
       {"overlap", "overlap", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
   };
   return table;

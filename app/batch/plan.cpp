@@ -71,7 +71,7 @@ std::string knownKeys(const std::vector<ParamInfo>& params, std::initializer_lis
 
 const std::regex kIdRe("[A-Za-z0-9_][A-Za-z0-9_.-]*");
 const std::regex kRangeRe("-?[0-9]+:-?[0-9]+");
-const std::regex kHeadRe("[0-9]+\\.[0-9]+");
+const std::regex kHeadRe("[0-9]+\\.[0-9]+(@[A-Za-z0-9_+]+)?");  // LAYER.HEAD, optionally @ROLE (ablate)
 const std::regex kIntListRe("-?[0-9]+(,-?[0-9]+)*");
 
 /// Collects diagnostics while walking the TOML tree.

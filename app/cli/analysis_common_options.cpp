@@ -55,6 +55,24 @@ std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std:
   return out;
 }
 
+std::vector<analysis::HeadRef> parseHeadRoleList(const std::string& text, const std::string& option, std::vector<std::string>& roles) {
+  std::vector<analysis::HeadRef> heads;
+  roles.clear();
+  bool anyRole = false;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const auto at = item.find('@');
+    const std::string role = at == std::string::npos ? std::string() : item.substr(at + 1);
+    if (at != std::string::npos && role.empty()) throw InputError(fmt::format("{}: '{}' names no role after '@'", option, item));
+    const auto head = parseHeadList(item.substr(0, at), option);
+    heads.push_back(head.at(0));
+    roles.push_back(role);
+    anyRole = anyRole || !role.empty();
+  }
+  if (!anyRole) roles.clear();
+  return heads;
+}
+
 void AnalysisCommonOptions::finishCommandLine(const CLI::App* sub) {
   commandLine = "mechscope-cli " + sub->get_name();
   for (const auto* opt : sub->get_options())

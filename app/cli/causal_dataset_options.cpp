@@ -49,6 +49,10 @@ void putAblationSummary(analysis::AnalysisResult& out, const analysis::AblationR
   out.json["metric_after"] = r.metricAfter;
   out.json["accuracy_before"] = r.accuracyBefore;
   out.json["accuracy_after"] = r.accuracyAfter;
+  out.json["above_before"] = r.aboveBefore;
+  out.json["above_after"] = r.aboveAfter;
+  out.json["answer_prob_before"] = r.answerProbBefore.to(at::kDouble).mean().item<double>();
+  out.json["answer_prob_after"] = r.answerProbAfter.to(at::kDouble).mean().item<double>();
   out.json["per_prompt"] = nlohmann::json::array();
   for (int64_t b = 0; b < r.perPromptBefore.size(0); ++b)
     out.json["per_prompt"].push_back({{"before", r.perPromptBefore[b].item<double>()}, {"after", r.perPromptAfter[b].item<double>()}});

@@ -34,7 +34,7 @@ void runAblate(AblateOptions& o) {
   const std::vector<analysis::PatchGroup> groups = analysis::toPatchGroups(ds, &dropped);
   analysis::AblationParams p;
   p.method = analysis::parseAblationMethod(o.method);
-  p.heads = o.heads.empty() ? std::vector<analysis::HeadRef>{} : parseHeadList(o.heads, "--heads");
+  if (!o.heads.empty()) p.heads = parseHeadRoleList(o.heads, "--heads", p.headRoles);
   p.knockout = o.knockout;
   if (!o.positions.empty()) p.positions = analysis::parseIdList(o.positions, "--positions");
   p.perTemplate = o.perTemplate;
@@ -53,6 +53,7 @@ void runAblate(AblateOptions& o) {
     pg.reference = g.inputs.corrupt;
     pg.promptGroups = g.templateIds;
     pg.referenceGroups = g.templateIds;
+    pg.roles = g.inputs.roles;
     parts.push_back(analysis::ablate(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, pg, &processContext()));
   }
   const analysis::AblationResult r = analysis::combineAblationResults(parts, groups);
@@ -63,11 +64,15 @@ void runAblate(AblateOptions& o) {
   out.json["knockout"] = o.knockout;
   out.json["heads"] = o.heads;
   out.json["ablated_heads"] = r.ablatedHeads;
+  out.json["above_meaning"] = "fraction of prompts whose correct answer's logit beats the incorrect one's (Wang et al.'s IO > S)";
   putAblationSummary(out, r);
   putPromptGroups(out, groups, dropped);
   writeAnalysisOutputs(o.common, out, m, "materialized");
-  std::cout << fmt::format("ablate {} ({} heads{}): LD {:.4f} → {:.4f}, accuracy {:.3f} → {:.3f}\n", o.method, r.ablatedHeads,
-                           o.knockout ? ", knockout" : "", r.metricBefore, r.metricAfter, r.accuracyBefore, r.accuracyAfter);
+  std::cout << fmt::format("ablate {} ({} heads{}): LD {:.4f} → {:.4f}, accuracy (top-1) {:.3f} → {:.3f}, correct above incorrect {:.3f} → {:.3f}, "
+                           "answer probability {:.4f} → {:.4f}\n",
+                           o.method, r.ablatedHeads, o.knockout ? ", knockout" : "", r.metricBefore, r.metricAfter, r.accuracyBefore,
+                           r.accuracyAfter, r.aboveBefore, r.aboveAfter, r.answerProbBefore.to(at::kDouble).mean().item<double>(),
+                           r.answerProbAfter.to(at::kDouble).mean().item<double>());
 }
 
 const RegisterCommand reg_cmd_ablate{"ablate", 41, [](CLI::App& root) {
@@ -76,10 +81,13 @@ const RegisterCommand reg_cmd_ablate{"ablate", 41, [](CLI::App& root) {
   sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
   o->data.add(sub, "ioi, colored-objects or FILE.jsonl (corrupted prompts = reference set)", false,
               "JSON file: [[ids], ...] reference prompts");
-  sub->add_option("--heads", o->heads, "LAYER.HEAD list, e.g. 9.9,10.0");
+  sub->add_option("--heads", o->heads,
+                  "LAYER.HEAD list, e.g. 9.9,10.0; LAYER.HEAD@ROLE ablates the head only at the prompt's ROLE position (with "
+                  "--knockout: keeps it only there), e.g. 9.9@END,5.5@S2,4.11@S1+1 for Wang et al.'s (head, position) knockout");
   sub->add_option("--method", o->method, "zero (default), mean, resample, uniform, force");
   sub->add_flag("--knockout", o->knockout, "keep --heads, ablate every other head");
-  sub->add_option("--positions", o->positions, "positions (query rows for uniform/force), e.g. -1; default all");
+  sub->add_option("--positions", o->positions,
+                  "positions (query rows for uniform/force), e.g. -1; default all (force: the rows at or after the last forced key)");
   sub->add_flag("--per-template", o->perTemplate, "mean: per-template means (dataset template ids)");
   sub->add_flag("--pooled", o->pooled, "resample: from the pooled prompt × position vectors (default paired)");
   sub->add_option("--force-keys", o->forceKeys, "force: key positions, e.g. 3,7");

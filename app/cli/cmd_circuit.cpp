@@ -71,7 +71,8 @@ const RegisterCommand reg_cmd_circuit{"circuit", 42, [](CLI::App& root) {
   sub->add_option("--n", o->n, "prompts to generate (default 50)");
   sub->add_option("--seed", o->seed, "generator seed (default 0)");
   sub->add_option("--corruption", o->corruption, "IOI corruption: abc (default) or s2-io");
-  sub->add_option("--variant", o->variant, "path patching: ioi (default, all sender positions) or merullo (last position)");
+  sub->add_option("--variant", o->variant, "path patching: ioi (Wang et al., default) or merullo (Merullo et al.); positions come from the stage plan (prompts "
+                  "without roles: ioi every position, merullo the last)");
   sub->add_option("--top-percent", o->params.topPercent, "at most this % of heads per stage (default 2)");
   sub->add_option("--rel-threshold", o->params.relThreshold, "keep heads ≥ this × stage max |effect| (default 0.1)");
   sub->add_option("--min-effect", o->params.minEffect, "keep heads ≥ this fraction of the LD gap (default 0.02)");

@@ -94,6 +94,8 @@ void runPatch(PatchOptions& o) {
     r.json["scores"] = analysis::tensorToJson(pr.scores);
     r.json["effect"] = analysis::tensorToJson(pr.effect);
     r.json["metric_patched"] = analysis::tensorToJson(pr.metricPatched);
+    r.json["senders"] = nlohmann::json::array();  // the rows of metric_patched
+    for (const auto& s : pr.senders) r.json["senders"].push_back(fmt::format("{}.{}", s.layer, s.head));
     r.json["metric_clean"] = pr.metricClean;
     r.json["metric_corrupt"] = pr.metricCorrupt;
     r.json["normalisation"] = analysis::toString(pr.normalisation);
@@ -171,7 +173,8 @@ const RegisterCommand reg_cmd_patch{"patch", 40, [](CLI::App& root) {
   sub->add_flag("--noising", o->noising, "shorthand for --normalisation noising");
   sub->add_option("--method", o->method, "exact (default), attribution, or both (attribution next to exact)");
   sub->add_option("--path-receivers", o->pathReceivers, "path patching: 'logits' or LAYER.HEAD.q|k|v|z list, e.g. 9.9.q,9.6.q");
-  sub->add_option("--path-senders", o->pathSenders, "path patching: LAYER.HEAD list (default every head below the receivers)");
+  sub->add_option("--path-senders", o->pathSenders, "path patching: LAYER.HEAD list (default: ioi every head below the highest receiver layer; merullo every head in "
+                  "layers up to the lowest receiver layer, receivers excluded)");
   sub->add_option("--path-variant", o->pathVariant, "path patching: ioi (default) or merullo");
   sub->add_option("--sender-positions", o->senderPositions, "path patching: sender positions, e.g. -1 (default all / last for merullo)");
   sub->add_option("--receiver-positions", o->receiverPositions, "path patching: receiver positions (default the sender positions)");

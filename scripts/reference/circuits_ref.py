@@ -399,7 +399,9 @@ def discover(model, groups, base, N, task, variant, stage_plan, sel):
             recv = [("logits",)]
         else:
             recv = [(l, h, site) for (l, h) in prev]
-        senders = wang_senders(recv, L, H)
+        # Each paper's sender set: Wang every head below the highest receiver; Merullo (truncate_to_max_layer)
+        # layers up to the lowest receiver layer, receivers excluded.
+        senders = (merullo_senders if variant == "merullo" else wang_senders)(recv, L, H)
         r = path_patching(model, groups, base, N, variant, recv, role, senders, False)
         chosen, margins = select_heads(r["effect"], L, H, sel["top_percent"], sel["rel_threshold"], sel["min_effect"])
         stages.append({"stage": si + 1, "receivers": r["receivers"], "site": site, "position": role, "variant": variant,
@@ -418,7 +420,9 @@ def discover(model, groups, base, N, task, variant, stage_plan, sel):
                 e["positions"].append(st["position"])
     hl = sorted(heads.values(), key=lambda e: (e["layer"], e["index"]))
     return {"variant": variant, "settings": {**sel, "k": math.ceil(sel["top_percent"] / 100.0 * L * H - 1e-9),
-                                              "freeze_mlps": False, "senders": "every head below the highest receiver layer",
+                                              "freeze_mlps": False,
+                                              "senders": ("layers up to the lowest receiver layer, receivers excluded" if variant == "merullo"
+                                                          else "every head below the highest receiver layer"),
                                               "stage_plan": [f"{s}@{p}" for s, p in stage_plan]},
             "stages": stages, "heads": hl}
 

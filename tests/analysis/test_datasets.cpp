@@ -162,6 +162,13 @@ TEST(Datasets, ColoredObjectsAnswersAreTokensOfThePrompt) {
     EXPECT_NE(tokenOf("INCORRECT1"), p.answerId);
     EXPECT_NE(tokenOf("INCORRECT2"), p.answerId);
     EXPECT_EQ(p.positions.at("END"), static_cast<int64_t>(p.cleanIds.size()) - 1);
+    // OBJ1 (the asked object's last token in the query's list, after its colour ANSWER) and OBJ2 (its
+    // last token in the question) are the same token; the corrupted prompt asks about another object there.
+    EXPECT_EQ(tokenOf("OBJ1"), tokenOf("OBJ2")) << p.clean;
+    EXPECT_GT(p.positions.at("OBJ1"), p.positions.at("ANSWER")) << p.clean;
+    EXPECT_EQ(p.positions.at("OBJ1+1"), p.positions.at("OBJ1") + 1);
+    EXPECT_GT(p.positions.at("OBJ2"), p.positions.at("INCORRECT2"));
+    EXPECT_NE(p.corruptedIds.at(static_cast<size_t>(p.positions.at("OBJ2"))), tokenOf("OBJ2")) << p.corrupted;
     // The query's colours come after the shot.
     EXPECT_GT(p.positions.at("ANSWER"), static_cast<int64_t>(tok->encode(p.clean.substr(0, shotEnd)).ids.size()));
   }
