@@ -80,7 +80,7 @@ void ScoreGridView::setData(ScoreGridData data) {
                          .arg(data.heads)
                          .toStdString());
   m_data = std::move(data);
-  std::erase_if(m_selected, [this](const HeadRef& h) { return h.first >= m_data.layers || h.second >= m_data.heads; });
+  std::erase_if(m_selected, [this](const HeadRef& h) { return h.layer >= m_data.layers || h.head >= m_data.heads; });
   rebuild();
   m_plot->replot();
 }
@@ -171,9 +171,9 @@ void ScoreGridView::drawOverlay(QCPPainter* p) {
     p->setPen(QPen(m_theme.accent, 2.5));
     p->drawRect(cellRect(l, h).adjusted(1.25, 1.25, -1.25, -1.25));
   }
-  if (m_hover.first >= 0) {
+  if (m_hover.layer >= 0) {
     p->setPen(QPen(m_theme.foreground, 1));
-    p->drawRect(cellRect(m_hover.first, m_hover.second).adjusted(0.5, 0.5, -0.5, -0.5));
+    p->drawRect(cellRect(m_hover.layer, m_hover.head).adjusted(0.5, 0.5, -0.5, -0.5));
   }
 }
 
@@ -182,7 +182,7 @@ std::vector<HeadRef> ScoreGridView::selectedHeads() const { return m_selected; }
 void ScoreGridView::setSelectedHeads(const std::vector<HeadRef>& heads) {
   m_selected.clear();
   for (const auto& h : heads)
-    if (h.first >= 0 && h.second >= 0 && h.first < m_data.layers && h.second < m_data.heads) m_selected.push_back(h);
+    if (h.layer >= 0 && h.head >= 0 && h.layer < m_data.layers && h.head < m_data.heads) m_selected.push_back(h);
   std::sort(m_selected.begin(), m_selected.end());
   m_selected.erase(std::unique(m_selected.begin(), m_selected.end()), m_selected.end());
   emit selectionChanged();
@@ -208,15 +208,15 @@ void ScoreGridView::onMouseMove(QMouseEvent* event) {
   if (h == m_hover) return;
   m_hover = h;
   m_plot->replot(QCustomPlot::rpQueuedReplot);
-  if (h.first < 0) {
+  if (h.layer < 0) {
     QToolTip::hideText();
     return;
   }
-  const double v = score(h.first, h.second);
+  const double v = score(h.layer, h.head);
   QToolTip::showText(m_plot->mapToGlobal(event->position().toPoint()) + QPoint(12, 12),
-                     QString("layer %1, head %2 (L%1H%2): %3 = %4").arg(h.first).arg(h.second).arg(m_data.valueLabel).arg(v, 0, 'g', 4),
+                     QString("layer %1, head %2 (L%1H%2): %3 = %4").arg(h.layer).arg(h.head).arg(m_data.valueLabel).arg(v, 0, 'g', 4),
                      m_plot);
-  emit headHovered(h.first, h.second, v);
+  emit headHovered(h.layer, h.head, v);
 }
 
 void ScoreGridView::onMousePress(QMouseEvent* event) {
@@ -229,7 +229,7 @@ void ScoreGridView::onMouseRelease(QMouseEvent* event) {
   m_pressed = false;
   if ((event->position().toPoint() - m_pressPos).manhattanLength() > 4) return;
   const HeadRef h = headAt(event->position());
-  if (h.first < 0) return;
+  if (h.layer < 0) return;
   const Qt::KeyboardModifiers mods = event->modifiers();
   if (mods & (Qt::ShiftModifier | Qt::ControlModifier)) {
     auto it = std::lower_bound(m_selected.begin(), m_selected.end(), h);
@@ -241,7 +241,7 @@ void ScoreGridView::onMouseRelease(QMouseEvent* event) {
     m_selected = {h};
   }
   emit selectionChanged();
-  emit headClicked(h.first, h.second, mods);
+  emit headClicked(h.layer, h.head, mods);
   m_plot->replot();
 }
 

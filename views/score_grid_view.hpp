@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/common/head_ref.hpp"
 #include "views/color_scale.hpp"
 #include "views/plot_theme.hpp"
 
@@ -31,7 +32,7 @@ struct ScoreGridData {
 };
 
 /// (layer, head).
-using HeadRef = std::pair<int, int>;
+using HeadRef = mechscope::HeadRef;  // the one head type (core/common/head_ref.hpp, std-only)
 
 /// The layer × head grid widget.
 class ScoreGridView : public QWidget {

@@ -65,7 +65,7 @@ ForwardResult runAttentionStats(const HookedTransformer& model, const std::vecto
   return model.forward(tokens, fo, &hooks, ctx);
 }
 
-void addUniformHeadHooks(HookSet& hooks, const HookedTransformer& model, const std::vector<std::pair<int, int>>& heads) {
+void addUniformHeadHooks(HookSet& hooks, const HookedTransformer& model, const std::vector<HeadRef>& heads) {
   const ModelConfig& c = model.config();
   for (const auto& [l, h] : heads) {
     if (l < 0 || l >= c.nLayers || h < 0 || h >= c.nHeads)

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/common/head_ref.hpp"
 #include "core/common/run_context.hpp"
 #include "core/common/tensor.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -40,7 +41,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
 
 /// Hooks that make the listed heads ((layer, head) pairs) attend uniformly over their visible keys
 /// (METRICS.md §1.3): the head's query is zeroed at hook_q, so every score is 0 before the mask.
-void addUniformHeadHooks(HookSet& hooks, const HookedTransformer& model, const std::vector<std::pair<int, int>>& heads);
+void addUniformHeadHooks(HookSet& hooks, const HookedTransformer& model, const std::vector<HeadRef>& heads);
 
 /// The positions (0-based) that hold the top fraction `q` of `values` (⌈q·n⌉ entries; ties to the
 /// lower position), sorted ascending; only positions ≥ `start` compete.

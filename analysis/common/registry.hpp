@@ -1,19 +1,162 @@
 #pragma once
-// AnalysisRegistry: the one table that names the analyses, so the CLI's `list`, the batch planner
-// and the GUI's menu agree.
+// The one table of analyses (issue #21): for each, its name (the mechscope-cli subcommand and the batch
+// plan type), a one-line summary, the inputs it runs on and its parameter table (plan key, type, the
+// CLI option it becomes). `mechscope-cli list`, the batch planner (keys, types, validation, command
+// lines), the GUI's analysis menu and the demo read it; tests/cli/registry_flags.sh checks that every
+// option named here exists in the subcommand's --help. Standard library only, header-only, so the
+// torch-free batch library and the Qt views can include it.
+#include <algorithm>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mechscope::analysis {
 
-/// One analysis known to mechscope: its command/plan name, a one-line summary and whether it is built.
-struct AnalysisInfo {
-  std::string name;     ///< CLI subcommand and plan-file name, e.g. "sinks"
-  std::string summary;  ///< one line for `mechscope-cli list` and menus
-  bool available;       ///< false while the analysis is not implemented in this build
+/// The type a parameter's value must have (in a batch plan; the CLI option takes the same text).
+enum class ParamType {
+  Int,         ///< TOML integer
+  Float,       ///< TOML float or integer
+  Bool,        ///< TOML boolean
+  String,      ///< TOML string
+  Choice,      ///< TOML string, one of `choices`
+  Range,       ///< "a:b" (two integers)
+  RangeList,   ///< "a:b" or an array of them (the option is repeated)
+  StringList,  ///< a string or an array of strings (the option is repeated)
+  HeadList,    ///< "9.9,10.0" or ["9.9", "10.0"] (LAYER.HEAD, optionally @ROLE)
+  IntList,     ///< an integer, an array of integers or "1,-1" (joined with commas)
+  File,        ///< a path (relative to the plan's folder); must exist
 };
 
+/// Name of a ParamType for messages ("an integer", ...).
+inline std::string_view describe(ParamType t) {
+  switch (t) {
+    case ParamType::Int: return "an integer";
+    case ParamType::Float: return "a number";
+    case ParamType::Bool: return "true or false";
+    case ParamType::String: return "a string";
+    case ParamType::Choice: return "one of the listed strings";
+    case ParamType::Range: return "a string \"START:END\"";
+    case ParamType::RangeList: return "\"START:END\" or an array of them";
+    case ParamType::StringList: return "a string or an array of strings";
+    case ParamType::HeadList: return "\"LAYER.HEAD,...\" or an array of \"LAYER.HEAD\" strings";
+    case ParamType::IntList: return "an integer, an array of integers or \"1,-1\"";
+    case ParamType::File: return "a file path (string)";
+  }
+  return "a value";
+}
+
+/// One parameter of an analysis (or input kind) and the CLI option it becomes.
+struct ParamInfo {
+  std::string key;
+  ParamType type;
+  std::string flag;                  ///< mechscope-cli option ("" = not passed on)
+  std::vector<std::string> choices;  ///< for Choice
+  bool invert = false;               ///< Bool: the flag is passed when the value is false (e.g. success_filter)
+  bool repeat = false;               ///< IntList: one option per value instead of a comma list
+};
+
+/// One analysis: everything the front ends derive from.
+struct AnalysisDescriptor {
+  std::string name;                       ///< CLI subcommand and plan type, e.g. "sinks"
+  std::string summary;                    ///< one line for `mechscope-cli list` and menus
+  std::vector<std::string> acceptsKinds;  ///< batch input kinds it runs on (empty: none, e.g. overlap)
+  bool oneSequence = false;               ///< runs on one token row (the first prompt of a dataset)
+  std::vector<ParamInfo> params;
+  std::vector<std::string> required;      ///< plan keys that must be present
+  std::vector<std::string> figureKeys;    ///< result keys drawn as figures ([L][H] grids or [L][N] maps)
+  bool available = true;                  ///< false while the analysis is not implemented in this build
+};
+
+namespace registry_detail {
+inline ParamInfo p(std::string key, ParamType type, std::string flag) { return ParamInfo{std::move(key), type, std::move(flag), {}, false, false}; }
+inline ParamInfo choice(std::string key, std::string flag, std::vector<std::string> choices) {
+  return ParamInfo{std::move(key), ParamType::Choice, std::move(flag), std::move(choices), false, false};
+}
+inline ParamInfo inverted(std::string key, std::string flag) { return ParamInfo{std::move(key), ParamType::Bool, std::move(flag), {}, true, false}; }
+}  // namespace registry_detail
+
 /// Every analysis, in menu order.
-const std::vector<AnalysisInfo>& analysisRegistry();
+inline const std::vector<AnalysisDescriptor>& analysisRegistry() {
+  using namespace registry_detail;
+  using T = ParamType;
+  static const std::vector<std::string> kTokenKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
+  static const std::vector<std::string> kDatasetKinds = {"jsonl", "ioi", "colored-objects"};
+  static const std::vector<AnalysisDescriptor> table = {
+      {"sinks", "primary/secondary attention sinks: sink scores, sink rate, lifetimes, levels", kTokenKinds, false,
+       {p("bos_position", T::Int, "--bos-position"), p("sink_threshold", T::Float, "--sink-threshold"),
+        p("cosine_threshold", T::Float, "--cosine-threshold"), p("bos_candidates", T::IntList, "--bos-candidates"),
+        choice("hidden_states", "--hidden-states", {"hf", "resid_post"}), p("materialize", T::Bool, "--materialize")},
+       {}, {"sink_score"}},
+      {"waad-fai", "preplan/anchor metrics: head distance, local/global heads, WAAD and FAI per token", kTokenKinds, false,
+       {p("window", T::Int, "--window"), p("fai_horizon", T::Range, "--fai-horizon"),
+        p("response_start", T::IntList, "--response-start"), p("split_quantile", T::Float, "--split-quantile"),
+        p("token_quantile", T::Float, "--token-quantile"), p("peak_percentile", T::Float, "--peak-percentile"),
+        choice("layers", "--layers", {"all", "middle"}), p("receiver_heads", T::Int, "--receiver-heads"),
+        p("peak_lag", T::Int, "--peak-lag"), p("no_predictions", T::Bool, "--no-predictions"), p("materialize", T::Bool, "--materialize")},
+       {}, {"head_distance"}},
+      {"constraint-attention", "attention mass on constraint spans per layer and answer step (alpha, beta)", kTokenKinds, true,
+       {p("constraint", T::RangeList, "--constraint"), p("constraint_text", T::StringList, "--constraint-text"),
+        p("constraint_tokens", T::RangeList, "--constraint-tokens"), p("response", T::String, "--response"),
+        p("generate", T::Int, "--generate"), p("response_start", T::Int, "--response-start"),
+        p("answer_marker", T::String, "--answer-marker"), p("materialize", T::Bool, "--materialize")},
+       {}, {"alpha"}},
+      {"retrieval", "retrieval-head detection by needle-in-a-haystack decoding", {"niah", "token-ids"}, false,
+       {p("needle_span", T::Range, "--needle-span"), p("answer", T::String, "--answer"),
+        p("max_new_tokens", T::Int, "--max-new-tokens"),
+        ParamInfo{"stop_token", T::IntList, "--stop-token", {}, false, true}, p("no_stop", T::Bool, "--no-stop"),
+        inverted("success_filter", "--no-success-filter"), p("success_threshold", T::Float, "--success-threshold"),
+        p("mask_heads", T::HeadList, "--mask-heads"), p("mask_top", T::Int, "--mask-top"), p("scores", T::File, "--scores"),
+        p("retrieval_threshold", T::Float, "--retrieval-threshold"), p("control_exclude_top", T::Int, "--control-exclude-top"),
+        p("seed", T::Int, "--seed"),
+        inverted("control", "--no-control"), p("span_threshold", T::Float, "--span-threshold")},
+       {}, {"retrieval_score"}},
+      {"ablate", "head ablation: zero, mean, resample, uniform attention, attention forcing", kDatasetKinds, false,
+       {p("heads", T::HeadList, "--heads"), choice("method", "--method", {"zero", "mean", "resample", "uniform", "force"}),
+        p("knockout", T::Bool, "--knockout"), p("positions", T::IntList, "--positions"),
+        p("per_template", T::Bool, "--per-template"), p("pooled", T::Bool, "--pooled"),
+        p("force_keys", T::IntList, "--force-keys"), p("force_weights", T::String, "--force-weights")},
+       {"heads"}, {}},
+      {"patch", "activation patching (batched) and attribution patching", kDatasetKinds, false,
+       {choice("component", "--component", {"resid_pre", "attn_out", "mlp_out", "head_out", "q", "k", "v", "pattern"}),
+        p("per_position", T::Bool, "--per-position"), choice("normalisation", "--normalisation", {"denoising", "noising", "raw"}),
+        choice("method", "--method", {"exact", "attribution", "both"}), p("path_receivers", T::String, "--path-receivers"),
+        p("path_senders", T::HeadList, "--path-senders"), choice("path_variant", "--path-variant", {"ioi", "merullo"}),
+        p("sender_positions", T::IntList, "--sender-positions"), p("receiver_positions", T::IntList, "--receiver-positions"),
+        p("position_role", T::String, "--position-role"), p("freeze_mlps", T::Bool, "--freeze-mlps"),
+        p("max_batch_rows", T::Int, "--max-batch-rows")},
+       {}, {"scores"}},
+      {"circuit", "IOI / Colored Objects circuit discovery by iterative path patching", kDatasetKinds, false,
+       {choice("variant", "--variant", {"ioi", "merullo"}), p("top_percent", T::Float, "--top-percent"),
+        p("rel_threshold", T::Float, "--rel-threshold"), p("min_effect", T::Float, "--min-effect"),
+        p("max_stages", T::Int, "--max-stages"), p("max_batch_rows", T::Int, "--max-batch-rows"),
+        p("stage_positions", T::String, "--stage-positions"), p("stage_sites", T::String, "--stage-sites"),
+        p("freeze_mlps", T::Bool, "--freeze-mlps")},
+       {}, {}},
+      {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
+      {"attention-influence", "per-token loss increase when a head set (e.g. retrieval heads) is masked", kTokenKinds, false,
+       {p("heads", T::HeadList, "--heads"), p("mask_top", T::Int, "--mask-top"), p("scores", T::File, "--scores"),
+        choice("method", "--method", {"uniform", "zero"})},
+       {}, {}},
+      {"intervene", "attention intervention: force heads' final-position attention onto chosen tokens (accuracy before/after)", kDatasetKinds, false,
+       {p("heads", T::HeadList, "--heads"), choice("onto", "--onto", {"incorrect"}), p("onto_ids", T::IntList, "--onto-ids"),
+        p("exclude_answer", T::Bool, "--exclude-answer")},
+       {"heads"}, {}},
+      {"dla", "direct logit attribution of every head and MLP along correct - incorrect; OV copy scores", kDatasetKinds, false, {p("copy_roles", T::String, "--copy-roles"), p("top_k", T::Int, "--top-k")}, {}, {}},
+  };
+  return table;
+}
+
+/// The analysis of that name, or nullptr.
+inline const AnalysisDescriptor* findAnalysis(std::string_view name) {
+  const auto& t = analysisRegistry();
+  const auto it = std::find_if(t.begin(), t.end(), [&](const AnalysisDescriptor& a) { return a.name == name; });
+  return it == t.end() ? nullptr : &*it;
+}
+
+/// The parameter of that key, or nullptr.
+inline const ParamInfo* findParam(const std::vector<ParamInfo>& params, std::string_view key) {
+  const auto it = std::find_if(params.begin(), params.end(), [&](const ParamInfo& p) { return p.key == key; });
+  return it == params.end() ? nullptr : &*it;
+}
 
 }  // namespace mechscope::analysis

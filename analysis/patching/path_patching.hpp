@@ -15,18 +15,14 @@
 #include <vector>
 
 #include "analysis/patching/patch_types.hpp"
+#include "core/common/head_ref.hpp"
 #include "core/common/run_context.hpp"
 #include "core/model/hooked_transformer.hpp"
 
 namespace mechscope::analysis {
 
-/// A head (0-indexed layer and head).
-struct HeadRef {
-  int layer = 0;
-  int head = 0;
-  friend bool operator==(const HeadRef&, const HeadRef&) = default;
-  friend auto operator<=>(const HeadRef&, const HeadRef&) = default;
-};
+/// A head (0-indexed layer and head): the one head type (core/common/head_ref.hpp).
+using HeadRef = mechscope::HeadRef;
 
 /// The activation of a receiver head that receives the sender's path.
 enum class ReceiverSite { Q, K, V, Z };

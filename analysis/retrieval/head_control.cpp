@@ -14,12 +14,12 @@
 
 namespace mechscope::analysis {
 
-std::vector<std::pair<int, int>> randomControlHeads(const at::Tensor& score, const std::vector<std::pair<int, int>>& exclude, int k,
+std::vector<HeadRef> randomControlHeads(const at::Tensor& score, const std::vector<HeadRef>& exclude, int k,
                                                     double retrievalThreshold, uint64_t seed) {
   if (score.dim() != 2) throw InputError("retrieval: the head scores are not a [layer][head] grid");
   const at::Tensor s = score.to(at::kDouble).cpu().contiguous();  // [layer, head]
-  const std::set<std::pair<int, int>> skip(exclude.begin(), exclude.end());
-  std::vector<std::pair<int, int>> pool;
+  const std::set<HeadRef> skip(exclude.begin(), exclude.end());
+  std::vector<HeadRef> pool;
   const auto* v = s.data_ptr<double>();
   for (int l = 0; l < s.size(0); ++l)
     for (int h = 0; h < s.size(1); ++h)

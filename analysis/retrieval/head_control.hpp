@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "core/common/head_ref.hpp"
 #include "core/common/tensor.hpp"
 #include "core/model/model_config.hpp"
 
@@ -16,7 +17,7 @@ namespace mechscope::analysis {
 /// K heads drawn with `seed` (mt19937_64, partial Fisher–Yates; the same on every platform) from the
 /// heads of `score` [layer, head] that are not in `exclude` and whose score is ≤ `retrievalThreshold`
 /// (not retrieval heads); sorted by (layer, head). InputError when fewer than K heads qualify.
-std::vector<std::pair<int, int>> randomControlHeads(const at::Tensor& score, const std::vector<std::pair<int, int>>& exclude, int k,
+std::vector<HeadRef> randomControlHeads(const at::Tensor& score, const std::vector<HeadRef>& exclude, int k,
                                                     double retrievalThreshold, uint64_t seed);
 
 /// The [layer, head] fp64 `retrieval_score` of an earlier `retrieval --json` file (for --mask-top);

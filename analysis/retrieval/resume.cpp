@@ -20,7 +20,7 @@ std::string fnv1a64Hex(std::string_view bytes) {
 
 namespace {
 
-nlohmann::json headsJson(const std::vector<std::pair<int, int>>& heads) {
+nlohmann::json headsJson(const std::vector<HeadRef>& heads) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& [l, h] : heads) a.push_back({l, h});
   return a;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/common/head_ref.hpp"
 #include "analysis/common/needle.hpp"
 #include "analysis/retrieval/retrieval.hpp"
 
@@ -30,8 +31,8 @@ struct RetrievalSettings {
   int maxNewTokens = 50;
   bool stopOnNewline = true;
   std::vector<int64_t> stopTokens;
-  std::vector<std::pair<int, int>> maskedHeads;   ///< the main condition's mask
-  std::vector<std::pair<int, int>> controlHeads;  ///< the random-heads control's mask (empty: no control)
+  std::vector<HeadRef> maskedHeads;   ///< the main condition's mask
+  std::vector<HeadRef> controlHeads;  ///< the random-heads control's mask (empty: no control)
   double successThreshold = 0.5;                  ///< ROUGE-1 recall in [0, 1]
   bool materialize = false;
 };

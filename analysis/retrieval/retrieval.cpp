@@ -147,13 +147,13 @@ RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j) {
   }
 }
 
-std::vector<std::pair<int, int>> rankHeads(const at::Tensor& score, int k) {
-  std::vector<std::pair<double, std::pair<int, int>>> v;
+std::vector<HeadRef> rankHeads(const at::Tensor& score, int k) {
+  std::vector<std::pair<double, HeadRef>> v;
   const at::Tensor s = score.to(at::kDouble).cpu();
   for (int l = 0; l < s.size(0); ++l)
     for (int h = 0; h < s.size(1); ++h) v.push_back({s[l][h].item<double>(), {l, h}});
   std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::vector<std::pair<int, int>> out;
+  std::vector<HeadRef> out;
   for (const auto& e : v) {
     if (k > 0 && static_cast<int>(out.size()) >= k) break;
     out.push_back(e.second);

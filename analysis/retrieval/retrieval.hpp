@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/common/head_ref.hpp"
 #include "analysis/common/result_io.hpp"
 #include "core/common/run_context.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -35,7 +36,7 @@ struct RetrievalDecode {
   int maxNewTokens = 50;
   std::vector<int64_t> stopTokens;  ///< stop after emitting one of these ids
   bool stopOnNewline = false;       ///< stop once the decoded continuation holds '\n' (official; needs decodeText)
-  std::vector<std::pair<int, int>> maskedHeads;  ///< uniform attention on these (layer, head)
+  std::vector<HeadRef> maskedHeads;  ///< uniform attention on these (layer, head)
   bool materialize = false;  ///< prefill through hook_pattern instead of the probe
 };
 
@@ -71,6 +72,6 @@ RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j);
 AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, int nLayers, int nHeads, bool successFilter);
 
 /// Heads ranked by score (descending; ties by layer, head): the top `k` (all when k ≤ 0).
-std::vector<std::pair<int, int>> rankHeads(const at::Tensor& score, int k);
+std::vector<HeadRef> rankHeads(const at::Tensor& score, int k);
 
 }  // namespace mechscope::analysis

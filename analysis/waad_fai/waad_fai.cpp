@@ -17,7 +17,7 @@ namespace mechscope::analysis {
 
 namespace {
 
-using Heads = std::vector<std::pair<int, int>>;
+using Heads = std::vector<HeadRef>;
 
 std::vector<double> toVector(const at::Tensor& t) {
   at::Tensor c = t.to(at::kDouble).cpu().contiguous();
@@ -113,7 +113,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
   } else {
     for (int l = 0; l < L; ++l) out.layers.push_back(l);
   }
-  std::vector<std::pair<double, std::pair<int, int>>> d;
+  std::vector<std::pair<double, HeadRef>> d;
   for (int l : out.layers)
     for (int h = 0; h < H; ++h) d.push_back({out.headDistance[l][h].item<double>(), {l, h}});
   std::stable_sort(d.begin(), d.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
@@ -126,7 +126,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
   // Receiver heads (Bogdan et al. 2025): per row and head the excess kurtosis of the column means over
   // response columns with a non-empty horizon, averaged over rows; the top k over every layer.
   out.receiverKurtosis = at::zeros({L, H}, at::kDouble);  // [layer, head]
-  std::vector<std::pair<double, std::pair<int, int>>> kurt;
+  std::vector<std::pair<double, HeadRef>> kurt;
   for (int l = 0; l < L; ++l)
     for (int h = 0; h < H; ++h) {
       double sum = 0;

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/common/head_ref.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/waad_fai/rhythm_stats.hpp"
 #include "core/common/run_context.hpp"
@@ -46,14 +47,14 @@ struct RhythmSummary {
 /// What WAAD/FAI finds.
 struct WaadFaiResult {
   at::Tensor headDistance;  ///< [layer, head] fp64, averaged over batch rows
-  std::vector<std::pair<int, int>> localHeads, globalHeads;  ///< sorted (layer, head)
+  std::vector<HeadRef> localHeads, globalHeads;  ///< sorted (layer, head)
   std::vector<int> layers;                                   ///< layers whose heads compete
   std::vector<int64_t> responseStarts;                       ///< [batch] R of each row
   std::vector<std::vector<double>> waad, fai;                ///< [batch][pos]
   std::vector<std::vector<int64_t>> preplan, anchor, waadPeaks, faiPeaks;  ///< [batch][...] positions
   std::vector<std::vector<double>> entropy, logProb;  ///< [batch][pos] (NaN at t = 0; empty without predictions)
   at::Tensor receiverKurtosis;  ///< [layer, head] fp64: mean over rows of the excess kurtosis of the FAI column means (NaN: undefined)
-  std::vector<std::pair<int, int>> receiverHeads;       ///< top receiverHeads by kurtosis, in descending kurtosis
+  std::vector<HeadRef> receiverHeads;       ///< top receiverHeads by kurtosis, in descending kurtosis
   std::vector<std::vector<double>> receiverFai;         ///< [batch][pos] FAI over the receiver heads
   std::vector<std::vector<int64_t>> receiverFaiPeaks;   ///< [batch][...]
   RhythmSummary summary;

@@ -11,13 +11,13 @@ namespace mechscope::analysis {
 
 namespace {
 
-nlohmann::json headList(const std::vector<std::pair<int, int>>& hs) {
+nlohmann::json headList(const std::vector<HeadRef>& hs) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& [l, h] : hs) a.push_back({l, h});
   return a;
 }
 
-at::Tensor headArray(const std::vector<std::pair<int, int>>& hs) {
+at::Tensor headArray(const std::vector<HeadRef>& hs) {
   std::vector<int64_t> f;
   for (const auto& [l, h] : hs) {
     f.push_back(l);

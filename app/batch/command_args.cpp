@@ -12,7 +12,7 @@ InputPrep inputPrep(const WorkItem& item) {
   if (item.input.empty()) return InputPrep::None;
   const std::string kind = item.spec["input"]["kind"].get<std::string>();
   const InputKindInfo* k = findInputKind(kind);
-  const AnalysisInfo* a = findAnalysis(item.type);
+  const analysis::AnalysisDescriptor* a = findAnalysis(item.type);
   // Causal analyses take datasets only; the attention analyses also take prompts (a dataset → its clean rows).
   const bool causal = std::find(a->acceptsKinds.begin(), a->acceptsKinds.end(), "prompts") == a->acceptsKinds.end();
   if (k->family != InputFamily::Dataset) return InputPrep::None;
@@ -56,8 +56,8 @@ void addParams(std::vector<std::string>& args, const json& params, const std::ve
 }  // namespace
 
 std::vector<std::string> commandArgs(const WorkItem& item, const std::string& modelFolder, bool withH5) {
-  const AnalysisInfo* a = findAnalysis(item.type);
-  std::vector<std::string> args{a->command};
+  const analysis::AnalysisDescriptor* a = findAnalysis(item.type);
+  std::vector<std::string> args{a->name};
   if (item.type == "overlap") {
     args.insert(args.end(), {kOverlapA, kOverlapB, "--json", kResultJson});
     return args;

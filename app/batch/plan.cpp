@@ -307,7 +307,7 @@ void parseAnalyses(Parser& ps, const toml::node& node, Plan& plan) {
   if (!arr || !arr->is_array_of_tables())
     return ps.error(node, fmt::format("'analysis' must be an array of tables ([[analysis]] entries), found {}", typeName(node)));
   std::string types;
-  for (const auto& a : analysisTable()) types += (types.empty() ? "" : ", ") + a.type;
+  for (const auto& a : analysis::analysisRegistry()) types += (types.empty() ? "" : ", ") + a.name;
   for (const auto& el : *arr) {
     const auto& t = *el.as_table();
     AnalysisSpec a;
@@ -319,7 +319,7 @@ void parseAnalyses(Parser& ps, const toml::node& node, Plan& plan) {
     }
     const auto type = ps.string(*typeNode, "analysis type");
     if (!type) continue;
-    const AnalysisInfo* info = findAnalysis(*type);
+    const analysis::AnalysisDescriptor* info = findAnalysis(*type);
     if (!info) {
       ps.error(*typeNode, fmt::format("unknown analysis '{}' (known: {})", *type, types));
       continue;
@@ -348,7 +348,7 @@ void parseAnalyses(Parser& ps, const toml::node& node, Plan& plan) {
 void crossCheck(Parser& ps, Plan& plan) {
   std::set<std::string> seen;
   for (auto& a : plan.analyses) {
-    const AnalysisInfo* info = findAnalysis(a.type);
+    const analysis::AnalysisDescriptor* info = findAnalysis(a.type);
     if (!seen.insert(a.id).second)
       ps.error(a.pos, fmt::format("analysis id '{}' is used twice; give each [[analysis]] its own id = \"...\"", a.id));
     if (a.models.empty())

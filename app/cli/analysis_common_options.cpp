@@ -37,42 +37,6 @@ void AnalysisCommonOptions::add(CLI::App* sub, bool withMaterialize) {
   }
 }
 
-std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std::string& option) {
-  std::vector<analysis::HeadRef> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    const auto dot = item.find('.');
-    try {
-      if (dot == std::string::npos) throw std::invalid_argument("no dot");
-      size_t used = 0;
-      const int layer = std::stoi(item.substr(0, dot), &used);
-      const int head = std::stoi(item.substr(dot + 1));
-      out.push_back({layer, head});
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("{}: '{}' is not LAYER.HEAD (e.g. 9.9,10.0)", option, item));
-    }
-  }
-  return out;
-}
-
-std::vector<analysis::HeadRef> parseHeadRoleList(const std::string& text, const std::string& option, std::vector<std::string>& roles) {
-  std::vector<analysis::HeadRef> heads;
-  roles.clear();
-  bool anyRole = false;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    const auto at = item.find('@');
-    const std::string role = at == std::string::npos ? std::string() : item.substr(at + 1);
-    if (at != std::string::npos && role.empty()) throw InputError(fmt::format("{}: '{}' names no role after '@'", option, item));
-    const auto head = parseHeadList(item.substr(0, at), option);
-    heads.push_back(head.at(0));
-    roles.push_back(role);
-    anyRole = anyRole || !role.empty();
-  }
-  if (!anyRole) roles.clear();
-  return heads;
-}
-
 void AnalysisCommonOptions::finishCommandLine(const CLI::App* sub) {
   commandLine = "mechscope-cli " + sub->get_name();
   for (const auto* opt : sub->get_options())

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/common/head_ref.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/patching/path_patching.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -47,12 +48,6 @@ struct AnalysisCommonOptions {
   /// The output half of validate(): --json and/or --out given, --out only with HDF5, folders exist.
   void validateOutputs(const std::string& command, bool needOutput = true) const;
 };
-
-/// "9.9,10.0" → heads; InputError naming `option` for an item that is not LAYER.HEAD.
-std::vector<analysis::HeadRef> parseHeadList(const std::string& text, const std::string& option);
-/// Parses "LAYER.HEAD[@ROLE],..." (e.g. 9.9@END,5.5@S2); `roles` gets one entry per head ("" without
-/// a role), or stays empty when no entry names a role. InputError naming `option`.
-std::vector<analysis::HeadRef> parseHeadRoleList(const std::string& text, const std::string& option, std::vector<std::string>& roles);
 
 /// A loaded model with its tokenizer (when the folder has tokenizer.json).
 struct LoadedModel {

@@ -34,7 +34,13 @@ void runAblate(AblateOptions& o) {
   const std::vector<analysis::PatchGroup> groups = analysis::toPatchGroups(ds, &dropped);
   analysis::AblationParams p;
   p.method = analysis::parseAblationMethod(o.method);
-  if (!o.heads.empty()) p.heads = parseHeadRoleList(o.heads, "--heads", p.headRoles);
+  bool anyRole = false;
+  for (const auto& spec : parseHeadSpecs(o.heads, "--heads", true)) {
+    p.heads.push_back(spec.head);
+    p.headRoles.push_back(spec.role);
+    anyRole = anyRole || !spec.role.empty();
+  }
+  if (!anyRole) p.headRoles.clear();
   p.knockout = o.knockout;
   if (!o.positions.empty()) p.positions = analysis::parseIdList(o.positions, "--positions");
   p.perTemplate = o.perTemplate;

@@ -51,30 +51,14 @@ std::string readText(const std::filesystem::path& p, const std::string& what) {
   return ss.str();
 }
 
-std::vector<std::pair<int, int>> parseHeads(const std::string& text) {
-  std::vector<std::pair<int, int>> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto dot = item.find('.');
-    try {
-      if (dot == std::string::npos) throw std::invalid_argument("dot");
-      out.emplace_back(std::stoi(item.substr(0, dot)), std::stoi(item.substr(dot + 1)));
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("retrieval: --mask-heads expects LAYER.HEAD[,LAYER.HEAD...], found '{}'", item));
-    }
-  }
-  return out;
-}
-
-nlohmann::json headsJson(const std::vector<std::pair<int, int>>& heads) {
+nlohmann::json headsJson(const std::vector<HeadRef>& heads) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& [l, h] : heads) a.push_back({l, h});
   return a;
 }
 
 /// One condition's outcome for the side-by-side masking report.
-nlohmann::json conditionSummary(const std::vector<std::pair<int, int>>& heads, const std::vector<analysis::RetrievalTestResult>& tests) {
+nlohmann::json conditionSummary(const std::vector<HeadRef>& heads, const std::vector<analysis::RetrievalTestResult>& tests) {
   double rouge = 0;
   int64_t withRouge = 0, succeeded = 0;
   for (const auto& t : tests) {
@@ -128,12 +112,12 @@ void runRetrievalCommand(RetrievalCliOptions& o) {
   const LoadedModel m = loadAnalysisModel(o.common);
   const ModelConfig& cfg = m.model->config();
   o.decode.materialize = o.common.materialize;
-  if (!o.maskHeads.empty()) o.decode.maskedHeads = parseHeads(o.maskHeads);
+  if (!o.maskHeads.empty()) o.decode.maskedHeads = parseHeadList(o.maskHeads, "--mask-heads");
   std::function<std::string(const std::vector<int64_t>&)> decodeText;
   if (m.tokenizer && m.tokenizer->decodesText()) decodeText = [&](const std::vector<int64_t>& ids) { return m.tokenizer->decode(ids, true); };
 
   // Masking experiment: the top K of --scores, and (unless --no-control) K random non-retrieval heads.
-  std::vector<std::pair<int, int>> controlHeads;
+  std::vector<HeadRef> controlHeads;
   at::Tensor priorScores;
   if (o.maskTop > 0) {
     priorScores = analysis::readRetrievalScores(o.scores, cfg);

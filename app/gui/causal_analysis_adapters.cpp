@@ -78,18 +78,8 @@ std::pair<int64_t, int64_t> parseTokenRange(const QString& text, int64_t limit, 
   return {a, b};
 }
 
-std::vector<std::pair<int, int>> parseHeadList(const QString& text, int layers, int heads, const QString& what) {
-  std::vector<std::pair<int, int>> out;
-  static const QRegularExpression re(R"(^\s*(\d+)\.(\d+)\s*$)");
-  for (const QString& item : text.split(',', Qt::SkipEmptyParts)) {
-    const auto m = re.match(item);
-    if (!m.hasMatch()) throw InputError(QString("%1: '%2' is not LAYER.HEAD (e.g. 3.0,3.1)").arg(what, item.trimmed()).toStdString());
-    const int l = m.captured(1).toInt(), h = m.captured(2).toInt();
-    if (l >= layers || h >= heads)
-      throw InputError(QString("%1: head %2.%3 is outside the model's %4 layers × %5 heads").arg(what).arg(l).arg(h).arg(layers).arg(heads).toStdString());
-    out.emplace_back(l, h);
-  }
-  return out;
+std::vector<HeadRef> parseHeadList(const QString& text, int layers, int heads, const QString& what) {
+  return mechscope::parseHeadList(text.toStdString(), what.toStdString(), layers, heads);
 }
 
 void wireConstraintAdapter(AnalysisAdapter& a) {

@@ -3,6 +3,7 @@
 // form → the analysis in analysis/ on the workspace's prompt (or patching pair) → the analysis's own
 // JSON contract → grids and lines through resultFromCliJson (the same view a CLI file reopens to).
 #include "app/gui/analysis_adapters.hpp"
+#include "core/common/head_ref.hpp"
 
 namespace mechscope::gui {
 
@@ -21,6 +22,6 @@ void wireOverlapAdapter(AnalysisAdapter& a);
 /// "a:b" → [a, b) with 0 ≤ a < b ≤ limit; InputError naming `what` otherwise.
 std::pair<int64_t, int64_t> parseTokenRange(const QString& text, int64_t limit, const QString& what);
 /// "3.0,3.1" → heads; InputError naming `what` for a malformed item or a head outside the model.
-std::vector<std::pair<int, int>> parseHeadList(const QString& text, int layers, int heads, const QString& what);
+std::vector<HeadRef> parseHeadList(const QString& text, int layers, int heads, const QString& what);
 
 }  // namespace mechscope::gui

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 
+#include "analysis/patching/activation_patching.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -29,9 +30,9 @@ ForwardOptions lastOnly() {
 }
 
 void checkHead(const HookedTransformer& m, const Head& h) {
-  if (h.first < 0 || h.first >= m.config().nLayers || h.second < 0 || h.second >= m.config().nHeads)
-    throw InputError("patching: head " + std::to_string(h.first) + "." + std::to_string(h.second) + " is outside the model (" +
-                     std::to_string(m.config().nLayers) + " layers × " + std::to_string(m.config().nHeads) + " heads)");
+  if (h.layer < 0 || h.layer >= m.config().nLayers || h.head < 0 || h.head >= m.config().nHeads)
+    throw InputError("patching: head " + toString(h) + " is outside the model (" + std::to_string(m.config().nLayers) + " layers × " +
+                     std::to_string(m.config().nHeads) + " heads)");
 }
 
 }  // namespace
@@ -88,7 +89,7 @@ PatchOutcome PatchingSession::run(const PatchRequest& req, const RunContext* ctx
   const Run& source = intoCorrupt ? *m_cleanRun : *m_corruptRun;
   const Run& own = intoCorrupt ? *m_corruptRun : *m_cleanRun;
   std::map<int, std::vector<int>> byLayer;
-  for (const auto& h : req.heads) byLayer[h.first].push_back(h.second);
+  for (const auto& h : req.heads) byLayer[h.layer].push_back(h.head);
 
   HookSet hooks;
   const bool onPattern = req.intervention == Intervention::AblateUniform ||
@@ -135,6 +136,27 @@ std::vector<double> PatchingSession::sweep(const PatchRequest& base, bool normal
   const int L = layers(), H = heads();
   std::vector<double> out(static_cast<std::size_t>(L) * static_cast<std::size_t>(H));
   const double denom = m_cleanDiff - m_corruptDiff;
+  if (base.intervention == Intervention::Patch) {
+    // The CLI's `patch` (analysis::activationPatch, batched): the patched run is the corrupted prompt
+    // with the clean run's activation, or (corrupted → clean) the clean prompt with the corrupted one's.
+    const bool intoCorrupt = base.direction == PatchDirection::CleanIntoCorrupt;
+    analysis::PatchInputs in;
+    in.clean = tokenTensor(intoCorrupt ? m_clean : m_corrupt);    // [1, pos] where the activations come from
+    in.corrupt = tokenTensor(intoCorrupt ? m_corrupt : m_clean);  // [1, pos] the run that is patched
+    in.correct = at::tensor(std::vector<int64_t>{m_answer}, at::kLong);
+    in.incorrect = at::tensor(std::vector<int64_t>{m_incorrect}, at::kLong);
+    analysis::PatchParams p;
+    p.component = base.site == PatchSite::Pattern ? analysis::PatchComponent::Pattern : analysis::PatchComponent::HeadOut;
+    ctx.step(0, L * H, "head sweep");
+    const at::Tensor d = analysis::activationPatch(*m_model->model, in, p, &ctx).metricPatched.select(-1, 0).to(at::kDouble).contiguous();  // [L, H]
+    for (int l = 0; l < L; ++l)
+      for (int h = 0; h < H; ++h) {
+        const double v = d[l][h].item<double>();
+        out[static_cast<std::size_t>(l * H + h)] = normalise && denom != 0.0 ? (v - m_corruptDiff) / denom : v;
+      }
+    ctx.step(L * H, L * H, "head sweep");
+    return out;
+  }
   for (int l = 0; l < L; ++l) {
     for (int h = 0; h < H; ++h) {
       ctx.step(l * H + h, L * H, "head sweep");

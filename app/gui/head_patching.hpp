@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "app/gui/model_session.hpp"
+#include "core/common/head_ref.hpp"
 #include "core/common/run_context.hpp"
 
 namespace mechscope::gui {
@@ -24,7 +25,7 @@ enum class PatchDirection { CleanIntoCorrupt, CorruptIntoClean };
 enum class Intervention { Patch, AblateZero, AblateMean, AblateUniform };
 
 /// One head (layer, head).
-using Head = std::pair<int, int>;
+using Head = mechscope::HeadRef;
 
 /// An intervention on a set of heads.
 struct PatchRequest {

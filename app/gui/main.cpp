@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/common/head_ref.hpp"
 #include "app/gui/attention_explorer.hpp"
 #include "app/gui/main_window.hpp"
 #include "app/gui/screenshot.hpp"
@@ -49,12 +50,13 @@ int main(int argc, char** argv) {
   plan.prompt = parser.value(promptOpt);
   plan.screenshot = parser.value(screenshotOpt);
   if (parser.isSet(headOpt)) {
-    const QStringList lh = parser.value(headOpt).split('.');
-    if (lh.size() == 2) {
-      plan.layer = lh[0].toInt();
-      plan.head = lh[1].toInt();
-    } else {
-      std::fprintf(stderr, "mechscope: --head expects LAYER.HEAD (e.g. 2.0), found '%s'\n", qPrintable(parser.value(headOpt)));
+    try {
+      const auto heads = mechscope::parseHeadList(parser.value(headOpt).toStdString(), "--head");
+      if (heads.size() != 1) throw mechscope::InputError("--head: give one LAYER.HEAD (e.g. 2.0)");
+      plan.layer = heads[0].layer;
+      plan.head = heads[0].head;
+    } catch (const mechscope::InputError& e) {
+      std::fprintf(stderr, "mechscope: %s\n", e.what());
       return 2;
     }
   }

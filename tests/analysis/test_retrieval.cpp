@@ -100,7 +100,7 @@ TEST(Retrieval, PlantedRetrievalHeadsRecovered) {
       tests.push_back(std::move(r));
     }
   const auto out = analysis::retrievalToResult(tests, f.model->config().nLayers, f.model->config().nHeads, false);
-  std::set<std::pair<int, int>> got, want;
+  std::set<HeadRef> got, want;
   const auto& score = out.json["retrieval_score"];
   for (size_t l = 0; l < score.size(); ++l)
     for (size_t h = 0; h < score[l].size(); ++h)

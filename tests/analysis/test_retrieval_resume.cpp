@@ -122,14 +122,14 @@ TEST(RetrievalControl, RandomHeadsAreSameCountAndNeverRetrievalHeads) {
   score[4][1] = 0.2;
   score[5][2] = 0.05;  // below the 0.1 threshold: not a retrieval head
   const auto top = analysis::rankHeads(score, 3);
-  const std::set<std::pair<int, int>> retrieval = {{1, 0}, {2, 0}, {3, 3}, {4, 1}};
-  std::set<std::vector<std::pair<int, int>>> draws;
+  const std::set<HeadRef> retrieval = {{1, 0}, {2, 0}, {3, 3}, {4, 1}};
+  std::set<std::vector<HeadRef>> draws;
   for (uint64_t seed = 0; seed < 20; ++seed) {
     const auto c = analysis::randomControlHeads(score, top, 3, 0.1, seed);
     ASSERT_EQ(c.size(), top.size());
-    EXPECT_EQ((std::set<std::pair<int, int>>(c.begin(), c.end()).size()), 3u);  // distinct
+    EXPECT_EQ((std::set<HeadRef>(c.begin(), c.end()).size()), 3u);  // distinct
     for (const auto& h : c) {
-      EXPECT_EQ(retrieval.count(h), 0u) << h.first << "." << h.second;
+      EXPECT_EQ(retrieval.count(h), 0u) << toString(h);
       EXPECT_EQ(std::count(top.begin(), top.end(), h), 0);
     }
     EXPECT_EQ(c, analysis::randomControlHeads(score, top, 3, 0.1, seed));  // seeded
@@ -147,12 +147,12 @@ TEST(RetrievalControl, PlantedTopHeadsBreakRetrievalWhileTheControlIsNonRetrieva
   d.maxNewTokens = static_cast<int>(np.answer.size());
   const auto clean = analysis::runRetrievalTest(*f.model, t, d);
   const auto top = analysis::rankHeads(clean.score, 2);
-  std::set<std::pair<int, int>> planted;
+  std::set<HeadRef> planted;
   for (const auto& e : f.planted["expected"]["retrieval_heads"]) planted.insert({e[0].get<int>(), e[1].get<int>()});
-  EXPECT_EQ((std::set<std::pair<int, int>>(top.begin(), top.end())), planted);
+  EXPECT_EQ((std::set<HeadRef>(top.begin(), top.end())), planted);
   const auto control = analysis::randomControlHeads(clean.score, top, 2, 0.1, 0);
   ASSERT_EQ(control.size(), 2u);
-  for (const auto& h : control) EXPECT_LE(clean.score[h.first][h.second].item<double>(), 0.1);
+  for (const auto& h : control) EXPECT_LE(clean.score[h.layer][h.head].item<double>(), 0.1);
   d.maskedHeads = top;
   const auto masked = analysis::runRetrievalTest(*f.model, t, d);
   EXPECT_NE(masked.generated, clean.generated);  // the copy needs the retrieval heads

@@ -53,7 +53,7 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using Rows = std::vector<std::vector<int64_t>>;
-using Heads = std::vector<std::pair<int, int>>;
+using Heads = std::vector<HeadRef>;
 
 constexpr double kMean = 1e-4;
 

@@ -20,7 +20,7 @@
 namespace mechscope::test {
 namespace {
 
-using Heads = std::vector<std::pair<int, int>>;
+using Heads = std::vector<HeadRef>;
 
 /// Reference from patterns: d, WAAD over `local`, FAI over `global` with band [a, b], rows t ≥ R.
 struct Ref {
@@ -74,12 +74,12 @@ TEST(WaadFai, EqualsMaterialisedPatternsOnFixtures) {
       expectClose(res.fai[0], ref.fai, fam + " fai");
       EXPECT_EQ(res.fai[0].back(), 0.0);  // nothing after the last token
       // The split is the bottom/top 30 % of the reference distances.
-      std::vector<std::pair<double, std::pair<int, int>>> d;
+      std::vector<std::pair<double, HeadRef>> d;
       for (int l = 0; l < ref.d.size(0); ++l)
         for (int h = 0; h < ref.d.size(1); ++h) d.push_back({ref.d[l][h].item<double>(), {l, h}});
       std::sort(d.begin(), d.end());
       const auto k = static_cast<size_t>(std::lround(0.3 * static_cast<double>(d.size())));
-      std::set<std::pair<int, int>> lo, got(res.localHeads.begin(), res.localHeads.end());
+      std::set<HeadRef> lo, got(res.localHeads.begin(), res.localHeads.end());
       for (size_t i = 0; i < k; ++i) lo.insert(d[i].second);
       EXPECT_EQ(got, lo) << fam;
       // Preplan = top 40 % of |ΔWAAD| over rows ≥ R, anchors = top 40 % of FAI.
@@ -164,13 +164,13 @@ TEST(WaadFai, EqualsHfReferenceOnFixturesWithPerRowResponseStarts) {
     EXPECT_LT((res.headDistance - d).abs().max().item<double>(), 1e-3 * d.abs().max().item<double>()) << fam;
     EXPECT_LT((res.receiverKurtosis - kurt).abs().max().item<double>(), 1e-3 * std::max(1.0, kurt.abs().max().item<double>())) << fam;
     // Receiver heads: the top 3 by the reference kurtosis (when the cut is not within the tolerance).
-    std::vector<std::pair<double, std::pair<int, int>>> k;
+    std::vector<std::pair<double, HeadRef>> k;
     for (int l = 0; l < L; ++l)
       for (int h = 0; h < H; ++h) k.push_back({kurt[l][h].item<double>(), {l, h}});
     std::sort(k.begin(), k.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
     if (k[2].first - k[3].first > 1e-2) {
-      std::set<std::pair<int, int>> want{k[0].second, k[1].second, k[2].second};
-      const std::set<std::pair<int, int>> got(res.receiverHeads.begin(), res.receiverHeads.end());
+      std::set<HeadRef> want{k[0].second, k[1].second, k[2].second};
+      const std::set<HeadRef> got(res.receiverHeads.begin(), res.receiverHeads.end());
       EXPECT_EQ(got, want) << fam;
     }
     ASSERT_GT(entCount, 0);

@@ -21,7 +21,7 @@ using namespace mechscope;
 using namespace mechscope::gui;
 
 TEST(Attention, JobPatternsEqualTheEnginesCacheAndTheExplorerShowsThem) {
-  test::PlantedBench bench;
+  gui::test::PlantedBench bench;
   auto& [ws, jobs, watch, session] = bench;
   AttentionExplorer explorer(&ws);
   explorer.resize(1100, 700);
@@ -82,7 +82,7 @@ TEST(Attention, JobPatternsEqualTheEnginesCacheAndTheExplorerShowsThem) {
 }
 
 TEST(Attention, CancelStopsTheForwardPass) {
-  test::PlantedBench bench;
+  gui::test::PlantedBench bench;
   auto& [ws, jobs, watch, session] = bench;
   const int busy = jobs.submit("hold", [](const RunContext&) -> JobRunner::Deliver {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -38,9 +38,9 @@ QString join(const std::vector<std::string>& words) {
 }
 
 /// Workspace with the planted model and the patching pair of `clean`/`corrupt` built.
-void buildPair(Workspace& ws, JobRunner& jobs, test::JobWatch& watch, const QString& clean, const QString& corrupt, const QString& answer,
+void buildPair(Workspace& ws, JobRunner& jobs, gui::test::JobWatch& watch, const QString& clean, const QString& corrupt, const QString& answer,
                const QString& incorrect) {
-  auto session = test::plantedSession();
+  auto session = gui::test::plantedSession();
   ws.setSession(session);
   const int prep = submitBuildPatching(ws, jobs, tokenizePrompt(*session, clean).ids, tokenizePrompt(*session, corrupt).ids,
                                        *session->tokenizer->tokenToId(answer.toStdString()),
@@ -49,7 +49,7 @@ void buildPair(Workspace& ws, JobRunner& jobs, test::JobWatch& watch, const QStr
 }
 
 /// Runs `panel`, cancelling at its first progress report; expects "cancelled" and no result.
-void expectCancels(AnalysisPanel& panel, JobRunner& jobs, test::JobWatch& watch, Workspace& ws) {
+void expectCancels(AnalysisPanel& panel, JobRunner& jobs, gui::test::JobWatch& watch, Workspace& ws) {
   const std::size_t before = ws.results().size();
   const int id = panel.run();
   ASSERT_GE(id, 0);
@@ -67,13 +67,13 @@ void expectCancels(AnalysisPanel& panel, JobRunner& jobs, test::JobWatch& watch,
 
 TEST(CausalPanels, EveryAnalysisOfTheRegistryIsWired) {
   for (const char* n : {"sinks", "waad-fai", "constraint-attention", "retrieval", "ablate", "patch", "circuit", "overlap"})
-    EXPECT_TRUE(test::adapterNamed(n).available) << n;
+    EXPECT_TRUE(gui::test::adapterNamed(n).available) << n;
 }
 
 TEST(CausalPanels, ConstraintAttentionMatchesTheAnalysisAndCancels) {
-  test::PlantedBench bench;
+  gui::test::PlantedBench bench;
   auto& [ws, jobs, watch, session] = bench;
-  AnalysisPanel panel(test::adapterNamed("constraint-attention"), &ws, &jobs);
+  AnalysisPanel panel(gui::test::adapterNamed("constraint-attention"), &ws, &jobs);
   const auto none = watch.wait(panel.run());
   EXPECT_EQ(none.status, "failed");
   EXPECT_TRUE(panel.statusText().contains("give the constraint")) << panel.statusText().toStdString();
@@ -113,13 +113,13 @@ TEST(CausalPanels, ConstraintAttentionMatchesTheAnalysisAndCancels) {
 }
 
 TEST(CausalPanels, RetrievalFindsThePlantedRetrievalHeads) {
-  test::PlantedBench bench(false);
+  gui::test::PlantedBench bench(false);
   auto& [ws, jobs, watch, session] = bench;
   const auto needle = planted::needlePrompt(60, 0.5, 3);
   const QString text = join(needle.words);
   ws.setPrompt(text, tokenizePrompt(*session, text));
   ASSERT_EQ(ws.tokens().ids, planted::toIds(needle.words));
-  AnalysisPanel panel(test::adapterNamed("retrieval"), &ws, &jobs);
+  AnalysisPanel panel(gui::test::adapterNamed("retrieval"), &ws, &jobs);
   panel.setParam("needle_tokens", QString("%1:%2").arg(needle.needleStart).arg(needle.needleEnd));
   panel.setParam("max_new_tokens", static_cast<int>(needle.answer.size()));
   expectCancels(panel, jobs, watch, ws);
@@ -153,10 +153,10 @@ TEST(CausalPanels, RetrievalFindsThePlantedRetrievalHeads) {
 TEST(CausalPanels, AblationGridEqualsAblateOfEachHeadAndCancels) {
   Workspace ws;
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   const auto d = plantedPatchingDefaults();
   buildPair(ws, jobs, watch, d.clean, d.corrupt, d.answer, d.incorrect);
-  AnalysisPanel panel(test::adapterNamed("ablate"), &ws, &jobs);
+  AnalysisPanel panel(gui::test::adapterNamed("ablate"), &ws, &jobs);
   expectCancels(panel, jobs, watch, ws);
   panel.setParam("normalise", false);
   panel.setParam("heads", "3.0,3.1");
@@ -188,11 +188,11 @@ TEST(CausalPanels, AblationGridEqualsAblateOfEachHeadAndCancels) {
 TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
   Workspace ws;
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   const auto d = plantedPatchingDefaults();
   buildPair(ws, jobs, watch, d.clean, d.corrupt, d.answer, d.incorrect);
-  AnalysisPanel circuit(test::adapterNamed("circuit"), &ws, &jobs);
-  AnalysisPanel overlap(test::adapterNamed("overlap"), &ws, &jobs);
+  AnalysisPanel circuit(gui::test::adapterNamed("circuit"), &ws, &jobs);
+  AnalysisPanel overlap(gui::test::adapterNamed("overlap"), &ws, &jobs);
   expectCancels(circuit, jobs, watch, ws);
   circuit.setParam("task", "ioi");
   ASSERT_EQ(watch.wait(circuit.run()).status, "finished");
@@ -243,8 +243,8 @@ TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
 
 TEST(CausalPanels, ReopensResultsWrittenInTheCliSchema) {
   if (!analysis::resultH5Available()) GTEST_SKIP() << "this build has no HDF5 store";
-  auto session = test::plantedSession();
-  const auto tokens = tokenizePrompt(*session, test::kIoiPrompt);
+  auto session = gui::test::plantedSession();
+  const auto tokens = tokenizePrompt(*session, gui::test::kIoiPrompt);
   // What `mechscope-cli constraint-attention --out` and `retrieval --out` write: the analysis's result through writeResultH5.
   const auto c = analysis::runConstraintAttention(*session->model, tokens.ids, {2, 3}, {13});
   const auto needle = planted::needlePrompt(60, 0.5, 3);
@@ -281,7 +281,7 @@ TEST(CausalPanels, ReopensResultsWrittenInTheCliSchema) {
   // Shown in its panel like a fresh run; a click on a head asks for its attention map.
   Workspace ws;
   JobRunner jobs;
-  AnalysisPanel panel(test::adapterNamed("retrieval"), &ws, &jobs);
+  AnalysisPanel panel(gui::test::adapterNamed("retrieval"), &ws, &jobs);
   panel.showResult(rr[0]);
   ASSERT_EQ(panel.gridViews().size(), 2u);
   int requested = -1;

@@ -15,7 +15,7 @@ using namespace mechscope::gui;
 
 TEST(JobRunner, DeliversOnTheGuiThreadAfterWorkOnOneOtherThread) {
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   QThread* workThread1 = nullptr;
   QThread* workThread2 = nullptr;
   QThread* deliverThread = nullptr;
@@ -39,7 +39,7 @@ TEST(JobRunner, DeliversOnTheGuiThreadAfterWorkOnOneOtherThread) {
 
 TEST(JobRunner, ThrottlesProgressToTwentyHertzAndAlwaysSendsTheLast) {
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   std::vector<std::pair<qint64, qint64>> seen;
   QObject::connect(&jobs, &JobRunner::progress, [&](int, qint64 d, qint64 t, const QString&) { seen.emplace_back(d, t); });
   const int id = jobs.submit("steps", [](const RunContext& ctx) -> JobRunner::Deliver {
@@ -59,7 +59,7 @@ TEST(JobRunner, ThrottlesProgressToTwentyHertzAndAlwaysSendsTheLast) {
 
 TEST(JobRunner, CancelReallyStopsTheWork) {
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   std::atomic<long> iterations{0};
   std::atomic<long> afterCancel{-1};
   const int id = jobs.submit("forever", [&](const RunContext& ctx) -> JobRunner::Deliver {
@@ -84,7 +84,7 @@ TEST(JobRunner, CancelReallyStopsTheWork) {
 
 TEST(JobRunner, QueuedJobCancelledNeverRunsAndErrorsBecomeOneLineMessages) {
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   std::atomic<bool> ran{false};
   const int slow = jobs.submit("slow", [](const RunContext&) -> JobRunner::Deliver {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

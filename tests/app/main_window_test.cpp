@@ -44,7 +44,7 @@ struct Loaded {
     w->setConfirmLargeInputs(false);
     w->resize(1400, 900);
     w->show();
-    test::JobWatch watch(*w->jobs());
+    gui::test::JobWatch watch(*w->jobs());
     w->openEmbeddedModel();
     QTest::qWait(1);
     for (int i = 0; i < 20000 && !w->workspace()->session(); i += 5) QTest::qWait(5);
@@ -120,7 +120,7 @@ TEST(MainWindow, ExportWritesValidPngSvgPdfWithSidecarsOfThePlottedNumbers) {
   // The score grid of an analysis exports the same way.
   auto* overview = w.analysisPanel("attention-overview");
   ASSERT_TRUE(overview);
-  test::JobWatch watch(*w.jobs());
+  gui::test::JobWatch watch(*w.jobs());
   ASSERT_EQ(watch.wait(overview->run()).status, "finished");
   w.showTab(2);
   ASSERT_TRUE(w.exportCurrentFigure(dir + "/grid.svg")) << w.lastError().toStdString();
@@ -191,7 +191,7 @@ TEST(MainWindow, SettingsAndLayoutPersistAndAboutNamesTheVersions) {
 TEST(MainWindow, BadModelFolderIsAMessage) {
   QTemporaryDir tmp;
   MainWindow w(nullptr, tmp.path() + "/s.ini");
-  test::JobWatch watch(*w.jobs());
+  gui::test::JobWatch watch(*w.jobs());
   QSignalSpy err(&w, &MainWindow::errorShown);
   w.openModel(tmp.path() + "/nope");
   ASSERT_TRUE(err.wait(10000));
@@ -235,7 +235,7 @@ TEST(MainWindow, BatchOfPromptsIsSteppedThroughEverywhere) {
 
   // An analysis run now uses the selected prompt.
   auto* overview = l.w->analysisPanel("attention-overview");
-  test::JobWatch watch(*l.w->jobs());
+  gui::test::JobWatch watch(*l.w->jobs());
   ASSERT_EQ(watch.wait(overview->run()).status, "finished");
   EXPECT_EQ(overview->result().prompt, ws->batch()[1]);
   EXPECT_EQ(overview->lineViews()[0]->data().xLabels, ws->tokens().display);

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 TEST(ModelLoading, PlantedModelThroughTheJobRunnerFillsTheCard) {
   Workspace ws;
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   std::vector<qint64> progress;
   QObject::connect(&jobs, &JobRunner::progress, [&](int, qint64 d, qint64, const QString&) { progress.push_back(d); });
   const int id = submitOpenModel(ws, jobs, {}, LoadOptions{}, true);
@@ -52,7 +52,7 @@ TEST(ModelLoading, PlantedModelThroughTheJobRunnerFillsTheCard) {
 TEST(ModelLoading, BadFoldersFailWithMessagesThatSayWhatToDo) {
   Workspace ws;
   JobRunner jobs;
-  test::JobWatch watch(jobs);
+  gui::test::JobWatch watch(jobs);
   QTemporaryDir tmp;
   const fs::path root = tmp.path().toStdString();
 
@@ -104,7 +104,7 @@ TEST(ModelLoading, BadFoldersFailWithMessagesThatSayWhatToDo) {
 
 TEST(TokenStrip, ShowsTheTokenizersIdsAndOffsetsLive) {
   Workspace ws;
-  ws.setSession(test::plantedSession());
+  ws.setSession(gui::test::plantedSession());
   ModelPanel panel(&ws);
   panel.resize(500, 400);
   const QString text = "When Mary and John were at the store";
@@ -112,8 +112,8 @@ TEST(TokenStrip, ShowsTheTokenizersIdsAndOffsetsLive) {
   const PromptTokens& t = ws.tokens();
   // BOS + 8 words, ids straight from the tokenizer.
   ASSERT_EQ(t.ids.size(), 9u);
-  EXPECT_EQ(t.ids.front(), *test::plantedSession()->tokenizer->bosId());
-  const Encoding enc = test::plantedSession()->tokenizer->encode(text.toStdString(), false);
+  EXPECT_EQ(t.ids.front(), *gui::test::plantedSession()->tokenizer->bosId());
+  const Encoding enc = gui::test::plantedSession()->tokenizer->encode(text.toStdString(), false);
   for (std::size_t i = 0; i < enc.ids.size(); ++i) EXPECT_EQ(t.ids[i + 1], enc.ids[i]);
   EXPECT_EQ(t.display[1], "When");
   EXPECT_EQ(t.display[2], "Mary");

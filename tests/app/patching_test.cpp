@@ -64,7 +64,7 @@ double handPatched(const HookedTransformer& m, const std::vector<int64_t>& sourc
 }  // namespace
 
 TEST(Patching, GridClicksGiveTheSameLogitDifferenceAsTheEngineByHand) {
-  test::PlantedBench bench(false);
+  gui::test::PlantedBench bench(false);
   auto& [ws, jobs, watch, session] = bench;
   PatchingPanel panel(&ws, &jobs);
   panel.resize(1000, 700);
@@ -166,7 +166,7 @@ TEST(Patching, GridClicksGiveTheSameLogitDifferenceAsTheEngineByHand) {
 }
 
 TEST(Patching, SweepFillsTheGridAndCancelStopsIt) {
-  test::PlantedBench bench(false);
+  gui::test::PlantedBench bench(false);
   auto& [ws, jobs, watch, session] = bench;
   PatchingPanel panel(&ws, &jobs);
   const auto d = plantedPatchingDefaults();
@@ -199,8 +199,8 @@ TEST(Patching, SweepFillsTheGridAndCancelStopsIt) {
 TEST(Patching, UnequalLengthsAndUnknownAnswersAreMessagesNotCrashes) {
   Workspace ws;
   JobRunner jobs;
-  test::JobWatch watch(jobs);
-  ws.setSession(test::plantedSession());
+  gui::test::JobWatch watch(jobs);
+  ws.setSession(gui::test::plantedSession());
   PatchingPanel panel(&ws, &jobs);
   panel.setPrompts("When Mary and John", "When Mary", "Mary", "John");
   const int id = panel.prepare();

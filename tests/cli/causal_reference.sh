@@ -60,4 +60,27 @@ acc = ref["accuracy"]["clean"]
 assert ko["accuracy_before"] == acc["top1"] and ko["above_before"] == acc["io_above_s"], ko
 print(f"dla 2.0 {dla['heads'][2][0]:.4f} (ref {ref['dla']['heads'][2][0]:.4f}); knockout F(C) {ko['metric_after']:.4f} (ref {F_C:.4f})")
 PY
+
+# Colored Objects on gpt2-co (solves the task): `intervene --onto incorrect` on the port's heads moves
+# top-1 accuracy as the port does (1.0 -> 0.425), Merullo et al.'s experiment.
+co_model="$here/../data/trained/gpt2-co"
+co_ref="$refs/circuits_co_gpt2-co.json"
+if [ -f "$co_model/model.safetensors" ] && [ -f "$co_ref" ]; then
+  co_heads=$("$py" -c "import json,sys; print(','.join(json.load(open(sys.argv[1]))['intervention']['heads']))" "$co_ref")
+  "$cli" intervene --model "$co_model" --dataset "$refs/co_dataset.jsonl" --heads "$co_heads" --onto incorrect \
+    --json "$tmp/iv.json" >/dev/null
+  "$py" - "$tmp/iv.json" "$co_ref" <<'PY'
+import json, sys
+iv, ref = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["intervention"]
+tol = lambda r: 1e-4 * max(1.0, abs(r))
+assert iv["prompts_without_keys"] == 0, iv
+assert abs(iv["metric_before"] - ref["before"]["mean_ld"]) <= tol(ref["before"]["mean_ld"]), (iv["metric_before"], ref["before"]["mean_ld"])
+assert abs(iv["metric_after"] - ref["after_incorrect"]["mean_ld"]) <= tol(ref["after_incorrect"]["mean_ld"]), (iv["metric_after"], ref["after_incorrect"]["mean_ld"])
+assert iv["accuracy_before"] == ref["before"]["top1"] and iv["accuracy_after"] == ref["after_incorrect"]["top1"], iv
+assert iv["accuracy_before"] - iv["accuracy_after"] >= 0.4, iv
+print(f"intervene on gpt2-co: top-1 {iv['accuracy_before']:.3f} -> {iv['accuracy_after']:.3f} (ref {ref['after_incorrect']['top1']:.3f})")
+PY
+else
+  echo "gpt2-co or its reference is absent: Colored Objects intervention check skipped"
+fi
 echo "causal reference CLI OK"
