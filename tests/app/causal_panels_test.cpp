@@ -8,9 +8,14 @@
 #include <QJsonArray>
 #include <QTemporaryDir>
 
+#include <filesystem>
+#include <set>
+#include <QTemporaryDir>
+
 #include "analysis/ablation/ablation.hpp"
 #include "analysis/circuits/circuit_discovery.hpp"
 #include "analysis/circuits/overlap.hpp"
+#include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/retrieval/retrieval.hpp"
@@ -183,6 +188,42 @@ TEST(CausalPanels, AblationGridEqualsAblateOfEachHeadAndCancels) {
   EXPECT_NEAR(params["metric_after"].toDouble(), set.metricAfter, 1e-9);
   EXPECT_NEAR(params["metric_before"].toDouble(), set.metricBefore, 1e-9);
   EXPECT_EQ(params["heads"].toArray(), (QJsonArray{"3.0", "3.1"}));
+}
+
+// Issue #21/#19: the Circuit panel on a dataset runs the CLI's `circuit --task` analysis (every prompt,
+// the papers' stage plan at each prompt's role positions): on the trained GPT-2 and the reference IOI
+// prompts its stages equal the library call's exactly and select the heads the Python port selects.
+TEST(CausalPanels, CircuitOnADatasetIsTheCliAnalysis) {
+  const std::filesystem::path dir = std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained" / "gpt2-ioi";
+  const std::filesystem::path data = std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained" / "references" / "ioi_dataset.jsonl";
+  if (!std::filesystem::exists(dir / "model.safetensors") || !std::filesystem::exists(data)) GTEST_SKIP() << dir << " is absent";
+  Workspace ws;
+  JobRunner jobs;
+  gui::test::JobWatch watch(jobs);
+  const auto session = loadModelSession(dir, LoadOptions{"cpu", "fp32"}, RunContext{});
+  ws.setSession(session);
+  AnalysisPanel circuit(gui::test::adapterNamed("circuit"), &ws, &jobs);
+  circuit.setParam("dataset", QString::fromStdString(data.string()));
+  circuit.setParam("top_percent", 20.0);
+  circuit.setParam("max_stages", 4);
+  ASSERT_EQ(watch.wait(circuit.run()).status, "finished") << circuit.statusText().toStdString();
+  const auto got = analysis::circuitFromJson(nlohmann::json::parse(ws.results().back().params["cli_json"].toString().toStdString()), "gui");
+
+  analysis::CausalSource src;
+  src.task = data.string();
+  const analysis::CausalDataset ds = analysis::loadCausalDataset(src, &*session->tokenizer, session->tokenizer->bosId());
+  analysis::CircuitParams p;
+  p.topPercent = 20.0;
+  p.maxStages = 4;
+  const auto ref = analysis::discoverCircuit(*session->model, analysis::toPatchGroups(ds), p, "ioi");
+  ASSERT_EQ(got.stages.size(), ref.stages.size());
+  for (size_t s = 0; s < ref.stages.size(); ++s) {
+    EXPECT_EQ(got.stages[s].selected, ref.stages[s].selected) << "stage " << s + 1;
+    EXPECT_TRUE(at::equal(got.stages[s].effect.to(at::kDouble), ref.stages[s].effect.to(at::kDouble))) << "stage " << s + 1;
+  }
+  // The Python port's stage 1 on these prompts (circuits_ioi_gpt2-ioi.json): 2.0, 3.3, 3.0, 3.2.
+  std::set<analysis::HeadRef> first(got.stages.at(0).selected.begin(), got.stages.at(0).selected.end());
+  EXPECT_EQ(first, (std::set<analysis::HeadRef>{{2, 0}, {3, 0}, {3, 2}, {3, 3}}));
 }
 
 TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
