@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "analysis/attribution/direct_logit.hpp"
+#include "analysis/attribution/dla_groups.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/patching/patch_groups.hpp"
@@ -30,16 +30,6 @@ struct DlaOptions {
   int64_t topK = 5;
 };
 
-/// [n, ...] per-prompt rows in dataset order from each group's [batch, ...] rows.
-at::Tensor inDatasetOrder(const std::vector<analysis::PatchGroup>& groups, const std::vector<at::Tensor>& parts) {
-  std::vector<int64_t> shape{analysis::groupPromptCount(groups)};
-  for (int64_t d = 1; d < parts.at(0).dim(); ++d) shape.push_back(parts[0].size(d));
-  at::Tensor out = at::zeros(shape, at::kDouble);
-  for (size_t g = 0; g < groups.size(); ++g)
-    out.index_copy_(0, at::tensor(groups[g].promptIndex, at::kLong), parts[g].to(at::kDouble));
-  return out;
-}
-
 void runDla(DlaOptions& o) {
   o.common.validateOutputs("dla");
   std::vector<std::string> roles;
@@ -50,54 +40,20 @@ void runDla(DlaOptions& o) {
   const analysis::CausalDataset ds = o.data.load(m);
   int dropped = 0;
   const std::vector<analysis::PatchGroup> groups = analysis::toPatchGroups(ds, &dropped);
-  for (const auto& role : roles)
-    for (const auto& g : groups)
-      if (!g.inputs.roles.count(role))
-        throw InputError(fmt::format("dla: --copy-roles {}: the prompts have no '{}' role position (roles come from `dataset` or a "
-                                     "JSONL \"positions\" object)",
-                                     o.copyRoles, role));
-  std::vector<at::Tensor> heads, mlp, ld, rest;
-  const int L = m.model->config().nLayers, H = m.model->config().nHeads;
-  at::Tensor hitsPos = at::zeros({L, H}, at::kDouble), hitsNeg = at::zeros({L, H}, at::kDouble);
-  int64_t pairs = 0;
-  for (const auto& g : groups) {
-    const analysis::DirectLogitResult r =
-        analysis::directLogitAttribution(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, &processContext());
-    heads.push_back(r.perPromptHeads);
-    mlp.push_back(r.perPromptMlp);
-    ld.push_back(r.logitDiff);
-    rest.push_back(r.rest);
-    if (roles.empty()) continue;
-    std::vector<at::Tensor> cols;
-    for (const auto& role : roles) cols.push_back(g.inputs.roles.at(role));
-    const analysis::CopyScoreResult c = analysis::ovCopyScores(*m.model, g.inputs.clean, at::stack(cols, 1), o.topK, &processContext());
-    hitsPos += c.positive * static_cast<double>(c.pairs) / 100.0;  // back to counts: groups weigh by their pairs
-    hitsNeg += c.negative * static_cast<double>(c.pairs) / 100.0;
-    pairs += c.pairs;
-  }
-  const at::Tensor perHeads = inDatasetOrder(groups, heads);  // [n, layer, head]
-  const at::Tensor perMlp = inDatasetOrder(groups, mlp);      // [n, layer]
-  const at::Tensor meanHeads = perHeads.mean(0);              // [layer, head]
+  analysis::DlaParams p;
+  p.copyRoles = roles;
+  p.topK = o.topK;
+  const analysis::DlaDatasetResult r = analysis::directLogitAttributionGroups(*m.model, groups, p, &processContext());
   analysis::AnalysisResult out;
   out.name = "dla";
-  out.json["analysis"] = "dla";
-  out.json["direction"] = "W_U[correct] - W_U[incorrect] at the last position; final norm by the clean run's cached scale";
-  out.json["heads"] = analysis::tensorToJson(meanHeads);
-  out.json["mlp"] = analysis::tensorToJson(perMlp.mean(0));
-  out.json["rest"] = inDatasetOrder(groups, rest).mean().item<double>();
-  out.json["logit_diff"] = inDatasetOrder(groups, ld).mean().item<double>();
-  out.addArray("per_prompt_heads", perHeads);
-  out.addArray("per_prompt_mlp", perMlp);
-  out.json["per_prompt_heads"] = analysis::tensorToJson(perHeads);
-  if (!roles.empty()) {
-    out.json["copy_score"] = {{"positive", analysis::tensorToJson(hitsPos * 100.0 / static_cast<double>(pairs))},
-                              {"negative", analysis::tensorToJson(hitsNeg * 100.0 / static_cast<double>(pairs))},
-                              {"k", o.topK},
-                              {"roles", roles},
-                              {"pairs", pairs}};
-  }
+  out.json = analysis::toJson(r);
+  out.addArray("per_prompt_heads", r.perPromptHeads);
+  out.addArray("per_prompt_mlp", r.perPromptMlp);
   putPromptGroups(out, groups, dropped);
   writeAnalysisOutputs(o.common, out, m, "materialized");
+  const int H = m.model->config().nHeads;
+  const at::Tensor meanHeads = r.perPromptHeads.mean(0);  // [layer, head]
+  const int64_t pairs = r.copyPairs;
   // Headline: the three heads with the largest |DLA|.
   const at::Tensor flat = meanHeads.reshape({-1});
   const at::Tensor order = std::get<1>(flat.abs().sort(0, true));

@@ -165,6 +165,15 @@ void patch(const json& j, AnalysisResult& r) {
   add("attribution_scores", "Attribution patching");
 }
 
+void dla(const json& j, AnalysisResult& r) {
+  r.grids.push_back(grid(j.at("heads"), "heads", "Direct logit attribution per head (correct − incorrect)", "logit", true));
+  if (j.contains("copy_score")) {
+    const json& c = j["copy_score"];
+    r.grids.push_back(grid(c.at("positive"), "copy_score.positive", "OV copy score (positive, % of role tokens in the top k)", "%", false));
+    r.grids.push_back(grid(c.at("negative"), "copy_score.negative", "OV copy score (negative)", "%", false));
+  }
+}
+
 void circuit(const json& j, AnalysisResult& r) {
   const int L = j.value("n_layers", 0), H = j.value("n_heads", 0);
   if (L > 0 && H > 0) {
@@ -267,6 +276,7 @@ AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& 
     else if (name == "patch") patch(j, r);
     else if (name == "circuit") circuit(j, r);
     else if (name == "overlap") overlap(j, r);
+    else if (name == "dla") dla(j, r);
     else if (name == "sinks") sinks(j, r);
     else if (name == "waad-fai") waadFai(j, tokenLabels, r);
   } catch (const nlohmann::json::exception& e) {

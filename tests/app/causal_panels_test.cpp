@@ -9,6 +9,7 @@
 #include <QTemporaryDir>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <QTemporaryDir>
 
@@ -224,6 +225,35 @@ TEST(CausalPanels, CircuitOnADatasetIsTheCliAnalysis) {
   // The Python port's stage 1 on these prompts (circuits_ioi_gpt2-ioi.json): 2.0, 3.3, 3.0, 3.2.
   std::set<analysis::HeadRef> first(got.stages.at(0).selected.begin(), got.stages.at(0).selected.end());
   EXPECT_EQ(first, (std::set<analysis::HeadRef>{{2, 0}, {3, 0}, {3, 2}, {3, 3}}));
+}
+
+// The DLA panel is the `dla` analysis: on the trained GPT-2 and the reference IOI prompts its grids equal
+// the independent Python port's DLA per head (1e-4·max(1, |ref|), as tests/analysis/test_trained_circuits.cpp)
+// and its OV copy scores (decisions with margins ≥ 0.0017, so exactly).
+TEST(CausalPanels, DlaPanelEqualsThePythonPort) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained";
+  const fs::path dir = root / "gpt2-ioi", data = root / "references" / "ioi_dataset.jsonl";
+  const fs::path refFile = root / "references" / "circuits_ioi_gpt2-ioi.json";
+  if (!fs::exists(dir / "model.safetensors") || !fs::exists(refFile)) GTEST_SKIP() << dir << " is absent";
+  Workspace ws;
+  JobRunner jobs;
+  gui::test::JobWatch watch(jobs);
+  ws.setSession(loadModelSession(dir, LoadOptions{"cpu", "fp32"}, RunContext{}));
+  AnalysisPanel dla(gui::test::adapterNamed("dla"), &ws, &jobs);
+  dla.setParam("dataset", QString::fromStdString(data.string()));
+  dla.setParam("copy_roles", "IO,S1,S2");
+  ASSERT_EQ(watch.wait(dla.run()).status, "finished") << dla.statusText().toStdString();
+  ASSERT_EQ(dla.gridViews().size(), 3u);
+  std::ifstream in(refFile);
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  for (int l = 0; l < 4; ++l)
+    for (int h = 0; h < 4; ++h) {
+      const double r = ref["dla"]["heads"][l][h].get<double>();
+      EXPECT_NEAR(dla.gridViews()[0]->score(l, h), r, 1e-4 * std::max(1.0, std::abs(r))) << l << "." << h;
+      EXPECT_NEAR(dla.gridViews()[1]->score(l, h), ref["copy_score"]["positive"][l][h].get<double>(), 1e-9) << l << "." << h;
+      EXPECT_NEAR(dla.gridViews()[2]->score(l, h), ref["copy_score"]["negative"][l][h].get<double>(), 1e-9) << l << "." << h;
+    }
 }
 
 TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
