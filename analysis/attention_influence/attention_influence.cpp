@@ -6,6 +6,7 @@
 
 #include "analysis/common/final_norm.hpp"
 #include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::analysis {
 
@@ -24,7 +25,7 @@ namespace {
 at::Tensor forwardTokenLosses(const HookedTransformer& model, const std::vector<int64_t>& row, const HookSet* hooks) {
   HookSet all = hooks ? *hooks : HookSet{};
   at::Tensor losses;
-  all.add(fmt::format("blocks.{}.hook_resid_post", model.config().nLayers - 1),
+  all.add(hook::residPost(model.config().nLayers - 1),
           [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
             const TokenPredictions p = tokenPredictions(model, applyFinalNorm(model, h[0]), row);  // h: [1, pos, d_model]
             losses = -at::tensor(std::vector<double>(p.logProb.begin() + 1, p.logProb.end()), at::kDouble);

@@ -7,6 +7,7 @@
 #include "analysis/common/final_norm.hpp"
 #include "analysis/common/logit_diff.hpp"
 #include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::analysis {
 
@@ -23,7 +24,7 @@ DirectLogitResult directLogitAttribution(const HookedTransformer& m, const at::T
   for (const at::Tensor& ids : {correct, incorrect})
     if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c.dVocab)
       throw InputError(fmt::format("direct logit attribution: an answer id is outside the vocabulary of {} tokens", c.dVocab));
-  const std::string finalResid = fmt::format("blocks.{}.hook_resid_post", L - 1);
+  const std::string finalResid = hook::residPost(L - 1);
   ForwardOptions last;
   last.logitsLastOnly = true;
   ForwardResult fr;
@@ -54,7 +55,7 @@ DirectLogitResult directLogitAttribution(const HookedTransformer& m, const at::T
     const at::Tensor wO = w.layers[static_cast<size_t>(l)].wO.to(at::kCPU).to(at::kDouble).view({D, H, dh});  // [d_model, head, d_head]
     const at::Tensor out = at::einsum("bhe,dhe->bhd", {z, wO});  // [batch, head, d_model], no bias
     r.perPromptHeads.select(1, l).copy_(attribute(out));
-    r.perPromptMlp.select(1, l).copy_(attribute(cache.get(fmt::format("blocks.{}.hook_mlp_out", l)).select(1, -1).to(at::kDouble)));
+    r.perPromptMlp.select(1, l).copy_(attribute(cache.get(hook::mlpOut(l)).select(1, -1).to(at::kDouble)));
   }
   r.logitDiff = logitDiff(fr.logits, correct, incorrect).to(at::kCPU).to(at::kDouble);
   r.rest = r.logitDiff - r.perPromptHeads.sum({1, 2}) - r.perPromptMlp.sum(1);

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::analysis {
 
@@ -72,7 +73,7 @@ void addUniformHeadHooks(HookSet& hooks, const HookedTransformer& model, const s
       throw InputError(fmt::format("head masking: head {}.{} does not exist (model has {} layers × {} heads)", l, h,
                                    c.nLayers, c.nHeads));
     const int head = h;
-    hooks.add(fmt::format("blocks.{}.attn.hook_q", l), [head](const at::Tensor& q, const HookContext&) -> std::optional<at::Tensor> {
+    hooks.add(hook::q(l), [head](const at::Tensor& q, const HookContext&) -> std::optional<at::Tensor> {
       at::Tensor out = q.clone();  // [batch, pos, head, d_head]
       out.select(2, head).zero_();
       return out;

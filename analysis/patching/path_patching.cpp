@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::analysis {
 
@@ -142,7 +143,7 @@ PathPatchResult pathPatch(const HookedTransformer& m, const PatchInputs& in, con
   ForwardOptions last;
   last.logitsLastOnly = true;
   ForwardResult rc, rx;
-  const std::string finalResid = fmt::format("blocks.{}.hook_resid_post", L - 1);
+  const std::string finalResid = hook::residPost(L - 1);
   std::vector<std::string> cleanHooks = {"blocks.*.attn.hook_z", "blocks.*.hook_resid_pre", finalResid};
   if (p.freezeMlps) cleanHooks.push_back("blocks.*.hook_mlp_out");
   const ActivationCache clean = m.runWithCache(in.clean, cleanHooks, last, std::nullopt, &rc, nullptr, ctx);

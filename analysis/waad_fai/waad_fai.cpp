@@ -12,6 +12,7 @@
 #include "analysis/common/attention_stats.hpp"
 #include "analysis/common/final_norm.hpp"
 #include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::analysis {
 
@@ -78,7 +79,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     std::vector<bool> future(static_cast<size_t>(n), false);
     HookSet extra;
     if (options.predictions)
-      extra.add(fmt::format("blocks.{}.hook_resid_post", L - 1), [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
+      extra.add(hook::residPost(L - 1), [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
         const auto p = tokenPredictions(model, applyFinalNorm(model, h[0]), rows[r]);  // h: [batch, pos, d_model]
         out.entropy.push_back(p.entropy);
         out.logProb.push_back(p.logProb);

@@ -20,6 +20,7 @@
 #include "core/synth/planted_vocab.hpp"
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
+#include "core/model/hook_names.hpp"
 #endif
 
 namespace mechscope::cli {
@@ -43,7 +44,7 @@ std::vector<std::string> labels(const std::vector<int64_t>& ids) {
 json patternFigure(const HookedTransformer& model, const std::vector<int64_t>& ids, int layer, int head,
                    const std::string& what, const fs::path& dir) {
   const auto tokens = at::tensor(ids, at::kLong).unsqueeze(0);
-  const auto cache = model.runWithCache(tokens, {fmt::format("blocks.{}.attn.hook_pattern", layer)});
+  const auto cache = model.runWithCache(tokens, {hook::pattern(layer)});
   const auto pattern = cache.at("pattern", layer)[0][head].contiguous().to(at::kFloat);  // [query, key]
   FigureMatrix m;
   m.rows = m.cols = static_cast<int>(ids.size());

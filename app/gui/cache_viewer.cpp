@@ -16,11 +16,12 @@
 #include "core/common/errors.hpp"
 #include "store/cache_reader.hpp"
 #include "views/heatmap_view.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::gui {
 
 namespace {
-std::string patternPath(int layer) { return "blocks." + std::to_string(layer) + ".attn.hook_pattern"; }
+std::string patternPath(int layer) { return hook::pattern(layer); }
 }  // namespace
 
 CacheLayout readCacheLayout(const QString& path) {

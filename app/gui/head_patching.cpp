@@ -7,6 +7,7 @@
 
 #include "analysis/patching/activation_patching.hpp"
 #include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::gui {
 
@@ -95,7 +96,7 @@ PatchOutcome PatchingSession::run(const PatchRequest& req, const RunContext* ctx
   const bool onPattern = req.intervention == Intervention::AblateUniform ||
                          (req.intervention == Intervention::Patch && req.site == PatchSite::Pattern);
   for (const auto& [layer, heads] : byLayer) {
-    const std::string name = "blocks." + std::to_string(layer) + (onPattern ? ".attn.hook_pattern" : ".attn.hook_z");
+    const std::string name = onPattern ? hook::pattern(layer) : hook::z(layer);
     hooks.add(name, [&, layer = layer, heads = heads](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
       at::Tensor out = t.clone();
       for (int h : heads) {

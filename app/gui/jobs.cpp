@@ -5,6 +5,7 @@
 #include "core/common/errors.hpp"
 #include "core/synth/planted_model.hpp"
 #include "store/cache_writer.hpp"
+#include "core/model/hook_names.hpp"
 
 namespace mechscope::gui {
 
@@ -73,7 +74,7 @@ int submitSaveCache(Workspace& ws, JobRunner& jobs, const QString& path) {
       ctx.step(l, patterns->layers, "writing cache");
       auto& v = const_cast<std::vector<float>&>(patterns->perLayer[static_cast<std::size_t>(l)]);
       const at::Tensor t = at::from_blob(v.data(), {1, patterns->heads, P, P}, at::kFloat);  // [batch, head, query, key]
-      w.writeActivation("blocks." + std::to_string(l) + ".attn.hook_pattern", t);
+      w.writeActivation(hook::pattern(l), t);
     }
     w.setAttribute("/", "attention_path", "explicit");
     w.commit();
