@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes every reference JSON (issues #18, #19) into OUT_DIR: {sinks,waad_fai,waad_fai_h4,constraint,retrieval,attention_influence}_<model>.json
-# circuits_{ioi,co}_gpt2-ioi.json and circuits_co_gpt2-co.json.
+# circuits_{ioi,co}_gpt2-ioi.json, circuits_co_gpt2-co.json and circuits_{ioi,co}_gpt2-both.json.
 #   scripts/reference/run_all.sh OUT_DIR                      # transformers (the reference)
 #   scripts/reference/run_all.sh OUT_DIR --no-transformers    # pure-PyTorch fallback (debugging)
 # With transformers it also checks its forward against reference.safetensors and, in OUT_DIR/fallback,
@@ -51,6 +51,11 @@ circuits() {
     --ioi-dataset "$refs/ioi_dataset.jsonl" --co-dataset "$refs/co_dataset.jsonl" --out-dir "$out" \
     --co-pp "logits@END;q:2.3,2.2@END;q:1.2,1.0@END;v:1.2,1.0@OBJ2" --co-intervention-heads 2.3,2.2
   rm -f "$out/circuits_ioi_gpt2-co.json"
+  # gpt2-both (trained on both tasks): its receivers; both JSONs kept (their overlap is the point)
+  "$PY" "$here/circuits_ref.py" --model "$root/tests/data/trained/gpt2-both" \
+    --ioi-dataset "$refs/ioi_dataset.jsonl" --co-dataset "$refs/co_dataset.jsonl" --out-dir "$out" \
+    --ioi-pp "logits@END;q:3.3,2.3@END;q:2.3@END;v:2.3@S2" \
+    --co-pp "logits@END;q:2.2,2.3@END;q:2.2@END;q:2.3@END;q:2.0@END" --co-intervention-heads 2.2,2.3
 }
 run_set "$out" "$flag"
 attention_influence
