@@ -10,19 +10,6 @@
 
 namespace mechscope::analysis {
 
-namespace {
-
-/// [n, ...] per-prompt rows in dataset order from each group's [batch, ...] rows.
-at::Tensor dlaDatasetOrder(const std::vector<PatchGroup>& groups, const std::vector<at::Tensor>& parts) {
-  std::vector<int64_t> shape{groupPromptCount(groups)};
-  for (int64_t d = 1; d < parts.at(0).dim(); ++d) shape.push_back(parts[0].size(d));
-  at::Tensor out = at::zeros(shape, at::kDouble);
-  for (size_t g = 0; g < groups.size(); ++g) out.index_copy_(0, at::tensor(groups[g].promptIndex, at::kLong), parts[g].to(at::kDouble));
-  return out;
-}
-
-}  // namespace
-
 DlaDatasetResult directLogitAttributionGroups(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const DlaParams& p,
                                               const RunContext* ctx) {
   if (groups.empty()) throw InputError("dla: the dataset has no usable prompt pairs");
@@ -51,10 +38,12 @@ DlaDatasetResult directLogitAttributionGroups(const HookedTransformer& m, const 
     hitsNeg += c.negative * static_cast<double>(c.pairs) / 100.0;
     r.copyPairs += c.pairs;
   }
-  r.perPromptHeads = dlaDatasetOrder(groups, heads);
-  r.perPromptMlp = dlaDatasetOrder(groups, mlp);
-  r.logitDiff = dlaDatasetOrder(groups, ld);
-  r.rest = dlaDatasetOrder(groups, rest);
+  // Each group's [batch, ...] rows back in dataset order.
+  const at::Tensor order = groupsToDatasetOrder(groups);  // [prompts]
+  r.perPromptHeads = at::cat(heads).index_select(0, order);
+  r.perPromptMlp = at::cat(mlp).index_select(0, order);
+  r.logitDiff = at::cat(ld).index_select(0, order);
+  r.rest = at::cat(rest).index_select(0, order);
   if (r.copyPairs > 0) {
     r.copyPositive = hitsPos * 100.0 / static_cast<double>(r.copyPairs);
     r.copyNegative = hitsNeg * 100.0 / static_cast<double>(r.copyPairs);

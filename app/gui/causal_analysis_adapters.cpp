@@ -250,6 +250,22 @@ void wireAblationAdapter(AnalysisAdapter& a) {
   };
 }
 
+namespace {
+
+/// The causal dataset `dataset` (ioi, colored-objects: `n` generated with the session's tokenizer; or a
+/// JSONL file) as the CLI loads it (BOS as the tokenizer, else config.json, names it), in length groups.
+std::vector<analysis::PatchGroup> datasetGroups(const AnalysisInput& in, const std::string& dataset, int n, const char* what) {
+  if (!in.session || !in.session->model) throw InputError(std::string(what) + ": no model loaded; open a model first");
+  const Tokenizer* tok = in.session->tokenizer ? &*in.session->tokenizer : nullptr;
+  analysis::CausalSource src;
+  src.task = dataset;
+  src.n = n;
+  const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
+  return analysis::toPatchGroups(analysis::loadCausalDataset(src, tok, bos));
+}
+
+}  // namespace
+
 void wireCircuitAdapter(AnalysisAdapter& a) {
   a.title = "Circuit";
   a.available = true;
@@ -278,15 +294,7 @@ void wireCircuitAdapter(AnalysisAdapter& a) {
     analysis::CircuitResult c;
     if (!dataset.empty()) {
       // The CLI's `circuit --task`: every prompt, grouped by token length, with role positions.
-      if (!in.session || !in.session->model) throw InputError("circuit: no model loaded; open a model first");
-      const auto& model = *in.session->model;
-      const Tokenizer* tok = in.session->tokenizer ? &*in.session->tokenizer : nullptr;
-      analysis::CausalSource src;
-      src.task = dataset;
-      src.n = params["n"].toInt(50);
-      const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : model.config().bosTokenId;
-      const analysis::CausalDataset ds = analysis::loadCausalDataset(src, tok, bos);
-      c = analysis::discoverCircuit(model, analysis::toPatchGroups(ds), p, task, &ctx);
+      c = analysis::discoverCircuit(*in.session->model, datasetGroups(in, dataset, params["n"].toInt(50), "circuit"), p, task, &ctx);
     } else {
       const PatchingSession& pair = needPair(in, "circuit");
       const auto& model = *pair.model()->model;
@@ -311,19 +319,13 @@ void wireDlaAdapter(AnalysisAdapter& a) {
               {"copy_roles", "Copy-score roles", QString("IO,S1,S2"), 0, 0, {}, "roles whose tokens the OV copy score is measured on; empty: none"},
               {"top_k", "Copy-score top k", 5, 1, 1000, {}, "a hit when the token is among the k largest logits"}};
   a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-    if (!in.session || !in.session->model) throw InputError("dla: no model loaded; open a model first");
-    const auto& model = *in.session->model;
-    const Tokenizer* tok = in.session->tokenizer ? &*in.session->tokenizer : nullptr;
-    analysis::CausalSource src;
-    src.task = params["dataset"].toString("ioi").trimmed().toStdString();
-    if (src.task.empty()) throw InputError("dla: give a dataset (ioi, colored-objects or a JSONL file)");
-    src.n = params["n"].toInt(50);
-    const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : model.config().bosTokenId;
-    const analysis::CausalDataset ds = analysis::loadCausalDataset(src, tok, bos);
+    const std::string dataset = params["dataset"].toString("ioi").trimmed().toStdString();
+    if (dataset.empty()) throw InputError("dla: give a dataset (ioi, colored-objects or a JSONL file)");
+    const std::vector<analysis::PatchGroup> groups = datasetGroups(in, dataset, params["n"].toInt(50), "dla");
     analysis::DlaParams p;
     for (const QString& role : params["copy_roles"].toString().split(',', Qt::SkipEmptyParts)) p.copyRoles.push_back(role.trimmed().toStdString());
     p.topK = params["top_k"].toInt(5);
-    AnalysisResult r = resultFromCliJson("dla", analysis::toJson(analysis::directLogitAttributionGroups(model, analysis::toPatchGroups(ds), p, &ctx)));
+    AnalysisResult r = resultFromCliJson("dla", analysis::toJson(analysis::directLogitAttributionGroups(*in.session->model, groups, p, &ctx)));
     keepFormValues(r, params);
     return r;
   };

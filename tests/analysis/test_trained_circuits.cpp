@@ -139,17 +139,9 @@ std::set<an::HeadRef> tcHeadSet(const Json& names) {
 
 double tcNum(const Json& j) { return j.is_null() ? std::nan("") : j.get<double>(); }
 
-/// Per-prompt values [n] in dataset order from the groups' [batch] tensors.
+/// Per-prompt values [n, ...] in dataset order from the groups' [batch, ...] tensors.
 at::Tensor tcDatasetOrder(const std::vector<an::PatchGroup>& groups, const std::vector<at::Tensor>& parts) {
-  const int64_t n = an::groupPromptCount(groups);
-  at::Tensor first = parts.at(0).to(at::kDouble);
-  std::vector<int64_t> shape{n};
-  for (int64_t d = 1; d < first.dim(); ++d) shape.push_back(first.size(d));
-  at::Tensor out = at::zeros(shape, at::kDouble);
-  for (size_t g = 0; g < groups.size(); ++g)
-    for (size_t b = 0; b < groups[g].promptIndex.size(); ++b)
-      out[groups[g].promptIndex[b]].copy_(parts[g][static_cast<int64_t>(b)].to(at::kDouble));
-  return out;
+  return at::cat(parts).to(at::kDouble).index_select(0, an::groupsToDatasetOrder(groups));
 }
 
 /// |got − ref| ≤ tol(ref) element by element for a nested JSON array (nulls skipped) and a tensor of the
