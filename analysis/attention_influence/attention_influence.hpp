@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/result_io.hpp"
 #include "core/common/run_context.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -39,5 +40,8 @@ AttentionInfluenceResult runAttentionInfluence(const HookedTransformer& model, c
 
 /// The documented JSON keys (docs/cli.md) and HDF5 arrays.
 AnalysisResult attentionInfluenceToResult(const AttentionInfluenceResult& result, const AttentionInfluenceOptions& options);
+
+/// The plugin (attention_influence_plugin.cpp): `mechscope-cli attention-influence`, its GUI panel and batch keys.
+AnalysisPlugin attentionInfluencePlugin();
 
 }  // namespace mechscope::analysis

@@ -5,6 +5,10 @@
 // lines), the GUI's analysis menu and the demo read it; tests/cli/registry_flags.sh checks that every
 // option named here exists in the subcommand's --help. Standard library only, header-only, so the
 // torch-free batch library and the Qt views can include it.
+//
+// Analyses written as plugins (analysis/common/analysis_plugin.hpp) add their descriptor at start-up
+// (registerAnalysisDescriptor); for them the CLI option, its help, default and range, the GUI form field
+// and the batch headline all come from this table.
 #include <algorithm>
 #include <string>
 #include <string_view>
@@ -47,13 +51,28 @@ inline std::string_view describe(ParamType t) {
 
 /// One parameter of an analysis (or input kind) and the CLI option it becomes.
 struct ParamInfo {
-  std::string key;
-  ParamType type;
-  std::string flag;                  ///< mechscope-cli option ("" = not passed on)
-  std::vector<std::string> choices;  ///< for Choice
+  std::string key{};
+  ParamType type = ParamType::String;
+  std::string flag{};                 ///< mechscope-cli option ("" = not passed on)
+  std::vector<std::string> choices{};  ///< for Choice
   bool invert = false;               ///< Bool: the flag is passed when the value is false (e.g. success_filter)
   bool repeat = false;               ///< IntList: one option per value instead of a comma list
+  std::string doc{};                 ///< one line: the CLI option's help and the GUI field's tooltip
+  std::string defaultValue{};        ///< the value when not given, as the option's text ("" = none)
+  double minimum = -1e300;           ///< Int/Float: the smallest value accepted
+  double maximum = 1e300;            ///< Int/Float: the largest value accepted
 };
+
+/// A parameter with its help line and default (the plugins' way to write their table).
+inline ParamInfo makeParam(std::string key, ParamType type, std::string flag, std::string doc, std::string defaultValue = "") {
+  ParamInfo p;
+  p.key = std::move(key);
+  p.type = type;
+  p.flag = std::move(flag);
+  p.doc = std::move(doc);
+  p.defaultValue = std::move(defaultValue);
+  return p;
+}
 
 /// One analysis: everything the front ends derive from.
 struct AnalysisDescriptor {
@@ -65,6 +84,11 @@ struct AnalysisDescriptor {
   std::vector<std::string> required;      ///< plan keys that must be present
   std::vector<std::string> figureKeys;    ///< result keys drawn as figures ([L][H] grids or [L][N] maps)
   bool available = true;                  ///< false while the analysis is not implemented in this build
+  std::string title{};                    ///< plugins: the GUI tab's title ("" = the name)
+  std::vector<std::string> headlineKeys{};  ///< plugins: scalar result keys the CLI and the batch summary headline
+  std::vector<std::string> lineKeys{};    ///< plugins: per-token result keys ([pos], or [prompt][pos]: the first) drawn as lines
+  bool plugin = false;                    ///< true: run through analysis/common/analysis_plugin.hpp (CLI, GUI derived)
+  std::vector<std::string> exampleArgs{}; ///< plugins: options of an example run on the planted model (the demo)
 };
 
 namespace registry_detail {
@@ -75,13 +99,34 @@ inline ParamInfo choice(std::string key, std::string flag, std::vector<std::stri
 inline ParamInfo inverted(std::string key, std::string flag) { return ParamInfo{std::move(key), ParamType::Bool, std::move(flag), {}, true, false}; }
 }  // namespace registry_detail
 
-/// Every analysis, in menu order.
-inline const std::vector<AnalysisDescriptor>& analysisRegistry() {
+namespace registry_detail {
+/// The built-in table (below).
+inline std::vector<AnalysisDescriptor> builtinAnalyses();
+/// The table every front end reads: the built-in entries, then registered plugins.
+inline std::vector<AnalysisDescriptor>& mutableRegistry() {
+  static std::vector<AnalysisDescriptor> table = builtinAnalyses();
+  return table;
+}
+}  // namespace registry_detail
+
+/// Every analysis, in menu order (built-in entries first, then plugins in registration order).
+inline const std::vector<AnalysisDescriptor>& analysisRegistry() { return registry_detail::mutableRegistry(); }
+
+/// Adds a plugin's descriptor; replaces an earlier one of the same name (registration is idempotent).
+inline void registerAnalysisDescriptor(AnalysisDescriptor d) {
+  auto& t = registry_detail::mutableRegistry();
+  const auto it = std::find_if(t.begin(), t.end(), [&](const AnalysisDescriptor& a) { return a.name == d.name; });
+  if (it != t.end()) *it = std::move(d);
+  else t.push_back(std::move(d));
+}
+
+namespace registry_detail {
+inline std::vector<AnalysisDescriptor> builtinAnalyses() {
   using namespace registry_detail;
   using T = ParamType;
   static const std::vector<std::string> kTokenKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   static const std::vector<std::string> kDatasetKinds = {"jsonl", "ioi", "colored-objects"};
-  static const std::vector<AnalysisDescriptor> table = {
+  const std::vector<AnalysisDescriptor> table = {
       {"sinks", "primary/secondary attention sinks: sink scores, sink rate, lifetimes, levels", kTokenKinds, false,
        {p("bos_position", T::Int, "--bos-position"), p("sink_threshold", T::Float, "--sink-threshold"),
         p("cosine_threshold", T::Float, "--cosine-threshold"), p("bos_candidates", T::IntList, "--bos-candidates"),
@@ -133,10 +178,6 @@ inline const std::vector<AnalysisDescriptor>& analysisRegistry() {
         p("freeze_mlps", T::Bool, "--freeze-mlps")},
        {}, {}},
       {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
-      {"attention-influence", "per-token loss increase when a head set (e.g. retrieval heads) is masked", kTokenKinds, false,
-       {p("heads", T::HeadList, "--heads"), p("mask_top", T::Int, "--mask-top"), p("scores", T::File, "--scores"),
-        choice("method", "--method", {"uniform", "zero"})},
-       {}, {}},
       {"intervene", "attention intervention: force heads' final-position attention onto chosen tokens (accuracy before/after)", kDatasetKinds, false,
        {p("heads", T::HeadList, "--heads"), choice("onto", "--onto", {"incorrect"}), p("onto_ids", T::IntList, "--onto-ids"),
         p("exclude_answer", T::Bool, "--exclude-answer")},
@@ -145,6 +186,7 @@ inline const std::vector<AnalysisDescriptor>& analysisRegistry() {
   };
   return table;
 }
+}  // namespace registry_detail
 
 /// The analysis of that name, or nullptr.
 inline const AnalysisDescriptor* findAnalysis(std::string_view name) {

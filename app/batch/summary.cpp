@@ -1,5 +1,7 @@
 #include "app/batch/summary.hpp"
 
+#include "analysis/common/registry.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -80,6 +82,12 @@ json headline(const std::string& type, const json& r) {
     h["circuit_heads"] = heads;
   } else if (type == "overlap") {
     copyKeys(h, r, {"jaccard", "intersection_over_min", "shared", "only_a", "only_b"});
+  } else if (const analysis::AnalysisDescriptor* d = analysis::findAnalysis(type); d && d->plugin) {
+    // Plugins: their table's headline keys and the top heads of each [layer][head] figure key.
+    for (const auto& key : d->headlineKeys)
+      if (r.contains(key)) h[key] = r[key];
+    for (const auto& key : d->figureKeys)
+      if (r.contains(key)) h["top_" + key] = topHeads(r[key], 5, false);
   }
   return h;
 }

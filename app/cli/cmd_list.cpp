@@ -19,9 +19,10 @@ void printRegistryJson() {
   for (const auto& a : analysis::analysisRegistry()) {
     nlohmann::json params = nlohmann::json::array();
     for (const auto& p : a.params)
-      params.push_back({{"key", p.key}, {"type", std::string(analysis::describe(p.type))}, {"flag", p.flag}, {"choices", p.choices}});
+      params.push_back({{"key", p.key}, {"type", std::string(analysis::describe(p.type))}, {"flag", p.flag}, {"choices", p.choices},
+                        {"doc", p.doc}, {"default", p.defaultValue}});
     out.push_back({{"name", a.name}, {"summary", a.summary}, {"available", a.available}, {"inputs", a.acceptsKinds},
-                   {"required", a.required}, {"params", params}});
+                   {"required", a.required}, {"params", params}, {"plugin", a.plugin}});
   }
   std::cout << out.dump(1) << "\n";
 }

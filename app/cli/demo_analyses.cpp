@@ -80,7 +80,7 @@ json runDemoAnalyses(const fs::path& plantedFolder, const fs::path& out, const R
   writeTasks(dir / "colored_objects.jsonl", co);
 
   const std::string j = (dir / "").string();
-  const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
+  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
       {"sinks", {"sinks", "--model", model, "--token-ids", j + "sink_text.json", "--json", j + "sinks.json"}},
       {"waad-fai", {"waad-fai", "--model", model, "--token-ids", j + "idle_text.json", "--json", j + "waad-fai.json"}},
       {"constraint-attention",
@@ -96,6 +96,18 @@ json runDemoAnalyses(const fs::path& plantedFolder, const fs::path& out, const R
       {"circuit", {"circuit", "--model", model, "--task", j + "colored_objects.jsonl", "--json", j + "circuit_co.json"}},
       {"overlap", {"overlap", j + "circuit_ioi.json", j + "circuit_co.json", "--json", j + "overlap.json"}},
   };
+  // Every plugin on token rows, with its table's example options (on the sink text; dataset plugins on ioi.jsonl).
+  for (const auto& a : analysis::analysisRegistry()) {
+    if (!a.plugin) continue;
+    const bool dataset = std::find(a.acceptsKinds.begin(), a.acceptsKinds.end(), "prompts") == a.acceptsKinds.end();
+    std::vector<std::string> args{a.name, "--model", model};
+    for (const std::string& s : dataset ? std::vector<std::string>{"--dataset", j + "ioi.jsonl"}
+                                        : std::vector<std::string>{"--token-ids", j + "sink_text.json"})
+      args.push_back(s);
+    args.insert(args.end(), a.exampleArgs.begin(), a.exampleArgs.end());
+    args.insert(args.end(), {"--json", j + a.name + ".json"});
+    runs.emplace_back(a.name, std::move(args));
+  }
   json ran = json::array();
   for (const auto& [name, args] : runs) {
     ctx.check();

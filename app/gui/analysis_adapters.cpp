@@ -1,57 +1,15 @@
 #include "app/gui/analysis_adapters.hpp"
 
-#include <cmath>
+#include <algorithm>
 
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/registry.hpp"
 #include "app/gui/attention_analysis_adapters.hpp"
 #include "app/gui/causal_analysis_adapters.hpp"
+#include "app/gui/plugin_adapter.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
-
-AnalysisResult attentionOverview(const AttentionPatterns& p, int skipQueries) {
-  const int L = p.layers, H = p.heads, P = p.positions;
-  if (skipQueries < 0 || skipQueries >= P)
-    throw InputError("attention overview: skip first queries = " + std::to_string(skipQueries) + ", expected 0 ≤ k < " +
-                     std::to_string(P) + " (the prompt's length)");
-  std::vector<double> bos(static_cast<std::size_t>(L * H)), dist(bos.size()), ent(bos.size());
-  std::vector<double> perQuery(static_cast<std::size_t>(P), 0.0);
-  for (int l = 0; l < L; ++l) {
-    const float* layer = p.perLayer[static_cast<std::size_t>(l)].data();
-    for (int h = 0; h < H; ++h) {
-      double b = 0, d = 0, e = 0;
-      for (int q = skipQueries; q < P; ++q) {
-        const float* row = layer + (static_cast<std::size_t>(h) * P + q) * P;  // [key]
-        b += row[0];
-        for (int k = 0; k <= q; ++k) {
-          d += row[k] * (q - k);
-          if (row[k] > 0) e -= row[k] * std::log(row[k]);
-        }
-        perQuery[static_cast<std::size_t>(q)] += row[0] / (L * H);
-      }
-      const double n = P - skipQueries;
-      bos[static_cast<std::size_t>(l * H + h)] = b / n;
-      dist[static_cast<std::size_t>(l * H + h)] = d / n;
-      ent[static_cast<std::size_t>(l * H + h)] = e / n;
-    }
-  }
-  AnalysisResult r;
-  r.analysis = "attention-overview";
-  r.grids.push_back({L, H, bos, "Mass on the first token (sink score)", "mean attention to key 0", false});
-  r.grids.push_back({L, H, dist, "Mean query–key distance", "tokens", false});
-  r.grids.push_back({L, H, ent, "Mean attention entropy", "nats", false});
-  views::LinePlotData line;
-  line.title = "First-token mass per query (mean over heads)";
-  line.yLabel = "attention to key 0";
-  line.xLabels = p.labels;
-  views::LineSeries s;
-  s.name = "all heads";
-  s.y = perQuery;
-  for (int q = 0; q < skipQueries; ++q) s.y[static_cast<std::size_t>(q)] = NAN;
-  line.series.push_back(std::move(s));
-  r.lines.push_back(std::move(line));
-  return r;
-}
 
 namespace {
 
@@ -80,29 +38,16 @@ AnalysisResult patchingSweep(const AnalysisInput& in, const QJsonObject& params,
 }  // namespace
 
 std::vector<AnalysisAdapter> analysisAdapters() {
+  analysis::installAnalysisPlugins();
   std::vector<AnalysisAdapter> out;
-  AnalysisAdapter overview;
-  overview.name = "attention-overview";
-  overview.title = "Overview";
-  overview.summary = "Per-head sink score (mass on the first token), mean distance and entropy, from one forward pass (in-app)";
-  overview.available = true;
-  overview.params = {{"skip_queries", "Skip first queries", 1, 0, 1e6, {}, "Queries 0..k-1 are left out (BOS attends only to itself)"}};
-  overview.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-    if (!in.session) throw InputError("attention overview: no model loaded; open a model first");
-    if (in.tokens.ids.empty()) throw InputError("attention overview: the prompt has no tokens; type a prompt first");
-    const AttentionPatterns p = computePatterns(*in.session, in.tokens, ctx);
-    AnalysisResult r = attentionOverview(p, params["skip_queries"].toInt(1));
-    r.params = params;
-    return r;
-  };
-  out.push_back(std::move(overview));
-
   for (const auto& info : analysis::analysisRegistry()) {
     AnalysisAdapter a;
     a.name = QString::fromStdString(info.name);
     a.title = a.name;
     a.summary = QString::fromStdString(info.summary);
-    if (info.name == "patch") {
+    if (info.plugin) {
+      a = pluginAdapter(*analysis::findPlugin(info.name));
+    } else if (info.name == "patch") {
       a.title = "Patching";
       a.available = true;
       a.needsPatching = true;
@@ -136,8 +81,11 @@ std::vector<AnalysisAdapter> analysisAdapters() {
       a.note = info.available ? "landed in analysis/ but its GUI adapter is not wired yet (app/gui/analysis_adapters.cpp)"
                               : "not built yet: analysis/" + a.name + " has not landed";
     }
+    if (!info.title.empty()) a.title = QString::fromStdString(info.title);
     out.push_back(std::move(a));
   }
+  // The in-app overview is the first tab.
+  std::stable_partition(out.begin(), out.end(), [](const AnalysisAdapter& a) { return a.name == "attention-overview"; });
   return out;
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // Analysis adapters: each analysis panel is a parameters form → run function (on the job runner) →
-// AnalysisResult (score grids, line plots). One adapter per registry entry; the ones whose analysis has
-// not landed in analysis/ yet are listed as unavailable with a note (see analysisAdapters()).
+// AnalysisResult (score grids, line plots). One adapter per registry entry: plugins get theirs from the
+// table (plugin_adapter.hpp); the ones whose analysis has not landed are listed as unavailable with a note.
 #include <QJsonObject>
 #include <QString>
 #include <QStringList>
@@ -50,11 +50,8 @@ struct AnalysisAdapter {
   std::function<AnalysisResult(const AnalysisInput&, const QJsonObject& params, const RunContext&)> run;
 };
 
-/// Every adapter, in menu order (the in-app attention overview first, then the registry's analyses).
+/// Every adapter, in the registry's order with the attention overview first; plugins' adapters are
+/// derived from their table entries (plugin_adapter.hpp), the others are wired by hand.
 std::vector<AnalysisAdapter> analysisAdapters();
-
-/// Per-head attention statistics of one prompt: [layers, heads] mass on the first token, mean
-/// query–key distance and mean entropy, plus per-query first-token mass averaged over heads.
-AnalysisResult attentionOverview(const AttentionPatterns& patterns, int skipQueries);
 
 }  // namespace mechscope::gui

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "analysis/common/registry.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -264,6 +265,34 @@ std::vector<double> flattenGrid(const nlohmann::json& g, int& rows, int& cols, c
   return out;
 }
 
+namespace {
+/// "first_token_mass" → "First token mass".
+QString titleOf(const std::string& key) {
+  QString t = QString::fromStdString(key).replace('_', ' ');
+  if (!t.isEmpty()) t[0] = t[0].toUpper();
+  return t;
+}
+
+/// Any analysis from its table entry: each figure key a [layer][head] grid, each line key a per-token line.
+void fromTable(const analysis::AnalysisDescriptor& d, const json& j, const QStringList& tokens, AnalysisResult& r) {
+  for (const auto& key : d.figureKeys)
+    if (j.contains(key)) r.grids.push_back(grid(j[key], key, titleOf(key), titleOf(key), false));
+  for (const auto& key : d.lineKeys) {
+    if (!j.contains(key) || !j[key].is_array() || j[key].empty()) continue;
+    const json& row = j[key][0].is_array() ? j[key][0] : j[key];  // [pos] (the first prompt's)
+    views::LinePlotData line;
+    line.title = titleOf(key);
+    line.yLabel = titleOf(key);
+    line.xLabels = labelsFor(tokens, row.size());
+    views::LineSeries s;
+    s.name = QString::fromStdString(d.name);
+    s.y = vec(row);
+    line.series.push_back(std::move(s));
+    r.lines.push_back(std::move(line));
+  }
+}
+}  // namespace
+
 AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& j, const QStringList& tokenLabels) {
   if (!j.is_object()) throw InputError("result of '" + name + "' is not a JSON object");
   AnalysisResult r;
@@ -279,6 +308,7 @@ AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& 
     else if (name == "dla") dla(j, r);
     else if (name == "sinks") sinks(j, r);
     else if (name == "waad-fai") waadFai(j, tokenLabels, r);
+    else if (const auto* d = analysis::findAnalysis(name)) fromTable(*d, j, tokenLabels, r);
   } catch (const nlohmann::json::exception& e) {
     throw InputError("result of '" + name + "' lacks a documented key (" + e.what() + ")");
   }

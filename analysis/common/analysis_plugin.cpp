@@ -1,0 +1,72 @@
+#include "analysis/common/analysis_plugin.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/common/errors.hpp"
+
+namespace mechscope::analysis {
+
+namespace {
+std::vector<AnalysisPlugin>& plugins() {
+  static std::vector<AnalysisPlugin> list;
+  return list;
+}
+
+std::string scalarText(const nlohmann::json& v) {
+  if (v.is_number_float()) return fmt::format("{:.4g}", v.get<double>());
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+}  // namespace
+
+const std::vector<AnalysisPlugin>& analysisPlugins() { return plugins(); }
+
+const AnalysisPlugin* findPlugin(std::string_view name) {
+  const auto& list = plugins();
+  const auto it = std::find_if(list.begin(), list.end(), [&](const AnalysisPlugin& p) { return p.descriptor.name == name; });
+  return it == list.end() ? nullptr : &*it;
+}
+
+void registerAnalysisPlugin(AnalysisPlugin plugin) {
+  if (plugin.descriptor.name.empty() || !plugin.run) throw std::logic_error("analysis plugin without a name or a run function");
+  plugin.descriptor.plugin = true;
+  plugin.descriptor.available = true;
+  registerAnalysisDescriptor(plugin.descriptor);
+  auto& list = plugins();
+  const auto it = std::find_if(list.begin(), list.end(), [&](const AnalysisPlugin& p) { return p.descriptor.name == plugin.descriptor.name; });
+  if (it != list.end()) *it = std::move(plugin);
+  else list.push_back(std::move(plugin));
+}
+
+std::string pluginHeadline(const AnalysisDescriptor& d, const AnalysisResult& r) {
+  std::string line = d.name + ":";
+  std::string sep = " ";
+  for (const auto& key : d.headlineKeys)
+    if (r.json.contains(key)) {
+      line += sep + key + "=" + scalarText(r.json[key]);
+      sep = ", ";
+    }
+  for (const auto& key : d.figureKeys) {
+    if (!r.json.contains(key)) continue;
+    const auto& g = r.json[key];  // [layer][head]
+    double best = -INFINITY;
+    int bl = -1, bh = -1;
+    for (size_t l = 0; l < g.size(); ++l)
+      for (size_t h = 0; h < g[l].size(); ++h)
+        if (g[l][h].is_number() && g[l][h].get<double>() > best) {
+          best = g[l][h].get<double>();
+          bl = static_cast<int>(l);
+          bh = static_cast<int>(h);
+        }
+    if (bl >= 0) {
+      line += fmt::format("{}largest {} at head {}.{} ({:.4g})", sep, key, bl, bh, best);
+      sep = "; ";
+    }
+  }
+  return line;
+}
+
+}  // namespace mechscope::analysis

@@ -1,0 +1,76 @@
+#pragma once
+// One analysis in the one shape every front end derives from (issue #21): its descriptor (registry.hpp:
+// name, summary, input kinds, parameter table with docs, defaults and ranges, figure and headline keys)
+// and a Qt-free run from prepared inputs and parameter values to the result (the --json document and
+// HDF5 arrays). From it:
+//   - mechscope-cli builds the subcommand, its options and --help (app/cli/plugin_commands.cpp);
+//   - the GUI builds the form and the adapter (app/gui/plugin_adapter.cpp);
+//   - the batch planner validates plan keys and builds command lines (through analysisRegistry());
+//   - `list`, the demo and the batch summary's headline read the descriptor.
+// Adding an analysis: its folder analysis/<name>/ with a function returning its AnalysisPlugin, and one
+// line in analysis/plugins.cpp (or, in a test or an example, one RegisterAnalysisPlugin object).
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "analysis/common/param_values.hpp"
+#include "analysis/common/registry.hpp"
+#include "analysis/common/result_io.hpp"
+#include "core/common/run_context.hpp"
+
+namespace mechscope {
+class HookedTransformer;
+class Tokenizer;
+}  // namespace mechscope
+
+namespace mechscope::analysis {
+
+struct CausalDataset;
+
+/// What an analysis runs on; the front end prepares it from its own inputs (CLI options, the GUI's
+/// prompt or dataset field, a batch item's files) so the analysis never parses them itself.
+enum class PluginInput {
+  TokenRows,  ///< one row of token ids per prompt (--prompt, --prompt-file, --token-ids; the GUI's prompt)
+  Dataset,    ///< clean/corrupted prompt pairs with answers and roles (--dataset ioi|colored-objects|FILE.jsonl)
+};
+
+/// The prepared inputs of one run.
+struct PluginInputs {
+  const HookedTransformer* model = nullptr;
+  const Tokenizer* tokenizer = nullptr;          ///< null when the model folder has no tokenizer.json
+  std::vector<std::vector<int64_t>> rows;        ///< TokenRows: the prompts' ids (rows may differ in length)
+  const CausalDataset* dataset = nullptr;        ///< Dataset: the prompt set
+};
+
+/// Runs the analysis; throws InputError for parameters or inputs it cannot use.
+using PluginRun = std::function<AnalysisResult(const PluginInputs& in, const ParamValues& params, const RunContext* ctx)>;
+
+/// One analysis: its table entry and its run.
+struct AnalysisPlugin {
+  AnalysisDescriptor descriptor;  ///< `plugin` is set on registration
+  PluginInput input = PluginInput::TokenRows;
+  PluginRun run;
+  std::string attentionPath = "materialized";  ///< provenance: how attention was read ("probe" or "materialized")
+};
+
+/// Every plugin: analysis/plugins.cpp's list, then those registered at run time, in registration order.
+const std::vector<AnalysisPlugin>& analysisPlugins();
+/// The plugin of that name, or nullptr.
+const AnalysisPlugin* findPlugin(std::string_view name);
+/// Registers a plugin (its descriptor joins analysisRegistry()); replaces one of the same name.
+void registerAnalysisPlugin(AnalysisPlugin plugin);
+/// Registers the built-in plugins (analysis/plugins.cpp). Idempotent; the CLI, the GUI and tests call it first.
+void installAnalysisPlugins();
+
+/// Static registration for tests and examples: `static const RegisterAnalysisPlugin reg{myPlugin()};`
+struct RegisterAnalysisPlugin {
+  explicit RegisterAnalysisPlugin(AnalysisPlugin plugin) { registerAnalysisPlugin(std::move(plugin)); }
+};
+
+/// The one-line headline of a plugin's result: its headline keys, then the largest cell of each
+/// [layer][head] figure key ("name: k=v, ...; top sink_score 0.1 0.98"). Used by the CLI and the demo.
+std::string pluginHeadline(const AnalysisDescriptor& d, const AnalysisResult& r);
+
+}  // namespace mechscope::analysis

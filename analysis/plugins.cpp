@@ -1,0 +1,18 @@
+// The built-in analysis plugins: one line per analysis written in the plugin shape
+// (analysis/common/analysis_plugin.hpp). Adding one: its folder under analysis/ and one line here.
+#include "analysis/attention_influence/attention_influence.hpp"
+#include "analysis/attention_overview/attention_overview.hpp"
+#include "analysis/common/analysis_plugin.hpp"
+
+namespace mechscope::analysis {
+
+void installAnalysisPlugins() {
+  static const bool installed = [] {
+    registerAnalysisPlugin(attentionOverviewPlugin());
+    registerAnalysisPlugin(attentionInfluencePlugin());
+    return true;
+  }();
+  (void)installed;
+}
+
+}  // namespace mechscope::analysis

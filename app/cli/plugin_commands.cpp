@@ -1,0 +1,131 @@
+// One mechscope-cli subcommand per analysis plugin (analysis/common/analysis_plugin.hpp), built from its
+// table entry: the input options its input kind needs (--prompt/--prompt-file/--token-ids, or --dataset
+// with --n/--seed), one option per parameter (help, default and range from the table), --device, --dtype,
+// --json and --out. The callback prepares the inputs, runs the plugin, writes the result and prints the
+// headline. Nothing here is specific to one analysis.
+#include <iostream>
+#include <map>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "analysis/common/analysis_plugin.hpp"
+#include "analysis/common/datasets.hpp"
+#include "app/cli/analysis_common_options.hpp"
+#include "app/cli/causal_dataset_options.hpp"
+#include "app/cli/command.hpp"
+#include "app/cli/plugin_commands.hpp"
+
+namespace mechscope::cli {
+
+namespace {
+
+/// What CLI11 fills for one plugin subcommand.
+struct PluginCliOptions {
+  AnalysisCommonOptions common;
+  CausalDatasetOptions data;
+  std::map<std::string, std::string> text;                ///< single-valued parameters
+  std::map<std::string, std::vector<std::string>> lists;  ///< repeated options
+  std::map<std::string, bool> flags;                      ///< Bool parameters
+};
+
+bool repeated(const analysis::ParamInfo& p) {
+  return p.repeat || p.type == analysis::ParamType::RangeList || p.type == analysis::ParamType::StringList;
+}
+
+std::string helpOf(const analysis::ParamInfo& p) {
+  std::string h = p.doc.empty() ? p.key : p.doc;
+  if (!p.defaultValue.empty()) h += " (default " + p.defaultValue + ")";
+  return h;
+}
+
+void addParamOption(CLI::App* sub, PluginCliOptions& o, const analysis::ParamInfo& p) {
+  using analysis::ParamType;
+  if (p.flag.empty()) return;
+  if (p.type == ParamType::Bool) {
+    sub->add_flag(p.flag, o.flags[p.key], helpOf(p));
+    return;
+  }
+  if (repeated(p)) {
+    sub->add_option(p.flag, o.lists[p.key], helpOf(p));
+    return;
+  }
+  CLI::Option* opt = sub->add_option(p.flag, o.text[p.key], helpOf(p));
+  // Types and ranges are checked by ParamValues::check() before the model loads (one message for CLI and GUI).
+  if (p.type == ParamType::Choice) opt->check(CLI::IsMember(p.choices));
+  else if (p.type == ParamType::Int) opt->type_name("INT");
+  else if (p.type == ParamType::Float) opt->type_name("NUMBER");
+  else if (p.type == ParamType::HeadList) opt->type_name("L.H,...");
+  else if (p.type == ParamType::Range) opt->type_name("A:B");
+  if (p.type == ParamType::File) opt->check(CLI::ExistingFile);
+}
+
+/// The parameter values the user gave (the table supplies the rest).
+analysis::ParamValues givenValues(const analysis::AnalysisPlugin& plugin, const PluginCliOptions& o, const CLI::App* sub) {
+  analysis::ParamValues v(plugin.descriptor);
+  for (const auto& p : plugin.descriptor.params) {
+    if (p.flag.empty() || sub->count(p.flag) == 0) continue;
+    if (p.type == analysis::ParamType::Bool) v.set(p.key, o.flags.at(p.key) != p.invert ? "true" : "false");
+    else if (repeated(p)) v.setList(p.key, o.lists.at(p.key));
+    else v.set(p.key, o.text.at(p.key));
+  }
+  v.check();
+  return v;
+}
+
+void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, const CLI::App* sub) {
+  const std::string& name = plugin.descriptor.name;
+  const bool dataset = plugin.input == analysis::PluginInput::Dataset;
+  if (dataset) o.common.validateOutputs(name);
+  else o.common.validate(name);
+  const analysis::ParamValues values = givenValues(plugin, o, sub);
+  attachStderrProgress(name);
+  const LoadedModel m = loadAnalysisModel(o.common);
+  analysis::PluginInputs in;
+  in.model = m.model.get();
+  in.tokenizer = m.tokenizer ? &*m.tokenizer : nullptr;
+  analysis::CausalDataset ds;
+  if (dataset) {
+    ds = o.data.load(m);
+    in.dataset = &ds;
+  } else {
+    in.rows = readInputRows(o.common, m, name);
+    if (plugin.descriptor.oneSequence) in.rows.resize(1);
+  }
+  const analysis::AnalysisResult result = plugin.run(in, values, &processContext());
+  writeAnalysisOutputs(o.common, result, m, plugin.attentionPath);
+  std::cout << analysis::pluginHeadline(plugin.descriptor, result) << '\n';
+}
+
+}  // namespace
+
+void addPluginCommand(CLI::App& root, const analysis::AnalysisPlugin& plugin) {
+  const auto& d = plugin.descriptor;
+  auto o = std::make_shared<PluginCliOptions>();
+  CLI::App* sub = root.add_subcommand(d.name, d.summary);
+  if (plugin.input == analysis::PluginInput::Dataset) {
+    sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
+    o->data.add(sub, "ioi, colored-objects or FILE.jsonl", true);
+    o->common.addRunAndOutputs(sub);
+  } else {
+    o->common.add(sub, false);
+  }
+  for (const auto& p : d.params) addParamOption(sub, *o, p);
+  const analysis::AnalysisPlugin* stable = analysis::findPlugin(d.name);  // lives as long as the process
+  sub->callback([o, sub, stable] {
+    o->common.finishCommandLine(sub);
+    runPlugin(*stable, *o, sub);
+  });
+}
+
+namespace {
+// After the hand-written commands (order 90): a plugin whose name a hand-written command already has is skipped.
+const RegisterCommand reg_plugin_commands{"(analysis plugins)", 90, [](CLI::App& root) {
+  analysis::installAnalysisPlugins();
+  for (const auto& plugin : analysis::analysisPlugins())
+    if (root.get_subcommands([&](CLI::App* a) { return a->get_name() == plugin.descriptor.name; }).empty())
+      addPluginCommand(root, plugin);
+}};
+}  // namespace
+
+}  // namespace mechscope::cli
