@@ -3,6 +3,7 @@
 #include "analysis/attention_influence/attention_influence.hpp"
 #include "analysis/attention_overview/attention_overview.hpp"
 #include "analysis/common/analysis_plugin.hpp"
+#include "analysis/intervention/intervention.hpp"
 
 namespace mechscope::analysis {
 
@@ -10,6 +11,7 @@ void installAnalysisPlugins() {
   static const bool installed = [] {
     registerAnalysisPlugin(attentionOverviewPlugin());
     registerAnalysisPlugin(attentionInfluencePlugin());
+    registerAnalysisPlugin(interventionPlugin());
     return true;
   }();
   (void)installed;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/common/result_io.hpp"
 #include "analysis/patching/patch_types.hpp"
 
 namespace mechscope::analysis {
@@ -12,5 +13,13 @@ namespace mechscope::analysis {
 /// One ablation result from the groups' results: per-prompt arrays in dataset order, means and
 /// accuracies over every prompt (each group weighted by its prompt count).
 AblationResult combineAblationResults(const std::vector<AblationResult>& parts, const std::vector<PatchGroup>& groups);
+
+/// Writes how many prompts were analysed: "prompts" (all groups), "prompts_dropped" (unusable pairs) and
+/// "prompt_lengths" ([{"length", "prompts"}] per token-length group).
+void putPromptGroups(AnalysisResult& out, const std::vector<PatchGroup>& groups, int dropped);
+
+/// Writes an ablation's before/after figures into `out.json` (metric, accuracies, per_prompt) and its
+/// per-prompt arrays; the analyses add their own keys.
+void putAblationSummary(AnalysisResult& out, const AblationResult& r);
 
 }  // namespace mechscope::analysis

@@ -178,10 +178,6 @@ inline std::vector<AnalysisDescriptor> builtinAnalyses() {
         p("freeze_mlps", T::Bool, "--freeze-mlps")},
        {}, {}},
       {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
-      {"intervene", "attention intervention: force heads' final-position attention onto chosen tokens (accuracy before/after)", kDatasetKinds, false,
-       {p("heads", T::HeadList, "--heads"), choice("onto", "--onto", {"incorrect"}), p("onto_ids", T::IntList, "--onto-ids"),
-        p("exclude_answer", T::Bool, "--exclude-answer")},
-       {"heads"}, {}},
       {"dla", "direct logit attribution of every head and MLP along correct - incorrect; OV copy scores", kDatasetKinds, false, {p("copy_roles", T::String, "--copy-roles"), p("top_k", T::Int, "--top-k")}, {}, {}},
   };
   return table;

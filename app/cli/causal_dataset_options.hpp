@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/ablation/ablation_groups.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "app/cli/analysis_common_options.hpp"
@@ -29,12 +30,8 @@ struct CausalDatasetOptions {
   [[nodiscard]] analysis::CausalDataset load(const LoadedModel& m) const;
 };
 
-/// Writes how many prompts were analysed: "prompts" (all groups), "prompts_dropped" (unusable pairs) and
-/// "prompt_lengths" ([{"length", "prompts"}] per token-length group).
-void putPromptGroups(analysis::AnalysisResult& out, const std::vector<analysis::PatchGroup>& groups, int dropped);
-
-/// Writes an ablation's before/after figures into `out.json` (metric, accuracies, per_prompt) and its
-/// per-prompt arrays; the commands add their own keys.
-void putAblationSummary(analysis::AnalysisResult& out, const analysis::AblationResult& r);
+// The JSON blocks every dataset analysis writes (analysis/ablation/ablation_groups.hpp).
+using analysis::putAblationSummary;
+using analysis::putPromptGroups;
 
 }  // namespace mechscope::cli
