@@ -2,6 +2,7 @@
 // (analysis/common/analysis_plugin.hpp). Adding one: its folder under analysis/ and one line here.
 #include "analysis/attention_influence/attention_influence.hpp"
 #include "analysis/attention_overview/attention_overview.hpp"
+#include "analysis/attribution/dla_groups.hpp"
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/intervention/intervention.hpp"
 
@@ -12,6 +13,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(attentionOverviewPlugin());
     registerAnalysisPlugin(attentionInfluencePlugin());
     registerAnalysisPlugin(interventionPlugin());
+    registerAnalysisPlugin(dlaPlugin());
     return true;
   }();
   (void)installed;

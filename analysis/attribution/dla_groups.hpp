@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/attribution/direct_logit.hpp"
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/patching/patch_types.hpp"
 
 namespace mechscope::analysis {
@@ -36,5 +37,8 @@ DlaDatasetResult directLogitAttributionGroups(const HookedTransformer& model, co
 
 /// The `dla --json` object: heads [L][H], mlp [L], rest, logit_diff, per_prompt_heads, copy_score.
 nlohmann::json toJson(const DlaDatasetResult& r);
+
+/// The plugin (dla_plugin.cpp): copy_roles, top_k; on a dataset.
+AnalysisPlugin dlaPlugin();
 
 }  // namespace mechscope::analysis

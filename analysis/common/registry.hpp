@@ -178,7 +178,6 @@ inline std::vector<AnalysisDescriptor> builtinAnalyses() {
         p("freeze_mlps", T::Bool, "--freeze-mlps")},
        {}, {}},
       {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
-      {"dla", "direct logit attribution of every head and MLP along correct - incorrect; OV copy scores", kDatasetKinds, false, {p("copy_roles", T::String, "--copy-roles"), p("top_k", T::Int, "--top-k")}, {}, {}},
   };
   return table;
 }

@@ -68,8 +68,6 @@ std::vector<AnalysisAdapter> analysisAdapters() {
       wireCircuitAdapter(a);
     } else if (info.name == "overlap") {
       wireOverlapAdapter(a);
-    } else if (info.name == "dla") {
-      wireDlaAdapter(a);
     } else if (info.name == "sinks") {
       wireSinksAdapter(a);
     } else if (info.name == "waad-fai") {

@@ -9,7 +9,6 @@
 #include <set>
 
 #include "analysis/ablation/ablation.hpp"
-#include "analysis/attribution/dla_groups.hpp"
 #include "analysis/circuits/circuit_discovery.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/circuits/overlap.hpp"
@@ -303,29 +302,6 @@ void wireCircuitAdapter(AnalysisAdapter& a) {
       c = analysis::discoverCircuit(model, pin, p, task, &ctx);
     }
     AnalysisResult r = resultFromCliJson("circuit", analysis::toJson(c));
-    keepFormValues(r, params);
-    return r;
-  };
-}
-
-void wireDlaAdapter(AnalysisAdapter& a) {
-  a.title = "DLA";
-  a.available = true;
-  a.needsModel = true;
-  a.note = "analysis/attribution: direct logit attribution of every head (correct − incorrect at the last position) over a "
-           "dataset, and OV copy scores, as `dla`";
-  a.params = {{"dataset", "Dataset", QString("ioi"), 0, 0, {}, "ioi, colored-objects or a JSONL file (as `dla --dataset`)"},
-              {"n", "Prompts", 50, 1, 100000, {}, "prompts to generate for ioi / colored-objects"},
-              {"copy_roles", "Copy-score roles", QString("IO,S1,S2"), 0, 0, {}, "roles whose tokens the OV copy score is measured on; empty: none"},
-              {"top_k", "Copy-score top k", 5, 1, 1000, {}, "a hit when the token is among the k largest logits"}};
-  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-    const std::string dataset = params["dataset"].toString("ioi").trimmed().toStdString();
-    if (dataset.empty()) throw InputError("dla: give a dataset (ioi, colored-objects or a JSONL file)");
-    const std::vector<analysis::PatchGroup> groups = datasetGroups(in, dataset, params["n"].toInt(50), "dla");
-    analysis::DlaParams p;
-    for (const QString& role : params["copy_roles"].toString().split(',', Qt::SkipEmptyParts)) p.copyRoles.push_back(role.trimmed().toStdString());
-    p.topK = params["top_k"].toInt(5);
-    AnalysisResult r = resultFromCliJson("dla", analysis::toJson(analysis::directLogitAttributionGroups(*in.session->model, groups, p, &ctx)));
     keepFormValues(r, params);
     return r;
   };

@@ -16,8 +16,6 @@ void wireRetrievalAdapter(AnalysisAdapter& a);
 void wireAblationAdapter(AnalysisAdapter& a);
 /// Fills `a` (name "circuit"): analysis/circuits discovery on the patching pair.
 void wireCircuitAdapter(AnalysisAdapter& a);
-/// Fills `a` (name "dla"): direct logit attribution and OV copy scores over a dataset (as `dla`).
-void wireDlaAdapter(AnalysisAdapter& a);
 
 /// Fills `a` (name "overlap"): two circuits (CLI circuit JSON files, or the workspace's last two circuit results).
 void wireOverlapAdapter(AnalysisAdapter& a);
