@@ -5,12 +5,16 @@
 #include "analysis/attribution/dla_groups.hpp"
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/intervention/intervention.hpp"
+#include "analysis/sinks/sinks.hpp"
+#include "analysis/waad_fai/waad_fai.hpp"
 
 namespace mechscope::analysis {
 
 void installAnalysisPlugins() {
   static const bool installed = [] {
     registerAnalysisPlugin(attentionOverviewPlugin());
+    registerAnalysisPlugin(sinksPlugin());
+    registerAnalysisPlugin(waadFaiPlugin());
     registerAnalysisPlugin(attentionInfluencePlugin());
     registerAnalysisPlugin(interventionPlugin());
     registerAnalysisPlugin(dlaPlugin());

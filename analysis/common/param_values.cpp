@@ -139,7 +139,6 @@ std::pair<int64_t, int64_t> ParamValues::range(const std::string& key) const {
   const size_t colon = t.find(':');
   if (colon == std::string::npos) throw InputError(option(key) + ": '" + t + "' is not START:END");
   const int64_t a = parseInteger(t.substr(0, colon), option(key)), b = parseInteger(t.substr(colon + 1), option(key));
-  if (b <= a) throw InputError(option(key) + ": '" + t + "' is empty (END must be greater than START)");
   return {a, b};
 }
 

@@ -127,18 +127,6 @@ inline std::vector<AnalysisDescriptor> builtinAnalyses() {
   static const std::vector<std::string> kTokenKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   static const std::vector<std::string> kDatasetKinds = {"jsonl", "ioi", "colored-objects"};
   const std::vector<AnalysisDescriptor> table = {
-      {"sinks", "primary/secondary attention sinks: sink scores, sink rate, lifetimes, levels", kTokenKinds, false,
-       {p("bos_position", T::Int, "--bos-position"), p("sink_threshold", T::Float, "--sink-threshold"),
-        p("cosine_threshold", T::Float, "--cosine-threshold"), p("bos_candidates", T::IntList, "--bos-candidates"),
-        choice("hidden_states", "--hidden-states", {"hf", "resid_post"}), p("materialize", T::Bool, "--materialize")},
-       {}, {"sink_score"}},
-      {"waad-fai", "preplan/anchor metrics: head distance, local/global heads, WAAD and FAI per token", kTokenKinds, false,
-       {p("window", T::Int, "--window"), p("fai_horizon", T::Range, "--fai-horizon"),
-        p("response_start", T::IntList, "--response-start"), p("split_quantile", T::Float, "--split-quantile"),
-        p("token_quantile", T::Float, "--token-quantile"), p("peak_percentile", T::Float, "--peak-percentile"),
-        choice("layers", "--layers", {"all", "middle"}), p("receiver_heads", T::Int, "--receiver-heads"),
-        p("peak_lag", T::Int, "--peak-lag"), p("no_predictions", T::Bool, "--no-predictions"), p("materialize", T::Bool, "--materialize")},
-       {}, {"head_distance"}},
       {"constraint-attention", "attention mass on constraint spans per layer and answer step (alpha, beta)", kTokenKinds, true,
        {p("constraint", T::RangeList, "--constraint"), p("constraint_text", T::StringList, "--constraint-text"),
         p("constraint_tokens", T::RangeList, "--constraint-tokens"), p("response", T::String, "--response"),

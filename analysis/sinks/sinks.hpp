@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/result_io.hpp"
 #include "core/common/run_context.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -79,5 +80,8 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
 
 /// The documented JSON keys (docs/cli.md) and HDF5 arrays.
 AnalysisResult sinksToResult(const SinksResult& result, const SinksOptions& options);
+
+/// The plugin (sinks_plugin.cpp): `mechscope-cli sinks`, its GUI panel and batch keys.
+AnalysisPlugin sinksPlugin();
 
 }  // namespace mechscope::analysis

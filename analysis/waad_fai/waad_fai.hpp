@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/common/head_ref.hpp"
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/waad_fai/rhythm_stats.hpp"
 #include "core/common/run_context.hpp"
@@ -66,5 +67,8 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
 
 /// The documented JSON keys and HDF5 arrays.
 AnalysisResult waadFaiToResult(const WaadFaiResult& result, const WaadFaiOptions& options);
+
+/// The plugin (waad_fai_plugin.cpp): `mechscope-cli waad-fai`, its GUI panel and batch keys.
+AnalysisPlugin waadFaiPlugin();
 
 }  // namespace mechscope::analysis

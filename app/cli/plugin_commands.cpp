@@ -39,9 +39,13 @@ std::string helpOf(const analysis::ParamInfo& p) {
   return h;
 }
 
+/// The attention-path switch: a parameter "materialize" is the common --materialize (with --force and the
+/// memory check of readInputRows) and decides the provenance's attention path.
+bool hasMaterialize(const analysis::AnalysisDescriptor& d) { return analysis::findParam(d.params, "materialize") != nullptr; }
+
 void addParamOption(CLI::App* sub, PluginCliOptions& o, const analysis::ParamInfo& p) {
   using analysis::ParamType;
-  if (p.flag.empty()) return;
+  if (p.flag.empty() || p.key == "materialize") return;
   if (p.type == ParamType::Bool) {
     sub->add_flag(p.flag, o.flags[p.key], helpOf(p));
     return;
@@ -63,8 +67,9 @@ void addParamOption(CLI::App* sub, PluginCliOptions& o, const analysis::ParamInf
 /// The parameter values the user gave (the table supplies the rest).
 analysis::ParamValues givenValues(const analysis::AnalysisPlugin& plugin, const PluginCliOptions& o, const CLI::App* sub) {
   analysis::ParamValues v(plugin.descriptor);
+  if (hasMaterialize(plugin.descriptor) && o.common.materialize) v.set("materialize", "true");
   for (const auto& p : plugin.descriptor.params) {
-    if (p.flag.empty() || sub->count(p.flag) == 0) continue;
+    if (p.flag.empty() || p.key == "materialize" || sub->count(p.flag) == 0) continue;
     if (p.type == analysis::ParamType::Bool) v.set(p.key, o.flags.at(p.key) != p.invert ? "true" : "false");
     else if (repeated(p)) v.setList(p.key, o.lists.at(p.key));
     else v.set(p.key, o.text.at(p.key));
@@ -93,7 +98,8 @@ void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, cons
     if (plugin.descriptor.oneSequence) in.rows.resize(1);
   }
   const analysis::AnalysisResult result = plugin.run(in, values, &processContext());
-  writeAnalysisOutputs(o.common, result, m, plugin.attentionPath);
+  const std::string path = hasMaterialize(plugin.descriptor) ? (o.common.materialize ? "materialized" : "probe") : plugin.attentionPath;
+  writeAnalysisOutputs(o.common, result, m, path);
   std::cout << analysis::pluginHeadline(plugin.descriptor, result) << '\n';
 }
 
@@ -108,7 +114,7 @@ void addPluginCommand(CLI::App& root, const analysis::AnalysisPlugin& plugin) {
     o->data.add(sub, "ioi, colored-objects or FILE.jsonl", true);
     o->common.addRunAndOutputs(sub);
   } else {
-    o->common.add(sub, false);
+    o->common.add(sub, hasMaterialize(d));
   }
   for (const auto& p : d.params) addParamOption(sub, *o, p);
   const analysis::AnalysisPlugin* stable = analysis::findPlugin(d.name);  // lives as long as the process

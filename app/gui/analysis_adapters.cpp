@@ -4,7 +4,6 @@
 
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/registry.hpp"
-#include "app/gui/attention_analysis_adapters.hpp"
 #include "app/gui/causal_analysis_adapters.hpp"
 #include "app/gui/plugin_adapter.hpp"
 #include "core/common/errors.hpp"
@@ -68,10 +67,6 @@ std::vector<AnalysisAdapter> analysisAdapters() {
       wireCircuitAdapter(a);
     } else if (info.name == "overlap") {
       wireOverlapAdapter(a);
-    } else if (info.name == "sinks") {
-      wireSinksAdapter(a);
-    } else if (info.name == "waad-fai") {
-      wireWaadFaiAdapter(a);
     } else {
       // TODO(analysis adapters): wire analysis/<name> here when it lands: Params from the form, run(engine,
       // params, ctx), Result → grids (layer × head) and lines (per-token traces).
