@@ -4,6 +4,7 @@
 #include "analysis/attention_overview/attention_overview.hpp"
 #include "analysis/attribution/dla_groups.hpp"
 #include "analysis/common/analysis_plugin.hpp"
+#include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/intervention/intervention.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
@@ -15,6 +16,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(attentionOverviewPlugin());
     registerAnalysisPlugin(sinksPlugin());
     registerAnalysisPlugin(waadFaiPlugin());
+    registerAnalysisPlugin(constraintAttentionPlugin());
     registerAnalysisPlugin(attentionInfluencePlugin());
     registerAnalysisPlugin(interventionPlugin());
     registerAnalysisPlugin(dlaPlugin());

@@ -41,6 +41,8 @@ struct PluginInputs {
   const HookedTransformer* model = nullptr;
   const Tokenizer* tokenizer = nullptr;          ///< null when the model folder has no tokenizer.json
   std::vector<std::vector<int64_t>> rows;        ///< TokenRows: the prompts' ids (rows may differ in length)
+  std::vector<std::string> texts;                ///< TokenRows: the prompts' texts when given as text (empty for token ids)
+  bool addSpecialTokens = true;                  ///< how `rows` were encoded from `texts` (false: --no-prepend-bos)
   const CausalDataset* dataset = nullptr;        ///< Dataset: the prompt set
 };
 

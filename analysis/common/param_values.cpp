@@ -61,6 +61,9 @@ void ParamValues::check() const {
       case ParamType::HeadList: (void)heads(key, 0, 0); break;
       case ParamType::IntList: (void)integers(key); break;
       case ParamType::Range: (void)range(key); break;
+      case ParamType::RangeList:
+        for (const auto& t : texts) (void)parseRangeText(t, option(key));
+        break;
       default: break;
     }
   }
@@ -134,12 +137,12 @@ std::vector<int64_t> ParamValues::integers(const std::string& key) const {
   return out;
 }
 
-std::pair<int64_t, int64_t> ParamValues::range(const std::string& key) const {
-  const std::string t = text(key);
+std::pair<int64_t, int64_t> parseRangeText(const std::string& t, const std::string& what) {
   const size_t colon = t.find(':');
-  if (colon == std::string::npos) throw InputError(option(key) + ": '" + t + "' is not START:END");
-  const int64_t a = parseInteger(t.substr(0, colon), option(key)), b = parseInteger(t.substr(colon + 1), option(key));
-  return {a, b};
+  if (colon == std::string::npos) throw InputError(what + ": expected START:END (two integers), found '" + t + "'");
+  return {parseInteger(t.substr(0, colon), what), parseInteger(t.substr(colon + 1), what)};
 }
+
+std::pair<int64_t, int64_t> ParamValues::range(const std::string& key) const { return parseRangeText(text(key), option(key)); }
 
 }  // namespace mechscope::analysis

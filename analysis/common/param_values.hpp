@@ -14,6 +14,9 @@
 
 namespace mechscope::analysis {
 
+/// "a:b" → (a, b) (two integers, any order); InputError naming `what` otherwise.
+std::pair<int64_t, int64_t> parseRangeText(const std::string& text, const std::string& what);
+
 /// Parameter values of one run of the analysis `descriptor` (which must outlive this object).
 class ParamValues {
  public:

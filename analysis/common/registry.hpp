@@ -127,12 +127,6 @@ inline std::vector<AnalysisDescriptor> builtinAnalyses() {
   static const std::vector<std::string> kTokenKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   static const std::vector<std::string> kDatasetKinds = {"jsonl", "ioi", "colored-objects"};
   const std::vector<AnalysisDescriptor> table = {
-      {"constraint-attention", "attention mass on constraint spans per layer and answer step (alpha, beta)", kTokenKinds, true,
-       {p("constraint", T::RangeList, "--constraint"), p("constraint_text", T::StringList, "--constraint-text"),
-        p("constraint_tokens", T::RangeList, "--constraint-tokens"), p("response", T::String, "--response"),
-        p("generate", T::Int, "--generate"), p("response_start", T::Int, "--response-start"),
-        p("answer_marker", T::String, "--answer-marker"), p("materialize", T::Bool, "--materialize")},
-       {}, {"alpha"}},
       {"retrieval", "retrieval-head detection by needle-in-a-haystack decoding", {"niah", "token-ids"}, false,
        {p("needle_span", T::Range, "--needle-span"), p("answer", T::String, "--answer"),
         p("max_new_tokens", T::Int, "--max-new-tokens"),

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/result_io.hpp"
 #include "core/common/run_context.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -29,5 +30,8 @@ ConstraintResult runConstraintAttention(const HookedTransformer& model, const st
 
 /// The documented JSON keys; `baselineBeta` (another run's β) adds delta_beta = baseline − this.
 AnalysisResult constraintToResult(const ConstraintResult& result, const std::optional<std::vector<double>>& baselineBeta = {});
+
+/// The plugin (constraint_plugin.cpp): `mechscope-cli constraint-attention`, its GUI panel and batch keys.
+AnalysisPlugin constraintAttentionPlugin();
 
 }  // namespace mechscope::analysis

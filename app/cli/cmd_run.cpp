@@ -86,18 +86,28 @@ at::Tensor readTokenIds(const std::string& path) {
 }
 #endif
 
+/// The model folder's tokenizer, or none when the folder has no tokenizer.json.
 std::optional<Tokenizer> tryTokenizer(const std::filesystem::path& folder) {
   if (!std::filesystem::exists(folder / "tokenizer.json")) return std::nullopt;
   return Tokenizer::fromFile(folder);
 }
 
-void runRun(const RunOptions& o) {
+/// Refuses option values and combinations `run` cannot take, before any model is loaded.
+void validateRunOptions(const RunOptions& o) {
   if (o.prompts.empty() == o.tokenIds.empty())
     throw InputError("run: give either --prompt TEXT (one or more) or --token-ids FILE.json");
   if (o.prependBos && o.noPrependBos) throw InputError("run: --prepend-bos and --no-prepend-bos exclude each other");
   if (o.topK < 1) throw InputError(fmt::format("run: --top-k must be ≥ 1, found {}", o.topK));
   if (o.cacheQueueMib < 0) throw InputError(fmt::format("run: --cache-queue-mib must be ≥ 0, found {}", o.cacheQueueMib));
+#ifndef MECHSCOPE_WITH_HDF5
+  if (!o.cache.empty()) throw UnsupportedError("run: --cache needs the HDF5 store, which this build does not have (-DMECHSCOPE_HDF5=OFF)");
+#endif
+}
+
 #ifdef MECHSCOPE_WITH_HDF5
+/// The cache writer's options from --cache-dtype (fp32, fp16 or bf16) and --cache-queue-mib; checked
+/// even without --cache.
+store::CacheOptions cacheOptionsFrom(const RunOptions& o) {
   store::CacheOptions cacheOptions;
   cacheOptions.dtype = store::parseStorageDtype(o.cacheDtype, "run: --cache-dtype");
   if (cacheOptions.dtype != store::StorageDtype::Float32 && cacheOptions.dtype != store::StorageDtype::Float16 &&
@@ -106,134 +116,194 @@ void runRun(const RunOptions& o) {
   // Hook tensors are handed to a background writer (no copy): the forward never modifies a tensor after its
   // hook ran, and the queue's bound keeps a streamed cache's memory flat.
   cacheOptions.backgroundBytes = int64_t{o.cacheQueueMib} << 20;
+  return cacheOptions;
+}
 #endif
-#ifndef MECHSCOPE_WITH_HDF5
-  if (!o.cache.empty()) throw UnsupportedError("run: --cache needs the HDF5 store, which this build does not have (-DMECHSCOPE_HDF5=OFF)");
-#endif
-  const std::filesystem::path folder = o.model;
-  auto model = HookedTransformer::load(folder, LoadOptions{o.device, o.dtype});
-  const ModelConfig& cfg = model->config();
-  const std::optional<Tokenizer> tok = tryTokenizer(folder);
-  std::optional<int64_t> bos = cfg.bosTokenId;
-  if (tok && tok->bosId()) bos = tok->bosId();
 
-  // ---- tokens ----
+/// The token ids of each sequence before padding (lengths may differ), and how BOS was handled.
+struct TokenRows {
   std::vector<std::vector<int64_t>> rows;
-  std::string bosHandling;
-  if (!o.prompts.empty()) {
-    if (!tok) throw InputError(fmt::format("{}: no tokenizer.json in the model folder; use --token-ids FILE.json", folder.string()));
-    bosHandling = o.noPrependBos ? "none" : o.prependBos ? "prepend" : "tokenizer-default";
-    for (const auto& p : o.prompts) {
-      std::vector<int64_t> ids = tok->encode(p, !o.noPrependBos).ids;
-      if (o.prependBos && (ids.empty() || ids.front() != bos.value_or(-1))) {
-        if (!bos) throw InputError(fmt::format("{}: --prepend-bos but neither config.json nor tokenizer.json names a BOS token", folder.string()));
-        ids.insert(ids.begin(), *bos);
-      }
-      if (ids.empty()) throw InputError(fmt::format("run: prompt '{}' encodes to no tokens", p));
-      rows.push_back(std::move(ids));
+  std::string bosHandling;  ///< "none", "prepend" or "tokenizer-default" (recorded in the cache's provenance)
+};
+
+/// --prompt texts encoded by the model folder's tokenizer, with BOS as --prepend-bos / --no-prepend-bos ask.
+TokenRows encodePrompts(const RunOptions& o, const std::optional<Tokenizer>& tok, std::optional<int64_t> bos,
+                        const std::filesystem::path& folder) {
+  if (!tok) throw InputError(fmt::format("{}: no tokenizer.json in the model folder; use --token-ids FILE.json", folder.string()));
+  TokenRows out;
+  out.bosHandling = o.noPrependBos ? "none" : o.prependBos ? "prepend" : "tokenizer-default";
+  for (const auto& p : o.prompts) {
+    std::vector<int64_t> ids = tok->encode(p, !o.noPrependBos).ids;
+    if (o.prependBos && (ids.empty() || ids.front() != bos.value_or(-1))) {
+      if (!bos) throw InputError(fmt::format("{}: --prepend-bos but neither config.json nor tokenizer.json names a BOS token", folder.string()));
+      ids.insert(ids.begin(), *bos);
     }
-  } else {
-    const at::Tensor t = readTokenIds(o.tokenIds);
-    bosHandling = o.prependBos ? "prepend" : "none";
-    for (int64_t b = 0; b < t.size(0); ++b) {
-      std::vector<int64_t> ids(t[b].data_ptr<int64_t>(), t[b].data_ptr<int64_t>() + t.size(1));
-      if (o.prependBos) {
-        if (!bos) throw InputError(fmt::format("{}: --prepend-bos but config.json names no bos_token_id", folder.string()));
-        if (ids.front() != *bos) ids.insert(ids.begin(), *bos);
-      }
-      rows.push_back(std::move(ids));
-    }
+    if (ids.empty()) throw InputError(fmt::format("run: prompt '{}' encodes to no tokens", p));
+    out.rows.push_back(std::move(ids));
   }
-  // Prompts of different lengths are left-padded (the last position predicts for every row).
+  return out;
+}
+
+/// The rows of --token-ids, with BOS put in front of each row that lacks it on --prepend-bos.
+TokenRows tokenIdRows(const RunOptions& o, std::optional<int64_t> bos, const std::filesystem::path& folder) {
+  const at::Tensor t = readTokenIds(o.tokenIds);  // [batch, pos]
+  TokenRows out;
+  out.bosHandling = o.prependBos ? "prepend" : "none";
+  for (int64_t b = 0; b < t.size(0); ++b) {
+    std::vector<int64_t> ids(t[b].data_ptr<int64_t>(), t[b].data_ptr<int64_t>() + t.size(1));
+    if (o.prependBos) {
+      if (!bos) throw InputError(fmt::format("{}: --prepend-bos but config.json names no bos_token_id", folder.string()));
+      if (ids.front() != *bos) ids.insert(ids.begin(), *bos);
+    }
+    out.rows.push_back(std::move(ids));
+  }
+  return out;
+}
+
+/// Rows of different lengths as one batch, left-padded so the last position predicts for every row.
+struct PaddedBatch {
+  at::Tensor tokens;  // [batch, pos] int64, padding filled with the pad id
+  at::Tensor mask;    // [batch, pos] int64, 0 on padding
+  bool padded = false;
+};
+
+/// Left-pads `rows` to the longest one with `padId`.
+PaddedBatch leftPad(const std::vector<std::vector<int64_t>>& rows, int64_t padId) {
   std::size_t maxLen = 0;
   for (const auto& r : rows) maxLen = std::max(maxLen, r.size());
   const int64_t B = static_cast<int64_t>(rows.size()), P = static_cast<int64_t>(maxLen);
-  at::Tensor tokens = at::zeros({B, P}, at::kLong);  // [batch, pos]
-  at::Tensor mask = at::ones({B, P}, at::kLong);     // [batch, pos]
-  bool padded = false;
+  PaddedBatch out;
+  out.tokens = at::zeros({B, P}, at::kLong);  // [batch, pos]
+  out.mask = at::ones({B, P}, at::kLong);     // [batch, pos]
   for (int64_t b = 0; b < B; ++b) {
     const auto& r = rows[static_cast<std::size_t>(b)];
     const int64_t off = P - static_cast<int64_t>(r.size());
     if (off > 0) {
-      padded = true;
-      mask[b].narrow(0, 0, off).zero_();
-      tokens[b].narrow(0, 0, off).fill_(cfg.eosTokenIds.empty() ? 0 : cfg.eosTokenIds.front());
+      out.padded = true;
+      out.mask[b].narrow(0, 0, off).zero_();
+      out.tokens[b].narrow(0, 0, off).fill_(padId);
     }
-    for (std::size_t i = 0; i < r.size(); ++i) tokens[b][off + static_cast<int64_t>(i)] = r[i];
+    for (std::size_t i = 0; i < r.size(); ++i) out.tokens[b][off + static_cast<int64_t>(i)] = r[i];
   }
-  ForwardOptions fo;
-  if (padded) fo.attentionMask = mask;
+  return out;
+}
 
-  // ---- hooks ----
-  const auto names = model->hookNames();
+/// Refuses a --hooks pattern that matches none of the model's hook points; notes that --hooks alone
+/// caches nothing.
+void checkHookPatterns(const RunOptions& o, const std::vector<std::string>& hookNames) {
   for (const auto& g : o.hooks)
-    if (std::none_of(names.begin(), names.end(), [&](const std::string& n) { return HookSet::matches(g, n); }))
+    if (std::none_of(hookNames.begin(), hookNames.end(), [&](const std::string& n) { return HookSet::matches(g, n); }))
       throw InputError(fmt::format("run: --hooks '{}' matches no hook point (mechscope-cli inspect --model {} lists them)", g, o.model));
   if (!o.hooks.empty() && o.cache.empty())
     std::cerr << "mechscope-cli: note: --hooks without --cache only checks the patterns\n";
+}
 
-  // ---- estimates: refuse a run that cannot fit (memory on CPU, disk for --cache) unless --force ----
-  std::vector<std::string> cached;
-  for (const auto& n : names)
-    if (std::any_of(o.hooks.begin(), o.hooks.end(), [&](const std::string& g) { return HookSet::matches(g, n); }))
-      cached.push_back(n);
-  // Memory first: it is the bound that cannot be worked around by writing elsewhere.
-  if (model->device().is_cpu()) {
+/// The hook points that one of `patterns` matches, in the model's order (what the cache will hold).
+std::vector<std::string> matchedHookNames(const std::vector<std::string>& patterns, const std::vector<std::string>& hookNames) {
+  std::vector<std::string> matched;
+  for (const auto& n : hookNames)
+    if (std::any_of(patterns.begin(), patterns.end(), [&](const std::string& g) { return HookSet::matches(g, n); }))
+      matched.push_back(n);
+  return matched;
+}
+
+/// Refuses a run of batch × positions tokens that cannot fit, unless --force: memory on CPU first (the
+/// bound that cannot be worked around by writing elsewhere), then disk for --cache.
+void checkRunFits(const RunOptions& o, const HookedTransformer& model, const std::vector<std::string>& cached, int64_t batch,
+                  int64_t positions) {
+  const ModelConfig& cfg = model.config();
+  if (model.device().is_cpu()) {
     ForwardMemoryOptions mo;
-    mo.batch = B;
-    mo.positions = P;
-    mo.elementBytes = static_cast<int64_t>(c10::elementSize(model->dtype()));
+    mo.batch = batch;
+    mo.positions = positions;
+    mo.elementBytes = static_cast<int64_t>(c10::elementSize(model.dtype()));
     mo.materializedAttention = std::any_of(cached.begin(), cached.end(), [](const std::string& n) {
       return n.find("hook_pattern") != std::string::npos || n.find("hook_attn_scores") != std::string::npos;
     });
-    checkMemoryOrThrow("run", fmt::format("a forward pass of {}×{} tokens", B, P), estimateForwardMemory(cfg, mo), o.force);
+    checkMemoryOrThrow("run", fmt::format("a forward pass of {}×{} tokens", batch, positions), estimateForwardMemory(cfg, mo), o.force);
   }
-  if (!o.cache.empty()) checkDiskOrThrow("run", o.cache, cacheFileBytes(cfg, cached, B, P), o.force);
+  if (!o.cache.empty()) checkDiskOrThrow("run", o.cache, cacheFileBytes(cfg, cached, batch, positions), o.force);
+}
 
-  HookSet hooks;
-  ForwardResult result;
 #ifdef MECHSCOPE_WITH_HDF5
-  std::unique_ptr<store::CacheWriter> writer;
-  if (!o.cache.empty()) {
-    store::Provenance prov;
-    prov.modelFolder = o.model;
-    prov.family = cfg.modelType;
-    prov.configJson = cfg.raw.dump(2);
-    prov.weightsHash = "fnv1a64:" + model->weightsHash();
-    prov.dtype = dtypeName(model->dtype());  // "fp32", as the analyses record it
-    prov.device = model->device().str();
-    prov.bosHandling = bosHandling;
-    prov.padding = padded ? "left" : "none";
-    prov.commandLine = o.commandLine;
-    writer = std::make_unique<store::CacheWriter>(o.cache, prov, cacheOptions);
-    for (const auto& g : o.hooks)
-      hooks.add(g, [w = writer.get()](const at::Tensor& t, const HookContext& c) -> std::optional<at::Tensor> {
-        w->writeActivation(c.name, t);  // streamed: nothing accumulates in memory
-        return std::nullopt;
-      });
-  }
-#endif
-#ifdef MECHSCOPE_WITH_HDF5
+/// The cache file's provenance: model, weights, dtype and device, tokenization and the command line.
+store::Provenance cacheProvenance(const RunOptions& o, const HookedTransformer& model, const std::string& bosHandling, bool padded) {
+  const ModelConfig& cfg = model.config();
+  store::Provenance prov;
+  prov.modelFolder = o.model;
+  prov.family = cfg.modelType;
+  prov.configJson = cfg.raw.dump(2);
+  prov.weightsHash = "fnv1a64:" + model.weightsHash();
+  prov.dtype = dtypeName(model.dtype());  // "fp32", as the analyses record it
+  prov.device = model.device().str();
+  prov.bosHandling = bosHandling;
+  prov.padding = padded ? "left" : "none";
+  prov.commandLine = o.commandLine;
+  return prov;
+}
+
+/// Adds a hook on each of `patterns` that streams the hooked tensor into `writer`.
+void addCacheStreamingHooks(HookSet& hooks, const std::vector<std::string>& patterns, store::CacheWriter* writer) {
+  for (const auto& g : patterns)
+    hooks.add(g, [w = writer](const at::Tensor& t, const HookContext& c) -> std::optional<at::Tensor> {
+      w->writeActivation(c.name, t);  // streamed: nothing accumulates in memory
+      return std::nullopt;
+    });
+}
+
+/// The forward pass; when `writer` (null without --cache) streams the hooks into the cache, a failed
+/// write (disk full, I/O error) becomes one InputError naming the cache. A cancel passes through (the
+/// writer's destructor removes the .partial; exit 130).
+ForwardResult forwardIntoCache(const HookedTransformer& model, const at::Tensor& tokens, const ForwardOptions& fo, const HookSet& hooks,
+                               std::unique_ptr<store::CacheWriter>& writer, const std::string& cache) {
   try {
-    result = model->forward(tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
+    return model.forward(tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
   } catch (const InputError&) {
     throw;
-  } catch (const Cancelled&) {  // Ctrl-C: the writer's destructor removes the .partial; exit 130
+  } catch (const Cancelled&) {
     throw;
-  } catch (const Error& e) {  // a hook's write failed (disk full, I/O error)
+  } catch (const Error& e) {  // a hook's write failed
     if (!writer) throw;
-    rethrowCacheFailure(writer, o.cache, e);
+    rethrowCacheFailure(writer, cache, e);
   }
-#else
-  result = model->forward(tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
+}
+
+/// Writes the tokens (with their strings when there is a tokenizer), logits and attention path, then
+/// commits the cache file.
+void finishCache(std::unique_ptr<store::CacheWriter>& writer, const std::string& cache, const at::Tensor& tokens,
+                 const std::optional<Tokenizer>& tok, const ForwardResult& result) {
+  std::vector<std::vector<std::string>> strings;  // [batch][pos]
+  if (tok) {
+    for (int64_t b = 0; b < tokens.size(0); ++b) {
+      strings.emplace_back();
+      for (int64_t p = 0; p < tokens.size(1); ++p) strings.back().push_back(tok->idToToken(tokens[b][p].item<int64_t>()));
+    }
+  }
+  try {
+    writer->writeTokens(tokens, strings);
+    writer->writeLogits(result.logits);
+    writer->setAttribute("/", "attention_path", result.attentionPath);
+    writer->commit();
+  } catch (const InputError&) {
+    throw;
+  } catch (const Cancelled&) {
+    throw;
+  } catch (const Error& e) {
+    rethrowCacheFailure(writer, cache, e);
+  }
+  std::cout << fmt::format("wrote {}\n", cache);
+}
 #endif
 
-  // ---- top-k next tokens ----
-  const at::Tensor last = result.logits.select(1, P - 1).to(at::kCPU);  // [batch, vocab]
-  const at::Tensor probs = at::softmax(last, -1);
-  const int k = static_cast<int>(std::min<int64_t>(o.topK, cfg.dVocab));
+/// Prints each row's top-k next tokens after the last position: id, logit, probability and, with a
+/// tokenizer, the token's text.
+void printTopNextTokens(const at::Tensor& logits, const std::vector<std::vector<int64_t>>& rows, int topK, int64_t dVocab,
+                        const std::optional<Tokenizer>& tok) {
+  const at::Tensor last = logits.select(1, logits.size(1) - 1).to(at::kCPU);  // [batch, vocab]
+  const at::Tensor probs = at::softmax(last, -1);                             // [batch, vocab]
+  const int k = static_cast<int>(std::min<int64_t>(topK, dVocab));
   const auto top = last.topk(k, -1);
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < last.size(0); ++b) {
     std::cout << fmt::format("[{}] {} tokens; top-{} next tokens:\n", b, rows[static_cast<std::size_t>(b)].size(), k);
     for (int i = 0; i < k; ++i) {
       const int64_t id = std::get<1>(top)[b][i].item<int64_t>();
@@ -242,31 +312,48 @@ void runRun(const RunOptions& o) {
                                tok ? fmt::format("  '{}'", tok->displayToken(id)) : "");
     }
   }
+}
+
+/// `run`: tokens → fit checks → forward (streaming hooks into --cache) → top-k report → cache commit.
+void runRun(const RunOptions& o) {
+  validateRunOptions(o);
+#ifdef MECHSCOPE_WITH_HDF5
+  const store::CacheOptions cacheOptions = cacheOptionsFrom(o);
+#endif
+  const std::filesystem::path folder = o.model;
+  auto model = HookedTransformer::load(folder, LoadOptions{o.device, o.dtype});
+  const ModelConfig& cfg = model->config();
+  const std::optional<Tokenizer> tok = tryTokenizer(folder);
+  std::optional<int64_t> bos = cfg.bosTokenId;
+  if (tok && tok->bosId()) bos = tok->bosId();
+
+  const TokenRows tokenRows = !o.prompts.empty() ? encodePrompts(o, tok, bos, folder) : tokenIdRows(o, bos, folder);
+  const PaddedBatch batch = leftPad(tokenRows.rows, cfg.eosTokenIds.empty() ? 0 : cfg.eosTokenIds.front());
+  const int64_t B = batch.tokens.size(0), P = batch.tokens.size(1);
+  ForwardOptions fo;
+  if (batch.padded) fo.attentionMask = batch.mask;
+
+  const auto hookNames = model->hookNames();
+  checkHookPatterns(o, hookNames);
+  checkRunFits(o, *model, matchedHookNames(o.hooks, hookNames), B, P);
+
+  HookSet hooks;
+#ifdef MECHSCOPE_WITH_HDF5
+  std::unique_ptr<store::CacheWriter> writer;
+  if (!o.cache.empty()) {
+    writer = std::make_unique<store::CacheWriter>(o.cache, cacheProvenance(o, *model, tokenRows.bosHandling, batch.padded), cacheOptions);
+    addCacheStreamingHooks(hooks, o.hooks, writer.get());
+  }
+  const ForwardResult result = forwardIntoCache(*model, batch.tokens, fo, hooks, writer, o.cache);
+#else
+  const ForwardResult result = model->forward(batch.tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
+#endif
+
+  printTopNextTokens(result.logits, tokenRows.rows, o.topK, cfg.dVocab, tok);
   std::cout << fmt::format("attention path: {}, device {}, dtype {}\n", result.attentionPath, model->device().str(),
                            dtypeName(model->dtype()));
 #ifdef MECHSCOPE_WITH_HDF5
-  if (writer) {
-    std::vector<std::vector<std::string>> strings;
-    if (tok) {
-      for (int64_t b = 0; b < B; ++b) {
-        strings.emplace_back();
-        for (int64_t p = 0; p < P; ++p) strings.back().push_back(tok->idToToken(tokens[b][p].item<int64_t>()));
-      }
-    }
-    try {
-      writer->writeTokens(tokens, strings);
-      writer->writeLogits(result.logits);
-      writer->setAttribute("/", "attention_path", result.attentionPath);
-      writer->commit();
-    } catch (const InputError&) {
-      throw;
-    } catch (const Cancelled&) {
-      throw;
-    } catch (const Error& e) {
-      rethrowCacheFailure(writer, o.cache, e);
-    }
-    std::cout << fmt::format("wrote {}\n", o.cache);
-  }
+  if (writer) finishCache(writer, o.cache, batch.tokens, tok, result);
 #endif
 }
 

@@ -95,6 +95,8 @@ void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, cons
     in.dataset = &ds;
   } else {
     in.rows = readInputRows(o.common, m, name);
+    in.texts = inputTexts(o.common);
+    in.addSpecialTokens = !o.common.noPrependBos;
     if (plugin.descriptor.oneSequence) in.rows.resize(1);
   }
   const analysis::AnalysisResult result = plugin.run(in, values, &processContext());

@@ -59,8 +59,6 @@ std::vector<AnalysisAdapter> analysisAdapters() {
       };
     } else if (info.name == "ablate") {
       wireAblationAdapter(a);
-    } else if (info.name == "constraint-attention") {
-      wireConstraintAdapter(a);
     } else if (info.name == "retrieval") {
       wireRetrievalAdapter(a);
     } else if (info.name == "circuit") {

@@ -6,13 +6,11 @@
 #include <QJsonArray>
 #include <QRegularExpression>
 
-#include <set>
 
 #include "analysis/ablation/ablation.hpp"
 #include "analysis/circuits/circuit_discovery.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/circuits/overlap.hpp"
-#include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/retrieval/retrieval.hpp"
 #include "app/gui/cli_result_view.hpp"
 #include "core/common/errors.hpp"
@@ -30,17 +28,6 @@ const PatchingSession& needPair(const AnalysisInput& in, const char* name) {
   if (!in.patching)
     throw InputError(std::string(name) + ": needs the clean/corrupted pair: open the Patching panel and press Run clean + corrupted");
   return *in.patching;
-}
-
-/// Code-point index of UTF-16 index `i` of `s`.
-int codePointIndex(const QString& s, qsizetype i) { return static_cast<int>(s.left(i).toUcs4().size()); }
-
-/// Token positions whose code-point offsets overlap [a, b).
-std::vector<int64_t> tokensOverlapping(const PromptTokens& t, int a, int b) {
-  std::vector<int64_t> out;
-  for (std::size_t i = 0; i < t.offsets.size(); ++i)
-    if (t.offsets[i].first < b && t.offsets[i].second > a) out.push_back(static_cast<int64_t>(i));
-  return out;
 }
 
 at::Tensor ids1(const std::vector<int64_t>& ids, const HookedTransformer& m) {
@@ -81,69 +68,6 @@ std::pair<int64_t, int64_t> parseTokenRange(const QString& text, int64_t limit, 
 
 std::vector<HeadRef> parseHeadList(const QString& text, int layers, int heads, const QString& what) {
   return mechscope::parseHeadList(text.toStdString(), what.toStdString(), layers, heads);
-}
-
-void wireConstraintAdapter(AnalysisAdapter& a) {
-  a.title = "Constraint";
-  a.available = true;
-  a.note = "analysis/constraint on the prompt (+ an optional teacher-forced response): α per query token, β per layer";
-  a.params = {{"constraint_text", "Constraint text", QString(), 0, 0, {}, "a substring of the prompt (first occurrence); or use token range"},
-              {"constraint_tokens", "Constraint tokens", QString(), 0, 0, {}, "token positions a:b of the prompt (as in the token strip)"},
-              {"response", "Response", QString(), 0, 0, {}, "teacher-forced after the prompt; its tokens are the answer steps (β)"},
-              {"answer_marker", "Answer marker", QString(), 0, 0, {}, "answer steps start after this text in the response (empty: all)"}};
-  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-    needPrompt(in, "constraint-attention");
-    const auto& model = *in.session->model;
-    std::set<int64_t> constraint;
-    const QString text = params["constraint_text"].toString();
-    if (!text.isEmpty()) {
-      const qsizetype at = in.prompt.indexOf(text);
-      if (at < 0) throw InputError(QString("constraint-attention: '%1' does not occur in the prompt").arg(text).toStdString());
-      const auto toks = tokensOverlapping(in.tokens, codePointIndex(in.prompt, at), codePointIndex(in.prompt, at + text.size()));
-      if (toks.empty()) throw InputError(QString("constraint-attention: '%1' covers no token").arg(text).toStdString());
-      constraint.insert(toks.begin(), toks.end());
-    }
-    const int64_t promptLen = static_cast<int64_t>(in.tokens.ids.size());
-    if (!params["constraint_tokens"].toString().trimmed().isEmpty()) {
-      const auto [s, e] = parseTokenRange(params["constraint_tokens"].toString(), promptLen, "constraint-attention: constraint tokens");
-      for (int64_t i = s; i < e; ++i) constraint.insert(i);
-    }
-    if (constraint.empty()) throw InputError("constraint-attention: give the constraint as a text of the prompt or a token range a:b");
-    std::vector<int64_t> ids = in.tokens.ids;
-    QStringList labels = in.tokens.display;
-    const QString response = params["response"].toString();
-    int64_t answerFrom = 0;
-    std::vector<int64_t> responseIds;
-    if (!response.isEmpty()) {
-      if (!in.session->tokenizer) throw InputError("constraint-attention: a response needs the model's tokenizer.json");
-      const Encoding r = in.session->tokenizer->encode(response.toStdString(), false);
-      responseIds = r.ids;
-      const QString marker = params["answer_marker"].toString();
-      if (!marker.isEmpty()) {
-        const qsizetype at = response.indexOf(marker);
-        if (at < 0) throw InputError(QString("constraint-attention: answer marker '%1' does not occur in the response").arg(marker).toStdString());
-        const auto cp = static_cast<std::size_t>(codePointIndex(response, at + marker.size()));
-        answerFrom = static_cast<int64_t>(r.ids.size());
-        for (std::size_t i = 0; i < r.offsets.size(); ++i)
-          if (r.offsets[i].first >= cp) {
-            answerFrom = static_cast<int64_t>(i);
-            break;
-          }
-      }
-      for (int64_t id : responseIds) labels << QString::fromStdString(in.session->tokenizer->displayToken(id));
-    }
-    ids.insert(ids.end(), responseIds.begin(), responseIds.end());
-    std::vector<int64_t> answerRows;
-    const int64_t total = static_cast<int64_t>(ids.size());
-    for (int64_t p = std::max<int64_t>(promptLen + answerFrom, 1); !responseIds.empty() && p < total; ++p) answerRows.push_back(p - 1);
-    const auto result = analysis::runConstraintAttention(model, ids, {constraint.begin(), constraint.end()}, answerRows, false, &ctx);
-    auto out = analysis::constraintToResult(result);
-    out.json["prompt_tokens"] = promptLen;
-    out.json["response_ids"] = responseIds;
-    AnalysisResult r = resultFromCliJson("constraint-attention", out.json, labels);
-    keepFormValues(r, params);
-    return r;
-  };
 }
 
 void wireRetrievalAdapter(AnalysisAdapter& a) {

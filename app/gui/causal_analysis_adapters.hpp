@@ -7,8 +7,6 @@
 
 namespace mechscope::gui {
 
-/// Fills `a` (name "constraint-attention") with the form and run function of analysis/constraint.
-void wireConstraintAdapter(AnalysisAdapter& a);
 /// Fills `a` (name "retrieval"): one needle test on the workspace's prompt (analysis/retrieval).
 void wireRetrievalAdapter(AnalysisAdapter& a);
 /// Fills `a` (name "ablate"): analysis/ablation on the patching pair's clean prompt, each head alone

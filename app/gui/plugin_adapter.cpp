@@ -96,9 +96,16 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
     } else {
       if (in.tokens.ids.empty()) throw InputError(name + ": the prompt has no tokens; type a prompt first");
       pin.rows = {in.tokens.ids};
+      pin.texts = {in.prompt.toStdString()};
     }
     const analysis::AnalysisResult out = plugin->run(pin, values, &ctx);
-    AnalysisResult r = resultFromCliJson(name, out.json, in.tokens.display);
+    // Per-token axes: the analysis' own labels when it extends the prompt (e.g. a response), else the prompt's.
+    QStringList labels = in.tokens.display;
+    if (out.json.contains("token_labels") && out.json["token_labels"].is_array()) {
+      labels.clear();
+      for (const auto& l : out.json["token_labels"]) labels << QString::fromStdString(l.get<std::string>());
+    }
+    AnalysisResult r = resultFromCliJson(name, out.json, labels);
     for (auto it = form.begin(); it != form.end(); ++it)
       if (!r.params.contains(it.key())) r.params[it.key()] = it.value();
     return r;
