@@ -18,15 +18,11 @@ std::string fnv1a64Hex(std::string_view bytes) {
   return fmt::format("fnv1a64:{:016x}", h);
 }
 
-namespace {
-
 nlohmann::json headsJson(const std::vector<HeadRef>& heads) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& [l, h] : heads) a.push_back({l, h});
   return a;
 }
-
-}  // namespace
 
 nlohmann::json retrievalSettingsJson(const RetrievalSettings& s) {
   nlohmann::json needles = nlohmann::json::array();

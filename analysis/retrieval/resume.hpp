@@ -40,6 +40,9 @@ struct RetrievalSettings {
 /// FNV-1a 64 of `bytes` as "fnv1a64:<16 hex digits>".
 std::string fnv1a64Hex(std::string_view bytes);
 
+/// Heads as a JSON array of [layer, head] pairs (the masked and control heads of settings and results).
+nlohmann::json headsJson(const std::vector<HeadRef>& heads);
+
 /// The settings as one JSON object (keys in a fixed order; the sidecar's header).
 nlohmann::json retrievalSettingsJson(const RetrievalSettings& s);
 

@@ -51,11 +51,8 @@ std::string readText(const std::filesystem::path& p, const std::string& what) {
   return ss.str();
 }
 
-nlohmann::json headsJson(const std::vector<HeadRef>& heads) {
-  nlohmann::json a = nlohmann::json::array();
-  for (const auto& [l, h] : heads) a.push_back({l, h});
-  return a;
-}
+/// Token ids → text (empty: the tokenizer cannot decode text).
+using TokenDecoder = std::function<std::string(const std::vector<int64_t>&)>;
 
 /// One condition's outcome for the side-by-side masking report.
 nlohmann::json conditionSummary(const std::vector<HeadRef>& heads, const std::vector<analysis::RetrievalTestResult>& tests) {
@@ -68,7 +65,7 @@ nlohmann::json conditionSummary(const std::vector<HeadRef>& heads, const std::ve
     }
     succeeded += t.success;
   }
-  return {{"heads", headsJson(heads)},
+  return {{"heads", analysis::headsJson(heads)},
           {"tests", tests.size()},
           {"success_rate", tests.empty() ? 0.0 : static_cast<double>(succeeded) / static_cast<double>(tests.size())},
           {"mean_rouge1_recall", withRouge > 0 ? nlohmann::json(rouge / static_cast<double>(withRouge) * 100.0) : nlohmann::json(nullptr)}};
@@ -81,7 +78,8 @@ std::string fileHash(const std::filesystem::path& p) {
   return analysis::fnv1a64Hex(bytes);
 }
 
-void runSingleTest(RetrievalCliOptions& o, const LoadedModel& m, const std::function<std::string(const std::vector<int64_t>&)>& decodeText) {
+/// Single-test mode: one prepared input (--token-ids) with its answer span (--needle-span), decoded and scored.
+void runSingleTest(RetrievalCliOptions& o, const LoadedModel& m, const TokenDecoder& decodeText) {
   const auto rows = readInputRows(o.common, m, "retrieval");
   if (rows.size() != 1) throw InputError(fmt::format("retrieval: {} holds {} rows; single-test mode takes one", o.common.tokenIds, rows.size()));
   if (o.needleSpan.empty()) throw InputError("retrieval: single-test mode (--token-ids) needs --needle-span START:END");
@@ -94,12 +92,14 @@ void runSingleTest(RetrievalCliOptions& o, const LoadedModel& m, const std::func
   o.decode.stopTokens = o.stopTokens;  // single-test: no stop unless given
   const auto r = analysis::runRetrievalTest(*m.model, t, o.decode, decodeText, o.successThreshold / 100.0, &processContext());
   auto out = analysis::retrievalToResult({r}, m.model->config().nLayers, m.model->config().nHeads, !o.noSuccessFilter);
-  out.json["masked_heads"] = headsJson(o.decode.maskedHeads);
+  out.json["masked_heads"] = analysis::headsJson(o.decode.maskedHeads);
   writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
 }
 
-void runRetrievalCommand(RetrievalCliOptions& o) {
-  const bool single = !o.common.tokenIds.empty();
+/// Refuses what `retrieval` cannot run, before the model is loaded and hours of decoding: outputs
+/// missing or unwritable, prompts in grid mode, --out without HDF5, --mask-top without --scores,
+/// thresholds outside [0, 100].
+void validateRetrievalOptions(const RetrievalCliOptions& o, bool single) {
   if (single) o.common.validate("retrieval");
   else o.common.validateOutputs("retrieval");  // --json/--out given and writable, before hours of decoding
   if (!single && (!o.common.prompts.empty() || !o.common.promptFile.empty()))
@@ -109,59 +109,83 @@ void runRetrievalCommand(RetrievalCliOptions& o) {
   if (o.maskTop > 0 && o.scores.empty()) throw InputError("retrieval: --mask-top K needs --scores FILE.json (an earlier retrieval --json)");
   if (o.successThreshold < 0 || o.successThreshold > 100 || o.spanThreshold < 0 || o.spanThreshold > 100)
     throw InputError("retrieval: --success-threshold and --span-threshold are percentages in [0, 100]");
-  const LoadedModel m = loadAnalysisModel(o.common);
-  const ModelConfig& cfg = m.model->config();
-  o.decode.materialize = o.common.materialize;
-  if (!o.maskHeads.empty()) o.decode.maskedHeads = parseHeadList(o.maskHeads, "--mask-heads");
-  std::function<std::string(const std::vector<int64_t>&)> decodeText;
-  if (m.tokenizer && m.tokenizer->decodesText()) decodeText = [&](const std::vector<int64_t>& ids) { return m.tokenizer->decode(ids, true); };
+}
 
-  // Masking experiment: the top K of --scores, and (unless --no-control) K random non-retrieval heads.
+/// Token ids → text with the model's tokenizer; empty when it has none that decodes text.
+TokenDecoder textDecoder(const LoadedModel& m) {
+  TokenDecoder decodeText;
+  if (m.tokenizer && m.tokenizer->decodesText()) decodeText = [&m](const std::vector<int64_t>& ids) { return m.tokenizer->decode(ids, true); };
+  return decodeText;
+}
+
+/// Masking experiment (--mask-top K): adds the top K heads of --scores to the masked heads and returns
+/// the random-heads control, the --mask-heads plus K random non-retrieval heads (empty without
+/// --mask-top, with --no-control and in single-test mode).
+std::vector<HeadRef> addMaskTopHeads(RetrievalCliOptions& o, const ModelConfig& cfg, bool single) {
   std::vector<HeadRef> controlHeads;
-  at::Tensor priorScores;
-  if (o.maskTop > 0) {
-    priorScores = analysis::readRetrievalScores(o.scores, cfg);
-    const auto top = analysis::rankHeads(priorScores, o.maskTop);
-    const auto explicitHeads = o.decode.maskedHeads;
-    o.decode.maskedHeads.insert(o.decode.maskedHeads.end(), top.begin(), top.end());
-    if (!o.noControl && !single) {
-      auto exclude = o.decode.maskedHeads;  // masked heads, and the official code's top-N rule when asked
-      const auto topN = analysis::rankHeads(priorScores, std::max(0, o.controlExcludeTop));
-      if (o.controlExcludeTop > 0) exclude.insert(exclude.end(), topN.begin(), topN.end());
-      controlHeads = analysis::randomControlHeads(priorScores, exclude, o.maskTop, o.retrievalThreshold, static_cast<uint64_t>(o.seed));
-      controlHeads.insert(controlHeads.begin(), explicitHeads.begin(), explicitHeads.end());
-    }
+  if (o.maskTop <= 0) return controlHeads;
+  const at::Tensor priorScores = analysis::readRetrievalScores(o.scores, cfg);  // [layer, head]
+  const auto top = analysis::rankHeads(priorScores, o.maskTop);
+  const auto explicitHeads = o.decode.maskedHeads;
+  o.decode.maskedHeads.insert(o.decode.maskedHeads.end(), top.begin(), top.end());
+  if (!o.noControl && !single) {
+    auto exclude = o.decode.maskedHeads;  // masked heads, and the official code's top-N rule when asked
+    const auto topN = analysis::rankHeads(priorScores, std::max(0, o.controlExcludeTop));
+    if (o.controlExcludeTop > 0) exclude.insert(exclude.end(), topN.begin(), topN.end());
+    controlHeads = analysis::randomControlHeads(priorScores, exclude, o.maskTop, o.retrievalThreshold, static_cast<uint64_t>(o.seed));
+    controlHeads.insert(controlHeads.begin(), explicitHeads.begin(), explicitHeads.end());
   }
-  if (single) return runSingleTest(o, m, decodeText);
+  return controlHeads;
+}
 
-  if (!m.tokenizer) throw InputError(fmt::format("retrieval: the protocol needs tokenizer.json in {}", o.common.model));
-  const Tokenizer& tok = *m.tokenizer;
-  analysis::requireDecoder(tok, fmt::format("retrieval: {}", o.common.model));
-  const std::filesystem::path haystackPath = o.haystack.empty() ? resourcePath("haystack/devils_dictionary.txt") : std::filesystem::path(o.haystack);
-  analysis::NiahGrid grid;
-  grid.needles = analysis::readNeedles(o.needles.empty() ? resourcePath("haystack/needles.jsonl") : std::filesystem::path(o.needles));
-  const std::string hayText = readText(haystackPath, "haystack");
-  const auto haystack = analysis::tokenizeHaystack(tok, hayText);
+/// --needles, or the bundled needles.
+std::filesystem::path needlesPath(const RetrievalCliOptions& o) {
+  return o.needles.empty() ? resourcePath("haystack/needles.jsonl") : std::filesystem::path(o.needles);
+}
+
+/// --haystack, or the bundled Devil's Dictionary.
+std::filesystem::path haystackPath(const RetrievalCliOptions& o) {
+  return o.haystack.empty() ? resourcePath("haystack/devils_dictionary.txt") : std::filesystem::path(o.haystack);
+}
+
+/// The grid's context lengths (--lengths, --n-lengths), depths (--depths) and prompt layout.
+void setGridAxes(analysis::NiahGrid& grid, const RetrievalCliOptions& o) {
   const auto [s, e] = parseRange(o.lengths, "retrieval --lengths");
   if (s < 0 || e < s || o.nLengths < 1 || o.nDepths < 1) throw InputError("retrieval: --lengths a:b needs 0 ≤ a ≤ b, --n-lengths/--depths ≥ 1");
   grid.lengths = analysis::roundedLinspace(static_cast<double>(s), static_cast<double>(e), o.nLengths);
   grid.depths = analysis::roundedLinspace(0, 100, o.nDepths);
   grid.layout = o.layout;
   grid.layout.spanThreshold = o.spanThreshold / 100.0;
+}
+
+/// Grid mode stops on a decoded newline and after a --stop-token id; --no-stop never stops early.
+void setGridStopRule(RetrievalCliOptions& o) {
   o.decode.stopTokens = o.stopTokens;
   o.decode.stopOnNewline = !o.noStop;
   if (o.noStop) o.decode.stopTokens.clear();
-  analysis::checkNiahGrid(tok, haystack, grid, o.decode.maxNewTokens, cfg.nCtx);
+}
 
+/// Tokens of haystack text in the longest context of the grid.
+int64_t longestContext(const analysis::NiahGrid& grid) {
+  return *std::max_element(grid.lengths.begin(), grid.lengths.end()) - grid.layout.buffer;
+}
+
+/// A warning (also printed to stderr) when the haystack is shorter than the longest context, so that
+/// long contexts repeat it.
+nlohmann::json haystackWarnings(const analysis::Haystack& haystack, int64_t longest) {
   nlohmann::json warnings = nlohmann::json::array();
-  const int64_t longestContext = *std::max_element(grid.lengths.begin(), grid.lengths.end()) - grid.layout.buffer;
-  if (longestContext > static_cast<int64_t>(haystack.ids.size())) {
+  if (longest > static_cast<int64_t>(haystack.ids.size())) {
     warnings.push_back(fmt::format("the haystack has {} tokens, fewer than the longest context ({}); it is repeated, so long contexts hold "
                                    "the same text more than once",
-                                   haystack.ids.size(), longestContext));
+                                   haystack.ids.size(), longest));
     std::cerr << "retrieval: warning: " << warnings.back().get<std::string>() << "\n";
   }
+  return warnings;
+}
 
+/// Every setting that changes a test's result: the resume sidecar's header and the output's resume key.
+analysis::RetrievalSettings retrievalSettings(const RetrievalCliOptions& o, const LoadedModel& m, const analysis::NiahGrid& grid,
+                                              const std::string& hayText, const std::vector<HeadRef>& controlHeads) {
   analysis::RetrievalSettings settings;
   settings.weightsHash = m.model->weightsHash();
   settings.tokenizerHash = fileHash(o.common.model);
@@ -177,61 +201,120 @@ void runRetrievalCommand(RetrievalCliOptions& o) {
   settings.controlHeads = controlHeads;
   settings.successThreshold = o.successThreshold / 100.0;
   settings.materialize = o.decode.materialize;
-  // Finished tests live in a JSONL sidecar next to the output (created by the first finished test).
-  const std::string sidecar = !o.resume.empty() ? o.resume : (o.common.json.empty() ? o.common.out : o.common.json) + ".tests.jsonl";
+  return settings;
+}
+
+/// Finished tests live in a JSONL sidecar next to the output (created by the first finished test):
+/// --resume, or <json or out>.tests.jsonl.
+std::string resumeSidecarPath(const RetrievalCliOptions& o) {
+  return !o.resume.empty() ? o.resume : (o.common.json.empty() ? o.common.out : o.common.json) + ".tests.jsonl";
+}
+
+/// One stderr line per test run (not per test read back from the resume file), prefixed by `condition`.
+analysis::NiahReport stderrProgress(const char* condition) {
+  return [condition](size_t index, size_t total, const analysis::RetrievalTestResult& r, bool resumed) {
+    if (resumed) return;
+    std::cerr << fmt::format("retrieval: {}test {}/{} needle {} length {} depth {}%: {} tokens, span {}, rouge1 {:.1f}, {}\n", condition, index,
+                             total, r.needleIndex, r.length, r.depth, r.nTokens, r.spanFound ? "found" : "NOT found",
+                             r.rouge1.value_or(0) * 100, r.success ? "success" : "failed");
+  };
+}
+
+/// The grid's inputs next to its scores: masked heads, haystack, stop rule, resume key and warnings.
+void addGridProvenance(nlohmann::json& j, const RetrievalCliOptions& o, const analysis::Haystack& haystack, int64_t longest,
+                       const analysis::RetrievalSettings& settings, const nlohmann::json& warnings) {
+  j["masked_heads"] = analysis::headsJson(o.decode.maskedHeads);
+  j["haystack"] = {{"file", o.haystack.empty() ? std::string("resources/haystack/devils_dictionary.txt") : o.haystack},
+                   {"tokens", haystack.ids.size()},
+                   {"hash", settings.haystackHash},
+                   {"repeated", longest > static_cast<int64_t>(haystack.ids.size())}};
+  j["stop"] = {{"newline", o.decode.stopOnNewline}, {"tokens", o.decode.stopTokens}};
+  j["resume_key"] = analysis::retrievalResumeKey(settings);
+  j["warnings"] = warnings;
+}
+
+/// The masking experiment's block: K, where the ranking came from, and each condition's summary (with
+/// the control's test records).
+nlohmann::json maskExperimentJson(const RetrievalCliOptions& o, const std::vector<analysis::RetrievalTestResult>& results,
+                                  const std::vector<HeadRef>& controlHeads, const std::vector<analysis::RetrievalTestResult>& control) {
+  nlohmann::json mx = {{"k", o.maskTop}, {"scores", o.scores}, {"retrieval_threshold", o.retrievalThreshold}, {"seed", o.seed},
+                       {"control_exclude_top", o.controlExcludeTop},
+                       {"top_k", conditionSummary(o.decode.maskedHeads, results)}};
+  if (!controlHeads.empty()) {
+    mx["random_k"] = conditionSummary(controlHeads, control);
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& t : control) list.push_back(analysis::retrievalTestToJson(t, false));
+    mx["random_k"]["test_records"] = list;
+  }
+  return mx;
+}
+
+/// The stdout summary: tests run and used, heads scoring above 0.1 and, with --mask-top, the success
+/// rate under each mask.
+void printRetrievalSummary(const RetrievalCliOptions& o, const nlohmann::json& j, size_t tests, bool hasControl) {
+  std::cout << fmt::format("retrieval: {} tests, {} used, {} without an answer span, {} heads with score > 0.1\n", tests,
+                           j.at("tests_used").get<int64_t>(), j.at("tests_without_span").get<int64_t>(), [&] {
+                             int c = 0;
+                             for (const auto& h : j.at("ranked_heads")) c += h.at("score").get<double>() > 0.1;
+                             return c;
+                           }());
+  if (o.maskTop > 0)
+    std::cout << fmt::format("retrieval: masking top {}: success {:.2f}; {}\n", o.maskTop,
+                             j.at("mask_experiment").at("top_k").at("success_rate").get<double>(),
+                             !hasControl ? std::string("no random control")
+                                         : fmt::format("random {} (seed {}): success {:.2f}", o.maskTop, o.seed,
+                                                       j.at("mask_experiment").at("random_k").at("success_rate").get<double>()));
+}
+
+/// Grid mode: every needle × length × depth test under the mask and, when there are control heads,
+/// under the control; resumable from the sidecar; one result written to --json/--out.
+void runGrid(RetrievalCliOptions& o, const LoadedModel& m, const std::vector<HeadRef>& controlHeads) {
+  const ModelConfig& cfg = m.model->config();
+  if (!m.tokenizer) throw InputError(fmt::format("retrieval: the protocol needs tokenizer.json in {}", o.common.model));
+  const Tokenizer& tok = *m.tokenizer;
+  analysis::requireDecoder(tok, fmt::format("retrieval: {}", o.common.model));
+  const std::filesystem::path hayPath = haystackPath(o);
+  analysis::NiahGrid grid;
+  grid.needles = analysis::readNeedles(needlesPath(o));
+  const std::string hayText = readText(hayPath, "haystack");
+  const auto haystack = analysis::tokenizeHaystack(tok, hayText);
+  setGridAxes(grid, o);
+  setGridStopRule(o);
+  analysis::checkNiahGrid(tok, haystack, grid, o.decode.maxNewTokens, cfg.nCtx);
+  const int64_t longest = longestContext(grid);
+  const nlohmann::json warnings = haystackWarnings(haystack, longest);
+
+  const analysis::RetrievalSettings settings = retrievalSettings(o, m, grid, hayText, controlHeads);
+  const std::string sidecar = resumeSidecarPath(o);
   analysis::RetrievalResumeLog log(sidecar, analysis::retrievalSettingsJson(settings), !o.noResume, cfg.nLayers, cfg.nHeads);
   if (log.resumed() > 0) std::cerr << fmt::format("retrieval: resuming, {} tests already in {}\n", log.resumed(), sidecar);
 
-  const auto report = [](const char* condition) {
-    return [condition](size_t index, size_t total, const analysis::RetrievalTestResult& r, bool resumed) {
-      if (resumed) return;
-      std::cerr << fmt::format("retrieval: {}test {}/{} needle {} length {} depth {}%: {} tokens, span {}, rouge1 {:.1f}, {}\n", condition, index,
-                               total, r.needleIndex, r.length, r.depth, r.nTokens, r.spanFound ? "found" : "NOT found",
-                               r.rouge1.value_or(0) * 100, r.success ? "success" : "failed");
-    };
-  };
   const double threshold = o.successThreshold / 100.0;
-  const auto results = analysis::runNiahGrid(*m.model, tok, haystack, grid, o.decode, threshold, log, "main", report(""), &processContext());
+  const auto results = analysis::runNiahGrid(*m.model, tok, haystack, grid, o.decode, threshold, log, "main", stderrProgress(""), &processContext());
   std::vector<analysis::RetrievalTestResult> control;
   if (!controlHeads.empty()) {
     analysis::RetrievalDecode d = o.decode;
     d.maskedHeads = controlHeads;
-    control = analysis::runNiahGrid(*m.model, tok, haystack, grid, d, threshold, log, "control", report("control "), &processContext());
+    control = analysis::runNiahGrid(*m.model, tok, haystack, grid, d, threshold, log, "control", stderrProgress("control "), &processContext());
   }
 
   auto out = analysis::retrievalToResult(results, cfg.nLayers, cfg.nHeads, !o.noSuccessFilter);
-  out.json["masked_heads"] = headsJson(o.decode.maskedHeads);
-  out.json["haystack"] = {{"file", o.haystack.empty() ? std::string("resources/haystack/devils_dictionary.txt") : o.haystack},
-                          {"tokens", haystack.ids.size()},
-                          {"hash", settings.haystackHash},
-                          {"repeated", longestContext > static_cast<int64_t>(haystack.ids.size())}};
-  out.json["stop"] = {{"newline", o.decode.stopOnNewline}, {"tokens", o.decode.stopTokens}};
-  out.json["resume_key"] = analysis::retrievalResumeKey(settings);
-  out.json["warnings"] = warnings;
-  if (o.maskTop > 0) {
-    nlohmann::json mx = {{"k", o.maskTop}, {"scores", o.scores}, {"retrieval_threshold", o.retrievalThreshold}, {"seed", o.seed},
-                         {"control_exclude_top", o.controlExcludeTop},
-                         {"top_k", conditionSummary(o.decode.maskedHeads, results)}};
-    if (!controlHeads.empty()) {
-      mx["random_k"] = conditionSummary(controlHeads, control);
-      nlohmann::json list = nlohmann::json::array();
-      for (const auto& t : control) list.push_back(analysis::retrievalTestToJson(t, false));
-      mx["random_k"]["test_records"] = list;
-    }
-    out.json["mask_experiment"] = mx;
-  }
-  std::cout << fmt::format("retrieval: {} tests, {} used, {} without an answer span, {} heads with score > 0.1\n", results.size(),
-                           out.json["tests_used"].get<int64_t>(), out.json["tests_without_span"].get<int64_t>(), [&] {
-                             int c = 0;
-                             for (const auto& h : out.json["ranked_heads"]) c += h["score"].get<double>() > 0.1;
-                             return c;
-                           }());
-  if (o.maskTop > 0)
-    std::cout << fmt::format("retrieval: masking top {}: success {:.2f}; {}\n", o.maskTop, out.json["mask_experiment"]["top_k"]["success_rate"].get<double>(),
-                             controlHeads.empty() ? std::string("no random control")
-                                                  : fmt::format("random {} (seed {}): success {:.2f}", o.maskTop, o.seed,
-                                                                out.json["mask_experiment"]["random_k"]["success_rate"].get<double>()));
+  addGridProvenance(out.json, o, haystack, longest, settings, warnings);
+  if (o.maskTop > 0) out.json["mask_experiment"] = maskExperimentJson(o, results, controlHeads, control);
+  printRetrievalSummary(o, out.json, results.size(), !controlHeads.empty());
   writeAnalysisOutputs(o.common, out, m, o.common.materialize ? "materialized" : "probe");
+}
+
+/// `retrieval`: checks, model, mask heads, then one prepared test (--token-ids) or the grid.
+void runRetrievalCommand(RetrievalCliOptions& o) {
+  const bool single = !o.common.tokenIds.empty();
+  validateRetrievalOptions(o, single);
+  const LoadedModel m = loadAnalysisModel(o.common);
+  o.decode.materialize = o.common.materialize;
+  if (!o.maskHeads.empty()) o.decode.maskedHeads = parseHeadList(o.maskHeads, "--mask-heads");
+  const std::vector<HeadRef> controlHeads = addMaskTopHeads(o, m.model->config(), single);
+  if (single) return runSingleTest(o, m, textDecoder(m));
+  runGrid(o, m, controlHeads);
 }
 
 const RegisterCommand reg_cmd_retrieval{"retrieval", 43, [](CLI::App& root) {

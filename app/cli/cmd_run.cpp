@@ -121,16 +121,16 @@ store::CacheOptions cacheOptionsFrom(const RunOptions& o) {
 #endif
 
 /// The token ids of each sequence before padding (lengths may differ), and how BOS was handled.
-struct TokenRows {
+struct EncodedRows {
   std::vector<std::vector<int64_t>> rows;
   std::string bosHandling;  ///< "none", "prepend" or "tokenizer-default" (recorded in the cache's provenance)
 };
 
 /// --prompt texts encoded by the model folder's tokenizer, with BOS as --prepend-bos / --no-prepend-bos ask.
-TokenRows encodePrompts(const RunOptions& o, const std::optional<Tokenizer>& tok, std::optional<int64_t> bos,
+EncodedRows encodePrompts(const RunOptions& o, const std::optional<Tokenizer>& tok, std::optional<int64_t> bos,
                         const std::filesystem::path& folder) {
   if (!tok) throw InputError(fmt::format("{}: no tokenizer.json in the model folder; use --token-ids FILE.json", folder.string()));
-  TokenRows out;
+  EncodedRows out;
   out.bosHandling = o.noPrependBos ? "none" : o.prependBos ? "prepend" : "tokenizer-default";
   for (const auto& p : o.prompts) {
     std::vector<int64_t> ids = tok->encode(p, !o.noPrependBos).ids;
@@ -145,9 +145,9 @@ TokenRows encodePrompts(const RunOptions& o, const std::optional<Tokenizer>& tok
 }
 
 /// The rows of --token-ids, with BOS put in front of each row that lacks it on --prepend-bos.
-TokenRows tokenIdRows(const RunOptions& o, std::optional<int64_t> bos, const std::filesystem::path& folder) {
+EncodedRows tokenIdRows(const RunOptions& o, std::optional<int64_t> bos, const std::filesystem::path& folder) {
   const at::Tensor t = readTokenIds(o.tokenIds);  // [batch, pos]
-  TokenRows out;
+  EncodedRows out;
   out.bosHandling = o.prependBos ? "prepend" : "none";
   for (int64_t b = 0; b < t.size(0); ++b) {
     std::vector<int64_t> ids(t[b].data_ptr<int64_t>(), t[b].data_ptr<int64_t>() + t.size(1));
@@ -327,8 +327,8 @@ void runRun(const RunOptions& o) {
   std::optional<int64_t> bos = cfg.bosTokenId;
   if (tok && tok->bosId()) bos = tok->bosId();
 
-  const TokenRows tokenRows = !o.prompts.empty() ? encodePrompts(o, tok, bos, folder) : tokenIdRows(o, bos, folder);
-  const PaddedBatch batch = leftPad(tokenRows.rows, cfg.eosTokenIds.empty() ? 0 : cfg.eosTokenIds.front());
+  const EncodedRows encodedRows = !o.prompts.empty() ? encodePrompts(o, tok, bos, folder) : tokenIdRows(o, bos, folder);
+  const PaddedBatch batch = leftPad(encodedRows.rows, cfg.eosTokenIds.empty() ? 0 : cfg.eosTokenIds.front());
   const int64_t B = batch.tokens.size(0), P = batch.tokens.size(1);
   ForwardOptions fo;
   if (batch.padded) fo.attentionMask = batch.mask;
@@ -341,7 +341,7 @@ void runRun(const RunOptions& o) {
 #ifdef MECHSCOPE_WITH_HDF5
   std::unique_ptr<store::CacheWriter> writer;
   if (!o.cache.empty()) {
-    writer = std::make_unique<store::CacheWriter>(o.cache, cacheProvenance(o, *model, tokenRows.bosHandling, batch.padded), cacheOptions);
+    writer = std::make_unique<store::CacheWriter>(o.cache, cacheProvenance(o, *model, encodedRows.bosHandling, batch.padded), cacheOptions);
     addCacheStreamingHooks(hooks, o.hooks, writer.get());
   }
   const ForwardResult result = forwardIntoCache(*model, batch.tokens, fo, hooks, writer, o.cache);
@@ -349,7 +349,7 @@ void runRun(const RunOptions& o) {
   const ForwardResult result = model->forward(batch.tokens, fo, hooks.empty() ? nullptr : &hooks, &processContext());
 #endif
 
-  printTopNextTokens(result.logits, tokenRows.rows, o.topK, cfg.dVocab, tok);
+  printTopNextTokens(result.logits, encodedRows.rows, o.topK, cfg.dVocab, tok);
   std::cout << fmt::format("attention path: {}, device {}, dtype {}\n", result.attentionPath, model->device().str(),
                            dtypeName(model->dtype()));
 #ifdef MECHSCOPE_WITH_HDF5

@@ -161,6 +161,242 @@ at::Tensor attnValues(const at::Tensor& pattern, const at::Tensor& vh, int64_t k
   return at::bmm(p3, v3).view({B, H, t, dh});
 }
 
+/// What every block of one pass shares: config, hooks, mask geometry, rotary tables and shapes.
+struct PassContext {
+  const ModelConfig& c;
+  const Hooker& hp;
+  const AttnGeometry& geo;
+  const ForwardOptions& opts;
+  const RunContext* ctx;
+  int64_t batch = 0;                  // B
+  int64_t positions = 0;              // P: new positions of this pass
+  int64_t past = 0;                   // cached positions before them
+  double scale = 1.0;                 // 1 / √d_head
+  at::ScalarType dtype = at::kFloat;  // the model's
+  bool cuda = false;                  // the model lives on a CUDA device
+  at::Tensor cos, sin;                // [batch, pos, rotary_dim] (rotary models only)
+};
+
+/// How many layers of a pass took each attention path.
+struct AttnPathCounts {
+  int explicitLayers = 0, fusedLayers = 0, chunkedLayers = 0;
+  /// "explicit", "fused", "chunked", or "mixed" when the layers differ.
+  [[nodiscard]] std::string name() const {
+    const int nKinds = (fusedLayers > 0) + (explicitLayers > 0) + (chunkedLayers > 0);
+    return nKinds > 1 ? "mixed" : fusedLayers > 0 ? "fused" : chunkedLayers > 0 ? "chunked" : "explicit";
+  }
+};
+
+enum class AttnKind { Explicit, Fused, Chunked };
+
+/// The attention path of one layer with `queries` rows over `keys` keys. Fused when asked (or Auto) and
+/// LibTorch has the kernel. Chunked on request, or Auto without a fused kernel once one layer's scores
+/// would exceed one tile budget (short inputs keep the explicit path and its exact numbers).
+/// Attention-internal hooks need the whole pattern: explicit.
+AttnKind chooseAttnKind(AttentionPath path, bool internalHooked, int64_t batch, int64_t heads, int64_t queries, int64_t keys,
+                        bool cuda) {
+  const bool wantFused = (path == AttentionPath::Auto || path == AttentionPath::Fused) && kHasFused && !internalHooked;
+  const bool bigScores = queries > chunkRows(batch, heads, keys, cuda);
+  const bool wantChunked = !wantFused && !internalHooked &&
+                           (path == AttentionPath::Chunked || (path == AttentionPath::Auto && !kHasFused && bigScores));
+  if (wantChunked) return AttnKind::Chunked;
+  if (wantFused) return AttnKind::Fused;
+  return AttnKind::Explicit;
+}
+
+/// Queries [batch, pos, head, d_head], keys and values [batch, pos, kv_head, d_head] of one block.
+struct QueryKeyValue {
+  at::Tensor q, k, v;
+};
+
+/// Q/K/V projections of x1 = ln1(resid) [batch, pos, d_model], qk-norm, hook_q/k/v, then rotary with
+/// hook_rot_q/k.
+QueryKeyValue projectQkv(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x1) {
+  const ModelConfig& c = pc.c;
+  const int64_t B = pc.batch, P = pc.positions, H = c.nHeads, Hkv = c.nKvHeads, dh = c.dHead;
+  at::Tensor q = linear(x1, L.wQ, L.bQ).view({B, P, H, dh});    // [batch, pos, head, d_head]
+  at::Tensor k = linear(x1, L.wK, L.bK).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
+  at::Tensor v = linear(x1, L.wV, L.bV).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
+  if (c.qkNorm) {
+    q = norm(c, q, L.qNormW, {});
+    k = norm(c, k, L.kNormW, {});
+  }
+  q = pc.hp(q, nm.q, l);
+  k = pc.hp(k, nm.k, l);
+  v = pc.hp(v, nm.v, l);
+  if (c.positional == PositionalKind::Rotary) {
+    q = pc.hp(applyRope(q, pc.cos, pc.sin), nm.rotQ, l);
+    k = pc.hp(applyRope(k, pc.cos, pc.sin), nm.rotK, l);
+  }
+  return {q, k, v};
+}
+
+/// Makes room for one key and value entry per layer in `cache`.
+void ensureCacheLayers(KVCache& cache, int nLayers) {
+  if (static_cast<int>(cache.keys.size()) >= nLayers) return;
+  cache.keys.resize(nLayers);
+  cache.values.resize(nLayers);
+}
+
+/// Appends this pass's keys and values [batch, pos, kv_head, d_head] to layer `l` of `cache`; `k` and
+/// `v` become every cached one [batch, past + pos, kv_head, d_head].
+void appendToKvCache(KVCache& cache, int l, at::Tensor& k, at::Tensor& v) {
+  at::Tensor& ck = cache.keys[l];
+  at::Tensor& cv = cache.values[l];
+  ck = ck.defined() ? at::cat({ck, k}, 1) : k;
+  cv = cv.defined() ? at::cat({cv, v}, 1) : v;
+  k = ck;
+  v = cv;
+}
+
+/// Chunked attention: query tiles of scores [batch, head, tile, keys ≤ last row] → fp32 softmax → @ V;
+/// never [.., P, N]. Each tile's output lands in z directly (no concatenation, and hook_z / the O
+/// projection read a contiguous [batch, pos, head, d_head]).
+/// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
+at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh,
+                            const at::TensorOptions& zOptions) {
+  const AttnGeometry& geo = pc.geo;
+  const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
+  const int64_t tile = chunkRows(B, H, N, pc.cuda);
+  at::Tensor z = at::empty({B, P, H, dh}, zOptions);  // [batch, pos, head, d_head]
+  for (int64_t r0 = 0; r0 < P; r0 += tile) {
+    const int64_t r1 = std::min(P, r0 + tile);
+    const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
+    at::Tensor pt = at::softmax(attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale), -1);    // [batch, head, tile, key] fp32
+    if (geo.padded) pt = at::nan_to_num(pt, 0.0);
+    z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
+    if (pc.ctx) pc.ctx->check();
+  }
+  return z;
+}
+
+/// Fused attention (scaled_dot_product_attention, LibTorch ≥ 2), kv heads repeated for grouped queries.
+/// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
+at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh) {
+#if TORCH_VERSION_MAJOR >= 2
+  const AttnGeometry& geo = pc.geo;
+  const int64_t rep = pc.c.nHeads / pc.c.nKvHeads;
+  at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head, key, d_head]
+  at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head, key, d_head]
+  at::Tensor zh;                                                // [batch, head, query, d_head]
+  if (geo.plainCausal) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true);
+  else if (geo.noMask) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, false);
+  else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.all(), 0.0, false);
+  if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
+  return zh.permute({0, 2, 1, 3});
+#else
+  return {};  // never chosen: chooseAttnKind picks Fused only when kHasFused
+#endif
+}
+
+/// Explicit attention with hook_attn_scores and hook_pattern. Grouped heads: query head h reads kv head
+/// h / rep, without materialising repeated keys.
+/// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
+at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
+                             const at::Tensor& vh) {
+  const int64_t N = kh.size(2);
+  at::Tensor scores = pc.hp(attnScores(pc.geo, qh, kh, 0, pc.positions, N, pc.scale), nm.scores, l);  // [batch, head, query, key]
+  at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
+  if (pc.geo.padded) pattern = at::nan_to_num(pattern, 0.0);
+  pattern = pc.hp(pattern, nm.pattern, l);
+  return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
+}
+
+/// hook_z [batch, pos, head, d_head] through W_O → hook_attn_out [batch, pos, d_model]; per-head outputs
+/// (hook_result [batch, pos, head, d_model]) are formed only when that hook is on.
+at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& z) {
+  const ModelConfig& c = pc.c;
+  const int64_t H = c.nHeads, dh = c.dHead;
+  at::Tensor attnOut;  // [batch, pos, d_model]
+  if (pc.hp.on(nm.result)) {
+    at::Tensor wO = L.wO.view({c.dModel, H, dh});
+    at::Tensor result = pc.hp(at::einsum("bphe,dhe->bphd", {z, wO}), nm.result, l);  // [batch, pos, head, d_model]
+    attnOut = result.sum(2);
+    if (L.bO.defined()) attnOut = attnOut + L.bO;
+  } else {
+    attnOut = linear(z.reshape({pc.batch, pc.positions, H * dh}), L.wO, L.bO);
+  }
+  return pc.hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
+}
+
+/// The attention of one block on x1 = ln1(resid) [batch, pos, d_model] → hook_attn_out [batch, pos, d_model].
+/// Extends `cache` when given; counts the path it took in `counts`.
+at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x1,
+                          KVCache* cache, AttnPathCounts& counts) {
+  QueryKeyValue qkv = projectQkv(pc, L, nm, l, x1);
+  if (cache) appendToKvCache(*cache, l, qkv.k, qkv.v);
+  const int64_t N = qkv.k.size(1);
+  at::Tensor qh = qkv.q.permute({0, 2, 1, 3});  // [batch, head, query, d_head]
+  at::Tensor kh = qkv.k.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
+  at::Tensor vh = qkv.v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
+  const bool internalHooked = pc.hp.on(nm.scores) || pc.hp.on(nm.pattern);
+  at::Tensor z;  // [batch, pos, head, d_head]
+  switch (chooseAttnKind(pc.opts.path, internalHooked, pc.batch, pc.c.nHeads, pc.positions, N, pc.cuda)) {
+    case AttnKind::Chunked:
+      z = chunkedAttention(pc, qh, kh, vh, qkv.q.options());
+      ++counts.chunkedLayers;
+      break;
+    case AttnKind::Fused:
+      z = fusedAttention(pc, qh, kh, vh);
+      ++counts.fusedLayers;
+      break;
+    case AttnKind::Explicit:
+      z = explicitAttention(pc, nm, l, qh, kh, vh);
+      ++counts.explicitLayers;
+      break;
+  }
+  z = pc.hp(z, nm.z, l);  // [batch, pos, head, d_head]
+  return attentionOutput(pc, L, nm, l, z);
+}
+
+/// The MLP of one block on x2 = ln2(…) [batch, pos, d_model] → hook_mlp_out [batch, pos, d_model].
+at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
+  const ModelConfig& c = pc.c;
+  at::Tensor post;  // [batch, pos, d_mlp]
+  if (c.gatedMlp) {
+    at::Tensor pre = pc.hp(linear(x, L.wGate, L.bGate), nm.mlpPre, l);          // [batch, pos, d_mlp]
+    at::Tensor preLinear = pc.hp(linear(x, L.wIn, L.bIn), nm.mlpPreLinear, l);  // [batch, pos, d_mlp]
+    post = activate(c.activation, pre) * preLinear;
+  } else {
+    at::Tensor pre = pc.hp(linear(x, L.wIn, L.bIn), nm.mlpPre, l);  // [batch, pos, d_mlp]
+    post = activate(c.activation, pre);
+  }
+  post = pc.hp(post, nm.mlpPost, l);
+  return pc.hp(linear(post, L.wOut, L.bOut), nm.mlpOut, l);  // [batch, pos, d_model]
+}
+
+/// resid_pre + attention + MLP [batch, pos, d_model]: parallel blocks read ln2 of resid_pre and sum in
+/// HF's order; sequential ones pass through hook_resid_mid.
+at::Tensor addAttnAndMlp(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& resid,
+                         const at::Tensor& attnOut) {
+  const ModelConfig& c = pc.c;
+  if (c.parallelAttnMlp) {
+    at::Tensor x2 = pc.hp(norm(c, resid, L.ln2W, L.ln2B), nm.ln2, l);
+    at::Tensor mlpOut = mlpBlock(pc, L, nm, l, x2);
+    return mlpOut + attnOut + resid;  // HF's summation order
+  }
+  at::Tensor mid = pc.hp(resid + attnOut, nm.residMid, l);
+  at::Tensor x2 = pc.hp(norm(c, mid, L.ln2W, L.ln2B), nm.ln2, l);
+  return mid + mlpBlock(pc, L, nm, l, x2);
+}
+
+/// One transformer block: resid_pre [batch, pos, d_model] → hook_resid_post [batch, pos, d_model].
+at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& residIn,
+                    KVCache* cache, AttnPathCounts& counts) {
+  at::Tensor resid = pc.hp(residIn, nm.residPre, l);  // [batch, pos, d_model]
+  at::Tensor x1 = pc.hp(norm(pc.c, resid, L.ln1W, L.ln1B), nm.ln1, l);
+  at::Tensor attnOut = attentionBlock(pc, L, nm, l, x1, cache, counts);
+  return pc.hp(addAttnAndMlp(pc, L, nm, l, resid, attnOut), nm.residPost, l);
+}
+
+/// Final norm and unembedding of resid [batch, pos, d_model] (its last position only when `lastOnly`)
+/// → fp32 logits [batch, pos or 1, vocab].
+at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp, const at::Tensor& resid, bool lastOnly) {
+  at::Tensor x = lastOnly ? resid.narrow(1, resid.size(1) - 1, 1) : resid;
+  x = hp(norm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
+  return hp(linear(x, W.wU, W.bU).to(at::kFloat), "unembed.hook_logits", -1);  // [batch, pos, vocab]
+}
+
 }  // namespace
 
 at::Tensor ForwardPass::positionIds(const at::Tensor& keyMask, int64_t batch, int64_t pos, int64_t past, at::Device device) {
@@ -220,149 +456,41 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   const auto& impl = *m.m_impl;
   const Hooker hp{hooks, in.step};
   const int64_t B = in.resid.size(0), P = in.resid.size(1);
-  const int64_t H = c.nHeads, Hkv = c.nKvHeads, dh = c.dHead;
   const int64_t past = in.cache ? in.cache->length : 0;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const AttnGeometry geo = geometry(c, P, past, in.keyMask, m.device());
-  at::Tensor cos, sin;
+  at::Tensor cos, sin;  // [batch, pos, rotary_dim] (rotary models only)
   if (c.positional == PositionalKind::Rotary) std::tie(cos, sin) = ropeCosSin(impl.invFreq, in.positions, m.dtype());
+  const PassContext pc{.c = c,
+                       .hp = hp,
+                       .geo = geo,
+                       .opts = opts,
+                       .ctx = ctx,
+                       .batch = B,
+                       .positions = P,
+                       .past = past,
+                       .scale = 1.0 / std::sqrt(static_cast<double>(c.dHead)),
+                       .dtype = m.dtype(),
+                       .cuda = m.device().is_cuda(),
+                       .cos = cos,
+                       .sin = sin};
 
   const int endLayer = opts.stopAtLayer >= 0 ? std::min(opts.stopAtLayer, c.nLayers) : c.nLayers;
-  int nExplicit = 0, nFused = 0, nChunked = 0;
-  at::Tensor resid = in.resid;
-  if (in.cache && static_cast<int>(in.cache->keys.size()) < c.nLayers) {
-    in.cache->keys.resize(c.nLayers);
-    in.cache->values.resize(c.nLayers);
-  }
+  if (in.cache) ensureCacheLayers(*in.cache, c.nLayers);
+  AttnPathCounts counts;
+  at::Tensor resid = in.resid;  // [batch, pos, d_model]
   for (int l = in.startLayer; l < endLayer; ++l) {
     if (ctx) ctx->check();
-    const LayerWeights& L = W.layers[l];
-    const LayerHookNames& nm = impl.names[l];
-    resid = hp(resid, nm.residPre, l);  // [batch, pos, d_model]
-    at::Tensor x1 = hp(norm(c, resid, L.ln1W, L.ln1B), nm.ln1, l);
-
-    // ---- attention ----
-    at::Tensor q = linear(x1, L.wQ, L.bQ).view({B, P, H, dh});    // [batch, pos, head, d_head]
-    at::Tensor k = linear(x1, L.wK, L.bK).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
-    at::Tensor v = linear(x1, L.wV, L.bV).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
-    if (c.qkNorm) {
-      q = norm(c, q, L.qNormW, {});
-      k = norm(c, k, L.kNormW, {});
-    }
-    q = hp(q, nm.q, l);
-    k = hp(k, nm.k, l);
-    v = hp(v, nm.v, l);
-    if (c.positional == PositionalKind::Rotary) {
-      q = hp(applyRope(q, cos, sin), nm.rotQ, l);
-      k = hp(applyRope(k, cos, sin), nm.rotK, l);
-    }
-    if (in.cache) {
-      at::Tensor& ck = in.cache->keys[l];
-      at::Tensor& cv = in.cache->values[l];
-      ck = ck.defined() ? at::cat({ck, k}, 1) : k;
-      cv = cv.defined() ? at::cat({cv, v}, 1) : v;
-      k = ck;
-      v = cv;
-    }
-    const int64_t N = k.size(1);
-    at::Tensor qh = q.permute({0, 2, 1, 3});  // [batch, head, query, d_head]
-    at::Tensor kh = k.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
-    at::Tensor vh = v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
-    const bool internalHooked = hp.on(nm.scores) || hp.on(nm.pattern);
-    const bool wantFused = (opts.path == AttentionPath::Auto || opts.path == AttentionPath::Fused) && kHasFused && !internalHooked;
-    // Chunked: on request, or Auto without a fused kernel once one layer's scores would exceed one
-    // tile budget (short inputs keep the explicit path and its exact numbers); attention-internal
-    // hooks need the whole pattern.
-    const bool bigScores = P > chunkRows(B, H, N, m.device().is_cuda());
-    const bool wantChunked = !wantFused && !internalHooked &&
-                             (opts.path == AttentionPath::Chunked || (opts.path == AttentionPath::Auto && !kHasFused && bigScores));
-    at::Tensor z;  // [batch, pos, head, d_head]
-    if (wantChunked) {
-      // Query tiles: scores [batch, head, tile, keys ≤ last row] → fp32 softmax → @ V; never [.., P, N].
-      // Each tile's output lands in z directly (no concatenation, and hook_z / the O projection read
-      // a contiguous [batch, pos, head, d_head]).
-      const int64_t tile = chunkRows(B, H, N, m.device().is_cuda());
-      z = at::empty({B, P, H, dh}, q.options());
-      for (int64_t r0 = 0; r0 < P; r0 += tile) {
-        const int64_t r1 = std::min(P, r0 + tile);
-        const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, past + r1);  // later keys are all masked
-        at::Tensor pt = at::softmax(attnScores(geo, qh, kh, r0, r1, kEnd, scale), -1);   // [batch, head, tile, key] fp32
-        if (geo.padded) pt = at::nan_to_num(pt, 0.0);
-        z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, m.dtype()).permute({0, 2, 1, 3}));
-        if (ctx) ctx->check();
-      }
-      ++nChunked;
-    } else if (wantFused) {
-#if TORCH_VERSION_MAJOR >= 2
-      const int64_t rep = H / c.nKvHeads;
-      at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;
-      at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;
-      at::Tensor zh;  // [batch, head, query, d_head]
-      if (geo.plainCausal) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true);
-      else if (geo.noMask) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, false);
-      else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.all(), 0.0, false);
-      if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
-      z = zh.permute({0, 2, 1, 3});
-#endif
-      ++nFused;
-    } else {
-      // Grouped heads: query head h reads kv head h / rep, without materialising repeated keys.
-      at::Tensor scores = hp(attnScores(geo, qh, kh, 0, P, N, scale), nm.scores, l);  // [batch, head, query, key]
-      at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
-      if (geo.padded) pattern = at::nan_to_num(pattern, 0.0);
-      pattern = hp(pattern, nm.pattern, l);
-      z = attnValues(pattern, vh, N, m.dtype()).permute({0, 2, 1, 3}).contiguous();
-      ++nExplicit;
-    }
-    z = hp(z, nm.z, l);  // [batch, pos, head, d_head]
-    at::Tensor attnOut;
-    if (hp.on(nm.result)) {
-      at::Tensor wO = L.wO.view({c.dModel, H, dh});
-      at::Tensor result = hp(at::einsum("bphe,dhe->bphd", {z, wO}), nm.result, l);  // [batch, pos, head, d_model]
-      attnOut = result.sum(2);
-      if (L.bO.defined()) attnOut = attnOut + L.bO;
-    } else {
-      attnOut = linear(z.reshape({B, P, H * dh}), L.wO, L.bO);
-    }
-    attnOut = hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
-
-    // ---- MLP ----
-    auto mlp = [&](const at::Tensor& x) {
-      at::Tensor post;
-      if (c.gatedMlp) {
-        at::Tensor pre = hp(linear(x, L.wGate, L.bGate), nm.mlpPre, l);          // [batch, pos, d_mlp]
-        at::Tensor preLinear = hp(linear(x, L.wIn, L.bIn), nm.mlpPreLinear, l);  // [batch, pos, d_mlp]
-        post = activate(c.activation, pre) * preLinear;
-      } else {
-        at::Tensor pre = hp(linear(x, L.wIn, L.bIn), nm.mlpPre, l);
-        post = activate(c.activation, pre);
-      }
-      post = hp(post, nm.mlpPost, l);
-      return hp(linear(post, L.wOut, L.bOut), nm.mlpOut, l);  // [batch, pos, d_model]
-    };
-    if (c.parallelAttnMlp) {
-      at::Tensor x2 = hp(norm(c, resid, L.ln2W, L.ln2B), nm.ln2, l);
-      at::Tensor mlpOut = mlp(x2);
-      resid = mlpOut + attnOut + resid;  // HF's summation order
-    } else {
-      at::Tensor mid = hp(resid + attnOut, nm.residMid, l);
-      at::Tensor x2 = hp(norm(c, mid, L.ln2W, L.ln2B), nm.ln2, l);
-      resid = mid + mlp(x2);
-    }
-    resid = hp(resid, nm.residPost, l);
+    resid = runBlock(pc, W.layers[l], impl.names[l], l, resid, in.cache, counts);
   }
   if (in.cache) in.cache->length = past + P;
 
   ForwardResult out;
-  const int nKinds = (nFused > 0) + (nExplicit > 0) + (nChunked > 0);
-  out.attentionPath = nKinds > 1 ? "mixed" : nFused > 0 ? "fused" : nChunked > 0 ? "chunked" : "explicit";
+  out.attentionPath = counts.name();
   if (opts.stopAtLayer >= 0 && opts.stopAtLayer < c.nLayers) {
     out.residual = resid;
     return out;
   }
-  at::Tensor x = opts.logitsLastOnly ? resid.narrow(1, P - 1, 1) : resid;
-  x = hp(norm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
-  out.logits = hp(linear(x, W.wU, W.bU).to(at::kFloat), "unembed.hook_logits", -1);  // [batch, pos, vocab]
+  out.logits = unembed(c, W, hp, resid, opts.logitsLastOnly);  // [batch, pos, vocab]
   return out;
 }
 
