@@ -6,6 +6,7 @@
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/intervention/intervention.hpp"
+#include "analysis/logit_lens/logit_lens.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 
@@ -20,6 +21,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(attentionInfluencePlugin());
     registerAnalysisPlugin(interventionPlugin());
     registerAnalysisPlugin(dlaPlugin());
+    registerAnalysisPlugin(logitLensPlugin());
     return true;
   }();
   (void)installed;

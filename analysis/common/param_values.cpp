@@ -122,18 +122,23 @@ std::vector<HeadRef> ParamValues::heads(const std::string& key, int layers, int 
   return parseHeadList(text(key), option(key), layers, heads);
 }
 
+std::vector<int64_t> parseIntegerList(const std::string& t, const std::string& what) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= t.size()) {
+    size_t end = t.find(',', start);
+    if (end == std::string::npos) end = t.size();
+    const std::string item = trim(t.substr(start, end - start));
+    if (!item.empty()) out.push_back(parseInteger(item, what));
+    start = end + 1;
+  }
+  return out;
+}
+
 std::vector<int64_t> ParamValues::integers(const std::string& key) const {
   std::vector<int64_t> out;
-  for (const auto& t : texts(key)) {
-    size_t start = 0;
-    while (start <= t.size()) {
-      size_t end = t.find(',', start);
-      if (end == std::string::npos) end = t.size();
-      const std::string item = trim(t.substr(start, end - start));
-      if (!item.empty()) out.push_back(parseInteger(item, option(key)));
-      start = end + 1;
-    }
-  }
+  for (const auto& t : texts(key))
+    for (int64_t v : parseIntegerList(t, option(key))) out.push_back(v);
   return out;
 }
 

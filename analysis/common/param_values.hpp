@@ -14,6 +14,9 @@
 
 namespace mechscope::analysis {
 
+/// "1,-1, 3" → {1, -1, 3} (empty items skipped); InputError naming `what` for an item that is not an integer.
+std::vector<int64_t> parseIntegerList(const std::string& text, const std::string& what);
+
 /// "a:b" → (a, b) (two integers, any order); InputError naming `what` otherwise.
 std::pair<int64_t, int64_t> parseRangeText(const std::string& text, const std::string& what);
 

@@ -35,6 +35,23 @@ for a,b in zip(g['rows'],r['rows']):
   check "no heads: exit 2 with the analysis' message, no output" "[ $rc -eq 2 ] && grep -q 'give the heads to mask' '$tmp/none.txt' && [ ! -e '$tmp/none.json' ]"
   rc=0; "$CLI" attention-influence --model "$MODEL" --token-ids "$tmp/ids.json" --heads 9.9 --json "$tmp/out.json" > "$tmp/out.txt" 2>&1 || rc=$?
   check "a head outside the model: exit 2" "[ $rc -eq 2 ] && grep -q '9.9' '$tmp/out.txt'"
+  # logit-lens through its derived subcommand equals the port (scripts/reference/logit_lens_ref.py; the
+  # bound of LogitLensReference: 3e-4 per probability).
+  LL="$SRC/tests/data/trained/references/logit_lens_gpt2-ioi.json"
+  $PY -c "import json;json.dump([json.load(open('$LL'))['ids']],open('$tmp/ll_ids.json','w'))"
+  "$CLI" logit-lens --model "$MODEL" --token-ids "$tmp/ll_ids.json" --positions all --targets 11,262 --json "$tmp/ll.json" > "$tmp/ll.txt" 2>&1
+  check "logit-lens exit 0 with a headline" "grep -q 'logit-lens: final_top_id=' '$tmp/ll.txt'"
+  check "logit-lens equals the Python port" "$PY -c \"
+import json
+g=json.load(open('$tmp/ll.json'));r=json.load(open('$LL'))
+assert g['positions']==list(range(len(r['ids'])))
+for a,b in zip(g['top_probs'],r['top_probs']):
+  for x,y in zip(a,b): assert max(abs(u-v) for u,v in zip(x,y[:5]))<=3e-4
+for a,b in zip(g['target_prob'],r['target_prob']):
+  for x,y in zip(a,b): assert max(abs(u-v) for u,v in zip(x,y))<=3e-4
+\""
+  rc=0; "$CLI" logit-lens --model "$MODEL" --token-ids "$tmp/ll_ids.json" --targets 99999999 --json "$tmp/llbad.json" > "$tmp/llbad.txt" 2>&1 || rc=$?
+  check "logit-lens: a target outside the vocabulary exits 2, no output" "[ $rc -eq 2 ] && grep -q 'outside the vocabulary' '$tmp/llbad.txt' && [ ! -e '$tmp/llbad.json' ]"
 else
   echo "skip: $MODEL or its reference is absent"
 fi
