@@ -37,12 +37,10 @@ AnalysisResult runInfluence(const PluginInputs& in, const ParamValues& params, c
 }  // namespace
 
 AnalysisPlugin attentionInfluencePlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("attention-influence", "Attention influence",
+                                "per-token loss increase when a head set (e.g. retrieval heads) is masked (Hua et al. 2025)",
+                                PluginInput::TokenRows, runInfluence);
   auto& d = p.descriptor;
-  d.name = "attention-influence";
-  d.title = "Attention influence";
-  d.summary = "per-token loss increase when a head set (e.g. retrieval heads) is masked (Hua et al. 2025)";
-  d.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   ParamInfo top = makeParam("mask_top", ParamType::Int, "--mask-top", "mask the top K heads of --scores (an earlier `retrieval --json`)", "0");
   top.minimum = 0;
   d.params = {makeParam("heads", ParamType::HeadList, "--heads", "heads to mask, LAYER.HEAD list, e.g. 3.1,2.0"), top,
@@ -53,8 +51,6 @@ AnalysisPlugin attentionInfluencePlugin() {
   d.headlineKeys = {"method", "masked_heads", "mean_loss_base", "mean_loss_masked", "mean_score"};
   d.lineKeys = {"token_delta"};
   d.exampleArgs = {"--heads", "0.1,1.3"};  // two of the planted model's sink heads
-  p.input = PluginInput::TokenRows;
-  p.run = runInfluence;
   return p;
 }
 

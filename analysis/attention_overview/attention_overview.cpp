@@ -86,12 +86,10 @@ AnalysisResult runOverview(const PluginInputs& in, const ParamValues& params, co
 }  // namespace
 
 AnalysisPlugin attentionOverviewPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("attention-overview", "Overview",
+                                "per-head first-token mass, mean query-key distance and attention entropy from one forward pass",
+                                PluginInput::TokenRows, runOverview);
   auto& d = p.descriptor;
-  d.name = "attention-overview";
-  d.title = "Overview";
-  d.summary = "per-head first-token mass, mean query-key distance and attention entropy from one forward pass";
-  d.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   ParamInfo skip = makeParam("skip_queries", ParamType::Int, "--skip-queries",
                              "leave out queries 0..k-1 (the first token attends only to itself)", "1");
   skip.minimum = 0;
@@ -99,8 +97,6 @@ AnalysisPlugin attentionOverviewPlugin() {
   d.figureKeys = {"first_token_mass", "mean_distance", "mean_entropy"};
   d.headlineKeys = {"prompts", "mean_first_token_mass"};
   d.lineKeys = {"per_query_first_token_mass"};
-  p.input = PluginInput::TokenRows;
-  p.run = runOverview;
   return p;
 }
 

@@ -33,12 +33,10 @@ AnalysisResult runDla(const PluginInputs& in, const ParamValues& params, const R
 }  // namespace
 
 AnalysisPlugin dlaPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("dla", "DLA",
+                                "direct logit attribution of every head and MLP along correct - incorrect; OV copy scores",
+                                PluginInput::Dataset, runDla);
   auto& d = p.descriptor;
-  d.name = "dla";
-  d.title = "DLA";
-  d.summary = "direct logit attribution of every head and MLP along correct - incorrect; OV copy scores";
-  d.acceptsKinds = {"jsonl", "ioi", "colored-objects"};
   ParamInfo topK = makeParam("top_k", ParamType::Int, "--top-k", "copy score: a hit when the token is among the k largest logits", "5");
   topK.minimum = 1;
   d.params = {makeParam("copy_roles", ParamType::String, "--copy-roles",
@@ -46,8 +44,6 @@ AnalysisPlugin dlaPlugin() {
               topK};
   d.figureKeys = {"heads"};
   d.headlineKeys = {"logit_diff", "prompts"};
-  p.input = PluginInput::Dataset;
-  p.run = runDla;
   return p;
 }
 

@@ -22,6 +22,18 @@ std::string scalarText(const nlohmann::json& v) {
 }
 }  // namespace
 
+AnalysisPlugin makePlugin(std::string name, std::string title, std::string summary, PluginInput input, PluginRun run) {
+  AnalysisPlugin p;
+  p.descriptor.name = std::move(name);
+  p.descriptor.title = std::move(title);
+  p.descriptor.summary = std::move(summary);
+  p.descriptor.acceptsKinds = input == PluginInput::TokenRows ? std::vector<std::string>{"prompts", "token-ids", "jsonl", "ioi", "colored-objects"}
+                                                              : std::vector<std::string>{"jsonl", "ioi", "colored-objects"};
+  p.input = input;
+  p.run = std::move(run);
+  return p;
+}
+
 const std::vector<AnalysisPlugin>& analysisPlugins() { return plugins(); }
 
 const AnalysisPlugin* findPlugin(std::string_view name) {

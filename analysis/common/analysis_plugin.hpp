@@ -57,6 +57,11 @@ struct AnalysisPlugin {
   std::string attentionPath = "materialized";  ///< provenance: how attention was read ("probe" or "materialized")
 };
 
+/// A plugin with its identity filled in: name, GUI title, one-line summary, input and run; the batch input
+/// kinds follow from the input (token rows: prompts, token-ids and the datasets' clean prompts; dataset:
+/// jsonl, ioi, colored-objects). The caller adds the parameter table and the figure / line / headline keys.
+AnalysisPlugin makePlugin(std::string name, std::string title, std::string summary, PluginInput input, PluginRun run);
+
 /// Every plugin: analysis/plugins.cpp's list, then those registered at run time, in registration order.
 const std::vector<AnalysisPlugin>& analysisPlugins();
 /// The plugin of that name, or nullptr.

@@ -159,12 +159,10 @@ AnalysisResult runConstraintPlugin(const PluginInputs& in, const ParamValues& pa
 }  // namespace
 
 AnalysisPlugin constraintAttentionPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("constraint-attention", "Constraint",
+                                "attention mass on constraint spans per layer and answer step (alpha, beta)",
+                                PluginInput::TokenRows, runConstraintPlugin);
   auto& d = p.descriptor;
-  d.name = "constraint-attention";
-  d.title = "Constraint";
-  d.summary = "attention mass on constraint spans per layer and answer step (alpha, beta)";
-  d.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   d.oneSequence = true;
   ParamInfo gen = makeParam("generate", ParamType::Int, "--generate", "generate N tokens greedily, then analyse prompt + generation", "0");
   gen.minimum = 0;
@@ -183,8 +181,6 @@ AnalysisPlugin constraintAttentionPlugin() {
   d.figureKeys = {"alpha"};
   d.headlineKeys = {"tokens", "constraint_size", "answer_steps"};
   d.exampleArgs = {"--constraint-tokens", "2:3"};
-  p.input = PluginInput::TokenRows;
-  p.run = runConstraintPlugin;
   return p;
 }
 

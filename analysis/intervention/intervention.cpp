@@ -77,12 +77,10 @@ AnalysisResult runIntervention(const PluginInputs& in, const ParamValues& params
 }  // namespace
 
 AnalysisPlugin interventionPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("intervene", "Intervene",
+                                "attention intervention: force heads' final-position attention onto chosen tokens (accuracy before/after)",
+                                PluginInput::Dataset, runIntervention);
   auto& d = p.descriptor;
-  d.name = "intervene";
-  d.title = "Intervene";
-  d.summary = "attention intervention: force heads' final-position attention onto chosen tokens (accuracy before/after)";
-  d.acceptsKinds = {"jsonl", "ioi", "colored-objects"};
   ParamInfo onto = makeParam("onto", ParamType::Choice, "--onto",
                              "'incorrect': each prompt's incorrect colours (Colored Objects: the query's two other colours), "
                              "else the positions of its incorrect answer token");
@@ -93,8 +91,6 @@ AnalysisPlugin interventionPlugin() {
   d.required = {"heads"};
   d.headlineKeys = {"metric_before", "metric_after", "accuracy_before", "accuracy_after", "prompts", "prompts_without_keys"};
   d.exampleArgs = {"--heads", "3.0,3.1", "--onto", "incorrect"};
-  p.input = PluginInput::Dataset;
-  p.run = runIntervention;
   return p;
 }
 

@@ -176,12 +176,10 @@ AnalysisResult runLogitLens(const PluginInputs& in, const ParamValues& params, c
 }  // namespace
 
 AnalysisPlugin logitLensPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("logit-lens", "Logit lens",
+                                "logit lens: the residual after every layer through the final norm and unembedding (top tokens, next-token and target ranks)",
+                                PluginInput::TokenRows, runLogitLens);
   auto& d = p.descriptor;
-  d.name = "logit-lens";
-  d.title = "Logit lens";
-  d.summary = "logit lens: the residual after every layer through the final norm and unembedding (top tokens, next-token and target ranks)";
-  d.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   d.oneSequence = true;
   ParamInfo k = makeParam("top_k", ParamType::Int, "--top-k", "top tokens per layer and position", "5");
   k.minimum = 1;
@@ -189,8 +187,6 @@ AnalysisPlugin logitLensPlugin() {
               makeParam("targets", ParamType::String, "--targets", "tokens to track at every layer: ids or one-token words, e.g. ' Paris,314'")};
   d.figureKeys = {"next_token_prob"};
   d.headlineKeys = {"final_top_id", "settles_at_row"};
-  p.input = PluginInput::TokenRows;
-  p.run = runLogitLens;
   return p;
 }
 

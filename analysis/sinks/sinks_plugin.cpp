@@ -30,12 +30,10 @@ AnalysisResult runSinksPlugin(const PluginInputs& in, const ParamValues& params,
 }  // namespace
 
 AnalysisPlugin sinksPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("sinks", "Sinks",
+                                "primary/secondary attention sinks: sink scores, sink rate, lifetimes, levels",
+                                PluginInput::TokenRows, runSinksPlugin);
   auto& d = p.descriptor;
-  d.name = "sinks";
-  d.title = "Sinks";
-  d.summary = "primary/secondary attention sinks: sink scores, sink rate, lifetimes, levels";
-  d.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   ParamInfo bos = makeParam("bos_position", ParamType::Int, "--bos-position",
                             "force the primary-sink position b; -1: detected among --bos-candidates by mean hidden-state norm", "-1");
   bos.minimum = -1;
@@ -53,8 +51,6 @@ AnalysisPlugin sinksPlugin() {
               makeParam("materialize", ParamType::Bool, "--materialize", "read full attention patterns (hook_pattern) instead of the streaming probe")};
   d.figureKeys = {"sink_score"};
   d.headlineKeys = {"primary_position", "mean_sink_rate", "sink_candidates", "secondary_count"};
-  p.input = PluginInput::TokenRows;
-  p.run = runSinksPlugin;
   return p;
 }
 

@@ -40,12 +40,10 @@ ParamInfo bounded(ParamInfo p, double lo, double hi) {
 }  // namespace
 
 AnalysisPlugin waadFaiPlugin() {
-  AnalysisPlugin p;
+  AnalysisPlugin p = makePlugin("waad-fai", "WAAD/FAI",
+                                "preplan/anchor metrics: head distance, local/global heads, WAAD and FAI per token",
+                                PluginInput::TokenRows, runWaadFaiPlugin);
   auto& d = p.descriptor;
-  d.name = "waad-fai";
-  d.title = "WAAD/FAI";
-  d.summary = "preplan/anchor metrics: head distance, local/global heads, WAAD and FAI per token";
-  d.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
   ParamInfo layers = makeParam("layers", ParamType::Choice, "--layers", "all, or middle: five evenly spaced layers of the middle third", "all");
   layers.choices = {"all", "middle"};
   d.params = {
@@ -63,8 +61,6 @@ AnalysisPlugin waadFaiPlugin() {
       makeParam("materialize", ParamType::Bool, "--materialize", "read full attention patterns (hook_pattern) instead of the streaming probe")};
   d.figureKeys = {"head_distance"};
   d.headlineKeys = {"n_local_heads", "n_global_heads", "n_receiver_heads"};
-  p.input = PluginInput::TokenRows;
-  p.run = runWaadFaiPlugin;
   return p;
 }
 

@@ -32,16 +32,15 @@ analysis::AnalysisResult runToy(const analysis::PluginInputs& in, const analysis
 }  // namespace
 
 analysis::AnalysisPlugin toyHeadNormPlugin() {
-  analysis::AnalysisPlugin p;
-  p.descriptor.name = "toy-head-norm";
-  p.descriptor.summary = "toy: mean norm of every head's output z (an example of adding an analysis)";
+  analysis::AnalysisPlugin p = analysis::makePlugin("toy-head-norm", "Toy head norm",
+                                                    "toy: mean norm of every head's output z (an example of adding an analysis)",
+                                                    analysis::PluginInput::TokenRows, runToy);
   p.descriptor.acceptsKinds = {"prompts", "token-ids"};
   analysis::ParamInfo scale = analysis::makeParam("scale", analysis::ParamType::Float, "--scale", "multiply every norm by this factor", "1");
   scale.minimum = 0;
   p.descriptor.params = {scale};
   p.descriptor.figureKeys = {"head_norm"};
   p.descriptor.headlineKeys = {"prompts"};
-  p.run = runToy;
   return p;
 }
 
