@@ -40,6 +40,21 @@ ParamSpec specOf(const analysis::ParamInfo& p) {
 
 }  // namespace
 
+analysis::CausalDataset pairDataset(const AnalysisInput& in, const std::string& name) {
+  if (!in.patching)
+    throw InputError(name + ": give a dataset (ioi, colored-objects or a JSONL file), or run the Patching panel's clean + corrupted pair");
+  analysis::CausalDataset ds;
+  ds.task = "patching pair";
+  analysis::CausalPrompt p;
+  p.cleanIds = in.patching->cleanIds();
+  p.corruptedIds = in.patching->corruptIds();
+  p.answerId = in.patching->answer();
+  p.incorrectId = in.patching->incorrect();
+  p.positions["END"] = static_cast<int64_t>(p.cleanIds.size()) - 1;
+  ds.prompts.push_back(std::move(p));
+  return ds;
+}
+
 analysis::ParamValues pluginParamValues(const analysis::AnalysisDescriptor& d, const QJsonObject& form) {
   using analysis::ParamType;
   analysis::ParamValues v(d);
@@ -68,7 +83,8 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
   a.note = dataset ? "on a dataset (ioi, colored-objects or a JSONL file), as `mechscope-cli " + a.name + " --dataset`"
                    : "on the workspace's prompt, as `mechscope-cli " + a.name + " --prompt`";
   if (dataset) {
-    a.params.push_back({"dataset", "Dataset", QString("ioi"), 0, 0, {}, "ioi, colored-objects or a JSONL file (as --dataset)"});
+    a.params.push_back({"dataset", "Dataset", QString("ioi"), 0, 0, {},
+                        "ioi, colored-objects or a JSONL file (as --dataset); empty: the Patching panel's clean/corrupted pair"});
     a.params.push_back({"n", "Prompts", 50, 1, 100000, {}, "prompts to generate for ioi / colored-objects"});
   }
   for (const auto& p : d.params)
@@ -86,12 +102,16 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
     pin.tokenizer = tok;
     analysis::CausalDataset ds;
     if (plugin->input == analysis::PluginInput::Dataset) {
-      analysis::CausalSource src;
-      src.task = form["dataset"].toString("ioi").trimmed().toStdString();
-      if (src.task.empty()) throw InputError(name + ": give a dataset (ioi, colored-objects or a JSONL file)");
-      src.n = form["n"].toInt(50);
-      const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
-      ds = analysis::loadCausalDataset(src, tok, bos);
+      const std::string task = form["dataset"].toString("ioi").trimmed().toStdString();
+      if (!task.empty()) {
+        analysis::CausalSource src;
+        src.task = task;
+        src.n = form["n"].toInt(50);
+        const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
+        ds = analysis::loadCausalDataset(src, tok, bos);
+      } else {
+        ds = pairDataset(in, name);
+      }
       pin.dataset = &ds;
     } else {
       if (in.tokens.ids.empty()) throw InputError(name + ": the prompt has no tokens; type a prompt first");

@@ -12,7 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/attribution/direct_logit.hpp"
 #include "app/gui/analysis_panel.hpp"
+#include "app/gui/jobs.hpp"
 #include "tests/app/app_test_support.hpp"
 #include "views/line_plot_view.hpp"
 #include "views/score_grid_view.hpp"
@@ -144,4 +146,24 @@ TEST(PluginPanels, IntervenePanelEqualsThePythonPort) {
   EXPECT_EQ(got["accuracy_before"].toDouble(), ref["before"]["top1"].get<double>());
   EXPECT_EQ(got["accuracy_after"].toDouble(), ref["after_incorrect"]["top1"].get<double>());
   EXPECT_EQ(got["prompts_without_keys"].toDouble(), 0.0);
+}
+
+// A dataset analysis with an empty dataset field runs on the Patching panel's pair: the DLA panel then
+// shows directLogitAttribution of the clean prompt (answer − contrast at the last position).
+TEST(PluginPanels, DatasetPanelRunsOnThePatchingPairWhenNoDatasetIsGiven) {
+  gui::test::PlantedBench bench;
+  auto& [ws, jobs, watch, session] = bench;
+  AnalysisPanel panel(gui::test::adapterNamed("dla"), &ws, &jobs);
+  panel.setParam("dataset", QString());
+  EXPECT_EQ(watch.wait(panel.run()).status, "failed");
+  EXPECT_TRUE(panel.statusText().contains("Patching panel")) << panel.statusText().toStdString();
+  const auto d = plantedPatchingDefaults();
+  const int64_t mary = *session->tokenizer->tokenToId("Mary"), john = *session->tokenizer->tokenToId("John");
+  const auto clean = tokenizePrompt(*session, d.clean).ids;
+  ASSERT_EQ(watch.wait(submitBuildPatching(ws, jobs, clean, tokenizePrompt(*session, d.corrupt).ids, mary, john)).status, "finished");
+  ASSERT_EQ(watch.wait(panel.run()).status, "finished") << panel.statusText().toStdString();
+  const auto ref = analysis::directLogitAttribution(*session->model, at::tensor(clean, at::kLong).unsqueeze(0),
+                                                    at::tensor(std::vector<int64_t>{mary}), at::tensor(std::vector<int64_t>{john}));
+  for (int l = 0; l < 24; ++l)
+    for (int h = 0; h < 4; ++h) EXPECT_NEAR(panel.gridViews()[0]->score(l, h), ref.heads[l][h].item<double>(), 1e-9) << l << "." << h;
 }
