@@ -7,7 +7,7 @@
 namespace mechscope::cli {
 
 void CausalDatasetOptions::add(CLI::App* sub, const std::string& datasetHelp, bool datasetRequired,
-                               const std::string& corruptIdsHelp) {
+                               const std::string& corruptIdsHelp, bool withCorruption) {
   auto* opt = sub->add_option("--dataset,--task", dataset, datasetHelp);
   if (datasetRequired) opt->required();
   if (!corruptIdsHelp.empty()) {
@@ -17,6 +17,9 @@ void CausalDatasetOptions::add(CLI::App* sub, const std::string& datasetHelp, bo
   }
   sub->add_option("--n", n, "prompts to generate for a task (default 50)");
   sub->add_option("--seed", seed, "generator seed (default 0)");
+  if (withCorruption)
+    sub->add_option("--corruption", corruption, "IOI corruption: abc (Wang et al., default) or s2-io (Merullo et al.)")
+        ->check(CLI::IsMember({"abc", "s2-io"}));
 }
 
 analysis::CausalDataset CausalDatasetOptions::load(const LoadedModel& m) const {
@@ -27,6 +30,7 @@ analysis::CausalDataset CausalDatasetOptions::load(const LoadedModel& m) const {
   if (!answerIds.empty()) src.answerIds = analysis::parseIdList(answerIds, "--answer-ids");
   src.n = n;
   src.seed = seed;
+  src.ioiCorruption = corruption == "s2-io" ? analysis::IoiCorruption::S2Io : analysis::IoiCorruption::Abc;
   const std::optional<int64_t> bos = m.tokenizer && m.tokenizer->bosId() ? m.tokenizer->bosId() : m.model->config().bosTokenId;
   return analysis::loadCausalDataset(src, m.tokenizer ? &*m.tokenizer : nullptr, bos);
 }

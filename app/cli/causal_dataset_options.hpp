@@ -19,12 +19,15 @@ namespace mechscope::cli {
 /// --dataset/--task, optional --clean-ids/--corrupt-ids/--answer-ids, --n and --seed, filled by CLI11.
 struct CausalDatasetOptions {
   std::string dataset, cleanIds, corruptIds, answerIds;
+  std::string corruption = "abc";  ///< IOI corruption: abc (Wang et al.) or s2-io (Merullo et al.)
   int n = 50;
   uint64_t seed = 0;
 
   /// Registers --dataset/--task (with `datasetHelp`; required when `datasetRequired`), the id-file options
-  /// when `corruptIdsHelp` is not empty (it describes --corrupt-ids), then --n and --seed.
-  void add(CLI::App* sub, const std::string& datasetHelp, bool datasetRequired, const std::string& corruptIdsHelp = "");
+  /// when `corruptIdsHelp` is not empty (it describes --corrupt-ids), then --n and --seed, and --corruption
+  /// when `withCorruption`.
+  void add(CLI::App* sub, const std::string& datasetHelp, bool datasetRequired, const std::string& corruptIdsHelp = "",
+           bool withCorruption = false);
   /// The prompt set: the task generated with the model's tokenizer, the JSONL file, or the id files; BOS
   /// as the tokenizer (or else config.json) names it.
   [[nodiscard]] analysis::CausalDataset load(const LoadedModel& m) const;

@@ -15,6 +15,7 @@
 #include "app/cli/causal_dataset_options.hpp"
 #include "app/cli/command.hpp"
 #include "app/cli/plugin_commands.hpp"
+#include "core/common/errors.hpp"
 
 namespace mechscope::cli {
 
@@ -81,6 +82,8 @@ analysis::ParamValues givenValues(const analysis::AnalysisPlugin& plugin, const 
 void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, const CLI::App* sub) {
   const std::string& name = plugin.descriptor.name;
   const bool dataset = plugin.input == analysis::PluginInput::Dataset;
+  if (dataset && o.data.dataset.empty() && o.data.cleanIds.empty())
+    throw InputError(name + ": give the prompts: --dataset ioi|colored-objects|FILE.jsonl, or --clean-ids/--corrupt-ids/--answer-ids");
   if (dataset) o.common.validateOutputs(name);
   else o.common.validate(name);
   const analysis::ParamValues values = givenValues(plugin, o, sub);
@@ -113,7 +116,8 @@ void addPluginCommand(CLI::App& root, const analysis::AnalysisPlugin& plugin) {
   CLI::App* sub = root.add_subcommand(d.name, d.summary);
   if (plugin.input == analysis::PluginInput::Dataset) {
     sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
-    o->data.add(sub, "ioi, colored-objects or FILE.jsonl", true);
+    o->data.add(sub, "ioi, colored-objects (generated with the tokenizer) or FILE.jsonl; or give --clean-ids", false,
+                "JSON file: [[ids], ...] corrupted prompts (with --clean-ids and --answer-ids)", true);
     o->common.addRunAndOutputs(sub);
   } else {
     o->common.add(sub, hasMaterialize(d));

@@ -86,6 +86,8 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
     a.params.push_back({"dataset", "Dataset", QString("ioi"), 0, 0, {},
                         "ioi, colored-objects or a JSONL file (as --dataset); empty: the Patching panel's clean/corrupted pair"});
     a.params.push_back({"n", "Prompts", 50, 1, 100000, {}, "prompts to generate for ioi / colored-objects"});
+    a.params.push_back({"corruption", "IOI corruption", QString("abc"), 0, 0, {"abc", "s2-io"},
+                        "abc: IO, S1, S2 replaced by three other names (Wang et al.); s2-io: S2 replaced by IO (Merullo et al.)"});
   }
   for (const auto& p : d.params)
     if (!p.flag.empty()) a.params.push_back(specOf(p));
@@ -107,6 +109,7 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
         analysis::CausalSource src;
         src.task = task;
         src.n = form["n"].toInt(50);
+        src.ioiCorruption = form["corruption"].toString() == "s2-io" ? analysis::IoiCorruption::S2Io : analysis::IoiCorruption::Abc;
         const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
         ds = analysis::loadCausalDataset(src, tok, bos);
       } else {

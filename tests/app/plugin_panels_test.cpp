@@ -126,7 +126,7 @@ TEST(PluginPanels, IntervenePanelEqualsThePythonPort) {
   ASSERT_TRUE(a.available);
   QStringList keys;
   for (const auto& p : a.params) keys << p.key;
-  EXPECT_EQ(keys, (QStringList{"dataset", "n", "heads", "onto", "onto_ids", "exclude_answer"}));
+  EXPECT_EQ(keys, (QStringList{"dataset", "n", "corruption", "heads", "onto", "onto_ids", "exclude_answer"}));
   Workspace ws;
   JobRunner jobs;
   gui::test::JobWatch watch(jobs);
