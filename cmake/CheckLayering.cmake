@@ -22,6 +22,14 @@ check_dir(store "Q[A-Za-z]+|qcustomplot|Qt" "store/ must not include Qt")
 check_dir(analysis "Q[A-Za-z]+|qcustomplot|Qt" "analysis/ must not include Qt")
 check_dir(views "torch/|ATen/|c10/|hdf5|H5" "views/ must not include torch or HDF5")
 check_dir(app/batch "Q[A-Za-z]+|qcustomplot|Qt|torch/|ATen/|c10/|hdf5|H5" "app/batch/ (mechscope_batch) must not include Qt, torch or HDF5")
+# mechscope_common (analysis/CMakeLists.txt) is standard library only.
+foreach(f core/common/errors.hpp core/common/head_ref.hpp core/common/run_context.hpp core/common/remove_tree.hpp
+          analysis/common/registry.hpp analysis/common/param_values.hpp analysis/common/param_values.cpp)
+  file(STRINGS ${ROOT}/${f} lines REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"](Q[A-Za-z]+|torch/|ATen/|c10/|hdf5|H5|nlohmann|fmt/|core/common/tensor)")
+  if(lines)
+    message(FATAL_ERROR "layering violation (mechscope_common must be standard library only): ${f}: ${lines}")
+  endif()
+endforeach()
 # std::filesystem::remove_all crashes in binaries linked to PyTorch 2.x's libtorch.so: use mechscope::removeTree.
 foreach(dir app analysis bench core tests views)
   check_lines(${dir} "remove_all[ \t]*\\(" "std::filesystem::remove_all (use mechscope::removeTree, core/common/remove_tree.hpp)")
