@@ -75,9 +75,28 @@ std::map<int, std::vector<std::pair<int64_t, at::Tensor>>> ablationSites(const M
   return out;
 }
 
+bool readsReference(AblationMethod m) { return m == AblationMethod::Mean || m == AblationMethod::Resample; }
+
+void checkReference(const AblationParams& p) {
+  if (!p.reference.defined() || p.reference.dim() != 2 || p.reference.size(0) == 0)
+    throw InputError(fmt::format("{} ablation needs reference prompts [n, pos] (e.g. the corrupted set)", toString(p.method)));
+}
+
 }  // namespace
 
+ActivationCache ablationReference(const HookedTransformer& m, const AblationParams& p, const RunContext* ctx) {
+  if (!readsReference(p.method)) return {};
+  checkReference(p);
+  return m.runWithCache(p.reference, {"blocks.*.attn.hook_z"}, {}, std::nullopt, nullptr, nullptr, ctx);
+}
+
 HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, const AblationParams& p, const RunContext* ctx) {
+  // The reference run only when a head is ablated somewhere (a knockout of every head ablates none).
+  const bool any = !ablationSites(m.config(), p, tokens.size(0), tokens.size(1)).empty();
+  return ablationHooks(m, tokens, p, any ? ablationReference(m, p, ctx) : ActivationCache{});
+}
+
+HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, const AblationParams& p, const ActivationCache& reference) {
   const ModelConfig& c = m.config();
   const int H = c.nHeads;
   const int64_t B = tokens.size(0), P = tokens.size(1);
@@ -99,13 +118,14 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
     if (p.method == AblationMethod::Zero) {
       for (const auto& [l, hs] : byLayer) repl[l] = at::zeros({B, P, H, c.dHead}, at::TensorOptions().dtype(m.dtype()).device(m.device()));
     } else {
-      if (!p.reference.defined() || p.reference.dim() != 2 || p.reference.size(0) == 0)
-        throw InputError(fmt::format("{} ablation needs reference prompts [n, pos] (e.g. the corrupted set)", toString(p.method)));
+      checkReference(p);
       const bool pooled = p.method == AblationMethod::Resample && p.pooled;
       if (!pooled && p.reference.size(1) != P)
         throw InputError(fmt::format("{} ablation: reference prompts have {} tokens but the prompts have {} (position-aligned means need equal length)",
                                      toString(p.method), p.reference.size(1), P));
-      const ActivationCache ref = m.runWithCache(p.reference, {"blocks.*.attn.hook_z"}, {}, std::nullopt, nullptr, nullptr, ctx);
+      if (!reference.has(ActivationCache::fullName("z", 0)))
+        throw InputError(fmt::format("{} ablation: the reference run (ablationReference) is missing", toString(p.method)));
+      const ActivationCache& ref = reference;
       const int64_t R = p.reference.size(0);
       std::mt19937_64 rng(p.seed);
       at::Tensor pooledIdx;
@@ -201,21 +221,29 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
   return hooks;
 }
 
+at::Tensor ablationLogitDiff(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& correct, const at::Tensor& incorrect,
+                             const HookSet* hooks, const RunContext* ctx, at::Tensor* logits) {
+  ForwardOptions last;
+  last.logitsLastOnly = true;
+  const at::Tensor out = m.forward(tokens, last, hooks, ctx).logits;  // [batch, 1, vocab]
+  if (logits) *logits = out;
+  return logitDiff(out, correct, incorrect).cpu();
+}
+
+double ablationMetric(const at::Tensor& perPrompt) { return perPrompt.to(at::kDouble).mean().item<double>(); }
+
 AblationResult ablate(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& correct, const at::Tensor& incorrect,
                       const AblationParams& p, const RunContext* ctx) {
   if (!tokens.defined() || tokens.dim() != 2) throw InputError("ablation: prompts must be a [batch, pos] token batch");
   if (correct.numel() != tokens.size(0) || incorrect.numel() != tokens.size(0))
     throw InputError(fmt::format("ablation: {} prompts need {} correct and incorrect answer ids", tokens.size(0), tokens.size(0)));
   const HookSet hooks = ablationHooks(m, tokens, p, ctx);
-  ForwardOptions last;
-  last.logitsLastOnly = true;
-  const at::Tensor before = m.forward(tokens, last, nullptr, ctx).logits;  // [batch, 1, vocab]
-  const at::Tensor after = m.forward(tokens, last, &hooks, ctx).logits;
+  at::Tensor before, after;  // [batch, 1, vocab]
   AblationResult r;
-  r.perPromptBefore = logitDiff(before, correct, incorrect).cpu();
-  r.perPromptAfter = logitDiff(after, correct, incorrect).cpu();
-  r.metricBefore = r.perPromptBefore.to(at::kDouble).mean().item<double>();
-  r.metricAfter = r.perPromptAfter.to(at::kDouble).mean().item<double>();
+  r.perPromptBefore = ablationLogitDiff(m, tokens, correct, incorrect, nullptr, ctx, &before);
+  r.perPromptAfter = ablationLogitDiff(m, tokens, correct, incorrect, &hooks, ctx, &after);
+  r.metricBefore = ablationMetric(r.perPromptBefore);
+  r.metricAfter = ablationMetric(r.perPromptAfter);
   const at::Tensor c = correct.to(at::kLong).cpu();
   r.accuracyBefore = (before.select(1, 0).argmax(-1).cpu() == c).to(at::kDouble).mean().item<double>();
   r.accuracyAfter = (after.select(1, 0).argmax(-1).cpu() == c).to(at::kDouble).mean().item<double>();

@@ -58,8 +58,29 @@ struct AblationResult {
 AblationResult ablate(const HookedTransformer& model, const at::Tensor& tokens, const at::Tensor& correct,
                       const at::Tensor& incorrect, const AblationParams& params, const RunContext* ctx = nullptr);
 
-/// The hooks that implement the ablation (for use in other analyses' forwards).
+/// The hooks that implement the ablation (for use in other analyses' forwards). Mean and resample
+/// ablation first run `params.reference` (ablationReference).
 HookSet ablationHooks(const HookedTransformer& model, const at::Tensor& tokens, const AblationParams& params,
                       const RunContext* ctx = nullptr);
+
+/// The same hooks from a reference run made beforehand (ablationReference of the same `params`), so that
+/// many ablations with one reference set (a head sweep) run it once. InputError when mean or resample
+/// ablation finds no reference run in `reference`.
+HookSet ablationHooks(const HookedTransformer& model, const at::Tensor& tokens, const AblationParams& params,
+                      const ActivationCache& reference);
+
+/// The run mean and resample ablation read: hook_z of every layer on `params.reference` [n_ref, pos]
+/// (InputError when it is missing); an empty cache for the other methods.
+ActivationCache ablationReference(const HookedTransformer& model, const AblationParams& params, const RunContext* ctx = nullptr);
+
+/// The metric of `ablate` for one forward: `tokens` run with `hooks` (nullptr: unablated), logits of the
+/// last position only → per-prompt logit differences [batch] (fp32, CPU). `logits`, when given, receives
+/// the logits [batch, 1, vocab].
+at::Tensor ablationLogitDiff(const HookedTransformer& model, const at::Tensor& tokens, const at::Tensor& correct,
+                             const at::Tensor& incorrect, const HookSet* hooks, const RunContext* ctx = nullptr,
+                             at::Tensor* logits = nullptr);
+
+/// The mean of per-prompt logit differences, summed in fp64: AblationResult::metricBefore / metricAfter.
+double ablationMetric(const at::Tensor& perPrompt);
 
 }  // namespace mechscope::analysis

@@ -1,5 +1,7 @@
 // `mechscope-cli ablate`: zero / mean / resample / uniform / force ablation of a head set (or, with
-// --knockout, of every other head); JSON contract: metric_before, metric_after, per_prompt.
+// --knockout, of every other head); JSON contract: metric_before, metric_after, per_prompt. With --sweep,
+// every head ablated alone (analysis::ablationHeadSweep, the GUI's ablation sweep): metric_before,
+// sweep [layer][head] (the metric after), top_drops.
 #include <ATen/ATen.h>
 
 #include <iostream>
@@ -9,6 +11,7 @@
 
 #include "analysis/ablation/ablation.hpp"
 #include "analysis/ablation/ablation_groups.hpp"
+#include "analysis/ablation/ablation_sweep.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "app/cli/analysis_common_options.hpp"
@@ -23,11 +26,41 @@ struct AblateOptions {
   AnalysisCommonOptions common;
   CausalDatasetOptions data;
   std::string heads, positions, method = "zero", forceKeys, forceWeights;
-  bool knockout = false, perTemplate = false, pooled = false;
+  bool knockout = false, perTemplate = false, pooled = false, sweep = false;
 };
+
+/// --sweep: every head ablated alone, group by group, combined over the prompts.
+void runSweep(const AblateOptions& o, const LoadedModel& m, const std::vector<analysis::PatchGroup>& groups, int dropped,
+              const analysis::AblationParams& p) {
+  std::vector<analysis::AblationSweepResult> parts;
+  for (const auto& g : groups) {
+    analysis::AblationParams pg = p;
+    pg.reference = g.inputs.corrupt;
+    pg.promptGroups = g.templateIds;
+    pg.referenceGroups = g.templateIds;
+    pg.roles = g.inputs.roles;
+    parts.push_back(analysis::ablationHeadSweep(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, pg, &processContext()));
+  }
+  const analysis::AblationSweepResult r = analysis::combineAblationSweeps(parts, groups);
+  analysis::AnalysisResult out;
+  out.name = "ablate";
+  out.json["analysis"] = "ablate";
+  out.json["method"] = o.method;
+  analysis::putAblationSweep(out, r);
+  analysis::putPromptGroups(out, groups, dropped);
+  writeAnalysisOutputs(o.common, out, m, "materialized");
+  std::string top;
+  for (const auto& d : analysis::largestAblationDrops(r, 5))
+    top += fmt::format("{}{} {:.4f} (−{:.4f})", top.empty() ? "" : ", ", toString(d.head), d.metricAfter, d.drop);
+  std::cout << fmt::format("ablate {} sweep ({} heads, each alone): LD {:.4f} before; largest drops: {}\n", o.method, r.metricAfter.numel(),
+                           r.metricBefore, top);
+}
 
 void runAblate(AblateOptions& o) {
   o.common.validateOutputs("ablate");
+  if (o.sweep && (!o.heads.empty() || o.knockout))
+    throw InputError("ablate: --sweep ablates every head alone; leave out --heads and --knockout");
+  if (!o.sweep && o.heads.empty()) throw InputError("ablate: give --heads (the heads to ablate) or --sweep (every head alone)");
   LoadedModel m = loadAnalysisModel(o.common);
   const analysis::CausalDataset ds = o.data.load(m);
   int dropped = 0;
@@ -35,7 +68,7 @@ void runAblate(AblateOptions& o) {
   analysis::AblationParams p;
   p.method = analysis::parseAblationMethod(o.method);
   bool anyRole = false;
-  for (const auto& spec : parseHeadSpecs(o.heads, "--heads", true)) {
+  for (const auto& spec : o.sweep ? std::vector<HeadSpec>{} : parseHeadSpecs(o.heads, "--heads", true)) {
     p.heads.push_back(spec.head);
     p.headRoles.push_back(spec.role);
     anyRole = anyRole || !spec.role.empty();
@@ -51,6 +84,7 @@ void runAblate(AblateOptions& o) {
     std::stringstream ss(o.forceWeights);
     for (std::string w; std::getline(ss, w, ',');) p.forceWeights.push_back(std::stod(w));
   }
+  if (o.sweep) return runSweep(o, m, groups, dropped, p);
   // One ablation per token-length group: the reference (the corrupted set, p_ABC for IOI) is the group's,
   // as mean and resample ablation need positions that align.
   std::vector<analysis::AblationResult> parts;
@@ -90,6 +124,9 @@ const RegisterCommand reg_cmd_ablate{"ablate", 41, [](CLI::App& root) {
   sub->add_option("--heads", o->heads,
                   "LAYER.HEAD list, e.g. 9.9,10.0; LAYER.HEAD@ROLE ablates the head only at the prompt's ROLE position (with "
                   "--knockout: keeps it only there), e.g. 9.9@END,5.5@S2,4.11@S1+1 for Wang et al.'s (head, position) knockout");
+  sub->add_flag("--sweep", o->sweep,
+               "ablate every head alone instead of --heads: JSON sweep [layer][head] (the metric after) and metric_before; "
+               "prints the largest drops");
   sub->add_option("--method", o->method, "zero (default), mean, resample, uniform, force");
   sub->add_flag("--knockout", o->knockout, "keep --heads, ablate every other head");
   sub->add_option("--positions", o->positions,

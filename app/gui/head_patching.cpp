@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <string>
 
+#include "analysis/ablation/ablation.hpp"
+#include "analysis/ablation/ablation_sweep.hpp"
 #include "analysis/patching/activation_patching.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/hook_names.hpp"
@@ -15,6 +17,9 @@ struct PatchingSession::Run {
   std::map<int, at::Tensor> z;        // layer → [1, pos, head, d_head]
   std::map<int, at::Tensor> pattern;  // layer → [1, head, query, key]
 };
+
+at::Tensor PatchingSession::answerTensor() const { return at::tensor(std::vector<int64_t>{m_answer}, at::kLong); }
+at::Tensor PatchingSession::incorrectTensor() const { return at::tensor(std::vector<int64_t>{m_incorrect}, at::kLong); }
 
 double lastLogitDiff(const at::Tensor& logits, int64_t answer, int64_t incorrect) {
   const at::Tensor last = logits.select(0, 0).select(0, logits.size(1) - 1).to(at::kCPU, at::kDouble);  // [vocab]
@@ -30,13 +35,41 @@ ForwardOptions lastOnly() {
   return fo;
 }
 
+/// The `k` most likely next tokens (id, probability) from logits [1, pos, vocab] (last position).
+std::vector<std::pair<int64_t, double>> topNextTokens(const at::Tensor& logits, int k) {
+  const at::Tensor probs = at::softmax(logits.select(0, 0).select(0, logits.size(1) - 1).to(at::kCPU, at::kFloat), -1);  // [vocab]
+  k = static_cast<int>(std::min<int64_t>(std::max(1, k), probs.size(0)));
+  const auto top = probs.topk(k);
+  std::vector<std::pair<int64_t, double>> out;
+  for (int i = 0; i < k; ++i) out.emplace_back(std::get<1>(top)[i].item<int64_t>(), std::get<0>(top)[i].item<double>());
+  return out;
+}
+
 void checkHead(const HookedTransformer& m, const Head& h) {
   if (h.layer < 0 || h.layer >= m.config().nLayers || h.head < 0 || h.head >= m.config().nHeads)
     throw InputError("patching: head " + toString(h) + " is outside the model (" + std::to_string(m.config().nLayers) + " layers × " +
                      std::to_string(m.config().nHeads) + " heads)");
 }
 
+bool isAblation(Intervention i) { return i != Intervention::Patch; }
+
 }  // namespace
+
+analysis::AblationParams PatchingSession::ablationParams(Intervention i) const {
+  analysis::AblationParams p;
+  switch (i) {
+    case Intervention::AblateZero: p.method = analysis::AblationMethod::Zero; break;
+    case Intervention::AblateUniform: p.method = analysis::AblationMethod::Uniform; break;
+    case Intervention::AblateMean:
+      // The CLI's mean ablation with the pair as its reference set: each head's z ← the mean of the clean
+      // and the corrupted run's z at each position.
+      p.method = analysis::AblationMethod::Mean;
+      p.reference = at::cat({tokenTensor(m_clean), tokenTensor(m_corrupt)}, 0);  // [2, pos]
+      break;
+    case Intervention::Patch: throw Error("patching: not an ablation");
+  }
+  return p;
+}
 
 int PatchingSession::layers() const { return m_model->card.layers; }
 int PatchingSession::heads() const { return m_model->card.heads; }
@@ -84,40 +117,23 @@ std::shared_ptr<PatchingSession> PatchingSession::build(std::shared_ptr<const Mo
 PatchOutcome PatchingSession::run(const PatchRequest& req, const RunContext* ctx) const {
   const auto& m = *m_model->model;
   for (const auto& h : req.heads) checkHead(m, h);
-  // Ablations apply to the clean run; patching to the run named by the direction.
-  const bool intoCorrupt = req.intervention == Intervention::Patch && req.direction == PatchDirection::CleanIntoCorrupt;
+  if (isAblation(req.intervention)) return runAblation(req, ctx);
+  // Patching: the run named by the direction, with the other run's cached activations.
+  const bool intoCorrupt = req.direction == PatchDirection::CleanIntoCorrupt;
   const std::vector<int64_t>& ids = intoCorrupt ? m_corrupt : m_clean;
   const Run& source = intoCorrupt ? *m_cleanRun : *m_corruptRun;
-  const Run& own = intoCorrupt ? *m_corruptRun : *m_cleanRun;
   std::map<int, std::vector<int>> byLayer;
   for (const auto& h : req.heads) byLayer[h.layer].push_back(h.head);
 
   HookSet hooks;
-  const bool onPattern = req.intervention == Intervention::AblateUniform ||
-                         (req.intervention == Intervention::Patch && req.site == PatchSite::Pattern);
+  const bool onPattern = req.site == PatchSite::Pattern;
   for (const auto& [layer, heads] : byLayer) {
     const std::string name = onPattern ? hook::pattern(layer) : hook::z(layer);
     hooks.add(name, [&, layer = layer, heads = heads](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
       at::Tensor out = t.clone();
       for (int h : heads) {
-        if (onPattern) {
-          at::Tensor dst = out.select(1, h);  // [1, query, key]
-          if (req.intervention == Intervention::AblateUniform) {
-            const int64_t n = dst.size(1);
-            const at::Tensor causal = at::ones({n, n}, dst.options()).tril();                  // [query, key]
-            dst.copy_((causal / causal.sum(-1, true)).unsqueeze(0));
-          } else {
-            dst.copy_(source.pattern.at(layer).select(1, h));
-          }
-        } else {
-          at::Tensor dst = out.select(2, h);  // [1, pos, d_head]
-          switch (req.intervention) {
-            case Intervention::Patch: dst.copy_(source.z.at(layer).select(2, h)); break;
-            case Intervention::AblateZero: dst.zero_(); break;
-            case Intervention::AblateMean: dst.copy_(own.z.at(layer).select(2, h).mean(1, true).expand_as(dst)); break;
-            case Intervention::AblateUniform: break;
-          }
-        }
+        if (onPattern) out.select(1, h).copy_(source.pattern.at(layer).select(1, h));  // [1, query, key]
+        else out.select(2, h).copy_(source.z.at(layer).select(2, h));                // [1, pos, d_head]
       }
       return out;
     });
@@ -126,10 +142,24 @@ PatchOutcome PatchingSession::run(const PatchRequest& req, const RunContext* ctx
   PatchOutcome o;
   o.logitDiff = lastLogitDiff(r.logits, m_answer, m_incorrect);
   o.baselineLogitDiff = intoCorrupt ? m_corruptDiff : m_cleanDiff;
-  const at::Tensor probs = at::softmax(r.logits.select(0, 0).select(0, r.logits.size(1) - 1).to(at::kCPU, at::kFloat), -1);  // [vocab]
-  const int k = static_cast<int>(std::min<int64_t>(std::max(1, req.topK), probs.size(0)));
-  const auto top = probs.topk(k);
-  for (int i = 0; i < k; ++i) o.topProbs.emplace_back(std::get<1>(top)[i].item<int64_t>(), std::get<0>(top)[i].item<double>());
+  o.topProbs = topNextTokens(r.logits, req.topK);
+  return o;
+}
+
+PatchOutcome PatchingSession::runAblation(const PatchRequest& req, const RunContext* ctx) const {
+  // `ablate` on the clean prompt with these heads: analysis::ablationHooks and the analysis's metric, so a
+  // clicked head shows the number the sweep (and the CLI) gives it.
+  const auto& m = *m_model->model;
+  analysis::AblationParams p = ablationParams(req.intervention);
+  p.heads = req.heads;
+  const at::Tensor tokens = m.checkTokens(tokenTensor(m_clean));
+  const HookSet hooks = analysis::ablationHooks(m, tokens, p, ctx);
+  at::Tensor logits;  // [1, 1, vocab]
+  const at::Tensor d = analysis::ablationLogitDiff(m, tokens, answerTensor(), incorrectTensor(), hooks.empty() ? nullptr : &hooks, ctx, &logits);
+  PatchOutcome o;
+  o.logitDiff = analysis::ablationMetric(d);
+  o.baselineLogitDiff = m_cleanDiff;
+  o.topProbs = topNextTokens(logits, req.topK);
   return o;
 }
 
@@ -144,8 +174,8 @@ std::vector<double> PatchingSession::sweep(const PatchRequest& base, bool normal
     analysis::PatchInputs in;
     in.clean = tokenTensor(intoCorrupt ? m_clean : m_corrupt);    // [1, pos] where the activations come from
     in.corrupt = tokenTensor(intoCorrupt ? m_corrupt : m_clean);  // [1, pos] the run that is patched
-    in.correct = at::tensor(std::vector<int64_t>{m_answer}, at::kLong);
-    in.incorrect = at::tensor(std::vector<int64_t>{m_incorrect}, at::kLong);
+    in.correct = answerTensor();
+    in.incorrect = incorrectTensor();
     analysis::PatchParams p;
     p.component = base.site == PatchSite::Pattern ? analysis::PatchComponent::Pattern : analysis::PatchComponent::HeadOut;
     ctx.step(0, L * H, "head sweep");
@@ -158,16 +188,17 @@ std::vector<double> PatchingSession::sweep(const PatchRequest& base, bool normal
     ctx.step(L * H, L * H, "head sweep");
     return out;
   }
-  for (int l = 0; l < L; ++l) {
+  // Ablations: the CLI's `ablate --sweep` (analysis::ablationHeadSweep) on the clean prompt, answer vs
+  // the contrast token; mean ablation's reference set is the pair (see ablationParams).
+  const auto& m = *m_model->model;
+  const at::Tensor d = analysis::ablationHeadSweep(m, m.checkTokens(tokenTensor(m_clean)), answerTensor(), incorrectTensor(),
+                                                   ablationParams(base.intervention), &ctx)
+                           .metricAfter.contiguous();  // [L, H] fp64
+  for (int l = 0; l < L; ++l)
     for (int h = 0; h < H; ++h) {
-      ctx.step(l * H + h, L * H, "head sweep");
-      PatchRequest r = base;
-      r.heads = {{l, h}};
-      const double d = run(r, &ctx).logitDiff;
-      out[static_cast<std::size_t>(l * H + h)] = normalise && denom != 0.0 ? (d - m_corruptDiff) / denom : d;
+      const double v = d[l][h].item<double>();
+      out[static_cast<std::size_t>(l * H + h)] = normalise && denom != 0.0 ? (v - m_corruptDiff) / denom : v;
     }
-  }
-  ctx.step(L * H, L * H, "head sweep");
   return out;
 }
 

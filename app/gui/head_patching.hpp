@@ -2,6 +2,8 @@
 // Interactive head patching and ablation: run a clean and a corrupted prompt once, keep every
 // layer's hook_z and hook_pattern, then answer "what if these heads were patched / ablated" with one
 // hooked forward pass each. The logit difference is logit(answer) − logit(incorrect) at the last position.
+// Ablations are the analysis library's (analysis::ablationHooks, analysis::ablationHeadSweep: the CLI's
+// `ablate` and `ablate --sweep`) on the clean prompt; patching sweeps are analysis::activationPatch.
 #include <QString>
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "analysis/ablation/ablation.hpp"
 #include "app/gui/model_session.hpp"
 #include "core/common/head_ref.hpp"
 #include "core/common/run_context.hpp"
@@ -21,7 +24,10 @@ enum class PatchSite { Z, Pattern };
 /// clean→corrupt: run the corrupted prompt with the clean run's activation (restores the answer);
 /// corrupt→clean: run the clean prompt with the corrupted run's activation (breaks it).
 enum class PatchDirection { CleanIntoCorrupt, CorruptIntoClean };
-/// Head intervention.
+/// Head intervention. The ablations run on the clean prompt as the CLI's `ablate --method`: AblateZero =
+/// zero (hook_z ← 0), AblateUniform = uniform (each query row attends uniformly to the keys it can see),
+/// AblateMean = mean with the pair as reference set (hook_z ← the mean of the clean and the corrupted
+/// run's hook_z at each position).
 enum class Intervention { Patch, AblateZero, AblateMean, AblateUniform };
 
 /// One head (layer, head).
@@ -69,10 +75,18 @@ class PatchingSession {
   const std::shared_ptr<const ModelSession>& model() const { return m_model; }
   /// One sweep: the intervention applied to every head alone → [layers, heads] logit differences,
   /// normalised as (d − d_corrupt) / (d_clean − d_corrupt) when `normalise`. Progress per head, cancellable.
+  /// Ablations: analysis::ablationHeadSweep (tokens = the clean prompt, correct = the answer, incorrect =
+  /// the contrast token, parameters = ablationParams); patching: analysis::activationPatch.
   std::vector<double> sweep(const PatchRequest& base, bool normalise, const RunContext& ctx) const;
+  /// The analysis parameters of an ablation intervention (heads left empty): zero, uniform, or mean over
+  /// the reference set [clean; corrupted]. Error for Intervention::Patch.
+  analysis::AblationParams ablationParams(Intervention intervention) const;
 
  private:
   PatchingSession() = default;
+  PatchOutcome runAblation(const PatchRequest& request, const RunContext* ctx) const;
+  at::Tensor answerTensor() const;     ///< [1] the answer id
+  at::Tensor incorrectTensor() const;  ///< [1] the contrast id
   std::shared_ptr<const ModelSession> m_model;
   std::vector<int64_t> m_clean, m_corrupt;
   int64_t m_answer = 0, m_incorrect = 0;

@@ -50,6 +50,12 @@ PatchingPanel::PatchingPanel(Workspace* ws, JobRunner* jobs, QWidget* parent) : 
   auto* modes = new QHBoxLayout();
   m_intervention = new QComboBox(this);
   m_intervention->addItems({"Patch", "Ablate: zero", "Ablate: mean", "Ablate: uniform attention"});
+  m_intervention->setToolTip(
+      "Patch: replace the head's activation with the other run's.\n"
+      "Ablations run on the clean prompt exactly as mechscope-cli ablate --method (the sweep as ablate --sweep):\n"
+      "zero: the head's output (z) set to 0;\n"
+      "mean: z replaced by the mean of the clean and the corrupted run's z at each position (mean ablation with the pair as reference set);\n"
+      "uniform attention: each query attends uniformly to the keys it can see.");
   m_site = new QComboBox(this);
   m_site->addItems({"z (head output)", "pattern"});
   m_direction = new QComboBox(this);

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/ablation/ablation_sweep.hpp"
 #include "core/common/errors.hpp"
 #include "tests/analysis/causal_test_support.hpp"
 
@@ -96,6 +97,122 @@ TEST(Ablation, UniformAndForcedAttention) {
   bad.heads = {{0, 0}};
   EXPECT_THROW(ablate(m, in.clean, in.correct, in.incorrect, bad), InputError);  // no reference
   EXPECT_THROW(parseAblationMethod("half"), InputError);
+}
+
+/// Zero ablation of each head alone, by hand: hook_z's head slice set to 0 in a plain forward, the logit
+/// difference of the last position in fp64, averaged over the prompts → [layer, head].
+at::Tensor ablationSweepZeroByHand(const HookedTransformer& m, const PatchInputs& in) {
+  const int L = m.config().nLayers, H = m.config().nHeads;
+  at::Tensor out = at::zeros({L, H}, at::kDouble);
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h) {
+      HookSet hooks;
+      hooks.add("blocks." + std::to_string(l) + ".attn.hook_z", [h](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+        at::Tensor o = t.clone();  // [batch, pos, head, d_head]
+        o.select(2, h).zero_();
+        return o;
+      });
+      const at::Tensor logits = m.forward(in.clean, {}, &hooks).logits;  // [batch, pos, vocab]
+      const at::Tensor last = logits.select(1, logits.size(1) - 1).to(at::kDouble).cpu();  // [batch, vocab]
+      double sum = 0;
+      for (int64_t b = 0; b < last.size(0); ++b)
+        sum += last[b][in.correct[b].item<int64_t>()].item<double>() - last[b][in.incorrect[b].item<int64_t>()].item<double>();
+      out[l][h] = sum / static_cast<double>(last.size(0));
+    }
+  return out;
+}
+
+// Issue #21: the head sweep (the CLI's `ablate --sweep`, the GUI's ablation sweep) is `ablate` of each
+// head alone, for every method (zero: every head; the others: the planted circuit's layers and a spread
+// of deeper heads, to keep the test short), and zero ablation is what zeroing the head's z by hand gives.
+TEST(Ablation, HeadSweepEqualsAblateOfEachHeadAlone) {
+  const auto& m = *test::causalPlanted().model;
+  const PatchInputs in = test::plantedInputs(planted::ioiPrompts(4, 4));
+  const int L = m.config().nLayers, H = m.config().nHeads;
+  std::vector<HeadRef> some;
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h)
+      if (l < 4 || (l % 5 == 0 && h == l % H)) some.push_back({l, h});
+  std::vector<AblationParams> methods(5);
+  methods[1].method = AblationMethod::Mean;
+  methods[1].reference = in.corrupt;
+  methods[2].method = AblationMethod::Resample;
+  methods[2].reference = in.corrupt;
+  methods[2].pooled = true;
+  methods[2].seed = 7;
+  methods[3].method = AblationMethod::Uniform;
+  methods[3].positions = {-1};
+  methods[4].method = AblationMethod::Force;
+  methods[4].forceKeys = {{1}};
+  methods[4].positions = {-1};
+  AblationSweepResult zero;
+  for (AblationParams base : methods) {
+    base.heads = {{5, 1}};  // ignored by the sweep
+    const AblationSweepResult s = ablationHeadSweep(m, in.clean, in.correct, in.incorrect, base);
+    if (base.method == AblationMethod::Zero) zero = s;
+    ASSERT_EQ(s.metricAfter.sizes(), (std::vector<int64_t>{L, H}));
+    ASSERT_EQ(s.perPromptAfter.sizes(), (std::vector<int64_t>{L, H, in.clean.size(0)}));
+    std::vector<HeadRef> heads = some;
+    if (base.method == AblationMethod::Zero) {
+      heads.clear();
+      for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h) heads.push_back({l, h});
+    }
+    for (const HeadRef& head : heads) {
+      AblationParams one = base;
+      one.heads = {head};
+      const AblationResult r = ablate(m, in.clean, in.correct, in.incorrect, one);
+      const double tol = 1e-5 * std::max(1.0, std::abs(r.metricAfter));  // fp32 sums: far below
+      EXPECT_NEAR(s.metricBefore, r.metricBefore, 1e-5 * std::max(1.0, std::abs(r.metricBefore)));
+      EXPECT_NEAR(s.metricAfter[head.layer][head.head].item<double>(), r.metricAfter, tol) << toString(base.method) << " " << toString(head);
+      EXPECT_LE((s.perPromptAfter[head.layer][head.head] - r.perPromptAfter).abs().max().item<double>(), tol);
+    }
+  }
+  // Zero ablation by hand.
+  const at::Tensor hand = ablationSweepZeroByHand(m, in);
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h)
+      EXPECT_NEAR(zero.metricAfter[l][h].item<double>(), hand[l][h].item<double>(), 1e-5 * std::max(1.0, std::abs(hand[l][h].item<double>())))
+          << l << "." << h;
+  // The largest drops are heads of the planted IOI circuit (1.1, 2.1, 3.0, 3.1).
+  const auto top = largestAblationDrops(zero, 2);
+  ASSERT_EQ(top.size(), 2u);
+  for (const auto& d : top) {
+    EXPECT_TRUE(d.head == (HeadRef{1, 1}) || d.head == (HeadRef{2, 1}) || d.head == (HeadRef{3, 0}) || d.head == (HeadRef{3, 1}))
+        << toString(d.head) << " drop " << d.drop;
+    EXPECT_NEAR(d.drop, zero.metricBefore - zero.metricAfter[d.head.layer][d.head.head].item<double>(), 1e-12);
+  }
+  EXPECT_GE(top[0].drop, top[1].drop);
+  EXPECT_GT(top[1].drop, 1.0);
+}
+
+TEST(Ablation, HeadSweepReportsEveryHeadCancelsAndRejectsKnockout) {
+  const auto& m = *test::causalPlanted().model;
+  const PatchInputs in = test::plantedInputs(planted::ioiPrompts(4, 4));
+  const long long total = static_cast<long long>(m.config().nLayers) * m.config().nHeads;
+  RunContext ctx;
+  std::vector<long long> done;
+  ctx.progress = [&](const Progress& p) {
+    EXPECT_EQ(p.total, total);
+    EXPECT_EQ(p.stage, "head sweep");
+    done.push_back(p.done);
+  };
+  (void)ablationHeadSweep(m, in.clean, in.correct, in.incorrect, {}, &ctx);
+  ASSERT_EQ(done.size(), static_cast<size_t>(total + 2));  // start, one per head, end
+  EXPECT_EQ(done.back(), total);
+  RunContext cancel;
+  int seen = 0;
+  cancel.progress = [&](const Progress&) {
+    if (++seen == 5) cancel.cancel->cancel();
+  };
+  EXPECT_THROW(ablationHeadSweep(m, in.clean, in.correct, in.incorrect, {}, &cancel), Cancelled);
+  EXPECT_EQ(seen, 5);
+  AblationParams ko;
+  ko.knockout = true;
+  EXPECT_THROW(ablationHeadSweep(m, in.clean, in.correct, in.incorrect, ko), InputError);
+  AblationParams mean;
+  mean.method = AblationMethod::Mean;  // no reference
+  EXPECT_THROW(ablationHeadSweep(m, in.clean, in.correct, in.incorrect, mean), InputError);
 }
 
 }  // namespace

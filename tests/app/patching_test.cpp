@@ -8,6 +8,9 @@
 #include <QMouseEvent>
 #include <qcustomplot.h>
 
+#include "analysis/ablation/ablation.hpp"
+#include "analysis/ablation/ablation_sweep.hpp"
+#include "app/gui/head_patching.hpp"
 #include "app/gui/jobs.hpp"
 #include "app/gui/patching_panel.hpp"
 #include "app/gui/workspace.hpp"
@@ -194,6 +197,96 @@ TEST(Patching, SweepFillsTheGridAndCancelStopsIt) {
     EXPECT_NEAR(panel.grid()->score(l, h), ref, 1e-4) << l << "." << h;
   }
   EXPECT_TRUE(panel.grid()->data().signedScores);
+}
+
+namespace mechscope::gui::test {
+
+/// Mean ablation of one head with the pair as reference set, by hand: the clean run with the head's
+/// hook_z ← (z_clean + z_corrupt) / 2 at each position; the last position's logit difference.
+double meanAblatedOverPairByHand(const HookedTransformer& m, const std::vector<int64_t>& clean, const std::vector<int64_t>& corrupt, int layer,
+                                 int head, int64_t answer, int64_t incorrect) {
+  const std::string name = "blocks." + std::to_string(layer) + ".attn.hook_z";
+  const at::Tensor zc = m.runWithCache(tokenTensor(clean), {name}).get(name), zx = m.runWithCache(tokenTensor(corrupt), {name}).get(name);
+  const at::Tensor mean = (zc.select(2, head) + zx.select(2, head)) / 2;  // [1, pos, d_head]
+  HookSet hooks;
+  hooks.add(name, [mean, head](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    at::Tensor o = t.clone();
+    o.select(2, head).copy_(mean);
+    return o;
+  });
+  const at::Tensor logits = m.forward(tokenTensor(clean), {}, &hooks).logits;  // [1, pos, vocab]
+  const at::Tensor last = logits[0][logits.size(1) - 1].to(at::kDouble);
+  return last[answer].item<double>() - last[incorrect].item<double>();
+}
+
+}  // namespace mechscope::gui::test
+
+// Issue #21: the panel's ablation sweep is the analysis library's head sweep (the CLI's `ablate --sweep`)
+// on the clean prompt: zero → zero, uniform → uniform, mean → mean with the pair [clean; corrupted] as the
+// reference set. A clicked head is `ablate` of that head.
+TEST(Patching, AblationSweepIsTheAnalysisHeadSweep) {
+  auto session = gui::test::plantedSession();
+  const Ids ids = defaultIds(*session);
+  const auto p = PatchingSession::build(session, ids.clean, ids.corrupt, ids.answer, ids.incorrect, RunContext{});
+  const auto& m = *session->model;
+  const int L = p->layers(), H = p->heads();
+  const at::Tensor tokens = tokenTensor(ids.clean);
+  const at::Tensor c = at::tensor(std::vector<int64_t>{ids.answer}, at::kLong), i = at::tensor(std::vector<int64_t>{ids.incorrect}, at::kLong);
+  const double denom = p->cleanLogitDiff() - p->corruptLogitDiff();
+  std::vector<double> meanRaw;
+  for (const auto& [mode, method] : std::vector<std::pair<Intervention, analysis::AblationMethod>>{
+           {Intervention::AblateZero, analysis::AblationMethod::Zero},
+           {Intervention::AblateMean, analysis::AblationMethod::Mean},
+           {Intervention::AblateUniform, analysis::AblationMethod::Uniform}}) {
+    analysis::AblationParams ap;
+    ap.method = method;
+    if (method == analysis::AblationMethod::Mean) ap.reference = at::cat({tokenTensor(ids.clean), tokenTensor(ids.corrupt)}, 0);
+    const analysis::AblationSweepResult ref = analysis::ablationHeadSweep(m, tokens, c, i, ap);
+    PatchRequest base;
+    base.intervention = mode;
+    const std::vector<double> raw = p->sweep(base, false, RunContext{});
+    // Normalised as before: (d − d_corrupt) / (d_clean − d_corrupt) (one method is enough).
+    const std::vector<double> norm = mode == Intervention::AblateZero ? p->sweep(base, true, RunContext{}) : std::vector<double>{};
+    if (mode == Intervention::AblateMean) meanRaw = raw;
+    ASSERT_EQ(raw.size(), static_cast<std::size_t>(L * H));
+    for (int l = 0; l < L; ++l)
+      for (int h = 0; h < H; ++h) {
+        const double want = ref.metricAfter[l][h].item<double>();
+        const auto k = static_cast<std::size_t>(l * H + h);
+        EXPECT_NEAR(raw[k], want, 1e-6) << analysis::toString(method) << " " << l << "." << h;
+        if (!norm.empty()) {
+          EXPECT_NEAR(norm[k], (want - p->corruptLogitDiff()) / denom, 1e-6) << l << "." << h;
+        }
+      }
+    // A click (one head, then a set) is `ablate` of those heads.
+    for (const std::vector<Head>& heads : std::vector<std::vector<Head>>{{{3, 0}}, {{2, 1}, {3, 1}}}) {
+      PatchRequest r = base;
+      r.heads = heads;
+      analysis::AblationParams one = ap;
+      one.heads = heads;
+      const analysis::AblationResult a = analysis::ablate(m, tokens, c, i, one);
+      const PatchOutcome o = p->run(r);
+      EXPECT_NEAR(o.logitDiff, a.metricAfter, 1e-6) << analysis::toString(method);
+      EXPECT_DOUBLE_EQ(o.baselineLogitDiff, p->cleanLogitDiff());
+      if (heads.size() == 1) {
+        EXPECT_NEAR(o.logitDiff, raw[static_cast<std::size_t>(3 * H)], 1e-6);
+      }
+    }
+  }
+  // Mean over the pair, by hand, for a few heads (the S-inhibition and mover heads of the planted circuit).
+  ASSERT_EQ(meanRaw.size(), static_cast<std::size_t>(L * H));
+  for (const auto& [l, h] : std::vector<std::pair<int, int>>{{2, 1}, {3, 0}, {1, 1}})
+    EXPECT_NEAR(meanRaw[static_cast<std::size_t>(l * H + h)],
+                gui::test::meanAblatedOverPairByHand(m, ids.clean, ids.corrupt, l, h, ids.answer, ids.incorrect), 1e-4)
+        << l << "." << h;
+  // Cancelled between heads.
+  PatchRequest mean;
+  mean.intervention = Intervention::AblateMean;
+  RunContext cancel;
+  cancel.progress = [&](const Progress& pr) {
+    if (pr.done == 3) cancel.cancel->cancel();
+  };
+  EXPECT_THROW(p->sweep(mean, true, cancel), Cancelled);
 }
 
 TEST(Patching, UnequalLengthsAndUnknownAnswersAreMessagesNotCrashes) {

@@ -168,7 +168,8 @@ TEST(BatchPlan, CrossSectionChecks) {
   const std::string head = "[models.m]\npath = \"embedded\"\n[inputs.i]\nkind = \"ioi\"\n";
   EXPECT_NE(errors(head + "[[analysis]]\ntype = \"overlap\"\na = \"circuit@i\"\nb = \"circuit@i\"\n").find("must be \"CIRCUIT_ID@INPUT_ID\""),
             std::string::npos);
-  EXPECT_NE(errors(head + "[[analysis]]\ntype = \"ablate\"\ninputs = \"i\"\n").find("needs 'heads'"), std::string::npos);
+  // ablate needs --heads or --sweep: the CLI says which when neither is given; the plan checks the types.
+  EXPECT_NE(errors(head + "[[analysis]]\ntype = \"ablate\"\ninputs = \"i\"\nsweep = \"yes\"\n").find("true or false"), std::string::npos);
   EXPECT_NE(errors(head + "[[analysis]]\ntype = \"ablate\"\ninputs = \"i\"\nheads = \"3\"\n").find("not LAYER.HEAD"), std::string::npos);
   EXPECT_NE(errors(head + "[[analysis]]\ntype = \"circuit\"\ninputs = \"i\"\n[[analysis]]\ntype = \"circuit\"\ninputs = \"i\"\n")
                 .find("used twice"),
