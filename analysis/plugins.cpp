@@ -7,6 +7,7 @@
 #include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/intervention/intervention.hpp"
 #include "analysis/logit_lens/logit_lens.hpp"
+#include "analysis/patching/patch_groups.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 
@@ -22,6 +23,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(interventionPlugin());
     registerAnalysisPlugin(dlaPlugin());
     registerAnalysisPlugin(logitLensPlugin());
+    registerAnalysisPlugin(patchPlugin());
     return true;
   }();
   (void)installed;

@@ -61,13 +61,15 @@ std::string pluginHeadline(const AnalysisDescriptor& d, const AnalysisResult& r)
       line += sep + key + "=" + scalarText(r.json[key]);
       sep = ", ";
     }
+  // A result whose "layout" names another shape ([layer], [layer][pos], ...) has no head grid to summarise.
+  const bool headGrids = !r.json.contains("layout") || r.json["layout"] == "[layer][head]";
   for (const auto& key : d.figureKeys) {
-    if (!r.json.contains(key)) continue;
+    if (!headGrids || !r.json.contains(key) || !r.json[key].is_array()) continue;
     const auto& g = r.json[key];  // [layer][head]
     double best = -INFINITY;
     int bl = -1, bh = -1;
     for (size_t l = 0; l < g.size(); ++l)
-      for (size_t h = 0; h < g[l].size(); ++h)
+      for (size_t h = 0; g[l].is_array() && h < g[l].size(); ++h)
         if (g[l][h].is_number() && g[l][h].get<double>() > best) {
           best = g[l][h].get<double>();
           bl = static_cast<int>(l);

@@ -12,6 +12,8 @@
 
 namespace mechscope::analysis {
 
+struct AnalysisPlugin;
+
 /// activationPatch on every group, combined. Per-position layouts index positions from the start; with
 /// several lengths a cell averages the prompts that have that position (metricPatched is NaN elsewhere).
 PatchResult activationPatchGroups(const HookedTransformer& model, const std::vector<PatchGroup>& groups,
@@ -36,5 +38,8 @@ at::Tensor groupsToDatasetOrder(const std::vector<PatchGroup>& groups);
 
 /// Total prompts over the groups.
 int64_t groupPromptCount(const std::vector<PatchGroup>& groups);
+
+/// The `patch` analysis plugin (activation, attribution and path patching over a dataset; patch_plugin.cpp).
+AnalysisPlugin patchPlugin();
 
 }  // namespace mechscope::analysis

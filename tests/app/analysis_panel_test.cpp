@@ -130,12 +130,16 @@ TEST(AnalysisPanels, OverviewRunsWithProgressAndShowsGridsEqualToTheNumbers) {
   EXPECT_TRUE(panel.statusText().contains("skip_queries = 99")) << panel.statusText().toStdString();
 }
 
+// The `patch` plugin's panel with an empty dataset field runs on the Patching panel's pair (one prompt,
+// role END): its head_out (z) and pattern grids, denoising, equal PatchingSession::run's one hooked
+// forward per head (clean activation into the corrupted run).
 TEST(AnalysisPanels, PatchingSweepPanelCancelsAndThenCompletes) {
   gui::test::PlantedBench bench(false);
   auto& [ws, jobs, watch, session] = bench;
   AnalysisPanel panel(gui::test::adapterNamed("patch"), &ws, &jobs);
-  EXPECT_EQ(panel.run(), -1) << "needs the pair first";
-  EXPECT_TRUE(panel.statusText().contains("Patching panel"));
+  panel.setParam("dataset", QString());  // the Patching panel's pair
+  EXPECT_EQ(watch.wait(panel.run()).status, "failed") << "needs the pair first";
+  EXPECT_TRUE(panel.statusText().contains("Patching panel")) << panel.statusText().toStdString();
   const auto d = plantedPatchingDefaults();
   const int prep = submitBuildPatching(ws, jobs, tokenizePrompt(*session, d.clean).ids, tokenizePrompt(*session, d.corrupt).ids,
                                        *session->tokenizer->tokenToId("Mary"), *session->tokenizer->tokenToId("John"));
@@ -153,24 +157,30 @@ TEST(AnalysisPanels, PatchingSweepPanelCancelsAndThenCompletes) {
   EXPECT_EQ(panel.statusText(), "Cancelled.");
   EXPECT_TRUE(ws.results().empty());
 
-  panel.setParam("mode", "pattern");
-  const int again = panel.run();
-  ASSERT_EQ(watch.wait(again).status, "finished");
-  ASSERT_EQ(ws.results().size(), 1u);
-  ASSERT_EQ(panel.gridViews().size(), 1u);
-  EXPECT_TRUE(panel.gridViews()[0]->data().signedScores);
-  EXPECT_EQ(ws.results()[0].params["mode"].toString(), "pattern");
-  PatchRequest r;
-  r.site = PatchSite::Pattern;
-  r.heads = {{3, 0}};
   const auto p = ws.patching();
   const double denom = p->cleanLogitDiff() - p->corruptLogitDiff();
-  const double expect = (p->run(r).logitDiff - p->corruptLogitDiff()) / denom;
-  // The sweep is the CLI's batched activation patching; run() one hooked forward: two summation orders.
+  // The panel is the CLI's batched activation patching; run() one hooked forward: two summation orders.
   const auto& m = *session->model;
   const at::Tensor logits = m.forward(tokenTensor(p->corruptIds())).logits;
   const double bound = ::mechscope::test::logitDifferenceOrderBound(m.config(), logits.size(1), logits.abs().max().item<double>()) / std::abs(denom);
-  EXPECT_NEAR(panel.gridViews()[0]->score(3, 0), expect, bound);
+  size_t runs = 0;
+  for (const auto& [component, site] : std::vector<std::pair<QString, PatchSite>>{{"pattern", PatchSite::Pattern}, {"head_out", PatchSite::Z}}) {
+    panel.setParam("component", component);
+    const auto end = watch.wait(panel.run());
+    ASSERT_EQ(end.status, "finished") << end.message.toStdString();
+    ASSERT_EQ(ws.results().size(), ++runs);
+    ASSERT_EQ(panel.gridViews().size(), 1u);
+    EXPECT_TRUE(panel.gridViews()[0]->data().signedScores);
+    EXPECT_EQ(ws.results().back().params["component"].toString(), component);
+    EXPECT_EQ(ws.results().back().params["normalisation"].toString(), "denoising");
+    for (const auto& [l, h] : std::vector<std::pair<int, int>>{{3, 0}, {3, 1}, {2, 1}, {0, 0}}) {
+      PatchRequest r;
+      r.site = site;
+      r.heads = {{l, h}};
+      const double expect = (p->run(r).logitDiff - p->corruptLogitDiff()) / denom;
+      EXPECT_NEAR(panel.gridViews()[0]->score(l, h), expect, bound) << component.toStdString() << " " << l << "." << h;
+    }
+  }
 }
 
 TEST(AnalysisResults, RoundTripThroughHdf5AndBrokenFilesAreErrors) {
