@@ -3,6 +3,7 @@
 #include "analysis/attention_influence/attention_influence.hpp"
 #include "analysis/attention_overview/attention_overview.hpp"
 #include "analysis/attribution/dla_groups.hpp"
+#include "analysis/circuits/circuit_discovery.hpp"
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/intervention/intervention.hpp"
@@ -24,6 +25,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(dlaPlugin());
     registerAnalysisPlugin(logitLensPlugin());
     registerAnalysisPlugin(patchPlugin());
+    registerAnalysisPlugin(circuitPlugin());
     return true;
   }();
   (void)installed;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/patching/path_patching.hpp"
 
 namespace mechscope::analysis {
@@ -92,5 +93,8 @@ std::vector<HeadRef> selectHeads(const at::Tensor& effect, double topPercent, do
 nlohmann::json toJson(const CircuitResult& r);
 /// Reads toJson's output (stages' effects included); InputError naming `source` when malformed.
 CircuitResult circuitFromJson(const nlohmann::json& j, const std::string& source);
+
+/// The `circuit` analysis plugin (circuit_plugin.cpp): discoverCircuit over the dataset's length groups.
+AnalysisPlugin circuitPlugin();
 
 }  // namespace mechscope::analysis

@@ -144,13 +144,6 @@ inline std::vector<AnalysisDescriptor> builtinAnalyses() {
         p("force_keys", T::IntList, "--force-keys"), p("force_weights", T::String, "--force-weights"),
         p("sweep", T::Bool, "--sweep")},
        {}, {"sweep"}},
-      {"circuit", "IOI / Colored Objects circuit discovery by iterative path patching", kDatasetKinds, false,
-       {choice("variant", "--variant", {"ioi", "merullo"}), p("top_percent", T::Float, "--top-percent"),
-        p("rel_threshold", T::Float, "--rel-threshold"), p("min_effect", T::Float, "--min-effect"),
-        p("max_stages", T::Int, "--max-stages"), p("max_batch_rows", T::Int, "--max-batch-rows"),
-        p("stage_positions", T::String, "--stage-positions"), p("stage_sites", T::String, "--stage-sites"),
-        p("freeze_mlps", T::Bool, "--freeze-mlps")},
-       {}, {}},
       {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
   };
   return table;

@@ -24,8 +24,6 @@ std::vector<AnalysisAdapter> analysisAdapters() {
       wireAblationAdapter(a);
     } else if (info.name == "retrieval") {
       wireRetrievalAdapter(a);
-    } else if (info.name == "circuit") {
-      wireCircuitAdapter(a);
     } else if (info.name == "overlap") {
       wireOverlapAdapter(a);
     } else {

@@ -173,64 +173,6 @@ void wireAblationAdapter(AnalysisAdapter& a) {
   };
 }
 
-namespace {
-
-/// The causal dataset `dataset` (ioi, colored-objects: `n` generated with the session's tokenizer; or a
-/// JSONL file) as the CLI loads it (BOS as the tokenizer, else config.json, names it), in length groups.
-std::vector<analysis::PatchGroup> datasetGroups(const AnalysisInput& in, const std::string& dataset, int n, const char* what) {
-  if (!in.session || !in.session->model) throw InputError(std::string(what) + ": no model loaded; open a model first");
-  const Tokenizer* tok = in.session->tokenizer ? &*in.session->tokenizer : nullptr;
-  analysis::CausalSource src;
-  src.task = dataset;
-  src.n = n;
-  const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
-  return analysis::toPatchGroups(analysis::loadCausalDataset(src, tok, bos));
-}
-
-}  // namespace
-
-void wireCircuitAdapter(AnalysisAdapter& a) {
-  a.title = "Circuit";
-  a.available = true;
-  a.needsModel = true;
-  a.note = "analysis/circuits: iterative path patching (logits → movers → their inputs …) on a dataset (the papers' "
-           "stage plans at each prompt's role positions, as `circuit --task`) or on the Patching panel's pair";
-  a.params = {{"dataset", "Dataset", QString(), 0, 0, {}, "ioi, colored-objects or a JSONL file (as `circuit --task`); empty: the Patching panel's pair"},
-              {"n", "Prompts", 50, 1, 100000, {}, "prompts to generate for ioi / colored-objects"},
-              {"task", "Task name", QString("ioi"), 0, 0, {}, "stored with the circuit (overlap compares two of them)"},
-              {"top_percent", "Top % per stage", 2.0, 0.1, 100, {}, "at most this % of all heads per stage"},
-              {"rel_threshold", "Relative threshold", 0.1, 0, 1, {}, "keep |effect| ≥ this × the stage's max"},
-              {"min_effect", "Minimum effect", 0.02, 0, 1, {}, "and |effect| ≥ this fraction of the logit-diff gap"},
-              {"max_stages", "Max stages", 6, 1, 32, {}, {}},
-              {"variant", "Variant", QString("ioi"), 0, 0, {"ioi", "merullo"}, "path patching variant (docs/causal-protocols.md)"},
-              {"freeze_mlps", "Freeze MLPs", false, 0, 0, {}, "path patching with MLPs frozen to the clean run (default recomputed, as the papers' code)"}};
-  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-    analysis::CircuitParams p;
-    p.topPercent = params["top_percent"].toDouble(2.0);
-    p.relThreshold = params["rel_threshold"].toDouble(0.1);
-    p.minEffect = params["min_effect"].toDouble(0.02);
-    p.maxStages = params["max_stages"].toInt(6);
-    p.variant = params["variant"].toString() == "merullo" ? analysis::PathVariant::Merullo : analysis::PathVariant::Ioi;
-    p.freezeMlps = params["freeze_mlps"].toBool(false);
-    const std::string task = params["task"].toString("ioi").toStdString();
-    const std::string dataset = params["dataset"].toString().trimmed().toStdString();
-    analysis::CircuitResult c;
-    if (!dataset.empty()) {
-      // The CLI's `circuit --task`: every prompt, grouped by token length, with role positions.
-      c = analysis::discoverCircuit(*in.session->model, datasetGroups(in, dataset, params["n"].toInt(50), "circuit"), p, task, &ctx);
-    } else {
-      const PatchingSession& pair = needPair(in, "circuit");
-      const auto& model = *pair.model()->model;
-      analysis::PatchInputs pin{ids1(pair.cleanIds(), model), ids1(pair.corruptIds(), model), scalarId(pair.answer(), model),
-                                scalarId(pair.incorrect(), model), {}};
-      c = analysis::discoverCircuit(model, pin, p, task, &ctx);
-    }
-    AnalysisResult r = resultFromCliJson("circuit", analysis::toJson(c));
-    keepFormValues(r, params);
-    return r;
-  };
-}
-
 void wireOverlapAdapter(AnalysisAdapter& a) {
   a.title = "Overlap";
   a.available = true;

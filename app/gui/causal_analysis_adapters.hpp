@@ -1,5 +1,6 @@
 #pragma once
-// Adapters of constraint attention, retrieval heads, ablation, circuit discovery and circuit overlap:
+// Adapters of constraint attention, retrieval heads, ablation and circuit overlap (circuit discovery is a
+// plugin, analysis/circuits/circuit_plugin.cpp):
 // form → the analysis in analysis/ on the workspace's prompt (or patching pair) → the analysis's own
 // JSON contract → grids and lines through resultFromCliJson (the same view a CLI file reopens to).
 #include "app/gui/analysis_adapters.hpp"
@@ -12,8 +13,6 @@ void wireRetrievalAdapter(AnalysisAdapter& a);
 /// Fills `a` (name "ablate"): analysis/ablation on the patching pair's clean prompt, each head alone
 /// (a layer × head grid) and optionally one head set.
 void wireAblationAdapter(AnalysisAdapter& a);
-/// Fills `a` (name "circuit"): analysis/circuits discovery on the patching pair.
-void wireCircuitAdapter(AnalysisAdapter& a);
 
 /// Fills `a` (name "overlap"): two circuits (CLI circuit JSON files, or the workspace's last two circuit results).
 void wireOverlapAdapter(AnalysisAdapter& a);

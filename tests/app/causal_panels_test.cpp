@@ -264,6 +264,7 @@ TEST(CausalPanels, CircuitsOfTwoTasksAndTheirOverlap) {
   buildPair(ws, jobs, watch, d.clean, d.corrupt, d.answer, d.incorrect);
   AnalysisPanel circuit(gui::test::adapterNamed("circuit"), &ws, &jobs);
   AnalysisPanel overlap(gui::test::adapterNamed("overlap"), &ws, &jobs);
+  circuit.setParam("dataset", QString());  // the plugin form's dataset field defaults to ioi; empty: the Patching panel's pair
   expectCancels(circuit, jobs, watch, ws);
   circuit.setParam("task", "ioi");
   ASSERT_EQ(watch.wait(circuit.run()).status, "finished");
