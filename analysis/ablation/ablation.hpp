@@ -1,5 +1,5 @@
 #pragma once
-// Head ablation (METRICS.md §7.1): zero, mean (over a reference set, optionally per template),
+// Head ablation (docs/metrics.md §7.1): zero, mean (over a reference set, optionally per template),
 // resample (paired or pooled), uniform attention over visible keys, and attention forcing (a given
 // distribution over key positions, applied between softmax and the value product, §10), for any head
 // set at all or chosen positions; knockout keeps a head set and ablates every other head.

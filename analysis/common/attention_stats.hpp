@@ -40,7 +40,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
                    const AttentionStatsOptions& options = {}, const RunContext* ctx = nullptr);
 
 /// Hooks that make the listed heads ((layer, head) pairs) attend uniformly over their visible keys
-/// (METRICS.md §1.3): the head's query is zeroed at hook_q, so every score is 0 before the mask.
+/// (docs/metrics.md §1.3): the head's query is zeroed at hook_q, so every score is 0 before the mask.
 void addUniformHeadHooks(HookSet& hooks, const HookedTransformer& model, const std::vector<HeadRef>& heads);
 
 /// The positions (0-based) that hold the top fraction `q` of `values` (⌈q·n⌉ entries; ties to the

@@ -1,5 +1,5 @@
 #pragma once
-// Datasets of the causal analyses: IOI (METRICS.md §3.1) and Colored Objects (§4.2) generated with a
+// Datasets of the causal analyses: IOI (docs/metrics.md §3.1) and Colored Objects (§4.2) generated with a
 // seed for a real tokenizer, and JSONL files (one prompt pair per line) so users can supply their own.
 // JSONL line: {"clean": TEXT | "clean_ids": [ids], "corrupted": TEXT | "corrupted_ids": [ids],
 //              "answer": TEXT | id, "incorrect": TEXT | id, "template": int (optional),
@@ -39,7 +39,7 @@ struct CausalDataset {
   std::vector<std::string> droppedWords;  ///< names/colours that are not one token in the tokenizer
 };
 
-/// IOI corruption (METRICS.md §3.1, §4.4).
+/// IOI corruption (docs/metrics.md §3.1, §4.4).
 enum class IoiCorruption {
   Abc,   ///< p_ABC: IO, S1 and S2 replaced by three other names (Wang et al.)
   S2Io   ///< S2 replaced by IO (Merullo et al.)

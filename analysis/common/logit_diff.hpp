@@ -1,6 +1,6 @@
 #pragma once
 // The logit-difference metric of the causal analyses and the normalisations of patching scores
-// (METRICS.md §3.2, §4.3, §7.2). Raw values are always kept; the normalisation is recorded by name.
+// (docs/metrics.md §3.2, §4.3, §7.2). Raw values are always kept; the normalisation is recorded by name.
 #include <string>
 
 #include "core/common/tensor.hpp"
@@ -11,7 +11,7 @@ namespace mechscope::analysis {
 /// [batch, vocab], correct/incorrect [batch] int64 → [batch] fp32 (keeps autograd).
 at::Tensor logitDiff(const at::Tensor& logits, const at::Tensor& correct, const at::Tensor& incorrect);
 
-/// How a patched metric is turned into a score (METRICS.md §7.2).
+/// How a patched metric is turned into a score (docs/metrics.md §7.2).
 enum class Normalisation {
   Denoising,  ///< (patched − corrupt) / (clean − corrupt): 1 = clean behaviour restored (default)
   Noising,    ///< (clean − patched) / (clean − corrupt): 1 = fully broken by the patch

@@ -1,5 +1,5 @@
 #pragma once
-// Needle-in-a-haystack inputs (METRICS.md §1.2, Wu et al.'s official detection code): needles.jsonl,
+// Needle-in-a-haystack inputs (docs/metrics.md §1.2, Wu et al.'s official detection code): needles.jsonl,
 // the tokenized haystack with its sentence ends, needle insertion at the last sentence end at or
 // before a depth, the prompt (context + question), and the answer span (find_needle_idx).
 // Sentence ends come from each token's decoded text, never from guessed ids, so placement works for

@@ -1,5 +1,5 @@
 #pragma once
-// Constraint attention (METRICS.md §6, §10): α(l,i) = (1/|C|)·Σ_{j∈C} mean_h A[l,h,i,j] for every
+// Constraint attention (docs/metrics.md §6, §10): α(l,i) = (1/|C|)·Σ_{j∈C} mean_h A[l,h,i,j] for every
 // query row i, ᾱ(i) = mean_l α(l,i), β(l) = mean of α(l,·) over the answer steps' query rows, and
 // Δβ(l) between two runs. One streaming pass (teacher-forced over prompt + response).
 #include <cstdint>

@@ -1,5 +1,5 @@
 #pragma once
-// Activation patching (METRICS.md §7.2): run the corrupted prompts, overwrite one activation with
+// Activation patching (docs/metrics.md §7.2): run the corrupted prompts, overwrite one activation with
 // its clean value, measure the logit difference. The batched sweep puts patch variants on the batch
 // dimension and starts every layer's variants from the cached corrupted resid_pre (forwardFrom), so
 // the layers below the patched site run once; it equals the one-forward-per-cell loop.

@@ -199,7 +199,7 @@ AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, 
   r.json["mean_rouge1_recall"] = rougeCount > 0 ? nlohmann::json(rougeSum / static_cast<double>(rougeCount) * 100.0) : nlohmann::json(nullptr);
   r.addArray("retrieval_score", score);
   r.addArray("activation_frequency", freq);
-  // Per test (METRICS.md §1.6): argmax key of every head at every step, generated ids, needle span.
+  // Per test (docs/metrics.md §1.6): argmax key of every head at every step, generated ids, needle span.
   for (size_t i = 0; i < tests.size(); ++i) {
     const auto& t = tests[i];
     if (t.argmax.defined()) r.addArray(fmt::format("test_{}_argmax", i), t.argmax);  // [step, layer, head]

@@ -1,5 +1,5 @@
 #pragma once
-// Retrieval heads (METRICS.md §1, §10): greedy decoding of needle-in-a-haystack prompts with the
+// Retrieval heads (docs/metrics.md §1, §10): greedy decoding of needle-in-a-haystack prompts with the
 // official per-step rule (argmax key of each head's current row inside the needle span and holding
 // the emitted token ⇒ score += 1/|span|), ROUGE-1 recall success filter, activation frequency, and
 // head masking (uniform attention) for the causal check. The prefill never holds a pattern: the

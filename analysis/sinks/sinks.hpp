@@ -1,5 +1,5 @@
 #pragma once
-// Attention sinks (METRICS.md §2, §10; official code JeffreyWong20/Secondary-Attention-Sinks): the
+// Attention sinks (docs/metrics.md §2, §10; official code JeffreyWong20/Secondary-Attention-Sinks): the
 // primary sink b (detected among positions {0, 1, 2} by mean hidden-state norm, or forced), its
 // per-head sink score and the sink rate; secondary sinks by hidden-state alignment with b inside the
 // clipper window, their lifetimes, creation layers and labels; at the creation layer the MLP output's

@@ -1,5 +1,5 @@
 #pragma once
-// WAAD / FAI (preplan-and-anchor, METRICS.md §5, §10): head distance d(l,h) over response rows, the
+// WAAD / FAI (preplan-and-anchor, docs/metrics.md §5, §10): head distance d(l,h) over response rows, the
 // bottom/top-quantile local/global head split, per-token WAAD (local heads, window W) and FAI (global
 // heads, horizon band), preplan/anchor token sets and peaks; for the paper's Table 2 the per-token
 // predictive entropy and realised-token log-probability, receiver heads (kurtosis of each head's

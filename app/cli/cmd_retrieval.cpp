@@ -1,4 +1,4 @@
-// `mechscope-cli retrieval`: retrieval-head detection by needle-in-a-haystack decoding (METRICS.md
+// `mechscope-cli retrieval`: retrieval-head detection by needle-in-a-haystack decoding (docs/metrics.md
 // §1.2), head masking for the causal check, progress per test, resumable (docs/cli.md).
 #include <ATen/ATen.h>
 

@@ -1,6 +1,6 @@
 #pragma once
 // AttentionProbe: per-head attention statistics computed from Q and K in tiles, never holding the
-// full [heads, n, n] pattern (METRICS.md §11). The engine under sinks, WAAD/FAI, constraint
+// full [heads, n, n] pattern (docs/metrics.md §11). The engine under sinks, WAAD/FAI, constraint
 // attention and retrieval heads. Qt-free; works on CPU and CUDA tensors alike (only at:: ops).
 //
 // Conventions (shared with statsFromPattern):

@@ -1,4 +1,4 @@
-// ProbeAlgorithm::Scan: online softmax over key tiles (METRICS.md §11), fp64 row sums, and a second
+// ProbeAlgorithm::Scan: online softmax over key tiles (docs/metrics.md §11), fp64 row sums, and a second
 // pass over the tiles only when column sums are asked.
 #include <ATen/ATen.h>
 

@@ -13,7 +13,7 @@ row (no streaming), in float64 from the fp32 probabilities:
 * preplan = top 40 % of Δ_t = |WAAD_t − WAAD_{t+1}| over t ∈ [R, N − 2]; anchor = top 40 % of FAI over
   s ≥ R (⌈0.4·count⌉, ties to the lower position).
 * peaks = local maxima (v[t] > v[t−1], v[t] ≥ v[t+1], edges compare one neighbour) above the 60th
-  percentile (linear) of positions ≥ R (the paper gives no peak rule; METRICS.md §10's choice).
+  percentile (linear) of positions ≥ R (the paper gives no peak rule; docs/metrics.md §10's choice).
 * entropy_t = H(softmax(logits[t−1])) in nats, log_prob_t = log softmax(logits[t−1])[x_t]; None at t = 0.
 * receiver heads: per row and head, the column means over the FAI horizon (Bogdan's "vertical score",
   his proximity band playing the horizon) over response columns with a non-empty horizon, their excess

@@ -140,7 +140,7 @@ TEST(PlantedModel, InductionHeadsCompleteTheNeedleWithKvCache) {
 }
 
 TEST(PlantedModel, SinkWindowAndSecondarySinkLifetime) {
-  // METRICS.md §2.1 on hidden states: clipper window from BOS norms, then cos > 0.9 with BOS.
+  // docs/metrics.md §2.1 on hidden states: clipper window from BOS norms, then cos > 0.9 with BOS.
   auto words = planted::idleText();
   words.insert(words.begin() + 5, ";");
   const auto run = runPlanted(toIds(words));
