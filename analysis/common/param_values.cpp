@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 #include "core/common/errors.hpp"
@@ -12,6 +13,20 @@ namespace {
 std::string trim(const std::string& s) {
   const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+/// A bound as a person writes it: 1, 0.5, 1e+09.
+std::string boundText(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+/// "is outside [0, 1]", "is below the minimum 0", "is above the maximum 100" (open ends are ±1e300).
+std::string rangeMessage(const ParamInfo& p) {
+  if (p.maximum >= 1e300) return "is below the minimum " + boundText(p.minimum);
+  if (p.minimum <= -1e300) return "is above the maximum " + boundText(p.maximum);
+  return "is outside [" + boundText(p.minimum) + ", " + boundText(p.maximum) + "]";
 }
 
 int64_t parseInteger(const std::string& text, const std::string& what) {
@@ -95,8 +110,7 @@ int64_t ParamValues::integer(const std::string& key) const {
   const ParamInfo& p = info(key);
   const int64_t v = parseInteger(text(key), option(key));
   if (static_cast<double>(v) < p.minimum || static_cast<double>(v) > p.maximum)
-    throw InputError(option(key) + ": " + std::to_string(v) + " is outside [" + std::to_string(static_cast<int64_t>(p.minimum)) + ", " +
-                     std::to_string(static_cast<int64_t>(p.maximum)) + "]");
+    throw InputError(option(key) + ": " + std::to_string(v) + " " + rangeMessage(p));
   return v;
 }
 
@@ -107,7 +121,7 @@ double ParamValues::number(const std::string& key) const {
   const double v = std::strtod(t.c_str(), &end);
   if (t.empty() || *end != '\0' || !std::isfinite(v)) throw InputError(option(key) + ": '" + t + "' is not a number");
   if (v < p.minimum || v > p.maximum)
-    throw InputError(option(key) + ": " + t + " is outside [" + std::to_string(p.minimum) + ", " + std::to_string(p.maximum) + "]");
+    throw InputError(option(key) + ": " + t + " " + rangeMessage(p));
   return v;
 }
 

@@ -3,6 +3,7 @@
 // with --n/--seed), one option per parameter (help, default and range from the table), --device, --dtype,
 // --json and --out. The callback prepares the inputs, runs the plugin, writes the result and prints the
 // headline. Nothing here is specific to one analysis.
+#include <cctype>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -113,7 +114,9 @@ void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, cons
 void addPluginCommand(CLI::App& root, const analysis::AnalysisPlugin& plugin) {
   const auto& d = plugin.descriptor;
   auto o = std::make_shared<PluginCliOptions>();
-  CLI::App* sub = root.add_subcommand(d.name, d.summary);
+  std::string description = d.summary;  // the table's summary is lower-case (it also reads inside sentences)
+  if (!description.empty()) description[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(description[0])));
+  CLI::App* sub = root.add_subcommand(d.name, description);
   if (plugin.input == analysis::PluginInput::Dataset) {
     sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
     o->data.add(sub, "ioi, colored-objects (generated with the tokenizer) or FILE.jsonl; or give --clean-ids", false,
