@@ -29,18 +29,23 @@ struct AblateOptions {
   bool knockout = false, perTemplate = false, pooled = false, sweep = false;
 };
 
+/// The ablation of one token-length group: the reference (the corrupted set, p_ABC for IOI), the template
+/// ids and the role positions are the group's, as mean and resample ablation need positions that align.
+analysis::AblationParams forGroup(const analysis::AblationParams& p, const analysis::PatchGroup& g) {
+  analysis::AblationParams pg = p;
+  pg.reference = g.inputs.corrupt;
+  pg.promptGroups = g.templateIds;
+  pg.referenceGroups = g.templateIds;
+  pg.roles = g.inputs.roles;
+  return pg;
+}
+
 /// --sweep: every head ablated alone, group by group, combined over the prompts.
 void runSweep(const AblateOptions& o, const LoadedModel& m, const std::vector<analysis::PatchGroup>& groups, int dropped,
               const analysis::AblationParams& p) {
   std::vector<analysis::AblationSweepResult> parts;
-  for (const auto& g : groups) {
-    analysis::AblationParams pg = p;
-    pg.reference = g.inputs.corrupt;
-    pg.promptGroups = g.templateIds;
-    pg.referenceGroups = g.templateIds;
-    pg.roles = g.inputs.roles;
-    parts.push_back(analysis::ablationHeadSweep(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, pg, &processContext()));
-  }
+  for (const auto& g : groups)
+    parts.push_back(analysis::ablationHeadSweep(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, forGroup(p, g), &processContext()));
   const analysis::AblationSweepResult r = analysis::combineAblationSweeps(parts, groups);
   analysis::AnalysisResult out;
   out.name = "ablate";
@@ -85,17 +90,9 @@ void runAblate(AblateOptions& o) {
     for (std::string w; std::getline(ss, w, ',');) p.forceWeights.push_back(std::stod(w));
   }
   if (o.sweep) return runSweep(o, m, groups, dropped, p);
-  // One ablation per token-length group: the reference (the corrupted set, p_ABC for IOI) is the group's,
-  // as mean and resample ablation need positions that align.
-  std::vector<analysis::AblationResult> parts;
-  for (const auto& g : groups) {
-    analysis::AblationParams pg = p;
-    pg.reference = g.inputs.corrupt;
-    pg.promptGroups = g.templateIds;
-    pg.referenceGroups = g.templateIds;
-    pg.roles = g.inputs.roles;
-    parts.push_back(analysis::ablate(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, pg, &processContext()));
-  }
+  std::vector<analysis::AblationResult> parts;  // one ablation per token-length group
+  for (const auto& g : groups)
+    parts.push_back(analysis::ablate(*m.model, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, forGroup(p, g), &processContext()));
   const analysis::AblationResult r = analysis::combineAblationResults(parts, groups);
   analysis::AnalysisResult out;
   out.name = "ablate";
