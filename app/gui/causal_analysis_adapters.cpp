@@ -8,6 +8,7 @@
 
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/ablation/ablation_sweep.hpp"
 #include "analysis/circuits/circuit_discovery.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/circuits/overlap.hpp"
@@ -129,22 +130,19 @@ void wireAblationAdapter(AnalysisAdapter& a) {
     if (base.method == analysis::AblationMethod::Mean || base.method == analysis::AblationMethod::Resample)
       base.reference = ids1(pair.corruptIds(), model);
     const bool normalise = params["normalise"].toBool(true);
+    // Every head alone: the analysis library's sweep (the CLI's `ablate --sweep`), one metric per head.
+    const analysis::AblationSweepResult sweep = analysis::ablationHeadSweep(model, tokens, correct, incorrect, base, &ctx);
+    const double before = sweep.metricBefore;
+    const at::Tensor after = sweep.metricAfter.to(at::kCPU, at::kDouble);  // [layer, head]
     nlohmann::json grid = nlohmann::json::array();
-    double before = 0;
     for (int l = 0; l < L; ++l) {
       nlohmann::json row = nlohmann::json::array();
       for (int h = 0; h < H; ++h) {
-        ctx.step(l * H + h, L * H, "ablation: each head alone");
-        analysis::AblationParams p = base;
-        p.heads = {{l, h}};
-        const auto r = analysis::ablate(model, tokens, correct, incorrect, p, &ctx);
-        before = r.metricBefore;
-        const double d = r.metricAfter - r.metricBefore;
-        row.push_back(normalise && std::abs(r.metricBefore) > 0 ? d / std::abs(r.metricBefore) : d);
+        const double d = after[l][h].item<double>() - before;
+        row.push_back(normalise && std::abs(before) > 0 ? d / std::abs(before) : d);
       }
       grid.push_back(row);
     }
-    ctx.step(L * H, L * H, "ablation: each head alone");
     nlohmann::json j;
     j["analysis"] = "ablate";
     j["method"] = analysis::toString(base.method);
