@@ -158,8 +158,13 @@ std::vector<int64_t> ParamValues::integers(const std::string& key) const {
 
 std::pair<int64_t, int64_t> parseRangeText(const std::string& t, const std::string& what) {
   const size_t colon = t.find(':');
-  if (colon == std::string::npos) throw InputError(what + ": expected START:END (two integers), found '" + t + "'");
-  return {parseInteger(t.substr(0, colon), what), parseInteger(t.substr(colon + 1), what)};
+  const std::string message = what + ": expected START:END (two integers), found '" + t + "'";
+  if (colon == std::string::npos) throw InputError(message);
+  try {
+    return {parseInteger(t.substr(0, colon), what), parseInteger(t.substr(colon + 1), what)};
+  } catch (const InputError&) {
+    throw InputError(message);
+  }
 }
 
 std::pair<int64_t, int64_t> ParamValues::range(const std::string& key) const { return parseRangeText(text(key), option(key)); }

@@ -181,20 +181,6 @@ void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::Analys
   }
 }
 
-std::pair<int64_t, int64_t> parseRange(const std::string& text, const std::string& what) {
-  const auto colon = text.find(':');
-  try {
-    if (colon == std::string::npos) throw std::invalid_argument("no colon");
-    std::size_t ia = 0, ib = 0;
-    const std::string a = text.substr(0, colon), b = text.substr(colon + 1);
-    const int64_t x = std::stoll(a, &ia), y = std::stoll(b, &ib);
-    if (ia != a.size() || ib != b.size()) throw std::invalid_argument("trailing");
-    return {x, y};
-  } catch (const std::exception&) {
-    throw InputError(fmt::format("{}: expected START:END (two integers), found '{}'", what, text));
-  }
-}
-
 void attachStderrProgress(const std::string& command) {
   processContext().progress = [command](const Progress& p) {
     std::cerr << fmt::format("{}: {} {}/{}\n", command, p.stage, p.done, p.total);

@@ -75,9 +75,6 @@ std::vector<std::vector<int64_t>> readTokenIdRows(const std::string& path);
 void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::AnalysisResult& result, const LoadedModel& m,
                           const std::string& attentionPath);
 
-/// Parses "a:b" into two integers; InputError naming `what` otherwise.
-std::pair<int64_t, int64_t> parseRange(const std::string& text, const std::string& what);
-
 /// A progress sink that prints "command: stage done/total" lines on stderr.
 void attachStderrProgress(const std::string& command);
 

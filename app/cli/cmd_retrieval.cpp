@@ -19,6 +19,7 @@
 #include "analysis/retrieval/niah_grid.hpp"
 #include "analysis/retrieval/resume.hpp"
 #include "analysis/retrieval/retrieval.hpp"
+#include "analysis/common/param_values.hpp"
 #include "app/cli/analysis_common_options.hpp"
 #include "app/cli/command.hpp"
 #include "core/common/errors.hpp"
@@ -87,7 +88,7 @@ void runSingleTest(RetrievalCliOptions& o, const LoadedModel& m, const TokenDeco
   t.needleIndex = -1;
   t.ids = rows[0];
   t.length = static_cast<int64_t>(t.ids.size());
-  std::tie(t.needleStart, t.needleEnd) = parseRange(o.needleSpan, "retrieval --needle-span");
+  std::tie(t.needleStart, t.needleEnd) = analysis::parseRangeText(o.needleSpan, "retrieval --needle-span");
   if (!o.answer.empty()) t.answer = o.answer;
   o.decode.stopTokens = o.stopTokens;  // single-test: no stop unless given
   const auto r = analysis::runRetrievalTest(*m.model, t, o.decode, decodeText, o.successThreshold / 100.0, &processContext());
@@ -150,7 +151,7 @@ std::filesystem::path haystackPath(const RetrievalCliOptions& o) {
 
 /// The grid's context lengths (--lengths, --n-lengths), depths (--depths) and prompt layout.
 void setGridAxes(analysis::NiahGrid& grid, const RetrievalCliOptions& o) {
-  const auto [s, e] = parseRange(o.lengths, "retrieval --lengths");
+  const auto [s, e] = analysis::parseRangeText(o.lengths, "retrieval --lengths");
   if (s < 0 || e < s || o.nLengths < 1 || o.nDepths < 1) throw InputError("retrieval: --lengths a:b needs 0 ≤ a ≤ b, --n-lengths/--depths ≥ 1");
   grid.lengths = analysis::roundedLinspace(static_cast<double>(s), static_cast<double>(e), o.nLengths);
   grid.depths = analysis::roundedLinspace(0, 100, o.nDepths);

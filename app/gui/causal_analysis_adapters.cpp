@@ -48,11 +48,6 @@ nlohmann::json readJsonFile(const QString& path, const QString& what) {
   }
 }
 
-/// The form's values join the result's params; values the analysis reported under the same key win.
-void keepFormValues(AnalysisResult& r, const QJsonObject& params) {
-  for (auto it = params.begin(); it != params.end(); ++it)
-    if (!r.params.contains(it.key())) r.params[it.key()] = it.value();
-}
 
 }  // namespace
 

@@ -265,13 +265,18 @@ std::vector<double> flattenGrid(const nlohmann::json& g, int& rows, int& cols, c
   return out;
 }
 
-namespace {
-/// "first_token_mass" → "First token mass".
 QString titleOf(const std::string& key) {
   QString t = QString::fromStdString(key).replace('_', ' ');
   if (!t.isEmpty()) t[0] = t[0].toUpper();
   return t;
 }
+
+void keepFormValues(AnalysisResult& r, const QJsonObject& form) {
+  for (auto it = form.begin(); it != form.end(); ++it)
+    if (!r.params.contains(it.key())) r.params[it.key()] = it.value();
+}
+
+namespace {
 
 /// Any analysis from its table entry: each figure key a [layer][head] grid, each line key a per-token line.
 void fromTable(const analysis::AnalysisDescriptor& d, const json& j, const QStringList& tokens, AnalysisResult& r) {

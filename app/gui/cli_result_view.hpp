@@ -19,6 +19,12 @@ namespace mechscope::gui {
 /// a grid has the wrong shape.
 AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& json, const QStringList& tokenLabels = {});
 
+/// A result key or parameter key as a title: "first_token_mass" → "First token mass".
+QString titleOf(const std::string& key);
+
+/// The form's values join the result's params; values the analysis reported under the same key win.
+void keepFormValues(AnalysisResult& r, const QJsonObject& form);
+
 /// A [rows][cols] JSON array of numbers flattened row-major; InputError naming `what` when ragged.
 std::vector<double> flattenGrid(const nlohmann::json& grid, int& rows, int& cols, const std::string& what);
 

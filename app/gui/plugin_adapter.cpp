@@ -10,17 +10,11 @@ namespace mechscope::gui {
 
 namespace {
 
-QString labelOf(const std::string& key) {
-  QString l = QString::fromStdString(key).replace('_', ' ');
-  if (!l.isEmpty()) l[0] = l[0].toUpper();
-  return l;
-}
-
 ParamSpec specOf(const analysis::ParamInfo& p) {
   using analysis::ParamType;
   ParamSpec s;
   s.key = QString::fromStdString(p.key);
-  s.label = labelOf(p.key);
+  s.label = titleOf(p.key);
   s.tooltip = QString::fromStdString(p.doc);
   s.minimum = std::max(p.minimum, -1e9);
   s.maximum = std::min(p.maximum, 1e9);
@@ -129,8 +123,7 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
       for (const auto& l : out.json["token_labels"]) labels << QString::fromStdString(l.get<std::string>());
     }
     AnalysisResult r = resultFromCliJson(name, out.json, labels);
-    for (auto it = form.begin(); it != form.end(); ++it)
-      if (!r.params.contains(it.key())) r.params[it.key()] = it.value();
+    keepFormValues(r, form);
     return r;
   };
   return a;
