@@ -8,6 +8,7 @@
 #include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/intervention/intervention.hpp"
 #include "analysis/logit_lens/logit_lens.hpp"
+#include "analysis/ov_qk/ov_qk.hpp"
 #include "analysis/patching/patch_groups.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
@@ -24,6 +25,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(interventionPlugin());
     registerAnalysisPlugin(dlaPlugin());
     registerAnalysisPlugin(logitLensPlugin());
+    registerAnalysisPlugin(ovQkPlugin());
     registerAnalysisPlugin(patchPlugin());
     registerAnalysisPlugin(circuitPlugin());
     return true;
