@@ -1,5 +1,6 @@
 // The built-in analysis plugins: one line per analysis written in the plugin shape
 // (analysis/common/analysis_plugin.hpp). Adding one: its folder under analysis/ and one line here.
+#include "analysis/ablation/ablation_groups.hpp"
 #include "analysis/attention_influence/attention_influence.hpp"
 #include "analysis/attention_overview/attention_overview.hpp"
 #include "analysis/attribution/dla_groups.hpp"
@@ -27,6 +28,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(logitLensPlugin());
     registerAnalysisPlugin(ovQkPlugin());
     registerAnalysisPlugin(patchPlugin());
+    registerAnalysisPlugin(ablatePlugin());
     registerAnalysisPlugin(circuitPlugin());
     return true;
   }();

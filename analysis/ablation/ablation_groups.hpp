@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "analysis/ablation/ablation.hpp"
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/patching/patch_types.hpp"
 
@@ -21,5 +22,8 @@ void putPromptGroups(AnalysisResult& out, const std::vector<PatchGroup>& groups,
 /// Writes an ablation's before/after figures into `out.json` (metric, accuracies, per_prompt) and its
 /// per-prompt arrays; the analyses add their own keys.
 void putAblationSummary(AnalysisResult& out, const AblationResult& r);
+
+/// The `ablate` analysis plugin (a head set, knockout, or every head alone over a dataset; ablation_plugin.cpp).
+AnalysisPlugin ablatePlugin();
 
 }  // namespace mechscope::analysis

@@ -54,6 +54,7 @@ void registerAnalysisPlugin(AnalysisPlugin plugin) {
 }
 
 std::string pluginHeadline(const AnalysisDescriptor& d, const AnalysisResult& r) {
+  if (!r.summaryLine.empty()) return r.summaryLine;
   std::string line = d.name + ":";
   std::string sep = " ";
   for (const auto& key : d.headlineKeys)

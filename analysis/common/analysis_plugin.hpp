@@ -9,6 +9,7 @@
 //   - `list`, the demo and the batch summary's headline read the descriptor.
 // Adding an analysis: its folder analysis/<name>/ with a function returning its AnalysisPlugin, and one
 // line in analysis/plugins.cpp (or, in a test or an example, one RegisterAnalysisPlugin object).
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -44,6 +45,7 @@ struct PluginInputs {
   std::vector<std::string> texts;                ///< TokenRows: the prompts' texts when given as text (empty for token ids)
   bool addSpecialTokens = true;                  ///< how `rows` were encoded from `texts` (false: --no-prepend-bos)
   const CausalDataset* dataset = nullptr;        ///< Dataset: the prompt set
+  uint64_t seed = 0;                             ///< Dataset: --seed, the generator's and the analysis' random draws
 };
 
 /// Runs the analysis; throws InputError for parameters or inputs it cannot use.
@@ -76,8 +78,9 @@ struct RegisterAnalysisPlugin {
   explicit RegisterAnalysisPlugin(AnalysisPlugin plugin) { registerAnalysisPlugin(std::move(plugin)); }
 };
 
-/// The one-line headline of a plugin's result: its headline keys, then the largest cell of each
-/// [layer][head] figure key ("name: k=v, ...; top sink_score 0.1 0.98"). Used by the CLI and the demo.
+/// The one-line headline of a plugin's result: its own summaryLine when it wrote one, else its headline
+/// keys, then the largest cell of each [layer][head] figure key ("name: k=v, ...; top sink_score 0.1
+/// 0.98"). Used by the CLI and the demo.
 std::string pluginHeadline(const AnalysisDescriptor& d, const AnalysisResult& r);
 
 }  // namespace mechscope::analysis

@@ -73,7 +73,7 @@ void ParamValues::check() const {
       case ParamType::Int: (void)integer(key); break;
       case ParamType::Float: (void)number(key); break;
       case ParamType::Bool: (void)flag(key); break;
-      case ParamType::HeadList: (void)heads(key, 0, 0); break;
+      case ParamType::HeadList: (void)headSpecs(key, 0, 0); break;
       case ParamType::IntList: (void)integers(key); break;
       case ParamType::Range: (void)range(key); break;
       case ParamType::RangeList:
@@ -134,6 +134,10 @@ bool ParamValues::flag(const std::string& key) const {
 
 std::vector<HeadRef> ParamValues::heads(const std::string& key, int layers, int heads) const {
   return parseHeadList(text(key), option(key), layers, heads);
+}
+
+std::vector<HeadSpec> ParamValues::headSpecs(const std::string& key, int layers, int heads) const {
+  return parseHeadSpecs(text(key), option(key), info(key).roles, layers, heads);
 }
 
 std::vector<int64_t> parseIntegerList(const std::string& t, const std::string& what) {

@@ -50,6 +50,8 @@ class ParamValues {
   [[nodiscard]] bool flag(const std::string& key) const;
   /// A HeadList parameter, checked against a model of `layers` × `heads`.
   [[nodiscard]] std::vector<HeadRef> heads(const std::string& key, int layers, int heads) const;
+  /// A HeadList parameter with roles (LAYER.HEAD@ROLE, when the table's `roles` allows them).
+  std::vector<HeadSpec> headSpecs(const std::string& key, int layers, int heads) const;
   /// An IntList parameter ("1,-1" or repeated texts).
   [[nodiscard]] std::vector<int64_t> integers(const std::string& key) const;
   /// A Range parameter "a:b".

@@ -61,6 +61,7 @@ struct ParamInfo {
   std::string defaultValue{};        ///< the value when not given, as the option's text ("" = none)
   double minimum = -1e300;           ///< Int/Float: the smallest value accepted
   double maximum = 1e300;            ///< Int/Float: the largest value accepted
+  bool roles = false;                ///< HeadList: LAYER.HEAD@ROLE items are accepted (e.g. ablate's knockout)
 };
 
 /// A parameter with its help line and default (the plugins' way to write their table).
@@ -137,13 +138,6 @@ inline std::vector<AnalysisDescriptor> builtinAnalyses() {
         p("seed", T::Int, "--seed"),
         inverted("control", "--no-control"), p("span_threshold", T::Float, "--span-threshold")},
        {}, {"retrieval_score"}},
-      {"ablate", "head ablation: zero, mean, resample, uniform attention, attention forcing", kDatasetKinds, false,
-       {p("heads", T::HeadList, "--heads"), choice("method", "--method", {"zero", "mean", "resample", "uniform", "force"}),
-        p("knockout", T::Bool, "--knockout"), p("positions", T::IntList, "--positions"),
-        p("per_template", T::Bool, "--per-template"), p("pooled", T::Bool, "--pooled"),
-        p("force_keys", T::IntList, "--force-keys"), p("force_weights", T::String, "--force-weights"),
-        p("sweep", T::Bool, "--sweep")},
-       {}, {"sweep"}},
       {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
   };
   return table;

@@ -31,6 +31,7 @@ struct AnalysisResult {
   std::string name;  ///< analysis name, e.g. "sinks" (HDF5 group /analyses/<name>)
   nlohmann::json json = nlohmann::json::object();          ///< the documented --json keys
   std::vector<std::pair<std::string, at::Tensor>> arrays;  ///< named arrays, any dtype/device
+  std::string summaryLine{};  ///< the analysis' own one-line summary for the terminal ("" = derived from its table)
 
   /// Adds (or replaces) a named array.
   void addArray(const std::string& arrayName, const at::Tensor& t);

@@ -71,8 +71,6 @@ json headline(const std::string& type, const json& r) {
     const std::string layout = r.value("layout", "");
     if (layout == "[layer][head]") h["top_heads"] = topHeads(r.value("scores", json()), 5);
     copyKeys(h, r, {"metric_clean", "metric_corrupt", "normalisation", "prompts", "prompts_dropped", "component"});
-  } else if (type == "ablate") {
-    copyKeys(h, r, {"metric_before", "metric_after", "accuracy_before", "accuracy_after"});
   } else if (type == "circuit") {
     json heads = json::array();
     if (r.contains("heads"))

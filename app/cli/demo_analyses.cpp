@@ -90,7 +90,6 @@ json runDemoAnalyses(const fs::path& plantedFolder, const fs::path& out, const R
        {"retrieval", "--model", model, "--token-ids", j + "needle.json", "--needle-span",
         fmt::format("{}:{}", needle.needleStart, needle.needleEnd), "--max-new-tokens",
         std::to_string(needle.answer.size()), "--no-success-filter", "--json", j + "retrieval.json"}},
-      {"ablate", {"ablate", "--model", model, "--dataset", j + "ioi.jsonl", "--heads", "3.0,3.1", "--json", j + "ablate.json"}},
       {"circuit", {"circuit", "--model", model, "--task", j + "ioi.jsonl", "--json", j + "circuit_ioi.json"}},
       {"circuit", {"circuit", "--model", model, "--task", j + "colored_objects.jsonl", "--json", j + "circuit_co.json"}},
       {"overlap", {"overlap", j + "circuit_ioi.json", j + "circuit_co.json", "--json", j + "overlap.json"}},

@@ -97,6 +97,7 @@ void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, cons
   if (dataset) {
     ds = o.data.load(m);
     in.dataset = &ds;
+    in.seed = o.data.seed;
   } else {
     in.rows = readInputRows(o.common, m, name);
     in.texts = inputTexts(o.common);

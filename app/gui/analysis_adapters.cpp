@@ -20,8 +20,6 @@ std::vector<AnalysisAdapter> analysisAdapters() {
     a.summary = QString::fromStdString(info.summary);
     if (info.plugin) {
       a = pluginAdapter(*analysis::findPlugin(info.name));
-    } else if (info.name == "ablate") {
-      wireAblationAdapter(a);
     } else if (info.name == "retrieval") {
       wireRetrievalAdapter(a);
     } else if (info.name == "overlap") {

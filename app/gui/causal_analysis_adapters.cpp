@@ -7,8 +7,6 @@
 #include <QRegularExpression>
 
 
-#include "analysis/ablation/ablation.hpp"
-#include "analysis/ablation/ablation_sweep.hpp"
 #include "analysis/circuits/circuit_discovery.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/circuits/overlap.hpp"
@@ -24,18 +22,6 @@ void needPrompt(const AnalysisInput& in, const char* name) {
   if (!in.session) throw InputError(std::string(name) + ": no model loaded; open a model first");
   if (in.tokens.ids.empty()) throw InputError(std::string(name) + ": the prompt has no tokens; type a prompt first");
 }
-
-const PatchingSession& needPair(const AnalysisInput& in, const char* name) {
-  if (!in.patching)
-    throw InputError(std::string(name) + ": needs the clean/corrupted pair: open the Patching panel and press Run clean + corrupted");
-  return *in.patching;
-}
-
-at::Tensor ids1(const std::vector<int64_t>& ids, const HookedTransformer& m) {
-  return at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).unsqueeze(0).to(m.device());  // [1, pos]
-}
-
-at::Tensor scalarId(int64_t id, const HookedTransformer& m) { return at::tensor(std::vector<int64_t>{id}, at::kLong).to(m.device()); }  // [1]
 
 nlohmann::json readJsonFile(const QString& path, const QString& what) {
   QFile f(path);
@@ -100,68 +86,6 @@ void wireRetrievalAdapter(AnalysisAdapter& a) {
     AnalysisResult r = resultFromCliJson("retrieval", out.json, in.tokens.display);
     keepFormValues(r, params);
     if (in.session->tokenizer) r.params["generated"] = QString::fromStdString(in.session->tokenizer->decode(test.generated));
-    return r;
-  };
-}
-
-void wireAblationAdapter(AnalysisAdapter& a) {
-  a.title = "Ablation";
-  a.available = true;
-  a.needsPatching = true;
-  a.note = "analysis/ablation on the Patching panel's clean prompt: every head alone (grid), plus an optional head set";
-  a.params = {{"method", "Method", QString("zero"), 0, 0, {"zero", "mean", "uniform", "resample"},
-               "mean/resample take the corrupted prompt as the reference; uniform = uniform attention over visible keys"},
-              {"normalise", "Normalise", true, 0, 0, {}, "effect / |logit diff before| (else the raw Δ logit diff)"},
-              {"heads", "Head set", QString(), 0, 0, {}, "LAYER.HEAD list ablated together (reported as before/after)"},
-              {"knockout", "Knockout", false, 0, 0, {}, "ablate every head NOT in the set (circuit faithfulness)"}};
-  a.run = [](const AnalysisInput& in, const QJsonObject& params, const RunContext& ctx) {
-    const PatchingSession& pair = needPair(in, "ablate");
-    const auto& model = *pair.model()->model;
-    const int L = model.config().nLayers, H = model.config().nHeads;
-    const at::Tensor tokens = ids1(pair.cleanIds(), model), correct = scalarId(pair.answer(), model),
-                     incorrect = scalarId(pair.incorrect(), model);
-    analysis::AblationParams base;
-    base.method = analysis::parseAblationMethod(params["method"].toString("zero").toStdString());
-    if (base.method == analysis::AblationMethod::Mean || base.method == analysis::AblationMethod::Resample)
-      base.reference = ids1(pair.corruptIds(), model);
-    const bool normalise = params["normalise"].toBool(true);
-    // Every head alone: the analysis library's sweep (the CLI's `ablate --sweep`), one metric per head.
-    const analysis::AblationSweepResult sweep = analysis::ablationHeadSweep(model, tokens, correct, incorrect, base, &ctx);
-    const double before = sweep.metricBefore;
-    const at::Tensor after = sweep.metricAfter.to(at::kCPU, at::kDouble);  // [layer, head]
-    nlohmann::json grid = nlohmann::json::array();
-    for (int l = 0; l < L; ++l) {
-      nlohmann::json row = nlohmann::json::array();
-      for (int h = 0; h < H; ++h) {
-        const double d = after[l][h].item<double>() - before;
-        row.push_back(normalise && std::abs(before) > 0 ? d / std::abs(before) : d);
-      }
-      grid.push_back(row);
-    }
-    nlohmann::json j;
-    j["analysis"] = "ablate";
-    j["method"] = analysis::toString(base.method);
-    j["head_effect"] = grid;
-    j["head_effect_label"] = normalise ? "Δ logit diff / |logit diff before|" : "Δ logit diff";
-    j["metric"] = "logit_diff";
-    j["metric_before"] = before;
-    const auto set = parseHeadList(params["heads"].toString(), L, H, "ablate: head set");
-    if (!set.empty()) {
-      analysis::AblationParams p = base;
-      for (const auto& [l, h] : set) p.heads.push_back({l, h});
-      p.knockout = params["knockout"].toBool(false);
-      const auto r = analysis::ablate(model, tokens, correct, incorrect, p, &ctx);
-      nlohmann::json names = nlohmann::json::array();
-      for (const auto& [l, h] : set) names.push_back(std::to_string(l) + "." + std::to_string(h));
-      j["heads"] = names;
-      j["knockout"] = p.knockout;
-      j["ablated_heads"] = r.ablatedHeads;
-      j["metric_after"] = r.metricAfter;
-      j["accuracy_before"] = r.accuracyBefore;
-      j["accuracy_after"] = r.accuracyAfter;
-    }
-    AnalysisResult r = resultFromCliJson("ablate", j);
-    keepFormValues(r, params);
     return r;
   };
 }

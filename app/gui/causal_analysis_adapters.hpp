@@ -1,6 +1,5 @@
 #pragma once
-// Adapters of constraint attention, retrieval heads, ablation and circuit overlap (circuit discovery is a
-// plugin, analysis/circuits/circuit_plugin.cpp):
+// Adapters of retrieval heads and circuit overlap (ablation and circuit discovery are plugins):
 // form → the analysis in analysis/ on the workspace's prompt (or patching pair) → the analysis's own
 // JSON contract → grids and lines through resultFromCliJson (the same view a CLI file reopens to).
 #include "app/gui/analysis_adapters.hpp"
@@ -10,9 +9,6 @@ namespace mechscope::gui {
 
 /// Fills `a` (name "retrieval"): one needle test on the workspace's prompt (analysis/retrieval).
 void wireRetrievalAdapter(AnalysisAdapter& a);
-/// Fills `a` (name "ablate"): analysis/ablation on the patching pair's clean prompt, each head alone
-/// (a layer × head grid) and optionally one head set.
-void wireAblationAdapter(AnalysisAdapter& a);
 
 /// Fills `a` (name "overlap"): two circuits (CLI circuit JSON files, or the workspace's last two circuit results).
 void wireOverlapAdapter(AnalysisAdapter& a);

@@ -163,9 +163,10 @@ TEST(CausalPanels, AblationGridEqualsAblateOfEachHeadAndCancels) {
   const auto d = plantedPatchingDefaults();
   buildPair(ws, jobs, watch, d.clean, d.corrupt, d.answer, d.incorrect);
   AnalysisPanel panel(gui::test::adapterNamed("ablate"), &ws, &jobs);
-  expectCancels(panel, jobs, watch, ws);
-  panel.setParam("normalise", false);
+  panel.setParam("dataset", "");  // empty: the Patching panel's pair
+  panel.setParam("sweep", true);
   panel.setParam("heads", "3.0,3.1");
+  expectCancels(panel, jobs, watch, ws);
   const auto end = watch.wait(panel.run());
   ASSERT_EQ(end.status, "finished") << end.message.toStdString();
   ASSERT_EQ(panel.gridViews().size(), 1u);

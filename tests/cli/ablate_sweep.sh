@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `ablate --sweep` (issue #21): every head ablated alone equals `ablate --heads L.H` of that head, for the
 # GUI's three ablations (zero, mean over the corrupted set, uniform attention), on prompts of two token
-# lengths (two length groups, combined in dataset order); --sweep with --heads, or neither, exits 2.
+# lengths (two length groups, combined in dataset order); --sweep with --heads gives both in one run;
+# neither, or --knockout without --heads, exits 2.
 set -euo pipefail
 cli=$1
 py=/usr/bin/python3
@@ -52,10 +53,27 @@ z = json.load(open(f"{t}/sweep_zero.json"))
 assert z["metric_before"] > 5 and z["top_drops"][0]["drop"] > 1, z["top_drops"][:2]
 PY
 
+# Both in one run (the GUI's Ablation panel: the grid and a head set): each part equals its own run.
+"$cli" ablate --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --sweep --heads 3.0 --json "$tmp/both.json" > "$tmp/both.txt"
+grep -q "largest drops" "$tmp/both.txt" && grep -q "(1 heads)" "$tmp/both.txt" || { cat "$tmp/both.txt"; exit 1; }
+"$py" - "$tmp" <<'PY'
+import json, sys
+t = sys.argv[1]
+both, sweep, one = (json.load(open(f"{t}/{n}.json")) for n in ("both", "sweep_zero", "one_zero_3.0"))
+assert both["sweep"] == sweep["sweep"] and both["top_drops"] == sweep["top_drops"], "sweep part differs"
+assert both["metric_after"] == one["metric_after"] and both["heads"] == ["3.0"] == one["heads"], (both["metric_after"], one["metric_after"])
+for l, row in enumerate(both["head_effect"]):
+    for h, e in enumerate(row):
+        assert abs(e - (both["sweep"][l][h] - both["metric_before"])) < 1e-9, (l, h)
+PY
+
 set +e
-"$cli" ablate --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --sweep --heads 3.0 --json "$tmp/x.json" 2>/dev/null; rc1=$?
 "$cli" ablate --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --json "$tmp/x.json" 2>/dev/null; rc2=$?
 "$cli" ablate --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --sweep --knockout --json "$tmp/x.json" 2>/dev/null; rc3=$?
+"$cli" ablate --model "$tmp/planted" --dataset "$tmp/ioi.jsonl" --method force --heads 3.0 --force-keys 1 --force-weights x \
+  --json "$tmp/x.json" 2>"$tmp/err.txt"; rc4=$?
 set -e
-[ "$rc1" = 2 ] && [ "$rc2" = 2 ] && [ "$rc3" = 2 ] || { echo "bad input exits: $rc1 $rc2 $rc3 (want 2 2 2)"; exit 1; }
+[ "$rc2" = 2 ] && [ "$rc3" = 2 ] && [ "$rc4" = 2 ] || { echo "bad input exits: $rc2 $rc3 $rc4 (want 2 2 2)"; exit 1; }
+grep -q -- "--force-weights: 'x'" "$tmp/err.txt" || { cat "$tmp/err.txt"; exit 1; }
+[ ! -e "$tmp/x.json" ] || { echo "a refused run left $tmp/x.json"; exit 1; }
 echo "ablate --sweep OK"
