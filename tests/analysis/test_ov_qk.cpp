@@ -58,7 +58,7 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
   // within γ_N(fp64)·S each, S = the port's Σ|terms| scale; twice that between the two.
   const double qkGamma = 2.0 * test::gamma(3 * D + dh + 16.0, kFp64UnitRoundoff);
   int64_t comparedHits = 0, allHits = 0;
-  double maxEig = 0, maxQk = 0;
+  double maxEig = 0, maxQk = 0, maxEigBound = 0, maxQkBound = 0, minMarginOverBound = 1e300;
   for (int l = 0; l < c.nLayers; ++l)
     for (int h = 0; h < c.nHeads; ++h) {
       SCOPED_TRACE(GetParam() + " head " + std::to_string(l) + "." + std::to_string(h));
@@ -67,6 +67,7 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
                               ref["eig_abs_norm"][l][h].get<double>() / ref["eig_sum_abs"][l][h].get<double>();
       EXPECT_LT(eigBound, 1e-6);  // the comparison is not vacuous
       EXPECT_NEAR(r.copyEigen[l][h].item<double>(), score, eigBound);
+      maxEigBound = std::max(maxEigBound, eigBound);
       maxEig = std::max(maxEig, std::abs(r.copyEigen[l][h].item<double>() - score));
       int64_t unclear = 0, unclearNeg = 0;
       for (int64_t i = 0; i < T; ++i) {
@@ -76,6 +77,7 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
           const int64_t refRank = ref[neg ? "ov_rank_negative" : "ov_rank"][l][h][i].get<int64_t>();
           const int64_t mine = (neg ? r.rankNegative : r.rank)[l][h][i].item<int64_t>();
           ++allHits;
+          minMarginOverBound = std::min(minMarginOverBound, std::abs(margin) / bound);
           if (std::abs(margin) <= bound) {
             ++(neg ? unclearNeg : unclear);
             continue;
@@ -98,6 +100,7 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
         }
         const at::Tensor qk = (key == "qk" ? r.qk : rp.qk)[l][h];  // [query, key]
         const double bound = qkGamma * ref[key + "_abs_scale"][l][h].get<double>();
+        maxQkBound = std::max(maxQkBound, bound);
         for (size_t a = 0; a < p.queryTokens.size(); ++a)
           for (size_t b = 0; b < p.keyTokens.size(); ++b) {
             const double want = ref[key][l][h][a][b].get<double>();
@@ -107,8 +110,9 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
       }
     }
   EXPECT_GT(comparedHits, allHits * 9 / 10);
-  std::cout << GetParam() << ": eigen max |diff| " << maxEig << ", qk max |diff| " << maxQk << ", top-k memberships compared "
-            << comparedHits << " of " << allHits << '\n';
+  std::cout << GetParam() << ": eigen max |diff| " << maxEig << " (bound ≤ " << maxEigBound << "), qk max |diff| " << maxQk
+            << " (bound ≤ " << maxQkBound << "), top-k memberships compared " << comparedHits << " of " << allHits
+            << " (smallest |margin| / bound " << minMarginOverBound << ")\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(Trained, OvQkReference, ::testing::Values("gpt2-ioi", "llama2-niah"), test::identifierName);
