@@ -57,14 +57,21 @@ circuits() {
     --ioi-pp "logits@END;q:3.3,2.3@END;q:2.3@END;v:2.3@S2" \
     --co-pp "logits@END;q:2.2,2.3@END;q:2.2@END;q:2.3@END;q:2.0@END" --co-intervention-heads 2.2,2.3
 }
+# OV / QK circuits read the weights only (no forward): written once into OUT_DIR whatever the backend flag.
+ov_qk() {
+  for m in gpt2-ioi llama2-niah; do
+    "$PY" "$here/ov_qk_ref.py" --model "$root/tests/data/trained/$m" --out "$out/ov_qk_$m.json"
+  done
+}
 run_set "$out" "$flag"
 attention_influence
 circuits
+ov_qk
 if [ "$flag" != --no-transformers ]; then
   "$PY" "$here/check_fallback.py" --no-transformers "${dirs[@]}"
   run_set "$out/fallback" --no-transformers
   pairs=(); for f in "$out"/*.json; do
-    [[ "$(basename "$f")" == attention_influence_* || "$(basename "$f")" == circuits_* ]] && continue
+    [[ "$(basename "$f")" == attention_influence_* || "$(basename "$f")" == circuits_* || "$(basename "$f")" == ov_qk_* ]] && continue
     pairs+=("$f" "$out/fallback/$(basename "$f")")
   done
   "$PY" "$here/compare_json.py" "${pairs[@]}"

@@ -52,6 +52,26 @@ for a,b in zip(g['target_prob'],r['target_prob']):
 \""
   rc=0; "$CLI" logit-lens --model "$MODEL" --token-ids "$tmp/ll_ids.json" --targets 99999999 --json "$tmp/llbad.json" > "$tmp/llbad.txt" 2>&1 || rc=$?
   check "logit-lens: a target outside the vocabulary exits 2, no output" "[ $rc -eq 2 ] && grep -q 'outside the vocabulary' '$tmp/llbad.txt' && [ ! -e '$tmp/llbad.json' ]"
+  # ov-qk through its derived subcommand equals the port (scripts/reference/ov_qk_ref.py; OvQkReference's
+  # bounds: eigen <= 1.3e-8, QK <= 1.1e-11; every top-k margin there is >= 40x its bound, so the fractions are equal).
+  OQ="$SRC/tests/data/trained/references/ov_qk_gpt2-ioi.json"
+  $PY -c "import json;json.dump([json.load(open('$OQ'))['tokens']],open('$tmp/oq_ids.json','w'))"
+  QT=$($PY -c "import json;print(','.join(map(str,json.load(open('$OQ'))['query_tokens'])))")
+  KT=$($PY -c "import json;print(','.join(map(str,json.load(open('$OQ'))['key_tokens'])))")
+  "$CLI" ov-qk --model "$MODEL" --token-ids "$tmp/oq_ids.json" --query-tokens "$QT" --key-tokens "$KT" --json "$tmp/oq.json" > "$tmp/oq.txt" 2>&1
+  check "ov-qk exit 0 with a headline" "grep -q 'ov-qk: n_tokens=32' '$tmp/oq.txt'"
+  check "ov-qk equals the Python port" "$PY -c \"
+import json
+g=json.load(open('$tmp/oq.json'));r=json.load(open('$OQ'))
+assert g['tokens']==r['tokens']
+for l in range(4):
+  for h in range(4):
+    assert abs(g['ov_copy_eigen'][l][h]-r['ov_copy_eigen'][l][h])<=1e-8
+    assert g['ov_copy_topk'][l][h]==r['ov_copy_topk'][l][h] and g['ov_copy_topk_negative'][l][h]==r['ov_copy_topk_negative'][l][h]
+    for a,b in zip(g['qk'][l][h],r['qk'][l][h]): assert max(abs(u-v) for u,v in zip(a,b))<=1e-9
+\""
+  rc=0; "$CLI" ov-qk --model "$MODEL" --token-ids "$tmp/oq_ids.json" --key-tokens 50257 --json "$tmp/oqbad.json" > "$tmp/oqbad.txt" 2>&1 || rc=$?
+  check "ov-qk: a key token outside the vocabulary exits 2 naming it, no output" "[ $rc -eq 2 ] && grep -q -- '--key-tokens token id 50257 is outside the vocabulary' '$tmp/oqbad.txt' && [ ! -e '$tmp/oqbad.json' ]"
 else
   echo "skip: $MODEL or its reference is absent"
 fi
