@@ -10,12 +10,14 @@
 #include <QPointer>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QRegularExpression>
 #include <QScrollArea>
 #include <QSpinBox>
 #include <QVBoxLayout>
 
 #include <algorithm>
 
+#include "views/circuit_graph_view.hpp"
 #include "views/line_plot_view.hpp"
 #include "views/score_grid_view.hpp"
 
@@ -178,8 +180,10 @@ void AnalysisPanel::cancel() {
 void AnalysisPanel::clearResults() {
   for (auto* g : m_grids) g->deleteLater();
   for (auto* l : m_lines) l->deleteLater();
+  for (auto* g : m_graphs) g->deleteLater();
   m_grids.clear();
   m_lines.clear();
+  m_graphs.clear();
 }
 
 void AnalysisPanel::showResult(const AnalysisResult& result) {
@@ -193,6 +197,26 @@ void AnalysisPanel::showResult(const AnalysisResult& result) {
     connect(v, &views::ScoreGridView::headClicked, this, [this](int l, int h, Qt::KeyboardModifiers) { m_ws->requestHead(l, h); });
     m_results->insertWidget(at++, v);
     m_grids.push_back(v);
+  }
+  for (const auto& g : result.graphs) {
+    auto* v = new views::CircuitGraphView(this);
+    v->setMinimumHeight(420);
+    v->setData(g);
+    connect(v, &views::CircuitGraphView::edgeClicked, this, [this, v](int e) {
+      const auto& d = v->data();
+      const auto& edge = d.edges[static_cast<std::size_t>(e)];
+      m_status->setText(QString("Edge %1 → %2%3: %4 %5")
+                            .arg(d.nodes[static_cast<std::size_t>(edge.from)].name, d.nodes[static_cast<std::size_t>(edge.to)].name,
+                                 edge.receiver.isEmpty() ? QString() : " (" + edge.receiver + ")", d.scoreLabel)
+                            .arg(edge.score, 0, 'g', 5));
+    });
+    connect(v, &views::CircuitGraphView::nodeClicked, this, [this, v](int n) {
+      const QString name = v->data().nodes[static_cast<std::size_t>(n)].name;
+      static const QRegularExpression head(R"(^a(\d+)\.h(\d+)$)");
+      if (const auto m = head.match(name); m.hasMatch()) m_ws->requestHead(m.captured(1).toInt(), m.captured(2).toInt());
+    });
+    m_results->insertWidget(at++, v);
+    m_graphs.push_back(v);
   }
   for (const auto& l : result.lines) {
     auto* v = new views::LinePlotView(this);

@@ -17,6 +17,7 @@ class QPushButton;
 class QVBoxLayout;
 
 namespace mechscope::views {
+class CircuitGraphView;
 class LinePlotView;
 class ScoreGridView;
 }  // namespace mechscope::views
@@ -48,6 +49,8 @@ class AnalysisPanel : public QWidget {
   const std::vector<views::ScoreGridView*>& gridViews() const { return m_grids; }
   /// Line plot views of the result shown.
   const std::vector<views::LinePlotView*>& lineViews() const { return m_lines; }
+  /// Circuit graph views of the result shown.
+  const std::vector<views::CircuitGraphView*>& graphViews() const { return m_graphs; }
   /// The status line.
   QString statusText() const;
   /// The progress bar (tests).
@@ -66,6 +69,7 @@ class AnalysisPanel : public QWidget {
   QVBoxLayout* m_results = nullptr;
   std::vector<views::ScoreGridView*> m_grids;
   std::vector<views::LinePlotView*> m_lines;
+  std::vector<views::CircuitGraphView*> m_graphs;
   AnalysisResult m_result;
   int m_job = -1;
 };

@@ -53,6 +53,14 @@ QJsonObject resultToJson(const AnalysisResult& r) {
                              {"x_labels", QJsonArray::fromStringList(l.xLabels)}, {"series", series}});
   }
   o["lines"] = lines;
+  QJsonArray graphs;
+  for (const auto& g : r.graphs) {
+    QJsonArray nodes, edges;
+    for (const auto& n : g.nodes) nodes.append(QJsonObject{{"name", n.name}, {"column", n.column}, {"row", n.row}});
+    for (const auto& e : g.edges) edges.append(QJsonObject{{"from", e.from}, {"to", e.to}, {"receiver", e.receiver}, {"score", e.score}});
+    graphs.append(QJsonObject{{"title", g.title}, {"score_label", g.scoreLabel}, {"nodes", nodes}, {"edges", edges}});
+  }
+  o["graphs"] = graphs;
   return o;
 }
 
@@ -95,6 +103,24 @@ AnalysisResult resultFromJson(const QJsonObject& o, const QString& source) {
       d.series.push_back(std::move(ls));
     }
     r.lines.push_back(std::move(d));
+  }
+  for (const auto& gv : o["graphs"].toArray()) {  // absent in files written before graphs existed
+    const QJsonObject g = gv.toObject();
+    views::CircuitGraphData d;
+    d.title = g["title"].toString();
+    d.scoreLabel = g["score_label"].toString("score");
+    for (const auto& nv : g["nodes"].toArray()) {
+      const QJsonObject n = nv.toObject();
+      d.nodes.push_back({n["name"].toString(), n["column"].toDouble(), n["row"].toDouble()});
+    }
+    for (const auto& ev : g["edges"].toArray()) {
+      const QJsonObject e = ev.toObject();
+      const int from = e["from"].toInt(-1), to = e["to"].toInt(-1);
+      if (from < 0 || to < 0 || from >= static_cast<int>(d.nodes.size()) || to >= static_cast<int>(d.nodes.size()))
+        throw InputError(source.toStdString() + ": graph '" + d.title.toStdString() + "' has an edge to a node it does not list");
+      d.edges.push_back({from, to, e["receiver"].toString(), e["score"].toDouble(NAN)});
+    }
+    r.graphs.push_back(std::move(d));
   }
   return r;
 }

@@ -1,11 +1,12 @@
 #pragma once
-// The values an analysis panel shows (score grids, line plots) with its parameters and provenance,
+// The values an analysis panel shows (score grids, line plots, circuit graphs) with its parameters and provenance,
 // and their round trip through an HDF5 file (/analyses/<name>/..., the CLI's schema).
 #include <QJsonObject>
 #include <QString>
 
 #include <vector>
 
+#include "views/circuit_graph_view.hpp"
 #include "views/line_plot_view.hpp"
 #include "views/score_grid_view.hpp"
 
@@ -18,6 +19,7 @@ struct AnalysisResult {
   QJsonObject params;                     ///< the form's values
   std::vector<views::ScoreGridData> grids;  ///< layer × head score grids
   std::vector<views::LinePlotData> lines;   ///< per-token traces
+  std::vector<views::CircuitGraphData> graphs;  ///< circuit graphs (edge attribution)
 };
 
 /// The result as JSON (every number kept).

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "analysis/common/registry.hpp"
+#include "app/gui/eap_graph_result.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -313,6 +314,7 @@ AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& 
     else if (name == "dla") dla(j, r);
     else if (name == "sinks") sinks(j, r);
     else if (name == "waad-fai") waadFai(j, tokenLabels, r);
+    else if (name == "eap") r.graphs.push_back(eapGraph(j));
     else if (const auto* d = analysis::findAnalysis(name)) fromTable(*d, j, tokenLabels, r);
   } catch (const nlohmann::json::exception& e) {
     throw InputError("result of '" + name + "' lacks a documented key (" + e.what() + ")");

@@ -38,6 +38,7 @@
 #include "mechscope/version.hpp"
 #include "store/hdf5_version.hpp"
 #include "views/heatmap_view.hpp"
+#include "views/circuit_graph_view.hpp"
 #include "views/line_plot_view.hpp"
 #include "views/score_grid_view.hpp"
 
@@ -380,6 +381,11 @@ FigureSource MainWindow::currentFigure() const {
       f.plot = g->plot();
       f.numbers = g->plottedNumbers();
       f.provenance = figureProvenance(card, r.prompt, -1, -1, g->data().title, g->data().valueLabel);
+    } else if (!p->graphViews().empty()) {
+      auto* g = p->graphViews().front();
+      f.plot = g->plot();
+      f.numbers = g->plottedNumbers();
+      f.provenance = figureProvenance(card, r.prompt, -1, -1, g->data().title, g->data().scoreLabel);
     } else if (!p->lineViews().empty()) {
       auto* l = p->lineViews().front();
       f.plot = l->plot();

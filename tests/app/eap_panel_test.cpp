@@ -1,0 +1,70 @@
+// The Edge attribution panel (issue #22): the `eap` plugin through the GUI shows its edges as a circuit
+// graph — every node of the model's edge graph in its layer column, the listed edges with their scores
+// and receivers — which survives the GUI's result file round trip.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "app/gui/analysis_panel.hpp"
+#include "app/gui/analysis_result.hpp"
+#include "app/gui/jobs.hpp"
+#include "tests/app/app_test_support.hpp"
+#include "views/circuit_graph_view.hpp"
+
+using namespace mechscope;
+using namespace mechscope::gui;
+
+TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained";
+  const fs::path dir = root / "gpt2-ioi", data = root / "references" / "ioi_dataset.jsonl";
+  if (!fs::exists(dir / "model.safetensors") || !fs::exists(data)) GTEST_SKIP() << dir << " is absent";
+  Workspace ws;
+  JobRunner jobs;
+  gui::test::JobWatch watch(jobs);
+  ws.setSession(loadModelSession(dir, LoadOptions{"cpu", "fp32"}, RunContext{}));
+  AnalysisPanel panel(gui::test::adapterNamed("eap"), &ws, &jobs);
+  panel.setParam("dataset", QString::fromStdString(data.string()));
+  panel.setParam("top_k", 40);
+  ASSERT_EQ(watch.wait(panel.run()).status, "finished") << panel.statusText().toStdString();
+  ASSERT_EQ(panel.graphViews().size(), 1u);
+  const views::CircuitGraphView& g = *panel.graphViews()[0];
+  const nlohmann::json j = nlohmann::json::parse(ws.results().back().params["cli_json"].toString().toStdString());
+
+  // 4 layers × 4 heads: input, 16 heads, 4 MLPs, logits; heads in column 1 + 2l, row h; MLPs in 2 + 2l.
+  const int L = 4, H = 4;
+  ASSERT_EQ(g.data().nodes.size(), static_cast<std::size_t>(1 + L * H + L + 1));
+  for (const auto& n : g.data().nodes) {
+    int l = -1, h = -1;
+    if (std::sscanf(n.name.toStdString().c_str(), "a%d.h%d", &l, &h) == 2) {
+      EXPECT_EQ(n.column, 1 + 2 * l) << n.name.toStdString();
+      EXPECT_EQ(n.row, h) << n.name.toStdString();
+    } else if (std::sscanf(n.name.toStdString().c_str(), "m%d", &l) == 1) {
+      EXPECT_EQ(n.column, 2 + 2 * l) << n.name.toStdString();
+    }
+  }
+  // The edges are the document's, in its order, with their scores and receivers.
+  ASSERT_EQ(g.data().edges.size(), j["edges"].size());
+  ASSERT_EQ(j["edges"].size(), 40u);
+  for (std::size_t i = 0; i < j["edges"].size(); ++i) {
+    const auto& e = j["edges"][i];
+    const auto& got = g.data().edges[i];
+    EXPECT_EQ(g.data().nodes[static_cast<std::size_t>(got.from)].name.toStdString(), e["upstream"].get<std::string>());
+    EXPECT_EQ(g.data().nodes[static_cast<std::size_t>(got.to)].name.toStdString(), e["downstream"].get<std::string>());
+    EXPECT_EQ(got.receiver.toStdString(), e["receiver"] == "-" ? "" : e["receiver"].get<std::string>());
+    EXPECT_EQ(got.score, e["score"].get<double>());
+  }
+  // Shown: the 30 largest |score| (the document lists them largest first).
+  EXPECT_EQ(g.edgeCount(), 30);
+  EXPECT_DOUBLE_EQ(g.threshold(), std::abs(j["edges"][29]["score"].get<double>()));
+
+  // The GUI's result file keeps the graph.
+  const AnalysisResult back = resultFromJson(resultToJson(ws.results().back()), "round trip");
+  ASSERT_EQ(back.graphs.size(), 1u);
+  EXPECT_EQ(back.graphs[0].edges.size(), 40u);
+  EXPECT_EQ(back.graphs[0].edges[3].score, g.data().edges[3].score);
+  EXPECT_EQ(back.graphs[0].nodes[5].name, g.data().nodes[5].name);
+}
