@@ -27,6 +27,7 @@ struct CircuitRules {
   NormKind norm = NormKind::LayerNorm;
 };
 
+/// The row of `c`'s family, from its config flags.
 CircuitRules circuitRules(const ModelConfig& c) {
   return {c.normKind == NormKind::LayerNorm, c.positional == PositionalKind::Learned, c.qkNorm, c.normKind};
 }
@@ -54,6 +55,7 @@ at::Tensor ovVocabMean(const at::Tensor& wU) {
   return sum / static_cast<double>(wU.size(0));
 }
 
+/// InputError naming `option` and the id for the first id outside [0, vocab).
 void ovCheckIds(const std::vector<int64_t>& ids, int64_t vocab, const char* option) {
   for (int64_t t : ids)
     if (t < 0 || t >= vocab) throw InputError(fmt::format("ov-qk: {} token id {} is outside the vocabulary [0, {})", option, t, vocab));
