@@ -5,12 +5,14 @@
 #include "analysis/attention_overview/attention_overview.hpp"
 #include "analysis/attribution/dla_groups.hpp"
 #include "analysis/circuits/circuit_discovery.hpp"
+#include "analysis/circuits/overlap.hpp"
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/constraint/constraint_attention.hpp"
 #include "analysis/intervention/intervention.hpp"
 #include "analysis/logit_lens/logit_lens.hpp"
 #include "analysis/ov_qk/ov_qk.hpp"
 #include "analysis/patching/patch_groups.hpp"
+#include "analysis/retrieval/niah_grid.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 
@@ -30,6 +32,8 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(patchPlugin());
     registerAnalysisPlugin(ablatePlugin());
     registerAnalysisPlugin(circuitPlugin());
+    registerAnalysisPlugin(retrievalPlugin());
+    registerAnalysisPlugin(overlapPlugin());
     return true;
   }();
   (void)installed;

@@ -57,4 +57,7 @@ OverlapResult circuitOverlap(const CircuitResult& a, const CircuitResult& b,
 /// JSON of an overlap result.
 nlohmann::json toJson(const OverlapResult& r);
 
+/// The `overlap` analysis plugin (overlap_plugin.cpp): two `circuit --json` files, no model.
+AnalysisPlugin overlapPlugin();
+
 }  // namespace mechscope::analysis

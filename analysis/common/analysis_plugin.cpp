@@ -27,8 +27,12 @@ AnalysisPlugin makePlugin(std::string name, std::string title, std::string summa
   p.descriptor.name = std::move(name);
   p.descriptor.title = std::move(title);
   p.descriptor.summary = std::move(summary);
-  p.descriptor.acceptsKinds = input == PluginInput::TokenRows ? std::vector<std::string>{"prompts", "token-ids", "jsonl", "ioi", "colored-objects"}
-                                                              : std::vector<std::string>{"jsonl", "ioi", "colored-objects"};
+  switch (input) {
+    case PluginInput::TokenRows: p.descriptor.acceptsKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"}; break;
+    case PluginInput::Dataset: p.descriptor.acceptsKinds = {"jsonl", "ioi", "colored-objects"}; break;
+    case PluginInput::NiahGrid: p.descriptor.acceptsKinds = {"niah", "token-ids"}; break;
+    case PluginInput::Files: p.descriptor.acceptsKinds = {}; break;
+  }
   p.input = input;
   p.run = std::move(run);
   return p;

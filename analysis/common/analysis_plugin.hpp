@@ -35,6 +35,10 @@ struct CausalDataset;
 enum class PluginInput {
   TokenRows,  ///< one row of token ids per prompt (--prompt, --prompt-file, --token-ids; the GUI's prompt)
   Dataset,    ///< clean/corrupted prompt pairs with answers and roles (--dataset ioi|colored-objects|FILE.jsonl)
+  NiahGrid,   ///< the model and its tokenizer: the analysis builds its own needle-in-a-haystack prompts from its
+              ///< parameters (--needles, --haystack, --lengths, ...), or runs on one prepared row (--token-ids)
+  Files,      ///< no model: the result files named by the descriptor's inputFiles (positional CLI arguments,
+              ///< the GUI's file fields, in batch plans "ANALYSIS@INPUT" references to results of inputFilesFrom)
 };
 
 /// The prepared inputs of one run.
@@ -46,6 +50,12 @@ struct PluginInputs {
   bool addSpecialTokens = true;                  ///< how `rows` were encoded from `texts` (false: --no-prepend-bos)
   const CausalDataset* dataset = nullptr;        ///< Dataset: the prompt set
   uint64_t seed = 0;                             ///< Dataset: --seed, the generator's and the analysis' random draws
+  std::vector<std::string> files{};              ///< Files: the input files' paths (inputFiles order; names in messages)
+  std::vector<nlohmann::json> documents{};       ///< Files: a non-null entry is that input already read (the GUI's workspace results)
+  std::string modelFolder{};                     ///< the model folder as given ("" when unknown)
+  std::string device{}, dtype{};                 ///< --device / --dtype as given (the GUI: its session's)
+  std::string outputPath{};                      ///< where the result goes (--json, else --out; "" = nowhere); sidecars go next to it
+  std::function<void(const std::string&)> note{};  ///< a line for the user (the CLI: "<name>: <line>" on stderr); may be empty
 };
 
 /// Runs the analysis; throws InputError for parameters or inputs it cannot use.
@@ -61,7 +71,8 @@ struct AnalysisPlugin {
 
 /// A plugin with its identity filled in: name, GUI title, one-line summary, input and run; the batch input
 /// kinds follow from the input (token rows: prompts, token-ids and the datasets' clean prompts; dataset:
-/// jsonl, ioi, colored-objects). The caller adds the parameter table and the figure / line / headline keys.
+/// jsonl, ioi, colored-objects; NIAH grid: niah and token-ids; files: none, they come from other items). The
+/// caller adds the parameter table and the figure / line / headline keys.
 AnalysisPlugin makePlugin(std::string name, std::string title, std::string summary, PluginInput input, PluginRun run);
 
 /// Every plugin: analysis/plugins.cpp's list, then those registered at run time, in registration order.

@@ -472,24 +472,4 @@ CausalDataset loadCausalDataset(const CausalSource& src, const Tokenizer* tok, s
   return ds;
 }
 
-std::vector<int64_t> parseIdList(const std::string& text, const std::string& what) {
-  std::vector<int64_t> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    try {
-      size_t used = 0;
-      const long long v = std::stoll(item, &used);
-      if (used != item.size()) throw std::invalid_argument("trailing");
-      out.push_back(v);
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("{}: '{}' is not a comma-separated list of integers", what, text));
-    }
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 }  // namespace mechscope::analysis

@@ -106,7 +106,4 @@ struct CausalSource {
 /// Loads or generates the dataset of `src` and tokenizes it; InputError names what is missing.
 CausalDataset loadCausalDataset(const CausalSource& src, const Tokenizer* tok, std::optional<int64_t> bos);
 
-/// Parses "A,B" into integers; InputError naming `what`.
-std::vector<int64_t> parseIdList(const std::string& text, const std::string& what);
-
 }  // namespace mechscope::analysis

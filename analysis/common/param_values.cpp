@@ -146,8 +146,11 @@ std::vector<int64_t> parseIntegerList(const std::string& t, const std::string& w
   while (start <= t.size()) {
     size_t end = t.find(',', start);
     if (end == std::string::npos) end = t.size();
-    const std::string item = trim(t.substr(start, end - start));
-    if (!item.empty()) out.push_back(parseInteger(item, what));
+    try {
+      out.push_back(parseInteger(t.substr(start, end - start), what));  // an empty item is an error too ("1,,2", "1,")
+    } catch (const InputError&) {
+      throw InputError(what + ": '" + t + "' is not a comma-separated list of integers");
+    }
     start = end + 1;
   }
   return out;

@@ -14,7 +14,7 @@
 
 namespace mechscope::analysis {
 
-/// "1,-1, 3" → {1, -1, 3} (empty items skipped); InputError naming `what` for an item that is not an integer.
+/// "1,-1, 3" → {1, -1, 3}; InputError naming `what` and quoting the whole list when an item is empty or not an integer.
 std::vector<int64_t> parseIntegerList(const std::string& text, const std::string& what);
 
 /// "a:b" → (a, b) (two integers, any order); InputError naming `what` otherwise.

@@ -90,15 +90,12 @@ struct AnalysisDescriptor {
   std::vector<std::string> lineKeys{};    ///< plugins: per-token result keys ([pos], or [prompt][pos]: the first) drawn as lines
   bool plugin = false;                    ///< true: run through analysis/common/analysis_plugin.hpp (CLI, GUI derived)
   std::vector<std::string> exampleArgs{}; ///< plugins: options of an example run on the planted model (the demo)
+  /// Analyses without a model (e.g. overlap): the keys of their input files, in order: the CLI's positional
+  /// arguments, the GUI's file fields; in batch plans each holds "ANALYSIS_ID@INPUT_ID", that item's result.
+  std::vector<std::string> inputFiles{};
+  std::string inputFilesFrom{};           ///< the analysis whose results the input files are (e.g. "circuit")
 };
 
-namespace registry_detail {
-inline ParamInfo p(std::string key, ParamType type, std::string flag) { return ParamInfo{std::move(key), type, std::move(flag), {}, false, false}; }
-inline ParamInfo choice(std::string key, std::string flag, std::vector<std::string> choices) {
-  return ParamInfo{std::move(key), ParamType::Choice, std::move(flag), std::move(choices), false, false};
-}
-inline ParamInfo inverted(std::string key, std::string flag) { return ParamInfo{std::move(key), ParamType::Bool, std::move(flag), {}, true, false}; }
-}  // namespace registry_detail
 
 namespace registry_detail {
 /// The built-in table (below).
@@ -122,26 +119,8 @@ inline void registerAnalysisDescriptor(AnalysisDescriptor d) {
 }
 
 namespace registry_detail {
-inline std::vector<AnalysisDescriptor> builtinAnalyses() {
-  using namespace registry_detail;
-  using T = ParamType;
-  static const std::vector<std::string> kTokenKinds = {"prompts", "token-ids", "jsonl", "ioi", "colored-objects"};
-  static const std::vector<std::string> kDatasetKinds = {"jsonl", "ioi", "colored-objects"};
-  const std::vector<AnalysisDescriptor> table = {
-      {"retrieval", "retrieval-head detection by needle-in-a-haystack decoding", {"niah", "token-ids"}, false,
-       {p("needle_span", T::Range, "--needle-span"), p("answer", T::String, "--answer"),
-        p("max_new_tokens", T::Int, "--max-new-tokens"),
-        ParamInfo{"stop_token", T::IntList, "--stop-token", {}, false, true}, p("no_stop", T::Bool, "--no-stop"),
-        inverted("success_filter", "--no-success-filter"), p("success_threshold", T::Float, "--success-threshold"),
-        p("mask_heads", T::HeadList, "--mask-heads"), p("mask_top", T::Int, "--mask-top"), p("scores", T::File, "--scores"),
-        p("retrieval_threshold", T::Float, "--retrieval-threshold"), p("control_exclude_top", T::Int, "--control-exclude-top"),
-        p("seed", T::Int, "--seed"),
-        inverted("control", "--no-control"), p("span_threshold", T::Float, "--span-threshold")},
-       {}, {"retrieval_score"}},
-      {"overlap", "overlap of two circuits: Jaccard, |A&B|/min, threshold sweep", {}, false, {p("a", T::String, ""), p("b", T::String, "")}, {"a", "b"}, {}},
-  };
-  return table;
-}
+/// Every analysis is a plugin now (issue #21): the table starts empty and the plugins register their entries.
+inline std::vector<AnalysisDescriptor> builtinAnalyses() { return {}; }
 }  // namespace registry_detail
 
 /// The analysis of that name, or nullptr.

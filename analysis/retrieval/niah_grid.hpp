@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/needle.hpp"
 #include "analysis/retrieval/resume.hpp"
 #include "analysis/retrieval/retrieval.hpp"
@@ -35,5 +36,9 @@ std::vector<RetrievalTestResult> runNiahGrid(const HookedTransformer& model, con
                                              const NiahGrid& grid, const RetrievalDecode& decode, double successThreshold,
                                              RetrievalResumeLog& log, const std::string& condition, const NiahReport& report = {},
                                              const RunContext* ctx = nullptr);
+
+/// The `retrieval` analysis plugin (retrieval_plugin.cpp): the grid above from its parameters, or one
+/// prepared test (--token-ids with --needle-span); head masking with the random-heads control.
+AnalysisPlugin retrievalPlugin();
 
 }  // namespace mechscope::analysis

@@ -58,8 +58,9 @@ void addParams(std::vector<std::string>& args, const json& params, const std::ve
 std::vector<std::string> commandArgs(const WorkItem& item, const std::string& modelFolder, bool withH5) {
   const analysis::AnalysisDescriptor* a = findAnalysis(item.type);
   std::vector<std::string> args{a->name};
-  if (item.type == "overlap") {
-    args.insert(args.end(), {kOverlapA, kOverlapB, "--json", kResultJson});
+  if (!a->inputFiles.empty()) {  // no model: the dependencies' results as positional files
+    for (const auto& key : a->inputFiles) args.push_back(inputFileName(key));
+    args.insert(args.end(), {"--json", kResultJson});
     return args;
   }
   const json& model = item.spec["model"];

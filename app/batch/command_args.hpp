@@ -21,8 +21,10 @@ inline constexpr const char* kTokenRowsFile = "input_ids.json";
 inline constexpr const char* kResultJson = "result.json";
 inline constexpr const char* kResultH5 = "result.h5";
 inline constexpr const char* kLogFile = "run.log";
-inline constexpr const char* kOverlapA = "a.json";  ///< overlap: the dependency's result.json copied here
-inline constexpr const char* kOverlapB = "b.json";
+
+/// Where an analysis without a model (its table's inputFiles, e.g. overlap's a and b) finds input `key`: the
+/// result.json of the item the plan's "ANALYSIS_ID@INPUT_ID" names, copied into the work folder ("a.json").
+inline std::string inputFileName(const std::string& key) { return key + ".json"; }
 
 /// What preparation the item needs.
 InputPrep inputPrep(const WorkItem& item);

@@ -1,6 +1,7 @@
 #include "app/batch/plan.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -377,25 +378,30 @@ void crossCheck(Parser& ps, Plan& plan) {
         !a.params.contains("constraint_tokens"))
       ps.error(a.pos, fmt::format("analysis '{}' needs one of constraint, constraint_text or constraint_tokens", a.id));
   }
-  // overlap: a/b = "CIRCUIT_ANALYSIS@INPUT" for every model of the overlap.
+  // Analyses without a model (their table's inputFiles, e.g. overlap's a and b): each input file is
+  // "ANALYSIS_ID@INPUT_ID" naming an analysis of the type they read (inputFilesFrom) on every model of theirs.
   for (const auto& a : plan.analyses) {
-    if (a.type != "overlap") continue;
-    for (const char* side : {"a", "b"}) {
+    const analysis::AnalysisDescriptor* info = findAnalysis(a.type);
+    if (!info || info->inputFiles.empty()) continue;
+    std::string upper = info->inputFilesFrom;
+    for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    for (const auto& side : info->inputFiles) {
       if (!a.params.contains(side)) continue;
       const std::string ref = a.params[side].get<std::string>();
       const SourcePos pos = a.paramPos.at(side);
       const auto at = ref.find('@');
       const AnalysisSpec* c = at == std::string::npos ? nullptr : plan.analysis(ref.substr(0, at));
-      if (!c || c->type != "circuit") {
-        ps.error(pos, fmt::format("analysis '{}': {} = '{}' must be \"CIRCUIT_ID@INPUT_ID\" naming a circuit analysis", a.id, side, ref));
+      if (!c || c->type != info->inputFilesFrom) {
+        ps.error(pos, fmt::format("analysis '{}': {} = '{}' must be \"{}_ID@INPUT_ID\" naming a {} analysis", a.id, side, ref, upper,
+                                  info->inputFilesFrom));
         continue;
       }
       const std::string input = ref.substr(at + 1);
       if (std::find(c->inputs.begin(), c->inputs.end(), input) == c->inputs.end())
-        ps.error(pos, fmt::format("analysis '{}': {} = '{}': circuit '{}' does not run on input '{}'", a.id, side, ref, c->id, input));
+        ps.error(pos, fmt::format("analysis '{}': {} = '{}': {} '{}' does not run on input '{}'", a.id, side, ref, c->type, c->id, input));
       for (const auto& m : a.models)
         if (std::find(c->models.begin(), c->models.end(), m) == c->models.end())
-          ps.error(pos, fmt::format("analysis '{}': circuit '{}' does not run on model '{}'", a.id, c->id, m));
+          ps.error(pos, fmt::format("analysis '{}': {} '{}' does not run on model '{}'", a.id, c->type, c->id, m));
     }
   }
 }

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "analysis/common/registry.hpp"
+
 namespace mechscope::batch {
 using nlohmann::json;
 
@@ -47,8 +49,8 @@ std::vector<WorkItem> expandItems(const Plan& plan) {
         it.type = a.type;
         it.key = fmt::format("{}/{}/{}", mid, a.id, inputId.empty() ? "_" : inputId);
         it.spec = {{"model", model}, {"analysis", a.type}, {"params", a.params}, {"input", std::move(input)}};
-        if (a.type == "overlap")
-          for (const char* side : {"a", "b"}) {
+        if (const analysis::AnalysisDescriptor* d = analysis::findAnalysis(a.type))
+          for (const auto& side : d->inputFiles) {  // an analysis without a model runs on other items' results
             const std::string ref = a.params[side].get<std::string>();
             const auto at = ref.find('@');
             it.deps.push_back(fmt::format("{}/{}/{}", mid, ref.substr(0, at), ref.substr(at + 1)));

@@ -4,6 +4,8 @@
 
 #include <optional>
 
+#include "analysis/common/param_values.hpp"
+
 namespace mechscope::cli {
 
 void CausalDatasetOptions::add(CLI::App* sub, const std::string& datasetHelp, bool datasetRequired,
@@ -27,7 +29,7 @@ analysis::CausalDataset CausalDatasetOptions::load(const LoadedModel& m) const {
   src.task = dataset;
   if (!cleanIds.empty()) src.cleanIds = readTokenIdRows(cleanIds);
   if (!corruptIds.empty()) src.corruptIds = readTokenIdRows(corruptIds);
-  if (!answerIds.empty()) src.answerIds = analysis::parseIdList(answerIds, "--answer-ids");
+  if (!answerIds.empty()) src.answerIds = analysis::parseIntegerList(answerIds, "--answer-ids");
   src.n = n;
   src.seed = seed;
   src.ioiCorruption = corruption == "s2-io" ? analysis::IoiCorruption::S2Io : analysis::IoiCorruption::Abc;

@@ -149,15 +149,17 @@ void writeFigures(const batch::WorkItem& item, const fs::path& work, const std::
 /// The executor: inputs, the analysis' subcommand as a child process, figures.
 batch::ItemOutcome executeItem(const batch::WorkItem& item, const fs::path& work, const std::map<std::string, fs::path>& deps,
                                bool figures) {
-  const std::string modelPath = item.type == "overlap" ? "" : item.spec["model"]["path"].get<std::string>();
+  const analysis::AnalysisDescriptor* d = analysis::findAnalysis(item.type);
+  const bool files = d && !d->inputFiles.empty();  // no model: the dependencies' results are its input files
+  const std::string modelPath = files ? "" : item.spec["model"]["path"].get<std::string>();
   const fs::path model = modelPath == "embedded" ? planted::embeddedModelFolder() : fs::path(modelPath);
-  if (item.type == "overlap") {
-    fs::copy_file(deps.at(item.deps.at(0)) / batch::kResultJson, work / batch::kOverlapA);
-    fs::copy_file(deps.at(item.deps.at(1)) / batch::kResultJson, work / batch::kOverlapB);
+  if (files) {
+    for (size_t i = 0; i < d->inputFiles.size(); ++i)
+      fs::copy_file(deps.at(item.deps.at(i)) / batch::kResultJson, work / batch::inputFileName(d->inputFiles[i]));
   } else {
     prepareInput(item, model, work);
   }
-  const auto args = batch::commandArgs(item, model.string(), analysis::resultH5Available() && item.type != "overlap");
+  const auto args = batch::commandArgs(item, model.string(), analysis::resultH5Available() && !files);
   std::ofstream(work / "command.txt") << "mechscope-cli " << fmt::format("{}", fmt::join(args, " ")) << '\n';
   RunContext& ctx = processContext();
   const int rc = batch::runProcess("/proc/self/exe", args, work, work / batch::kLogFile, [&] { return ctx.cancel->cancelled(); });
@@ -184,7 +186,7 @@ void runBatchCommand(const BatchOptions& o) {
                              outDir.string());
     for (const auto& it : batch::runOrder(mine))
       std::cout << fmt::format("  {:<48} {}  {}\n", it.key, batch::itemFinished(out, it) ? "done   " : "to run ",
-                               it.type == "overlap" ? "" : fmt::format("{}", fmt::join(batch::commandArgs(it, "MODEL", false), " ")));
+                               it.deps.empty() ? fmt::format("{}", fmt::join(batch::commandArgs(it, "MODEL", false), " ")) : "");
     return;
   }
   out.lock();

@@ -22,7 +22,7 @@ void printRegistryJson() {
       params.push_back({{"key", p.key}, {"type", std::string(analysis::describe(p.type))}, {"flag", p.flag}, {"choices", p.choices},
                         {"doc", p.doc}, {"default", p.defaultValue}});
     out.push_back({{"name", a.name}, {"summary", a.summary}, {"available", a.available}, {"inputs", a.acceptsKinds},
-                   {"required", a.required}, {"params", params}, {"plugin", a.plugin}});
+                   {"required", a.required}, {"params", params}, {"plugin", a.plugin}, {"input_files", a.inputFiles}});
   }
   std::cout << out.dump(1) << "\n";
 }

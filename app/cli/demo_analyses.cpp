@@ -94,9 +94,10 @@ json runDemoAnalyses(const fs::path& plantedFolder, const fs::path& out, const R
       {"circuit", {"circuit", "--model", model, "--task", j + "colored_objects.jsonl", "--json", j + "circuit_co.json"}},
       {"overlap", {"overlap", j + "circuit_ioi.json", j + "circuit_co.json", "--json", j + "overlap.json"}},
   };
-  // Every plugin on token rows, with its table's example options (on the sink text; dataset plugins on ioi.jsonl).
+  // Every other plugin on token rows, with its table's example options (on the sink text; dataset plugins on
+  // ioi.jsonl). Those with an example run above (a needle test, circuit files) are not run again.
   for (const auto& a : analysis::analysisRegistry()) {
-    if (!a.plugin) continue;
+    if (!a.plugin || std::any_of(runs.begin(), runs.end(), [&](const auto& r) { return r.first == a.name; })) continue;
     const bool dataset = std::find(a.acceptsKinds.begin(), a.acceptsKinds.end(), "prompts") == a.acceptsKinds.end();
     std::vector<std::string> args{a.name, "--model", model};
     for (const std::string& s : dataset ? std::vector<std::string>{"--dataset", j + "ioi.jsonl"}

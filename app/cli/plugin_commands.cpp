@@ -1,8 +1,9 @@
 // One mechscope-cli subcommand per analysis plugin (analysis/common/analysis_plugin.hpp), built from its
-// table entry: the input options its input kind needs (--prompt/--prompt-file/--token-ids, or --dataset
-// with --n/--seed), one option per parameter (help, default and range from the table), --device, --dtype,
-// --json and --out. The callback prepares the inputs, runs the plugin, writes the result and prints the
-// headline. Nothing here is specific to one analysis.
+// table entry: the input options its input kind needs (--prompt/--prompt-file/--token-ids, --dataset with
+// --n/--seed, --token-ids or none for a needle-in-a-haystack grid, or positional files and no model), one
+// option per parameter (help, default and range from the table), --device, --dtype, --json and --out. The
+// callback prepares the inputs, runs the plugin, writes the result and prints the headline. Nothing here is
+// specific to one analysis.
 #include <cctype>
 #include <iostream>
 #include <map>
@@ -29,6 +30,7 @@ struct PluginCliOptions {
   std::map<std::string, std::string> text;                ///< single-valued parameters
   std::map<std::string, std::vector<std::string>> lists;  ///< repeated options
   std::map<std::string, bool> flags;                      ///< Bool parameters
+  std::vector<std::string> files;                         ///< PluginInput::Files: the positional input files
 };
 
 bool repeated(const analysis::ParamInfo& p) {
@@ -37,7 +39,7 @@ bool repeated(const analysis::ParamInfo& p) {
 
 std::string helpOf(const analysis::ParamInfo& p) {
   std::string h = p.doc.empty() ? p.key : p.doc;
-  if (!p.defaultValue.empty()) h += " (default " + p.defaultValue + ")";
+  if (!p.defaultValue.empty() && p.type != analysis::ParamType::Bool) h += " (default " + p.defaultValue + ")";  // a flag has no value
   return h;
 }
 
@@ -80,25 +82,47 @@ analysis::ParamValues givenValues(const analysis::AnalysisPlugin& plugin, const 
   return v;
 }
 
+/// A plugin without a model (PluginInput::Files): its positional files in, the JSON (when --json) and the
+/// summary out.
+void runFilesPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, const CLI::App* sub) {
+  o.common.validateOutputs(plugin.descriptor.name, false);
+  const analysis::ParamValues values = givenValues(plugin, o, sub);
+  analysis::PluginInputs in;
+  in.files = o.files;
+  const analysis::AnalysisResult result = plugin.run(in, values, &processContext());
+  if (!o.common.json.empty()) analysis::writeResultJson(result, o.common.json);
+  std::cout << analysis::pluginHeadline(plugin.descriptor, result) << '\n';
+}
+
 void runPlugin(const analysis::AnalysisPlugin& plugin, PluginCliOptions& o, const CLI::App* sub) {
   const std::string& name = plugin.descriptor.name;
+  if (plugin.input == analysis::PluginInput::Files) return runFilesPlugin(plugin, o, sub);
   const bool dataset = plugin.input == analysis::PluginInput::Dataset;
+  // A needle-in-a-haystack analysis builds its own prompts unless given one prepared row (--token-ids).
+  const bool grid = plugin.input == analysis::PluginInput::NiahGrid && o.common.tokenIds.empty();
   if (dataset && o.data.dataset.empty() && o.data.cleanIds.empty())
     throw InputError(name + ": give the prompts: --dataset ioi|colored-objects|FILE.jsonl, or --clean-ids/--corrupt-ids/--answer-ids");
-  if (dataset) o.common.validateOutputs(name);
+  if (dataset || grid) o.common.validateOutputs(name);
   else o.common.validate(name);
+  if (grid && (!o.common.prompts.empty() || !o.common.promptFile.empty()))
+    throw InputError(name + ": the protocol builds its own prompts (--haystack, --needles); use --token-ids for a prepared input");
   const analysis::ParamValues values = givenValues(plugin, o, sub);
   attachStderrProgress(name);
   const LoadedModel m = loadAnalysisModel(o.common);
   analysis::PluginInputs in;
   in.model = m.model.get();
   in.tokenizer = m.tokenizer ? &*m.tokenizer : nullptr;
+  in.modelFolder = o.common.model;
+  in.device = o.common.device;
+  in.dtype = o.common.dtype;
+  in.outputPath = o.common.json.empty() ? o.common.out : o.common.json;
+  in.note = [name](const std::string& line) { std::cerr << name << ": " << line << '\n'; };
   analysis::CausalDataset ds;
   if (dataset) {
     ds = o.data.load(m);
     in.dataset = &ds;
     in.seed = o.data.seed;
-  } else {
+  } else if (!grid) {
     in.rows = readInputRows(o.common, m, name);
     in.texts = inputTexts(o.common);
     in.addSpecialTokens = !o.common.noPrependBos;
@@ -118,7 +142,17 @@ void addPluginCommand(CLI::App& root, const analysis::AnalysisPlugin& plugin) {
   std::string description = d.summary;  // the table's summary is lower-case (it also reads inside sentences)
   if (!description.empty()) description[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(description[0])));
   CLI::App* sub = root.add_subcommand(d.name, description);
-  if (plugin.input == analysis::PluginInput::Dataset) {
+  if (plugin.input == analysis::PluginInput::Files) {
+    // No model: one positional file per input (A B ...), the JSON only on request.
+    o->files.resize(d.inputFiles.size());
+    for (size_t i = 0; i < d.inputFiles.size(); ++i) {
+      const analysis::ParamInfo* p = analysis::findParam(d.params, d.inputFiles[i]);
+      std::string positional = d.inputFiles[i];
+      for (char& c : positional) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      sub->add_option(positional, o->files[i], p && !p->doc.empty() ? p->doc : d.inputFiles[i])->required();
+    }
+    sub->add_option("--json", o->common.json, "Write the result as JSON (keys in docs/cli.md)");
+  } else if (plugin.input == analysis::PluginInput::Dataset) {
     sub->add_option("--model", o->common.model, "Hugging Face model folder")->required();
     o->data.add(sub, "ioi, colored-objects (generated with the tokenizer) or FILE.jsonl; or give --clean-ids", false,
                 "JSON file: [[ids], ...] corrupted prompts (with --clean-ids and --answer-ids)", true);

@@ -4,7 +4,6 @@
 
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/registry.hpp"
-#include "app/gui/causal_analysis_adapters.hpp"
 #include "app/gui/plugin_adapter.hpp"
 #include "core/common/errors.hpp"
 
@@ -20,10 +19,6 @@ std::vector<AnalysisAdapter> analysisAdapters() {
     a.summary = QString::fromStdString(info.summary);
     if (info.plugin) {
       a = pluginAdapter(*analysis::findPlugin(info.name));
-    } else if (info.name == "retrieval") {
-      wireRetrievalAdapter(a);
-    } else if (info.name == "overlap") {
-      wireOverlapAdapter(a);
     } else {
       // TODO(analysis adapters): wire analysis/<name> here when it lands: Params from the form, run(engine,
       // params, ctx), Result → grids (layer × head) and lines (per-token traces).

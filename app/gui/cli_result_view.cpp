@@ -115,6 +115,8 @@ void retrieval(const json& j, AnalysisResult& r) {
   }
   r.params["top_heads"] = top;
   r.params["masked_heads"] = headNames(j.value("masked_heads", json::array()));
+  if (j.contains("generated_text") && j["generated_text"].is_string())  // single test: the decoded continuation
+    r.params["generated"] = QString::fromStdString(j["generated_text"].get<std::string>());
 }
 
 void ablate(const json& j, AnalysisResult& r) {

@@ -32,6 +32,31 @@ ParamSpec specOf(const analysis::ParamInfo& p) {
   return s;
 }
 
+/// A files analysis' inputs (overlap's two circuits): each file field's path, or (empty) the workspace's
+/// latest results of the analysis the files come from, in order (the last result is the last input).
+void workspaceFiles(const analysis::AnalysisDescriptor& d, const AnalysisInput& in, const QJsonObject& form, analysis::PluginInputs& pin) {
+  const std::string& from = d.inputFilesFrom;
+  std::vector<nlohmann::json> fromWorkspace;
+  for (const auto& r : in.results)
+    if (r.analysis.toStdString() == from && r.params.contains("cli_json"))
+      fromWorkspace.push_back(nlohmann::json::parse(r.params["cli_json"].toString().toStdString()));
+  const size_t n = d.inputFiles.size();
+  for (size_t i = 0; i < n; ++i) {
+    const QString path = form[QString::fromStdString(d.inputFiles[i])].toString().trimmed();
+    if (!path.isEmpty()) {
+      pin.files.push_back(path.toStdString());
+      pin.documents.emplace_back();
+      continue;
+    }
+    const size_t fromEnd = n - i;  // the last input takes the last result
+    if (fromWorkspace.size() < fromEnd)
+      throw InputError(d.name + ": needs " + (n == 2 ? std::string("two") : std::to_string(n)) + " " + from + "s: run the " + from +
+                       " panel (e.g. on two tasks) or give `" + from + " --json` files");
+    pin.files.push_back("the workspace's " + from + " result " + std::to_string(fromWorkspace.size() - fromEnd + 1));
+    pin.documents.push_back(fromWorkspace[fromWorkspace.size() - fromEnd]);
+  }
+}
+
 }  // namespace
 
 analysis::CausalDataset pairDataset(const AnalysisInput& in, const std::string& name) {
@@ -72,10 +97,20 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
   a.title = a.name;
   a.summary = QString::fromStdString(d.summary);
   a.available = true;
-  a.needsModel = true;
+  const bool files = plugin.input == analysis::PluginInput::Files;
+  a.needsModel = !files;
   const bool dataset = plugin.input == analysis::PluginInput::Dataset;
   a.note = dataset ? "on a dataset (ioi, colored-objects or a JSONL file), as `mechscope-cli " + a.name + " --dataset`"
-                   : "on the workspace's prompt, as `mechscope-cli " + a.name + " --prompt`";
+           : files ? "on `" + QString::fromStdString(d.inputFilesFrom) + " --json` files, or (empty) the workspace's latest " +
+                         QString::fromStdString(d.inputFilesFrom) + " results, as `mechscope-cli " + a.name + " A B`"
+           : plugin.input == analysis::PluginInput::NiahGrid
+               ? "one needle test on the workspace's prompt, as `mechscope-cli " + a.name + " --token-ids`"
+               : "on the workspace's prompt, as `mechscope-cli " + a.name + " --prompt`";
+  for (const auto& key : d.inputFiles) {
+    const analysis::ParamInfo* p = analysis::findParam(d.params, key);
+    a.params.push_back({QString::fromStdString(key), QString::fromStdString(key).toUpper() + " (JSON file)", QString(), 0, 0, {},
+                        p ? QString::fromStdString(p->doc) : QString()});
+  }
   if (dataset) {
     a.params.push_back({"dataset", "Dataset", QString("ioi"), 0, 0, {},
                         "ioi, colored-objects or a JSONL file (as --dataset); empty: the Patching panel's clean/corrupted pair"});
@@ -89,8 +124,16 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
   a.run = [name](const AnalysisInput& in, const QJsonObject& form, const RunContext& ctx) {
     const analysis::AnalysisPlugin* plugin = analysis::findPlugin(name);
     if (!plugin) throw InputError(name + ": the analysis is no longer registered");
-    if (!in.session || !in.session->model) throw InputError(name + ": no model loaded; open a model first");
     const analysis::ParamValues values = pluginParamValues(plugin->descriptor, form);
+    if (plugin->input == analysis::PluginInput::Files) {
+      values.check();
+      analysis::PluginInputs pin;
+      workspaceFiles(plugin->descriptor, in, form, pin);
+      AnalysisResult r = resultFromCliJson(name, plugin->run(pin, values, &ctx).json);
+      keepFormValues(r, form);
+      return r;
+    }
+    if (!in.session || !in.session->model) throw InputError(name + ": no model loaded; open a model first");
     values.check();  // before any compute
     const Tokenizer* tok = in.session->tokenizer ? &*in.session->tokenizer : nullptr;
     analysis::PluginInputs pin;

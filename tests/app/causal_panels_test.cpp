@@ -126,7 +126,7 @@ TEST(CausalPanels, RetrievalFindsThePlantedRetrievalHeads) {
   ws.setPrompt(text, tokenizePrompt(*session, text));
   ASSERT_EQ(ws.tokens().ids, planted::toIds(needle.words));
   AnalysisPanel panel(gui::test::adapterNamed("retrieval"), &ws, &jobs);
-  panel.setParam("needle_tokens", QString("%1:%2").arg(needle.needleStart).arg(needle.needleEnd));
+  panel.setParam("needle_span", QString("%1:%2").arg(needle.needleStart).arg(needle.needleEnd));
   panel.setParam("max_new_tokens", static_cast<int>(needle.answer.size()));
   expectCancels(panel, jobs, watch, ws);
   const auto end = watch.wait(panel.run());
@@ -150,7 +150,7 @@ TEST(CausalPanels, RetrievalFindsThePlantedRetrievalHeads) {
               ws.results()[0].params["top_heads"].toArray()[0].toString().startsWith("2.0"));
   EXPECT_EQ(ws.results()[0].params["generated"].toString().trimmed(), join(needle.answer));
 
-  panel.setParam("needle_tokens", "5:999");
+  panel.setParam("needle_span", "5:999");
   const auto bad = watch.wait(panel.run());
   EXPECT_EQ(bad.status, "failed");
   EXPECT_TRUE(panel.statusText().contains("not inside")) << panel.statusText().toStdString();
