@@ -63,11 +63,29 @@ void ovCheckIds(const std::vector<int64_t>& ids, int64_t vocab, const char* opti
 
 /// Σλ / Σ|λ| of A·B (A [n, r], B [r, n]): the eigenvalues of the smaller of A·B and B·A (the same nonzero
 /// eigenvalues; the rest of the larger are exact zeros), as TransformerLens' FactoredMatrix.eigenvalues.
-double copyingScore(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor m = a.size(0) <= a.size(1) ? at::matmul(a, b) : at::matmul(b, a);  // [min(n, r), min(n, r)]
-  const at::Tensor lambda = at::linalg_eigvals(m);                                    // complex128
+/// Σλ / Σ|λ| over the eigenvalues of the square matrix `m` (NaN when they are all 0).
+double eigenScore(const at::Tensor& m) {
+  const at::Tensor lambda = at::linalg_eigvals(m);  // complex128
   const double total = at::abs(lambda).sum().item<double>();
   return total > 0 ? at::real(lambda.sum()).item<double>() / total : std::numeric_limits<double>::quiet_NaN();
+}
+
+double copyingScore(const at::Tensor& a, const at::Tensor& b) {
+  return eigenScore(a.size(0) <= a.size(1) ? at::matmul(a, b) : at::matmul(b, a));  // [min(n, r), min(n, r)]
+}
+
+/// G = Σ_v (W_U[v] − mean W_U)ᵀ c(W_E[v]) [d_model, d_model] in fp64 on the weights' device, a block of the
+/// vocabulary at a time: the full-vocabulary circuit A_V·B_V (A_V = c(W_E)⊙w_ln1·W_Vᵀ [vocab, d_head],
+/// B_V = b·W_Uᶜᵀ [d_head, vocab]) has the nonzero eigenvalues of B_V·A_V = b·G·diag(w_ln1)·W_Vᵀ [d_head, d_head].
+at::Tensor ovVocabGram(const at::Tensor& wE, const at::Tensor& wU, const at::Tensor& uMean, bool centre) {
+  const at::Tensor mean = uMean.to(wU.device());
+  at::Tensor g = at::zeros({wE.size(1), wE.size(1)}, wU.options().dtype(at::kDouble));
+  for (int64_t r = 0; r < wE.size(0); r += 4096) {
+    const int64_t n = std::min<int64_t>(4096, wE.size(0) - r);
+    const at::Tensor e = ovCentre(centre, wE.narrow(0, r, n).to(wU.device()).to(at::kDouble));  // [n, d_model]
+    g += at::matmul((wU.narrow(0, r, n).to(at::kDouble) - mean).t(), e);                      // [d_model, d_model]
+  }
+  return g.cpu();
 }
 
 }  // namespace
@@ -118,6 +136,7 @@ OvQkResult ovQkCircuits(const HookedTransformer& model, const OvQkParams& p, con
   OvQkResult out;
   out.tokens = p.tokens;
   out.copyEigen = at::full({L, H}, nan, at::kDouble);
+  out.copyEigenVocab = at::full({L, H}, nan, at::kDouble);
   out.copyTopK = at::full({L, H}, nan, at::kDouble);
   out.copyTopKNegative = at::full({L, H}, nan, at::kDouble);
   out.rank = at::zeros({L, H, T}, at::kLong);
@@ -127,7 +146,9 @@ OvQkResult ovQkCircuits(const HookedTransformer& model, const OvQkParams& p, con
   const at::Tensor tIds = at::tensor(p.tokens, at::kLong);
   // OV, folded: E_T centred (LayerNorm) [T, d_model]; W_U centred over the vocabulary, rows of T [T, d_model].
   const at::Tensor eT = ovCentre(rules.centre, ovF64(w.wE.index_select(0, tIds.to(w.wE.device()))));
-  const at::Tensor uT = ovF64(w.wU.index_select(0, tIds.to(w.wU.device()))) - ovVocabMean(w.wU);
+  const at::Tensor uMean = ovVocabMean(w.wU);                                                   // [d_model]
+  const at::Tensor uT = ovF64(w.wU.index_select(0, tIds.to(w.wU.device()))) - uMean;
+  const at::Tensor gram = ovVocabGram(w.wE, w.wU, uMean, rules.centre);                        // [d_model, d_model]
   const at::Tensor wUf = w.wU.to(at::kFloat);                     // [vocab, d_model] on the model's device
   const at::Tensor selfCol = tIds.to(model.device()).unsqueeze(1);  // [T, 1]
   // QK inputs: the bare embeddings (plus W_pos[p]) [q or k, d_model].
@@ -154,6 +175,7 @@ OvQkResult ovQkCircuits(const HookedTransformer& model, const OvQkParams& p, con
       const at::Tensor a = at::matmul(eFolded, wV[kv].t());                              // [T, d_head]
       const at::Tensor b = ovScale(ovCentre(rules.centre, wO.select(1, h).t()), w.lnFinalW);  // [d_head, d_model]
       out.copyEigen[l][h] = copyingScore(a, at::matmul(b, uT.t()));                    // A [T, d_head] · B [d_head, T]
+      out.copyEigenVocab[l][h] = eigenScore(at::matmul(at::matmul(b, ovScale(gram, lw.ln1W)), wV[kv].t()));  // [d_head, d_head]
       // Rows over the whole vocabulary in fp32 (the one large product), a block of T at a time.
       const at::Tensor rowsIn = at::matmul(a, b).to(at::kFloat).to(model.device());    // [T, d_model]
       int64_t hits = 0, hitsNeg = 0;

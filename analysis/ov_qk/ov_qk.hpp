@@ -32,6 +32,7 @@ struct OvQkParams {
 struct OvQkResult {
   std::vector<int64_t> tokens;  ///< T as used
   at::Tensor copyEigen;         ///< [layer, head] fp64: Σλ / Σ|λ| of the OV circuit over T×T (NaN when Σ|λ| = 0)
+  at::Tensor copyEigenVocab;    ///< [layer, head] fp64: the same over the whole vocabulary (TransformerLens' full OV circuit)
   at::Tensor copyTopK;          ///< [layer, head] fp64: fraction of t ∈ T ranked ≤ k in its own OV row
   at::Tensor copyTopKNegative;  ///< [layer, head] fp64: the same for the negated circuit (suppression)
   at::Tensor rank;              ///< [layer, head, |T|] int64: 1 + #(entries of row t strictly above entry t)

@@ -40,6 +40,7 @@ AnalysisResult runOvQk(const PluginInputs& in, const ParamValues& params, const 
   j["token_strings"] = ovQkTokenNames(in.tokenizer, r.tokens);
   j["top_k"] = p.topK;
   j["ov_copy_eigen"] = tensorToJson(r.copyEigen);
+  j["ov_copy_eigen_vocab"] = tensorToJson(r.copyEigenVocab);
   j["ov_copy_topk"] = tensorToJson(r.copyTopK);
   j["ov_copy_topk_negative"] = tensorToJson(r.copyTopKNegative);
   j["ov_rank"] = tensorToJson(r.rank);
@@ -52,6 +53,7 @@ AnalysisResult runOvQk(const PluginInputs& in, const ParamValues& params, const 
   j["position"] = p.position;
   j["n_tokens"] = static_cast<int64_t>(r.tokens.size());
   out.addArray("ov_copy_eigen", r.copyEigen);
+  out.addArray("ov_copy_eigen_vocab", r.copyEigenVocab);
   out.addArray("ov_copy_topk", r.copyTopK);
   out.addArray("ov_copy_topk_negative", r.copyTopKNegative);
   out.addArray("ov_rank", r.rank);
@@ -77,7 +79,7 @@ AnalysisPlugin ovQkPlugin() {
               makeParam("query_tokens", ParamType::IntList, "--query-tokens", "QK look-up rows: token ids, e.g. 5,9 (default: the first 16 of T)"),
               makeParam("key_tokens", ParamType::IntList, "--key-tokens", "QK look-up columns: token ids (default: the first 16 of T)"),
               makeParam("heads", ParamType::HeadList, "--heads", "only these heads, e.g. 1.0,2.3 (default: every head)"), pos};
-  d.figureKeys = {"ov_copy_eigen", "ov_copy_topk", "ov_copy_topk_negative"};
+  d.figureKeys = {"ov_copy_eigen", "ov_copy_eigen_vocab", "ov_copy_topk", "ov_copy_topk_negative"};
   d.headlineKeys = {"n_tokens"};
   return p;
 }

@@ -6,7 +6,9 @@ Definitions (docs/metrics.md, "OV and QK circuits"):
   norm here is its weight only (scale ignored, biases dropped) and, for LayerNorm, the centring projection
   x - mean(x) on both sides; W_U is centred over the vocabulary for the T x T matrix.
   - eigen score: sum(lambda) / sum(|lambda|) over the eigenvalues of the T x T matrix (all |T| of them,
-    computed here on the full matrix, not factored);
+    computed here on the full matrix, not factored); over the whole vocabulary: the eigenvalues of
+    B_V . A_V [d_head, d_head] (A_V = the folded W_E . W_V^h for every token, B_V = W_O^h . W_U centred),
+    associated in the other order than mechscope's W_U^T W_E core;
   - top-k: rank of t in its own row over the whole vocabulary (1 + #strictly larger), hit when <= k; the
     negative score ranks -row. Per token: the margin own - (k-th largest other entry) of both, and the
     row's absolute scale max_j sum_i |o_i| |W_U[j, i]| from which the test derives its fp32 bound.
@@ -105,8 +107,10 @@ def main():
     wu_c = wu - wu.mean(0)  # center_unembed
     res = {key: [] for key in ("ov_copy_eigen", "ov_copy_topk", "ov_copy_topk_negative", "ov_rank", "ov_rank_negative",
                                "ov_margin", "ov_margin_negative", "ov_row_scale", "eig_cond", "eig_abs_norm", "eig_sum_abs",
-                               "qk", "qk_abs_scale", "qk_position", "qk_position_abs_scale")}
+                               "qk", "qk_abs_scale", "qk_position", "qk_position_abs_scale", "ov_copy_eigen_vocab",
+                               "eig_vocab_cond", "eig_vocab_abs_norm", "eig_vocab_sum_abs")}
     E = centre(m["we"][T], ln_on)  # [T, d]
+    E_all = centre(m["we"], ln_on)  # [V, d]
     for l in range(m["L"]):
         hw = heads_of(cfg, w, l)
         ln1w, ln1b = hw["ln1"]
@@ -125,6 +129,13 @@ def main():
             row["eig_cond"].append(max(conds))
             row["eig_abs_norm"].append(float((A.abs() @ Bm.abs()).norm()))
             row["eig_sum_abs"].append(float(lam.abs().sum()))
+            # The whole vocabulary: A_V [V, dh] . B_V [dh, V] has the nonzero eigenvalues of B_V . A_V [dh, dh].
+            A_V, B_V = (E_all * ln1w) @ hw["wv"][h], Bd @ wu_c.T
+            lam_v, vec_v = torch.linalg.eig(B_V @ A_V)
+            row["ov_copy_eigen_vocab"].append(float(lam_v.real.sum() / lam_v.abs().sum()))
+            row["eig_vocab_cond"].append(float(torch.linalg.cond(vec_v)))
+            row["eig_vocab_abs_norm"].append(float((B_V.abs() @ A_V.abs()).norm()))
+            row["eig_vocab_sum_abs"].append(float(lam_v.abs().sum()))
             mr = [margin_and_rank(logits[i], t, k) for i, t in enumerate(T)]
             mn = [margin_and_rank(-logits[i], t, k) for i, t in enumerate(T)]
             row["ov_rank"].append([r for _, r in mr])

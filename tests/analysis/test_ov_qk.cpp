@@ -58,7 +58,7 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
   // within γ_N(fp64)·S each, S = the port's Σ|terms| scale; twice that between the two.
   const double qkGamma = 2.0 * test::gamma(3 * D + dh + 16.0, kFp64UnitRoundoff);
   int64_t comparedHits = 0, allHits = 0;
-  double maxEig = 0, maxQk = 0, maxEigBound = 0, maxQkBound = 0, minMarginOverBound = 1e300;
+  double maxEig = 0, maxQk = 0, maxEigBound = 0, maxQkBound = 0, minMarginOverBound = 1e300, maxVocab = 0, maxVocabBound = 0;
   for (int l = 0; l < c.nLayers; ++l)
     for (int h = 0; h < c.nHeads; ++h) {
       SCOPED_TRACE(GetParam() + " head " + std::to_string(l) + "." + std::to_string(h));
@@ -68,6 +68,16 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
       EXPECT_LT(eigBound, 1e-6);  // the comparison is not vacuous
       EXPECT_NEAR(r.copyEigen[l][h].item<double>(), score, eigBound);
       maxEigBound = std::max(maxEigBound, eigBound);
+      // The whole vocabulary: the same argument on the d_head × d_head matrices, whose sums now run over the
+      // vocabulary too (N = vocab + 2·d_model + d_head) and whose d_head eigenvalues carry the error.
+      const double vocabScore = ref["ov_copy_eigen_vocab"][l][h].get<double>();
+      const double vocabBound = 2.0 * 2.0 * (1.0 + std::abs(vocabScore)) * dh * ref["eig_vocab_cond"][l][h].get<double>() *
+                                test::gamma(c.dVocab + 2 * D + dh, kFp64UnitRoundoff) * ref["eig_vocab_abs_norm"][l][h].get<double>() /
+                                ref["eig_vocab_sum_abs"][l][h].get<double>();
+      EXPECT_LT(vocabBound, 1e-4);
+      EXPECT_NEAR(r.copyEigenVocab[l][h].item<double>(), vocabScore, vocabBound);
+      maxVocab = std::max(maxVocab, std::abs(r.copyEigenVocab[l][h].item<double>() - vocabScore));
+      maxVocabBound = std::max(maxVocabBound, vocabBound);
       maxEig = std::max(maxEig, std::abs(r.copyEigen[l][h].item<double>() - score));
       int64_t unclear = 0, unclearNeg = 0;
       for (int64_t i = 0; i < T; ++i) {
@@ -110,7 +120,8 @@ TEST_P(OvQkReference, EveryHeadEqualsThePythonPort) {
       }
     }
   EXPECT_GT(comparedHits, allHits * 9 / 10);
-  std::cout << GetParam() << ": eigen max |diff| " << maxEig << " (bound ≤ " << maxEigBound << "), qk max |diff| " << maxQk
+  std::cout << GetParam() << ": eigen max |diff| " << maxEig << " (bound ≤ " << maxEigBound << "), vocabulary eigen max |diff| " << maxVocab
+            << " (bound ≤ " << maxVocabBound << "), qk max |diff| " << maxQk
             << " (bound ≤ " << maxQkBound << "), top-k memberships compared " << comparedHits << " of " << allHits
             << " (smallest |margin| / bound " << minMarginOverBound << ")\n";
 }
@@ -175,6 +186,9 @@ TEST(OvQk, TinyModelByHand) {
   EXPECT_NEAR(r.copyEigen[0][0].item<double>(), -1.0 / (2.0 * std::sqrt(12.0)), 1e-12);
   EXPECT_TRUE(at::equal(r.rank[0][0], at::tensor({1, 3, 2}, at::kLong)));  // row 2 = (5, −3, −2): token 2 is second
   EXPECT_NEAR(r.copyTopK[0][0].item<double>(), 1.0 / 3.0, 1e-15);
+  // T is the whole vocabulary here: the full-vocabulary score (through W_Uᵀ·W_E) is the same number.
+  EXPECT_NEAR(r.copyEigenVocab[0][0].item<double>(), -1.0 / (2.0 * std::sqrt(12.0)), 1e-12);
+  EXPECT_NEAR(r.copyEigenVocab[0][1].item<double>(), 1.0 / (2.0 * std::sqrt(12.0)), 1e-12);
 }
 
 TEST(OvQk, TokenSetIsDistinctInFirstOccurrenceOrderOrTheMostFrequent) {
@@ -242,6 +256,13 @@ TEST(OvQk, LookupDiagonalIsTheForwardsLayerZeroScoreOnEveryFamily) {
     p.keyTokens = p.tokens;
     if (c.positional == PositionalKind::Learned) p.position = 0;
     const OvQkResult r = ovQkCircuits(*model, p);
+    // With T = the whole vocabulary the T×T score is the full-vocabulary one, associated the other way
+    // (E_T·W_V first instead of W_Uᵀ·W_E): fp64, N ≈ vocab + 2·d_model + d_head terms (γ_N ≈ 1.3e-13), times
+    // d_head eigenvalues, κ ≤ 1e3 and ‖|A||B|‖/Σ|λ| ≤ 10 as on the trained models: < 1e-7.
+    OvQkParams all;
+    for (int64_t t = 0; t < c.dVocab; ++t) all.tokens.push_back(t);
+    const OvQkResult v = ovQkCircuits(*model, all);
+    EXPECT_TRUE(at::allclose(v.copyEigen, v.copyEigenVocab, 0.0, 1e-7)) << family << '\n' << v.copyEigen - v.copyEigenVocab;
     const double gammaN = test::gamma(3.0 * c.dModel + c.dHead + 16.0);
     for (size_t i = 0; i < p.tokens.size(); ++i) {
       const auto cache = model->runWithCache(at::tensor({p.tokens[i]}, at::kLong).unsqueeze(0), {"blocks.0.attn.hook_attn_scores"});
