@@ -8,6 +8,7 @@
 #include "analysis/circuits/overlap.hpp"
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/constraint/constraint_attention.hpp"
+#include "analysis/eap/edge_attribution.hpp"
 #include "analysis/intervention/intervention.hpp"
 #include "analysis/logit_lens/logit_lens.hpp"
 #include "analysis/ov_qk/ov_qk.hpp"
@@ -34,6 +35,7 @@ void installAnalysisPlugins() {
     registerAnalysisPlugin(circuitPlugin());
     registerAnalysisPlugin(retrievalPlugin());
     registerAnalysisPlugin(overlapPlugin());
+    registerAnalysisPlugin(eapPlugin());
     return true;
   }();
   (void)installed;
