@@ -1,0 +1,264 @@
+// Exact edge patching and the circuit faithfulness curve (edge_patching.hpp).
+#include "analysis/eap/edge_patching.hpp"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "analysis/common/final_norm.hpp"
+#include "analysis/common/logit_diff.hpp"
+#include "analysis/eap/eap_gradients.hpp"
+#include "analysis/eap/edge_attribution.hpp"
+#include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
+
+namespace mechscope::analysis {
+namespace {
+
+at::ScalarType patchType(const HookedTransformer& m) { return m.dtype() == at::kDouble ? at::kDouble : at::kFloat; }
+
+/// The outputs of every source node, in forward order: [rows, pos, n_forward, d_model]. A head's output is
+/// z_h · W_O[h] (b_O belongs to no head); `layers` limits the stack to the input and layers < layers, and
+/// `headsOfNext` adds the heads of layer `layers` (an MLP's sources in a sequential block).
+at::Tensor sourceStack(const HookedTransformer& m, const at::Tensor& input, const std::vector<at::Tensor>& z,
+                       const std::vector<at::Tensor>& mlp, int layers, bool headsOfNext = false) {
+  const ModelConfig& c = m.config();
+  const at::ScalarType st = patchType(m);
+  std::vector<at::Tensor> parts{input.to(st).unsqueeze(2)};
+  for (int l = 0; l < layers; ++l) {
+    const auto li = static_cast<size_t>(l);
+    const at::Tensor wO = m.weights().layers[li].wO.to(st).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
+    parts.push_back(at::einsum("rphe,dhe->rphd", {z[li].to(st), wO}));                           // [rows, pos, head, d_model]
+    parts.push_back(mlp[li].to(st).unsqueeze(2));                                                  // [rows, pos, 1, d_model]
+  }
+  if (headsOfNext) {
+    const auto li = static_cast<size_t>(layers);
+    const at::Tensor wO = m.weights().layers[li].wO.to(st).view({c.dModel, c.nHeads, c.dHead});
+    parts.push_back(at::einsum("rphe,dhe->rphd", {z[li].to(st), wO}));
+  }
+  return at::cat(parts, 2);
+}
+
+/// A block's q, k or v recomputed from per-head inputs `x` [rows, pos, n, d_model]: ln1 → the head's rows of
+/// the projection (+ bias) → qk-norm, as the forward computes hook_q/k/v. [rows, pos, n, d_head]
+at::Tensor projectHeads(const HookedTransformer& m, const LayerWeights& W, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& qkNormW, int64_t n) {
+  const ModelConfig& c = m.config();
+  at::Tensor y = at::einsum("rpnd,ned->rpne", {applyNorm(m, x, W.ln1W, W.ln1B), w.to(x.scalar_type()).view({n, c.dHead, c.dModel})});
+  if (b.defined()) y = y + b.to(x.scalar_type()).view({n, c.dHead});
+  return c.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
+}
+
+/// The state of one patched forward: the corrupted sources, the masks, and the run's own sources so far.
+struct PatchedRun {
+  const HookedTransformer& m;
+  const EdgeGraph G;
+  at::Tensor corrupt;        // [rows, pos, n_forward, d_model] corrupted sources
+  at::Tensor mask;           // [rows, n_forward, n_backward] patch-type (1 = carries the corrupted activation)
+  at::Tensor input;          // this run's embeddings
+  std::vector<at::Tensor> z, mlp, residPre, residMid;
+  std::vector<at::Tensor> headDelta;  // per layer [rows, pos, H + 2K, d_model] once computed
+
+  /// Σ_u mask[u, b] (corrupt_u − current_u) for receivers b0 … b0 + n − 1 reading sources [0, U): [rows, pos, n, d_model].
+  at::Tensor delta(int layersDone, bool headsOfNext, int64_t U, int64_t b0, int64_t n) const {
+    const at::Tensor cur = sourceStack(m, input, z, mlp, layersDone, headsOfNext);  // [rows, pos, U, d_model]
+    const at::Tensor diff = corrupt.narrow(2, 0, U) - cur;
+    return at::einsum("rpud,rub->rpbd", {diff, mask.narrow(1, 0, U).narrow(2, b0, n)});  // [rows, pos, n, d_model]
+  }
+  /// Which (row, receiver) pairs of b0 … b0 + n − 1 have a patched edge: [rows, n] bool.
+  at::Tensor active(int64_t U, int64_t b0, int64_t n) const { return mask.narrow(1, 0, U).narrow(2, b0, n).ne(0).any(1); }
+};
+
+/// Replaces the heads of hook value `t` [rows, pos, n, d_head] whose receiver is patched.
+at::Tensor patchHeads(PatchedRun& run, int l, EdgeInput which, const at::Tensor& t) {
+  const ModelConfig& c = run.m.config();
+  const auto li = static_cast<size_t>(l);
+  const int64_t b0 = run.G.layerBackward(l), U = run.G.prevForward(b0), nRecv = c.nHeads + 2 * int64_t{c.nKvHeads};
+  const int64_t off = which == EdgeInput::Q ? 0 : which == EdgeInput::K ? c.nHeads : c.nHeads + c.nKvHeads;
+  const int64_t n = which == EdgeInput::Q ? c.nHeads : c.nKvHeads;
+  const at::Tensor act = run.active(U, b0 + off, n);  // [rows, n]
+  if (!act.any().item<bool>()) return t;
+  if (!run.headDelta[li].defined()) run.headDelta[li] = run.delta(l, false, U, b0, nRecv);
+  const LayerWeights& W = run.m.weights().layers[li];
+  const at::Tensor x = run.residPre[li].to(patchType(run.m)).unsqueeze(2) + run.headDelta[li].narrow(2, off, n);  // [rows, pos, n, d_model]
+  const at::Tensor y = which == EdgeInput::Q   ? projectHeads(run.m, W, x, W.wQ, W.bQ, W.qNormW, n)
+                       : which == EdgeInput::K ? projectHeads(run.m, W, x, W.wK, W.bK, W.kNormW, n)
+                                               : projectHeads(run.m, W, x, W.wV, W.bV, {}, n);
+  return at::where(act.unsqueeze(1).unsqueeze(3), y.to(t.scalar_type()), t);
+}
+
+/// Adds the per-row patch hooks of `run` to `hooks`.
+void addPatchHooks(HookSet& hooks, PatchedRun& run) {
+  const int L = run.m.config().nLayers;
+  hooks.add("blocks.0.hook_resid_pre", [&run](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    run.input = t.detach();
+    return std::nullopt;
+  });
+  auto keep = [](std::vector<at::Tensor>& slot) {
+    return [&slot](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+      slot[static_cast<size_t>(hc.layer)] = t.detach();
+      return std::nullopt;
+    };
+  };
+  hooks.add("blocks.*.hook_resid_pre", keep(run.residPre));
+  hooks.add("blocks.*.hook_resid_mid", keep(run.residMid));
+  hooks.add("blocks.*.attn.hook_z", keep(run.z));
+  hooks.add("blocks.*.hook_mlp_out", keep(run.mlp));
+  for (const auto& [site, which] : {std::pair{"q", EdgeInput::Q}, {"k", EdgeInput::K}, {"v", EdgeInput::V}})
+    hooks.add(std::string("blocks.*.attn.hook_") + site, [&run, which](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+      return patchHeads(run, hc.layer, which, t);
+    });
+  hooks.add("blocks.*.ln2.hook_normalized", [&run](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+    const int l = hc.layer;
+    const auto li = static_cast<size_t>(l);
+    const int64_t bm = run.G.mlpBackward(l), U = run.G.prevForward(bm);
+    const at::Tensor act = run.active(U, bm, 1);  // [rows, 1]
+    if (!act.any().item<bool>()) return std::nullopt;
+    const at::Tensor in = (run.m.config().parallelAttnMlp ? run.residPre[li] : run.residMid[li]).to(patchType(run.m));
+    const at::Tensor x = in + run.delta(l, !run.G.parallelAttnMlp, U, bm, 1).squeeze(2);  // [rows, pos, d_model]
+    const LayerWeights& W = run.m.weights().layers[li];
+    return at::where(act.unsqueeze(2), applyNorm(run.m, x, W.ln2W, W.ln2B).to(t.scalar_type()), t);
+  });
+  hooks.add(hook::residPost(L - 1), [&run, L](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    const int64_t bl = run.G.logitsBackward();
+    if (!run.active(run.G.nForward(), bl, 1).any().item<bool>()) return std::nullopt;
+    return t + run.delta(L, false, run.G.nForward(), bl, 1).squeeze(2).to(t.scalar_type());
+  });
+}
+
+/// runPatchedVariants with the corrupted run's outputs recorded beforehand.
+at::Tensor runVariants(const HookedTransformer& m, const PatchInputs& in, const NodeOutputs& corrupt, const at::Tensor& patched,
+                       const RunContext* ctx) {
+  const ModelConfig& c = m.config();
+  const int64_t V = patched.size(0), B = in.clean.size(0);
+  const auto L = static_cast<size_t>(c.nLayers);
+  PatchedRun run{m, edgeGraphOf(c), {}, {}, {}, std::vector<at::Tensor>(L), std::vector<at::Tensor>(L), std::vector<at::Tensor>(L),
+                 std::vector<at::Tensor>(L), std::vector<at::Tensor>(L)};
+  run.corrupt = sourceStack(m, corrupt.input, corrupt.z, corrupt.mlp, c.nLayers).repeat({V, 1, 1, 1});  // [rows, pos, n_forward, d_model]
+  run.mask = patched.to(m.device(), patchType(m)).repeat_interleave(B, 0);                               // [rows, n_forward, n_backward]
+  HookSet hooks;
+  addPatchHooks(hooks, run);
+  ForwardOptions opts;
+  opts.logitsLastOnly = true;
+  at::NoGradGuard noGrad;
+  const ForwardResult fr = m.forward(in.clean.repeat({V, 1}), opts, &hooks, ctx);
+  return logitDiff(fr.logits, in.correct.repeat({V}), in.incorrect.repeat({V})).detach().to(at::kCPU, at::kFloat).view({V, B});
+}
+
+/// Variants per forward so that variants × prompts ≤ maxBatchRows (at least one).
+int64_t variantsPerForward(int64_t maxBatchRows, int64_t prompts) { return std::max<int64_t>(1, maxBatchRows / std::max<int64_t>(1, prompts)); }
+
+/// LD [variants, prompts] of every group (dataset order) for the masks `patched` [variants, n_forward, n_backward],
+/// with the mean clean and corrupted LD.
+at::Tensor runOverGroups(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& patched, int64_t maxBatchRows,
+                         double& clean, double& corrupt, int& forwards, const RunContext* ctx) {
+  const int64_t V = patched.size(0);
+  int64_t total = 0;
+  for (const auto& g : groups) total += g.inputs.clean.size(0);
+  if (total == 0) throw InputError("edge patching: no prompts to run");
+  at::Tensor out = at::zeros({V, total}, at::kFloat);
+  std::vector<int64_t> order;  // every analysed prompt's dataset index, ascending: column = rank
+  for (const auto& g : groups)
+    for (int64_t i = 0; i < g.inputs.clean.size(0); ++i)
+      order.push_back(g.promptIndex.empty() ? static_cast<int64_t>(order.size()) : g.promptIndex[static_cast<size_t>(i)]);
+  std::sort(order.begin(), order.end());
+  auto column = [&](const PatchGroup& g, int64_t i, int64_t fallback) {
+    if (g.promptIndex.empty()) return fallback;
+    return static_cast<int64_t>(std::lower_bound(order.begin(), order.end(), g.promptIndex[static_cast<size_t>(i)]) - order.begin());
+  };
+  double sumClean = 0, sumCorrupt = 0;
+  int64_t col = 0;
+  for (const auto& g : groups) {
+    const int64_t B = g.inputs.clean.size(0);
+    const NodeOutputs cor = recordNodeOutputs(m, g.inputs.corrupt, g.inputs.correct, g.inputs.incorrect, ctx);
+    const NodeOutputs cle = recordNodeOutputs(m, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, ctx);
+    forwards += 2;
+    sumCorrupt += cor.metric.to(at::kDouble).sum().item<double>();
+    sumClean += cle.metric.to(at::kDouble).sum().item<double>();
+    const int64_t step = variantsPerForward(maxBatchRows, B);
+    for (int64_t v0 = 0; v0 < V; v0 += step) {
+      if (ctx) ctx->check();
+      const int64_t n = std::min(step, V - v0);
+      const at::Tensor ld = runVariants(m, g.inputs, cor, patched.narrow(0, v0, n), ctx);  // [n, B]
+      ++forwards;
+      for (int64_t i = 0; i < B; ++i)  // back to dataset order
+        out.narrow(0, v0, n).select(1, column(g, i, col + i)).copy_(ld.select(1, i));
+    }
+    col += B;
+  }
+  clean = sumClean / static_cast<double>(total);
+  corrupt = sumCorrupt / static_cast<double>(total);
+  return out;
+}
+
+}  // namespace
+
+at::Tensor runPatchedVariants(const HookedTransformer& m, const PatchInputs& in, const at::Tensor& patched, const RunContext* ctx) {
+  const EdgeGraph G = edgeGraphOf(m.config());
+  if (patched.dim() != 3 || patched.size(1) != G.nForward() || patched.size(2) != G.nBackward())
+    throw InputError(fmt::format("edge patching: masks must be [variants, {}, {}] for this model", G.nForward(), G.nBackward()));
+  const NodeOutputs corrupt = recordNodeOutputs(m, in.corrupt, in.correct, in.incorrect, ctx);
+  return runVariants(m, in, corrupt, patched, ctx);
+}
+
+EdgePatchResult patchEdges(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
+                           int64_t maxBatchRows, const RunContext* ctx) {
+  const EdgeGraph G = edgeGraphOf(m.config());
+  const at::Tensor masks = at::zeros({static_cast<int64_t>(edges.size()), G.nForward(), G.nBackward()}, at::kFloat);  // [edges, F, B]
+  for (size_t i = 0; i < edges.size(); ++i) {
+    const EdgeRef& e = edges[i];
+    if (e.backward < 0 || e.backward >= G.nBackward() || e.forward < 0 || e.forward >= G.prevForward(e.backward))
+      throw InputError(fmt::format("edge patching: ({}, {}) is not an edge of this model's graph", e.forward, e.backward));
+    masks[static_cast<int64_t>(i)][e.forward][e.backward] = 1.0;
+  }
+  EdgePatchResult r;
+  if (edges.empty()) return r;
+  r.metricPatched = runOverGroups(m, groups, masks, maxBatchRows, r.metricClean, r.metricCorrupt, r.forwards, ctx);  // [edges, prompts]
+  r.effect = r.metricPatched.to(at::kDouble).mean(1) - r.metricClean;
+  return r;
+}
+
+std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount) {
+  std::vector<int64_t> out{0};
+  for (double pct : {0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0})
+    out.push_back(std::max<int64_t>(1, static_cast<int64_t>(std::llround(pct / 100.0 * static_cast<double>(edgeCount)))));
+  return out;
+}
+
+FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
+                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx) {
+  const EdgeGraph G = edgeGraphOf(m.config());
+  if (scores.dim() != 2 || scores.size(0) != G.nForward() || scores.size(1) != G.nBackward())
+    throw InputError(fmt::format("faithfulness curve: scores must be [{}, {}] for this model", G.nForward(), G.nBackward()));
+  const at::Tensor mask = edgeMask(G).cpu();                                     // [F, B] bool
+  const int64_t E = mask.sum().item<int64_t>();
+  const at::Tensor key = at::where(mask, scores.to(at::kCPU, at::kDouble).abs(), at::full({}, -1.0, at::kDouble)).flatten();
+  const at::Tensor order = std::get<1>(key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, E);  // edges, largest |score| first
+  for (auto& n : sizes) n = std::clamp<int64_t>(n, 0, E);
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  at::Tensor patched = mask.to(at::kFloat).unsqueeze(0).repeat({static_cast<int64_t>(sizes.size()), 1, 1});  // [sizes, F, B]
+  for (size_t i = 0; i < sizes.size(); ++i)
+    patched[static_cast<int64_t>(i)].view({-1}).index_fill_(0, order.narrow(0, 0, sizes[i]), 0.0);  // the circuit stays clean
+  FaithfulnessCurve c;
+  const at::Tensor ld = runOverGroups(m, groups, patched, maxBatchRows, c.metricClean, c.metricCorrupt, c.forwards, ctx);  // [sizes, prompts]
+  const double span = c.metricClean - c.metricCorrupt;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    c.edgesKept.push_back(sizes[i]);
+    c.fraction.push_back(E > 0 ? static_cast<double>(sizes[i]) / static_cast<double>(E) : 0.0);
+    c.metric.push_back(ld[static_cast<int64_t>(i)].to(at::kDouble).mean().item<double>());
+    c.faithfulness.push_back(span != 0 ? (c.metric.back() - c.metricCorrupt) / span : NAN);
+  }
+  for (size_t i = 1; i < sizes.size(); ++i) {
+    const double w = c.fraction[i] - c.fraction[i - 1];
+    c.cpr += w * (c.faithfulness[i] + c.faithfulness[i - 1]) / 2;
+    c.cmd += w * (std::abs(1 - c.faithfulness[i]) + std::abs(1 - c.faithfulness[i - 1])) / 2;
+  }
+  return c;
+}
+
+}  // namespace mechscope::analysis

@@ -1,0 +1,67 @@
+#pragma once
+// Exact edge patching (docs/metrics.md §7.5, "exact check and faithfulness"): forwards of the clean prompts
+// in which chosen edges u → v carry the corrupted run's activation of u into v's input, and only there.
+// A receiver's input is the residual sum only it reads (a head's q, k or v input; an MLP's input; the
+// final residual the logits read), so patching an edge adds (a_corrupt(u) − a_current(u)) to that input
+// alone: the head's projection (ln1 → W_Q/W_K/W_V → qk-norm) or the MLP's ln2 is recomputed from it, and
+// nothing else in the residual stream changes. With every edge patched the run is the corrupted run; with
+// none, the clean run.
+//   - patchEdges: each edge alone (the exact counterpart of its EAP score), many edges per batched forward.
+//   - faithfulnessCurve: the circuit of the n highest-scoring edges kept clean and every other edge patched,
+//     for several n: MIB's faithfulness (m(C) − m(∅)) / (m(full) − m(∅)) and its CPR / CMD areas.
+#include <vector>
+
+#include "analysis/eap/eap_graph.hpp"
+#include "analysis/patching/patch_types.hpp"
+#include "core/common/run_context.hpp"
+#include "core/model/hooked_transformer.hpp"
+
+namespace mechscope::analysis {
+
+/// One edge: its source (forward index) and its receiver (backward index) in the EdgeGraph.
+struct EdgeRef {
+  int64_t forward = 0, backward = 0;
+};
+
+/// Exact single-edge patching of several edges.
+struct EdgePatchResult {
+  at::Tensor metricPatched;  ///< [edges, prompts] fp32 LD with that edge patched, dataset order
+  at::Tensor effect;         ///< [edges] fp64 mean over prompts of LD_patched − LD_clean (what EAP approximates)
+  double metricClean = 0, metricCorrupt = 0;
+  int forwards = 0;          ///< forward passes made (batched)
+};
+
+/// Every edge of `edges` patched alone, `maxBatchRows` rows (edges × prompts) per forward, over the groups.
+/// InputError for an edge that is not in the model's graph.
+EdgePatchResult patchEdges(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
+                           int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
+
+/// The faithfulness curve of circuits made of the highest-scoring edges.
+struct FaithfulnessCurve {
+  std::vector<int64_t> edgesKept;  ///< circuit sizes (edges kept clean), ascending
+  std::vector<double> fraction;    ///< edgesKept / number of edges
+  std::vector<double> metric;      ///< mean LD of the circuit run at each size
+  std::vector<double> faithfulness;  ///< (metric − metricCorrupt) / (metricClean − metricCorrupt)
+  double metricClean = 0, metricCorrupt = 0;
+  double cpr = 0;  ///< area under faithfulness over the fraction axis (trapezoids between the sizes)
+  double cmd = 0;  ///< area under |1 − faithfulness| over the fraction axis
+  int forwards = 0;
+};
+
+/// Runs the circuit of the `n` edges of largest |score| (scores [n_forward, n_backward], non-edges ignored;
+/// ties by index) for each n of `sizes` (clamped to the edge count, sorted, duplicates dropped); every edge
+/// outside the circuit carries the corrupted activation. InputError for a score matrix of the wrong shape.
+FaithfulnessCurve faithfulnessCurve(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
+                                    std::vector<int64_t> sizes, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
+
+/// The default circuit sizes of a graph of `edgeCount` edges: 0, then 0.1 %, 0.2 %, 0.5 %, 1 %, 2 %, 5 %,
+/// 10 %, 20 %, 50 % and 100 % of the edges (at least one edge each), as MIB's evaluation sweeps.
+std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount);
+
+/// The LD of the clean prompts of `in` [batch, pos] with the edges of each variant patched: `patched`
+/// [variants, n_forward, n_backward] (1 = the edge carries the corrupted activation); rows are variant-major
+/// (variant v's prompts at rows v·batch …). Returns [variants, batch] fp32. The building block of both.
+at::Tensor runPatchedVariants(const HookedTransformer& model, const PatchInputs& in, const at::Tensor& patched,
+                              const RunContext* ctx = nullptr);
+
+}  // namespace mechscope::analysis

@@ -1,0 +1,237 @@
+// Exact edge patching and the faithfulness curve (issue #22, docs/metrics.md §7.5), on the trained GPT-2
+// (tests/data/trained/gpt2-ioi) and the first 8 IOI pairs of its EAP reference:
+// - every edge patched is the corrupted run, none is the clean run (LD written out from the logits here);
+// - a single edge patched equals the same patch written by hand with hooks and at::layer_norm, for an edge
+//   into the logits, into a head's query and into an MLP;
+// - many edges per batched forward equal one forward per edge;
+// - the faithfulness curve runs from 0 (no edge kept) to 1 (every edge kept);
+// - bad edges and score matrices are refused before compute.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "analysis/common/datasets.hpp"
+#include "analysis/eap/edge_attribution.hpp"
+#include "analysis/eap/edge_patching.hpp"
+#include "core/common/errors.hpp"
+#include "core/model/hook_names.hpp"
+#include "core/model/hooked_transformer.hpp"
+
+namespace mechscope::analysis {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Tolerance on a logit difference: both sides run fp32 through the same 4 layers. A patched receiver input
+// is the clean input plus Σ_u (a_corrupt(u) − a_current(u)) over ≤ 21 sources (each |a| ≲ 30 on this model),
+// so its rounding is ≤ 21 · 2⁻²⁴ · 30 ≈ 4e-5 per coordinate, against residual coordinates of order 1–10;
+// layer norm and 4 blocks amplify a relative error by at most a few, and the logits (norm ~10) carry it:
+// 1e-4 · max(1, |LD|) covers it with room. Batching the same rows differently only reorders GEMM sums (1e-6).
+double ldTolerance(double ld) { return 1e-4 * std::max(1.0, std::abs(ld)); }
+
+struct TrainedIoi {
+  std::unique_ptr<HookedTransformer> model;
+  std::vector<PatchGroup> groups;
+  bool ok = false;
+  TrainedIoi() {
+    const fs::path root = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained";
+    std::ifstream in(root / "references" / "eap_gpt2-ioi.json");
+    if (!fs::exists(root / "gpt2-ioi" / "model.safetensors") || !in) return;
+    const nlohmann::json ref = nlohmann::json::parse(in);
+    CausalDataset ds;
+    for (const auto& p : ref["prompts"]) {
+      CausalPrompt cp;
+      cp.cleanIds = p["clean_ids"].get<std::vector<int64_t>>();
+      cp.corruptedIds = p["corrupted_ids"].get<std::vector<int64_t>>();
+      cp.answerId = p["answer_id"].get<int64_t>();
+      cp.incorrectId = p["incorrect_id"].get<int64_t>();
+      ds.prompts.push_back(std::move(cp));
+    }
+    model = HookedTransformer::load(root / "gpt2-ioi", LoadOptions{"cpu", "fp32"});
+    groups = toPatchGroups(ds);
+    ok = !groups.empty();
+  }
+};
+
+TrainedIoi& bench() {
+  static TrainedIoi b;
+  return b;
+}
+
+/// LD at the last position from a plain forward with `hooks` (written out: logit(answer) − logit(incorrect)).
+at::Tensor handLd(const HookedTransformer& m, const PatchInputs& in, HookSet* hooks) {
+  ForwardOptions opts;
+  opts.logitsLastOnly = true;
+  at::NoGradGuard g;
+  const at::Tensor logits = m.forward(in.clean, opts, hooks).logits.select(1, -1).to(at::kDouble);  // [batch, vocab]
+  return logits.gather(1, in.correct.view({-1, 1})).squeeze(1) - logits.gather(1, in.incorrect.view({-1, 1})).squeeze(1);
+}
+
+/// The activations one hook site takes on `tokens`.
+at::Tensor capture(const HookedTransformer& m, const at::Tensor& tokens, const std::string& site) {
+  at::Tensor out;
+  HookSet hooks;
+  hooks.add(site, [&out](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    out = t.detach().clone();
+    return std::nullopt;
+  });
+  ForwardOptions opts;
+  opts.logitsLastOnly = true;
+  at::NoGradGuard g;
+  (void)m.forward(tokens, opts, &hooks);
+  return out;
+}
+
+#define NEED_BENCH()                                                                 \
+  TrainedIoi& b = bench();                                                           \
+  if (!b.ok) GTEST_SKIP() << "tests/data/trained/gpt2-ioi or its EAP reference is absent"; \
+  const HookedTransformer& m = *b.model;                                             \
+  const EdgeGraph G = edgeGraphOf(m.config())
+
+TEST(EdgePatching, EveryEdgePatchedIsTheCorruptedRunNoneIsTheClean) {
+  NEED_BENCH();
+  const PatchInputs& in = b.groups.front().inputs;
+  const at::Tensor all = edgeMask(G).to(at::kFloat).unsqueeze(0), none = at::zeros_like(all);
+  const at::Tensor got = runPatchedVariants(m, in, at::cat({all, none}, 0));  // [2, batch]
+  PatchInputs corrupt = in;
+  corrupt.clean = in.corrupt;
+  const at::Tensor ldCorrupt = handLd(m, corrupt, nullptr), ldClean = handLd(m, in, nullptr);
+  for (int64_t i = 0; i < in.clean.size(0); ++i) {
+    const double c = ldCorrupt[i].item<double>(), k = ldClean[i].item<double>();
+    EXPECT_NEAR(got[0][i].item<double>(), c, ldTolerance(c)) << "prompt " << i << ": all edges patched";
+    EXPECT_NEAR(got[1][i].item<double>(), k, ldTolerance(k)) << "prompt " << i << ": no edge patched";
+  }
+}
+
+TEST(EdgePatching, OneEdgeEqualsThePatchWrittenByHand) {
+  NEED_BENCH();
+  const ModelConfig& c = m.config();
+  const std::vector<PatchGroup> first{b.groups.front()};  // one length group: rows = its prompts in order
+  const PatchInputs& in = first.front().inputs;
+  const int64_t dh = c.dHead;
+  // (1) a3.h2 → logits: the final residual plus (z_corrupt − z_clean)_h · W_O[h].
+  {
+    const at::Tensor dz = (capture(m, in.corrupt, hook::z(3)) - capture(m, in.clean, hook::z(3))).select(2, 2);  // [batch, pos, d_head]
+    const at::Tensor wO = m.weights().layers[3].wO.narrow(1, 2 * dh, dh);                                   // [d_model, d_head]
+    const at::Tensor delta = at::matmul(dz, wO.t());                                                         // [batch, pos, d_model]
+    HookSet hooks;
+    hooks.add(hook::residPost(3), [&](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> { return t + delta; });
+    const at::Tensor want = handLd(m, in, &hooks);
+    const EdgePatchResult r = patchEdges(m, first, {{G.headForward(3, 2), G.logitsBackward()}});
+    for (int64_t i = 0; i < want.size(0); ++i)
+      EXPECT_NEAR(r.metricPatched[0][i].item<double>(), want[i].item<double>(), ldTolerance(want[i].item<double>())) << "a3.h2 → logits, prompt " << i;
+  }
+  // (2) input → a1.h0 (q): head 0's query from layer_norm(resid_pre + Δembeddings) · W_Q[0] + b_Q[0].
+  {
+    const at::Tensor dEmb = capture(m, in.corrupt, hook::residPre(0)) - capture(m, in.clean, hook::residPre(0));  // [batch, pos, d_model]
+    const LayerWeights& W = m.weights().layers[1];
+    at::Tensor resid;
+    HookSet hooks;
+    hooks.add(hook::residPre(1), [&](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+      resid = t;
+      return std::nullopt;
+    });
+    hooks.add(hook::q(1), [&](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+      const at::Tensor x = at::layer_norm(resid + dEmb, {c.dModel}, W.ln1W, W.ln1B, c.normEps);
+      at::Tensor q = t.clone();
+      q.select(2, 0).copy_(at::matmul(x, W.wQ.narrow(0, 0, dh).t()) + W.bQ.narrow(0, 0, dh));
+      return q;
+    });
+    const at::Tensor want = handLd(m, in, &hooks);
+    const EdgePatchResult r = patchEdges(m, first, {{0, G.headBackward(1, 0, EdgeInput::Q)}});
+    for (int64_t i = 0; i < want.size(0); ++i)
+      EXPECT_NEAR(r.metricPatched[0][i].item<double>(), want[i].item<double>(), ldTolerance(want[i].item<double>())) << "input → a1.h0 q, prompt " << i;
+  }
+  // (3) m0 → m2: the MLP's ln2 of resid_mid + (mlp0_corrupt − mlp0_clean); the residual stream unchanged.
+  {
+    const at::Tensor dMlp = capture(m, in.corrupt, hook::mlpOut(0)) - capture(m, in.clean, hook::mlpOut(0));
+    const LayerWeights& W = m.weights().layers[2];
+    at::Tensor mid;
+    HookSet hooks;
+    hooks.add(hook::name(2, "hook_resid_mid"), [&](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+      mid = t;
+      return std::nullopt;
+    });
+    hooks.add(hook::name(2, "ln2.hook_normalized"), [&](const at::Tensor&, const HookContext&) -> std::optional<at::Tensor> {
+      return at::layer_norm(mid + dMlp, {c.dModel}, W.ln2W, W.ln2B, c.normEps);
+    });
+    const at::Tensor want = handLd(m, in, &hooks);
+    const EdgePatchResult r = patchEdges(m, first, {{G.mlpForward(0), G.mlpBackward(2)}});
+    for (int64_t i = 0; i < want.size(0); ++i)
+      EXPECT_NEAR(r.metricPatched[0][i].item<double>(), want[i].item<double>(), ldTolerance(want[i].item<double>())) << "m0 → m2, prompt " << i;
+  }
+}
+
+TEST(EdgePatching, BatchedEdgesEqualOneForwardPerEdge) {
+  NEED_BENCH();
+  // One edge of every kind of source and receiver, including a key and a value input.
+  const std::vector<EdgeRef> edges = {{0, G.headBackward(0, 1, EdgeInput::K)},
+                                      {G.headForward(0, 3), G.headBackward(2, 1, EdgeInput::V)},
+                                      {G.mlpForward(1), G.headBackward(3, 0, EdgeInput::Q)},
+                                      {G.headForward(2, 0), G.mlpBackward(2)},
+                                      {G.headForward(3, 3), G.logitsBackward()},
+                                      {G.mlpForward(3), G.logitsBackward()},
+                                      {0, G.logitsBackward()}};
+  const EdgePatchResult batched = patchEdges(m, b.groups, edges, /*maxBatchRows=*/64);
+  int loopForwards = 0;
+  for (size_t e = 0; e < edges.size(); ++e) {
+    const EdgePatchResult one = patchEdges(m, b.groups, {edges[e]}, 1);
+    loopForwards += one.forwards;
+    for (int64_t i = 0; i < one.metricPatched.size(1); ++i) {
+      const double want = one.metricPatched[0][i].item<double>();
+      EXPECT_NEAR(batched.metricPatched[static_cast<int64_t>(e)][i].item<double>(), want, 1e-5 * std::max(1.0, std::abs(want)))
+          << "edge " << e << ", prompt " << i;
+    }
+    EXPECT_NEAR(batched.effect[static_cast<int64_t>(e)].item<double>(), one.effect[0].item<double>(), 1e-5);
+  }
+  EXPECT_LT(batched.forwards, loopForwards);  // several edges per forward
+}
+
+TEST(EdgePatching, FaithfulnessRunsFromNoEdgeToEveryEdge) {
+  NEED_BENCH();
+  EapParams p;
+  const EapResult eap = edgeAttribution(m, b.groups, p);
+  const int64_t E = G.edgeCount();
+  const FaithfulnessCurve c = faithfulnessCurve(m, b.groups, eap.scores, {E + 5, 0, 10, 10, 100});
+  ASSERT_EQ(c.edgesKept, (std::vector<int64_t>{0, 10, 100, E}));  // sorted, clamped, deduplicated
+  EXPECT_NEAR(c.metricClean, eap.metricClean, ldTolerance(eap.metricClean));
+  EXPECT_NEAR(c.metricCorrupt, eap.metricCorrupt, ldTolerance(eap.metricCorrupt));
+  const double span = std::abs(c.metricClean - c.metricCorrupt);
+  EXPECT_NEAR(c.faithfulness.front(), 0.0, ldTolerance(c.metricCorrupt) / span);
+  EXPECT_NEAR(c.faithfulness.back(), 1.0, ldTolerance(c.metricClean) / span);
+  EXPECT_DOUBLE_EQ(c.fraction.back(), 1.0);
+  double cpr = 0;
+  for (size_t i = 1; i < c.fraction.size(); ++i) cpr += (c.fraction[i] - c.fraction[i - 1]) * (c.faithfulness[i] + c.faithfulness[i - 1]) / 2;
+  EXPECT_DOUBLE_EQ(c.cpr, cpr);
+  // EAP's score is the first-order change of LD; report how the 10 largest compare with exact patching.
+  const at::Tensor key = at::where(eap.edgeMask, eap.scores.abs(), at::full({}, -1.0, at::kDouble)).flatten();
+  const at::Tensor top = std::get<1>(key.topk(10));
+  std::vector<EdgeRef> edges;
+  for (int64_t i = 0; i < 10; ++i) edges.push_back({top[i].item<int64_t>() / G.nBackward(), top[i].item<int64_t>() % G.nBackward()});
+  const EdgePatchResult exact = patchEdges(m, b.groups, edges);
+  for (int64_t i = 0; i < 10; ++i)
+    std::cout << G.forwardName(edges[static_cast<size_t>(i)].forward) << " → " << G.backwardNode(edges[static_cast<size_t>(i)].backward)
+              << " (" << toString(G.backwardReceiver(edges[static_cast<size_t>(i)].backward)) << "): EAP "
+              << eap.scores[edges[static_cast<size_t>(i)].forward][edges[static_cast<size_t>(i)].backward].item<double>() << ", exact "
+              << exact.effect[i].item<double>() << "\n";
+  std::cout << "faithfulness at 0/10/100/all edges:";
+  for (double f : c.faithfulness) std::cout << " " << f;
+  std::cout << "; CPR " << c.cpr << ", CMD " << c.cmd << "\n";
+}
+
+TEST(EdgePatching, BadEdgesAndScoresAreRefused) {
+  NEED_BENCH();
+  // a3.h0 cannot feed a1's query (it comes later).
+  EXPECT_THROW(patchEdges(m, b.groups, {{G.headForward(3, 0), G.headBackward(1, 0, EdgeInput::Q)}}), InputError);
+  EXPECT_THROW(patchEdges(m, b.groups, {{0, G.nBackward()}}), InputError);
+  EXPECT_THROW(faithfulnessCurve(m, b.groups, at::zeros({3, 3}, at::kDouble), {0}), InputError);
+}
+
+}  // namespace
+}  // namespace mechscope::analysis
