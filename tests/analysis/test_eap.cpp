@@ -5,8 +5,8 @@
 // - EapDefinition: the score of an edge equals grad · Δactivation taken directly: the derivative in α of the
 //   logit difference when only that edge's receiver input is moved by α·(a_corrupt(u) − a_clean(u)) (a separate
 //   autograd path through the whole model), for every kind of source and receiver, in fp64 on the trained
-//   GPT-2 and on the fixture families with parallel residual (Pythia), grouped queries (Llama) and QK-norm
-//   with grouped queries (Qwen3).
+//   GPT-2 and on the fixture families with parallel residual (Pythia), grouped queries (Llama, Qwen2 with
+//   q/k/v biases), one kv head and a sliding window (Mistral) and QK-norm with grouped queries (Qwen3).
 // - EapInput: bad parameters are refused before any compute.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -288,7 +288,7 @@ TEST_P(EapDefinition, EdgeScoreIsGradTimesActivationDifference) {
   EXPECT_GE(nonzero, checked * 3 / 4) << "most checked edges carry a score (zeros check nothing)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, EapDefinition, ::testing::Values("gpt2-ioi", "gpt2", "pythia", "llama", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Families, EapDefinition, ::testing::Values("gpt2-ioi", "gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3"));
 
 // ------------------------------------------------------------------------------------------------
 
