@@ -1,7 +1,9 @@
 // `eap` in the plugin shape: edge attribution patching (EAP, EAP-IG) of clean vs corrupted prompts over a
 // dataset. mechscope-cli's subcommand, the GUI's panel and batch plans derive from this table.
 // JSON contract (docs/cli.md): method, steps, metric_clean/corrupt (+ per prompt), forward_nodes,
-// receivers, n_edges, edges (the top-k by |score|); HDF5 arrays scores [n_forward][n_backward] and edge_mask.
+// receivers, n_edges, edges (the top-k by |score|; with --check-top also exact_effect, and exact_check),
+// faithfulness {edges_kept, fraction, metric, faithfulness, cpr, cmd} with --faithfulness; HDF5 arrays scores
+// [n_forward][n_backward], edge_mask and exact_effect.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -10,26 +12,63 @@
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/eap/edge_attribution.hpp"
+#include "analysis/eap/edge_patching.hpp"
 
 namespace mechscope::analysis {
 
 namespace {
 
-/// The `k` edges of largest |score|, as {"upstream", "downstream", "receiver", "score"}.
-nlohmann::json topEdges(const EapResult& r, int64_t k) {
+/// The `k` edges of largest |score| (ties by index), largest first.
+std::vector<EdgeRef> topEdgeRefs(const EapResult& r, int64_t k) {
   const at::Tensor masked = at::where(r.edgeMask, r.scores.abs(), at::full({}, -1.0, at::kDouble)).flatten();  // non-edges last
   const int64_t n = std::min<int64_t>(k, r.edgeMask.sum().item<int64_t>());
-  const at::Tensor top = std::get<1>(masked.topk(n));
+  const at::Tensor top = std::get<1>(masked.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, n);
   const int64_t nB = r.graph.nBackward();
-  nlohmann::json out = nlohmann::json::array();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t cell = top[i].item<int64_t>(), f = cell / nB, b = cell % nB;
-    out.push_back({{"upstream", r.graph.forwardName(f)},
-                   {"downstream", r.graph.backwardNode(b)},
-                   {"receiver", toString(r.graph.backwardReceiver(b))},
-                   {"score", r.scores[f][b].item<double>()}});
-  }
+  std::vector<EdgeRef> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back({top[i].item<int64_t>() / nB, top[i].item<int64_t>() % nB});
   return out;
+}
+
+/// The edges as {"upstream", "downstream", "receiver", "score"}.
+nlohmann::json edgesJson(const EapResult& r, const std::vector<EdgeRef>& edges) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const EdgeRef& e : edges)
+    out.push_back({{"upstream", r.graph.forwardName(e.forward)},
+                   {"downstream", r.graph.backwardNode(e.backward)},
+                   {"receiver", toString(r.graph.backwardReceiver(e.backward))},
+                   {"score", r.scores[e.forward][e.backward].item<double>()}});
+  return out;
+}
+
+/// --check-top: the first `n` listed edges patched exactly, each alone; adds "exact_effect" to those edges
+/// and the comparison summary "exact_check".
+void putExactCheck(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
+                   int64_t maxBatchRows, const RunContext* ctx) {
+  const EdgePatchResult ex = patchEdges(m, groups, edges, maxBatchRows, ctx);
+  double maxDiff = 0;
+  int sameSign = 0;
+  for (size_t i = 0; i < edges.size(); ++i) {
+    auto& e = out.json["edges"][i];
+    const double exact = ex.effect[static_cast<int64_t>(i)].item<double>(), score = e["score"].get<double>();
+    e["exact_effect"] = exact;
+    maxDiff = std::max(maxDiff, std::abs(exact - score));
+    sameSign += (exact > 0) == (score > 0);
+  }
+  out.json["exact_check"] = {{"edges", edges.size()},
+                             {"forwards", ex.forwards},
+                             {"max_abs_difference", maxDiff},
+                             {"sign_agreement", edges.empty() ? 0.0 : static_cast<double>(sameSign) / static_cast<double>(edges.size())}};
+  out.addArray("exact_effect", ex.effect);
+}
+
+/// --faithfulness: the circuits of the top-n edges at MIB's sizes; adds "faithfulness".
+void putFaithfulness(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapResult& r,
+                     int64_t maxBatchRows, const RunContext* ctx) {
+  const FaithfulnessCurve c = faithfulnessCurve(m, groups, r.scores, defaultCircuitSizes(r.graph.edgeCount()), maxBatchRows, ctx);
+  out.json["faithfulness"] = {{"edges_kept", c.edgesKept}, {"fraction", c.fraction}, {"metric", c.metric},
+                              {"faithfulness", c.faithfulness}, {"cpr", c.cpr}, {"cmd", c.cmd}, {"forwards", c.forwards}};
+  out.json["cpr"] = c.cpr;
+  out.json["cmd"] = c.cmd;
 }
 
 AnalysisResult runEap(const PluginInputs& in, const ParamValues& params, const RunContext* ctx) {
@@ -37,7 +76,8 @@ AnalysisResult runEap(const PluginInputs& in, const ParamValues& params, const R
   p.method = parseEapMethod(params.text("method"));
   p.steps = static_cast<int>(params.integer("steps"));
   p.maxBatchRows = params.integer("max_batch_rows");
-  const int64_t topK = params.integer("top_k");
+  const int64_t topK = params.integer("top_k"), checkTop = params.integer("check_top");
+  if (checkTop > topK) throw InputError("eap: --check-top patches listed edges; it must not exceed --top-k");
   int dropped = 0;
   const std::vector<PatchGroup> groups = toPatchGroups(*in.dataset, &dropped);
   const EapResult r = edgeAttribution(*in.model, groups, p, ctx);
@@ -60,7 +100,12 @@ AnalysisResult runEap(const PluginInputs& in, const ParamValues& params, const R
     j["receivers"].push_back({{"node", r.graph.backwardNode(b)}, {"receiver", toString(r.graph.backwardReceiver(b))}});
   j["n_edges"] = r.graph.edgeCount();
   j["layout"] = "[forward_nodes][receivers]";
-  j["edges"] = topEdges(r, topK);
+  const std::vector<EdgeRef> listed = topEdgeRefs(r, topK);
+  j["edges"] = edgesJson(r, listed);
+  if (checkTop > 0)
+    putExactCheck(out, *in.model, groups, {listed.begin(), listed.begin() + std::min<int64_t>(checkTop, static_cast<int64_t>(listed.size()))},
+                  p.maxBatchRows, ctx);
+  if (params.flag("faithfulness")) putFaithfulness(out, *in.model, groups, r, p.maxBatchRows, ctx);
   j["forwards"] = r.forwards;
   j["backwards"] = r.backwards;
   putPromptGroups(out, groups, dropped);
@@ -91,8 +136,13 @@ AnalysisPlugin eapPlugin() {
   topK.minimum = 1;
   ParamInfo maxRows = makeParam("max_batch_rows", ParamType::Int, "--max-batch-rows", "prompts per forward/backward", "32");
   maxRows.minimum = 1;
-  d.params = {method, steps, topK, maxRows};
-  d.headlineKeys = {"method", "steps", "prompts", "metric_clean", "metric_corrupt", "n_edges"};
+  ParamInfo checkTop = makeParam("check_top", ParamType::Int, "--check-top",
+                                 "patch the first N listed edges exactly, each alone (batched): exact_effect per edge and exact_check", "0");
+  checkTop.minimum = 0;
+  d.params = {method, steps, topK, maxRows, checkTop,
+              makeParam("faithfulness", ParamType::Bool, "--faithfulness",
+                        "evaluate the circuits of the top 0.1 % … 100 % of edges (every other edge patched): faithfulness curve, CPR, CMD")};
+  d.headlineKeys = {"method", "steps", "prompts", "metric_clean", "metric_corrupt", "n_edges", "exact_check", "cpr", "cmd"};
   d.exampleArgs = {"--method", "eap-ig", "--steps", "5"};
   return p;
 }

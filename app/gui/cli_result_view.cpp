@@ -316,7 +316,10 @@ AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& 
     else if (name == "dla") dla(j, r);
     else if (name == "sinks") sinks(j, r);
     else if (name == "waad-fai") waadFai(j, tokenLabels, r);
-    else if (name == "eap") r.graphs.push_back(eapGraph(j));
+    else if (name == "eap") {
+      r.graphs.push_back(eapGraph(j));
+      if (j.contains("faithfulness")) r.lines.push_back(eapFaithfulnessLine(j));
+    }
     else if (const auto* d = analysis::findAnalysis(name)) fromTable(*d, j, tokenLabels, r);
   } catch (const nlohmann::json::exception& e) {
     throw InputError("result of '" + name + "' lacks a documented key (" + e.what() + ")");

@@ -3,6 +3,7 @@
 #include <QRegularExpression>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -73,6 +74,21 @@ views::CircuitGraphData eapGraph(const nlohmann::json& j) {
                 .arg(j.value("n_edges", static_cast<int64_t>(g.edges.size())));
   g.scoreLabel = "score";
   return g;
+}
+
+views::LinePlotData eapFaithfulnessLine(const nlohmann::json& j) {
+  const nlohmann::json& f = j.at("faithfulness");
+  views::LinePlotData line;
+  line.title = QString("Circuit faithfulness (CPR %1, CMD %2)").arg(f.value("cpr", 0.0), 0, 'f', 3).arg(f.value("cmd", 0.0), 0, 'f', 3);
+  line.xLabel = "fraction of edges kept";
+  line.yLabel = "faithfulness";
+  views::LineSeries s;
+  s.name = "top-|score| circuit";
+  s.x = f.at("fraction").get<std::vector<double>>();
+  for (const auto& v : f.at("faithfulness")) s.y.push_back(v.is_number() ? v.get<double>() : NAN);
+  if (s.x.size() != s.y.size()) throw InputError("eap result: faithfulness and fraction differ in length");
+  line.series.push_back(std::move(s));
+  return line;
 }
 
 }  // namespace mechscope::gui

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "views/circuit_graph_view.hpp"
+#include "views/line_plot_view.hpp"
 
 namespace mechscope::gui {
 
@@ -12,5 +13,9 @@ namespace mechscope::gui {
 /// edge names a node the document does not list, or a node name is not one of EAP's ("input", "a{l}.h{h}",
 /// "a{l}.kv{j}", "m{l}", "logits").
 views::CircuitGraphData eapGraph(const nlohmann::json& j);
+
+/// The faithfulness curve of an `eap` document run with --faithfulness (its "faithfulness" object):
+/// faithfulness over the fraction of edges kept. InputError when the object is malformed.
+views::LinePlotData eapFaithfulnessLine(const nlohmann::json& j);
 
 }  // namespace mechscope::gui

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/eap/edge_attribution.hpp"
 #include "analysis/eap/edge_patching.hpp"
@@ -223,6 +224,63 @@ TEST(EdgePatching, FaithfulnessRunsFromNoEdgeToEveryEdge) {
   std::cout << "faithfulness at 0/10/100/all edges:";
   for (double f : c.faithfulness) std::cout << " " << f;
   std::cout << "; CPR " << c.cpr << ", CMD " << c.cmd << "\n";
+}
+
+// The eap plugin's --check-top and --faithfulness are these functions on its listed edges and scores.
+TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
+  NEED_BENCH();
+  installAnalysisPlugins();
+  const AnalysisPlugin* plugin = findPlugin("eap");
+  ASSERT_NE(plugin, nullptr);
+  CausalDataset ds;
+  for (const auto& g : b.groups)
+    for (int64_t i = 0; i < g.inputs.clean.size(0); ++i) {
+      CausalPrompt p;
+      const at::Tensor c = g.inputs.clean[i].contiguous(), k = g.inputs.corrupt[i].contiguous();
+      p.cleanIds.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+      p.corruptedIds.assign(k.data_ptr<int64_t>(), k.data_ptr<int64_t>() + k.numel());
+      p.answerId = g.inputs.correct[i].item<int64_t>();
+      p.incorrectId = g.inputs.incorrect[i].item<int64_t>();
+      ds.prompts.push_back(std::move(p));
+    }
+  ParamValues v(plugin->descriptor);
+  v.set("top_k", "6");
+  v.set("check_top", "4");
+  v.set("faithfulness", "true");
+  v.check();
+  PluginInputs in;
+  in.model = &m;
+  in.dataset = &ds;
+  const AnalysisResult r = plugin->run(in, v, nullptr);
+  const nlohmann::json& j = r.json;
+  ASSERT_EQ(j["edges"].size(), 6u);
+  std::vector<EdgeRef> edges;
+  auto forwardOf = [&](const std::string& name) {
+    for (int64_t f = 0; f < G.nForward(); ++f)
+      if (G.forwardName(f) == name) return f;
+    return int64_t{-1};
+  };
+  auto backwardOf = [&](const std::string& node, const std::string& recv) {
+    for (int64_t bk = 0; bk < G.nBackward(); ++bk)
+      if (G.backwardNode(bk) == node && toString(G.backwardReceiver(bk)) == recv) return bk;
+    return int64_t{-1};
+  };
+  for (int i = 0; i < 4; ++i)
+    edges.push_back({forwardOf(j["edges"][i]["upstream"]), backwardOf(j["edges"][i]["downstream"], j["edges"][i]["receiver"])});
+  const EdgePatchResult exact = patchEdges(m, toPatchGroups(ds), edges);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(j["edges"][i]["exact_effect"].get<double>(), exact.effect[i].item<double>(), 1e-9) << i;
+  EXPECT_FALSE(j["edges"][4].contains("exact_effect"));
+  EXPECT_EQ(j["exact_check"]["edges"], 4);
+  const auto& f = j["faithfulness"];
+  EXPECT_EQ(f["edges_kept"].front(), 0);
+  EXPECT_EQ(f["edges_kept"].back(), G.edgeCount());
+  EXPECT_NEAR(f["faithfulness"].back().get<double>(), 1.0, 1e-4);
+  EXPECT_DOUBLE_EQ(j["cpr"].get<double>(), f["cpr"].get<double>());
+  // --check-top beyond --top-k is refused before compute.
+  ParamValues bad(plugin->descriptor);
+  bad.set("top_k", "2");
+  bad.set("check_top", "3");
+  EXPECT_THROW(plugin->run(in, bad, nullptr), InputError);
 }
 
 TEST(EdgePatching, BadEdgesAndScoresAreRefused) {
