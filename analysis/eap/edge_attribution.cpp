@@ -8,6 +8,7 @@
 #include "analysis/eap/eap_gradients.hpp"
 #include "analysis/patching/patch_groups.hpp"
 #include "core/common/errors.hpp"
+#include "core/model/memory_estimate.hpp"
 
 namespace mechscope::analysis {
 namespace {
@@ -120,15 +121,31 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
   if (p.maxBatchRows < 1) throw InputError(fmt::format("--max-batch-rows: {} is below the minimum 1", p.maxBatchRows));
   if (groups.empty()) throw InputError("eap: the dataset has no usable prompt pair (clean and corrupted of equal length with both answers)");
   for (const auto& g : groups) checkPatchInputs(g.inputs, m.config().dVocab);
-  // The largest batch holds Δa [rows, pos, n_forward, d_model] fp32 plus about as much in gradients.
+  // One batch keeps, until its backward: every layer's forward working set (autograd's saved tensors), plus
+  // Δa [rows, pos, n_forward, d_model] and the receivers' gradients [rows, pos, n_backward, d_model] in fp32.
+  // Refused before compute when that exceeds the memory this process can use (CPU models; on CUDA the
+  // allocator reports an out-of-memory itself).
+  if (m.device().is_cuda()) return;
+  std::string source;
+  const int64_t avail = availableMemoryBytes(&source);
+  if (avail < 0) return;
   const EdgeGraph G = edgeGraphOf(m.config());
   for (const auto& g : groups) {
-    const double rows = static_cast<double>(std::min<int64_t>(g.inputs.clean.size(0), p.maxBatchRows));
-    const double bytes = 2.0 * rows * static_cast<double>(g.inputs.clean.size(1)) * static_cast<double>(G.nForward() + G.nBackward()) *
-                         m.config().dModel * 4.0;
-    if (bytes > 32.0 * (1ull << 30))
-      throw InputError(fmt::format("eap: one batch would hold {:.1f} GiB of activation differences and gradients; lower --max-batch-rows",
-                                   bytes / (1ull << 30)));
+    ForwardMemoryOptions fo;
+    fo.batch = std::min<int64_t>(g.inputs.clean.size(0), p.maxBatchRows);
+    fo.positions = g.inputs.clean.size(1);
+    fo.elementBytes = static_cast<int64_t>(at::elementSize(m.dtype()));
+    fo.fullLogits = false;
+    const MemoryEstimate e = estimateForwardMemory(m.config(), fo);
+    const int64_t saved = e.layer * m.config().nLayers;
+    const int64_t scores = fo.batch * fo.positions * (G.nForward() + G.nBackward()) * m.config().dModel * 4;
+    const int64_t total = e.weights + saved + e.retained + scores;
+    if (total > avail)
+      throw InputError(fmt::format("eap: one batch of {} prompts × {} positions needs ≈ {} of memory (weights {} + the layers "
+                                   "autograd keeps {} + activation differences and gradients {}) but only {} is available ({}); "
+                                   "lower --max-batch-rows",
+                                   fo.batch, fo.positions, formatBytes(total), formatBytes(e.weights), formatBytes(saved),
+                                   formatBytes(scores), formatBytes(avail), source));
   }
 }
 
