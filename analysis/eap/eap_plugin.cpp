@@ -134,7 +134,8 @@ AnalysisPlugin eapPlugin() {
   steps.minimum = 1;
   ParamInfo topK = makeParam("top_k", ParamType::Int, "--top-k", "edges of largest |score| listed in the JSON (all are in the HDF5 scores)", "50");
   topK.minimum = 1;
-  ParamInfo maxRows = makeParam("max_batch_rows", ParamType::Int, "--max-batch-rows", "prompts per forward/backward", "32");
+  ParamInfo maxRows = makeParam("max_batch_rows", ParamType::Int, "--max-batch-rows",
+                                "rows per forward/backward: prompts per batch; eap-ig stacks several steps of a batch up to it", "32");
   maxRows.minimum = 1;
   ParamInfo checkTop = makeParam("check_top", ParamType::Int, "--check-top",
                                  "patch the first N listed edges exactly, each alone (batched): exact_effect per edge and exact_check", "0");

@@ -49,6 +49,18 @@ void accumulateScores(at::Tensor& scores, const EdgeGraph& G, const at::Tensor& 
   scores.select(1, G.logitsBackward()) += at::einsum("bpfd,bpd->f", {delta, g.logits.to(delta.scalar_type())}).to(at::kDouble) * weight;
 }
 
+/// Each gradient [steps·batch, …] (step-major) → Σ over the steps [batch, …] in `type`.
+void sumOverSteps(ReceiverGradients& g, int64_t steps, at::ScalarType type) {
+  auto sum = [&](at::Tensor& t) {
+    std::vector<int64_t> shape{steps, t.size(0) / steps};
+    shape.insert(shape.end(), t.sizes().begin() + 1, t.sizes().end());
+    t = t.to(type).view(shape).sum(0);
+  };
+  for (auto* list : {&g.q, &g.k, &g.v, &g.mlp})
+    for (at::Tensor& t : *list) sum(t);
+  sum(g.logits);
+}
+
 /// One batch: adds its prompt-summed scores to `scores`, its LDs to the metric lists.
 void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInputs& in, const EapParams& p, at::Tensor& scores,
                 EapResult& r, std::vector<at::Tensor>& ldClean, std::vector<at::Tensor>& ldCorrupt, const RunContext* ctx) {
@@ -70,13 +82,24 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
   const at::Tensor delta = activationDifference(m, corrupt, clean);  // [batch, pos, n_forward, d_model]
   // Hanna et al.'s code (eap/attribute.py, get_scores_eap_ig): k = 0 … steps − 1, α = k / steps, so the
   // corrupt end is a point and the clean end is not (a left Riemann sum); docs/metrics.md §12.6 says why.
-  for (int k = 0; k < p.steps; ++k) {
+  // Several steps share one forward/backward (stacked on the batch, step-major, ≤ maxBatchRows rows): the
+  // rows do not interact, and the score is linear in the gradient, so each pass's gradients are summed over
+  // its steps before they meet Δa.
+  const int64_t B = in.clean.size(0);
+  const int64_t perPass = std::max<int64_t>(1, p.maxBatchRows / B);
+  for (int k0 = 0; k0 < p.steps; k0 += static_cast<int>(perPass)) {
     if (ctx) ctx->check();
-    const double alpha = static_cast<double>(k) / p.steps;
-    const at::Tensor input = corrupt.input + alpha * (clean.input - corrupt.input);  // [batch, pos, d_model]
-    const ReceiverGradients g = receiverGradients(m, in.clean, in.correct, in.incorrect, input, nullptr, ctx);
+    const int64_t s = std::min<int64_t>(perPass, p.steps - k0);
+    std::vector<at::Tensor> inputs;
+    for (int64_t k = k0; k < k0 + s; ++k) {
+      const double alpha = static_cast<double>(k) / p.steps;
+      inputs.push_back(corrupt.input + alpha * (clean.input - corrupt.input));  // [batch, pos, d_model]
+    }
+    ReceiverGradients g = receiverGradients(m, in.clean.repeat({s, 1}), in.correct.repeat({s}), in.incorrect.repeat({s}),
+                                            at::cat(inputs, 0), nullptr, ctx);  // [steps·batch, …]
     ++r.forwards;
     ++r.backwards;
+    sumOverSteps(g, s, delta.scalar_type());
     accumulateScores(scores, G, delta, g, 1.0 / p.steps);
   }
 }
@@ -132,7 +155,8 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
   const EdgeGraph G = edgeGraphOf(m.config());
   for (const auto& g : groups) {
     ForwardMemoryOptions fo;
-    fo.batch = std::min<int64_t>(g.inputs.clean.size(0), p.maxBatchRows);
+    const int64_t prompts = std::min<int64_t>(g.inputs.clean.size(0), p.maxBatchRows);
+    fo.batch = p.method == EapMethod::EapIg ? std::max(prompts, std::min<int64_t>(p.steps, p.maxBatchRows / prompts) * prompts) : prompts;
     fo.positions = g.inputs.clean.size(1);
     fo.elementBytes = static_cast<int64_t>(at::elementSize(m.dtype()));
     fo.fullLogits = false;
@@ -141,7 +165,7 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
     const int64_t scores = fo.batch * fo.positions * (G.nForward() + G.nBackward()) * m.config().dModel * 4;
     const int64_t total = e.weights + saved + e.retained + scores;
     if (total > avail)
-      throw InputError(fmt::format("eap: one batch of {} prompts × {} positions needs ≈ {} of memory (weights {} + the layers "
+      throw InputError(fmt::format("eap: one pass of {} rows × {} positions needs ≈ {} of memory (weights {} + the layers "
                                    "autograd keeps {} + activation differences and gradients {}) but only {} is available ({}); "
                                    "lower --max-batch-rows",
                                    fo.batch, fo.positions, formatBytes(total), formatBytes(e.weights), formatBytes(saved),

@@ -28,7 +28,8 @@ EapMethod parseEapMethod(const std::string& name);
 struct EapParams {
   EapMethod method = EapMethod::Eap;
   int steps = 30;               ///< EAP-IG interpolation points (α = k/steps, k = 0 … steps − 1)
-  int64_t maxBatchRows = 32;    ///< prompts per forward/backward (a length group is split into such batches)
+  int64_t maxBatchRows = 32;    ///< rows per forward/backward: prompts per batch (a length group is split into such
+                                ///< batches), and EAP-IG stacks ⌊rows / prompts⌋ interpolation steps in one pass
 };
 
 /// Scores of every edge, averaged over the prompts.
