@@ -2,6 +2,7 @@
 #include "analysis/eap/edge_patching.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard / AutoGradMode: not pulled in by ATen.h in LibTorch 2.x
 
 #include <algorithm>
 #include <cmath>
@@ -220,6 +221,15 @@ EdgePatchResult patchEdges(const HookedTransformer& m, const std::vector<PatchGr
   r.metricPatched = runOverGroups(m, groups, masks, maxBatchRows, r.metricClean, r.metricCorrupt, r.forwards, ctx);  // [edges, prompts]
   r.effect = r.metricPatched.to(at::kDouble).mean(1) - r.metricClean;
   return r;
+}
+
+EdgeRef edgeByName(const EdgeGraph& G, const std::string& upstream, const std::string& downstream, const std::string& receiver) {
+  for (int64_t b = 0; b < G.nBackward(); ++b) {
+    if (G.backwardNode(b) != downstream || toString(G.backwardReceiver(b)) != receiver) continue;
+    for (int64_t f = 0; f < G.prevForward(b); ++f)
+      if (G.forwardName(f) == upstream) return {f, b};
+  }
+  throw InputError(fmt::format("edge patching: the graph has no edge {} → {} ({})", upstream, downstream, receiver));
 }
 
 std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount) {

@@ -1,5 +1,5 @@
 #pragma once
-// Exact edge patching (docs/metrics.md §7.5, "exact check and faithfulness"): forwards of the clean prompts
+// Exact edge patching (docs/metrics.md §12.7): forwards of the clean prompts
 // in which chosen edges u → v carry the corrupted run's activation of u into v's input, and only there.
 // A receiver's input is the residual sum only it reads (a head's q, k or v input; an MLP's input; the
 // final residual the logits read), so patching an edge adds (a_corrupt(u) − a_current(u)) to that input
@@ -22,6 +22,11 @@ namespace mechscope::analysis {
 struct EdgeRef {
   int64_t forward = 0, backward = 0;
 };
+
+/// The edge named as an `eap` document names it: source "input" / "a{l}.h{h}" / "m{l}", receiver node
+/// "a{l}.h{h}" / "a{l}.kv{j}" / "m{l}" / "logits" and input "q", "k", "v" or "-". InputError naming the
+/// three when the graph has no such edge.
+EdgeRef edgeByName(const EdgeGraph& graph, const std::string& upstream, const std::string& downstream, const std::string& receiver);
 
 /// Exact single-edge patching of several edges.
 struct EdgePatchResult {

@@ -4,6 +4,7 @@
 
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/registry.hpp"
+#include "app/gui/eap_graph_result.hpp"
 #include "app/gui/plugin_adapter.hpp"
 #include "core/common/errors.hpp"
 
@@ -19,6 +20,7 @@ std::vector<AnalysisAdapter> analysisAdapters() {
     a.summary = QString::fromStdString(info.summary);
     if (info.plugin) {
       a = pluginAdapter(*analysis::findPlugin(info.name));
+      if (info.name == "eap") a.edgeAction = patchEapEdge;  // click an edge of its graph: patch it alone
     } else {
       // TODO(analysis adapters): wire analysis/<name> here when it lands: Params from the form, run(engine,
       // params, ctx), Result → grids (layer × head) and lines (per-token traces).

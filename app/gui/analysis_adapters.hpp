@@ -48,6 +48,12 @@ struct AnalysisAdapter {
   std::vector<ParamSpec> params;
   /// Runs on the compute thread; throws InputError for bad parameters.
   std::function<AnalysisResult(const AnalysisInput&, const QJsonObject& params, const RunContext&)> run;
+  /// Optional, on the compute thread: what clicking an edge of the result's circuit graph does (e.g. patch
+  /// it), given the result's form values and the edge's upstream node, downstream node and input ("q",
+  /// "k", "v" or ""); returns a line for the status bar.
+  std::function<QString(const AnalysisInput&, const QJsonObject& params, const QString& upstream, const QString& downstream,
+                        const QString& receiver, const RunContext&)>
+      edgeAction;
 };
 
 /// Every adapter, in the registry's order with the attention overview first; plugins' adapters are

@@ -107,6 +107,9 @@ AnalysisPanel::AnalysisPanel(AnalysisAdapter adapter, Workspace* ws, JobRunner* 
   };
   connect(m_jobs, &JobRunner::finished, this, [finish](int id) { finish(id, "Done."); });
   connect(m_jobs, &JobRunner::failed, this, [finish](int id, const QString& m) { finish(id, "Failed: " + m); });
+  connect(m_jobs, &JobRunner::failed, this, [this](int id, const QString& m) {
+    if (id == m_edgeJob) m_status->setText("Edge patching failed: " + m);
+  });
   connect(m_jobs, &JobRunner::cancelled, this, [this, finish](int id) {
     if (id == m_job) m_progress->setValue(0);
     finish(id, "Cancelled.");
@@ -173,6 +176,25 @@ int AnalysisPanel::run() {
   return m_job;
 }
 
+int AnalysisPanel::patchEdge(int edge) {
+  if (!m_adapter.edgeAction || m_result.graphs.empty() || edge < 0 || edge >= static_cast<int>(m_result.graphs.front().edges.size()))
+    return -1;
+  const auto& g = m_result.graphs.front();
+  const auto& e = g.edges[static_cast<std::size_t>(edge)];
+  const QString up = g.nodes[static_cast<std::size_t>(e.from)].name, down = g.nodes[static_cast<std::size_t>(e.to)].name, recv = e.receiver;
+  const AnalysisInput in{m_ws->session(), m_ws->tokens(), m_ws->prompt(), m_ws->patching(), m_ws->results()};
+  auto action = m_adapter.edgeAction;
+  const QJsonObject form = m_result.params;
+  QPointer<AnalysisPanel> self(this);
+  m_status->setText(QString("Patching %1 → %2…").arg(up, down));
+  return m_edgeJob = m_jobs->submit(m_adapter.title + " edge", [action, in, form, up, down, recv, self](const RunContext& ctx) -> JobRunner::Deliver {
+    const QString line = action(in, form, up, down, recv, ctx);
+    return [line, self] {
+      if (self) self->m_status->setText(line);
+    };
+  });
+}
+
 void AnalysisPanel::cancel() {
   if (m_job >= 0) m_jobs->cancel(m_job);
 }
@@ -203,6 +225,10 @@ void AnalysisPanel::showResult(const AnalysisResult& result) {
     v->setMinimumHeight(420);
     v->setData(g);
     connect(v, &views::CircuitGraphView::edgeClicked, this, [this, v](int e) {
+      if (m_adapter.edgeAction) {
+        patchEdge(e);
+        return;
+      }
       const auto& d = v->data();
       const auto& edge = d.edges[static_cast<std::size_t>(e)];
       m_status->setText(QString("Edge %1 → %2%3: %4 %5")

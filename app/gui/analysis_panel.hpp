@@ -51,6 +51,9 @@ class AnalysisPanel : public QWidget {
   const std::vector<views::LinePlotView*>& lineViews() const { return m_lines; }
   /// Circuit graph views of the result shown.
   const std::vector<views::CircuitGraphView*>& graphViews() const { return m_graphs; }
+  /// Runs the adapter's edge action on edge `edge` of the first graph shown (what clicking it does);
+  /// returns the job id, -1 when the adapter has none or there is no such edge.
+  int patchEdge(int edge);
   /// The status line.
   QString statusText() const;
   /// The progress bar (tests).
@@ -72,6 +75,7 @@ class AnalysisPanel : public QWidget {
   std::vector<views::CircuitGraphView*> m_graphs;
   AnalysisResult m_result;
   int m_job = -1;
+  int m_edgeJob = -1;  // the last edge action's job
 };
 
 }  // namespace mechscope::gui

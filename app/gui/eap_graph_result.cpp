@@ -1,5 +1,7 @@
 #include "app/gui/eap_graph_result.hpp"
 
+#include <ATen/ATen.h>
+
 #include <QRegularExpression>
 
 #include <algorithm>
@@ -7,6 +9,10 @@
 #include <map>
 #include <string>
 
+#include "analysis/common/datasets.hpp"
+#include "analysis/eap/edge_attribution.hpp"
+#include "analysis/eap/edge_patching.hpp"
+#include "app/gui/plugin_adapter.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -74,6 +80,24 @@ views::CircuitGraphData eapGraph(const nlohmann::json& j) {
                 .arg(j.value("n_edges", static_cast<int64_t>(g.edges.size())));
   g.scoreLabel = "score";
   return g;
+}
+
+QString patchEapEdge(const AnalysisInput& in, const QJsonObject& form, const QString& upstream, const QString& downstream,
+                     const QString& receiver, const RunContext& ctx) {
+  const analysis::CausalDataset ds = formDataset(in, form, "eap");
+  const auto groups = analysis::toPatchGroups(ds);
+  const HookedTransformer& m = *in.session->model;
+  const analysis::EdgeRef e = analysis::edgeByName(analysis::edgeGraphOf(m.config()), upstream.toStdString(), downstream.toStdString(),
+                                                   receiver.isEmpty() ? "-" : receiver.toStdString());
+  const int64_t rows = form["max_batch_rows"].toInt(32);
+  const analysis::EdgePatchResult r = analysis::patchEdges(m, groups, {e}, std::max<int64_t>(1, rows), &ctx);
+  const double after = r.metricClean + r.effect[0].item<double>();
+  return QString("Patched %1 → %2%3 alone: LD %4 → %5 (Δ %6) over %7 prompts")
+      .arg(upstream, downstream, receiver.isEmpty() ? QString() : " (" + receiver + ")")
+      .arg(r.metricClean, 0, 'f', 4)
+      .arg(after, 0, 'f', 4)
+      .arg(r.effect[0].item<double>(), 0, 'f', 4)
+      .arg(r.metricPatched.size(1));
 }
 
 views::LinePlotData eapFaithfulnessLine(const nlohmann::json& j) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "views/circuit_graph_view.hpp"
+#include "app/gui/analysis_adapters.hpp"
 #include "views/line_plot_view.hpp"
 
 namespace mechscope::gui {
@@ -17,5 +18,10 @@ views::CircuitGraphData eapGraph(const nlohmann::json& j);
 /// The faithfulness curve of an `eap` document run with --faithfulness (its "faithfulness" object):
 /// faithfulness over the fraction of edges kept. InputError when the object is malformed.
 views::LinePlotData eapFaithfulnessLine(const nlohmann::json& j);
+
+/// The eap panel's edge action: the edge patched alone (analysis::patchEdges) on the dataset of the result's
+/// form, reported as "Patched U → V (r) alone: LD a → b (Δ d) over N prompts".
+QString patchEapEdge(const AnalysisInput& in, const QJsonObject& form, const QString& upstream, const QString& downstream,
+                     const QString& receiver, const RunContext& ctx);
 
 }  // namespace mechscope::gui

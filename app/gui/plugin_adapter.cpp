@@ -74,6 +74,19 @@ analysis::CausalDataset pairDataset(const AnalysisInput& in, const std::string& 
   return ds;
 }
 
+analysis::CausalDataset formDataset(const AnalysisInput& in, const QJsonObject& form, const std::string& name) {
+  if (!in.session || !in.session->model) throw InputError(name + ": no model loaded; open a model first");
+  const std::string task = form["dataset"].toString("ioi").trimmed().toStdString();
+  if (task.empty()) return pairDataset(in, name);
+  const Tokenizer* tok = in.session->tokenizer ? &*in.session->tokenizer : nullptr;
+  analysis::CausalSource src;
+  src.task = task;
+  src.n = form["n"].toInt(50);
+  src.ioiCorruption = form["corruption"].toString() == "s2-io" ? analysis::IoiCorruption::S2Io : analysis::IoiCorruption::Abc;
+  const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
+  return analysis::loadCausalDataset(src, tok, bos);
+}
+
 analysis::ParamValues pluginParamValues(const analysis::AnalysisDescriptor& d, const QJsonObject& form) {
   using analysis::ParamType;
   analysis::ParamValues v(d);
@@ -141,17 +154,7 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin) {
     pin.tokenizer = tok;
     analysis::CausalDataset ds;
     if (plugin->input == analysis::PluginInput::Dataset) {
-      const std::string task = form["dataset"].toString("ioi").trimmed().toStdString();
-      if (!task.empty()) {
-        analysis::CausalSource src;
-        src.task = task;
-        src.n = form["n"].toInt(50);
-        src.ioiCorruption = form["corruption"].toString() == "s2-io" ? analysis::IoiCorruption::S2Io : analysis::IoiCorruption::Abc;
-        const std::optional<int64_t> bos = tok && tok->bosId() ? tok->bosId() : in.session->model->config().bosTokenId;
-        ds = analysis::loadCausalDataset(src, tok, bos);
-      } else {
-        ds = pairDataset(in, name);
-      }
+      ds = formDataset(in, form, name);
       pin.dataset = &ds;
     } else {
       if (in.tokens.ids.empty()) throw InputError(name + ": the prompt has no tokens; type a prompt first");

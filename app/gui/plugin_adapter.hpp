@@ -17,6 +17,11 @@ AnalysisAdapter pluginAdapter(const analysis::AnalysisPlugin& plugin);
 /// dataset analysis runs on when its dataset field is empty; InputError when no pair has been run.
 analysis::CausalDataset pairDataset(const AnalysisInput& in, const std::string& name);
 
+/// The dataset a dataset analysis's form names: its "dataset" field (ioi, colored-objects or a JSONL file,
+/// with "n" and "corruption"), generated with the session's tokenizer; empty: pairDataset. InputError
+/// without a model or for a bad dataset.
+analysis::CausalDataset formDataset(const AnalysisInput& in, const QJsonObject& form, const std::string& name);
+
 /// The form's values as the plugin's parameter values (empty strings count as not given).
 analysis::ParamValues pluginParamValues(const analysis::AnalysisDescriptor& d, const QJsonObject& form);
 

@@ -1,4 +1,4 @@
-// Exact edge patching and the faithfulness curve (issue #22, docs/metrics.md §7.5), on the trained GPT-2
+// Exact edge patching and the faithfulness curve (issue #22, docs/metrics.md §12.7), on the trained GPT-2
 // (tests/data/trained/gpt2-ioi) and the first 8 IOI pairs of its EAP reference:
 // - every edge patched is the corrupted run, none is the clean run (LD written out from the logits here);
 // - a single edge patched equals the same patch written by hand with hooks and at::layer_norm, for an edge

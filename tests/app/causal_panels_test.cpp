@@ -22,7 +22,6 @@
 #include "analysis/retrieval/retrieval.hpp"
 #include "app/gui/analysis_adapters.hpp"
 #include "app/gui/analysis_panel.hpp"
-#include "app/gui/causal_analysis_adapters.hpp"
 #include "app/gui/cli_result_view.hpp"
 #include "app/gui/jobs.hpp"
 #include "app/gui/workspace.hpp"
@@ -364,6 +363,4 @@ TEST(CausalPanels, ReopensResultsWrittenInTheCliSchema) {
 
   // A CLI JSON with a ragged grid is an error, not a crash.
   EXPECT_THROW(resultFromCliJson("retrieval", nlohmann::json{{"retrieval_score", {{1.0, 2.0}, {3.0}}}}), InputError);
-  EXPECT_THROW(parseTokenRange("3:2", 10, "x"), InputError);
-  EXPECT_THROW(parseHeadList("9.9", 4, 4, "x"), InputError);
 }

@@ -1,6 +1,6 @@
 // The Edge attribution panel (issue #22): the `eap` plugin through the GUI shows its edges as a circuit
 // graph — every node of the model's edge graph in its layer column, the listed edges with their scores
-// and receivers — which survives the GUI's result file round trip.
+// and receivers — which survives the GUI's result file round trip; clicking an edge patches it alone.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/common/datasets.hpp"
+#include "analysis/eap/edge_attribution.hpp"
+#include "analysis/eap/edge_patching.hpp"
 #include "app/gui/analysis_panel.hpp"
 #include "app/gui/analysis_result.hpp"
 #include "app/gui/jobs.hpp"
@@ -60,6 +63,21 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
   // Shown: the 30 largest |score| (the document lists them largest first).
   EXPECT_EQ(g.edgeCount(), 30);
   EXPECT_DOUBLE_EQ(g.threshold(), std::abs(j["edges"][29]["score"].get<double>()));
+
+  // Clicking an edge patches it alone on the form's dataset: the status line is patchEdges' numbers.
+  const auto& e0 = j["edges"][0];
+  ASSERT_EQ(watch.wait(panel.patchEdge(0)).status, "finished");
+  const auto& model = *ws.session()->model;
+  analysis::CausalSource src;
+  src.task = data.string();
+  const auto ds = analysis::loadCausalDataset(src, &*ws.session()->tokenizer, ws.session()->tokenizer->bosId());
+  const auto G = analysis::edgeGraphOf(model.config());
+  const auto exact = analysis::patchEdges(model, analysis::toPatchGroups(ds),
+                                          {analysis::edgeByName(G, e0["upstream"], e0["downstream"], e0["receiver"])});
+  const QString want = QString("LD %1 → %2 (Δ %3)").arg(exact.metricClean, 0, 'f', 4).arg(exact.metricClean + exact.effect[0].item<double>(), 0, 'f', 4)
+                           .arg(exact.effect[0].item<double>(), 0, 'f', 4);
+  EXPECT_TRUE(panel.statusText().contains(want)) << panel.statusText().toStdString() << " vs " << want.toStdString();
+  EXPECT_TRUE(panel.statusText().startsWith(QString::fromStdString("Patched " + e0["upstream"].get<std::string>()))) << panel.statusText().toStdString();
 
   // The GUI's result file keeps the graph.
   const AnalysisResult back = resultFromJson(resultToJson(ws.results().back()), "round trip");
