@@ -98,6 +98,19 @@ CO_PROMPT = re.compile(r"Q: On the (\w+), (there is|you see|I see) an? (\w+) (\w
 # ----------------------------------------------------------------------------------------------------
 # Token-level Colored Objects generator
 # ----------------------------------------------------------------------------------------------------
+def redraw_held(task, rng, e, held):
+    """Redraws (up to 100 times) the examples of `e` whose keys are in `held` (the held-out set), in place."""
+    if held is not None:
+        for _ in range(100):
+            bad = np.isin(task.keys(e), held)
+            if not bad.any():
+                break
+            e2 = task.examples(rng, int(bad.sum()))
+            for k in e:
+                e[k][bad] = e2[k]
+    return e
+
+
 class CoTokens:
     """Every CO example is 30 tokens (+ answer + newline for a shot); ids from tokenizer.json's vocab."""
 
@@ -162,15 +175,7 @@ class CoTokens:
         colour (the query's 'incorrect', chosen as mechscope does), and the examples."""
         parts, exs = [np.full((n, 1), BOS)], []
         for j in range(shots + 1):
-            e = self.examples(rng, n)
-            if held is not None:
-                for _ in range(100):
-                    bad = np.isin(self.keys(e), held)
-                    if not bad.any():
-                        break
-                    e2 = self.examples(rng, int(bad.sum()))
-                    for k in e:
-                        e[k][bad] = e2[k]
+            e = redraw_held(self, rng, self.examples(rng, n), held)
             exs.append(e)
             x, ans = self.render(e, answered=True)
             parts.append(x if j < shots else x[:, :31])
@@ -319,16 +324,7 @@ class IoiTokens:
                           self.names[e["s"][i]], IOI_PLACES[e["p"][i]], IOI_OBJECTS[e["o"][i]])
 
     def sample(self, rng, n, held=None):
-        e = self.examples(rng, n)
-        if held is not None:
-            for _ in range(100):
-                bad = np.isin(self.keys(e), held)
-                if not bad.any():
-                    break
-                e2 = self.examples(rng, int(bad.sum()))
-                for kk in e:
-                    e[kk][bad] = e2[kk]
-        return e
+        return redraw_held(self, rng, self.examples(rng, n), held)
 
     def parse(self, ids):
         """A prompt's ids (BOS first) -> its example dict (one row), or None if no template fits."""
