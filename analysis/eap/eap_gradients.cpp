@@ -2,6 +2,7 @@
 #include "analysis/eap/eap_gradients.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard / AutoGradMode: not pulled in by ATen.h in LibTorch 2.x
 
 #include <tuple>
 
