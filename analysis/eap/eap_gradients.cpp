@@ -106,6 +106,12 @@ void addRecordHooks(HookSet& hooks, NodeOutputs& out) {
 
 }  // namespace
 
+at::Tensor headOutputs(const HookedTransformer& m, int layer, const at::Tensor& z, at::ScalarType dtype) {
+  const ModelConfig& c = m.config();
+  const at::Tensor wO = m.weights().layers[static_cast<size_t>(layer)].wO.to(dtype).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
+  return at::einsum("rphe,dhe->rphd", {z.to(dtype), wO});
+}
+
 NodeOutputs recordNodeOutputs(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& correct,
                               const at::Tensor& incorrect, const RunContext* ctx) {
   const auto L = static_cast<size_t>(m.config().nLayers);

@@ -38,6 +38,10 @@ struct ReceiverGradients {
   at::Tensor metric;            ///< [batch] fp32 LD of this run
 };
 
+/// Every head's output of layer `layer` from its hook_z (or a difference of two): z_h · W_O[h], without b_O
+/// (which belongs to no head), in `dtype`. z [rows, pos, head, d_head] → [rows, pos, head, d_model].
+at::Tensor headOutputs(const HookedTransformer& model, int layer, const at::Tensor& z, at::ScalarType dtype);
+
 /// Runs `tokens` [batch, pos] and records the node outputs (no autograd).
 NodeOutputs recordNodeOutputs(const HookedTransformer& model, const at::Tensor& tokens, const at::Tensor& correct,
                               const at::Tensor& incorrect, const RunContext* ctx = nullptr);

@@ -24,9 +24,8 @@ at::Tensor activationDifference(const HookedTransformer& m, const NodeOutputs& c
   std::vector<at::Tensor> parts{(corrupt.input.to(st) - clean.input.to(st)).unsqueeze(2)};
   for (int l = 0; l < c.nLayers; ++l) {
     const auto li = static_cast<size_t>(l);
-    const at::Tensor dz = corrupt.z[li].to(st) - clean.z[li].to(st);                 // [batch, pos, head, d_head]
-    const at::Tensor wO = m.weights().layers[li].wO.to(st).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
-    parts.push_back(at::einsum("bphe,dhe->bphd", {dz, wO}));                                           // [batch, pos, head, d_model]
+    const at::Tensor dz = corrupt.z[li].to(st) - clean.z[li].to(st);  // [batch, pos, head, d_head]
+    parts.push_back(headOutputs(m, l, dz, st));                        // [batch, pos, head, d_model]
     parts.push_back((corrupt.mlp[li].to(st) - clean.mlp[li].to(st)).unsqueeze(2));    // [batch, pos, 1, d_model]
   }
   return at::cat(parts, 2);

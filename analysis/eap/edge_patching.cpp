@@ -27,20 +27,13 @@ at::ScalarType patchType(const HookedTransformer& m) { return m.dtype() == at::k
 /// `headsOfNext` adds the heads of layer `layers` (an MLP's sources in a sequential block).
 at::Tensor sourceStack(const HookedTransformer& m, const at::Tensor& input, const std::vector<at::Tensor>& z,
                        const std::vector<at::Tensor>& mlp, int layers, bool headsOfNext = false) {
-  const ModelConfig& c = m.config();
   const at::ScalarType st = patchType(m);
   std::vector<at::Tensor> parts{input.to(st).unsqueeze(2)};
   for (int l = 0; l < layers; ++l) {
-    const auto li = static_cast<size_t>(l);
-    const at::Tensor wO = m.weights().layers[li].wO.to(st).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
-    parts.push_back(at::einsum("rphe,dhe->rphd", {z[li].to(st), wO}));                           // [rows, pos, head, d_model]
-    parts.push_back(mlp[li].to(st).unsqueeze(2));                                                  // [rows, pos, 1, d_model]
+    parts.push_back(headOutputs(m, l, z[static_cast<size_t>(l)], st));     // [rows, pos, head, d_model]
+    parts.push_back(mlp[static_cast<size_t>(l)].to(st).unsqueeze(2));      // [rows, pos, 1, d_model]
   }
-  if (headsOfNext) {
-    const auto li = static_cast<size_t>(layers);
-    const at::Tensor wO = m.weights().layers[li].wO.to(st).view({c.dModel, c.nHeads, c.dHead});
-    parts.push_back(at::einsum("rphe,dhe->rphd", {z[li].to(st), wO}));
-  }
+  if (headsOfNext) parts.push_back(headOutputs(m, layers, z[static_cast<size_t>(layers)], st));
   return at::cat(parts, 2);
 }
 

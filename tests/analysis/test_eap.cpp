@@ -24,6 +24,7 @@
 #include "core/common/errors.hpp"
 #include "core/model/hook_names.hpp"
 #include "core/model/hooked_transformer.hpp"
+#include "tests/analysis/eap_test_support.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
 
 namespace mechscope::analysis {
@@ -33,20 +34,7 @@ namespace fs = std::filesystem;
 
 fs::path eapTrainedDir() { return fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained"; }
 
-/// The reference's prompt pairs as a dataset.
-CausalDataset eapDatasetOf(const nlohmann::json& ref) {
-  CausalDataset ds;
-  ds.task = "eap-reference";
-  for (const auto& p : ref["prompts"]) {
-    CausalPrompt cp;
-    cp.cleanIds = p["clean_ids"].get<std::vector<int64_t>>();
-    cp.corruptedIds = p["corrupted_ids"].get<std::vector<int64_t>>();
-    cp.answerId = p["answer_id"].get<int64_t>();
-    cp.incorrectId = p["incorrect_id"].get<int64_t>();
-    ds.prompts.push_back(std::move(cp));
-  }
-  return ds;
-}
+using test::eapDatasetOf;
 
 // ------------------------------------------------------------------------------------------------
 // Error budget of the reference comparison. Both sides run fp32 from the same bf16-stored weights, summing

@@ -23,6 +23,7 @@
 #include "core/common/errors.hpp"
 #include "core/model/hook_names.hpp"
 #include "core/model/hooked_transformer.hpp"
+#include "tests/analysis/eap_test_support.hpp"
 
 namespace mechscope::analysis {
 namespace {
@@ -38,22 +39,14 @@ double ldTolerance(double ld) { return 1e-4 * std::max(1.0, std::abs(ld)); }
 
 struct TrainedIoi {
   std::unique_ptr<HookedTransformer> model;
+  CausalDataset ds;
   std::vector<PatchGroup> groups;
   bool ok = false;
   TrainedIoi() {
     const fs::path root = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained";
     std::ifstream in(root / "references" / "eap_gpt2-ioi.json");
     if (!fs::exists(root / "gpt2-ioi" / "model.safetensors") || !in) return;
-    const nlohmann::json ref = nlohmann::json::parse(in);
-    CausalDataset ds;
-    for (const auto& p : ref["prompts"]) {
-      CausalPrompt cp;
-      cp.cleanIds = p["clean_ids"].get<std::vector<int64_t>>();
-      cp.corruptedIds = p["corrupted_ids"].get<std::vector<int64_t>>();
-      cp.answerId = p["answer_id"].get<int64_t>();
-      cp.incorrectId = p["incorrect_id"].get<int64_t>();
-      ds.prompts.push_back(std::move(cp));
-    }
+    ds = test::eapDatasetOf(nlohmann::json::parse(in));
     model = HookedTransformer::load(root / "gpt2-ioi", LoadOptions{"cpu", "fp32"});
     groups = toPatchGroups(ds);
     ok = !groups.empty();
@@ -232,17 +225,7 @@ TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
   installAnalysisPlugins();
   const AnalysisPlugin* plugin = findPlugin("eap");
   ASSERT_NE(plugin, nullptr);
-  CausalDataset ds;
-  for (const auto& g : b.groups)
-    for (int64_t i = 0; i < g.inputs.clean.size(0); ++i) {
-      CausalPrompt p;
-      const at::Tensor c = g.inputs.clean[i].contiguous(), k = g.inputs.corrupt[i].contiguous();
-      p.cleanIds.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-      p.corruptedIds.assign(k.data_ptr<int64_t>(), k.data_ptr<int64_t>() + k.numel());
-      p.answerId = g.inputs.correct[i].item<int64_t>();
-      p.incorrectId = g.inputs.incorrect[i].item<int64_t>();
-      ds.prompts.push_back(std::move(p));
-    }
+  const CausalDataset& ds = b.ds;
   ParamValues v(plugin->descriptor);
   v.set("top_k", "6");
   v.set("check_top", "4");
@@ -255,18 +238,7 @@ TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
   const nlohmann::json& j = r.json;
   ASSERT_EQ(j["edges"].size(), 6u);
   std::vector<EdgeRef> edges;
-  auto forwardOf = [&](const std::string& name) {
-    for (int64_t f = 0; f < G.nForward(); ++f)
-      if (G.forwardName(f) == name) return f;
-    return int64_t{-1};
-  };
-  auto backwardOf = [&](const std::string& node, const std::string& recv) {
-    for (int64_t bk = 0; bk < G.nBackward(); ++bk)
-      if (G.backwardNode(bk) == node && toString(G.backwardReceiver(bk)) == recv) return bk;
-    return int64_t{-1};
-  };
-  for (int i = 0; i < 4; ++i)
-    edges.push_back({forwardOf(j["edges"][i]["upstream"]), backwardOf(j["edges"][i]["downstream"], j["edges"][i]["receiver"])});
+  for (int i = 0; i < 4; ++i) edges.push_back(edgeByName(G, j["edges"][i]["upstream"], j["edges"][i]["downstream"], j["edges"][i]["receiver"]));
   const EdgePatchResult exact = patchEdges(m, toPatchGroups(ds), edges);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(j["edges"][i]["exact_effect"].get<double>(), exact.effect[i].item<double>(), 1e-9) << i;
   EXPECT_FALSE(j["edges"][4].contains("exact_effect"));
