@@ -371,6 +371,14 @@ void crossCheck(Parser& ps, Plan& plan) {
       if (std::find(info->acceptsKinds.begin(), info->acceptsKinds.end(), in->kind) == info->acceptsKinds.end())
         ps.error(a.pos, fmt::format("analysis '{}' (type {}) cannot run on input '{}' of kind {} (accepts: {})", a.id, a.type, i,
                                     in->kind, fmt::join(info->acceptsKinds, ", ")));
+      // One option given twice: a key of the input kind and a key of the analysis that become the same flag.
+      if (const InputKindInfo* kind = findInputKind(in->kind))
+        for (const auto& kp : kind->params)
+          for (const auto& ap : info->params)
+            if (!kp.flag.empty() && kp.flag == ap.flag && in->params.contains(kp.key) && a.params.contains(ap.key))
+              ps.error(a.paramPos.count(ap.key) ? a.paramPos.at(ap.key) : a.pos,
+                       fmt::format("analysis '{}': '{}' is also given by input '{}' ('{}'); both are {}; give it once", a.id, ap.key, i,
+                                   kp.key, kp.flag));
       if (a.type == "retrieval" && in->kind == "token-ids" && !a.params.contains("needle_span"))
         ps.error(a.pos, fmt::format("analysis '{}': retrieval on token-ids input '{}' needs needle_span = \"START:END\"", a.id, i));
     }

@@ -176,6 +176,11 @@ TEST(BatchPlan, CrossSectionChecks) {
             std::string::npos);
   EXPECT_NE(errors("[[analysis]]\ntype = \"sinks\"\n").find("names no model"), std::string::npos);
   EXPECT_EQ(errors(head + "[[analysis]]\ntype = \"circuit\"\ninputs = \"i\"\n"), "");
+  // A grid option given by the niah input and again by the retrieval analysis would reach the CLI twice.
+  const std::string niah = "[models.m]\npath = \"embedded\"\n[inputs.n]\nkind = \"niah\"\ndepths = 3\n";
+  const std::string twice = errors(niah + "[[analysis]]\ntype = \"retrieval\"\ninputs = \"n\"\ndepths = 4\n");
+  EXPECT_NE(twice.find("'depths' is also given by input 'n'"), std::string::npos) << twice;
+  EXPECT_EQ(errors(niah + "[[analysis]]\ntype = \"retrieval\"\ninputs = \"n\"\nmax_new_tokens = 4\n"), "");
 }
 
 }  // namespace
