@@ -14,13 +14,13 @@
 #include "app/cli/command.hpp"
 #include "app/cli/demo_analyses.hpp"
 #include "app/cli/figures.hpp"
+#include "core/model/hook_names.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "core/synth/planted_model.hpp"
 #include "core/synth/planted_tasks.hpp"
 #include "core/synth/planted_vocab.hpp"
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
-#include "core/model/hook_names.hpp"
 #endif
 
 namespace mechscope::cli {

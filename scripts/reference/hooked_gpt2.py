@@ -96,7 +96,7 @@ class HookedGPT2:
 
         B, n = ids.shape
         H, hd, d = self.H, self.hd, self.d
-        mask = torch.ones(n, n, dtype=torch.bool).tril()
+        mask = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
         x = h("hook_embed", self.wte[ids]) + h("hook_pos_embed", self.wpe[:n].unsqueeze(0).expand(B, n, d))
         for l, blk in enumerate(self.blocks):
             pre = f"blocks.{l}."
