@@ -71,8 +71,12 @@ void ScoreGridView::setScores(int layers, int heads, std::vector<double> scores,
 }
 
 void ScoreGridView::setData(ScoreGridData data) {
-  if (data.layers < 0 || data.heads < 0 ||
-      data.scores.size() != static_cast<std::size_t>(data.layers) * static_cast<std::size_t>(data.heads))
+  const auto cells = static_cast<std::size_t>(data.layers) * static_cast<std::size_t>(data.heads);
+  if (!data.cellLabels.isEmpty() && static_cast<std::size_t>(data.cellLabels.size()) != cells)
+    throw InputError(QString("score grid '%1': %2 cell labels for %3 cells").arg(data.title).arg(data.cellLabels.size()).arg(cells).toStdString());
+  if ((!data.rowLabels.isEmpty() && data.rowLabels.size() != data.layers) || (!data.columnLabels.isEmpty() && data.columnLabels.size() != data.heads))
+    throw InputError(QString("score grid '%1': tick labels do not match its %2 × %3 cells").arg(data.title).arg(data.layers).arg(data.heads).toStdString());
+  if (data.layers < 0 || data.heads < 0 || data.scores.size() != cells)
     throw InputError(QString("score grid '%1': %2 scores, expected layers×heads = %3×%4")
                          .arg(data.title)
                          .arg(data.scores.size())
@@ -123,6 +127,10 @@ void ScoreGridView::rebuild() {
   setPlotTitle(m_plot, m_title, m_data.title);
   m_xTicker->setCount(m_data.heads);
   m_yTicker->setCount(m_data.layers);
+  m_xTicker->setLabels(m_data.columnLabels);
+  m_yTicker->setLabels(m_data.rowLabels);
+  m_plot->xAxis->setLabel(m_data.columnAxis);
+  m_plot->yAxis->setLabel(m_data.rowAxis);
   m_plot->xAxis->setRange(-0.5, std::max(1, m_data.heads) - 0.5);
   m_plot->yAxis->setRange(-0.5, std::max(1, m_data.layers) - 0.5);
   m_colorBar->setGradient(m_scale.gradient());
@@ -151,7 +159,8 @@ void ScoreGridView::drawOverlay(QCPPainter* p) {
   const QRectF one = cellRect(0, 0);
   QFont font = m_theme.smallFont;
   const QFontMetrics fm(font);
-  if (m_showValues && one.width() >= fm.horizontalAdvance("-0.00") + 4 && one.height() >= fm.height() + 2) {
+  const bool texts = !m_data.cellLabels.isEmpty();
+  if (m_showValues && one.width() >= fm.horizontalAdvance(texts ? "abc" : "-0.00") + 4 && one.height() >= fm.height() + 2) {
     p->setFont(font);
     for (int l = 0; l < m_data.layers; ++l) {
       for (int h = 0; h < m_data.heads; ++h) {
@@ -160,7 +169,9 @@ void ScoreGridView::drawOverlay(QCPPainter* p) {
         const QColor bg = m_scale.map(v);
         p->setPen(bg.lightnessF() < 0.55 ? QColor(255, 255, 255) : QColor(0x1a, 0x1a, 0x1a));
         const double a = std::abs(v);
-        const QString text = a >= 1000 ? QString::number(v, 'g', 3) : QString::number(v, 'f', a >= 100 ? 0 : 2);
+        const QString text = texts ? fm.elidedText(m_data.cellLabels[l * m_data.heads + h], Qt::ElideRight, static_cast<int>(one.width()) - 4)
+                             : a >= 1000 ? QString::number(v, 'g', 3)
+                                         : QString::number(v, 'f', a >= 100 ? 0 : 2);
         p->drawText(cellRect(l, h), Qt::AlignCenter, text);
       }
     }
@@ -249,16 +260,17 @@ QJsonObject ScoreGridView::plottedNumbers() const {
   QJsonObject o, m;
   QJsonArray values, rowLabels, colLabels, selected;
   for (double v : m_data.scores) values.append(std::isnan(v) ? QJsonValue() : QJsonValue(v));
-  for (int l = 0; l < m_data.layers; ++l) rowLabels.append(QString("L%1").arg(l));
-  for (int h = 0; h < m_data.heads; ++h) colLabels.append(QString("H%1").arg(h));
+  for (int l = 0; l < m_data.layers; ++l) rowLabels.append(m_data.rowLabels.isEmpty() ? QString("L%1").arg(l) : m_data.rowLabels[l]);
+  for (int h = 0; h < m_data.heads; ++h) colLabels.append(m_data.columnLabels.isEmpty() ? QString("H%1").arg(h) : m_data.columnLabels[h]);
   m["rows"] = m_data.layers;
   m["cols"] = m_data.heads;
   m["values"] = values;
   m["row_labels"] = rowLabels;
   m["col_labels"] = colLabels;
   o["matrix"] = m;
-  o["row_axis"] = "layer";
-  o["col_axis"] = "head";
+  o["row_axis"] = m_data.rowAxis;
+  o["col_axis"] = m_data.columnAxis;
+  if (!m_data.cellLabels.isEmpty()) m["cell_labels"] = QJsonArray::fromStringList(m_data.cellLabels);
   o["value_label"] = m_data.valueLabel;
   o["signed"] = m_data.signedScores;
   o["color_range"] = QJsonArray{m_scale.low(), m_scale.high()};

@@ -3,6 +3,7 @@
 // centred at 0 for signed scores (blue = positive), sequential otherwise; value labels when cells are big
 // enough; click a head (shift-click builds a set) to open it or patch it.
 #include <QJsonObject>
+#include <QStringList>
 #include <QWidget>
 
 #include <utility>
@@ -23,12 +24,16 @@ namespace mechscope::views {
 class ColorImageLayer;
 class TokenTicker;
 
-/// Scores of every head of a model, row-major [layer, head]; NaN = no score.
+/// Scores of every head of a model, row-major [layer, head]; NaN = no score. The same view serves any
+/// rows × columns grid (e.g. the logit lens: layers × positions) through the axis names and labels.
 struct ScoreGridData {
   int layers = 0, heads = 0;
   std::vector<double> scores;  // [layers, heads]
   QString title, valueLabel = "score";
   bool signedScores = false;
+  QString rowAxis = "layer", columnAxis = "head";  ///< axis titles
+  QStringList rowLabels{}, columnLabels{};        ///< tick labels (empty: the indices)
+  QStringList cellLabels{};  ///< empty, or layers × heads texts drawn in the cells instead of the numbers (e.g. tokens)
 };
 
 /// (layer, head).

@@ -36,7 +36,9 @@ AnalysisPanel::AnalysisPanel(AnalysisAdapter adapter, Workspace* ws, JobRunner* 
     note->setStyleSheet(m_adapter.available ? "color: palette(mid);" : "color: #b9770e;");
     layout->addWidget(note);
   }
-  m_form = new QFormLayout();
+  auto* formHolder = new QWidget(this);  // long forms (retrieval's grid) scroll instead of growing the window
+  m_form = new QFormLayout(formHolder);
+  m_form->setContentsMargins(0, 0, 0, 0);
   for (const auto& p : m_adapter.params) {
     QWidget* editor = nullptr;
     if (!p.choices.isEmpty()) {
@@ -66,7 +68,12 @@ AnalysisPanel::AnalysisPanel(AnalysisAdapter adapter, Workspace* ws, JobRunner* 
     m_form->addRow(p.label, editor);
     m_editors.emplace_back(p.key, editor);
   }
-  layout->addLayout(m_form);
+  auto* formScroll = new QScrollArea(this);
+  formScroll->setWidget(formHolder);
+  formScroll->setWidgetResizable(true);
+  formScroll->setFrameShape(QFrame::NoFrame);
+  formScroll->setMaximumHeight(std::min(formHolder->sizeHint().height() + 4, 320));
+  layout->addWidget(formScroll);
   auto* row = new QHBoxLayout();
   m_run = new QPushButton("Run", this);
   m_run->setEnabled(m_adapter.available);
@@ -216,7 +223,8 @@ void AnalysisPanel::showResult(const AnalysisResult& result) {
     auto* v = new views::ScoreGridView(this);
     v->setMinimumHeight(std::clamp(g.layers * 16 + 90, 220, 560));
     v->setData(g);
-    connect(v, &views::ScoreGridView::headClicked, this, [this](int l, int h, Qt::KeyboardModifiers) { m_ws->requestHead(l, h); });
+    if (g.columnAxis == "head")  // a layer × head grid: a click opens that head's attention
+      connect(v, &views::ScoreGridView::headClicked, this, [this](int l, int h, Qt::KeyboardModifiers) { m_ws->requestHead(l, h); });
     m_results->insertWidget(at++, v);
     m_grids.push_back(v);
   }

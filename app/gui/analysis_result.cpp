@@ -39,7 +39,10 @@ QJsonObject resultToJson(const AnalysisResult& r) {
   QJsonArray grids;
   for (const auto& g : r.grids)
     grids.append(QJsonObject{{"layers", g.layers}, {"heads", g.heads}, {"title", g.title}, {"value_label", g.valueLabel},
-                             {"signed", g.signedScores}, {"scores", numbers(g.scores)}});
+                             {"signed", g.signedScores}, {"scores", numbers(g.scores)}, {"row_axis", g.rowAxis},
+                             {"column_axis", g.columnAxis}, {"row_labels", QJsonArray::fromStringList(g.rowLabels)},
+                             {"column_labels", QJsonArray::fromStringList(g.columnLabels)},
+                             {"cell_labels", QJsonArray::fromStringList(g.cellLabels)}});
   o["grids"] = grids;
   QJsonArray lines;
   for (const auto& l : r.lines) {
@@ -81,6 +84,11 @@ AnalysisResult resultFromJson(const QJsonObject& o, const QString& source) {
     d.valueLabel = g["value_label"].toString();
     d.signedScores = g["signed"].toBool();
     d.scores = toDoubles(g["scores"].toArray());
+    d.rowAxis = g["row_axis"].toString("layer");  // files written before these keys existed: a layer × head grid
+    d.columnAxis = g["column_axis"].toString("head");
+    for (const auto& v : g["row_labels"].toArray()) d.rowLabels << v.toString();
+    for (const auto& v : g["column_labels"].toArray()) d.columnLabels << v.toString();
+    for (const auto& v : g["cell_labels"].toArray()) d.cellLabels << v.toString();
     if (d.layers < 0 || d.heads < 0 || d.scores.size() != static_cast<std::size_t>(d.layers) * static_cast<std::size_t>(d.heads))
       throw InputError(source.toStdString() + ": grid '" + d.title.toStdString() + "' has " + std::to_string(d.scores.size()) +
                        " scores, expected layers × heads = " + std::to_string(d.layers * d.heads));

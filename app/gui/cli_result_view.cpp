@@ -8,6 +8,7 @@
 
 #include "analysis/common/registry.hpp"
 #include "app/gui/eap_graph_result.hpp"
+#include "app/gui/logit_lens_result.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::gui {
@@ -316,7 +317,9 @@ AnalysisResult resultFromCliJson(const std::string& name, const nlohmann::json& 
     else if (name == "dla") dla(j, r);
     else if (name == "sinks") sinks(j, r);
     else if (name == "waad-fai") waadFai(j, tokenLabels, r);
-    else if (name == "eap") {
+    else if (name == "logit-lens") {
+      for (auto& g : logitLensGrids(j, tokenLabels)) r.grids.push_back(std::move(g));
+    } else if (name == "eap") {
       r.graphs.push_back(eapGraph(j));
       if (j.contains("faithfulness")) r.lines.push_back(eapFaithfulnessLine(j));
     }
