@@ -60,7 +60,7 @@ views::CircuitGraphData eapGraph(const nlohmann::json& j) {
     views::GraphNode node{QString::fromStdString(names[i]), 0, centre};
     if (p.kind == "a") node.column = 1 + 2 * p.layer, node.row = p.index;
     else if (p.kind == "kv") node.column = 1.4 + 2 * p.layer, node.row = p.index;  // a shared key/value input, beside the heads
-    else if (p.kind == "m") node.column = 2 + 2 * p.layer;
+    else if (p.kind == "m") node.column = 2 + 2 * p.layer, node.row = heads;  // below the heads: edges through the middle stay clear
     else if (p.kind == "logits") node.column = 1 + 2 * layers;
     index[names[i]] = static_cast<int>(i);
     g.nodes.push_back(std::move(node));

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include "app/gui/jobs.hpp"
 #include "tests/app/app_test_support.hpp"
 #include "views/circuit_graph_view.hpp"
+#include "views/figure_export.hpp"
 
 using namespace mechscope;
 using namespace mechscope::gui;
@@ -78,6 +80,18 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
                            .arg(exact.effect[0].item<double>(), 0, 'f', 4);
   EXPECT_TRUE(panel.statusText().contains(want)) << panel.statusText().toStdString() << " vs " << want.toStdString();
   EXPECT_TRUE(panel.statusText().startsWith(QString::fromStdString("Patched " + e0["upstream"].get<std::string>()))) << panel.statusText().toStdString();
+
+  // Exported like every figure: PNG and SVG with the sidecar of the shown edges.
+  const fs::path out = fs::temp_directory_path() / "mechscope_eap_graph";
+  fs::create_directories(out);
+  QString error;
+  for (const char* name : {"graph.png", "graph.svg"})
+    ASSERT_TRUE(views::exportFigure(g.plot(), QString::fromStdString((out / name).string()), 96, {}, g.plottedNumbers(), &error, QSize(900, 600)))
+        << error.toStdString();
+  EXPECT_GT(fs::file_size(out / "graph.png"), 5000u);
+  std::ifstream side(out / "graph.png.json");
+  const nlohmann::json sidecar = nlohmann::json::parse(side);
+  EXPECT_EQ(sidecar["numbers"]["edges"].size(), 30u);
 
   // The GUI's result file keeps the graph.
   const AnalysisResult back = resultFromJson(resultToJson(ws.results().back()), "round trip");
