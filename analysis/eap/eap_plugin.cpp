@@ -65,7 +65,7 @@ void putExactCheck(AnalysisResult& out, const HookedTransformer& m, const std::v
 void putFaithfulness(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapResult& r,
                      int64_t maxBatchRows, const RunContext* ctx) {
   const FaithfulnessCurve c = faithfulnessCurve(m, groups, r.scores, defaultCircuitSizes(r.graph.edgeCount()), maxBatchRows, ctx);
-  out.json["faithfulness"] = {{"edges_kept", c.edgesKept}, {"fraction", c.fraction}, {"metric", c.metric},
+  out.json["faithfulness"] = {{"edges_kept", c.edgesKept}, {"edges_after_pruning", c.edgesAfterPruning}, {"fraction", c.fraction}, {"metric", c.metric},
                               {"faithfulness", c.faithfulness}, {"cpr", c.cpr}, {"cmd", c.cmd}, {"forwards", c.forwards}};
   out.json["cpr"] = c.cpr;
   out.json["cmd"] = c.cmd;

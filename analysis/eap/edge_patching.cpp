@@ -42,8 +42,9 @@ at::Tensor sourceStack(const HookedTransformer& m, const at::Tensor& input, cons
 at::Tensor projectHeads(const HookedTransformer& m, const LayerWeights& W, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                         const at::Tensor& qkNormW, int64_t n) {
   const ModelConfig& c = m.config();
-  at::Tensor y = at::einsum("rpnd,ned->rpne", {applyNorm(m, x, W.ln1W, W.ln1B), w.to(x.scalar_type()).view({n, c.dHead, c.dModel})});
-  if (b.defined()) y = y + b.to(x.scalar_type()).view({n, c.dHead});
+  const at::Tensor xm = x.to(m.dtype());  // the patched input in the model's dtype, as the forward computes hook_q/k/v
+  at::Tensor y = at::einsum("rpnd,ned->rpne", {applyNorm(m, xm, W.ln1W, W.ln1B), w.view({n, c.dHead, c.dModel})});
+  if (b.defined()) y = y + b.view({n, c.dHead});
   return c.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
 }
 
@@ -115,7 +116,7 @@ void addPatchHooks(HookSet& hooks, PatchedRun& run) {
     const at::Tensor in = (run.m.config().parallelAttnMlp ? run.residPre[li] : run.residMid[li]).to(patchType(run.m));
     const at::Tensor x = in + run.delta(l, !run.G.parallelAttnMlp, U, bm, 1).squeeze(2);  // [rows, pos, d_model]
     const LayerWeights& W = run.m.weights().layers[li];
-    return at::where(act.unsqueeze(2), applyNorm(run.m, x, W.ln2W, W.ln2B).to(t.scalar_type()), t);
+    return at::where(act.unsqueeze(2), applyNorm(run.m, x.to(run.m.dtype()), W.ln2W, W.ln2B).to(t.scalar_type()), t);
   });
   hooks.add(hook::residPost(L - 1), [&run, L](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
     const int64_t bl = run.G.logitsBackward();
@@ -225,6 +226,33 @@ EdgeRef edgeByName(const EdgeGraph& G, const std::string& upstream, const std::s
   throw InputError(fmt::format("edge patching: the graph has no edge {} → {} ({})", upstream, downstream, receiver));
 }
 
+at::Tensor pruneCircuit(const EdgeGraph& G, at::Tensor inGraph) {
+  const int64_t F = G.nForward(), B = G.nBackward();
+  at::Tensor owns = at::zeros({F, B}, at::kBool);  // [F, B]: the receivers of each source's node
+  const int group = G.nHeads / std::max(1, G.nKvHeads);
+  for (int l = 0; l < G.nLayers; ++l) {
+    for (int h = 0; h < G.nHeads; ++h) {
+      const int64_t f = G.headForward(l, h);
+      owns[f][G.headBackward(l, h, EdgeInput::Q)] = true;
+      owns[f][G.headBackward(l, h / group, EdgeInput::K)] = true;
+      owns[f][G.headBackward(l, h / group, EdgeInput::V)] = true;
+    }
+    owns[G.mlpForward(l)][G.mlpBackward(l)] = true;
+  }
+  inGraph = inGraph.to(at::kBool).cpu().clone();
+  for (;;) {
+    const at::Tensor outgoing = inGraph.any(1);                                              // [F]
+    at::Tensor incoming = owns.logical_and(inGraph.any(0).unsqueeze(0)).any(1);              // [F]
+    incoming[0] = true;                                                                     // the input
+    const at::Tensor nodes = outgoing.logical_and(incoming);                                 // [F]
+    at::Tensor receivers = owns.logical_and(nodes.unsqueeze(1)).any(0);                      // [B]
+    receivers[G.logitsBackward()] = true;                                                   // the logits
+    const at::Tensor next = inGraph.logical_and(nodes.unsqueeze(1)).logical_and(receivers.unsqueeze(0));
+    if (at::equal(next, inGraph)) return next;
+    inGraph = next;
+  }
+}
+
 std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount) {
   std::vector<int64_t> out{0};
   for (double pct : {0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0})
@@ -233,7 +261,7 @@ std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount) {
 }
 
 FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
-                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx) {
+                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx, bool prune) {
   const EdgeGraph G = edgeGraphOf(m.config());
   if (scores.dim() != 2 || scores.size(0) != G.nForward() || scores.size(1) != G.nBackward())
     throw InputError(fmt::format("faithfulness curve: scores must be [{}, {}] for this model", G.nForward(), G.nBackward()));
@@ -244,10 +272,16 @@ FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vecto
   for (auto& n : sizes) n = std::clamp<int64_t>(n, 0, E);
   std::sort(sizes.begin(), sizes.end());
   sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
-  at::Tensor patched = mask.to(at::kFloat).unsqueeze(0).repeat({static_cast<int64_t>(sizes.size()), 1, 1});  // [sizes, F, B]
-  for (size_t i = 0; i < sizes.size(); ++i)
-    patched[static_cast<int64_t>(i)].view({-1}).index_fill_(0, order.narrow(0, 0, sizes[i]), 0.0);  // the circuit stays clean
+  at::Tensor patched = at::zeros({static_cast<int64_t>(sizes.size()), G.nForward(), G.nBackward()}, at::kFloat);  // [sizes, F, B]
   FaithfulnessCurve c;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    at::Tensor circuit = at::zeros({G.nForward() * G.nBackward()}, at::kBool);
+    circuit.index_fill_(0, order.narrow(0, 0, sizes[i]), true);
+    circuit = circuit.view({G.nForward(), G.nBackward()});
+    if (prune) circuit = pruneCircuit(G, circuit);
+    c.edgesAfterPruning.push_back(circuit.sum().item<int64_t>());
+    patched[static_cast<int64_t>(i)].copy_(mask.logical_and(circuit.logical_not()).to(at::kFloat));  // the circuit stays clean
+  }
   const at::Tensor ld = runOverGroups(m, groups, patched, maxBatchRows, c.metricClean, c.metricCorrupt, c.forwards, ctx);  // [sizes, prompts]
   const double span = c.metricClean - c.metricCorrupt;
   for (size_t i = 0; i < sizes.size(); ++i) {

@@ -41,9 +41,16 @@ struct EdgePatchResult {
 EdgePatchResult patchEdges(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
                            int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
 
+/// The circuit `inGraph` [n_forward, n_backward] bool made connected as the official EAP-IG code's
+/// Graph.prune: repeatedly drop nodes without an incoming edge (the input always has one) or without an
+/// outgoing edge, and edges whose source or receiver's node was dropped (the logits always stay), until
+/// nothing changes. A head's node owns its q receiver and its (kv) head's k and v receivers.
+at::Tensor pruneCircuit(const EdgeGraph& graph, at::Tensor inGraph);
+
 /// The faithfulness curve of circuits made of the highest-scoring edges.
 struct FaithfulnessCurve {
-  std::vector<int64_t> edgesKept;  ///< circuit sizes (edges kept clean), ascending
+  std::vector<int64_t> edgesKept;  ///< circuit sizes asked for (the top-n edges by |score|), ascending
+  std::vector<int64_t> edgesAfterPruning;  ///< edges left in each circuit after pruneCircuit (= edgesKept without pruning)
   std::vector<double> fraction;    ///< edgesKept / number of edges
   std::vector<double> metric;      ///< mean LD of the circuit run at each size
   std::vector<double> faithfulness;  ///< (metric − metricCorrupt) / (metricClean − metricCorrupt)
@@ -54,10 +61,12 @@ struct FaithfulnessCurve {
 };
 
 /// Runs the circuit of the `n` edges of largest |score| (scores [n_forward, n_backward], non-edges ignored;
-/// ties by index) for each n of `sizes` (clamped to the edge count, sorted, duplicates dropped); every edge
-/// outside the circuit carries the corrupted activation. InputError for a score matrix of the wrong shape.
+/// ties by index) for each n of `sizes` (clamped to the edge count, sorted, duplicates dropped), pruned
+/// (pruneCircuit) unless `prune` is false, as the official code's apply_topn; every edge outside the
+/// circuit carries the corrupted activation. InputError for a score matrix of the wrong shape.
 FaithfulnessCurve faithfulnessCurve(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
-                                    std::vector<int64_t> sizes, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
+                                    std::vector<int64_t> sizes, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr,
+                                    bool prune = true);
 
 /// The default circuit sizes of a graph of `edgeCount` edges: 0, then 0.1 %, 0.2 %, 0.5 %, 1 %, 2 %, 5 %,
 /// 10 %, 20 %, 50 % and 100 % of the edges (at least one edge each), as MIB's evaluation sweeps.

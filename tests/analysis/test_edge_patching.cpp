@@ -7,6 +7,7 @@
 // - the faithfulness curve runs from 0 (no edge kept) to 1 (every edge kept);
 // - bad edges and score matrices are refused before compute.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard: not pulled in by ATen.h in LibTorch 2.x
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -253,6 +254,50 @@ TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
   bad.set("top_k", "2");
   bad.set("check_top", "3");
   EXPECT_THROW(plugin->run(in, bad, nullptr), InputError);
+}
+
+// A bf16 model (the H200 benchmark's dtype): every edge patched is its corrupted run, within bf16 rounding
+// (8 bits of mantissa: 2⁻⁸ relative per rounding, a few dozen roundings through 4 blocks; 5 % of max(1, |LD|)).
+TEST(EdgePatching, Bf16ModelPatchesToo) {
+  const fs::path dir = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained" / "gpt2-ioi";
+  if (!bench().ok) GTEST_SKIP() << dir << " or its EAP reference is absent";
+  const auto m = HookedTransformer::load(dir, LoadOptions{"cpu", "bf16"});
+  const EdgeGraph G = edgeGraphOf(m->config());
+  const PatchInputs& in = bench().groups.front().inputs;
+  const at::Tensor got = runPatchedVariants(*m, in, edgeMask(G).to(at::kFloat).unsqueeze(0));  // [1, batch]
+  PatchInputs corrupt = in;
+  corrupt.clean = in.corrupt;
+  const at::Tensor want = handLd(*m, corrupt, nullptr);
+  for (int64_t i = 0; i < want.size(0); ++i)
+    EXPECT_NEAR(got[0][i].item<double>(), want[i].item<double>(), 0.05 * std::max(1.0, std::abs(want[i].item<double>()))) << i;
+  EXPECT_NO_THROW(patchEdges(*m, bench().groups, {{0, G.headBackward(1, 0, EdgeInput::Q)}, {G.mlpForward(0), G.mlpBackward(2)}}));
+}
+
+// Graph.prune on hand-made circuits of the trained GPT-2's graph: an edge survives only on a path from the
+// input to the logits.
+TEST(EdgePatching, PruningKeepsOnlyPathsFromInputToLogits) {
+  NEED_BENCH();
+  (void)m;
+  const int64_t F = G.nForward(), B = G.nBackward();
+  auto circuit = [&](const std::vector<EdgeRef>& edges) {
+    at::Tensor c = at::zeros({F, B}, at::kBool);
+    for (const auto& e : edges) c[e.forward][e.backward] = true;
+    return c;
+  };
+  const EdgeRef inToA0 = {0, G.headBackward(0, 0, EdgeInput::Q)}, a0ToLogits = {G.headForward(0, 0), G.logitsBackward()},
+                a1ToM2 = {G.headForward(1, 1), G.mlpBackward(2)}, inToA2k = {0, G.headBackward(2, 3, EdgeInput::K)},
+                a2ToM3 = {G.headForward(2, 3), G.mlpBackward(3)}, m3ToLogits = {G.mlpForward(3), G.logitsBackward()},
+                inToLogits = {0, G.logitsBackward()};
+  // A dead end (a0.h0 feeds nothing) and an orphan (a0.h0 is fed by nothing): both go.
+  EXPECT_EQ(pruneCircuit(G, circuit({inToA0})).sum().item<int64_t>(), 0);
+  EXPECT_EQ(pruneCircuit(G, circuit({a0ToLogits})).sum().item<int64_t>(), 0);
+  // A path input → a0.h0 → logits stays; a1.h1 → m2 (a1.h1 unfed, m2 feeding nothing) goes.
+  EXPECT_TRUE(at::equal(pruneCircuit(G, circuit({inToA0, a0ToLogits, a1ToM2})), circuit({inToA0, a0ToLogits})));
+  // A head fed through its key input counts as fed: input → a2.h3 (k) → m3 → logits stays whole.
+  const std::vector<EdgeRef> chain = {inToA2k, a2ToM3, m3ToLogits, inToLogits};
+  EXPECT_TRUE(at::equal(pruneCircuit(G, circuit(chain)), circuit(chain)));
+  // Cutting the chain's last edge removes it all but the direct input → logits edge.
+  EXPECT_TRUE(at::equal(pruneCircuit(G, circuit({inToA2k, a2ToM3, inToLogits})), circuit({inToLogits})));
 }
 
 TEST(EdgePatching, BadEdgesAndScoresAreRefused) {
