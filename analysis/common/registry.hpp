@@ -75,6 +75,13 @@ inline ParamInfo makeParam(std::string key, ParamType type, std::string flag, st
   return p;
 }
 
+/// `p` accepting only values in [minimum, maximum] (Int/Float), checked before any compute.
+inline ParamInfo bounded(ParamInfo p, double minimum, double maximum = 1e300) {
+  p.minimum = minimum;
+  p.maximum = maximum;
+  return p;
+}
+
 /// One analysis: everything the front ends derive from.
 struct AnalysisDescriptor {
   std::string name;                       ///< CLI subcommand and plan type, e.g. "sinks"

@@ -312,12 +312,6 @@ AnalysisResult runRetrieval(const PluginInputs& in, const ParamValues& params, c
   return single ? runSingleTest(o, in, ctx) : runGrid(o, in, controlHeads, ctx);
 }
 
-ParamInfo bounded(ParamInfo p, double minimum, double maximum = 1e300) {
-  p.minimum = minimum;
-  p.maximum = maximum;
-  return p;
-}
-
 }  // namespace
 
 AnalysisPlugin retrievalPlugin() {

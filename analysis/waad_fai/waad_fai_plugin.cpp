@@ -31,12 +31,6 @@ AnalysisResult runWaadFaiPlugin(const PluginInputs& in, const ParamValues& param
   return out;
 }
 
-ParamInfo bounded(ParamInfo p, double lo, double hi) {
-  p.minimum = lo;
-  p.maximum = hi;
-  return p;
-}
-
 }  // namespace
 
 AnalysisPlugin waadFaiPlugin() {
