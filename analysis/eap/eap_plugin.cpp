@@ -20,9 +20,9 @@ namespace {
 
 /// The `k` edges of largest |score| (ties by index), largest first.
 std::vector<EdgeRef> topEdgeRefs(const EapResult& r, int64_t k) {
-  const at::Tensor masked = at::where(r.edgeMask, r.scores.abs(), at::full({}, -1.0, at::kDouble)).flatten();  // non-edges last
-  const int64_t n = std::min<int64_t>(k, r.edgeMask.sum().item<int64_t>());
-  const at::Tensor top = std::get<1>(masked.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, n);
+  const at::Tensor order = edgesByScore(r.graph, r.scores);
+  const int64_t n = std::min<int64_t>(k, order.numel());
+  const at::Tensor top = order.narrow(0, 0, n);
   const int64_t nB = r.graph.nBackward();
   std::vector<EdgeRef> out;
   for (int64_t i = 0; i < n; ++i) out.push_back({top[i].item<int64_t>() / nB, top[i].item<int64_t>() % nB});
@@ -130,17 +130,15 @@ AnalysisPlugin eapPlugin() {
                                "from corrupt towards clean)",
                                "eap");
   method.choices = {"eap", "eap-ig"};
-  ParamInfo steps = makeParam("steps", ParamType::Int, "--steps", "eap-ig: interpolation points (α = k/steps, k = 0 … steps − 1)", "30");
-  steps.minimum = 1;
-  ParamInfo topK = makeParam("top_k", ParamType::Int, "--top-k", "edges of largest |score| listed in the JSON (all are in the HDF5 scores)", "50");
-  topK.minimum = 1;
-  ParamInfo maxRows = makeParam("max_batch_rows", ParamType::Int, "--max-batch-rows",
-                                "rows per forward/backward: prompts per batch; eap-ig stacks several steps of a batch up to it", "32");
-  maxRows.minimum = 1;
-  ParamInfo checkTop = makeParam("check_top", ParamType::Int, "--check-top",
-                                 "patch the first N listed edges exactly, each alone (batched): exact_effect per edge and exact_check", "0");
-  checkTop.minimum = 0;
-  d.params = {method, steps, topK, maxRows, checkTop,
+  d.params = {method,
+              bounded(makeParam("steps", ParamType::Int, "--steps", "eap-ig: interpolation points (α = k/steps, k = 0 … steps − 1)", "30"), 1),
+              bounded(makeParam("top_k", ParamType::Int, "--top-k", "edges of largest |score| listed in the JSON (all are in the HDF5 scores)", "50"), 1),
+              bounded(makeParam("max_batch_rows", ParamType::Int, "--max-batch-rows",
+                                "rows per forward/backward: prompts per batch; eap-ig stacks several steps of a batch up to it", "32"),
+                      1),
+              bounded(makeParam("check_top", ParamType::Int, "--check-top",
+                                "patch the first N listed edges exactly, each alone (batched): exact_effect per edge and exact_check", "0"),
+                      0),
               makeParam("faithfulness", ParamType::Bool, "--faithfulness",
                         "evaluate the circuits of the top 0.1 % … 100 % of edges (every other edge patched): faithfulness curve, CPR, CMD")};
   d.headlineKeys = {"method", "steps", "prompts", "metric_clean", "metric_corrupt", "n_edges", "exact_check", "cpr", "cmd"};

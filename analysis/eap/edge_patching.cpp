@@ -52,20 +52,24 @@ at::Tensor projectHeads(const HookedTransformer& m, const LayerWeights& W, const
 struct PatchedRun {
   const HookedTransformer& m;
   const EdgeGraph G;
-  at::Tensor corrupt;        // [rows, pos, n_forward, d_model] corrupted sources
-  at::Tensor mask;           // [rows, n_forward, n_backward] patch-type (1 = carries the corrupted activation)
+  at::Tensor corrupt;        // [batch, pos, n_forward, d_model] corrupted sources (every variant's rows share them)
+  at::Tensor mask;           // [variants, n_forward, n_backward] patch-type (1 = carries the corrupted activation)
   at::Tensor input;          // this run's embeddings
   std::vector<at::Tensor> z, mlp, residPre, residMid;
   std::vector<at::Tensor> headDelta;  // per layer [rows, pos, H + 2K, d_model] once computed
 
-  /// Σ_u mask[u, b] (corrupt_u − current_u) for receivers b0 … b0 + n − 1 reading sources [0, U): [rows, pos, n, d_model].
+  /// Σ_u mask[u, b] (corrupt_u − current_u) for receivers b0 … b0 + n − 1 reading sources [0, U): [rows, pos, n, d_model]
+  /// (rows variant-major: variant v's prompts at rows v·batch …).
   at::Tensor delta(int layersDone, bool headsOfNext, int64_t U, int64_t b0, int64_t n) const {
+    const int64_t V = mask.size(0), B = corrupt.size(0);
     const at::Tensor cur = sourceStack(m, input, z, mlp, layersDone, headsOfNext);  // [rows, pos, U, d_model]
-    const at::Tensor diff = corrupt.narrow(2, 0, U) - cur;
-    return at::einsum("rpud,rub->rpbd", {diff, mask.narrow(1, 0, U).narrow(2, b0, n)});  // [rows, pos, n, d_model]
+    const at::Tensor diff = corrupt.narrow(2, 0, U).unsqueeze(0) - cur.view({V, B, cur.size(1), U, cur.size(3)});  // [variant, batch, pos, U, d_model]
+    return at::einsum("vbpud,vun->vbpnd", {diff, mask.narrow(1, 0, U).narrow(2, b0, n)}).reshape({V * B, cur.size(1), n, cur.size(3)});
   }
   /// Which (row, receiver) pairs of b0 … b0 + n − 1 have a patched edge: [rows, n] bool.
-  at::Tensor active(int64_t U, int64_t b0, int64_t n) const { return mask.narrow(1, 0, U).narrow(2, b0, n).ne(0).any(1); }
+  at::Tensor active(int64_t U, int64_t b0, int64_t n) const {
+    return mask.narrow(1, 0, U).narrow(2, b0, n).ne(0).any(1).repeat_interleave(corrupt.size(0), 0);
+  }
 };
 
 /// Replaces the heads of hook value `t` [rows, pos, n, d_head] whose receiver is patched.
@@ -133,8 +137,8 @@ at::Tensor runVariants(const HookedTransformer& m, const PatchInputs& in, const 
   const auto L = static_cast<size_t>(c.nLayers);
   PatchedRun run{m, edgeGraphOf(c), {}, {}, {}, std::vector<at::Tensor>(L), std::vector<at::Tensor>(L), std::vector<at::Tensor>(L),
                  std::vector<at::Tensor>(L), std::vector<at::Tensor>(L)};
-  run.corrupt = sourceStack(m, corrupt.input, corrupt.z, corrupt.mlp, c.nLayers).repeat({V, 1, 1, 1});  // [rows, pos, n_forward, d_model]
-  run.mask = patched.to(m.device(), patchType(m)).repeat_interleave(B, 0);                               // [rows, n_forward, n_backward]
+  run.corrupt = sourceStack(m, corrupt.input, corrupt.z, corrupt.mlp, c.nLayers);  // [batch, pos, n_forward, d_model]
+  run.mask = patched.to(m.device(), patchType(m));                                   // [variants, n_forward, n_backward]
   HookSet hooks;
   addPatchHooks(hooks, run);
   ForwardOptions opts;
@@ -217,6 +221,12 @@ EdgePatchResult patchEdges(const HookedTransformer& m, const std::vector<PatchGr
   return r;
 }
 
+at::Tensor edgesByScore(const EdgeGraph& G, const at::Tensor& scores) {
+  const at::Tensor mask = edgeMask(G).cpu();  // [F, B] bool
+  const at::Tensor key = at::where(mask, scores.to(at::kCPU, at::kDouble).abs(), at::full({}, -1.0, at::kDouble)).flatten();  // non-edges last
+  return std::get<1>(key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, mask.sum().item<int64_t>());
+}
+
 EdgeRef edgeByName(const EdgeGraph& G, const std::string& upstream, const std::string& downstream, const std::string& receiver) {
   for (int64_t b = 0; b < G.nBackward(); ++b) {
     if (G.backwardNode(b) != downstream || toString(G.backwardReceiver(b)) != receiver) continue;
@@ -265,10 +275,9 @@ FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vecto
   const EdgeGraph G = edgeGraphOf(m.config());
   if (scores.dim() != 2 || scores.size(0) != G.nForward() || scores.size(1) != G.nBackward())
     throw InputError(fmt::format("faithfulness curve: scores must be [{}, {}] for this model", G.nForward(), G.nBackward()));
-  const at::Tensor mask = edgeMask(G).cpu();                                     // [F, B] bool
-  const int64_t E = mask.sum().item<int64_t>();
-  const at::Tensor key = at::where(mask, scores.to(at::kCPU, at::kDouble).abs(), at::full({}, -1.0, at::kDouble)).flatten();
-  const at::Tensor order = std::get<1>(key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, E);  // edges, largest |score| first
+  const at::Tensor mask = edgeMask(G).cpu();  // [F, B] bool
+  const at::Tensor order = edgesByScore(G, scores);  // [E] edges, largest |score| first
+  const int64_t E = order.numel();
   for (auto& n : sizes) n = std::clamp<int64_t>(n, 0, E);
   std::sort(sizes.begin(), sizes.end());
   sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());

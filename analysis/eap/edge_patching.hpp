@@ -23,6 +23,10 @@ struct EdgeRef {
   int64_t forward = 0, backward = 0;
 };
 
+/// Every edge of the graph as a flat index (forward · n_backward + backward) into a [n_forward, n_backward]
+/// score matrix, largest |score| first, ties by index: [edges] int64 (CPU).
+at::Tensor edgesByScore(const EdgeGraph& graph, const at::Tensor& scores);
+
 /// The edge named as an `eap` document names it: source "input" / "a{l}.h{h}" / "m{l}", receiver node
 /// "a{l}.h{h}" / "a{l}.kv{j}" / "m{l}" / "logits" and input "q", "k", "v" or "-". InputError naming the
 /// three when the graph has no such edge.
