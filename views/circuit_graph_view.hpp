@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "core/common/head_ref.hpp"
 #include "views/plot_theme.hpp"
 
 class QCustomPlot;
@@ -23,6 +24,7 @@ namespace mechscope::views {
 struct GraphNode {
   QString name;
   double column = 0, row = 0;
+  HeadRef head{-1, -1};  ///< the attention head this node is (layer −1: none); clicking it can open its attention
 };
 
 /// One edge from node `from` to node `to` (indices into the nodes), into input `receiver` of `to`

@@ -10,7 +10,6 @@
 #include <QPointer>
 #include <QProgressBar>
 #include <QPushButton>
-#include <QRegularExpression>
 #include <QScrollArea>
 #include <QSpinBox>
 #include <QVBoxLayout>
@@ -245,9 +244,8 @@ void AnalysisPanel::showResult(const AnalysisResult& result) {
                             .arg(edge.score, 0, 'g', 5));
     });
     connect(v, &views::CircuitGraphView::nodeClicked, this, [this, v](int n) {
-      const QString name = v->data().nodes[static_cast<std::size_t>(n)].name;
-      static const QRegularExpression head(R"(^a(\d+)\.h(\d+)$)");
-      if (const auto m = head.match(name); m.hasMatch()) m_ws->requestHead(m.captured(1).toInt(), m.captured(2).toInt());
+      const HeadRef head = v->data().nodes[static_cast<std::size_t>(n)].head;
+      if (head.layer >= 0) m_ws->requestHead(head.layer, head.head);
     });
     m_results->insertWidget(at++, v);
     m_graphs.push_back(v);

@@ -59,7 +59,8 @@ QJsonObject resultToJson(const AnalysisResult& r) {
   QJsonArray graphs;
   for (const auto& g : r.graphs) {
     QJsonArray nodes, edges;
-    for (const auto& n : g.nodes) nodes.append(QJsonObject{{"name", n.name}, {"column", n.column}, {"row", n.row}});
+    for (const auto& n : g.nodes)
+      nodes.append(QJsonObject{{"name", n.name}, {"column", n.column}, {"row", n.row}, {"layer", n.head.layer}, {"head", n.head.head}});
     for (const auto& e : g.edges) edges.append(QJsonObject{{"from", e.from}, {"to", e.to}, {"receiver", e.receiver}, {"score", e.score}});
     graphs.append(QJsonObject{{"title", g.title}, {"score_label", g.scoreLabel}, {"nodes", nodes}, {"edges", edges}});
   }
@@ -119,7 +120,7 @@ AnalysisResult resultFromJson(const QJsonObject& o, const QString& source) {
     d.scoreLabel = g["score_label"].toString("score");
     for (const auto& nv : g["nodes"].toArray()) {
       const QJsonObject n = nv.toObject();
-      d.nodes.push_back({n["name"].toString(), n["column"].toDouble(), n["row"].toDouble()});
+      d.nodes.push_back({n["name"].toString(), n["column"].toDouble(), n["row"].toDouble(), {n["layer"].toInt(-1), n["head"].toInt(-1)}});
     }
     for (const auto& ev : g["edges"].toArray()) {
       const QJsonObject e = ev.toObject();

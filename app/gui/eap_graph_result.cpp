@@ -58,7 +58,7 @@ views::CircuitGraphData eapGraph(const nlohmann::json& j) {
   for (std::size_t i = 0; i < names.size(); ++i) {
     const EapNodeName& p = parsed[i];
     views::GraphNode node{QString::fromStdString(names[i]), 0, centre};
-    if (p.kind == "a") node.column = 1 + 2 * p.layer, node.row = p.index;
+    if (p.kind == "a") node.column = 1 + 2 * p.layer, node.row = p.index, node.head = {p.layer, p.index};
     else if (p.kind == "kv") node.column = 1.4 + 2 * p.layer, node.row = p.index;  // a shared key/value input, beside the heads
     else if (p.kind == "m") node.column = 2 + 2 * p.layer, node.row = heads;  // below the heads: edges through the middle stay clear
     else if (p.kind == "logits") node.column = 1 + 2 * layers;

@@ -47,8 +47,10 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
     if (std::sscanf(n.name.toStdString().c_str(), "a%d.h%d", &l, &h) == 2) {
       EXPECT_EQ(n.column, 1 + 2 * l) << n.name.toStdString();
       EXPECT_EQ(n.row, h) << n.name.toStdString();
+      EXPECT_EQ(n.head, (HeadRef{l, h})) << n.name.toStdString();
     } else if (std::sscanf(n.name.toStdString().c_str(), "m%d", &l) == 1) {
       EXPECT_EQ(n.column, 2 + 2 * l) << n.name.toStdString();
+      EXPECT_EQ(n.head.layer, -1) << n.name.toStdString();
     }
   }
   // The edges are the document's, in its order, with their scores and receivers.
@@ -65,6 +67,16 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
   // Shown: the 30 largest |score| (the document lists them largest first).
   EXPECT_EQ(g.edgeCount(), 30);
   EXPECT_DOUBLE_EQ(g.threshold(), std::abs(j["edges"][29]["score"].get<double>()));
+
+  // Clicking a head's node opens its attention; an MLP's does nothing.
+  int requested = -1;
+  QObject::connect(&ws, &Workspace::headRequested, [&](int l, int h) { requested = l * 100 + h; });
+  for (int i = 0; i < static_cast<int>(g.data().nodes.size()); ++i)
+    if (g.data().nodes[static_cast<std::size_t>(i)].name == "m1") emit panel.graphViews()[0]->nodeClicked(i);
+  EXPECT_EQ(requested, -1);
+  for (int i = 0; i < static_cast<int>(g.data().nodes.size()); ++i)
+    if (g.data().nodes[static_cast<std::size_t>(i)].name == "a2.h3") emit panel.graphViews()[0]->nodeClicked(i);
+  EXPECT_EQ(requested, 203);
 
   // Clicking an edge patches it alone on the form's dataset: the status line is patchEdges' numbers.
   const auto& e0 = j["edges"][0];
@@ -99,4 +111,5 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
   EXPECT_EQ(back.graphs[0].edges.size(), 40u);
   EXPECT_EQ(back.graphs[0].edges[3].score, g.data().edges[3].score);
   EXPECT_EQ(back.graphs[0].nodes[5].name, g.data().nodes[5].name);
+  EXPECT_EQ(back.graphs[0].nodes[5].head, g.data().nodes[5].head);
 }
