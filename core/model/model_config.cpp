@@ -202,6 +202,11 @@ void ModelConfig::validate(const std::string& source) const {
        fmt::format("rotary dim {} must be even and in (0, d_head {}]", rotaryDim, dHead));
 }
 
+int ModelConfig::windowOf(int layer) const {
+  if (!layerWindows.empty()) return layerWindows.at(static_cast<size_t>(layer));
+  return slidingWindow.value_or(0);
+}
+
 std::string ModelConfig::summary() const {
   std::ostringstream o;
   o << fmt::format("model_type: {}\n", modelType);

@@ -55,6 +55,9 @@ struct ModelConfig {
   double ropeTheta = 10000.0;
   RopeScaling ropeScaling;
   std::optional<int> slidingWindow;  ///< keys further back than this are masked
+  /// Per layer (`layer_types` of Gemma 2/3, gpt-oss): that layer's sliding window, 0 = full attention.
+  /// Empty: `slidingWindow` (or none) applies to every layer. Read windows through windowOf().
+  std::vector<int> layerWindows;
   bool parallelAttnMlp = false;      ///< GPT-NeoX: resid + attn(ln1(x)) + mlp(ln2(x))
   bool qkNorm = false;               ///< Qwen3: per-head RMSNorm on q and k before rotary
   bool attnQkvBias = false;
@@ -73,6 +76,8 @@ struct ModelConfig {
   static ModelConfig fromJson(const nlohmann::json& json, const std::string& source);
   /// Checks internal consistency (positive sizes, heads divide, rotary dim ≤ d_head).
   void validate(const std::string& source) const;
+  /// The sliding window of layer `layer`: 0 means full (causal) attention.
+  [[nodiscard]] int windowOf(int layer) const;
   /// Multi-line human-readable summary ("key: value" lines).
   [[nodiscard]] std::string summary() const;
 };
