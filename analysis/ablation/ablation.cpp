@@ -179,11 +179,16 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
   // see that key, and forcing it would move attention onto the future.
   at::Tensor rowMask = posMask.view({1, P}).expand({B, P}).clone();  // [batch, query]
   at::Tensor rows = at::zeros({B, P, P}, at::kFloat);  // [batch, query, key] target rows
+  std::map<int, at::Tensor> uniformRows;  // Uniform: the layer's sliding window (0: none) → [batch, query, key]
   if (p.method == AblationMethod::Uniform) {
-    // Uniform over the keys the model lets a query see: causal, and within the sliding window if any.
-    at::Tensor visible = at::ones({P, P}, at::kFloat).tril();  // [query, key]
-    if (const auto& w = m.config().slidingWindow; w && *w < P) visible = visible.triu(-(*w - 1));  // i − j < W
-    rows.copy_((visible / visible.sum(-1, true)).unsqueeze(0).expand({B, P, P}));
+    // Uniform over the keys the model lets a query see: causal, and within the layer's sliding window if any.
+    for (const auto& [l, hs] : byLayer) {
+      const int w = c.windowOf(l);
+      if (uniformRows.count(w)) continue;
+      at::Tensor visible = at::ones({P, P}, at::kFloat).tril();     // [query, key]
+      if (w > 0 && w < P) visible = visible.triu(-(w - 1));         // i − j < W
+      uniformRows[w] = (visible / visible.sum(-1, true)).unsqueeze(0).expand({B, P, P}).to(m.device());
+    }
   } else {
     if (p.forceKeys.empty()) throw InputError("attention forcing needs key positions (per prompt or one list for all)");
     if (p.forceKeys.size() != 1 && static_cast<int64_t>(p.forceKeys.size()) != B)
@@ -207,11 +212,12 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
       }
     }
   }
-  rows = rows.to(m.device());
+  const at::Tensor rowsAll = rows.to(m.device());
   const at::Tensor queryRows = rowMask.to(m.device()).view({B, 1, P, 1});  // [batch, 1, query, 1]
   for (const auto& [l, hs] : byLayer) {
     const std::vector<int64_t> heads = hs;
-    hooks.add(hookName(PatchComponent::Pattern, l), [rows, heads, queryRows](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    const at::Tensor layerRows = p.method == AblationMethod::Uniform ? uniformRows.at(c.windowOf(l)) : rowsAll;
+    hooks.add(hookName(PatchComponent::Pattern, l), [rows = layerRows, heads, queryRows](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
       at::Tensor out = t.clone();  // [batch, head, query, key]
       const at::Tensor pm = queryRows.select(1, 0);  // [batch, query, 1]
       for (int64_t h : heads) out.select(1, h).copy_(at::where(pm, rows.to(t.dtype()), t.select(1, h)));

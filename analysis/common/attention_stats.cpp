@@ -18,8 +18,8 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
                    const AttentionStatsOptions& options, const RunContext* ctx) {
   const ModelConfig& c = model.config();
   const bool rotary = c.positional == PositionalKind::Rotary;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.dHead));
-  const int64_t window = c.slidingWindow ? *c.slidingWindow : 0;  // the forward masks the same keys
+  const double scale = c.attentionScale();  // 1/√d_head, or query_pre_attn_scalar^−½ (Gemma)
+  const double softcap = c.attnSoftcap;     // Gemma 2: scores soft-capped before the mask
   if (options.materialize) {
     hooks.add("blocks.*.attn.hook_pattern", [=](const at::Tensor& p, const HookContext& hc) -> std::optional<at::Tensor> {
       // p: [batch, head, query, key]; queries are the last rows of the keys
@@ -37,7 +37,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
     *pending = q;  // [batch, pos, head, d_head]
     return std::nullopt;
   });
-  hooks.add(kName, [=](const at::Tensor& k, const HookContext& hc) -> std::optional<at::Tensor> {
+  hooks.add(kName, [=, &c](const at::Tensor& k, const HookContext& hc) -> std::optional<at::Tensor> {
     // k: [batch, pos, kv_head, d_head] (the new positions only; callers probe uncached passes or
     // decode through hook_pattern)
     ProbeInputs in;
@@ -45,7 +45,8 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
     in.k = k[0];           // [pos_k, kv_head, d_head]
     in.scale = scale;
     in.queryOffset = in.k.size(0) - in.q.size(0);
-    in.slidingWindow = window;
+    in.slidingWindow = c.windowOf(hc.layer);  // the forward masks the same keys (per layer: Gemma 2/3)
+    in.softcap = softcap;
     onLayer(hc.layer, probeAttention(in, request, options.tileQ, options.tileK, ctx));
     *pending = at::Tensor();
     return std::nullopt;

@@ -17,6 +17,7 @@ at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const 
   // RMSNorm as HF (and the forward pass): statistics in fp32, the weight applied after casting back.
   at::Tensor xf = x.to(at::kFloat);
   xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
+  if (c.normScaleFp32 && w.defined()) return (xf * w.to(at::kFloat)).to(x.scalar_type());  // Gemma, OLMo-2
   at::Tensor out = xf.to(x.scalar_type());
   return w.defined() ? w * out : out;
 }

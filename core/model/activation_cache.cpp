@@ -19,7 +19,8 @@ std::string ActivationCache::fullName(const std::string& shortName, int layer) {
       {"rot_q", "attn.hook_rot_q"},   {"rot_k", "attn.hook_rot_k"},   {"attn_scores", "attn.hook_attn_scores"},
       {"pattern", "attn.hook_pattern"}, {"z", "attn.hook_z"},         {"result", "attn.hook_result"},
       {"pre", "mlp.hook_pre"},        {"post", "mlp.hook_post"},      {"ln1", "ln1.hook_normalized"},
-      {"ln2", "ln2.hook_normalized"}, {"resid_pre", "hook_resid_pre"}, {"resid_mid", "hook_resid_mid"},
+      {"ln2", "ln2.hook_normalized"}, {"ln1_post", "ln1_post.hook_normalized"}, {"ln2_post", "ln2_post.hook_normalized"},
+      {"resid_pre", "hook_resid_pre"}, {"resid_mid", "hook_resid_mid"},
       {"resid_post", "hook_resid_post"}, {"attn_out", "hook_attn_out"}, {"mlp_out", "hook_mlp_out"},
   };
   auto it = kSub.find(shortName);

@@ -35,5 +35,10 @@ const FamilySpec& llamaFamily();
 const FamilySpec& mistralFamily();
 const FamilySpec& qwen2Family();
 const FamilySpec& qwen3Family();
+const FamilySpec& phi3Family();
+const FamilySpec& olmo2Family();
+const FamilySpec& gemma2Family();
+const FamilySpec& gemma3TextFamily();
+const FamilySpec& gemma3Family();
 
 }  // namespace mechscope

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <vector>
 
 #include <fmt/format.h>
@@ -36,9 +37,10 @@ struct Hooker {
 
 at::Tensor norm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
-  // RMSNorm as HF: statistics in fp32, weight applied after casting back.
+  // RMSNorm as HF: statistics in fp32, weight applied after casting back (Gemma, OLMo-2: before).
   at::Tensor xf = x.to(at::kFloat);
   xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
+  if (c.normScaleFp32 && w.defined()) return (xf * w.to(at::kFloat)).to(x.scalar_type());
   at::Tensor out = xf.to(x.scalar_type());
   return w.defined() ? w * out : out;
 }
@@ -105,14 +107,15 @@ struct AttnGeometry {
   mutable at::Tensor m_triu;  // [tile, tile] strict upper triangle of the last tile size asked for
 };
 
-AttnGeometry geometry(const ModelConfig& c, int64_t q, int64_t past, const at::Tensor& keyMask, at::Device device) {
+/// The geometry of the layers with sliding window `slidingWindow` (0: full attention).
+AttnGeometry geometry(int slidingWindow, int64_t q, int64_t past, const at::Tensor& keyMask, at::Device device) {
   AttnGeometry g;
   g.past = past;
   g.q = q;
   g.n = past + q;
   g.device = device;
-  const bool window = c.slidingWindow && *c.slidingWindow < g.n;
-  if (window) g.window = *c.slidingWindow;
+  const bool window = slidingWindow > 0 && slidingWindow < g.n;
+  if (window) g.window = slidingWindow;
   if (keyMask.defined()) {
     g.keyMask = keyMask;
     g.padded = true;
@@ -130,12 +133,13 @@ int64_t chunkRows(int64_t batch, int64_t heads, int64_t keys, bool cuda) {
   return std::max<int64_t>(16, budget / perRow);
 }
 
-/// Masked attention scores of query rows [r0, r1) over keys [0, kEnd): scale · q·kᵀ with −inf where
-/// masked, [batch, head, r1 − r0, kEnd] fp32. Query heads sharing a kv head are stacked on the GEMM's
+/// Masked attention scores of query rows [r0, r1) over keys [0, kEnd): scale · q·kᵀ (soft-capped to
+/// tanh(s / c)·c when `softcap` > 0) with −inf where masked, [batch, head, r1 − r0, kEnd] fp32. Query
+/// heads sharing a kv head are stacked on the GEMM's
 /// rows ([batch·kv, rep·rows, d_head]), so keys are never repeated. fp32 models take the scale inside
 /// the GEMM (alpha) and mask in place: no separate scale or masked_fill copies.
 at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::Tensor& kh, int64_t r0, int64_t r1,
-                      int64_t kEnd, double scale) {
+                      int64_t kEnd, double scale, double softcap) {
   const int64_t B = qh.size(0), H = qh.size(1), dh = qh.size(3), Hkv = kh.size(1), rep = H / Hkv, t = r1 - r0;
   at::Tensor q3 = qh.narrow(2, r0, t).reshape({B * Hkv, rep * t, dh});                   // [batch·kv, rep·query, d_head]
   at::Tensor k3 = kh.narrow(2, 0, kEnd).reshape({B * Hkv, kEnd, dh}).transpose(1, 2);   // [batch·kv, d_head, key]
@@ -148,6 +152,7 @@ at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::T
   } else {
     sc = at::bmm(q3, k3).to(at::kFloat).mul_(scale);
   }
+  if (softcap > 0) sc = at::tanh(sc / softcap) * softcap;  // Gemma 2: before the mask, as HF (out of place: autograd)
   sc = sc.view({B, H, t, kEnd});  // [batch, head, query, key]
   geo.maskScores(sc, r0, r1, kEnd);
   return sc;
@@ -171,7 +176,8 @@ struct PassContext {
   int64_t batch = 0;                  // B
   int64_t positions = 0;              // P: new positions of this pass
   int64_t past = 0;                   // cached positions before them
-  double scale = 1.0;                 // 1 / √d_head
+  double scale = 1.0;                 // 1 / √d_head (or query_pre_attn_scalar)
+  double softcap = 0.0;               // attention soft-cap (0: none)
   at::ScalarType dtype = at::kFloat;  // the model's
   bool cuda = false;                  // the model lives on a CUDA device
   at::Tensor cos, sin;                // [batch, pos, rotary_dim] (rotary models only)
@@ -192,13 +198,15 @@ enum class AttnKind { Explicit, Fused, Chunked };
 /// The attention path of one layer with `queries` rows over `keys` keys. Fused when asked (or Auto) and
 /// LibTorch has the kernel. Chunked on request, or Auto without a fused kernel once one layer's scores
 /// would exceed one tile budget (short inputs keep the explicit path and its exact numbers).
-/// Attention-internal hooks need the whole pattern: explicit.
-AttnKind chooseAttnKind(AttentionPath path, bool internalHooked, int64_t batch, int64_t heads, int64_t queries, int64_t keys,
-                        bool cuda) {
-  const bool wantFused = (path == AttentionPath::Auto || path == AttentionPath::Fused) && kHasFused && !internalHooked;
+/// Attention-internal hooks need the whole pattern: explicit. Soft-capped scores cannot go through the
+/// fused kernel: explicit, or chunked under the chunked rule.
+AttnKind chooseAttnKind(AttentionPath path, bool internalHooked, bool softcap, int64_t batch, int64_t heads, int64_t queries,
+                        int64_t keys, bool cuda) {
+  const bool fusable = kHasFused && !softcap;
+  const bool wantFused = (path == AttentionPath::Auto || path == AttentionPath::Fused) && fusable && !internalHooked;
   const bool bigScores = queries > chunkRows(batch, heads, keys, cuda);
   const bool wantChunked = !wantFused && !internalHooked &&
-                           (path == AttentionPath::Chunked || (path == AttentionPath::Auto && !kHasFused && bigScores));
+                           (path == AttentionPath::Chunked || (path == AttentionPath::Auto && !fusable && bigScores));
   if (wantChunked) return AttnKind::Chunked;
   if (wantFused) return AttnKind::Fused;
   return AttnKind::Explicit;
@@ -214,10 +222,16 @@ struct QueryKeyValue {
 QueryKeyValue projectQkv(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x1) {
   const ModelConfig& c = pc.c;
   const int64_t B = pc.batch, P = pc.positions, H = c.nHeads, Hkv = c.nKvHeads, dh = c.dHead;
-  at::Tensor q = linear(x1, L.wQ, L.bQ).view({B, P, H, dh});    // [batch, pos, head, d_head]
-  at::Tensor k = linear(x1, L.wK, L.bK).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
+  at::Tensor q = linear(x1, L.wQ, L.bQ);  // [batch, pos, head·d_head]
+  at::Tensor k = linear(x1, L.wK, L.bK);  // [batch, pos, kv_head·d_head]
+  if (c.qkNorm && c.qkNormWhole) {        // OLMo-2: over the whole projection
+    q = norm(c, q, L.qNormW, {});
+    k = norm(c, k, L.kNormW, {});
+  }
+  q = q.view({B, P, H, dh});                                    // [batch, pos, head, d_head]
+  k = k.view({B, P, Hkv, dh});                                  // [batch, pos, kv_head, d_head]
   at::Tensor v = linear(x1, L.wV, L.bV).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
-  if (c.qkNorm) {
+  if (c.qkNorm && !c.qkNormWhole) {
     q = norm(c, q, L.qNormW, {});
     k = norm(c, k, L.kNormW, {});
   }
@@ -262,7 +276,7 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
   for (int64_t r0 = 0; r0 < P; r0 += tile) {
     const int64_t r1 = std::min(P, r0 + tile);
     const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
-    at::Tensor pt = at::softmax(attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale), -1);    // [batch, head, tile, key] fp32
+    at::Tensor pt = at::softmax(attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap), -1);  // [batch, head, tile, key] fp32
     if (geo.padded) pt = at::nan_to_num(pt, 0.0);
     z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
     if (pc.ctx) pc.ctx->check();
@@ -295,15 +309,21 @@ at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at:
 at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
                              const at::Tensor& vh) {
   const int64_t N = kh.size(2);
-  at::Tensor scores = pc.hp(attnScores(pc.geo, qh, kh, 0, pc.positions, N, pc.scale), nm.scores, l);  // [batch, head, query, key]
+  at::Tensor scores = pc.hp(attnScores(pc.geo, qh, kh, 0, pc.positions, N, pc.scale, pc.softcap), nm.scores, l);  // [batch, head, query, key]
   at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
   if (pc.geo.padded) pattern = at::nan_to_num(pattern, 0.0);
   pattern = pc.hp(pattern, nm.pattern, l);
   return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
 }
 
-/// hook_z [batch, pos, head, d_head] through W_O → hook_attn_out [batch, pos, d_model]; per-head outputs
-/// (hook_result [batch, pos, head, d_model]) are formed only when that hook is on.
+/// `out` [batch, pos, d_model] through a post-norm (ln1_post / ln2_post: Gemma 2/3, OLMo-2) when `on`.
+at::Tensor postNorm(const PassContext& pc, bool on, const at::Tensor& out, const at::Tensor& w, const std::string& hookName, int l) {
+  return on ? pc.hp(norm(pc.c, out, w, {}), hookName, l) : out;
+}
+
+/// hook_z [batch, pos, head, d_head] through W_O (and ln1_post) → hook_attn_out [batch, pos, d_model], what
+/// joins the residual; per-head outputs (hook_result [batch, pos, head, d_model], before ln1_post) are
+/// formed only when that hook is on.
 at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& z) {
   const ModelConfig& c = pc.c;
   const int64_t H = c.nHeads, dh = c.dHead;
@@ -316,6 +336,7 @@ at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const L
   } else {
     attnOut = linear(z.reshape({pc.batch, pc.positions, H * dh}), L.wO, L.bO);
   }
+  attnOut = postNorm(pc, c.postAttnNorm, attnOut, L.ln1PostW, nm.ln1Post, l);
   return pc.hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
 }
 
@@ -331,7 +352,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
   at::Tensor vh = qkv.v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
   const bool internalHooked = pc.hp.on(nm.scores) || pc.hp.on(nm.pattern);
   at::Tensor z;  // [batch, pos, head, d_head]
-  switch (chooseAttnKind(pc.opts.path, internalHooked, pc.batch, pc.c.nHeads, pc.positions, N, pc.cuda)) {
+  switch (chooseAttnKind(pc.opts.path, internalHooked, pc.softcap > 0, pc.batch, pc.c.nHeads, pc.positions, N, pc.cuda)) {
     case AttnKind::Chunked:
       z = chunkedAttention(pc, qh, kh, vh, qkv.q.options());
       ++counts.chunkedLayers;
@@ -349,7 +370,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
   return attentionOutput(pc, L, nm, l, z);
 }
 
-/// The MLP of one block on x2 = ln2(…) [batch, pos, d_model] → hook_mlp_out [batch, pos, d_model].
+/// The MLP of one block on x2 = ln2(…) [batch, pos, d_model] (and ln2_post) → hook_mlp_out [batch, pos, d_model].
 at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
   const ModelConfig& c = pc.c;
   at::Tensor post;  // [batch, pos, d_mlp]
@@ -362,7 +383,12 @@ at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHoo
     post = activate(c.activation, pre);
   }
   post = pc.hp(post, nm.mlpPost, l);
-  return pc.hp(linear(post, L.wOut, L.bOut), nm.mlpOut, l);  // [batch, pos, d_model]
+  return pc.hp(postNorm(pc, c.postMlpNorm, linear(post, L.wOut, L.bOut), L.ln2PostW, nm.ln2Post, l), nm.mlpOut, l);  // [batch, pos, d_model]
+}
+
+/// ln2 of `x` (hook ln2.hook_normalized), or `x` itself without pre-norms (OLMo-2).
+at::Tensor preNorm2(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
+  return pc.c.preNorms ? pc.hp(norm(pc.c, x, L.ln2W, L.ln2B), nm.ln2, l) : x;
 }
 
 /// resid_pre + attention + MLP [batch, pos, d_model]: parallel blocks read ln2 of resid_pre and sum in
@@ -371,12 +397,12 @@ at::Tensor addAttnAndMlp(const PassContext& pc, const LayerWeights& L, const Lay
                          const at::Tensor& attnOut) {
   const ModelConfig& c = pc.c;
   if (c.parallelAttnMlp) {
-    at::Tensor x2 = pc.hp(norm(c, resid, L.ln2W, L.ln2B), nm.ln2, l);
+    at::Tensor x2 = preNorm2(pc, L, nm, l, resid);
     at::Tensor mlpOut = mlpBlock(pc, L, nm, l, x2);
     return mlpOut + attnOut + resid;  // HF's summation order
   }
   at::Tensor mid = pc.hp(resid + attnOut, nm.residMid, l);
-  at::Tensor x2 = pc.hp(norm(c, mid, L.ln2W, L.ln2B), nm.ln2, l);
+  at::Tensor x2 = preNorm2(pc, L, nm, l, mid);
   return mid + mlpBlock(pc, L, nm, l, x2);
 }
 
@@ -384,7 +410,7 @@ at::Tensor addAttnAndMlp(const PassContext& pc, const LayerWeights& L, const Lay
 at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& residIn,
                     KVCache* cache, AttnPathCounts& counts) {
   at::Tensor resid = pc.hp(residIn, nm.residPre, l);  // [batch, pos, d_model]
-  at::Tensor x1 = pc.hp(norm(pc.c, resid, L.ln1W, L.ln1B), nm.ln1, l);
+  at::Tensor x1 = pc.c.preNorms ? pc.hp(norm(pc.c, resid, L.ln1W, L.ln1B), nm.ln1, l) : resid;  // OLMo-2: no pre-norm
   at::Tensor attnOut = attentionBlock(pc, L, nm, l, x1, cache, counts);
   return pc.hp(addAttnAndMlp(pc, L, nm, l, resid, attnOut), nm.residPost, l);
 }
@@ -394,7 +420,9 @@ at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHoo
 at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp, const at::Tensor& resid, bool lastOnly) {
   at::Tensor x = lastOnly ? resid.narrow(1, resid.size(1) - 1, 1) : resid;
   x = hp(norm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
-  return hp(linear(x, W.wU, W.bU).to(at::kFloat), "unembed.hook_logits", -1);  // [batch, pos, vocab]
+  at::Tensor logits = linear(x, W.wU, W.bU).to(at::kFloat);  // [batch, pos, vocab]
+  if (c.finalSoftcap > 0) logits = at::tanh(logits / c.finalSoftcap) * c.finalSoftcap;  // Gemma 2
+  return hp(logits, "unembed.hook_logits", -1);
 }
 
 }  // namespace
@@ -425,23 +453,37 @@ void ForwardPass::prepare(HookedTransformer& m) {
     n.z = b + "attn.hook_z";
     n.result = b + "attn.hook_result";
     n.attnOut = b + "hook_attn_out";
+    n.ln1Post = b + "ln1_post.hook_normalized";
     n.residMid = b + "hook_resid_mid";
     n.ln2 = b + "ln2.hook_normalized";
     n.mlpPre = b + "mlp.hook_pre";
     n.mlpPreLinear = b + "mlp.hook_pre_linear";
     n.mlpPost = b + "mlp.hook_post";
+    n.ln2Post = b + "ln2_post.hook_normalized";
     n.mlpOut = b + "hook_mlp_out";
     n.residPost = b + "hook_resid_post";
     m.m_impl->names.push_back(std::move(n));
   }
-  if (m.m_config.positional == PositionalKind::Rotary) m.m_impl->invFreq = ropeInvFreq(m.m_config, m.m_device);
+  const ModelConfig& c = m.m_config;
+  if (c.positional == PositionalKind::Rotary) {
+    m.m_impl->invFreq = ropeInvFreq(c, m.m_device);
+    if (c.ropeScaling.kind == RopeScalingKind::LongRope) m.m_impl->invFreqLong = ropeInvFreq(c, m.m_device, true);
+    if (c.slidingRope) {
+      if (c.slidingRope->scaling.kind == RopeScalingKind::LongRope)
+        throw UnsupportedError(fmt::format("{}: longrope on the sliding layers' rotary is not supported", c.modelType));
+      m.m_impl->invFreqSliding = ropeInvFreq(c.rotaryDim, c.slidingRope->theta, c.slidingRope->scaling, m.m_device);
+    }
+  }
 }
 
 at::Tensor ForwardPass::embed(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& positions,
                               const HookSet* hooks, int step) {
   const Hooker hp{hooks, step};
   const auto& w = m.weights();
-  at::Tensor x = hp(at::embedding(w.wE, tokens), "hook_embed", -1);  // [batch, pos, d_model]
+  at::Tensor x = at::embedding(w.wE, tokens);  // [batch, pos, d_model]
+  // Gemma: × √d_model with the multiplier rounded to the compute dtype first, as HF.
+  if (m.config().embedScale != 1.0) x = x * at::scalar_tensor(m.config().embedScale, x.options());
+  x = hp(x, "hook_embed", -1);
   if (m.config().positional == PositionalKind::Learned) {
     at::Tensor pe = hp(at::embedding(w.wPos, positions), "hook_pos_embed", -1);  // [batch, pos, d_model]
     x = x + pe;
@@ -457,30 +499,58 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   const Hooker hp{hooks, in.step};
   const int64_t B = in.resid.size(0), P = in.resid.size(1);
   const int64_t past = in.cache ? in.cache->length : 0;
-  const AttnGeometry geo = geometry(c, P, past, in.keyMask, m.device());
-  at::Tensor cos, sin;  // [batch, pos, rotary_dim] (rotary models only)
-  if (c.positional == PositionalKind::Rotary) std::tie(cos, sin) = ropeCosSin(impl.invFreq, in.positions, m.dtype());
-  const PassContext pc{.c = c,
-                       .hp = hp,
-                       .geo = geo,
-                       .opts = opts,
-                       .ctx = ctx,
-                       .batch = B,
-                       .positions = P,
-                       .past = past,
-                       .scale = 1.0 / std::sqrt(static_cast<double>(c.dHead)),
-                       .dtype = m.dtype(),
-                       .cuda = m.device().is_cuda(),
-                       .cos = cos,
-                       .sin = sin};
-
   const int endLayer = opts.stopAtLayer >= 0 ? std::min(opts.stopAtLayer, c.nLayers) : c.nLayers;
+  // Rotary tables [batch, pos, rotary_dim]: the global one and the sliding layers' own (Gemma 3).
+  at::Tensor cos, sin, cosSliding, sinSliding;
+  if (c.positional == PositionalKind::Rotary) {
+    at::Tensor inv = impl.invFreq;
+    if (c.ropeScaling.kind == RopeScalingKind::LongRope) {
+      // As HF, every pass picks LongRope's factors from its longest position: long once it passes
+      // original_max_position_embeddings. Keys cached with the other factors would be stale.
+      const bool useLong = in.positions.max().item<int64_t>() + 1 > c.ropeScaling.originalMaxPositionEmbeddings;
+      if (in.cache && past > 0 && in.cache->longRope != useLong)
+        throw UnsupportedError(fmt::format(
+            "longrope: this pass reaches {} positions, past original_max_position_embeddings {}, but the {} cached keys "
+            "were rotated with the {} factors; recompute the whole sequence without the cache (generate does this)",
+            past + P, c.ropeScaling.originalMaxPositionEmbeddings, past, in.cache->longRope ? "long" : "short"));
+      if (in.cache) in.cache->longRope = useLong;
+      inv = useLong ? impl.invFreqLong : impl.invFreq;
+    }
+    std::tie(cos, sin) = ropeCosSin(inv, in.positions, m.dtype(), c.ropeScaling.attentionFactor);
+    if (impl.invFreqSliding.defined())
+      std::tie(cosSliding, sinSliding) =
+          ropeCosSin(impl.invFreqSliding, in.positions, m.dtype(), c.slidingRope->scaling.attentionFactor);
+  }
+  // One mask geometry and context per distinct sliding window of the layers that run (0: full attention).
+  std::map<int, AttnGeometry> geos;
+  std::map<int, PassContext> contexts;
+  for (int l = in.startLayer; l < endLayer; ++l) {
+    const int w = c.windowOf(l);
+    if (geos.count(w)) continue;
+    const AttnGeometry& geo = geos.emplace(w, geometry(w, P, past, in.keyMask, m.device())).first->second;
+    const bool slidingRope = w > 0 && cosSliding.defined();
+    contexts.emplace(w, PassContext{.c = c,
+                                    .hp = hp,
+                                    .geo = geo,
+                                    .opts = opts,
+                                    .ctx = ctx,
+                                    .batch = B,
+                                    .positions = P,
+                                    .past = past,
+                                    .scale = c.attentionScale(),
+                                    .softcap = c.attnSoftcap,
+                                    .dtype = m.dtype(),
+                                    .cuda = m.device().is_cuda(),
+                                    .cos = slidingRope ? cosSliding : cos,
+                                    .sin = slidingRope ? sinSliding : sin});
+  }
+
   if (in.cache) ensureCacheLayers(*in.cache, c.nLayers);
   AttnPathCounts counts;
   at::Tensor resid = in.resid;  // [batch, pos, d_model]
   for (int l = in.startLayer; l < endLayer; ++l) {
     if (ctx) ctx->check();
-    resid = runBlock(pc, W.layers[l], impl.names[l], l, resid, in.cache, counts);
+    resid = runBlock(contexts.at(c.windowOf(l)), W.layers[l], impl.names[l], l, resid, in.cache, counts);
   }
   if (in.cache) in.cache->length = past + P;
 

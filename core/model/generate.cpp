@@ -76,7 +76,16 @@ GenerateResult generate(const HookedTransformer& model, const std::vector<int64_
       out.stopReason = "context";
       break;
     }
-    if (o.useKvCache) {
+    const RopeScaling& rope = model.config().ropeScaling;
+    const bool ropeSwitch = rope.kind == RopeScalingKind::LongRope && !cache.longRope &&
+                            cache.length + 1 > rope.originalMaxPositionEmbeddings;
+    if (o.useKvCache && ropeSwitch) {
+      // LongRope switches to its long factors once the sequence passes original_max_position_embeddings:
+      // the keys cached with the short ones are stale, so the whole sequence is run again (as HF's Phi-3
+      // generation drops its cache there). Hooks see this pass as decode step s, with every row.
+      cache = KVCache{};
+      r = model.forwardCached(toTensor(out.tokens), cache, s, fo, hooks, ctx);
+    } else if (o.useKvCache) {
       r = model.forwardCached(toTensor({next}), cache, s, fo, hooks, ctx);
     } else {
       HookSet stepHooks;

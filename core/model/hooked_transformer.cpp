@@ -105,13 +105,20 @@ std::vector<std::string> HookedTransformer::hookNames() const {
   std::vector<std::string> out{"hook_embed"};
   if (m_config.positional == PositionalKind::Learned) out.push_back("hook_pos_embed");
   for (const auto& n : m_impl->names) {
-    out.insert(out.end(), {n.residPre, n.ln1, n.q, n.k, n.v});
+    out.push_back(n.residPre);
+    if (m_config.preNorms) out.push_back(n.ln1);
+    out.insert(out.end(), {n.q, n.k, n.v});
     if (m_config.positional == PositionalKind::Rotary) out.insert(out.end(), {n.rotQ, n.rotK});
-    out.insert(out.end(), {n.scores, n.pattern, n.z, n.result, n.attnOut});
+    out.insert(out.end(), {n.scores, n.pattern, n.z, n.result});
+    if (m_config.postAttnNorm) out.push_back(n.ln1Post);
+    out.push_back(n.attnOut);
     if (!m_config.parallelAttnMlp) out.push_back(n.residMid);
-    out.insert(out.end(), {n.ln2, n.mlpPre});
+    if (m_config.preNorms) out.push_back(n.ln2);
+    out.push_back(n.mlpPre);
     if (m_config.gatedMlp) out.push_back(n.mlpPreLinear);
-    out.insert(out.end(), {n.mlpPost, n.mlpOut, n.residPost});
+    out.push_back(n.mlpPost);
+    if (m_config.postMlpNorm) out.push_back(n.ln2Post);
+    out.insert(out.end(), {n.mlpOut, n.residPost});
   }
   out.insert(out.end(), {"ln_final.hook_normalized", "unembed.hook_logits"});
   return out;
@@ -126,7 +133,7 @@ int64_t HookedTransformer::parameterCount() const {
   add(m_weights.wPos);
   for (const auto& L : m_weights.layers)
     for (const auto* t : {&L.ln1W, &L.ln1B, &L.wQ, &L.bQ, &L.wK, &L.bK, &L.wV, &L.bV, &L.wO, &L.bO, &L.qNormW, &L.kNormW,
-                          &L.ln2W, &L.ln2B, &L.wIn, &L.bIn, &L.wGate, &L.bGate, &L.wOut, &L.bOut})
+                          &L.ln1PostW, &L.ln2PostW, &L.ln2W, &L.ln2B, &L.wIn, &L.bIn, &L.wGate, &L.bGate, &L.wOut, &L.bOut})
       add(*t);
   add(m_weights.lnFinalW);
   add(m_weights.lnFinalB);

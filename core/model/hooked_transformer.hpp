@@ -4,7 +4,8 @@
 //
 // Hook layouts (TransformerLens):
 //   hook_embed, hook_pos_embed, blocks.{l}.hook_resid_pre/mid/post, hook_attn_out, hook_mlp_out,
-//   ln1/ln2.hook_normalized, ln_final.hook_normalized        [batch, pos, d_model]
+//   ln1/ln2.hook_normalized, ln_final.hook_normalized,
+//   ln1_post/ln2_post.hook_normalized (post-norm families)    [batch, pos, d_model]
 //   attn.hook_q, attn.hook_rot_q, attn.hook_z                  [batch, pos, n_heads, d_head]
 //   attn.hook_k/v, attn.hook_rot_k                             [batch, pos, n_kv_heads, d_head]
 //   attn.hook_attn_scores (masked with -inf), attn.hook_pattern [batch, n_heads, query, key]
@@ -14,6 +15,10 @@
 //   unembed.hook_logits                                        [batch, pos, d_vocab]
 // hook_q/k are taken after qk-norm (Qwen3) and before rotary; hook_rot_q/k exist for rotary models;
 // hook_resid_mid does not exist for parallel-residual models (GPT-NeoX), as in TransformerLens.
+// With post-norms (Gemma 2/3, OLMo-2) hook_attn_out / hook_mlp_out are after ln1_post / ln2_post: what
+// joins the residual (hook_result stays before ln1_post); without pre-norms (OLMo-2) there is no
+// ln1/ln2.hook_normalized. hook_embed includes Gemma's √d_model scale; hook_attn_scores is after Gemma 2's
+// soft-cap; unembed.hook_logits after its final soft-cap.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -72,6 +77,7 @@ struct KVCache {
   std::vector<at::Tensor> values;  ///< per layer [batch, past, n_kv_heads, d_head]
   at::Tensor attentionMask;        ///< [batch, past] of the cached positions (undefined: all 1)
   int64_t length = 0;              ///< cached positions
+  bool longRope = false;           ///< LongRope: the cached keys were rotated with the long factors
 };
 
 /// A loaded model with a hookable forward pass.

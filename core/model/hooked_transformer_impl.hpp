@@ -10,13 +10,15 @@ namespace mechscope {
 
 /// Hook names of one block, built once (the forward pass never formats strings).
 struct LayerHookNames {
-  std::string residPre, ln1, q, k, v, rotQ, rotK, scores, pattern, z, result, attnOut, residMid, ln2, mlpPre,
-      mlpPreLinear, mlpPost, mlpOut, residPost;
+  std::string residPre, ln1, q, k, v, rotQ, rotK, scores, pattern, z, result, ln1Post, attnOut, residMid, ln2, mlpPre,
+      mlpPreLinear, mlpPost, ln2Post, mlpOut, residPost;
 };
 
 struct HookedTransformer::Impl {
   std::vector<LayerHookNames> names;
-  at::Tensor invFreq;  // [rotary_dim / 2] fp32 on the device (rotary models)
+  at::Tensor invFreq;         // [rotary_dim / 2] fp32 on the device (rotary models; LongRope: short factors)
+  at::Tensor invFreqLong;     // [rotary_dim / 2] LongRope's long factors (LongRope only)
+  at::Tensor invFreqSliding;  // [rotary_dim / 2] of the sliding-window layers (ModelConfig::slidingRope only)
 };
 
 /// Inputs of one pass through the blocks.

@@ -29,6 +29,7 @@ std::string toString(RopeScalingKind kind) {
     case RopeScalingKind::None: return "none";
     case RopeScalingKind::Linear: return "linear";
     case RopeScalingKind::Llama3: return "llama3";
+    case RopeScalingKind::LongRope: return "longrope";
   }
   return "?";
 }
@@ -113,6 +114,76 @@ Activation ConfigReader::activation(const std::string& name) const {
                                      m_source, name));
 }
 
+namespace {
+
+double numberOr(const nlohmann::json& o, const char* k, double fallback) {
+  auto it = o.find(k);
+  return it != o.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+/// LongRope's short_factor / long_factor: one positive divisor per rotary frequency.
+std::vector<double> ropeFactorList(const nlohmann::json& s, const char* key, int rotaryDim, const std::string& where) {
+  auto it = s.find(key);
+  if (it == s.end() || !it->is_array())
+    throw InputError(fmt::format("{}: longrope needs '{}' (a list of {} numbers)", where, key, rotaryDim / 2));
+  std::vector<double> out;
+  for (const auto& x : *it) {
+    if (!x.is_number() || !(x.get<double>() > 0.0) || !std::isfinite(x.get<double>()))
+      throw InputError(fmt::format("{}: '{}' holds {}, expected positive numbers", where, key, x.dump()));
+    out.push_back(x.get<double>());
+  }
+  if (static_cast<int>(out.size()) != rotaryDim / 2)
+    throw InputError(fmt::format("{}: '{}' has {} entries, expected rotary_dim / 2 = {}", where, key, out.size(), rotaryDim / 2));
+  return out;
+}
+
+/// The scaling of one rope object (`rope_parameters` of transformers ≥ 5 or an older `rope_scaling`).
+/// `topOriginal` is a top-level original_max_position_embeddings (Phi-3 keeps one there), 0 if none.
+RopeScaling parseRopeScaling(const nlohmann::json& s, const std::string& where, int rotaryDim, int maxPositions,
+                             int64_t topOriginal) {
+  RopeScaling out;
+  std::string type = "default";
+  if (auto it = s.find("rope_type"); it != s.end() && it->is_string()) type = it->get<std::string>();
+  else if (auto it2 = s.find("type"); it2 != s.end() && it2->is_string()) type = it2->get<std::string>();
+  auto original = [&](double fallback) {
+    const double orig = numberOr(s, "original_max_position_embeddings", fallback);
+    if (!(orig >= 1.0 && orig <= static_cast<double>(kMaxConfigInt)))
+      throw InputError(fmt::format("{}: original_max_position_embeddings {} is out of range", where, orig));
+    return static_cast<int64_t>(orig);
+  };
+  if (type == "default") return out;
+  if (type == "linear") {
+    out.kind = RopeScalingKind::Linear;
+    out.factor = numberOr(s, "factor", 1.0);
+  } else if (type == "llama3") {
+    out.kind = RopeScalingKind::Llama3;
+    out.factor = numberOr(s, "factor", 8.0);
+    out.lowFreqFactor = numberOr(s, "low_freq_factor", 1.0);
+    out.highFreqFactor = numberOr(s, "high_freq_factor", 4.0);
+    out.originalMaxPositionEmbeddings = original(8192);
+  } else if (type == "longrope") {
+    // As HF's _compute_longrope_parameters: factor defaults to max_position_embeddings / original, and
+    // the attention factor (cos/sin multiplier) to √(1 + ln factor / ln original) when factor > 1.
+    out.kind = RopeScalingKind::LongRope;
+    out.originalMaxPositionEmbeddings = original(static_cast<double>(topOriginal > 0 ? topOriginal : maxPositions));
+    const double orig = static_cast<double>(out.originalMaxPositionEmbeddings);
+    out.factor = numberOr(s, "factor", static_cast<double>(maxPositions) / orig);
+    const double defaultAttention =
+        out.factor <= 1.0 || orig <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(out.factor) / std::log(orig));
+    out.attentionFactor = numberOr(s, "attention_factor", defaultAttention);
+    out.shortFactor = ropeFactorList(s, "short_factor", rotaryDim, where);
+    out.longFactor = ropeFactorList(s, "long_factor", rotaryDim, where);
+  } else {
+    throw UnsupportedError(
+        fmt::format("{}: rope scaling type '{}' is not supported (default, linear, llama3, longrope)", where, type));
+  }
+  if (!(out.factor > 0.0 && std::isfinite(out.factor)))
+    throw InputError(fmt::format("{}: rope scaling factor {} must be a positive finite number", where, out.factor));
+  return out;
+}
+
+}  // namespace
+
 void ConfigReader::readRope(ModelConfig& cfg, double defaultTheta, double defaultPartial) const {
   // transformers >= 5 folds everything into rope_parameters; older configs use rope_theta +
   // rope_scaling (+ rotary_pct / rotary_emb_base for GPT-NeoX).
@@ -121,37 +192,26 @@ void ConfigReader::readRope(ModelConfig& cfg, double defaultTheta, double defaul
   const auto* scaling = find({"rope_scaling"});
   const nlohmann::json& p = params && params->is_object() ? *params : empty;
   const nlohmann::json& s = scaling && scaling->is_object() ? *scaling : p;
-  auto num = [&](const nlohmann::json& o, const char* k, double fb) {
-    auto it = o.find(k);
-    return it != o.end() && it->is_number() ? it->get<double>() : fb;
-  };
-  cfg.ropeTheta = num(p, "rope_theta", optDouble({"rope_theta", "rotary_emb_base"}, defaultTheta));
-  const double partial = num(p, "partial_rotary_factor", optDouble({"partial_rotary_factor", "rotary_pct"}, defaultPartial));
+  cfg.ropeTheta = numberOr(p, "rope_theta", optDouble({"rope_theta", "rotary_emb_base"}, defaultTheta));
+  const double partial = numberOr(p, "partial_rotary_factor", optDouble({"partial_rotary_factor", "rotary_pct"}, defaultPartial));
   if (!(partial > 0.0 && partial <= 1.0))  // also NaN: the product below is narrowed to int
     throw InputError(fmt::format("{}: partial_rotary_factor / rotary_pct {} must be in (0, 1]", m_source, partial));
   if (!(cfg.ropeTheta > 0.0 && std::isfinite(cfg.ropeTheta)))
     throw InputError(fmt::format("{}: rope_theta {} must be a positive finite number", m_source, cfg.ropeTheta));
   cfg.rotaryDim = static_cast<int>(cfg.dHead * partial);
-  std::string type = "default";
-  if (auto it = s.find("rope_type"); it != s.end() && it->is_string()) type = it->get<std::string>();
-  else if (auto it2 = s.find("type"); it2 != s.end() && it2->is_string()) type = it2->get<std::string>();
-  if (type == "default") {
-    cfg.ropeScaling = {};
-  } else if (type == "linear") {
-    cfg.ropeScaling.kind = RopeScalingKind::Linear;
-    cfg.ropeScaling.factor = num(s, "factor", 1.0);
-  } else if (type == "llama3") {
-    cfg.ropeScaling.kind = RopeScalingKind::Llama3;
-    cfg.ropeScaling.factor = num(s, "factor", 8.0);
-    cfg.ropeScaling.lowFreqFactor = num(s, "low_freq_factor", 1.0);
-    cfg.ropeScaling.highFreqFactor = num(s, "high_freq_factor", 4.0);
-    const double orig = num(s, "original_max_position_embeddings", 8192);
-    if (!(orig >= 1.0 && orig <= static_cast<double>(kMaxConfigInt)))
-      throw InputError(fmt::format("{}: original_max_position_embeddings {} is out of range", m_source, orig));
-    cfg.ropeScaling.originalMaxPositionEmbeddings = static_cast<int64_t>(orig);
-  } else {
-    throw UnsupportedError(fmt::format("{}: rope scaling type '{}' is not supported (default, linear, llama3)", m_source, type));
-  }
+  cfg.ropeScaling = parseRopeScaling(s, m_source, cfg.rotaryDim, cfg.nCtx, optInt({"original_max_position_embeddings"}).value_or(0));
+}
+
+LayerRope ConfigReader::ropeOf(const nlohmann::json& params, const std::string& where, int rotaryDim, int maxPositions,
+                               double defaultTheta) const {
+  if (!params.is_object()) throw InputError(fmt::format("{}: {} should be an object, found {}", m_source, where, params.dump()));
+  LayerRope r;
+  r.theta = numberOr(params, "rope_theta", defaultTheta);
+  if (!(r.theta > 0.0 && std::isfinite(r.theta)))
+    throw InputError(fmt::format("{}: {} rope_theta {} must be a positive finite number", m_source, where, r.theta));
+  r.scaling = parseRopeScaling(params, fmt::format("{} ({})", m_source, where), rotaryDim, maxPositions,
+                               optInt({"original_max_position_embeddings"}).value_or(0));
+  return r;
 }
 
 void ConfigReader::readSpecialTokens(ModelConfig& cfg) const {
@@ -200,11 +260,23 @@ void ModelConfig::validate(const std::string& source) const {
   need(nKvHeads > 0 && nHeads % nKvHeads == 0, fmt::format("n_heads {} is not a multiple of n_kv_heads {}", nHeads, nKvHeads));
   need(positional != PositionalKind::Rotary || (rotaryDim > 0 && rotaryDim <= dHead && rotaryDim % 2 == 0),
        fmt::format("rotary dim {} must be even and in (0, d_head {}]", rotaryDim, dHead));
+  need(layerWindows.empty() || static_cast<int>(layerWindows.size()) == nLayers,
+       fmt::format("{} per-layer windows for {} layers", layerWindows.size(), nLayers));
+  for (int w : layerWindows) need(w >= 0, fmt::format("sliding window {} must be ≥ 0", w));
+  need(attnSoftcap >= 0.0 && finalSoftcap >= 0.0 && std::isfinite(attnSoftcap) && std::isfinite(finalSoftcap),
+       fmt::format("soft-caps must be ≥ 0 (attention {}, final {})", attnSoftcap, finalSoftcap));
+  need(queryPreAttnScalar >= 0.0 && std::isfinite(queryPreAttnScalar),
+       fmt::format("query_pre_attn_scalar {} must be positive", queryPreAttnScalar));
+  need(embedScale > 0.0 && std::isfinite(embedScale), fmt::format("embedding scale {} must be positive", embedScale));
 }
 
 int ModelConfig::windowOf(int layer) const {
   if (!layerWindows.empty()) return layerWindows.at(static_cast<size_t>(layer));
   return slidingWindow.value_or(0);
+}
+
+double ModelConfig::attentionScale() const {
+  return 1.0 / std::sqrt(queryPreAttnScalar > 0.0 ? queryPreAttnScalar : static_cast<double>(dHead));
 }
 
 std::string ModelConfig::summary() const {
@@ -221,9 +293,22 @@ std::string ModelConfig::summary() const {
     o << ")";
   }
   o << "\n";
+  if (positional == PositionalKind::Rotary && ropeScaling.kind == RopeScalingKind::LongRope)
+    o << fmt::format("longrope: long factors once a pass reaches past {} positions, attention factor {:g}\n",
+                     ropeScaling.originalMaxPositionEmbeddings, ropeScaling.attentionFactor);
+  if (positional == PositionalKind::Rotary && slidingRope)
+    o << fmt::format("sliding_rope: theta {:g}, scaling {}\n", slidingRope->theta, toString(slidingRope->scaling.kind));
   if (slidingWindow) o << fmt::format("sliding_window: {}\n", *slidingWindow);
-  o << fmt::format("parallel_attn_mlp: {}\nqk_norm: {}\nqkv_bias: {}\nattn_out_bias: {}\nmlp_bias: {}\ntied_embeddings: {}\n",
-                   parallelAttnMlp, qkNorm, attnQkvBias, attnOutBias, mlpBias, tiedEmbeddings);
+  if (!layerWindows.empty()) o << fmt::format("layer_windows: [{}] (0 = full)\n", fmt::join(layerWindows, ", "));
+  o << fmt::format("parallel_attn_mlp: {}\nqk_norm: {}{}\nqkv_bias: {}\nattn_out_bias: {}\nmlp_bias: {}\ntied_embeddings: {}\n",
+                   parallelAttnMlp, qkNorm, qkNorm && qkNormWhole ? " (whole projection)" : "", attnQkvBias, attnOutBias,
+                   mlpBias, tiedEmbeddings);
+  o << fmt::format("pre_norms: {}\npost_attn_norm: {}\npost_mlp_norm: {}\n", preNorms, postAttnNorm, postMlpNorm);
+  if (normScaleFp32) o << "norm_scale_fp32: true\n";
+  if (embedScale != 1.0) o << fmt::format("embed_scale: {:g}\n", embedScale);
+  o << fmt::format("attention_scale: {:g}{}\n", attentionScale(), queryPreAttnScalar > 0 ? " (query_pre_attn_scalar)" : "");
+  if (attnSoftcap > 0) o << fmt::format("attn_softcap: {:g}\n", attnSoftcap);
+  if (finalSoftcap > 0) o << fmt::format("final_softcap: {:g}\n", finalSoftcap);
   o << fmt::format("bos_token_id: {}\neos_token_ids: [{}]\n", bosTokenId ? std::to_string(*bosTokenId) : "none",
                    fmt::join(eosTokenIds, ", "));
   return o.str();

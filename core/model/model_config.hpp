@@ -18,7 +18,7 @@ enum class Activation { GeluNew, Gelu, Silu, Relu };
 /// How positions enter the model.
 enum class PositionalKind { Learned, Rotary };
 /// Rotary frequency scaling (HF `rope_scaling` / `rope_parameters.rope_type`).
-enum class RopeScalingKind { None, Linear, Llama3 };
+enum class RopeScalingKind { None, Linear, Llama3, LongRope };
 
 /// Rotary scaling parameters (only those of the kind in use matter).
 struct RopeScaling {
@@ -27,6 +27,17 @@ struct RopeScaling {
   double lowFreqFactor = 1.0;
   double highFreqFactor = 4.0;
   int64_t originalMaxPositionEmbeddings = 8192;
+  /// LongRope (Phi-3): per-frequency divisors [rotary_dim / 2] of passes whose longest position is
+  /// ≤ originalMaxPositionEmbeddings (short) or beyond it (long), as HF picks them per forward.
+  std::vector<double> shortFactor, longFactor;
+  /// cos and sin are multiplied by this (LongRope's attention factor; 1 otherwise).
+  double attentionFactor = 1.0;
+};
+
+/// Rotary parameters of one kind of layer (Gemma 3: sliding layers have their own theta).
+struct LayerRope {
+  double theta = 10000.0;
+  RopeScaling scaling;
 };
 
 /// "layernorm" / "rmsnorm", etc.: names for printing.
@@ -58,8 +69,20 @@ struct ModelConfig {
   /// Per layer (`layer_types` of Gemma 2/3, gpt-oss): that layer's sliding window, 0 = full attention.
   /// Empty: `slidingWindow` (or none) applies to every layer. Read windows through windowOf().
   std::vector<int> layerWindows;
+  /// Rotary of the sliding-window layers when it differs from ropeTheta/ropeScaling (Gemma 3's
+  /// rope_parameters "sliding_attention"); unset: every layer uses ropeTheta/ropeScaling.
+  std::optional<LayerRope> slidingRope;
   bool parallelAttnMlp = false;      ///< GPT-NeoX: resid + attn(ln1(x)) + mlp(ln2(x))
   bool qkNorm = false;               ///< Qwen3: per-head RMSNorm on q and k before rotary
+  bool qkNormWhole = false;          ///< with qkNorm: over the whole projection [n_heads·d_head] (OLMo-2), not per head
+  bool preNorms = true;              ///< ln1 before attention, ln2 before the MLP (OLMo-2 has neither)
+  bool postAttnNorm = false;         ///< ln1_post on the attention output before it joins the residual (Gemma 2/3, OLMo-2)
+  bool postMlpNorm = false;          ///< ln2_post on the MLP output before it joins the residual (Gemma 2/3, OLMo-2)
+  bool normScaleFp32 = false;        ///< RMSNorm weight applied in fp32 before the cast back (Gemma, OLMo-2)
+  double embedScale = 1.0;           ///< embeddings × this, rounded to the compute dtype first (Gemma: √d_model)
+  double queryPreAttnScalar = 0.0;   ///< > 0: attention scale is its −½ power instead of d_head's (Gemma)
+  double attnSoftcap = 0.0;          ///< > 0: scores → tanh(s / c)·c before the mask (Gemma 2)
+  double finalSoftcap = 0.0;         ///< > 0: logits → tanh(l / c)·c (Gemma 2)
   bool attnQkvBias = false;
   bool attnOutBias = false;
   bool mlpBias = false;
@@ -78,6 +101,8 @@ struct ModelConfig {
   void validate(const std::string& source) const;
   /// The sliding window of layer `layer`: 0 means full (causal) attention.
   [[nodiscard]] int windowOf(int layer) const;
+  /// The factor of q·k in the scores: queryPreAttnScalar^−½ when set, else d_head^−½.
+  [[nodiscard]] double attentionScale() const;
   /// Multi-line human-readable summary ("key: value" lines).
   [[nodiscard]] std::string summary() const;
 };
@@ -105,6 +130,10 @@ class ConfigReader {
   /// Fills ropeTheta, rotaryDim and ropeScaling from `rope_parameters` (transformers ≥ 5) or
   /// `rope_theta` + `rope_scaling` (older) + `partial_rotary_factor`/`rotary_pct`.
   void readRope(ModelConfig& cfg, double defaultTheta, double defaultPartial = 1.0) const;
+  /// Reads the theta and scaling of one rope_parameters object (`where` names it in errors) for rotary dim
+  /// `rotaryDim`; `maxPositions` is max_position_embeddings (LongRope's default factor).
+  [[nodiscard]] LayerRope ropeOf(const nlohmann::json& params, const std::string& where, int rotaryDim, int maxPositions,
+                                 double defaultTheta) const;
   /// Fills bosTokenId and eosTokenIds (eos may be an int or a list).
   void readSpecialTokens(ModelConfig& cfg) const;
 

@@ -15,11 +15,13 @@ struct LayerWeights {
   at::Tensor wK, bK;          // [n_kv_heads * d_head, d_model], [n_kv_heads * d_head]
   at::Tensor wV, bV;          // [n_kv_heads * d_head, d_model], [n_kv_heads * d_head]
   at::Tensor wO, bO;          // [d_model, n_heads * d_head], [d_model]
-  at::Tensor qNormW, kNormW;  // [d_head] (qk-norm only)
+  at::Tensor qNormW, kNormW;  // [d_head] (qk-norm only; [n_heads·d_head] and [n_kv_heads·d_head] with qkNormWhole)
+  at::Tensor ln1PostW;        // [d_model] norm of the attention output (postAttnNorm only)
   at::Tensor ln2W, ln2B;      // [d_model]
   at::Tensor wIn, bIn;        // [d_mlp, d_model], [d_mlp]  (the "up" projection when gated)
   at::Tensor wGate, bGate;    // [d_mlp, d_model], [d_mlp] (gated MLP only)
   at::Tensor wOut, bOut;      // [d_model, d_mlp], [d_model]
+  at::Tensor ln2PostW;        // [d_model] norm of the MLP output (postMlpNorm only)
 };
 
 /// All weights of a model.

@@ -6,14 +6,22 @@
 
 namespace mechscope {
 
-at::Tensor ropeInvFreq(const ModelConfig& c, at::Device device) {
-  const int64_t rd = c.rotaryDim;
+at::Tensor ropeInvFreq(const ModelConfig& c, at::Device device, bool longFactors) {
+  return ropeInvFreq(c.rotaryDim, c.ropeTheta, c.ropeScaling, device, longFactors);
+}
+
+at::Tensor ropeInvFreq(int rotaryDim, double theta, const RopeScaling& s, at::Device device, bool longFactors) {
+  const int64_t rd = rotaryDim;
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   // Same float32 arithmetic as HF: 1 / base ** (arange(0, dim, 2) / dim).
   at::Tensor exponent = at::arange(0, rd, 2, f32.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(rd);
-  at::Tensor inv = 1.0 / at::pow(c.ropeTheta, exponent);  // [rd / 2]
-  const auto& s = c.ropeScaling;
-  if (s.kind == RopeScalingKind::Linear) {
+  at::Tensor inv = 1.0 / at::pow(theta, exponent);  // [rd / 2]
+  if (s.kind == RopeScalingKind::LongRope) {
+    // HF: 1 / (ext_factors * base ** (arange / dim)), ext_factors fp32.
+    const std::vector<double>& f = longFactors ? s.longFactor : s.shortFactor;
+    at::Tensor ext = at::tensor(at::ArrayRef<double>(f), at::TensorOptions().dtype(at::kDouble)).to(at::kFloat);  // [rd / 2]
+    inv = 1.0 / (ext * at::pow(theta, exponent));
+  } else if (s.kind == RopeScalingKind::Linear) {
     inv = inv / s.factor;
   } else if (s.kind == RopeScalingKind::Llama3) {
     const double oldCtx = static_cast<double>(s.originalMaxPositionEmbeddings);
@@ -29,9 +37,11 @@ at::Tensor ropeInvFreq(const ModelConfig& c, at::Device device) {
   return inv.to(device);
 }
 
-std::pair<at::Tensor, at::Tensor> ropeCosSin(const at::Tensor& invFreq, const at::Tensor& positions, at::ScalarType dtype) {
+std::pair<at::Tensor, at::Tensor> ropeCosSin(const at::Tensor& invFreq, const at::Tensor& positions, at::ScalarType dtype,
+                                             double attentionFactor) {
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * invFreq;  // [batch, pos, rd / 2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);                          // [batch, pos, rd]
+  if (attentionFactor != 1.0) return {(emb.cos() * attentionFactor).to(dtype), (emb.sin() * attentionFactor).to(dtype)};
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 

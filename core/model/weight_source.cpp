@@ -40,6 +40,10 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
   return place(getCpu(name, shape));
 }
 
+at::Tensor WeightSource::placeKeepingDtype(const at::Tensor& cpu) const {
+  return m_device.is_cpu() ? cpu : cpu.to(m_device).contiguous();
+}
+
 at::Tensor WeightSource::place(const at::Tensor& cpu) const {
   if (m_device.is_cpu()) return cpu.scalar_type() == m_dtype ? cpu : cpu.to(m_dtype);
   return cpu.to(m_device).to(m_dtype).contiguous();

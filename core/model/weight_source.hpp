@@ -32,6 +32,9 @@ class WeightSource {
   [[nodiscard]] bool has(const std::string& name) const;
   /// Moves a CPU tensor made by a loader to the device and dtype (contiguous).
   [[nodiscard]] at::Tensor place(const at::Tensor& cpu) const;
+  /// Moves a CPU tensor made by a loader to the device in its own dtype (e.g. fp32 norm scales of a
+  /// bf16 model, which HF applies in fp32).
+  [[nodiscard]] at::Tensor placeKeepingDtype(const at::Tensor& cpu) const;
   /// The compute dtype.
   [[nodiscard]] at::ScalarType dtype() const { return m_dtype; }
 

@@ -84,6 +84,8 @@ struct ProbeInputs {
   /// > 0: sliding-window attention (Mistral, Qwen2 with a window): query i sees keys j with
   /// i − W < j ≤ i, as the model's own forward and Hugging Face mask them; 0 = full causal.
   int64_t slidingWindow = 0;
+  /// > 0: scores are soft-capped, s → tanh(s / c)·c, before the mask and the softmax (Gemma 2).
+  double softcap = 0.0;
   std::vector<int64_t> uniformHeads;  ///< heads whose row is uniform over visible keys (head masking, §1.3)
 };
 

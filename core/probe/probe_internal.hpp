@@ -40,6 +40,7 @@ struct ProbeSetup {
   at::Tensor pad;                   ///< [nk] bool on the device, true = masked; undefined without padding
   int64_t firstVisibleKey = 0;      ///< rows before it are empty
   int64_t window = 0;               ///< sliding window W (> 0): key j is visible to row i only if i − j < W
+  double softcap = 0.0;             ///< > 0: every score s becomes tanh(s / c)·c before masking (ProbeInputs::softcap)
   at::Tensor uniformIdx;            ///< [u] int64 uniform heads; undefined when none
   at::Tensor keySetInd;             ///< [nk] 0/1 key-set indicator; undefined when no key set
   at::Tensor keyPos, keyPosF;       ///< [nk] int64 / compute dtype
@@ -65,8 +66,9 @@ int64_t firstKeyInWindow(const ProbeSetup& s, int64_t iFirst);
 /// Keys [c0, c1) as [kvHeads, d_head, cols] in the compute dtype, contiguous (BLAS-friendly).
 at::Tensor keyTile(const ProbeInputs& in, const ProbeSetup& s, int64_t c0, int64_t c1);
 
-/// Scaled scores of one tile, [head, rows, cols]: uniform heads zeroed, masked keys −inf; when `rowShift`
-/// ([head, rows]) is given it is added to every score of its row (the matmul's epilogue does it).
+/// Scaled (and soft-capped, s.softcap) scores of one tile, [head, rows, cols]: uniform heads zeroed, masked
+/// keys −inf; when `rowShift` ([head, rows]) is given it is added to every score of its row (the matmul's
+/// epilogue does it, after the soft-cap).
 at::Tensor tileScores(const at::Tensor& qt, const at::Tensor& kt, const ProbeSetup& s, double scale, int64_t rows,
                       const at::Tensor& mask, const at::Tensor& rowShift = {});
 

@@ -35,6 +35,7 @@ at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
   if (!in.q.is_cuda() || !s.lowPrecisionInputs || in.q.scalar_type() != in.k.scalar_type()) return {};
   if (s.pad.defined() || s.uniformIdx.defined() || g.offset != 0 || g.nq != g.nk || g.nq == 0) return {};
   if (s.window > 0 && s.window < g.nk) return {};  // the fused kernel here has no sliding window
+  if (s.softcap > 0) return {};                     // nor soft-capping
   if (g.dHead % 8 != 0 || g.dHead > 256) return {};
   try {
     const at::Tensor q = in.q.unsqueeze(0).transpose(1, 2);  // [1, head, pos, d_head]

@@ -37,6 +37,8 @@ void validateInputs(const ProbeInputs& in, int64_t tileQ, int64_t tileK) {
   if (in.queryOffset < 0)
     throw InputError(fmt::format("attention probe: queryOffset must be >= 0, found {}", in.queryOffset));
   if (!std::isfinite(in.scale)) throw InputError("attention probe: scale must be finite");
+  if (!(in.softcap >= 0.0 && std::isfinite(in.softcap)))
+    throw InputError(fmt::format("attention probe: softcap must be >= 0 and finite, found {}", in.softcap));
   if (in.keyPadding.defined()) {
     if (in.keyPadding.scalar_type() != at::kBool || in.keyPadding.dim() != 1 ||
         in.keyPadding.size(0) != in.k.size(0))
@@ -67,6 +69,7 @@ ProbeSetup prepareProbe(const ProbeInputs& in, const ProbeRequest& req, int64_t 
   g.offset = in.queryOffset;
   validateRequest(req, g.nk, "attention probe");
   s.window = in.slidingWindow;
+  s.softcap = in.softcap;
 
   const auto device = in.q.device();
   s.cdt = in.q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -139,8 +142,14 @@ at::Tensor tileScores(const at::Tensor& qt, const at::Tensor& kt, const ProbeSet
   at::Tensor x;  // [kvHeads, group·rows, cols]
   {
     const Tf32Scope tf32(s.lowPrecisionInputs);  // bf16/fp16 values are exact in TF32: same products, ~8x the rate
-    if (rowShift.defined()) {
+    if (rowShift.defined() && s.softcap > 0) {
+      // The shift applies to the soft-capped score: cap first, then add.
+      x = at::matmul(qt, kt).mul_(scale).div_(s.softcap).tanh_().mul_(s.softcap);
+      x.add_(rowShift.to(s.cdt).reshape({g.kvHeads, g.group * rows, 1}));
+    } else if (rowShift.defined()) {
       x = at::baddbmm(rowShift.to(s.cdt).reshape({g.kvHeads, g.group * rows, 1}), qt, kt, 1.0, scale);
+    } else if (s.softcap > 0) {
+      x = at::matmul(qt, kt).mul_(scale).div_(s.softcap).tanh_().mul_(s.softcap);
     } else {
       x = at::matmul(qt, kt).mul_(scale);
     }

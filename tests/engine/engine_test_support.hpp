@@ -22,13 +22,22 @@ inline std::optional<std::filesystem::path> sharedDir() {
   return std::nullopt;
 }
 
-/// shared/fixtures/models/<family>, if present.
+/// The repository's own family fixtures, tests/data/families/<family> (issue #23's families), if present.
+inline std::optional<std::filesystem::path> repoFamilyFixture(const std::string& family) {
+#ifdef MECHSCOPE_SOURCE_DIR
+  auto p = std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "families" / family;
+  if (std::filesystem::exists(p / "config.json")) return p;
+#endif
+  return std::nullopt;
+}
+
+/// shared/fixtures/models/<family>, else tests/data/families/<family> (kept in the repo: never skipped).
 inline std::optional<std::filesystem::path> fixtureModel(const std::string& family) {
-  auto s = sharedDir();
-  if (!s) return std::nullopt;
-  auto p = *s / "fixtures" / "models" / family;
-  if (!std::filesystem::exists(p / "config.json")) return std::nullopt;
-  return p;
+  if (auto s = sharedDir()) {
+    auto p = *s / "fixtures" / "models" / family;
+    if (std::filesystem::exists(p / "config.json")) return p;
+  }
+  return repoFamilyFixture(family);
 }
 
 /// "cpu" unless MECHSCOPE_TEST_DEVICE says otherwise (e.g. "cuda" on the GPU box).

@@ -35,7 +35,8 @@ TEST_P(Generate, KvCacheEqualsRecomputation) {
   EXPECT_EQ(cached.tokens, seq);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Generate, ::testing::Values("gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3"),
+INSTANTIATE_TEST_SUITE_P(Families, Generate, ::testing::Values("gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3", "phi3",
+                                                                  "phi3_longrope", "olmo2", "gemma2", "gemma3"),
                          [](const auto& info) { return info.param; });
 
 TEST(GenerateSteps, CachedLogitsMatchFullForward) {

@@ -93,7 +93,8 @@ TEST_P(Parity, MatchesHuggingFace) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Parity, ::testing::Values("gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3"),
+INSTANTIATE_TEST_SUITE_P(Families, Parity, ::testing::Values("gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3", "phi3",
+                                                                  "phi3_longrope", "olmo2", "gemma2", "gemma3"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -1,0 +1,69 @@
+// Phi-3: Llama-shaped with a fused qkv_proj (rows q | k | v) and a fused gate_up_proj (gate rows first,
+// then up), partial rotary, optional sliding window, and LongRope scaling (Phi-3-*-128k: short/long factors
+// picked per pass, cos/sin × the attention factor; see ForwardPass::run and generate()).
+#include <ATen/ATen.h>
+
+#include <fmt/format.h>
+
+#include "core/model/families/llama_like.hpp"
+
+namespace mechscope {
+namespace {
+
+void parsePhi3(const ConfigReader& r, ModelConfig& c) {
+  families::LlamaFlags f;
+  f.slidingWindow = true;  // HF masks with a sliding window when `sliding_window` is set (Phi-3-mini-4k: 2047)
+  families::parseLlamaLike(r, c, f);
+}
+
+ModelWeights loadPhi3(const WeightSource& s, const ModelConfig& c) {
+  const std::string p = s.has("model.embed_tokens.weight") ? "model." : "";
+  const int64_t d = c.dModel, m = c.dMlp, dh = c.dHead;
+  const int64_t q = c.nHeads * dh, kv = c.nKvHeads * dh;
+  ModelWeights w;
+  w.wE = s.get(p + "embed_tokens.weight", {c.dVocab, d});
+  for (int l = 0; l < c.nLayers; ++l) {
+    const std::string b = fmt::format("{}layers.{}.", p, l);
+    LayerWeights L;
+    L.ln1W = s.get(b + "input_layernorm.weight", {d});
+    // Rows [q | k | v]: three row blocks, views of the mapping on CPU.
+    const at::Tensor qkv = s.getCpu(b + "self_attn.qkv_proj.weight", {q + 2 * kv, d});
+    L.wQ = s.place(qkv.narrow(0, 0, q));
+    L.wK = s.place(qkv.narrow(0, q, kv));
+    L.wV = s.place(qkv.narrow(0, q + kv, kv));
+    if (c.attnQkvBias) {
+      const at::Tensor qkvB = s.getCpu(b + "self_attn.qkv_proj.bias", {q + 2 * kv});
+      L.bQ = s.place(qkvB.narrow(0, 0, q));
+      L.bK = s.place(qkvB.narrow(0, q, kv));
+      L.bV = s.place(qkvB.narrow(0, q + kv, kv));
+    }
+    L.wO = s.get(b + "self_attn.o_proj.weight", {d, q});
+    if (c.attnOutBias) L.bO = s.get(b + "self_attn.o_proj.bias", {d});
+    L.ln2W = s.get(b + "post_attention_layernorm.weight", {d});
+    // Rows [gate | up] (HF: gate, up = gate_up_proj(x).chunk(2, -1); up * act(gate)).
+    const at::Tensor gateUp = s.getCpu(b + "mlp.gate_up_proj.weight", {2 * m, d});
+    L.wGate = s.place(gateUp.narrow(0, 0, m));
+    L.wIn = s.place(gateUp.narrow(0, m, m));
+    L.wOut = s.get(b + "mlp.down_proj.weight", {d, m});
+    if (c.mlpBias) {
+      const at::Tensor gateUpB = s.getCpu(b + "mlp.gate_up_proj.bias", {2 * m});
+      L.bGate = s.place(gateUpB.narrow(0, 0, m));
+      L.bIn = s.place(gateUpB.narrow(0, m, m));
+      L.bOut = s.get(b + "mlp.down_proj.bias", {d});
+    }
+    w.layers.push_back(std::move(L));
+  }
+  w.lnFinalW = s.get(p + "norm.weight", {d});
+  w.wU = c.tiedEmbeddings ? w.wE : s.get("lm_head.weight", {c.dVocab, d});
+  return w;
+}
+
+}  // namespace
+
+const FamilySpec& phi3Family() {
+  static const FamilySpec spec{"phi3", "Phi-3 (fused qkv and gate_up, partial rotary, longrope, optional sliding window)",
+                               parsePhi3, loadPhi3};
+  return spec;
+}
+
+}  // namespace mechscope
