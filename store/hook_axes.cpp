@@ -17,6 +17,10 @@ std::string hookAxes(const std::string& hookName, int64_t rank) {
   if (rank == 3 && (endsWith(hookName, "mlp.hook_pre") || endsWith(hookName, "mlp.hook_post") ||
                     endsWith(hookName, "mlp.hook_pre_linear")))
     return "batch,pos,d_mlp";
+  if (rank == 4 && endsWith(hookName, "mlp.hook_expert_out")) return "batch,pos,expert,d_model";  // mixture of experts
+  if (rank == 3 && endsWith(hookName, "mlp.hook_router_logits")) return "batch,pos,expert";
+  if (rank == 3 && (endsWith(hookName, "mlp.hook_expert_weights") || endsWith(hookName, "mlp.hook_expert_indices")))
+    return "batch,pos,k";
   if (rank == 3 && endsWith(hookName, "hook_scale")) return "batch,pos,one";
   if (rank == 3 && endsWith(hookName, "hook_logits")) return "batch,pos,vocab";
   if (rank == 3) return "batch,pos,d_model";

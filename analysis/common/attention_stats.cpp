@@ -29,6 +29,9 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
     });
     return;
   }
+  // gpt-oss: each layer's learned sink logits join the probe's row normalisers, as in the forward.
+  std::vector<at::Tensor> sinks;
+  for (const auto& L : model.weights().layers) sinks.push_back(L.sinks);
   // q fires before k in every block; the q of the current layer waits in `pending`.
   auto pending = std::make_shared<at::Tensor>();
   const std::string qName = rotary ? "blocks.*.attn.hook_rot_q" : "blocks.*.attn.hook_q";
@@ -47,6 +50,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
     in.queryOffset = in.k.size(0) - in.q.size(0);
     in.slidingWindow = c.windowOf(hc.layer);  // the forward masks the same keys (per layer: Gemma 2/3)
     in.softcap = softcap;
+    in.sinks = sinks.at(static_cast<size_t>(hc.layer));  // [head] or undefined
     onLayer(hc.layer, probeAttention(in, request, options.tileQ, options.tileK, ctx));
     *pending = at::Tensor();
     return std::nullopt;

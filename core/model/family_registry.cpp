@@ -12,6 +12,7 @@ const std::vector<const FamilySpec*>& familySpecs() {
   static const std::vector<const FamilySpec*> table = {
       &gpt2Family(), &gptNeoxFamily(), &llamaFamily(), &mistralFamily(), &qwen2Family(), &qwen3Family(),
       &phi3Family(), &olmo2Family(), &gemma2Family(), &gemma3TextFamily(), &gemma3Family(),
+      &mixtralFamily(), &qwen2MoeFamily(), &qwen3MoeFamily(), &gptOssFamily(),
   };
   return table;
 }

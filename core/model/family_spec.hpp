@@ -40,5 +40,9 @@ const FamilySpec& olmo2Family();
 const FamilySpec& gemma2Family();
 const FamilySpec& gemma3TextFamily();
 const FamilySpec& gemma3Family();
+const FamilySpec& mixtralFamily();
+const FamilySpec& qwen2MoeFamily();
+const FamilySpec& qwen3MoeFamily();
+const FamilySpec& gptOssFamily();
 
 }  // namespace mechscope

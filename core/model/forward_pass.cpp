@@ -12,6 +12,7 @@
 
 #include "core/common/errors.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
+#include "core/model/moe_mlp.hpp"
 #include "core/model/rotary.hpp"
 
 namespace mechscope {
@@ -158,6 +159,16 @@ at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::T
   return sc;
 }
 
+/// Softmax of scores [batch, head, rows, key] fp32 over the keys. With learned sinks (gpt-oss; sinks [head])
+/// each head's sink logit joins every row as one more column, which is dropped after the softmax: the row
+/// then sums to 1 − p(sink), as HF's attention weights. Fully masked rows give 0 with sinks (NaN without).
+at::Tensor attnSoftmax(const at::Tensor& scores, const at::Tensor& sinks) {
+  if (!sinks.defined()) return at::softmax(scores, -1);
+  const int64_t B = scores.size(0), H = scores.size(1), t = scores.size(2), n = scores.size(3);
+  at::Tensor sinkColumn = sinks.to(scores.scalar_type()).view({1, H, 1, 1}).expand({B, H, t, 1});  // [batch, head, rows, 1]
+  return at::softmax(at::cat({scores, sinkColumn}, -1), -1).narrow(-1, 0, n).contiguous();  // [batch, head, rows, key]
+}
+
 /// pattern [batch, head, rows, kEnd] (fp32) · values [batch, kv, ≥ kEnd, d_head] → [batch, head, rows, d_head].
 at::Tensor attnValues(const at::Tensor& pattern, const at::Tensor& vh, int64_t kEnd, at::ScalarType dtype) {
   const int64_t B = pattern.size(0), H = pattern.size(1), t = pattern.size(2), Hkv = vh.size(1), dh = vh.size(3);
@@ -198,8 +209,8 @@ enum class AttnKind { Explicit, Fused, Chunked };
 /// The attention path of one layer with `queries` rows over `keys` keys. Fused when asked (or Auto) and
 /// LibTorch has the kernel. Chunked on request, or Auto without a fused kernel once one layer's scores
 /// would exceed one tile budget (short inputs keep the explicit path and its exact numbers).
-/// Attention-internal hooks need the whole pattern: explicit. Soft-capped scores cannot go through the
-/// fused kernel: explicit, or chunked under the chunked rule.
+/// Attention-internal hooks need the whole pattern: explicit. Soft-capped scores and learned sinks
+/// (`softcap` true for either) cannot go through the fused kernel: explicit, or chunked under the chunked rule.
 AttnKind chooseAttnKind(AttentionPath path, bool internalHooked, bool softcap, int64_t batch, int64_t heads, int64_t queries,
                         int64_t keys, bool cuda) {
   const bool fusable = kHasFused && !softcap;
@@ -268,7 +279,7 @@ void appendToKvCache(KVCache& cache, int l, at::Tensor& k, at::Tensor& v) {
 /// projection read a contiguous [batch, pos, head, d_head]).
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
 at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh,
-                            const at::TensorOptions& zOptions) {
+                            const at::TensorOptions& zOptions, const at::Tensor& sinks) {
   const AttnGeometry& geo = pc.geo;
   const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
   const int64_t tile = chunkRows(B, H, N, pc.cuda);
@@ -276,7 +287,7 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
   for (int64_t r0 = 0; r0 < P; r0 += tile) {
     const int64_t r1 = std::min(P, r0 + tile);
     const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
-    at::Tensor pt = at::softmax(attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap), -1);  // [batch, head, tile, key] fp32
+    at::Tensor pt = attnSoftmax(attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap), sinks);  // [batch, head, tile, key] fp32
     if (geo.padded) pt = at::nan_to_num(pt, 0.0);
     z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
     if (pc.ctx) pc.ctx->check();
@@ -307,10 +318,10 @@ at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at:
 /// h / rep, without materialising repeated keys.
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
 at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
-                             const at::Tensor& vh) {
+                             const at::Tensor& vh, const at::Tensor& sinks) {
   const int64_t N = kh.size(2);
   at::Tensor scores = pc.hp(attnScores(pc.geo, qh, kh, 0, pc.positions, N, pc.scale, pc.softcap), nm.scores, l);  // [batch, head, query, key]
-  at::Tensor pattern = at::softmax(scores, -1);  // [batch, head, query, key] fp32
+  at::Tensor pattern = attnSoftmax(scores, sinks);  // [batch, head, query, key] fp32 (rows sum to < 1 with sinks)
   if (pc.geo.padded) pattern = at::nan_to_num(pattern, 0.0);
   pattern = pc.hp(pattern, nm.pattern, l);
   return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
@@ -352,9 +363,11 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
   at::Tensor vh = qkv.v.permute({0, 2, 1, 3});  // [batch, kv_head, key, d_head]
   const bool internalHooked = pc.hp.on(nm.scores) || pc.hp.on(nm.pattern);
   at::Tensor z;  // [batch, pos, head, d_head]
-  switch (chooseAttnKind(pc.opts.path, internalHooked, pc.softcap > 0, pc.batch, pc.c.nHeads, pc.positions, N, pc.cuda)) {
+  // Learned sinks (gpt-oss), like soft-capping, have no fused kernel: explicit or chunked.
+  const bool unfusable = pc.softcap > 0 || L.sinks.defined();
+  switch (chooseAttnKind(pc.opts.path, internalHooked, unfusable, pc.batch, pc.c.nHeads, pc.positions, N, pc.cuda)) {
     case AttnKind::Chunked:
-      z = chunkedAttention(pc, qh, kh, vh, qkv.q.options());
+      z = chunkedAttention(pc, qh, kh, vh, qkv.q.options(), L.sinks);
       ++counts.chunkedLayers;
       break;
     case AttnKind::Fused:
@@ -362,7 +375,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
       ++counts.fusedLayers;
       break;
     case AttnKind::Explicit:
-      z = explicitAttention(pc, nm, l, qh, kh, vh);
+      z = explicitAttention(pc, nm, l, qh, kh, vh, L.sinks);
       ++counts.explicitLayers;
       break;
   }
@@ -373,6 +386,10 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
 /// The MLP of one block on x2 = ln2(…) [batch, pos, d_model] (and ln2_post) → hook_mlp_out [batch, pos, d_model].
 at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
   const ModelConfig& c = pc.c;
+  if (c.isMoeLayer(l)) {  // the mixture of experts (core/model/moe_mlp.hpp)
+    at::Tensor out = moeMlp(c, L.moe, MoeSite{.names = nm, .layer = l, .hooks = pc.hp.hooks, .step = pc.hp.step}, x);  // [batch, pos, d_model]
+    return pc.hp(postNorm(pc, c.postMlpNorm, out, L.ln2PostW, nm.ln2Post, l), nm.mlpOut, l);
+  }
   at::Tensor post;  // [batch, pos, d_mlp]
   if (c.gatedMlp) {
     at::Tensor pre = pc.hp(linear(x, L.wGate, L.bGate), nm.mlpPre, l);          // [batch, pos, d_mlp]
@@ -427,6 +444,8 @@ at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp
 
 }  // namespace
 
+at::Tensor applyActivation(Activation activation, const at::Tensor& x) { return activate(activation, x); }
+
 at::Tensor ForwardPass::positionIds(const at::Tensor& keyMask, int64_t batch, int64_t pos, int64_t past, at::Device device) {
   if (keyMask.defined()) {
     // As HF generate: position = number of real tokens before it (padding does not count).
@@ -462,6 +481,11 @@ void ForwardPass::prepare(HookedTransformer& m) {
     n.ln2Post = b + "ln2_post.hook_normalized";
     n.mlpOut = b + "hook_mlp_out";
     n.residPost = b + "hook_resid_post";
+    n.routerLogits = b + "mlp.hook_router_logits";
+    n.expertWeights = b + "mlp.hook_expert_weights";
+    n.expertIndices = b + "mlp.hook_expert_indices";
+    n.expertOut = b + "mlp.hook_expert_out";
+    n.sharedExpertOut = b + "mlp.hook_shared_expert_out";
     m.m_impl->names.push_back(std::move(n));
   }
   const ModelConfig& c = m.m_config;

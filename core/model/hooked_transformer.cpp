@@ -104,7 +104,9 @@ std::unique_ptr<HookedTransformer> HookedTransformer::load(const std::filesystem
 std::vector<std::string> HookedTransformer::hookNames() const {
   std::vector<std::string> out{"hook_embed"};
   if (m_config.positional == PositionalKind::Learned) out.push_back("hook_pos_embed");
+  int layer = -1;
   for (const auto& n : m_impl->names) {
+    ++layer;
     out.push_back(n.residPre);
     if (m_config.preNorms) out.push_back(n.ln1);
     out.insert(out.end(), {n.q, n.k, n.v});
@@ -114,9 +116,14 @@ std::vector<std::string> HookedTransformer::hookNames() const {
     out.push_back(n.attnOut);
     if (!m_config.parallelAttnMlp) out.push_back(n.residMid);
     if (m_config.preNorms) out.push_back(n.ln2);
-    out.push_back(n.mlpPre);
-    if (m_config.gatedMlp) out.push_back(n.mlpPreLinear);
-    out.push_back(n.mlpPost);
+    if (m_config.isMoeLayer(layer)) {  // core/model/moe_mlp.hpp
+      out.insert(out.end(), {n.routerLogits, n.expertWeights, n.expertIndices, n.expertOut});
+      if (m_config.moe.dShared > 0) out.push_back(n.sharedExpertOut);
+    } else {
+      out.push_back(n.mlpPre);
+      if (m_config.gatedMlp) out.push_back(n.mlpPreLinear);
+      out.push_back(n.mlpPost);
+    }
     if (m_config.postMlpNorm) out.push_back(n.ln2Post);
     out.insert(out.end(), {n.mlpOut, n.residPost});
   }
@@ -135,6 +142,17 @@ int64_t HookedTransformer::parameterCount() const {
     for (const auto* t : {&L.ln1W, &L.ln1B, &L.wQ, &L.bQ, &L.wK, &L.bK, &L.wV, &L.bV, &L.wO, &L.bO, &L.qNormW, &L.kNormW,
                           &L.ln1PostW, &L.ln2PostW, &L.ln2W, &L.ln2B, &L.wIn, &L.bIn, &L.wGate, &L.bGate, &L.wOut, &L.bOut})
       add(*t);
+  for (const auto& L : m_weights.layers) {  // learned sinks and every expert of the sparse layers
+    add(L.sinks);
+    add(L.moe.wRouter);
+    add(L.moe.bRouter);
+    add(L.moe.wSharedGate);
+    auto addExpert = [&](const ExpertWeights& e) {
+      for (const auto* t : {&e.wGate, &e.bGate, &e.wIn, &e.bIn, &e.wGateUp, &e.bGateUp, &e.wOut, &e.bOut}) add(*t);
+    };
+    for (const auto& e : L.moe.experts) addExpert(e);
+    addExpert(L.moe.shared);
+  }
   add(m_weights.lnFinalW);
   add(m_weights.lnFinalB);
   if (!m_weights.wU.is_same(m_weights.wE)) add(m_weights.wU);

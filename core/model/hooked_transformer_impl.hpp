@@ -12,6 +12,8 @@ namespace mechscope {
 struct LayerHookNames {
   std::string residPre, ln1, q, k, v, rotQ, rotK, scores, pattern, z, result, ln1Post, attnOut, residMid, ln2, mlpPre,
       mlpPreLinear, mlpPost, ln2Post, mlpOut, residPost;
+  // Mixture-of-experts layers only (core/model/moe_mlp.hpp).
+  std::string routerLogits, expertWeights, expertIndices, expertOut, sharedExpertOut;
 };
 
 struct HookedTransformer::Impl {

@@ -103,9 +103,16 @@ MemoryEstimate estimateForwardMemory(const ModelConfig& cfg, const ForwardMemory
   const int64_t Dm = cfg.dMlp, V = cfg.dVocab, L = cfg.nLayers;
   MemoryEstimate e;
   // Weights: embeddings (+ untied unembedding), per layer q/k/v/o + MLP (gated: three matrices), norms.
-  const int64_t perLayer = D * (H * Dh + 2 * KV * Dh) + H * Dh * D + (cfg.gatedMlp ? 3 : 2) * D * Dm + 4 * D;
+  const int64_t attnParams = D * (H * Dh + 2 * KV * Dh) + H * Dh * D + 4 * D;
+  const int64_t denseMlp = (cfg.gatedMlp ? 3 : 2) * D * Dm;
+  // Sparse layers hold every expert (all of them live in memory, whichever are routed to), the router
+  // and the shared expert; biases and sinks are negligible beside them.
+  const auto& moe = cfg.moe;
+  const int64_t sparseMlp = int64_t{moe.nExperts} * (3 * D * moe.dExpert + D) + 3 * D * moe.dShared + D;
+  int64_t layerParams = 0;
+  for (int l = 0; l < L; ++l) layerParams += attnParams + (cfg.isMoeLayer(l) ? sparseMlp : denseMlp);
   const int64_t positional = cfg.positional == PositionalKind::Learned ? int64_t{cfg.nCtx} * D : 0;
-  e.weights = E * (V * D * (cfg.tiedEmbeddings ? 1 : 2) + positional + L * perLayer + 2 * D);
+  e.weights = E * (V * D * (cfg.tiedEmbeddings ? 1 : 2) + positional + layerParams + 2 * D);
   // One layer: fp32 scores and pattern (+ one softmax temporary) when attention is materialised, else a
   // 16 MB tile; about a dozen residual/MLP-sized tensors (q, k, v, z, resid, normalized, MLP pre/post).
   const int64_t scores = B * H * P * P * 4;
@@ -126,6 +133,10 @@ int64_t hookElementCount(const ModelConfig& cfg, const std::string& n, int64_t b
   if (endsWith(n, "hook_result")) return bp * H * D;
   if (endsWith(n, "mlp.hook_pre") || endsWith(n, "mlp.hook_pre_linear") || endsWith(n, "mlp.hook_post"))
     return bp * cfg.dMlp;
+  if (endsWith(n, "hook_router_logits")) return bp * cfg.moe.nExperts;
+  if (endsWith(n, "hook_expert_weights") || endsWith(n, "hook_expert_indices")) return bp * cfg.moe.topK;
+  if (endsWith(n, "hook_expert_out")) return bp * cfg.moe.nExperts * D;
+  if (endsWith(n, "hook_shared_expert_out")) return bp * D;
   if (endsWith(n, "hook_logits")) return bp * cfg.dVocab;
   if (endsWith(n, "hook_scale")) return bp;
   if (endsWith(n, "hook_embed") || endsWith(n, "hook_pos_embed") || n.find("hook_resid_") != std::string::npos ||

@@ -30,6 +30,7 @@ std::string toString(RopeScalingKind kind) {
     case RopeScalingKind::Linear: return "linear";
     case RopeScalingKind::Llama3: return "llama3";
     case RopeScalingKind::LongRope: return "longrope";
+    case RopeScalingKind::Yarn: return "yarn";
   }
   return "?";
 }
@@ -173,9 +174,23 @@ RopeScaling parseRopeScaling(const nlohmann::json& s, const std::string& where, 
     out.attentionFactor = numberOr(s, "attention_factor", defaultAttention);
     out.shortFactor = ropeFactorList(s, "short_factor", rotaryDim, where);
     out.longFactor = ropeFactorList(s, "long_factor", rotaryDim, where);
+  } else if (type == "yarn") {
+    // As HF's _compute_yarn_parameters: the ramp between beta_fast and beta_slow rotations over the
+    // original context; cos/sin scaled by attention_factor, default 0.1·ln(factor) + 1 (mscale).
+    out.kind = RopeScalingKind::Yarn;
+    out.factor = numberOr(s, "factor", 1.0);
+    out.originalMaxPositionEmbeddings = original(static_cast<double>(maxPositions));
+    out.betaFast = numberOr(s, "beta_fast", 32.0);
+    out.betaSlow = numberOr(s, "beta_slow", 1.0);
+    if (auto it = s.find("truncate"); it != s.end() && it->is_boolean()) out.truncate = it->get<bool>();
+    if (s.contains("mscale") || s.contains("mscale_all_dim"))
+      throw UnsupportedError(fmt::format("{}: yarn 'mscale' / 'mscale_all_dim' (DeepSeek) are not supported", where));
+    out.attentionFactor = numberOr(s, "attention_factor", out.factor <= 1.0 ? 1.0 : 0.1 * std::log(out.factor) + 1.0);
+    if (!(out.betaFast > 0.0 && out.betaSlow > 0.0))
+      throw InputError(fmt::format("{}: yarn beta_fast {} and beta_slow {} must be positive", where, out.betaFast, out.betaSlow));
   } else {
     throw UnsupportedError(
-        fmt::format("{}: rope scaling type '{}' is not supported (default, linear, llama3, longrope)", where, type));
+        fmt::format("{}: rope scaling type '{}' is not supported (default, linear, llama3, longrope, yarn)", where, type));
   }
   if (!(out.factor > 0.0 && std::isfinite(out.factor)))
     throw InputError(fmt::format("{}: rope scaling factor {} must be a positive finite number", where, out.factor));
@@ -268,6 +283,13 @@ void ModelConfig::validate(const std::string& source) const {
   need(queryPreAttnScalar >= 0.0 && std::isfinite(queryPreAttnScalar),
        fmt::format("query_pre_attn_scalar {} must be positive", queryPreAttnScalar));
   need(embedScale > 0.0 && std::isfinite(embedScale), fmt::format("embedding scale {} must be positive", embedScale));
+  if (moe.nExperts > 0) {
+    need(moe.topK >= 1 && moe.topK <= moe.nExperts, fmt::format("num_experts_per_tok {} must be in [1, {} experts]", moe.topK, moe.nExperts));
+    need(moe.dExpert > 0 && moe.dShared >= 0, fmt::format("expert sizes must be positive (expert {}, shared {})", moe.dExpert, moe.dShared));
+    need(static_cast<int>(moe.sparseLayers.size()) == nLayers,
+         fmt::format("{} sparse-layer flags for {} layers", moe.sparseLayers.size(), nLayers));
+    need(moe.swigluLimit > 0.0 && std::isfinite(moe.swigluLimit), fmt::format("swiglu_limit {} must be positive", moe.swigluLimit));
+  }
 }
 
 int ModelConfig::windowOf(int layer) const {
@@ -309,6 +331,20 @@ std::string ModelConfig::summary() const {
   o << fmt::format("attention_scale: {:g}{}\n", attentionScale(), queryPreAttnScalar > 0 ? " (query_pre_attn_scalar)" : "");
   if (attnSoftcap > 0) o << fmt::format("attn_softcap: {:g}\n", attnSoftcap);
   if (finalSoftcap > 0) o << fmt::format("final_softcap: {:g}\n", finalSoftcap);
+  if (attnSinks) o << "attn_sinks: learned per head\n";
+  if (moe.nExperts > 0) {
+    std::vector<int> sparse;
+    for (int l = 0; l < nLayers; ++l)
+      if (isMoeLayer(l)) sparse.push_back(l);
+    o << fmt::format("moe: {} experts of d {}, top {} ({}{}), {}{}{}; sparse layers [{}]\n", moe.nExperts, moe.dExpert, moe.topK,
+                     moe.order == RouterOrder::TopKThenSoftmax ? "top-k then softmax" : "softmax then top-k",
+                     moe.order == RouterOrder::SoftmaxThenTopK && moe.normTopK ? ", renormalised" : "",
+                     moe.activation == ExpertActivation::ClampedSwiglu ? fmt::format("clamped swiglu (limit {:g})", moe.swigluLimit)
+                                                                       : std::string("gated"),
+                     moe.routerBias ? ", router bias" : "",
+                     moe.dShared > 0 ? fmt::format(", shared expert d {}{}", moe.dShared, moe.sharedGate ? " (sigmoid gate)" : "") : "",
+                     fmt::join(sparse, ", "));
+  }
   o << fmt::format("bos_token_id: {}\neos_token_ids: [{}]\n", bosTokenId ? std::to_string(*bosTokenId) : "none",
                    fmt::join(eosTokenIds, ", "));
   return o.str();

@@ -18,7 +18,7 @@ enum class Activation { GeluNew, Gelu, Silu, Relu };
 /// How positions enter the model.
 enum class PositionalKind { Learned, Rotary };
 /// Rotary frequency scaling (HF `rope_scaling` / `rope_parameters.rope_type`).
-enum class RopeScalingKind { None, Linear, Llama3, LongRope };
+enum class RopeScalingKind { None, Linear, Llama3, LongRope, Yarn };
 
 /// Rotary scaling parameters (only those of the kind in use matter).
 struct RopeScaling {
@@ -30,8 +30,40 @@ struct RopeScaling {
   /// LongRope (Phi-3): per-frequency divisors [rotary_dim / 2] of passes whose longest position is
   /// ≤ originalMaxPositionEmbeddings (short) or beyond it (long), as HF picks them per forward.
   std::vector<double> shortFactor, longFactor;
-  /// cos and sin are multiplied by this (LongRope's attention factor; 1 otherwise).
+  /// cos and sin are multiplied by this (LongRope's and YaRN's attention factor; 1 otherwise).
   double attentionFactor = 1.0;
+  double betaFast = 32.0;  ///< YaRN: dims turning more than this often over the original context keep their frequency
+  double betaSlow = 1.0;   ///< YaRN: dims turning less than this often are interpolated by `factor`
+  bool truncate = true;    ///< YaRN: round the correction range outwards to whole dims
+};
+
+/// How a mixture-of-experts router turns logits into the weights of its top-k experts.
+enum class RouterOrder {
+  SoftmaxThenTopK,  ///< Mixtral, Qwen-MoE: softmax over all experts, keep the k largest (renormalised or not)
+  TopKThenSoftmax   ///< gpt-oss: the k largest logits, softmax over those k
+};
+/// What one expert computes from its gate and up projections.
+enum class ExpertActivation {
+  Gated,         ///< act(gate) · up (the config's activation), as the dense gated MLP
+  ClampedSwiglu  ///< gpt-oss: gate ≤ limit, up ∈ [−limit, limit], (up + 1) · gate · σ(α · gate)
+};
+
+/// Mixture-of-experts MLP of the sparse layers (nExperts == 0: every layer is dense).
+struct MoeConfig {
+  int nExperts = 0;       ///< routed experts per sparse layer
+  int topK = 0;           ///< experts per token
+  int dExpert = 0;        ///< hidden size of one expert (moe_intermediate_size)
+  RouterOrder order = RouterOrder::SoftmaxThenTopK;
+  bool normTopK = false;  ///< SoftmaxThenTopK: renormalise the k kept probabilities to sum 1
+  bool routerBias = false;
+  bool expertBias = false;  ///< biases on the experts' gate/up and down projections
+  ExpertActivation activation = ExpertActivation::Gated;
+  double swigluAlpha = 1.702;  ///< ClampedSwiglu: σ(α · gate)
+  double swigluLimit = 7.0;    ///< ClampedSwiglu: the clamp
+  int dShared = 0;          ///< hidden size of the always-on shared expert (0: none; Qwen2-MoE)
+  bool sharedGate = false;  ///< the shared expert's output is scaled by σ(x · w_gate) (Qwen2-MoE)
+  /// Per layer: true where the MLP is the mixture (false: the dense MLP of size d_mlp). Empty: none.
+  std::vector<bool> sparseLayers;
 };
 
 /// Rotary parameters of one kind of layer (Gemma 3: sliding layers have their own theta).
@@ -74,6 +106,7 @@ struct ModelConfig {
   std::optional<LayerRope> slidingRope;
   bool parallelAttnMlp = false;      ///< GPT-NeoX: resid + attn(ln1(x)) + mlp(ln2(x))
   bool qkNorm = false;               ///< Qwen3: per-head RMSNorm on q and k before rotary
+  bool attnSinks = false;            ///< gpt-oss: a learned per-head logit in every softmax row, with no value
   bool qkNormWhole = false;          ///< with qkNorm: over the whole projection [n_heads·d_head] (OLMo-2), not per head
   bool preNorms = true;              ///< ln1 before attention, ln2 before the MLP (OLMo-2 has neither)
   bool postAttnNorm = false;         ///< ln1_post on the attention output before it joins the residual (Gemma 2/3, OLMo-2)
@@ -88,6 +121,7 @@ struct ModelConfig {
   bool mlpBias = false;
   bool normBias = false;  ///< LayerNorm with bias
   bool tiedEmbeddings = false;
+  MoeConfig moe;  ///< mixture of experts (moe.nExperts == 0: dense)
   std::optional<int64_t> bosTokenId;
   std::vector<int64_t> eosTokenIds;
   nlohmann::json raw;  ///< the config.json as read
@@ -101,6 +135,10 @@ struct ModelConfig {
   void validate(const std::string& source) const;
   /// The sliding window of layer `layer`: 0 means full (causal) attention.
   [[nodiscard]] int windowOf(int layer) const;
+  /// Whether layer `layer`'s MLP is the mixture of experts.
+  [[nodiscard]] bool isMoeLayer(int layer) const {
+    return moe.nExperts > 0 && layer >= 0 && layer < static_cast<int>(moe.sparseLayers.size()) && moe.sparseLayers[static_cast<size_t>(layer)];
+  }
   /// The factor of q·k in the scores: queryPreAttnScalar^−½ when set, else d_head^−½.
   [[nodiscard]] double attentionScale() const;
   /// Multi-line human-readable summary ("key: value" lines).

@@ -8,6 +8,22 @@
 
 namespace mechscope {
 
+/// One routed expert (Linear layout [out, in]; views of the checkpoint where its layout allows).
+struct ExpertWeights {
+  at::Tensor wGate, bGate;  // [d_expert, d_model], [d_expert] (undefined when wGateUp holds both)
+  at::Tensor wIn, bIn;      // [d_expert, d_model], [d_expert]: the "up" projection
+  at::Tensor wGateUp, bGateUp;  // [2 · d_expert, d_model], [2 · d_expert]: gpt-oss's fused rows, gate = even, up = odd
+  at::Tensor wOut, bOut;    // [d_model, d_expert], [d_model]
+};
+
+/// The mixture of experts of a sparse layer (ModelConfig::moe).
+struct MoeWeights {
+  at::Tensor wRouter, bRouter;  // [n_experts, d_model], [n_experts]
+  std::vector<ExpertWeights> experts;  // n_experts
+  ExpertWeights shared;         // the shared expert (dShared > 0), wGate/wIn [d_shared, d_model]
+  at::Tensor wSharedGate;       // [1, d_model] (sharedGate only)
+};
+
 /// Weights of one transformer block.
 struct LayerWeights {
   at::Tensor ln1W, ln1B;      // [d_model]
@@ -22,6 +38,8 @@ struct LayerWeights {
   at::Tensor wGate, bGate;    // [d_mlp, d_model], [d_mlp] (gated MLP only)
   at::Tensor wOut, bOut;      // [d_model, d_mlp], [d_model]
   at::Tensor ln2PostW;        // [d_model] norm of the MLP output (postMlpNorm only)
+  at::Tensor sinks;           // [n_heads] learned sink logits (attnSinks only)
+  MoeWeights moe;             // sparse layers only (ModelConfig::isMoeLayer); the dense MLP weights are then undefined
 };
 
 /// All weights of a model.

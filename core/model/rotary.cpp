@@ -2,9 +2,40 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace mechscope {
+
+namespace {
+
+/// YaRN (Peng et al.; HF's _compute_yarn_parameters): dims that turn fewer than beta_slow times over the
+/// original context are interpolated (θ / factor), those turning more than beta_fast times keep θ, and a
+/// linear ramp over the dims in between blends the two. [rd / 2] fp32.
+at::Tensor yarnInvFreq(double theta, int64_t rd, const RopeScaling& s) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor posFreqs = at::pow(theta, at::arange(0, rd, 2, f32.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(rd));
+  at::Tensor extrapolated = 1.0 / posFreqs;               // [rd / 2]
+  at::Tensor interpolated = 1.0 / (s.factor * posFreqs);  // [rd / 2]
+  // The dim index at which a frequency turns `rotations` times over the original context.
+  const double orig = static_cast<double>(s.originalMaxPositionEmbeddings);
+  auto dimOf = [&](double rotations) {
+    return static_cast<double>(rd) * std::log(orig / (rotations * 2.0 * M_PI)) / (2.0 * std::log(theta));
+  };
+  double low = dimOf(s.betaFast), high = dimOf(s.betaSlow);
+  if (s.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(rd - 1));
+  if (low == high) high += 0.001;  // as HF: no zero-width ramp
+  at::Tensor ramp = ((at::arange(rd / 2, f32.dtype(at::kLong)).to(at::kFloat) - low) / (high - low)).clamp(0.0, 1.0);
+  at::Tensor keep = 1.0 - ramp;  // [rd / 2]: 1 where the frequency is extrapolated (kept)
+  return interpolated * (1.0 - keep) + extrapolated * keep;
+}
+
+}  // namespace
 
 at::Tensor ropeInvFreq(const ModelConfig& c, at::Device device, bool longFactors) {
   return ropeInvFreq(c.rotaryDim, c.ropeTheta, c.ropeScaling, device, longFactors);
@@ -33,6 +64,8 @@ at::Tensor ropeInvFreq(int rotaryDim, double theta, const RopeScaling& s, at::De
     at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
     at::Tensor medium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
     inv = at::where(medium, smoothed, scaled);
+  } else if (s.kind == RopeScalingKind::Yarn) {
+    inv = yarnInvFreq(theta, rd, s);
   }
   return inv.to(device);
 }

@@ -87,6 +87,11 @@ struct ProbeInputs {
   /// > 0: scores are soft-capped, s → tanh(s / c)·c, before the mask and the softmax (Gemma 2).
   double softcap = 0.0;
   std::vector<int64_t> uniformHeads;  ///< heads whose row is uniform over visible keys (head masking, §1.3)
+  /// Optional [n_heads] learned sink logits (gpt-oss): each head's sink joins every non-empty row's
+  /// normaliser as one more key with no value and no position, so p over the keys sums to < 1 (HF's
+  /// attention weights with the sink column dropped). Statistics stay over the keys; entropy is −Σ_j p log p
+  /// over them.
+  at::Tensor sinks;
 };
 
 /// Two-pass tiled statistics (§11): pass 1 keeps a running max and log-sum-exp per row over key tiles;

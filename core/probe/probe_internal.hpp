@@ -42,6 +42,7 @@ struct ProbeSetup {
   int64_t window = 0;               ///< sliding window W (> 0): key j is visible to row i only if i − j < W
   double softcap = 0.0;             ///< > 0: every score s becomes tanh(s / c)·c before masking (ProbeInputs::softcap)
   at::Tensor uniformIdx;            ///< [u] int64 uniform heads; undefined when none
+  at::Tensor sinks;                 ///< [head] learned sink logits in the compute dtype (ProbeInputs::sinks); undefined when none
   at::Tensor keySetInd;             ///< [nk] 0/1 key-set indicator; undefined when no key set
   at::Tensor keyPos, keyPosF;       ///< [nk] int64 / compute dtype
   int64_t rowBegin = 0;             ///< first q row not skipped by queryStart
@@ -85,6 +86,10 @@ void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetu
 /// Row log-sum-exp of the scaled, masked scores for rows [rowBegin, nq) → [head, nq] fp64 (−inf for empty
 /// or skipped rows). Uses flash attention's normaliser on CUDA when it applies (sets *flash), else key tiles.
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash);
+
+/// Folds each head's sink logit (s.sinks) into the row normalisers lse [head, nq] fp64 of non-empty rows
+/// (empty rows stay −inf); lse itself when there are no sinks.
+at::Tensor foldSinks(const ProbeSetup& s, const at::Tensor& lse);
 
 /// Σ_i p_ij for the request's columnKeys given each row's log-sum-exp ([head, nq] fp64) → res.columnKeySums.
 void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const at::Tensor& lse,

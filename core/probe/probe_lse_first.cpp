@@ -69,7 +69,7 @@ at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunCon
   if (lse.defined()) {
     if (flash) *flash = true;
     if (s.rowBegin > 0) lse.narrow(1, 0, s.rowBegin).fill_(kNegInf);
-    return lse;
+    return foldSinks(s, lse);
   }
   lse = at::full({g.heads, g.nq}, kNegInf, s.fopt.dtype(at::kDouble));  // [head, nq]
   for (int64_t r0 = s.rowBegin; r0 < g.nq; r0 += s.tiles.tileQ) {
@@ -84,7 +84,13 @@ at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunCon
       run.copy_(at::logaddexp(run, at::logsumexp(x, {-1}).to(at::kDouble)));  // −inf ⊕ −inf = −inf
     }
   }
-  return lse;
+  return foldSinks(s, lse);
+}
+
+at::Tensor foldSinks(const ProbeSetup& s, const at::Tensor& lse) {
+  if (!s.sinks.defined()) return lse;
+  const at::Tensor sink = s.sinks.to(at::kDouble).unsqueeze(1).expand_as(lse);  // [head, nq]
+  return at::where(lse == kNegInf, lse, at::logaddexp(lse, sink));
 }
 
 void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const at::Tensor& lse,

@@ -118,15 +118,37 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
       }
     }
 
-    // Finish the row statistics: divide by l (empty rows, l = 0, stay 0); entropy = log l + Σ e (m − s) / l.
+    // Learned sinks (gpt-oss): each head's sink logit joins the normaliser of every non-empty row as one
+    // more key with no value and no position (rescaled like a tile); the statistics stay over the keys.
     const at::Tensor empty = l == 0;
+    at::Tensor sinkE;  // [head, rows] fp64 e of the sink (sinks only; 0 in empty rows)
+    if (s.sinks.defined()) {
+      const at::Tensor sink = s.sinks.unsqueeze(1).expand({g.heads, rows});  // [head, rows]
+      const at::Tensor newM = at::where(empty, m, at::maximum(m, sink));
+      const at::Tensor safeNew = newM.masked_fill(newM == kNegInf, 0.0);
+      const at::Tensor alpha = (m - safeNew).exp_().to(at::kDouble);
+      if (entA.defined()) entA.add_(l * (safeNew - m.masked_fill(m == kNegInf, 0.0)).to(at::kDouble)).mul_(alpha);
+      l.mul_(alpha);
+      if (dist.defined()) dist.mul_(alpha);
+      if (win.defined()) win.mul_(alpha);
+      if (mass.defined()) mass.mul_(alpha);
+      m = newM;
+      sinkE = (sink - safeNew).exp().to(at::kDouble).masked_fill_(empty, 0.0);
+      l.add_(sinkE);
+    }
+
+    // Finish the row statistics: divide by l (empty rows, l = 0, stay 0); entropy = log l + Σ e (m − s) / l
+    // (with a sink: log l · (1 − e_sink / l), the keys' share of the mass).
     const at::Tensor lSafe = l.masked_fill(empty, 1.0);
     const at::Tensor logL = lSafe.log();  // [head, rows] fp64, 0 for empty rows
     auto finish = [&](const at::Tensor& acc, at::Tensor& out) { out.slice(1, r0, r1).copy_(acc / lSafe); };
     if (dist.defined()) finish(dist, res.distance);
     if (win.defined()) finish(win, res.windowed);
     if (mass.defined()) finish(mass, res.keySetMass);
-    if (entA.defined()) res.entropy.slice(1, r0, r1).copy_((entA / lSafe).add_(logL).masked_fill_(empty, 0.0));
+    if (entA.defined()) {
+      const at::Tensor logTerm = sinkE.defined() ? logL * (1.0 - sinkE / lSafe) : logL;
+      res.entropy.slice(1, r0, r1).copy_((entA / lSafe).add_(logTerm).masked_fill_(empty, 0.0));
+    }
     const at::Tensor rowMax = m.masked_fill(m == kNegInf, 0.0).unsqueeze(-1);  // [head, rows, 1]
     const at::Tensor logSum = logL.to(cdt).unsqueeze(-1);                     // [head, rows, 1]
     if (topK > 0) {

@@ -45,6 +45,9 @@ void validateInputs(const ProbeInputs& in, int64_t tileQ, int64_t tileK) {
       throw InputError(fmt::format("attention probe: keyPadding must be bool [{}], found {} {}", in.k.size(0),
                                    c10::toString(in.keyPadding.scalar_type()), c10::str(in.keyPadding.sizes())));
   }
+  if (in.sinks.defined() && (in.sinks.dim() != 1 || in.sinks.size(0) != heads || !at::isFloatingType(in.sinks.scalar_type())))
+    throw InputError(fmt::format("attention probe: sinks must be floating [{}] (one logit per head), found {} {}", heads,
+                                 c10::toString(in.sinks.scalar_type()), c10::str(in.sinks.sizes())));
   for (int64_t h : in.uniformHeads)
     if (h < 0 || h >= heads)
       throw InputError(fmt::format("attention probe: uniform head {} out of range [0, {})", h, heads));
@@ -90,6 +93,7 @@ ProbeSetup prepareProbe(const ProbeInputs& in, const ProbeRequest& req, int64_t 
       }
     s.pad = in.keyPadding.to(device);
   }
+  if (in.sinks.defined()) s.sinks = in.sinks.to(device, s.cdt);
   if (!in.uniformHeads.empty())
     s.uniformIdx = at::tensor(in.uniformHeads, at::TensorOptions().dtype(at::kLong)).to(device);
   if (!req.keySet.empty()) {

@@ -82,12 +82,14 @@ TEST(Config, ErrorsNameTheKey) {
     EXPECT_NE(std::string(e.what()).find("/m/config.json: missing key 'hidden_size'"), std::string::npos) << e.what();
   }
   j = llama31();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};  // dynamic NTK: not implemented
+  EXPECT_THROW((void)ModelConfig::fromJson(j, "config.json"), UnsupportedError);
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"mscale", 1.0}};  // DeepSeek's yarn variant
   EXPECT_THROW((void)ModelConfig::fromJson(j, "config.json"), UnsupportedError);
   j = llama31();
   j["num_key_value_heads"] = 5;
   EXPECT_THROW((void)ModelConfig::fromJson(j, "config.json"), InputError);
-  EXPECT_EQ(supportedFamilies().size(), 6u);
+  EXPECT_EQ(supportedFamilies().size(), 15u);
 }
 
 // Issue 20: a valid config is not refused for the way an exporter wrote its numbers. Integral floats

@@ -36,7 +36,8 @@ TEST_P(Generate, KvCacheEqualsRecomputation) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Generate, ::testing::Values("gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3", "phi3",
-                                                                  "phi3_longrope", "olmo2", "gemma2", "gemma3"),
+                                                                  "phi3_longrope", "olmo2", "gemma2", "gemma3", "mixtral", "qwen2_moe",
+                                                                  "qwen3_moe", "gpt_oss"),
                          [](const auto& info) { return info.param; });
 
 TEST(GenerateSteps, CachedLogitsMatchFullForward) {

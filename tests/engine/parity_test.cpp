@@ -94,7 +94,8 @@ TEST_P(Parity, MatchesHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Parity, ::testing::Values("gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3", "phi3",
-                                                                  "phi3_longrope", "olmo2", "gemma2", "gemma3"),
+                                                                  "phi3_longrope", "olmo2", "gemma2", "gemma3", "mixtral", "qwen2_moe",
+                                                                  "qwen3_moe", "gpt_oss"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -62,6 +62,10 @@ ModelWeights loadLlamaLike(const WeightSource& s, const ModelConfig& c) {
       L.kNormW = s.get(b + "self_attn.k_norm.weight", {dh});
     }
     L.ln2W = s.get(b + "post_attention_layernorm.weight", {d});
+    if (c.isMoeLayer(l)) {  // the mixture's weights are the MoE family's to read
+      w.layers.push_back(std::move(L));
+      continue;
+    }
     L.wGate = s.get(b + "mlp.gate_proj.weight", {m, d});
     L.wIn = s.get(b + "mlp.up_proj.weight", {m, d});
     L.wOut = s.get(b + "mlp.down_proj.weight", {d, m});
