@@ -4,6 +4,11 @@
 // edge of the graph. Plain timed main (not Google Benchmark): one run of a few seconds to minutes each.
 // Results: docs/benchmarks.md ("Edge attribution (issue #22)").
 //   bench_eap MODEL_DIR DATASET.jsonl [cpu|cuda] [fp32|bf16] [sample_edges 24] [steps 30 (0: no attribution)] [batched_rows 256]
+// Long inputs (issue #22: attribution at 8K+ tokens without [pos, key] patterns): DATASET "long:N1,N2,…" runs, for each
+// length N, EAP and EAP-IG (`steps`) on one prompt pair of N random tokens (corrupted in its middle third) on the
+// default attention path, and reports time, peak CUDA memory and what the explicit path's patterns alone would
+// keep for the backward (scores + pattern, fp32, every layer: 2 · L · H · N² · 4 bytes). One prompt per pass.
+//   bench_eap MODEL_DIR long:8192,16384,32768 cuda bf16 0 5
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -41,6 +46,54 @@ std::vector<EdgeRef> sampleEdges(const EdgeGraph& G, int64_t n) {
   return out;
 }
 
+/// One prompt pair of `n` random tokens; the corrupted prompt differs in its middle third.
+std::vector<PatchGroup> randomPair(const HookedTransformer& m, int64_t n) {
+  at::manual_seed(3);
+  const int64_t V = m.config().dVocab;
+  PatchGroup g;
+  g.inputs.clean = at::randint(V, {1, n}, at::kLong);
+  g.inputs.corrupt = g.inputs.clean.clone();
+  g.inputs.corrupt.narrow(1, n / 3, n / 3).random_(V);
+  g.inputs.correct = at::randint(V, {1}, at::kLong);
+  g.inputs.incorrect = (g.inputs.correct + 1) % V;
+  g.promptIndex = {0};
+  g.templateIds = {-1};
+  return {g};
+}
+
+/// The long-input mode (see the header): `lengths` "8192,16384".
+int benchLong(const HookedTransformer& m, const std::string& lengths, int steps) {
+  const ModelConfig& c = m.config();
+  std::vector<int64_t> ns;
+  for (size_t at = 0; at < lengths.size();) {
+    const size_t comma = lengths.find(',', at);
+    ns.push_back(std::stoll(lengths.substr(at, comma == std::string::npos ? std::string::npos : comma - at)));
+    at = comma == std::string::npos ? lengths.size() : comma + 1;
+  }
+  fmt::print("long inputs: {} layers, {} heads ({} kv), d_model {}, {} edges\n", c.nLayers, c.nHeads, c.nKvHeads, c.dModel,
+             edgeGraphOf(c).edgeCount());
+  EapParams p;
+  p.maxBatchRows = 1;  // one interpolation step per pass: a pass over N tokens is the unit that must fit
+  p.steps = std::max(1, steps);
+  (void)edgeAttribution(m, randomPair(m, 256), p);  // warm-up
+  for (const int64_t n : ns) {
+    const auto groups = randomPair(m, n);
+    const double patterns = 2.0 * c.nLayers * c.nHeads * static_cast<double>(n) * static_cast<double>(n) * 4.0;
+    for (EapMethod method : {EapMethod::Eap, EapMethod::EapIg}) {
+      p.method = method;
+      resetCudaPeak();
+      const auto t0 = std::chrono::steady_clock::now();
+      const EapResult r = edgeAttribution(m, groups, p);
+      const double t = seconds(t0);
+      fmt::print("n {:6d} {:<7} {:8.3f} s  forwards {} backwards {}  LD clean {:.4f} corrupt {:.4f}  peak {:.2f} GiB  "
+                 "(explicit patterns alone: {:.1f} GiB)  max|score| {:.4g}\n",
+                 n, toString(method), t, r.forwards, r.backwards, r.metricClean, r.metricCorrupt,
+                 static_cast<double>(cudaPeakAllocatedBytes()) / (1 << 30), patterns / (1 << 30), r.scores.abs().max().item<double>());
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -54,6 +107,7 @@ int main(int argc, char** argv) try {
   const int steps = argc > 6 ? std::atoi(argv[6]) : 30;
   const int64_t batchedRows = argc > 7 ? std::atoll(argv[7]) : 256;
   auto model = HookedTransformer::load(folder, LoadOptions{device, dtype});
+  if (data.rfind("long:", 0) == 0) return benchLong(*model, data.substr(5), steps);
   CausalDataset ds = readJsonl(data);
   tokenizeDataset(ds, nullptr, std::nullopt);
   const std::vector<PatchGroup> groups = toPatchGroups(ds);

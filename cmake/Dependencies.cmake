@@ -21,6 +21,14 @@ elseif(MECHSCOPE_CUDA)
 endif()
 if(MECHSCOPE_HAS_CUDA)
   target_compile_definitions(mechscope_torch INTERFACE MECHSCOPE_WITH_CUDA=1)
+  # The CUDA runtime itself (free device memory for pre-run memory checks), where Torch's config found it.
+  if(NOT TARGET CUDA::cudart)
+    find_package(CUDAToolkit QUIET)
+  endif()
+  if(TARGET CUDA::cudart)
+    target_link_libraries(mechscope_torch INTERFACE CUDA::cudart)
+    target_compile_definitions(mechscope_torch INTERFACE MECHSCOPE_WITH_CUDART=1)
+  endif()
 endif()
 
 # ---- small libraries ------------------------------------------------------------------------

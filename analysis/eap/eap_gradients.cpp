@@ -43,48 +43,48 @@ at::Tensor gradOf(const at::Tensor& leaf, const std::string& site) {
   return leaf.grad();
 }
 
-/// hook_q/k/v of one block recomputed from per-head copies of its input (ln1 → the head's rows of the
-/// projection → qk-norm), and ∂/∂copies of Σ hook·g: the receivers' input gradients [batch, pos, n, d_model].
-/// Refuses (Error) when the recomputation does not reproduce the recorded hooks.
-std::vector<at::Tensor> pullBackHeads(const HookedTransformer& m, int l, const Taps& taps, const at::Tensor& gq,
-                                      const at::Tensor& gk, const at::Tensor& gv) {
-  const ModelConfig& c = m.config();
+/// hook_q/k/v of layer `l` at positions [p0, p1) recomputed from per-head copies of its input (ln1 → the
+/// head's rows of the projection → qk-norm), and ∂/∂copies of Σ hook·g: the receivers' input gradients
+/// [rows, c, n, d_model]. Refuses (Error) when the recomputation does not reproduce the recorded hooks.
+std::vector<at::Tensor> pullBackHeads(const HookedTransformer& m, const ReceiverGradients& g, int l, int64_t p0, int64_t c) {
+  const ModelConfig& cfg = m.config();
   const LayerWeights& W = m.weights().layers[static_cast<size_t>(l)];
-  const at::Tensor& resid = taps.residPre[static_cast<size_t>(l)];  // [batch, pos, d_model]
-  const int64_t B = resid.size(0), P = resid.size(1), d = c.dModel, dh = c.dHead;
-  at::AutoGradMode grad(true);
-  auto copies = [&](int64_t n) { return resid.unsqueeze(2).expand({B, P, n, d}).contiguous().requires_grad_(true); };
-  auto project = [&](const at::Tensor& r, const at::Tensor& w, const at::Tensor& b, const at::Tensor& qkNormW, int64_t n) {
-    at::Tensor y = at::einsum("bpnd,ned->bpne", {applyNorm(m, r, W.ln1W, W.ln1B), w.view({n, dh, d})});  // [batch, pos, n, d_head]
-    if (b.defined()) y = y + b.view({n, dh});
-    return c.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
-  };
-  const at::Tensor rq = copies(c.nHeads), rk = copies(c.nKvHeads), rv = copies(c.nKvHeads);  // [batch, pos, n, d_model]
-  const at::Tensor q = project(rq, W.wQ, W.bQ, W.qNormW, c.nHeads);
-  const at::Tensor k = project(rk, W.wK, W.bK, W.kNormW, c.nKvHeads);
-  const at::Tensor v = project(rv, W.wV, W.bV, {}, c.nKvHeads);
-  const double tol = m.dtype() == at::kFloat || m.dtype() == at::kDouble ? 1e-4 : 3e-2;
   const size_t li = static_cast<size_t>(l);
-  for (const auto& [mine, seen, name] : {std::tuple{q, taps.q[li], "q"}, std::tuple{k, taps.k[li], "k"}, std::tuple{v, taps.v[li], "v"}}) {
-    const double scale = std::max(1.0, seen.abs().max().item<double>());
-    if ((mine.detach() - seen).abs().max().item<double>() > tol * scale)
+  const at::Tensor resid = g.residPre[li].narrow(1, p0, c);  // [rows, c, d_model]
+  const int64_t B = resid.size(0), d = cfg.dModel, dh = cfg.dHead;
+  at::AutoGradMode grad(true);
+  auto copies = [&](int64_t n) { return resid.unsqueeze(2).expand({B, c, n, d}).contiguous().requires_grad_(true); };
+  auto project = [&](const at::Tensor& r, const at::Tensor& w, const at::Tensor& b, const at::Tensor& qkNormW, int64_t n) {
+    at::Tensor y = at::einsum("bpnd,ned->bpne", {applyNorm(m, r, W.ln1W, W.ln1B), w.view({n, dh, d})});  // [rows, c, n, d_head]
+    if (b.defined()) y = y + b.view({n, dh});
+    return cfg.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
+  };
+  const at::Tensor rq = copies(cfg.nHeads), rk = copies(cfg.nKvHeads), rv = copies(cfg.nKvHeads);  // [rows, c, n, d_model]
+  const at::Tensor q = project(rq, W.wQ, W.bQ, W.qNormW, cfg.nHeads);
+  const at::Tensor k = project(rk, W.wK, W.bK, W.kNormW, cfg.nKvHeads);
+  const at::Tensor v = project(rv, W.wV, W.bV, {}, cfg.nKvHeads);
+  const double tol = m.dtype() == at::kFloat || m.dtype() == at::kDouble ? 1e-4 : 3e-2;
+  for (const auto& [mine, seen, name] : {std::tuple{q, g.q[li], "q"}, std::tuple{k, g.k[li], "k"}, std::tuple{v, g.v[li], "v"}}) {
+    const at::Tensor s = seen.narrow(1, p0, c);
+    const double scale = std::max(1.0, s.abs().max().item<double>());
+    if ((mine.detach() - s).abs().max().item<double>() > tol * scale)
       throw Error(fmt::format("eap: layer {}'s hook_{} is not ln1 → W_{} of resid_pre in this family; edge attribution "
                               "needs the head input's path (docs/metrics.md §12.6)",
                               l, name, name));
   }
-  ((q * gq).sum() + (k * gk).sum() + (v * gv).sum()).backward();
+  ((q * g.gq[li].narrow(1, p0, c)).sum() + (k * g.gk[li].narrow(1, p0, c)).sum() + (v * g.gv[li].narrow(1, p0, c)).sum()).backward();
   return {rq.grad(), rk.grad(), rv.grad()};
 }
 
-/// ∂/∂(MLP input copy): ln2's input (resid_mid, or resid_pre in a parallel block) pulled back from the
-/// gradient at ln2.hook_normalized.
-at::Tensor pullBackMlp(const HookedTransformer& m, int l, const Taps& taps, const at::Tensor& gx2) {
+/// ∂/∂(MLP input copy) at positions [p0, p1): ln2's input (resid_mid, or resid_pre in a parallel block)
+/// pulled back from the gradient at ln2.hook_normalized.
+at::Tensor pullBackMlp(const HookedTransformer& m, const ReceiverGradients& g, int l, int64_t p0, int64_t c) {
   const LayerWeights& W = m.weights().layers[static_cast<size_t>(l)];
   const size_t li = static_cast<size_t>(l);
-  const at::Tensor& in = m.config().parallelAttnMlp ? taps.residPre[li] : taps.residMid[li];  // [batch, pos, d_model]
+  const at::Tensor& in = m.config().parallelAttnMlp ? g.residPre[li] : g.residMid[li];  // [rows, pos, d_model]
   at::AutoGradMode grad(true);
-  const at::Tensor r = in.detach().clone().requires_grad_(true);
-  (applyNorm(m, r, W.ln2W, W.ln2B) * gx2).sum().backward();
+  const at::Tensor r = in.narrow(1, p0, c).detach().clone().requires_grad_(true);
+  (applyNorm(m, r, W.ln2W, W.ln2B) * g.gln2[li].narrow(1, p0, c)).sum().backward();
   return r.grad();
 }
 
@@ -106,6 +106,12 @@ void addRecordHooks(HookSet& hooks, NodeOutputs& out) {
 
 }  // namespace
 
+LayerReceiverGrads receiverInputGrads(const HookedTransformer& m, const ReceiverGradients& g, int layer, int64_t p0, int64_t p1) {
+  const int64_t c = p1 - p0;
+  std::vector<at::Tensor> heads = pullBackHeads(m, g, layer, p0, c);
+  return {heads[0], heads[1], heads[2], pullBackMlp(m, g, layer, p0, c)};
+}
+
 at::Tensor headOutputs(const HookedTransformer& m, int layer, const at::Tensor& z, at::ScalarType dtype) {
   const ModelConfig& c = m.config();
   const at::Tensor wO = m.weights().layers[static_cast<size_t>(layer)].wO.to(dtype).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
@@ -113,7 +119,7 @@ at::Tensor headOutputs(const HookedTransformer& m, int layer, const at::Tensor& 
 }
 
 NodeOutputs recordNodeOutputs(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& correct,
-                              const at::Tensor& incorrect, const RunContext* ctx) {
+                              const at::Tensor& incorrect, const RunContext* ctx, AttentionPath path) {
   const auto L = static_cast<size_t>(m.config().nLayers);
   NodeOutputs out;
   out.z.resize(L);
@@ -122,6 +128,7 @@ NodeOutputs recordNodeOutputs(const HookedTransformer& m, const at::Tensor& toke
   addRecordHooks(hooks, out);
   ForwardOptions opts;
   opts.logitsLastOnly = true;
+  opts.path = path;
   at::NoGradGuard noGrad;
   const ForwardResult fr = m.forward(tokens, opts, &hooks, ctx);
   out.metric = logitDiff(fr.logits, correct, incorrect).detach();
@@ -130,7 +137,7 @@ NodeOutputs recordNodeOutputs(const HookedTransformer& m, const at::Tensor& toke
 
 ReceiverGradients receiverGradients(const HookedTransformer& m, const at::Tensor& tokens, const at::Tensor& correct,
                                     const at::Tensor& incorrect, const at::Tensor& input, NodeOutputs* record,
-                                    const RunContext* ctx) {
+                                    const RunContext* ctx, AttentionPath path) {
   const ModelConfig& c = m.config();
   const int L = c.nLayers;
   at::AutoGradMode grad(true);
@@ -162,6 +169,7 @@ ReceiverGradients receiverGradients(const HookedTransformer& m, const at::Tensor
   });
   ForwardOptions opts;
   opts.logitsLastOnly = true;
+  opts.path = path;
   const ForwardResult fr = m.forward(tokens, opts, &hooks, ctx);
   const at::Tensor ld = logitDiff(fr.logits, correct, incorrect);  // [batch]
   ld.sum().backward();
@@ -173,13 +181,16 @@ ReceiverGradients receiverGradients(const HookedTransformer& m, const at::Tensor
   for (int l = 0; l < L; ++l) {
     const auto li = static_cast<size_t>(l);
     if (ctx) ctx->check();
-    auto heads = pullBackHeads(m, l, taps, gradOf(taps.eq[li], hook::q(l)), gradOf(taps.ek[li], hook::k(l)),
-                               gradOf(taps.ev[li], hook::v(l)));
-    g.q.push_back(heads[0]);
-    g.k.push_back(heads[1]);
-    g.v.push_back(heads[2]);
-    g.mlp.push_back(pullBackMlp(m, l, taps, gradOf(taps.eln2[li], hook::name(l, "ln2.hook_normalized"))));
+    g.gq.push_back(gradOf(taps.eq[li], hook::q(l)));
+    g.gk.push_back(gradOf(taps.ek[li], hook::k(l)));
+    g.gv.push_back(gradOf(taps.ev[li], hook::v(l)));
+    g.gln2.push_back(gradOf(taps.eln2[li], hook::name(l, "ln2.hook_normalized")));
   }
+  g.residPre = std::move(taps.residPre);
+  g.residMid = std::move(taps.residMid);
+  g.q = std::move(taps.q);
+  g.k = std::move(taps.k);
+  g.v = std::move(taps.v);
   return g;
 }
 

@@ -3,10 +3,13 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "analysis/eap/eap_gradients.hpp"
 #include "analysis/patching/patch_groups.hpp"
+#include "core/common/device_memory.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/memory_estimate.hpp"
 
@@ -16,69 +19,89 @@ namespace {
 /// The dtype scores are formed in: fp32, or fp64 for an fp64 model (reference runs).
 at::ScalarType scoreType(const HookedTransformer& m) { return m.dtype() == at::kDouble ? at::kDouble : at::kFloat; }
 
-/// a_corrupt − a_clean of every source node: [batch, pos, n_forward, d_model] in scoreType. A head's output is
-/// z_h · W_O[h] (hook_result's value without materialising it per run); b_O belongs to no head and cancels.
-at::Tensor activationDifference(const HookedTransformer& m, const NodeOutputs& corrupt, const NodeOutputs& clean) {
-  const ModelConfig& c = m.config();
+/// a_corrupt − a_clean of every source node at positions [p0, p0 + c): [batch, c, n_forward, d_model] in
+/// scoreType. A head's output is z_h · W_O[h] (hook_result's value without materialising it per run); b_O
+/// belongs to no head and cancels.
+at::Tensor activationDifference(const HookedTransformer& m, const NodeOutputs& corrupt, const NodeOutputs& clean, int64_t p0,
+                                int64_t c) {
+  const ModelConfig& cfg = m.config();
   const at::ScalarType st = scoreType(m);
-  std::vector<at::Tensor> parts{(corrupt.input.to(st) - clean.input.to(st)).unsqueeze(2)};
-  for (int l = 0; l < c.nLayers; ++l) {
+  auto diff = [&](const at::Tensor& a, const at::Tensor& b) { return a.narrow(1, p0, c).to(st) - b.narrow(1, p0, c).to(st); };
+  std::vector<at::Tensor> parts{diff(corrupt.input, clean.input).unsqueeze(2)};
+  for (int l = 0; l < cfg.nLayers; ++l) {
     const auto li = static_cast<size_t>(l);
-    const at::Tensor dz = corrupt.z[li].to(st) - clean.z[li].to(st);  // [batch, pos, head, d_head]
-    parts.push_back(headOutputs(m, l, dz, st));                        // [batch, pos, head, d_model]
-    parts.push_back((corrupt.mlp[li].to(st) - clean.mlp[li].to(st)).unsqueeze(2));    // [batch, pos, 1, d_model]
+    parts.push_back(headOutputs(m, l, diff(corrupt.z[li], clean.z[li]), st));  // [batch, c, head, d_model]
+    parts.push_back(diff(corrupt.mlp[li], clean.mlp[li]).unsqueeze(2));         // [batch, c, 1, d_model]
   }
   return at::cat(parts, 2);
 }
 
-/// scores [n_forward, n_backward] fp64 += weight · Σ_{batch,pos} Δa[source] · ∂LD/∂input[receiver] over the
-/// graph's edges; Δa [batch, pos, n_forward, d_model] (fp32 or fp64).
-void accumulateScores(at::Tensor& scores, const EdgeGraph& G, const at::Tensor& delta, const ReceiverGradients& g, double weight) {
-  for (int l = 0; l < G.nLayers; ++l) {
-    const auto li = static_cast<size_t>(l);
-    const int64_t b0 = G.layerBackward(l), nHeadRecv = G.perLayerReceivers() - 1;
-    const at::Tensor heads = at::cat({g.q[li], g.k[li], g.v[li]}, 2).to(delta.scalar_type());  // [batch, pos, H + 2K, d_model]
-    const int64_t prevHeads = G.prevForward(b0);
-    scores.narrow(0, 0, prevHeads).narrow(1, b0, nHeadRecv) +=
-        at::einsum("bpfd,bpgd->fg", {delta.narrow(2, 0, prevHeads), heads}).to(at::kDouble) * weight;
-    const int64_t bm = G.mlpBackward(l), prevMlp = G.prevForward(bm);
-    scores.narrow(0, 0, prevMlp).select(1, bm) +=
-        at::einsum("bpfd,bpd->f", {delta.narrow(2, 0, prevMlp), g.mlp[li].to(delta.scalar_type())}).to(at::kDouble) * weight;
-  }
-  scores.select(1, G.logitsBackward()) += at::einsum("bpfd,bpd->f", {delta, g.logits.to(delta.scalar_type())}).to(at::kDouble) * weight;
+/// Positions per slice of accumulateScores: Δa [batch, c, n_forward, d_model] plus one layer's receiver
+/// gradients and their pull-back copies ([rows, c, H + 2K + 1, d_model], about three alive) within ~256 MB
+/// on CPU, 2 GB on CUDA; `asked` > 0 overrides.
+int64_t positionSlice(const HookedTransformer& m, const EdgeGraph& G, int64_t batch, int64_t rows, int64_t positions, int64_t asked) {
+  if (asked > 0) return std::min(asked, positions);
+  const int64_t budget = m.device().is_cuda() ? (int64_t{2} << 30) : (int64_t{256} << 20);
+  const int64_t perPosition = 4 * m.config().dModel * (batch * G.nForward() + 3 * rows * (G.perLayerReceivers() + 1));
+  return std::clamp<int64_t>(budget / std::max<int64_t>(1, perPosition), 1, positions);
 }
 
-/// Each gradient [steps·batch, …] (step-major) → Σ over the steps [batch, …] in `type`.
-void sumOverSteps(ReceiverGradients& g, int64_t steps, at::ScalarType type) {
-  auto sum = [&](at::Tensor& t) {
-    std::vector<int64_t> shape{steps, t.size(0) / steps};
-    shape.insert(shape.end(), t.sizes().begin() + 1, t.sizes().end());
-    t = t.to(type).view(shape).sum(0);
-  };
-  for (auto* list : {&g.q, &g.k, &g.v, &g.mlp})
-    for (at::Tensor& t : *list) sum(t);
-  sum(g.logits);
+/// Σ over the `steps` step-major row blocks of t [steps·batch, …] → [batch, …] in `type`.
+at::Tensor sumSteps(const at::Tensor& t, int64_t steps, at::ScalarType type) {
+  if (steps == 1) return t.to(type);
+  std::vector<int64_t> shape{steps, t.size(0) / steps};
+  shape.insert(shape.end(), t.sizes().begin() + 1, t.sizes().end());
+  return t.to(type).view(shape).sum(0);
+}
+
+/// scores [n_forward, n_backward] fp64 += weight · Σ_{batch,pos} Δa[source] · ∂LD/∂input[receiver] over the
+/// graph's edges, the gradients of `g` summed over its `steps` step-major row blocks first (the score is linear
+/// in the gradient). Position slice by position slice, so neither Δa nor the receivers' input gradients of the
+/// whole prompt exist at once.
+void accumulateScores(at::Tensor& scores, const HookedTransformer& m, const EdgeGraph& G, const NodeOutputs& corrupt,
+                      const NodeOutputs& clean, const ReceiverGradients& g, int64_t steps, double weight, int64_t askedSlice,
+                      const RunContext* ctx) {
+  const int64_t B = clean.input.size(0), P = clean.input.size(1);
+  const int64_t slice = positionSlice(m, G, B, g.logits.size(0), P, askedSlice);
+  for (int64_t p0 = 0; p0 < P; p0 += slice) {
+    if (ctx) ctx->check();
+    const int64_t c = std::min(slice, P - p0);
+    const at::Tensor delta = activationDifference(m, corrupt, clean, p0, c);  // [batch, c, n_forward, d_model]
+    const at::ScalarType st = delta.scalar_type();
+    for (int l = 0; l < G.nLayers; ++l) {
+      const LayerReceiverGrads r = receiverInputGrads(m, g, l, p0, p0 + c);
+      const int64_t b0 = G.layerBackward(l), nHeadRecv = G.perLayerReceivers() - 1;
+      const at::Tensor heads = sumSteps(at::cat({r.q, r.k, r.v}, 2), steps, st);  // [batch, c, H + 2K, d_model]
+      const int64_t prevHeads = G.prevForward(b0);
+      scores.narrow(0, 0, prevHeads).narrow(1, b0, nHeadRecv) +=
+          at::einsum("bpfd,bpgd->fg", {delta.narrow(2, 0, prevHeads), heads}).to(at::kDouble) * weight;
+      const int64_t bm = G.mlpBackward(l), prevMlp = G.prevForward(bm);
+      scores.narrow(0, 0, prevMlp).select(1, bm) +=
+          at::einsum("bpfd,bpd->f", {delta.narrow(2, 0, prevMlp), sumSteps(r.mlp, steps, st)}).to(at::kDouble) * weight;
+    }
+    scores.select(1, G.logitsBackward()) +=
+        at::einsum("bpfd,bpd->f", {delta, sumSteps(g.logits.narrow(1, p0, c), steps, st)}).to(at::kDouble) * weight;
+  }
 }
 
 /// One batch: adds its prompt-summed scores to `scores`, its LDs to the metric lists.
 void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInputs& in, const EapParams& p, at::Tensor& scores,
                 EapResult& r, std::vector<at::Tensor>& ldClean, std::vector<at::Tensor>& ldCorrupt, const RunContext* ctx) {
-  const NodeOutputs corrupt = recordNodeOutputs(m, in.corrupt, in.correct, in.incorrect, ctx);
+  const NodeOutputs corrupt = recordNodeOutputs(m, in.corrupt, in.correct, in.incorrect, ctx, p.attention);
   ++r.forwards;
   ldCorrupt.push_back(corrupt.metric.cpu());
   if (p.method == EapMethod::Eap) {
     NodeOutputs clean;
-    const ReceiverGradients g = receiverGradients(m, in.clean, in.correct, in.incorrect, {}, &clean, ctx);
+    const ReceiverGradients g = receiverGradients(m, in.clean, in.correct, in.incorrect, {}, &clean, ctx, p.attention);
     ++r.forwards;
     ++r.backwards;
     ldClean.push_back(clean.metric.cpu());
-    accumulateScores(scores, G, activationDifference(m, corrupt, clean), g, 1.0);
+    accumulateScores(scores, m, G, corrupt, clean, g, 1, 1.0, p.positionSlice, ctx);
     return;
   }
-  const NodeOutputs clean = recordNodeOutputs(m, in.clean, in.correct, in.incorrect, ctx);
+  const NodeOutputs clean = recordNodeOutputs(m, in.clean, in.correct, in.incorrect, ctx, p.attention);
   ++r.forwards;
   ldClean.push_back(clean.metric.cpu());
-  const at::Tensor delta = activationDifference(m, corrupt, clean);  // [batch, pos, n_forward, d_model]
   // Hanna et al.'s code (eap/attribute.py, get_scores_eap_ig): k = 0 … steps − 1, α = k / steps, so the
   // corrupt end is a point and the clean end is not (a left Riemann sum); docs/metrics.md §12.6 says why.
   // Several steps share one forward/backward (stacked on the batch, step-major, ≤ maxBatchRows rows): the
@@ -94,12 +117,11 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
       const double alpha = static_cast<double>(k) / p.steps;
       inputs.push_back(corrupt.input + alpha * (clean.input - corrupt.input));  // [batch, pos, d_model]
     }
-    ReceiverGradients g = receiverGradients(m, in.clean.repeat({s, 1}), in.correct.repeat({s}), in.incorrect.repeat({s}),
-                                            at::cat(inputs, 0), nullptr, ctx);  // [steps·batch, …]
+    const ReceiverGradients g = receiverGradients(m, in.clean.repeat({s, 1}), in.correct.repeat({s}), in.incorrect.repeat({s}),
+                                                  at::cat(inputs, 0), nullptr, ctx, p.attention);  // [steps·batch, …]
     ++r.forwards;
     ++r.backwards;
-    sumOverSteps(g, s, delta.scalar_type());
-    accumulateScores(scores, G, delta, g, 1.0 / p.steps);
+    accumulateScores(scores, m, G, corrupt, clean, g, s, 1.0 / p.steps, p.positionSlice, ctx);
   }
 }
 
@@ -143,15 +165,17 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
   if (p.maxBatchRows < 1) throw InputError(fmt::format("--max-batch-rows: {} is below the minimum 1", p.maxBatchRows));
   if (groups.empty()) throw InputError("eap: the dataset has no usable prompt pair (clean and corrupted of equal length with both answers)");
   for (const auto& g : groups) checkPatchInputs(g.inputs, m.config().dVocab);
-  // One batch keeps, until its backward: every layer's forward working set (autograd's saved tensors), plus
-  // Δa [rows, pos, n_forward, d_model] and the receivers' gradients [rows, pos, n_backward, d_model] in fp32.
-  // Refused before compute when that exceeds the memory this process can use (CPU models; on CUDA the
-  // allocator reports an out-of-memory itself).
-  if (m.device().is_cuda()) return;
-  std::string source;
-  const int64_t avail = availableMemoryBytes(&source);
+  // One batch keeps, until its backward: every layer's forward working set (autograd's saved tensors); after it,
+  // the hook gradients with the recorded hooks and residuals they are pulled back on, and both runs' node
+  // outputs; Δa and the receivers' input gradients exist one position slice at a time (≤ the slice budget).
+  // Refused before compute when that exceeds the memory this process can use: host memory for CPU models,
+  // the device's free memory for CUDA ones (whose weights are already resident, so not counted again). Only
+  // the explicit path keeps [batch, head, pos, key] patterns for the backward: Auto takes the fused kernel or,
+  // on long inputs without one, the chunked path, whose backward recomputes its tiles.
+  const bool cuda = m.device().is_cuda();
+  std::string source = "CUDA free memory";
+  const int64_t avail = cuda ? cudaAvailableBytes(m.device().has_index() ? m.device().index() : 0) : availableMemoryBytes(&source);
   if (avail < 0) return;
-  const EdgeGraph G = edgeGraphOf(m.config());
   for (const auto& g : groups) {
     ForwardMemoryOptions fo;
     const int64_t prompts = std::min<int64_t>(g.inputs.clean.size(0), p.maxBatchRows);
@@ -159,15 +183,23 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
     fo.positions = g.inputs.clean.size(1);
     fo.elementBytes = static_cast<int64_t>(at::elementSize(m.dtype()));
     fo.fullLogits = false;
+    fo.materializedAttention = p.attention == AttentionPath::Explicit;
     const MemoryEstimate e = estimateForwardMemory(m.config(), fo);
     const int64_t saved = e.layer * m.config().nLayers;
-    const int64_t scores = fo.batch * fo.positions * (G.nForward() + G.nBackward()) * m.config().dModel * 4;
-    const int64_t total = e.weights + saved + e.retained + scores;
+    const ModelConfig& c = m.config();
+    // Per row, position and layer: gradient and value at hook_q/k/v, resid_pre, resid_mid and the ln2 gradient;
+    // per prompt and position, both runs' node outputs (embedding, every z and MLP output).
+    const int64_t hooks = fo.batch * fo.positions * c.nLayers * (2 * (c.nHeads + 2 * c.nKvHeads) * c.dHead + 3 * c.dModel);
+    const int64_t nodes = 2 * prompts * fo.positions * (c.dModel + c.nLayers * (c.nHeads * c.dHead + c.dModel));
+    const int64_t sliceBudget = cuda ? (int64_t{2} << 30) : (int64_t{256} << 20);
+    const int64_t scores = (hooks + nodes) * fo.elementBytes + sliceBudget;
+    const int64_t weights = cuda ? 0 : e.weights;
+    const int64_t total = weights + saved + e.retained + scores;
     if (total > avail)
       throw InputError(fmt::format("eap: one pass of {} rows × {} positions needs ≈ {} of memory (weights {} + the layers "
-                                   "autograd keeps {} + activation differences and gradients {}) but only {} is available ({}); "
+                                   "autograd keeps {} + gradients, node outputs and one position slice {}) but only {} is available ({}); "
                                    "lower --max-batch-rows",
-                                   fo.batch, fo.positions, formatBytes(total), formatBytes(e.weights), formatBytes(saved),
+                                   fo.batch, fo.positions, formatBytes(total), formatBytes(weights), formatBytes(saved),
                                    formatBytes(scores), formatBytes(avail), source));
   }
 }

@@ -30,6 +30,9 @@ struct EapParams {
   int steps = 30;               ///< EAP-IG interpolation points (α = k/steps, k = 0 … steps − 1)
   int64_t maxBatchRows = 32;    ///< rows per forward/backward: prompts per batch (a length group is split into such
                                 ///< batches), and EAP-IG stacks ⌊rows / prompts⌋ interpolation steps in one pass
+  int64_t positionSlice = 0;    ///< positions per slice when scores are accumulated (0: from a memory budget)
+  AttentionPath attention = AttentionPath::Auto;  ///< the forwards' attention path (Auto keeps no [pos, key] pattern
+                                                  ///< for the backward where a fused or chunked path serves)
 };
 
 /// Scores of every edge, averaged over the prompts.

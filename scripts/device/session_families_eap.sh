@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# GPU-box check of issue #23's new families and issue #22's long-input attribution, one call:
+#   build   engine + analysis tests, bench_eap and mechscope-cli against PyTorch's LibTorch (gpu_build.sh)
+#   parity  HF parity + generation of every family on CUDA fp32 (Families/Parity.*, Families/Generate.*),
+#           then the engine suite and the EAP attention-path tests on CPU with LibTorch 2.x (fused SDPA path)
+#   long    bench_eap long:… on a synth llama-1b (bf16) and qwen3-0.6b shape: EAP / EAP-IG at 8K–32K tokens,
+#           time and peak CUDA memory against the explicit path's patterns
+#   OUT=… STAGES="build parity long" LONG="8192,16384,32768" scripts/device/session_families_eap.sh
+# Summary lines go to $OUT/summary.txt, logs to $OUT/*.log.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$ROOT/out}
+STAGES=${STAGES:-"build parity long"}
+LONG=${LONG:-"8192,16384,32768"}
+B=$ROOT/build-gpu
+export PREFIX=/tmp/msdeps
+export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+mkdir -p "$OUT"
+log() { echo "$*" | tee -a "$OUT/summary.txt"; }
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+t0=$SECONDS
+if has build; then
+  TARGETS="mechscope_tests_engine mechscope_tests_analysis bench_eap mechscope-cli" \
+    bash "$ROOT/scripts/device/gpu_build.sh" "$B" >"$OUT/build.log" 2>&1
+  log "build rc=$? $((SECONDS - t0)) s"
+  grep -E "error" "$OUT/build.log" | head -20 | tee -a "$OUT/summary.txt"
+fi
+if has parity; then
+  MECHSCOPE_TEST_DEVICE=cuda "$B/tests/mechscope_tests_engine" --gtest_filter='Families/Parity.*:Families/Generate.*' \
+    >"$OUT/parity_cuda.log" 2>&1
+  log "cuda parity rc=$? $((SECONDS - t0)) s"
+  grep -E '^\[parity\]|FAILED|PASSED' "$OUT/parity_cuda.log" | tee -a "$OUT/summary.txt"
+  MECHSCOPE_TEST_DEVICE=cpu "$B/tests/mechscope_tests_engine" >"$OUT/engine_cpu_torch2.log" 2>&1
+  log "engine cpu torch2 rc=$? $((SECONDS - t0)) s"
+  grep -E 'FAILED|PASSED' "$OUT/engine_cpu_torch2.log" | tee -a "$OUT/summary.txt"
+  "$B/tests/mechscope_tests_analysis" --gtest_filter='EapAttentionPath*:EapDefinition*' >"$OUT/eap_paths_torch2.log" 2>&1
+  log "eap attention paths cpu torch2 rc=$? $((SECONDS - t0)) s"
+  grep -E 'FAILED|PASSED|OK \]' "$OUT/eap_paths_torch2.log" | tee -a "$OUT/summary.txt"
+fi
+if has long; then
+  CLI=$B/bin/mechscope-cli
+  for preset in llama-1b qwen3-0.6b; do
+    fam=llama; [ "$preset" = qwen3-0.6b ] && fam=qwen3
+    M=/tmp/synth-$preset
+    [ -f $M/config.json ] || $CLI synth --family $fam --preset $preset --dtype bf16 --seed 1 --out $M >/dev/null
+    log "== bench_eap $preset bf16 long:$LONG"
+    "$B/bench/bench_eap" $M "long:$LONG" cuda bf16 0 ${STEPS:-5} 2>&1 | tee "$OUT/long_$preset.log" | tee -a "$OUT/summary.txt"
+    log "rc=${PIPESTATUS[0]} $((SECONDS - t0)) s"
+  done
+  # The CLI on a 32K-token prompt pair: a pass that cannot fit is refused before compute (exit 2); EAP runs.
+  python3 -c "
+import json, random
+random.seed(0); n = 32768
+c = [random.randrange(32000) for _ in range(n)]; x = list(c)
+for i in range(n // 3, 2 * n // 3): x[i] = random.randrange(32000)
+print(json.dumps({'clean_ids': c, 'corrupted_ids': x, 'answer_id': 5, 'incorrect_id': 6}))" >/tmp/long32k.jsonl
+  M=/tmp/synth-llama-1b
+  $CLI eap --model $M --dataset /tmp/long32k.jsonl --device cuda --dtype bf16 --method eap-ig --max-batch-rows 64 \
+    --json /tmp/eap_refused.json >"$OUT/cli_refused.log" 2>&1
+  log "cli eap-ig 64 rows × 32K: rc=$? (2 expected) $(tail -c 400 "$OUT/cli_refused.log")"
+  /usr/bin/time -v $CLI eap --model $M --dataset /tmp/long32k.jsonl --device cuda --dtype bf16 --method eap \
+    --json /tmp/eap_32k.json >"$OUT/cli_eap32k.log" 2>&1
+  log "cli eap 32K: rc=$? $(grep -E 'timing|Elapsed|Maximum resident' "$OUT/cli_eap32k.log" | tr '\n' ' ')"
+fi
+log "total $((SECONDS - t0)) s"
