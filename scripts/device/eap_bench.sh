@@ -6,7 +6,7 @@
 #   - bench_eap in-process (warm: EAP, EAP-IG, the one-forward-per-edge loop and batched exact patching on a
 #     sample of edges, extrapolated to every edge) in fp32 and bf16,
 #   - the Python port scripts/reference/eap_ref.py --fast on the same model, prompts and GPU.
-#   OUT=... [DATASET=ioi_32.jsonl | N=32] [SAMPLE=64] STAGES="build cli bench python refcheck cpu" scripts/device/eap_bench.sh
+#   OUT=... [DATASET=ioi_32.jsonl | N=32] [SAMPLE=64] [DTYPES="fp32 bf16"] STAGES="build cli bench python refcheck cpu" scripts/device/eap_bench.sh
 # Needs the -dev .debs in .deps/debs (README); DATASET: a JSONL made here (`mechscope-cli dataset ioi --n 32
 # --seed 0`), so every machine runs the same prompts. The working tree sent to the device must stay under
 # 64 MiB with .deps carried: docs/benchmarks.md "Edge attribution (issue #22)" says how it was run.
@@ -57,8 +57,9 @@ cp "$ROOT/tests/data/trained/gpt2-ioi/tokenizer.json" $M/
 D=${DATASET:-$W/ioi_$N.jsonl}
 [ -f $D ] || $CLI dataset ioi --model $M --n $N --seed 0 --out $D > $L/dataset.log 2>&1
 log "dataset: $(wc -l < $D) prompt pairs, lengths $(python3 -c "import json,collections;print(dict(sorted(collections.Counter(len(json.loads(l)['clean_ids']) for l in open('$D')).items())))")"
+DTYPES=${DTYPES:-"fp32 bf16"}
 if has cli; then
-  for dt in fp32 bf16; do
+  for dt in $DTYPES; do
     for m in eap eap-ig; do
       s=$(date +%s.%N)
       $CLI eap --model $M --dataset $D --method $m --steps 30 --device cuda --dtype $dt --json $L/cli_${m}_$dt.json > $L/cli_${m}_$dt.log 2>&1
@@ -69,7 +70,7 @@ if has cli; then
   done
 fi
 if has bench; then
-  for dt in fp32 bf16; do
+  for dt in $DTYPES; do
     timeout 200 $B/bench/bench_eap $M $D cuda $dt ${SAMPLE:-64} 30 256 > $L/bench_$dt.log 2>&1; log "bench_eap cuda $dt rc=$?"
     tail -8 $L/bench_$dt.log >> $R/summary.txt
   done

@@ -57,6 +57,7 @@ transformers needed).
 """
 import argparse
 import json
+import gzip
 import math
 import os
 import random
@@ -344,7 +345,7 @@ class Haystack:
     """The haystack text tokenized once; sentence boundaries from the decoded text's offsets."""
 
     def __init__(self, tok, path, eval_frac=0.08):
-        text = open(path, encoding="utf-8").read()
+        text = gzip.open(path, "rt", encoding="utf-8").read() if path.endswith(".gz") else open(path, encoding="utf-8").read()
         paras = [p for p in text.split("\n\n") if p.strip()]
         sep = tok.encode("a\n\n")[-2:]  # the ids of the paragraph separator as it occurs mid-text
         ids, ends = [], []
@@ -796,7 +797,7 @@ def run_niah(name, spec, args, tok, device):
     smoke = args.smoke
     bos = 1
     nl = tok.token_to_id("<0x0A>")
-    hay = Haystack(tok, os.path.join(HERE, "data", "kjv_haystack.txt"))
+    hay = Haystack(tok, os.path.join(HERE, "data", "kjv_haystack.txt.gz"))
     official = [n["needle"] for n in read_official_needles()]
     window = spec["window"]
     if window:
@@ -918,7 +919,7 @@ def run_niah(name, spec, args, tok, device):
         acc["reference_max_attended_distance"] = inside_max_d
         log(f"reference: max attention at distance >= {window}: {outside}; farthest attended distance {inside_max_d}")
     finish(folder, tr, acc, spec, args, name, nparams, extra=dict(
-        haystack="scripts/train/data/kjv_haystack.txt (King James Bible, 19 books; last 8 % of tokens held out)",
+        haystack="scripts/train/data/kjv_haystack.txt.gz (King James Bible, 19 books; last 8 % of tokens held out)",
         needle_families=fams, train_lengths=lengths, niah_fraction=niah_frac, distractor_p=0.3,
         max_needle_answer_distance=max_dist, loss_weights="mean CE over prose/question tokens + 2 x mean CE "
         "over answer tokens + mean CE over repeated-span tokens"))
