@@ -5,7 +5,8 @@
 #           then the engine suite and the EAP attention-path tests on CPU with LibTorch 2.x (fused SDPA path)
 #   long    bench_eap long:… on a synth llama-1b (bf16) and qwen3-0.6b shape: EAP / EAP-IG at 8K–32K tokens,
 #           time and peak CUDA memory against the explicit path's patterns
-#   OUT=… STAGES="build parity long" LONG="8192,16384,32768" scripts/device/session_families_eap.sh
+#   edgebench  scripts/device/eap_bench.sh (cli + bench stages, bf16): exact edge patching re-timed
+#   OUT=… STAGES="build parity long edgebench" LONG="8192,16384,32768" scripts/device/session_families_eap.sh
 # Summary lines go to $OUT/summary.txt, logs to $OUT/*.log.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -61,5 +62,9 @@ print(json.dumps({'clean_ids': c, 'corrupted_ids': x, 'answer_id': 5, 'incorrect
   /usr/bin/time -v $CLI eap --model $M --dataset /tmp/long32k.jsonl --device cuda --dtype bf16 --method eap \
     --json /tmp/eap_32k.json >"$OUT/cli_eap32k.log" 2>&1
   log "cli eap 32K: rc=$? $(grep -E 'timing|Elapsed|Maximum resident' "$OUT/cli_eap32k.log" | tr '\n' ' ')"
+fi
+if has edgebench; then  # issue #22: bf16 exact edge patching re-timed after 74aaa93 (GPT-2-small shape, 32 IOI pairs)
+  OUT=$OUT/eapbench STAGES="cli bench" DTYPES=bf16 SAMPLE=${SAMPLE:-64} bash "$ROOT/scripts/device/eap_bench.sh"
+  log "edge bench rc=$? $((SECONDS - t0)) s"; cat "$OUT/eapbench/summary.txt" >>"$OUT/summary.txt"
 fi
 log "total $((SECONDS - t0)) s"
