@@ -2,7 +2,7 @@
 // dataset. mechscope-cli's subcommand, the GUI's panel and batch plans derive from this table.
 // JSON contract (docs/cli.md): method, steps, metric_clean/corrupt (+ per prompt), forward_nodes,
 // receivers, n_edges, edges (the top-k by |score|; with --check-top also exact_effect, and exact_check),
-// faithfulness {edges_kept, fraction, metric, faithfulness, cpr, cmd} with --faithfulness; HDF5 arrays scores
+// faithfulness {edges_kept, edges_after_pruning, fraction, metric, faithfulness, cpr, cmd, average} with --faithfulness; HDF5 arrays scores
 // [n_forward][n_backward], edge_mask and exact_effect.
 #include <ATen/ATen.h>
 
@@ -61,12 +61,12 @@ void putExactCheck(AnalysisResult& out, const HookedTransformer& m, const std::v
   out.addArray("exact_effect", ex.effect);
 }
 
-/// --faithfulness: the circuits of the top-n edges at MIB's sizes; adds "faithfulness".
+/// --faithfulness: the circuits of the top-n edges at MIB's sweep (faithfulnessAtFractions); adds "faithfulness".
 void putFaithfulness(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapResult& r,
                      int64_t maxBatchRows, const RunContext* ctx) {
-  const FaithfulnessCurve c = faithfulnessCurve(m, groups, r.scores, defaultCircuitSizes(r.graph.edgeCount()), maxBatchRows, ctx);
+  const FaithfulnessCurve c = faithfulnessAtFractions(m, groups, r.scores, mibFractions(), maxBatchRows, ctx);
   out.json["faithfulness"] = {{"edges_kept", c.edgesKept}, {"edges_after_pruning", c.edgesAfterPruning}, {"fraction", c.fraction}, {"metric", c.metric},
-                              {"faithfulness", c.faithfulness}, {"cpr", c.cpr}, {"cmd", c.cmd}, {"forwards", c.forwards}};
+                              {"faithfulness", c.faithfulness}, {"cpr", c.cpr}, {"cmd", c.cmd}, {"average", c.average}, {"forwards", c.forwards}};
   out.json["cpr"] = c.cpr;
   out.json["cmd"] = c.cmd;
 }

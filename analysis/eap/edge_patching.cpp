@@ -263,41 +263,39 @@ at::Tensor pruneCircuit(const EdgeGraph& G, at::Tensor inGraph) {
   }
 }
 
-std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount) {
-  std::vector<int64_t> out{0};
-  for (double pct : {0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0})
-    out.push_back(std::max<int64_t>(1, static_cast<int64_t>(std::llround(pct / 100.0 * static_cast<double>(edgeCount)))));
-  return out;
-}
+namespace {
 
-FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
-                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx, bool prune) {
+/// The curve at `sizes` (ascending, within [0, edges]; repeats allowed) with x axis `fraction` (one per
+/// size): each distinct circuit runs once; trapezoids between consecutive points.
+FaithfulnessCurve curveAt(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
+                          const std::vector<int64_t>& sizes, const std::vector<double>& fraction, int64_t maxBatchRows, const RunContext* ctx,
+                          bool prune) {
   const EdgeGraph G = edgeGraphOf(m.config());
-  if (scores.dim() != 2 || scores.size(0) != G.nForward() || scores.size(1) != G.nBackward())
-    throw InputError(fmt::format("faithfulness curve: scores must be [{}, {}] for this model", G.nForward(), G.nBackward()));
-  const at::Tensor mask = edgeMask(G).cpu();  // [F, B] bool
+  const at::Tensor mask = edgeMask(G).cpu();         // [F, B] bool
   const at::Tensor order = edgesByScore(G, scores);  // [E] edges, largest |score| first
-  const int64_t E = order.numel();
-  for (auto& n : sizes) n = std::clamp<int64_t>(n, 0, E);
-  std::sort(sizes.begin(), sizes.end());
-  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
-  at::Tensor patched = at::zeros({static_cast<int64_t>(sizes.size()), G.nForward(), G.nBackward()}, at::kFloat);  // [sizes, F, B]
-  FaithfulnessCurve c;
-  for (size_t i = 0; i < sizes.size(); ++i) {
+  std::vector<int64_t> distinct(sizes);
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  at::Tensor patched = at::zeros({static_cast<int64_t>(distinct.size()), G.nForward(), G.nBackward()}, at::kFloat);  // [distinct, F, B]
+  std::vector<int64_t> afterPruning;
+  for (size_t i = 0; i < distinct.size(); ++i) {
     at::Tensor circuit = at::zeros({G.nForward() * G.nBackward()}, at::kBool);
-    circuit.index_fill_(0, order.narrow(0, 0, sizes[i]), true);
+    circuit.index_fill_(0, order.narrow(0, 0, distinct[i]), true);
     circuit = circuit.view({G.nForward(), G.nBackward()});
     if (prune) circuit = pruneCircuit(G, circuit);
-    c.edgesAfterPruning.push_back(circuit.sum().item<int64_t>());
+    afterPruning.push_back(circuit.sum().item<int64_t>());
     patched[static_cast<int64_t>(i)].copy_(mask.logical_and(circuit.logical_not()).to(at::kFloat));  // the circuit stays clean
   }
-  const at::Tensor ld = runOverGroups(m, groups, patched, maxBatchRows, c.metricClean, c.metricCorrupt, c.forwards, ctx);  // [sizes, prompts]
+  FaithfulnessCurve c;
+  const at::Tensor ld = runOverGroups(m, groups, patched, maxBatchRows, c.metricClean, c.metricCorrupt, c.forwards, ctx);  // [distinct, prompts]
   const double span = c.metricClean - c.metricCorrupt;
   for (size_t i = 0; i < sizes.size(); ++i) {
+    const auto k = static_cast<size_t>(std::lower_bound(distinct.begin(), distinct.end(), sizes[i]) - distinct.begin());
     c.edgesKept.push_back(sizes[i]);
-    c.fraction.push_back(E > 0 ? static_cast<double>(sizes[i]) / static_cast<double>(E) : 0.0);
-    c.metric.push_back(ld[static_cast<int64_t>(i)].to(at::kDouble).mean().item<double>());
+    c.edgesAfterPruning.push_back(afterPruning[k]);
+    c.fraction.push_back(fraction[i]);
+    c.metric.push_back(ld[static_cast<int64_t>(k)].to(at::kDouble).mean().item<double>());
     c.faithfulness.push_back(span != 0 ? (c.metric.back() - c.metricCorrupt) / span : NAN);
+    c.average += c.faithfulness.back() / static_cast<double>(sizes.size());
   }
   for (size_t i = 1; i < sizes.size(); ++i) {
     const double w = c.fraction[i] - c.fraction[i - 1];
@@ -305,6 +303,40 @@ FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vecto
     c.cmd += w * (std::abs(1 - c.faithfulness[i]) + std::abs(1 - c.faithfulness[i - 1])) / 2;
   }
   return c;
+}
+
+void checkScores(const EdgeGraph& G, const at::Tensor& scores) {
+  if (scores.dim() != 2 || scores.size(0) != G.nForward() || scores.size(1) != G.nBackward())
+    throw InputError(fmt::format("faithfulness curve: scores must be [{}, {}] for this model", G.nForward(), G.nBackward()));
+}
+
+}  // namespace
+
+FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
+                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx, bool prune) {
+  const EdgeGraph G = edgeGraphOf(m.config());
+  checkScores(G, scores);
+  const int64_t E = G.edgeCount();
+  for (auto& n : sizes) n = std::clamp<int64_t>(n, 0, E);
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  std::vector<double> fraction;
+  for (int64_t n : sizes) fraction.push_back(E > 0 ? static_cast<double>(n) / static_cast<double>(E) : 0.0);
+  return curveAt(m, groups, scores, sizes, fraction, maxBatchRows, ctx, prune);
+}
+
+std::vector<double> mibFractions() { return {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0}; }
+
+FaithfulnessCurve faithfulnessAtFractions(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
+                                          std::vector<double> fractions, int64_t maxBatchRows, const RunContext* ctx) {
+  const EdgeGraph G = edgeGraphOf(m.config());
+  checkScores(G, scores);
+  for (double f : fractions)
+    if (!(f >= 0.0 && f <= 1.0)) throw InputError(fmt::format("faithfulness curve: fraction {} is outside [0, 1]", f));
+  std::sort(fractions.begin(), fractions.end());
+  std::vector<int64_t> sizes;
+  for (double f : fractions) sizes.push_back(static_cast<int64_t>(f * static_cast<double>(G.edgeCount())));  // int(pct * n): truncation
+  return curveAt(m, groups, scores, sizes, fractions, maxBatchRows, ctx, /*prune=*/true);
 }
 
 }  // namespace mechscope::analysis

@@ -7,8 +7,10 @@
 // nothing else in the residual stream changes. With every edge patched the run is the corrupted run; with
 // none, the clean run.
 //   - patchEdges: each edge alone (the exact counterpart of its EAP score), many edges per batched forward.
-//   - faithfulnessCurve: the circuit of the n highest-scoring edges kept clean and every other edge patched,
-//     for several n: MIB's faithfulness (m(C) − m(∅)) / (m(full) − m(∅)) and its CPR / CMD areas.
+//   - faithfulnessCurve / faithfulnessAtFractions: the circuit of the n highest-scoring edges kept clean and
+//     every other edge patched, for several n: MIB's faithfulness (m(C) − m(∅)) / (m(full) − m(∅)) and its
+//     CPR / CMD areas; faithfulnessAtFractions is MIB's sweep exactly (evaluate_area_under_curve), checked
+//     against a port of the official code (EvaluateGraphReference).
 #include <vector>
 
 #include "analysis/eap/eap_graph.hpp"
@@ -53,28 +55,37 @@ at::Tensor pruneCircuit(const EdgeGraph& graph, at::Tensor inGraph);
 
 /// The faithfulness curve of circuits made of the highest-scoring edges.
 struct FaithfulnessCurve {
-  std::vector<int64_t> edgesKept;  ///< circuit sizes asked for (the top-n edges by |score|), ascending
+  std::vector<int64_t> edgesKept;  ///< circuit sizes (the top-n edges by |score|), ascending
   std::vector<int64_t> edgesAfterPruning;  ///< edges left in each circuit after pruneCircuit (= edgesKept without pruning)
-  std::vector<double> fraction;    ///< edgesKept / number of edges
+  std::vector<double> fraction;    ///< the x axis: edgesKept / edges (faithfulnessCurve) or the fraction asked for (faithfulnessAtFractions)
   std::vector<double> metric;      ///< mean LD of the circuit run at each size
   std::vector<double> faithfulness;  ///< (metric − metricCorrupt) / (metricClean − metricCorrupt)
   double metricClean = 0, metricCorrupt = 0;
-  double cpr = 0;  ///< area under faithfulness over the fraction axis (trapezoids between the sizes)
-  double cmd = 0;  ///< area under |1 − faithfulness| over the fraction axis
+  double cpr = 0;  ///< area under faithfulness over the fraction axis: trapezoids between the points, none before the first
+  double cmd = 0;  ///< area under |1 − faithfulness| over the fraction axis, the same way
+  double average = 0;  ///< mean faithfulness over the points (MIB's "average")
   int forwards = 0;
 };
 
 /// Runs the circuit of the `n` edges of largest |score| (scores [n_forward, n_backward], non-edges ignored;
 /// ties by index) for each n of `sizes` (clamped to the edge count, sorted, duplicates dropped), pruned
 /// (pruneCircuit) unless `prune` is false, as the official code's apply_topn; every edge outside the
-/// circuit carries the corrupted activation. InputError for a score matrix of the wrong shape.
+/// circuit carries the corrupted activation. The x axis is n / edges. InputError for a score matrix of the
+/// wrong shape.
 FaithfulnessCurve faithfulnessCurve(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
                                     std::vector<int64_t> sizes, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr,
                                     bool prune = true);
 
-/// The default circuit sizes of a graph of `edgeCount` edges: 0, then 0.1 %, 0.2 %, 0.5 %, 1 %, 2 %, 5 %,
-/// 10 %, 20 %, 50 % and 100 % of the edges (at least one edge each), as MIB's evaluation sweeps.
-std::vector<int64_t> defaultCircuitSizes(int64_t edgeCount);
+/// MIB's sweep: 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50 and 100 % of the edges (MIB-circuit-track's
+/// evaluate_area_under_curve percentages).
+std::vector<double> mibFractions();
+
+/// MIB's faithfulness curve: for each fraction f (sorted ascending) the pruned circuit of ⌊f · edges⌋ edges
+/// (Python's int(pct * n_edges)), on the x axis at f itself; CPR / CMD are trapezoids between these
+/// points only (no point at 0), as MIB computes area_under / area_from_1. InputError for a fraction
+/// outside [0, 1] or a score matrix of the wrong shape.
+FaithfulnessCurve faithfulnessAtFractions(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
+                                          std::vector<double> fractions, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
 
 /// The LD of the clean prompts of `in` [batch, pos] with the edges of each variant patched: `patched`
 /// [variants, n_forward, n_backward] (1 = the edge carries the corrupted activation); rows are variant-major

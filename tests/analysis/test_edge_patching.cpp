@@ -245,7 +245,10 @@ TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
   EXPECT_FALSE(j["edges"][4].contains("exact_effect"));
   EXPECT_EQ(j["exact_check"]["edges"], 4);
   const auto& f = j["faithfulness"];
-  EXPECT_EQ(f["edges_kept"].front(), 0);
+  const std::vector<double> mib = mibFractions();  // MIB's sweep: ⌊f · E⌋ edges at x = f
+  ASSERT_EQ(f["fraction"].get<std::vector<double>>(), mib);
+  for (size_t i = 0; i < mib.size(); ++i)
+    EXPECT_EQ(f["edges_kept"][i].get<int64_t>(), static_cast<int64_t>(mib[i] * static_cast<double>(G.edgeCount()))) << i;
   EXPECT_EQ(f["edges_kept"].back(), G.edgeCount());
   EXPECT_NEAR(f["faithfulness"].back().get<double>(), 1.0, 1e-4);
   EXPECT_DOUBLE_EQ(j["cpr"].get<double>(), f["cpr"].get<double>());
