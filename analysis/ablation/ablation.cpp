@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "analysis/ablation/expert_ablation.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
@@ -87,12 +88,14 @@ void checkReference(const AblationParams& p) {
 ActivationCache ablationReference(const HookedTransformer& m, const AblationParams& p, const RunContext* ctx) {
   if (!readsReference(p.method)) return {};
   checkReference(p);
-  return m.runWithCache(p.reference, {"blocks.*.attn.hook_z"}, {}, std::nullopt, nullptr, nullptr, ctx);
+  const std::string z = "blocks.*.attn.hook_z", experts = "blocks.*.mlp.hook_expert_out";  // experts: their mean ablation
+  return m.runWithCache(p.reference, p.experts.empty() ? std::vector<std::string>{z} : std::vector<std::string>{z, experts}, {},
+                        std::nullopt, nullptr, nullptr, ctx);
 }
 
 HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, const AblationParams& p, const RunContext* ctx) {
   // The reference run only when a head is ablated somewhere (a knockout of every head ablates none).
-  const bool any = !ablationSites(m.config(), p, tokens.size(0), tokens.size(1)).empty();
+  const bool any = !ablationSites(m.config(), p, tokens.size(0), tokens.size(1)).empty() || !p.experts.empty();
   return ablationHooks(m, tokens, p, any ? ablationReference(m, p, ctx) : ActivationCache{});
 }
 
@@ -111,6 +114,7 @@ HookSet ablationHooks(const HookedTransformer& m, const at::Tensor& tokens, cons
   if (p.positions.empty()) posMask.fill_(true);
   for (int64_t q : p.positions) posMask[q < 0 ? P + q : q] = true;  // checked by ablationSites
   HookSet hooks;
+  addExpertAblationHooks(hooks, m, tokens, p, reference);
   if (byLayer.empty()) return hooks;
 
   if (p.method == AblationMethod::Zero || p.method == AblationMethod::Mean || p.method == AblationMethod::Resample) {
@@ -261,6 +265,7 @@ AblationResult ablate(const HookedTransformer& m, const at::Tensor& tokens, cons
   int n = 0;
   for (const auto& [l, hs] : ablationSites(m.config(), p, tokens.size(0), tokens.size(1))) n += static_cast<int>(hs.size());
   r.ablatedHeads = n;
+  r.ablatedExperts = static_cast<int>(p.experts.size());
   return r;
 }
 

@@ -25,6 +25,9 @@ AblationMethod parseAblationMethod(const std::string& s);
 struct AblationParams {
   AblationMethod method = AblationMethod::Zero;
   std::vector<HeadRef> heads;
+  /// Mixture-of-experts experts (layer, expert) whose routed output (mlp.hook_expert_out slice) is ablated at
+  /// `positions`, zero or mean only (analysis/ablation/expert_ablation.hpp).
+  std::vector<HeadRef> experts;
   bool knockout = false;            ///< ablate every head NOT in `heads` (circuit faithfulness)
   /// Empty, or one per entry of `heads`: "" (every position) or a role of `roles`. A listed head is then
   /// ablated only at its roles' positions, or with `knockout` kept only there and ablated elsewhere: Wang
@@ -52,6 +55,7 @@ struct AblationResult {
   /// Fraction of prompts whose correct answer's logit beats the incorrect one's (Wang et al.'s "IO > S").
   double aboveBefore = 0, aboveAfter = 0;
   int ablatedHeads = 0;  ///< heads ablated at one position or more
+  int ablatedExperts = 0;  ///< experts ablated (AblationParams::experts)
 };
 
 /// Runs `tokens` [batch, pos] with and without the ablation; answers [batch].

@@ -16,6 +16,7 @@
 #include "analysis/ablation/ablation.hpp"
 #include "analysis/ablation/ablation_groups.hpp"
 #include "analysis/ablation/ablation_sweep.hpp"
+#include "analysis/ablation/expert_ablation.hpp"
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/datasets.hpp"
 #include "core/common/errors.hpp"
@@ -86,7 +87,10 @@ std::string runHeadSweep(const HookedTransformer& model, const std::vector<Patch
 
 /// The head set ablated together (or, with knockout, every other head); writes its keys into `out`.
 std::string runHeadSet(const HookedTransformer& model, const std::vector<PatchGroup>& groups, AblationParams p,
-                       const std::vector<HeadSpec>& specs, AnalysisResult& out, const RunContext* ctx) {
+                       const std::vector<HeadSpec>& specs, const std::vector<HeadRef>& experts, AnalysisResult& out,
+                       const RunContext* ctx) {
+  p.experts = experts;
+  checkExpertAblation(model, p);
   bool anyRole = false;
   nlohmann::json names = nlohmann::json::array();  // as given: "L.H" or "L.H@ROLE"
   for (const auto& spec : specs) {
@@ -103,11 +107,18 @@ std::string runHeadSet(const HookedTransformer& model, const std::vector<PatchGr
   out.json["knockout"] = p.knockout;
   out.json["heads"] = names;
   out.json["ablated_heads"] = r.ablatedHeads;
+  if (!experts.empty()) {
+    nlohmann::json expertNames = nlohmann::json::array();  // "LAYER.EXPERT"
+    for (const auto& e : experts) expertNames.push_back(toString(e));
+    out.json["experts"] = expertNames;
+    out.json["ablated_experts"] = r.ablatedExperts;
+  }
   out.json["above_meaning"] = "fraction of prompts whose correct answer's logit beats the incorrect one's (Wang et al.'s IO > S)";
   putAblationSummary(out, r);
-  return fmt::format("ablate {} ({} heads{}): LD {:.4f} → {:.4f}, accuracy (top-1) {:.3f} → {:.3f}, correct above incorrect {:.3f} → "
+  return fmt::format("ablate {} ({} heads{}{}): LD {:.4f} → {:.4f}, accuracy (top-1) {:.3f} → {:.3f}, correct above incorrect {:.3f} → "
                      "{:.3f}, answer probability {:.4f} → {:.4f}",
-                     toString(p.method), r.ablatedHeads, p.knockout ? ", knockout" : "", r.metricBefore, r.metricAfter, r.accuracyBefore,
+                     toString(p.method), r.ablatedHeads, p.knockout ? ", knockout" : "",
+                     experts.empty() ? std::string() : fmt::format(", {} experts", experts.size()), r.metricBefore, r.metricAfter, r.accuracyBefore,
                      r.accuracyAfter, r.aboveBefore, r.aboveAfter, r.answerProbBefore.to(at::kDouble).mean().item<double>(),
                      r.answerProbAfter.to(at::kDouble).mean().item<double>());
 }
@@ -116,7 +127,10 @@ AnalysisResult runAblatePlugin(const PluginInputs& in, const ParamValues& v, con
   const ModelConfig& c = in.model->config();
   const bool sweep = v.flag("sweep");
   const std::vector<HeadSpec> specs = v.given("heads") ? v.headSpecs("heads", c.nLayers, c.nHeads) : std::vector<HeadSpec>{};
-  if (!sweep && specs.empty()) throw InputError("ablate: give --heads (the heads to ablate) or --sweep (every head alone)");
+  std::vector<HeadRef> experts;  // LAYER.EXPERT of mixture-of-experts layers
+  if (v.given("experts")) experts = v.heads("experts", 0, 0);  // bounds: checkExpertAblation, with the sparse layers
+  if (!sweep && specs.empty() && experts.empty())
+    throw InputError("ablate: give --heads (the heads to ablate), --experts (mixture-of-experts experts) or --sweep (every head alone)");
   if (specs.empty() && v.flag("knockout")) throw InputError("ablate: --knockout keeps the --heads set; give --heads");
   const AblationParams base = baseParams(v, in.seed);
   int dropped = 0;
@@ -132,7 +146,8 @@ AnalysisResult runAblatePlugin(const PluginInputs& in, const ParamValues& v, con
     sweepParams.knockout = false;  // the sweep ablates one head at a time; knockout belongs to the head set
     line = runHeadSweep(*in.model, groups, sweepParams, v.flag("normalise"), out, ctx);
   }
-  if (!specs.empty()) line += (line.empty() ? "" : "\n") + runHeadSet(*in.model, groups, base, specs, out, ctx);
+  if (!specs.empty() || !experts.empty())
+    line += (line.empty() ? "" : "\n") + runHeadSet(*in.model, groups, base, specs, experts, out, ctx);
   putPromptGroups(out, groups, dropped);
   out.summaryLine = line;
   return out;
@@ -155,6 +170,9 @@ AnalysisPlugin ablatePlugin() {
   method.choices = {"zero", "mean", "resample", "uniform", "force"};
   d.params = {
       heads,
+      makeParam("experts", ParamType::HeadList, "--experts",
+                "LAYER.EXPERT list of mixture-of-experts experts to ablate (zero or mean), e.g. 0.3,2.1: the expert's routed, "
+                "weighted output (mlp.hook_expert_out) at --positions; with --heads, both together"),
       makeParam("sweep", ParamType::Bool, "--sweep",
                 "also ablate every head alone: sweep [layer][head] (the metric after), head_effect, top_drops; prints the largest "
                 "drops"),

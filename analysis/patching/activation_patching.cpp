@@ -33,6 +33,13 @@ SiteGeometry geometryOf(const HookedTransformer& m, const PatchParams& p, int64_
     case PatchComponent::K:
     case PatchComponent::V: g.posAxis = 0; g.headAxis = 1; g.nUnits = c.nKvHeads; break;
     case PatchComponent::Pattern: g.headAxis = 0; g.posAxis = 1; g.nUnits = c.nHeads; break;
+    case PatchComponent::ExpertOut:
+      if (c.moe.nExperts == 0)
+        throw InputError(fmt::format("patching: expert_out needs a mixture-of-experts model ({} has no experts)", c.modelType));
+      g.posAxis = 0;
+      g.headAxis = 1;
+      g.nUnits = c.moe.nExperts;
+      break;
   }
   g.nPos = p.perPosition ? P : 1;
   return g;
@@ -150,6 +157,10 @@ PatchResult activationPatch(const HookedTransformer& m, const PatchInputs& in, c
   opts.logitsLastOnly = true;
   for (int l = 0; l < L; ++l) {
     const std::string site = hookName(p.component, l);
+    if (!b.clean.has(site)) {  // no such site at this layer (expert_out of a dense layer): nothing to patch
+      flat[l].copy_(b.ldCorrupt.cpu().to(at::kFloat).unsqueeze(0).expand({cells, B}));
+      continue;
+    }
     const at::Tensor& clean = b.clean.get(site);                             // [batch, sample...]
     const at::Tensor& base = b.corrupt.get(hookName(PatchComponent::ResidPre, l));  // [batch, pos, d_model]
     for (int64_t v0 = 0; v0 < cells; v0 += perChunk) {
@@ -192,6 +203,10 @@ PatchResult activationPatchLoop(const HookedTransformer& m, const PatchInputs& i
   opts.logitsLastOnly = true;
   for (int l = 0; l < L; ++l) {
     const std::string site = hookName(p.component, l);
+    if (!b.clean.has(site)) {  // no such site at this layer (expert_out of a dense layer): nothing to patch
+      flat[l].copy_(b.ldCorrupt.cpu().to(at::kFloat).unsqueeze(0).expand({cells, B}));
+      continue;
+    }
     const at::Tensor& clean = b.clean.get(site);
     for (int64_t cell = 0; cell < cells; ++cell) {
       if (ctx) ctx->step(l * cells + cell, L * cells, "activation patching (loop)");
@@ -236,6 +251,10 @@ PatchResult attributionPatch(const HookedTransformer& m, const PatchInputs& in, 
   r.metricPatched = at::zeros(resultShape(m, p, g, B), at::kFloat);
   for (int l = 0; l < L; ++l) {
     const auto li = static_cast<size_t>(l);
+    if (!b.clean.has(hookName(p.component, l))) {  // no such site at this layer (expert_out of a dense layer)
+      r.metricPatched[l].copy_(b.ldCorrupt.detach().cpu().to(at::kFloat).expand_as(r.metricPatched[l]));
+      continue;
+    }
     if (!eps[li].defined() || !eps[li].grad().defined())
       throw Error(fmt::format("attribution patching: no gradient reached {}", hookName(p.component, l)));
     const at::Tensor clean = b.clean.get(hookName(p.component, l));

@@ -138,7 +138,8 @@ AnalysisResult runPatch(const PluginInputs& in, const ParamValues& params, const
   r.json["component"] = toString(p.component);
   r.json["per_position"] = p.perPosition;
   if (!p.positionRole.empty()) r.json["position_role"] = p.positionRole;
-  r.json["layout"] = heads ? (p.perPosition ? "[layer][head][pos]" : "[layer][head]") : (p.perPosition ? "[layer][pos]" : "[layer]");
+  const std::string unit = p.component == PatchComponent::ExpertOut ? "[expert]" : "[head]";
+  r.json["layout"] = heads ? "[layer]" + unit + (p.perPosition ? "[pos]" : "") : (p.perPosition ? "[layer][pos]" : "[layer]");
   r.json["metric"] = "logit_diff";
   r.json["metric_clean"] = main.metricClean;
   r.json["metric_corrupt"] = main.metricCorrupt;
@@ -148,7 +149,7 @@ AnalysisResult runPatch(const PluginInputs& in, const ParamValues& params, const
   putPromptGroups(r, groups, dropped);
   r.json["dropped_words"] = ds.droppedWords;
   r.json["forwards"] = main.forwards;
-  if (heads && !p.perPosition) r.json["top_heads"] = topHeads(main.scores, 5);
+  if (heads && !p.perPosition) r.json[p.component == PatchComponent::ExpertOut ? "top_experts" : "top_heads"] = topHeads(main.scores, 5);
   return r;
 }
 
@@ -161,9 +162,9 @@ AnalysisPlugin patchPlugin() {
   auto& d = p.descriptor;
   ParamInfo component = makeParam("component", ParamType::Choice, "--component",
                                   "the patched activation: resid_pre, attn_out, mlp_out (per layer), head_out (z), q, k, v, "
-                                  "pattern (per head)",
+                                  "pattern (per head), expert_out (per mixture-of-experts expert)",
                                   "head_out");
-  component.choices = {"resid_pre", "attn_out", "mlp_out", "head_out", "q", "k", "v", "pattern"};
+  component.choices = {"resid_pre", "attn_out", "mlp_out", "head_out", "q", "k", "v", "pattern", "expert_out"};
   ParamInfo normalisation = makeParam("normalisation", ParamType::Choice, "--normalisation",
                                       "denoising (patched − corrupt)/(clean − corrupt), noising (clean − patched)/(clean − corrupt), "
                                       "or raw",

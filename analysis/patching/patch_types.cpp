@@ -35,6 +35,7 @@ std::string toString(PatchComponent c) {
     case PatchComponent::K: return "k";
     case PatchComponent::V: return "v";
     case PatchComponent::Pattern: return "pattern";
+    case PatchComponent::ExpertOut: return "expert_out";
   }
   return "?";
 }
@@ -42,16 +43,16 @@ std::string toString(PatchComponent c) {
 PatchComponent parsePatchComponent(const std::string& name) {
   if (name == "z") return PatchComponent::HeadOut;
   for (auto c : {PatchComponent::ResidPre, PatchComponent::AttnOut, PatchComponent::MlpOut, PatchComponent::HeadOut,
-                 PatchComponent::Q, PatchComponent::K, PatchComponent::V, PatchComponent::Pattern})
+                 PatchComponent::Q, PatchComponent::K, PatchComponent::V, PatchComponent::Pattern, PatchComponent::ExpertOut})
     if (toString(c) == name) return c;
   throw InputError(fmt::format("component '{}' is unknown (expected resid_pre, attn_out, mlp_out, head_out, q, k, v "
-                               "or pattern)",
+                               "pattern or expert_out)",
                                name));
 }
 
 bool isHeadComponent(PatchComponent c) {
   return c == PatchComponent::HeadOut || c == PatchComponent::Q || c == PatchComponent::K || c == PatchComponent::V ||
-         c == PatchComponent::Pattern;
+         c == PatchComponent::Pattern || c == PatchComponent::ExpertOut;
 }
 
 namespace {
@@ -65,6 +66,7 @@ const char* siteSuffix(PatchComponent c) {
     case PatchComponent::K: return "attn.hook_k";
     case PatchComponent::V: return "attn.hook_v";
     case PatchComponent::Pattern: return "attn.hook_pattern";
+    case PatchComponent::ExpertOut: return "mlp.hook_expert_out";
   }
   return "";
 }

@@ -41,14 +41,16 @@ enum class PatchComponent {
   Q,         ///< blocks.l.attn.hook_q         per head
   K,         ///< blocks.l.attn.hook_k         per KV head
   V,         ///< blocks.l.attn.hook_v         per KV head
-  Pattern    ///< blocks.l.attn.hook_pattern   per head; per position = the destination row
+  Pattern,   ///< blocks.l.attn.hook_pattern   per head; per position = the destination row
+  ExpertOut  ///< blocks.l.mlp.hook_expert_out per mixture-of-experts expert (its routed, weighted output);
+             ///< layers without experts (dense, or a dense model) are left unpatched: the corrupted run
 };
 
-/// "resid_pre", "attn_out", "mlp_out", "head_out", "q", "k", "v", "pattern".
+/// "resid_pre", "attn_out", "mlp_out", "head_out", "q", "k", "v", "pattern", "expert_out".
 std::string toString(PatchComponent c);
 /// Parses toString's names (also "z" for head_out); InputError otherwise.
 PatchComponent parsePatchComponent(const std::string& name);
-/// Whether the component is indexed by head (head_out, q, k, v, pattern).
+/// Whether the component is indexed by head (head_out, q, k, v, pattern) or by expert (expert_out).
 bool isHeadComponent(PatchComponent c);
 /// The full hook name of the component at `layer`.
 std::string hookName(PatchComponent c, int layer);

@@ -21,7 +21,9 @@ using namespace mechscope;
 
 namespace {
 
-const std::vector<std::string> kEstimateFamilies = {"gpt2", "pythia", "llama", "qwen2", "qwen3", "mistral"};
+// The mixture-of-experts families (tests/data/families) check that every expert is counted.
+const std::vector<std::string> kEstimateFamilies = {"gpt2",    "pythia",    "llama",     "qwen2",  "qwen3",
+                                                    "mistral", "mixtral",   "qwen2_moe", "qwen3_moe", "gpt_oss"};
 
 at::Tensor someTokens(const ModelConfig& cfg, int64_t batch, int64_t pos) {
   return at::arange(batch * pos, at::kLong).remainder(cfg.dVocab).view({batch, pos});  // [batch, pos]
