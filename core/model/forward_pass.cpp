@@ -1,6 +1,7 @@
 // The forward pass: explicit attention math with a hook at every TransformerLens site, an optional
 // fused attention kernel (LibTorch ≥ 2) when no attention-internal hook is active, KV caching.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::GradMode: not pulled in by ATen.h in LibTorch 2.x
 #include <torch/version.h>
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "core/common/errors.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
 #include "core/model/moe_mlp.hpp"
+#include "core/model/recomputed_attention.hpp"
 #include "core/model/rotary.hpp"
 
 namespace mechscope {
@@ -139,17 +141,19 @@ int64_t chunkRows(int64_t batch, int64_t heads, int64_t keys, bool cuda) {
 /// heads sharing a kv head are stacked on the GEMM's
 /// rows ([batch·kv, rep·rows, d_head]), so keys are never repeated. fp32 models take the scale inside
 /// the GEMM (alpha) and mask in place: no separate scale or masked_fill copies.
-at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::Tensor& kh, int64_t r0, int64_t r1,
-                      int64_t kEnd, double scale, double softcap) {
-  const int64_t B = qh.size(0), H = qh.size(1), dh = qh.size(3), Hkv = kh.size(1), rep = H / Hkv, t = r1 - r0;
-  at::Tensor q3 = qh.narrow(2, r0, t).reshape({B * Hkv, rep * t, dh});                   // [batch·kv, rep·query, d_head]
+/// qTile [batch, head, t, d_head] holds the query rows [r0, r0 + t).
+at::Tensor attnScoresOfRows(const AttnGeometry& geo, const at::Tensor& qTile, const at::Tensor& kh, int64_t r0, int64_t kEnd,
+                            double scale, double softcap) {
+  const int64_t B = qTile.size(0), H = qTile.size(1), dh = qTile.size(3), Hkv = kh.size(1), rep = H / Hkv, t = qTile.size(2);
+  const int64_t r1 = r0 + t;
+  at::Tensor q3 = qTile.reshape({B * Hkv, rep * t, dh});                                  // [batch·kv, rep·query, d_head]
   at::Tensor k3 = kh.narrow(2, 0, kEnd).reshape({B * Hkv, kEnd, dh}).transpose(1, 2);   // [batch·kv, d_head, key]
   at::Tensor sc;
   // LibTorch 1.13's naive kernel for tiny products (d_head·rows·keys < 400, e.g. one decode step)
   // reads the output even with beta 0 (NaN from at::empty survives); BLAS-sized products do not.
   const bool blasSized = dh * rep * t * kEnd >= 400;
-  if (qh.scalar_type() == at::kFloat && blasSized) {
-    sc = at::empty({B * Hkv, rep * t, kEnd}, qh.options()).baddbmm_(q3, k3, 0.0, scale);  // beta 0: not read
+  if (qTile.scalar_type() == at::kFloat && blasSized) {
+    sc = at::empty({B * Hkv, rep * t, kEnd}, qTile.options()).baddbmm_(q3, k3, 0.0, scale);  // beta 0: not read
   } else {
     sc = at::bmm(q3, k3).to(at::kFloat).mul_(scale);
   }
@@ -157,6 +161,12 @@ at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::T
   sc = sc.view({B, H, t, kEnd});  // [batch, head, query, key]
   geo.maskScores(sc, r0, r1, kEnd);
   return sc;
+}
+
+/// attnScoresOfRows of the query rows [r0, r1) of qh [batch, head, query, d_head].
+at::Tensor attnScores(const AttnGeometry& geo, const at::Tensor& qh, const at::Tensor& kh, int64_t r0, int64_t r1,
+                      int64_t kEnd, double scale, double softcap) {
+  return attnScoresOfRows(geo, qh.narrow(2, r0, r1 - r0), kh, r0, kEnd, scale, softcap);
 }
 
 /// Softmax of scores [batch, head, rows, key] fp32 over the keys. With learned sinks (gpt-oss; sinks [head])
@@ -283,6 +293,19 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
   const AttnGeometry& geo = pc.geo;
   const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
   const int64_t tile = chunkRows(B, H, N, pc.cuda);
+  if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) {
+    // Under autograd the tiles' softmax would be kept for the backward ([.., P, N] again): recompute them there.
+    RecomputedAttention spec;
+    spec.scores = [geo, scale = pc.scale, softcap = pc.softcap](const at::Tensor& qTile, const at::Tensor& keys, int64_t r0) {
+      return attnScoresOfRows(geo, qTile, keys, r0, keys.size(2), scale, softcap);
+    };
+    spec.tile = tile;
+    spec.keysUpToRow = !(geo.window > 0 || geo.padded);
+    spec.past = pc.past;
+    spec.dtype = pc.dtype;
+    if (sinks.defined()) spec.sinks = sinks.to(at::kFloat);
+    return recomputedAttention(qh, kh, vh, spec);
+  }
   at::Tensor z = at::empty({B, P, H, dh}, zOptions);  // [batch, pos, head, d_head]
   for (int64_t r0 = 0; r0 < P; r0 += tile) {
     const int64_t r1 = std::min(P, r0 + tile);
@@ -303,10 +326,20 @@ at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at:
   const int64_t rep = pc.c.nHeads / pc.c.nKvHeads;
   at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head, key, d_head]
   at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head, key, d_head]
-  at::Tensor zh;                                                // [batch, head, query, d_head]
-  if (geo.plainCausal) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true);
-  else if (geo.noMask) zh = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, false);
-  else zh = at::scaled_dot_product_attention(qh, kr, vr, geo.all(), 0.0, false);
+  // The kernel scales by 1/√d_head unless told otherwise; Gemma's query_pre_attn_scalar (and any family whose
+  // scale differs) needs the model's own: passed where LibTorch takes it (≥ 2.1), else folded into q.
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
+  const at::Tensor& qs = qh;
+#define MECHSCOPE_SDPA_SCALE , pc.scale
+#else
+  const at::Tensor qs = qh * (pc.scale * std::sqrt(static_cast<double>(qh.size(3))));
+#define MECHSCOPE_SDPA_SCALE
+#endif
+  at::Tensor zh;  // [batch, head, query, d_head]
+  if (geo.plainCausal) zh = at::scaled_dot_product_attention(qs, kr, vr, {}, 0.0, true MECHSCOPE_SDPA_SCALE);
+  else if (geo.noMask) zh = at::scaled_dot_product_attention(qs, kr, vr, {}, 0.0, false MECHSCOPE_SDPA_SCALE);
+  else zh = at::scaled_dot_product_attention(qs, kr, vr, geo.all(), 0.0, false MECHSCOPE_SDPA_SCALE);
+#undef MECHSCOPE_SDPA_SCALE
   if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
   return zh.permute({0, 2, 1, 3});
 #else

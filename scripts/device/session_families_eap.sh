@@ -34,7 +34,7 @@ if has parity; then
   MECHSCOPE_TEST_DEVICE=cpu "$B/tests/mechscope_tests_engine" >"$OUT/engine_cpu_torch2.log" 2>&1
   log "engine cpu torch2 rc=$? $((SECONDS - t0)) s"
   grep -E 'FAILED|PASSED' "$OUT/engine_cpu_torch2.log" | tee -a "$OUT/summary.txt"
-  "$B/tests/mechscope_tests_analysis" --gtest_filter='EapAttentionPath*:EapDefinition*' >"$OUT/eap_paths_torch2.log" 2>&1
+  "$B/tests/mechscope_tests_analysis" --gtest_filter='*EapAttentionPath*:*EapDefinition*' >"$OUT/eap_paths_torch2.log" 2>&1
   log "eap attention paths cpu torch2 rc=$? $((SECONDS - t0)) s"
   grep -E 'FAILED|PASSED|OK \]' "$OUT/eap_paths_torch2.log" | tee -a "$OUT/summary.txt"
 fi
@@ -54,7 +54,7 @@ import json, random
 random.seed(0); n = 32768
 c = [random.randrange(32000) for _ in range(n)]; x = list(c)
 for i in range(n // 3, 2 * n // 3): x[i] = random.randrange(32000)
-print(json.dumps({'clean_ids': c, 'corrupted_ids': x, 'answer_id': 5, 'incorrect_id': 6}))" >/tmp/long32k.jsonl
+print(json.dumps({'clean_ids': c, 'corrupted_ids': x, 'answer': 'a', 'answer_id': 5, 'incorrect': 'b', 'incorrect_id': 6}))" >/tmp/long32k.jsonl
   M=/tmp/synth-llama-1b
   $CLI eap --model $M --dataset /tmp/long32k.jsonl --device cuda --dtype bf16 --method eap-ig --max-batch-rows 64 \
     --json /tmp/eap_refused.json >"$OUT/cli_refused.log" 2>&1
