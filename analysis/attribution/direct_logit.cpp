@@ -53,7 +53,16 @@ DirectLogitResult directLogitAttribution(const HookedTransformer& m, const at::T
   for (int l = 0; l < L; ++l) {
     const at::Tensor z = cache.at("z", l).select(1, -1).to(at::kDouble);  // [batch, head, d_head]
     const at::Tensor wO = w.layers[static_cast<size_t>(l)].wO.to(at::kCPU).to(at::kDouble).view({D, H, dh});  // [d_model, head, d_head]
-    const at::Tensor out = at::einsum("bhe,dhe->bhd", {z, wO});  // [batch, head, d_model], no bias
+    at::Tensor out = at::einsum("bhe,dhe->bhd", {z, wO});  // [batch, head, d_model], no bias
+    if (c.postAttnNorm) {
+      // ln1_post (Gemma 2/3, OLMo-2) is linear for its scale in this run (as ln_f above): head h writes
+      // γ ⊙ o_h / rms(Σ_h o_h + b_O), so the heads still sum to hook_attn_out.
+      const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
+      at::Tensor raw = out.sum(1);  // [batch, d_model]
+      if (lw.bO.defined()) raw = raw + lw.bO.to(at::kCPU).to(at::kDouble);
+      const at::Tensor rms = at::sqrt(raw.pow(2).mean(-1, true) + c.normEps);  // [batch, 1]
+      out = out * lw.ln1PostW.to(at::kCPU).to(at::kDouble) / rms.unsqueeze(1);
+    }
     r.perPromptHeads.select(1, l).copy_(attribute(out));
     r.perPromptMlp.select(1, l).copy_(attribute(cache.get(hook::mlpOut(l)).select(1, -1).to(at::kDouble)));
   }
@@ -90,13 +99,15 @@ CopyScoreResult ovCopyScores(const HookedTransformer& m, const at::Tensor& token
   r.pairs = B * n;
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    const at::Tensor y = applyNorm(m, x.to(m.dtype()), lw.ln1W, lw.ln1B).to(at::kFloat);  // [batch, n, d_model]
+    // Without pre-norms (OLMo-2) the head reads the residual itself.
+    const at::Tensor y = c.preNorms ? applyNorm(m, x.to(m.dtype()), lw.ln1W, lw.ln1B).to(at::kFloat) : x;  // [batch, n, d_model]
     const at::Tensor wV = lw.wV.to(at::kFloat).view({c.nKvHeads, dh, D});                  // [kv_head, d_head, d_model]
     const at::Tensor wO = lw.wO.to(at::kFloat).view({D, H, dh});                            // [d_model, head, d_head]
     for (int64_t h = 0; h < H; ++h) {
       at::Tensor v = at::matmul(y, wV[h / rep].t());                                        // [batch, n, d_head]
       if (lw.bV.defined()) v = v + lw.bV.to(at::kFloat).view({c.nKvHeads, dh})[h / rep];
-      const at::Tensor o = at::matmul(v, wO.select(1, h).t());                              // [batch, n, d_model]
+      at::Tensor o = at::matmul(v, wO.select(1, h).t());                                    // [batch, n, d_model]
+      if (c.postAttnNorm) o = o * lw.ln1PostW.to(at::kFloat);  // ln1_post's weight; ln_f below re-normalises
       for (const double sign : {1.0, -1.0}) {
         const at::Tensor normed = applyFinalNorm(m, (sign * o).to(m.dtype())).to(at::kFloat);  // [batch, n, d_model]
         at::Tensor logits = at::matmul(normed, w.wU.to(at::kFloat).t());                        // [batch, n, vocab]

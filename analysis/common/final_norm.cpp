@@ -26,6 +26,13 @@ at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resi
   return applyNorm(model, resid, model.weights().lnFinalW, model.weights().lnFinalB);
 }
 
+at::Tensor applyUnembed(const HookedTransformer& model, const at::Tensor& normed) {
+  const ModelWeights& w = model.weights();
+  at::Tensor logits = (w.bU.defined() ? at::linear(normed, w.wU, w.bU) : at::linear(normed, w.wU)).to(at::kFloat);
+  const double cap = model.config().finalSoftcap;
+  return cap > 0 ? at::tanh(logits / cap) * cap : logits;
+}
+
 TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tensor& normed, const std::vector<int64_t>& ids,
                                   int64_t chunk) {
   const int64_t n = static_cast<int64_t>(ids.size());
@@ -36,13 +43,12 @@ TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tens
   TokenPredictions out;
   out.entropy.assign(static_cast<size_t>(n), nan);
   out.logProb.assign(static_cast<size_t>(n), nan);
-  const ModelWeights& w = model.weights();
   const at::Tensor next = at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).to(normed.device());  // [pos]
   chunk = std::max<int64_t>(1, chunk);
   for (int64_t s = 0; s + 1 < n; s += chunk) {
     const int64_t len = std::min(chunk, n - 1 - s);  // rows s..s+len−1 predict tokens s+1..s+len
     const at::Tensor x = normed.narrow(0, s, len);   // [len, d_model]
-    at::Tensor logits = (w.bU.defined() ? at::linear(x, w.wU, w.bU) : at::linear(x, w.wU)).to(at::kFloat);  // [len, vocab]
+    const at::Tensor logits = applyUnembed(model, x);  // [len, vocab] fp32, soft-capped as the forward
     const at::Tensor logp = at::log_softmax(logits.to(at::kDouble), -1);                                  // [len, vocab]
     const at::Tensor ent = (-(logp.exp() * logp).sum(-1)).cpu().contiguous();                                  // [len]
     const at::Tensor got = logp.gather(1, next.narrow(0, s + 1, len).unsqueeze(1)).squeeze(1).cpu().contiguous();  // [len]

@@ -18,6 +18,11 @@ at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const 
 /// as HF): equals the forward's `ln_final.hook_normalized` and HF's last `hidden_states` entry.
 at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid);
 
+/// The model's unembedding of final-normed states `normed` [..., d_model] → fp32 logits [..., vocab], as the
+/// forward pass's head: W_U (+ b_U), then the final logit soft-cap tanh(l / c)·c where the family has one
+/// (Gemma 2).
+at::Tensor applyUnembed(const HookedTransformer& model, const at::Tensor& normed);
+
 /// Per-position prediction statistics of one sequence, indexed by the token they predict.
 struct TokenPredictions {
   std::vector<double> entropy;  ///< [pos] nats: H(softmax(logits[t − 1])); NaN at t = 0 (nothing predicts it)

@@ -48,10 +48,9 @@ LogitLensResult logitLens(const HookedTransformer& model, const std::vector<int6
   fo.logitsLastOnly = true;
   model.forward(tokens, fo, &hooks, ctx);
 
-  const ModelWeights& w = model.weights();
   const at::Tensor stack = at::stack(resid, 0);                                             // [row, P, d_model]
   const at::Tensor normed = applyFinalNorm(model, stack);                                   // [row, P, d_model]
-  at::Tensor logits = (w.bU.defined() ? at::linear(normed, w.wU, w.bU) : at::linear(normed, w.wU)).to(at::kFloat);  // [row, P, vocab]
+  at::Tensor logits = applyUnembed(model, normed);                                         // [row, P, vocab] (Gemma 2: soft-capped)
   const at::Tensor logp = at::log_softmax(logits.to(at::kDouble), -1).cpu();               // [row, P, vocab]
   logits = logits.cpu();
   const auto top = logp.topk(p.topK, -1);

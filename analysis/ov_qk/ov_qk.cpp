@@ -25,11 +25,14 @@ struct CircuitRules {
   bool learnedPositions = false;  ///< W_pos exists: the QK look-up may add W_pos[p]; rotary: no rotation (one shared position)
   bool qkNorm = false;            ///< Qwen3: per-head RMSNorm of q and k after the projection
   NormKind norm = NormKind::LayerNorm;
+  bool qkNormWhole = false;       ///< OLMo-2: the q/k RMSNorm spans every head's projection
+  bool preNorm = true;            ///< ln1 exists (OLMo-2: the block reads the raw residual)
 };
 
 /// The row of `c`'s family, from its config flags.
 CircuitRules circuitRules(const ModelConfig& c) {
-  return {c.normKind == NormKind::LayerNorm, c.positional == PositionalKind::Learned, c.qkNorm, c.normKind};
+  return {c.normKind == NormKind::LayerNorm, c.positional == PositionalKind::Learned, c.qkNorm, c.normKind, c.qkNormWhole,
+          c.preNorms};
 }
 
 /// A weight as fp64 on the CPU (the circuits here are small: rows of T, d_model, d_head).
@@ -153,11 +156,11 @@ OvQkResult ovQkCircuits(const HookedTransformer& model, const OvQkParams& p, con
   const at::Tensor selfCol = tIds.to(model.device()).unsqueeze(1);  // [T, 1]
   // QK inputs: the bare embeddings (plus W_pos[p]) [q or k, d_model].
   auto embed = [&](const std::vector<int64_t>& ids) {
-    at::Tensor x = ovF64(w.wE.index_select(0, at::tensor(ids, at::kLong).to(w.wE.device())));
+    at::Tensor x = ovF64(w.wE.index_select(0, at::tensor(ids, at::kLong).to(w.wE.device()))) * c.embedScale;  // Gemma: × √d_model
     return p.position >= 0 ? x + ovF64(w.wPos[p.position]) : x;
   };
   const at::Tensor xq = nq > 0 ? embed(p.queryTokens) : at::Tensor(), xk = nk > 0 ? embed(p.keyTokens) : at::Tensor();
-  const double invSqrt = 1.0 / std::sqrt(static_cast<double>(dh));
+  const double invSqrt = c.attentionScale();  // 1/√d_head, or query_pre_attn_scalar^−½ (Gemma)
 
   for (int l = 0; l < L; ++l) {
     if (ctx) ctx->step(l, L, "ov-qk circuits");
@@ -167,13 +170,27 @@ OvQkResult ovQkCircuits(const HookedTransformer& model, const OvQkParams& p, con
     const at::Tensor eFolded = ovScale(eT, lw.ln1W);                                  // [T, d_model]
     const at::Tensor wQ = nq > 0 ? ovF64(lw.wQ).view({H, dh, D}) : at::Tensor();          // [head, d_head, d_model]
     const at::Tensor wK = nq > 0 ? ovF64(lw.wK).view({c.nKvHeads, dh, D}) : at::Tensor();  // [kv_head, d_head, d_model]
-    const at::Tensor xqN = nq > 0 ? ovNorm(rules, c.normEps, xq, lw.ln1W, lw.ln1B) : at::Tensor();  // [query, d_model]
-    const at::Tensor xkN = nk > 0 ? ovNorm(rules, c.normEps, xk, lw.ln1W, lw.ln1B) : at::Tensor();  // [key, d_model]
+    // Without pre-norms (OLMo-2) the projections read the embedding itself.
+    const at::Tensor xqN = nq > 0 ? (rules.preNorm ? ovNorm(rules, c.normEps, xq, lw.ln1W, lw.ln1B) : xq) : at::Tensor();  // [query, d_model]
+    const at::Tensor xkN = nk > 0 ? (rules.preNorm ? ovNorm(rules, c.normEps, xk, lw.ln1W, lw.ln1B) : xk) : at::Tensor();  // [key, d_model]
+    // OLMo-2: q/k normed over every head's projection at once, so they are formed for all heads first.
+    const CircuitRules rmsRules{false, false, true, NormKind::RMSNorm};
+    at::Tensor qAll, kAll;  // [query, head, d_head], [key, kv_head, d_head]
+    if (nq > 0 && rules.qkNorm && rules.qkNormWhole) {
+      qAll = at::matmul(xqN, ovF64(lw.wQ).t());  // [query, head·d_head]
+      kAll = at::matmul(xkN, ovF64(lw.wK).t());  // [key, kv_head·d_head]
+      if (lw.bQ.defined()) qAll = qAll + ovF64(lw.bQ);
+      if (lw.bK.defined()) kAll = kAll + ovF64(lw.bK);
+      qAll = ovNorm(rmsRules, c.normEps, qAll, lw.qNormW, {}).view({nq, H, dh});
+      kAll = ovNorm(rmsRules, c.normEps, kAll, lw.kNormW, {}).view({nk, c.nKvHeads, dh});
+    }
     for (int64_t h = 0; h < H; ++h) {
       if (!chosen[static_cast<size_t>(l)][static_cast<size_t>(h)]) continue;
       const int64_t kv = h / rep;  // GQA: query head h reads the shared K/V head h / (n_heads / n_kv_heads)
       const at::Tensor a = at::matmul(eFolded, wV[kv].t());                              // [T, d_head]
-      const at::Tensor b = ovScale(ovCentre(rules.centre, wO.select(1, h).t()), w.lnFinalW);  // [d_head, d_model]
+      // Post-norm families (Gemma 2/3, OLMo-2): ln1_post's weight on the head's output, like ln_f's (its
+      // scale is ignored as every norm scale here).
+      const at::Tensor b = ovScale(ovScale(ovCentre(rules.centre, wO.select(1, h).t()), lw.ln1PostW), w.lnFinalW);  // [d_head, d_model]
       out.copyEigen[l][h] = copyingScore(a, at::matmul(b, uT.t()));                    // A [T, d_head] · B [d_head, T]
       out.copyEigenVocab[l][h] = eigenScore(at::matmul(at::matmul(b, ovScale(gram, lw.ln1W)), wV[kv].t()));  // [d_head, d_head]
       // Rows over the whole vocabulary in fp32 (the one large product), a block of T at a time.
@@ -192,16 +209,23 @@ OvQkResult ovQkCircuits(const HookedTransformer& model, const OvQkParams& p, con
       out.copyTopK[l][h] = static_cast<double>(hits) / static_cast<double>(T);
       out.copyTopKNegative[l][h] = static_cast<double>(hitsNeg) / static_cast<double>(T);
       if (nq == 0) continue;
-      at::Tensor q = at::matmul(xqN, wQ[h].t());                                        // [query, d_head]
-      at::Tensor k = at::matmul(xkN, wK[kv].t());                                       // [key, d_head]
-      if (lw.bQ.defined()) q = q + ovF64(lw.bQ).view({H, dh})[h];
-      if (lw.bK.defined()) k = k + ovF64(lw.bK).view({c.nKvHeads, dh})[kv];
-      if (rules.qkNorm) {  // per-head RMSNorm with its scale, as the forward pass
-        const CircuitRules rms{false, false, true, NormKind::RMSNorm};
-        q = ovNorm(rms, c.normEps, q, lw.qNormW, {});
-        k = ovNorm(rms, c.normEps, k, lw.kNormW, {});
+      at::Tensor q, k;  // [query, d_head], [key, d_head]
+      if (qAll.defined()) {
+        q = qAll.select(1, h);
+        k = kAll.select(1, kv);
+      } else {
+        q = at::matmul(xqN, wQ[h].t());
+        k = at::matmul(xkN, wK[kv].t());
+        if (lw.bQ.defined()) q = q + ovF64(lw.bQ).view({H, dh})[h];
+        if (lw.bK.defined()) k = k + ovF64(lw.bK).view({c.nKvHeads, dh})[kv];
+        if (rules.qkNorm) {  // per-head RMSNorm with its scale, as the forward pass
+          q = ovNorm(rmsRules, c.normEps, q, lw.qNormW, {});
+          k = ovNorm(rmsRules, c.normEps, k, lw.kNormW, {});
+        }
       }
-      out.qk[l][h].copy_(at::matmul(q, k.t()) * invSqrt);                               // [query, key]
+      at::Tensor score = at::matmul(q, k.t()) * invSqrt;  // [query, key]
+      if (c.attnSoftcap > 0) score = at::tanh(score / c.attnSoftcap) * c.attnSoftcap;  // Gemma 2, as the forward
+      out.qk[l][h].copy_(score);
     }
   }
   return out;

@@ -336,8 +336,10 @@ at::Tensor receiversSubstitutedPass(const SenderBatchContext& b, int64_t V, cons
 /// pass 1 (linear or recomputed), then pass 2 unless the receiver is the logits.
 at::Tensor patchedLogitDiff(const SenderBatchContext& b, const std::vector<HeadRef>& senders) {
   RecordedActivations recorded;
-  // With MLPs and every position frozen the residual is exactly clean + the sender's change (linear).
-  const bool linear = b.p.freezeMlps && b.freezeEverywhere;
+  // With MLPs and every position frozen the residual is exactly clean + the sender's change (linear);
+  // not with a post-attention norm (Gemma 2/3, OLMo-2), whose scale mixes the sender with its layer's other
+  // heads: those models recompute the layers.
+  const bool linear = b.p.freezeMlps && b.freezeEverywhere && !b.m.config().postAttnNorm;
   at::Tensor ld = linear ? linearPass1(b, senders, recorded) : recomputedPass1(b, senders, recorded);  // [V*batch]
   if (!b.toLogits) ld = receiversSubstitutedPass(b, static_cast<int64_t>(senders.size()), recorded);
   return ld;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -67,6 +68,41 @@ json configFor(const std::string& family, const Shape& s) {
   } else if (family == "qwen3") {
     c["architectures"] = {"Qwen3ForCausalLM"};
     c["rope_theta"] = 1e6;
+  } else if (family == "phi3") {
+    // Phi-3-mini-128k's shape of rotary: longrope with short factors 1 and long factors growing to 4.
+    c["architectures"] = {"Phi3ForCausalLM"};
+    c.erase("head_dim");
+    const int half = s.dModel / s.heads / 2;
+    std::vector<double> shortF(static_cast<size_t>(half), 1.0), longF;
+    for (int i = 0; i < half; ++i) longF.push_back(1.0 + 3.0 * i / std::max(1, half - 1));
+    c["original_max_position_embeddings"] = std::min(4096, s.ctx);
+    c["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0}, {"short_factor", shortF},
+                            {"long_factor", longF}, {"original_max_position_embeddings", std::min(4096, s.ctx)}};
+    c["sliding_window"] = nullptr;
+  } else if (family == "olmo2") {
+    c["architectures"] = {"Olmo2ForCausalLM"};
+    c["rope_theta"] = 500000.0;
+    c.erase("head_dim");
+  } else if (family == "gemma2" || family == "gemma3_text") {
+    // Alternating sliding/full layers (Gemma 3: five sliding per full one, the last layer full).
+    const bool g3 = family == "gemma3_text";
+    c["architectures"] = {g3 ? "Gemma3ForCausalLM" : "Gemma2ForCausalLM"};
+    c.erase("hidden_act");
+    c["hidden_activation"] = "gelu_pytorch_tanh";
+    c["query_pre_attn_scalar"] = s.dHead;
+    c["sliding_window"] = std::min(4096, s.ctx / 2);
+    json types = json::array();
+    for (int l = 0; l < s.layers; ++l)
+      types.push_back((g3 ? (l + 1) % 6 == 0 || l + 1 == s.layers : (l + 1) % 2 == 0) ? "full_attention" : "sliding_attention");
+    c["layer_types"] = types;
+    if (g3) {
+      c["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 1e6}}},
+                              {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 1e4}}}};
+    } else {
+      c["rope_theta"] = 10000.0;
+      c["attn_logit_softcapping"] = 50.0;
+      c["final_logit_softcapping"] = 30.0;
+    }
   } else {
     throw InputError(fmt::format("synth: unknown family '{}' (supported: {})", family, supportedModelTypes()));
   }

@@ -37,7 +37,8 @@ TEST_P(SynthFamilies, TinyFolderLoadsAndRuns) {
   mechscope::removeTree(dir2);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, SynthFamilies, ::testing::Values("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(All, SynthFamilies, ::testing::Values("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi3",
+                                                             "olmo2", "gemma2", "gemma3_text"));
 
 TEST(Synth, RealisticPresetsHaveTheirShapes) {
   EXPECT_EQ(synth::presetConfig("qwen3", "qwen3-0.6b")["num_hidden_layers"], 28);
