@@ -103,6 +103,32 @@ json configFor(const std::string& family, const Shape& s) {
       c["attn_logit_softcapping"] = 50.0;
       c["final_logit_softcapping"] = 30.0;
     }
+  } else if (family == "mixtral" || family == "qwen2_moe" || family == "qwen3_moe") {
+    // 4 experts, top 2; the expert size is intermediate_size (Mixtral) or moe_intermediate_size (Qwen).
+    const bool qwen = family != "mixtral";
+    c["architectures"] = {family == "mixtral" ? "MixtralForCausalLM" : family == "qwen2_moe" ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"};
+    c["rope_theta"] = 1e6;
+    c["num_experts_per_tok"] = 2;
+    c[qwen ? "num_experts" : "num_local_experts"] = 4;
+    if (qwen) {
+      c["moe_intermediate_size"] = s.dMlp / 4;
+      c["norm_topk_prob"] = family == "qwen3_moe";
+      c["decoder_sparse_step"] = 1;
+      c["mlp_only_layers"] = json::array();
+    }
+    if (family == "qwen2_moe") c["shared_expert_intermediate_size"] = s.dMlp / 2;
+  } else if (family == "gpt_oss") {
+    // Sliding and full layers alternating, learned sinks, YaRN, 4 biased experts top 2.
+    c["architectures"] = {"GptOssForCausalLM"};
+    c["attention_bias"] = true;
+    c["num_local_experts"] = 4;
+    c["num_experts_per_tok"] = 2;
+    c["sliding_window"] = std::min(128, s.ctx / 2);
+    json types = json::array();
+    for (int l = 0; l < s.layers; ++l) types.push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+    c["layer_types"] = types;
+    c["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 150000.0}, {"factor", 32.0}, {"beta_fast", 32.0},
+                            {"beta_slow", 1.0}, {"original_max_position_embeddings", std::min(4096, s.ctx)}, {"truncate", false}};
   } else {
     throw InputError(fmt::format("synth: unknown family '{}' (supported: {})", family, supportedModelTypes()));
   }

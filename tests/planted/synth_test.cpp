@@ -38,7 +38,8 @@ TEST_P(SynthFamilies, TinyFolderLoadsAndRuns) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, SynthFamilies, ::testing::Values("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi3",
-                                                             "olmo2", "gemma2", "gemma3_text"));
+                                                             "olmo2", "gemma2", "gemma3_text", "mixtral", "qwen2_moe", "qwen3_moe",
+                                                             "gpt_oss"));
 
 TEST(Synth, RealisticPresetsHaveTheirShapes) {
   EXPECT_EQ(synth::presetConfig("qwen3", "qwen3-0.6b")["num_hidden_layers"], 28);
