@@ -5,6 +5,9 @@
 
 #include <fmt/format.h>
 
+#include "core/common/errors.hpp"
+#include "core/model/model_config.hpp"
+
 namespace mechscope::analysis {
 
 std::string toString(EdgeInput r) {
@@ -69,6 +72,15 @@ int64_t EdgeGraph::edgeCount() const {
   int64_t n = 0;
   for (int64_t b = 0; b < nBackward(); ++b) n += prevForward(b);
   return n;
+}
+
+void requireAdditiveHeads(const ModelConfig& c) {
+  if (!c.postAttnNorm) return;
+  throw UnsupportedError(fmt::format(
+      "edge attribution: {} normalises the attention output (a post-attention norm) before it joins the residual "
+      "stream, so one head's output is not a term of any later input and its edges have no activation of their own; "
+      "use patch or ablate (exact, per head) or dla (per head, norm scale frozen) on this model (docs/metrics.md §12.6)",
+      c.modelType));
 }
 
 }  // namespace mechscope::analysis

@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+namespace mechscope {
+struct ModelConfig;
+}
+
 namespace mechscope::analysis {
 
 /// Which input of a downstream node an edge feeds.
@@ -58,5 +62,10 @@ struct EdgeGraph {
   /// Number of edges: Σ over receivers of prevForward.
   [[nodiscard]] int64_t edgeCount() const;
 };
+
+/// Refuses (UnsupportedError) a model whose heads are not additive terms of the residual stream: with a
+/// post-attention norm (Gemma 2/3, OLMo-2) the residual receives norm(Σ_h head_h), so an edge from one head
+/// has no activation of its own and edge scores and edge patching are undefined per head.
+void requireAdditiveHeads(const ModelConfig& config);
 
 }  // namespace mechscope::analysis

@@ -146,6 +146,7 @@ EapMethod parseEapMethod(const std::string& name) {
 }
 
 EdgeGraph edgeGraphOf(const ModelConfig& c) {
+  requireAdditiveHeads(c);
   EdgeGraph g;
   g.nLayers = c.nLayers;
   g.nHeads = c.nHeads;

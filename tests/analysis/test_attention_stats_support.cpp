@@ -18,10 +18,13 @@ std::filesystem::path sharedDir() {
 }
 
 std::filesystem::path fixtureModel(const std::string& family) {
-  const auto s = sharedDir();
-  if (s.empty()) return {};
-  const auto p = s / "fixtures" / "models" / family;
-  return std::filesystem::exists(p / "config.json") ? p : std::filesystem::path{};
+  if (const auto s = sharedDir(); !s.empty()) {
+    const auto p = s / "fixtures" / "models" / family;
+    if (std::filesystem::exists(p / "config.json")) return p;
+  }
+  // Issue #23's families ship in the repository (tests/data/families/README.md).
+  const auto repo = std::filesystem::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "families" / family;
+  return std::filesystem::exists(repo / "config.json") ? repo : std::filesystem::path{};
 }
 
 const AttnPlanted& attnPlanted() {

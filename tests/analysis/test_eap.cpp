@@ -21,6 +21,7 @@
 #include "analysis/common/analysis_plugin.hpp"
 #include "analysis/common/datasets.hpp"
 #include "analysis/eap/edge_attribution.hpp"
+#include "analysis/eap/edge_patching.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/hook_names.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -277,6 +278,35 @@ TEST_P(EapDefinition, EdgeScoreIsGradTimesActivationDifference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, EapDefinition, ::testing::Values("gpt2-ioi", "gpt2", "pythia", "llama", "mistral", "qwen2", "qwen3"));
+// Issue #23's families whose heads add to the residual: fused q/k/v and partial rotary (Phi-3), mixtures of
+// experts as MLP nodes (Mixtral; Qwen2-MoE with a shared expert and a dense layer). gpt-oss (learned sinks,
+// top-k-then-softmax routing, clamped experts) agrees only to ~5e-7 relative on edges whose gradient passes
+// its MoE blocks — an fp32-level gap in an fp64 run that is not yet explained, so it is not listed here.
+INSTANTIATE_TEST_SUITE_P(NewFamilies, EapDefinition, ::testing::Values("phi3", "mixtral", "qwen2_moe"));
+
+// Post-attention norms (Gemma 2/3, OLMo-2) make the residual receive norm(Σ heads): no head has an output of
+// its own there, so attribution and edge patching refuse the model before any compute.
+TEST(EapInput, PostAttentionNormFamiliesAreRefused) {
+  for (const char* family : {"gemma2", "gemma3", "olmo2"}) {
+    const fs::path dir = test::fixtureModel(family);
+    ASSERT_FALSE(dir.empty()) << family;
+    const auto model = HookedTransformer::load(dir, LoadOptions{"cpu", "fp32"});
+    PatchGroup g;
+    g.inputs.clean = at::randint(3, 200, {1, 6}, at::kLong);
+    g.inputs.corrupt = g.inputs.clean.clone();
+    g.inputs.correct = at::tensor({5L});
+    g.inputs.incorrect = at::tensor({6L});
+    g.promptIndex = {0};
+    g.templateIds = {-1};
+    try {
+      (void)edgeAttribution(*model, {g}, EapParams{});
+      ADD_FAILURE() << family << ": no error";
+    } catch (const UnsupportedError& e) {
+      EXPECT_NE(std::string(e.what()).find("post-attention norm"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW((void)patchEdges(*model, {g}, {EdgeRef{0, 0}}), UnsupportedError) << family;
+  }
+}
 
 // ------------------------------------------------------------------------------------------------
 
