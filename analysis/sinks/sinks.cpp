@@ -44,14 +44,20 @@ at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& ref) {
   return at::stack(rows).to(at::kDouble).cpu();
 }
 
-/// Probe-only forward: per layer the column sums [head, |keys|] of `keys` → mean over later queries.
+/// Probe-only forward: per layer the column sums [head, |keys|] of `keys` → mean over later queries. With
+/// `learnedMass`, also per layer the learned sink's mean share 1 − Σ_j p_ij over the queries → [head].
 std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::vector<int64_t>& ids, const std::vector<int64_t>& keys,
                                      const AttentionStatsOptions& so, const HookSet* extra, const RunContext* ctx,
-                                     const std::function<void(int)>& onLayer = {}) {
+                                     const std::function<void(int)>& onLayer = {}, std::vector<at::Tensor>* learnedMass = nullptr) {
   const int L = model.config().nLayers;
   const int64_t n = static_cast<int64_t>(ids.size());
   ProbeRequest req;
   req.columnKeys = keys;  // O(n·|keys|) after the row normalisers, not a pass over n²/2
+  if (learnedMass) {      // every key: each row's mass over the keys, the rest is the learned sink's
+    req.keySet.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) req.keySet[static_cast<size_t>(j)] = j;
+    learnedMass->assign(static_cast<size_t>(L), at::Tensor());
+  }
   at::Tensor count = at::empty({static_cast<int64_t>(keys.size())}, at::kDouble);  // [key]: later queries n − 1 − p
   for (size_t k = 0; k < keys.size(); ++k) count[static_cast<int64_t>(k)] = static_cast<double>(std::max<int64_t>(n - 1 - keys[k], 1));
   std::vector<at::Tensor> out(static_cast<size_t>(L));
@@ -59,6 +65,7 @@ std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::
       model, ids, req,
       [&](int l, const ProbeResult& s) {
         out[static_cast<size_t>(l)] = s.columnKeySums.to(at::kDouble).cpu() / count;  // [head, key]
+        if (learnedMass) (*learnedMass)[static_cast<size_t>(l)] = 1.0 - s.keySetMass.to(at::kDouble).cpu().mean(1);  // [head]
         if (onLayer) onLayer(l);
       },
       so, extra, ctx);
@@ -88,6 +95,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
   out.nLayers = L;
   out.sinkScore = at::zeros({L, H}, at::kDouble);  // [layer, head]
   out.sinkRate = at::zeros({L}, at::kDouble);      // [layer]
+  if (c.attnSinks) out.learnedSinkMass = at::zeros({L, H}, at::kDouble);  // [layer, head]
   AttentionStatsOptions so;
   so.materialize = options.materialize;
   const bool hf = options.hiddenStates == SinkHiddenStates::HfOutput;
@@ -127,9 +135,13 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble).cpu();
       return std::nullopt;
     });
-    const auto candScore = columnScores(model, ids, prim.candidates, so, &extra, ctx, [&](int l) {
-      if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
-    });
+    std::vector<at::Tensor> learned;  // per layer [head] (learned sinks only)
+    const auto candScore = columnScores(
+        model, ids, prim.candidates, so, &extra, ctx, [&](int l) {
+          if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
+        },
+        c.attnSinks ? &learned : nullptr);
+    for (size_t l = 0; l < learned.size(); ++l) out.learnedSinkMass[static_cast<int64_t>(l)] += learned[l];
 
     // §2.1 step 1: b = the candidate with the largest mean norm over the layers (first on ties).
     int64_t bi = 0;
@@ -191,6 +203,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
   }
   out.sinkScore /= static_cast<double>(rows.size());
   out.sinkRate /= static_cast<double>(rows.size());
+  if (out.learnedSinkMass.defined()) out.learnedSinkMass /= static_cast<double>(rows.size());
   return out;
 }
 

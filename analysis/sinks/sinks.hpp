@@ -70,6 +70,11 @@ struct SinksResult {
   std::vector<std::pair<int, int>> window;  ///< per batch row: clipper window [start, end)
   std::vector<PrimarySink> primary;         ///< per batch row
   std::vector<SecondarySink> sinks;         ///< every candidate, in batch then position order
+  /// [layer, head] fp64: the learned sink's share of attention, 1 − Σ_j A[l,h,i,j], averaged over queries i and
+  /// batch rows (gpt-oss's per-head sink logits); undefined for models without learned sinks. The sink scores
+  /// above are over the keys only (HF's attention weights), so a head whose learned sink takes the mass shows
+  /// it here, not as a key's score.
+  at::Tensor learnedSinkMass;
   int nLayers = 0;
 };
 

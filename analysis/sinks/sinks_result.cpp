@@ -39,6 +39,10 @@ AnalysisResult sinksToResult(const SinksResult& result, const SinksOptions& opti
   r.json["cosine_threshold"] = options.cosineThreshold;
   r.addArray("sink_score", result.sinkScore);
   r.addArray("sink_rate", result.sinkRate);
+  if (result.learnedSinkMass.defined()) {  // gpt-oss: the learned sinks' share of attention
+    r.json["learned_sink_mass"] = tensorToJson(result.learnedSinkMass);
+    r.addArray("learned_sink_mass", result.learnedSinkMass);
+  }
   if (!result.primary.empty()) {
     std::vector<int64_t> flat;
     for (const auto& p : result.primary)
