@@ -14,13 +14,13 @@ families::GemmaFlags gemma3Flags() {
   families::GemmaFlags f;  // Gemma3TextConfig's defaults (a multimodal text_config omits most keys)
   f.qkNorm = true;
   f.slidingPattern = 6;
-  f.layers = 26;
-  f.dModel = 2304;
-  f.dMlp = 9216;
-  f.heads = 8;
-  f.kvHeads = 4;
-  f.vocab = 262208;
-  f.ctx = 131072;
+  f.shape.layers = 26;
+  f.shape.dModel = 2304;
+  f.shape.dMlp = 9216;
+  f.shape.heads = 8;
+  f.shape.kvHeads = 4;
+  f.shape.vocab = 262208;
+  f.shape.ctx = 131072;
   return f;
 }
 

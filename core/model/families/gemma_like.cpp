@@ -11,12 +11,6 @@
 namespace mechscope::families {
 namespace {
 
-/// The int `key`, or `fallback` when absent (fallback 0: required, InputError naming the key).
-int intOr(const ConfigReader& r, const char* key, int fallback) {
-  if (fallback == 0) return r.requireInt({key});
-  return static_cast<int>(r.optInt({key}).value_or(fallback));
-}
-
 /// A soft-cap: absent → `absent` (HF's default), null → off (0), else the number.
 double softcapOf(const ConfigReader& r, const char* key, double absent) {
   auto it = r.json().find(key);
@@ -35,20 +29,11 @@ at::Tensor onePlus(const WeightSource& s, const std::string& name, int64_t n) {
 }  // namespace
 
 void parseGemmaLike(const ConfigReader& r, ModelConfig& c, const GemmaFlags& f) {
-  c.nLayers = intOr(r, "num_hidden_layers", f.layers);
-  c.dModel = intOr(r, "hidden_size", f.dModel);
-  c.nHeads = intOr(r, "num_attention_heads", f.heads);
-  c.nKvHeads = intOr(r, "num_key_value_heads", f.kvHeads > 0 ? f.kvHeads : c.nHeads);
-  c.dHead = intOr(r, "head_dim", 256);
-  c.dMlp = intOr(r, "intermediate_size", f.dMlp);
-  c.dVocab = intOr(r, "vocab_size", f.vocab);
-  c.nCtx = intOr(r, "max_position_embeddings", f.ctx);
-  c.normKind = NormKind::RMSNorm;
-  c.normEps = r.optDouble({"rms_norm_eps"}, 1e-6);
+  DecoderShapeDefaults shape = f.shape;
+  if (shape.dHead == 0) shape.dHead = 256;  // Gemma's head_dim default
+  parseDecoderShape(r, c, shape);
+  parseRmsGatedRotary(r, c, {"hidden_activation", "hidden_act"}, "gelu_pytorch_tanh");
   c.normScaleFp32 = true;
-  c.activation = r.activation(r.optString({"hidden_activation", "hidden_act"}, "gelu_pytorch_tanh"));
-  c.gatedMlp = true;
-  c.positional = PositionalKind::Rotary;
   c.attnQkvBias = c.attnOutBias = r.optBool({"attention_bias"}, false);
   c.qkNorm = f.qkNorm;
   c.postAttnNorm = c.postMlpNorm = true;
@@ -93,39 +78,21 @@ ModelWeights loadGemmaLike(const WeightSource& s, const ModelConfig& c) {
       p = cand;
       break;
     }
-  const int64_t d = c.dModel, m = c.dMlp, dh = c.dHead;
-  const int64_t q = c.nHeads * dh, kv = c.nKvHeads * dh;
-  ModelWeights w;
-  w.wE = s.get(p + "embed_tokens.weight", {c.dVocab, d});
-  for (int l = 0; l < c.nLayers; ++l) {
-    const std::string b = fmt::format("{}layers.{}.", p, l);
-    LayerWeights L;
-    L.ln1W = onePlus(s, b + "input_layernorm.weight", d);
-    L.wQ = s.get(b + "self_attn.q_proj.weight", {q, d});
-    L.wK = s.get(b + "self_attn.k_proj.weight", {kv, d});
-    L.wV = s.get(b + "self_attn.v_proj.weight", {kv, d});
-    if (c.attnQkvBias) {
-      L.bQ = s.get(b + "self_attn.q_proj.bias", {q});
-      L.bK = s.get(b + "self_attn.k_proj.bias", {kv});
-      L.bV = s.get(b + "self_attn.v_proj.bias", {kv});
-    }
-    L.wO = s.get(b + "self_attn.o_proj.weight", {d, q});
-    if (c.attnOutBias) L.bO = s.get(b + "self_attn.o_proj.bias", {d});
-    if (c.qkNorm) {
-      L.qNormW = onePlus(s, b + "self_attn.q_norm.weight", dh);
-      L.kNormW = onePlus(s, b + "self_attn.k_norm.weight", dh);
-    }
-    L.ln1PostW = onePlus(s, b + "post_attention_layernorm.weight", d);
-    L.ln2W = onePlus(s, b + "pre_feedforward_layernorm.weight", d);
-    L.wGate = s.get(b + "mlp.gate_proj.weight", {m, d});
-    L.wIn = s.get(b + "mlp.up_proj.weight", {m, d});
-    L.wOut = s.get(b + "mlp.down_proj.weight", {d, m});
-    L.ln2PostW = onePlus(s, b + "post_feedforward_layernorm.weight", d);
-    w.layers.push_back(std::move(L));
-  }
-  w.lnFinalW = onePlus(s, p + "norm.weight", d);
-  w.wU = c.tiedEmbeddings ? w.wE : s.get("lm_head.weight", {c.dVocab, d});
-  return w;
+  const int64_t d = c.dModel;
+  return loadDecoderStack(
+      s, c, p,
+      [&](const std::string& b, int) {
+        LayerWeights L;
+        L.ln1W = onePlus(s, b + "input_layernorm.weight", d);
+        loadAttentionProjections(s, c, b, L);
+        if (c.qkNorm) loadQkNorms(s, b, c.dHead, c.dHead, L, onePlus);
+        L.ln1PostW = onePlus(s, b + "post_attention_layernorm.weight", d);
+        L.ln2W = onePlus(s, b + "pre_feedforward_layernorm.weight", d);
+        loadGatedMlp(s, c, b, L);
+        L.ln2PostW = onePlus(s, b + "post_feedforward_layernorm.weight", d);
+        return L;
+      },
+      onePlus);
 }
 
 }  // namespace mechscope::families

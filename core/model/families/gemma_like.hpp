@@ -2,7 +2,7 @@
 // Shared parsing and weight mapping of Gemma 2 and Gemma 3 (text): (1 + w) RMSNorms applied in fp32,
 // input / post-attention / pre-feedforward / post-feedforward norms, GeGLU, √d_model embedding scale,
 // query_pre_attn_scalar, soft-caps, sliding and full layers (layer_types).
-#include "core/model/family_spec.hpp"
+#include "core/model/families/common_loaders.hpp"
 
 namespace mechscope::families {
 
@@ -12,9 +12,9 @@ struct GemmaFlags {
   double attnSoftcapDefault = 0; ///< attn_logit_softcapping when the key is absent (Gemma 2: 50; null: off)
   double finalSoftcapDefault = 0;///< final_logit_softcapping when absent (Gemma 2: 30)
   int slidingPattern = 2;        ///< without layer_types: layer i slides unless (i + 1) % pattern == 0
-  /// HF config defaults of keys a config may omit (0: the key is required). Gemma 3's text_config inside a
-  /// multimodal config.json leaves most sizes out.
-  int layers = 0, dModel = 0, dMlp = 0, heads = 0, kvHeads = 0, vocab = 0, ctx = 0;
+  /// HF config defaults of size keys a config may omit (0: the key is required; head_dim: 256). Gemma 3's
+  /// text_config inside a multimodal config.json leaves most sizes out.
+  DecoderShapeDefaults shape;
 };
 
 /// Fills a ModelConfig from a Gemma-shaped config.json, except the rotary (each generation reads its own).

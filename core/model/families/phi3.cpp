@@ -3,8 +3,7 @@
 // picked per pass, cos/sin × the attention factor; see ForwardPass::run and generate()).
 #include <ATen/ATen.h>
 
-#include <fmt/format.h>
-
+#include "core/model/families/common_loaders.hpp"
 #include "core/model/families/llama_like.hpp"
 
 namespace mechscope {
@@ -16,46 +15,46 @@ void parsePhi3(const ConfigReader& r, ModelConfig& c) {
   families::parseLlamaLike(r, c, f);
 }
 
+/// Rows [q | k | v] of the fused "{b}self_attn.qkv_proj": three row blocks, views of the mapping on CPU.
+void loadFusedQkv(const WeightSource& s, const ModelConfig& c, const std::string& b, LayerWeights& L) {
+  const int64_t d = c.dModel, q = int64_t{c.nHeads} * c.dHead, kv = int64_t{c.nKvHeads} * c.dHead;
+  const at::Tensor qkv = s.getCpu(b + "self_attn.qkv_proj.weight", {q + 2 * kv, d});
+  L.wQ = s.place(qkv.narrow(0, 0, q));
+  L.wK = s.place(qkv.narrow(0, q, kv));
+  L.wV = s.place(qkv.narrow(0, q + kv, kv));
+  if (!c.attnQkvBias) return;
+  const at::Tensor qkvB = s.getCpu(b + "self_attn.qkv_proj.bias", {q + 2 * kv});
+  L.bQ = s.place(qkvB.narrow(0, 0, q));
+  L.bK = s.place(qkvB.narrow(0, q, kv));
+  L.bV = s.place(qkvB.narrow(0, q + kv, kv));
+}
+
+/// Rows [gate | up] of the fused "{b}mlp.gate_up_proj" (HF: gate, up = gate_up_proj(x).chunk(2, -1);
+/// up * act(gate)), and down_proj.
+void loadFusedGateUpMlp(const WeightSource& s, const ModelConfig& c, const std::string& b, LayerWeights& L) {
+  const int64_t d = c.dModel, m = c.dMlp;
+  const at::Tensor gateUp = s.getCpu(b + "mlp.gate_up_proj.weight", {2 * m, d});
+  L.wGate = s.place(gateUp.narrow(0, 0, m));
+  L.wIn = s.place(gateUp.narrow(0, m, m));
+  L.wOut = s.get(b + "mlp.down_proj.weight", {d, m});
+  if (!c.mlpBias) return;
+  const at::Tensor gateUpB = s.getCpu(b + "mlp.gate_up_proj.bias", {2 * m});
+  L.bGate = s.place(gateUpB.narrow(0, 0, m));
+  L.bIn = s.place(gateUpB.narrow(0, m, m));
+  L.bOut = s.get(b + "mlp.down_proj.bias", {d});
+}
+
 ModelWeights loadPhi3(const WeightSource& s, const ModelConfig& c) {
-  const std::string p = s.has("model.embed_tokens.weight") ? "model." : "";
-  const int64_t d = c.dModel, m = c.dMlp, dh = c.dHead;
-  const int64_t q = c.nHeads * dh, kv = c.nKvHeads * dh;
-  ModelWeights w;
-  w.wE = s.get(p + "embed_tokens.weight", {c.dVocab, d});
-  for (int l = 0; l < c.nLayers; ++l) {
-    const std::string b = fmt::format("{}layers.{}.", p, l);
+  const int64_t d = c.dModel;
+  return families::loadDecoderStack(s, c, families::decoderPrefix(s), [&](const std::string& b, int) {
     LayerWeights L;
     L.ln1W = s.get(b + "input_layernorm.weight", {d});
-    // Rows [q | k | v]: three row blocks, views of the mapping on CPU.
-    const at::Tensor qkv = s.getCpu(b + "self_attn.qkv_proj.weight", {q + 2 * kv, d});
-    L.wQ = s.place(qkv.narrow(0, 0, q));
-    L.wK = s.place(qkv.narrow(0, q, kv));
-    L.wV = s.place(qkv.narrow(0, q + kv, kv));
-    if (c.attnQkvBias) {
-      const at::Tensor qkvB = s.getCpu(b + "self_attn.qkv_proj.bias", {q + 2 * kv});
-      L.bQ = s.place(qkvB.narrow(0, 0, q));
-      L.bK = s.place(qkvB.narrow(0, q, kv));
-      L.bV = s.place(qkvB.narrow(0, q + kv, kv));
-    }
-    L.wO = s.get(b + "self_attn.o_proj.weight", {d, q});
-    if (c.attnOutBias) L.bO = s.get(b + "self_attn.o_proj.bias", {d});
+    loadFusedQkv(s, c, b, L);
+    families::loadOutProjection(s, c, b, L);
     L.ln2W = s.get(b + "post_attention_layernorm.weight", {d});
-    // Rows [gate | up] (HF: gate, up = gate_up_proj(x).chunk(2, -1); up * act(gate)).
-    const at::Tensor gateUp = s.getCpu(b + "mlp.gate_up_proj.weight", {2 * m, d});
-    L.wGate = s.place(gateUp.narrow(0, 0, m));
-    L.wIn = s.place(gateUp.narrow(0, m, m));
-    L.wOut = s.get(b + "mlp.down_proj.weight", {d, m});
-    if (c.mlpBias) {
-      const at::Tensor gateUpB = s.getCpu(b + "mlp.gate_up_proj.bias", {2 * m});
-      L.bGate = s.place(gateUpB.narrow(0, 0, m));
-      L.bIn = s.place(gateUpB.narrow(0, m, m));
-      L.bOut = s.get(b + "mlp.down_proj.bias", {d});
-    }
-    w.layers.push_back(std::move(L));
-  }
-  w.lnFinalW = s.get(p + "norm.weight", {d});
-  w.wU = c.tiedEmbeddings ? w.wE : s.get("lm_head.weight", {c.dVocab, d});
-  return w;
+    loadFusedGateUpMlp(s, c, b, L);
+    return L;
+  });
 }
 
 }  // namespace
