@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/model/families/common_loaders.hpp"
 #include "core/model/families/llama_like.hpp"
 #include "core/model/families/moe_like.hpp"
 
@@ -53,7 +54,7 @@ void parseGptOss(const ConfigReader& r, ModelConfig& c) {
 
 ModelWeights loadGptOss(const WeightSource& s, const ModelConfig& c) {
   ModelWeights w = families::loadLlamaLike(s, c);
-  const std::string p = s.has("model.embed_tokens.weight") ? "model." : "";
+  const std::string p = families::decoderPrefix(s);
   const int64_t d = c.dModel, m = c.moe.dExpert, E = c.moe.nExperts;
   for (int l = 0; l < c.nLayers; ++l) {
     const std::string b = fmt::format("{}layers.{}.", p, l);

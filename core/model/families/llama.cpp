@@ -6,8 +6,7 @@ namespace mechscope {
 const FamilySpec& llamaFamily() {
   static const FamilySpec spec{
       "llama", "Llama 1/2/3 (RMSNorm, SwiGLU, rotary with linear/llama3 scaling, GQA)",
-      [](const ConfigReader& r, ModelConfig& c) { families::parseLlamaLike(r, c, families::LlamaFlags{}); },
-      families::loadLlamaLike};
+      families::llamaLikeParser(families::LlamaFlags{}), families::loadLlamaLike};
   return spec;
 }
 

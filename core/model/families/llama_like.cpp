@@ -9,6 +9,27 @@
 
 namespace mechscope::families {
 
+LlamaFlags slidingWindowFlags() {
+  LlamaFlags f;
+  f.slidingWindow = true;
+  return f;
+}
+
+LlamaFlags qwen2Flags() {
+  LlamaFlags f;
+  f.qkvBiasDefault = true;
+  f.outBiasFollowsQkv = false;
+  f.qwenSlidingWindow = true;
+  return f;
+}
+
+LlamaFlags qwen3Flags() {
+  LlamaFlags f;
+  f.qkNorm = true;
+  f.qwenSlidingWindow = true;
+  return f;
+}
+
 void parseLlamaLike(const ConfigReader& r, ModelConfig& c, const LlamaFlags& flags) {
   parseDecoderShape(r, c);
   parseRmsGatedRotary(r, c, {"hidden_act"}, "silu");
@@ -25,6 +46,10 @@ void parseLlamaLike(const ConfigReader& r, ModelConfig& c, const LlamaFlags& fla
   if (flags.qwenSlidingWindow && r.optBool({"use_sliding_window"}, false))
     throw UnsupportedError(fmt::format("{}: use_sliding_window=true (per-layer sliding windows) is not supported", r.source()));
   r.readSpecialTokens(c);
+}
+
+std::function<void(const ConfigReader&, ModelConfig&)> llamaLikeParser(LlamaFlags flags) {
+  return [flags](const ConfigReader& r, ModelConfig& c) { parseLlamaLike(r, c, flags); };
 }
 
 ModelWeights loadLlamaLike(const WeightSource& s, const ModelConfig& c) {

@@ -5,12 +5,7 @@ namespace mechscope {
 
 const FamilySpec& mistralFamily() {
   static const FamilySpec spec{"mistral", "Mistral (Llama-shaped, GQA/MQA, optional sliding window)",
-                               [](const ConfigReader& r, ModelConfig& c) {
-                                 families::LlamaFlags f;
-                                 f.slidingWindow = true;
-                                 families::parseLlamaLike(r, c, f);
-                               },
-                               families::loadLlamaLike};
+                               families::llamaLikeParser(families::slidingWindowFlags()), families::loadLlamaLike};
   return spec;
 }
 

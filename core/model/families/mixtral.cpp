@@ -3,6 +3,7 @@
 // w2 (down) under "block_sparse_moe".
 #include <fmt/format.h>
 
+#include "core/model/families/common_loaders.hpp"
 #include "core/model/families/llama_like.hpp"
 #include "core/model/families/moe_like.hpp"
 
@@ -11,15 +12,13 @@ namespace mechscope {
 const FamilySpec& mixtralFamily() {
   static const FamilySpec spec{"mixtral", "Mixtral (top-k mixture of SwiGLU experts, renormalised; GQA, sliding window)",
                                [](const ConfigReader& r, ModelConfig& c) {
-                                 families::LlamaFlags f;
-                                 f.slidingWindow = true;
-                                 families::parseLlamaLike(r, c, f);
+                                 families::parseLlamaLike(r, c, families::slidingWindowFlags());
                                  families::parseMoe(r, c, c.dMlp);
                                  c.moe.normTopK = true;
                                },
                                [](const WeightSource& s, const ModelConfig& c) {
                                  ModelWeights w = families::loadLlamaLike(s, c);
-                                 const std::string p = s.has("model.embed_tokens.weight") ? "model." : "";
+                                 const std::string p = families::decoderPrefix(s);
                                  for (int l = 0; l < c.nLayers; ++l)
                                    if (c.isMoeLayer(l))
                                      w.layers[static_cast<size_t>(l)].moe = families::loadSeparateExperts(

@@ -9,12 +9,6 @@
 namespace mechscope {
 namespace {
 
-void parsePhi3(const ConfigReader& r, ModelConfig& c) {
-  families::LlamaFlags f;
-  f.slidingWindow = true;  // HF masks with a sliding window when `sliding_window` is set (Phi-3-mini-4k: 2047)
-  families::parseLlamaLike(r, c, f);
-}
-
 /// Rows [q | k | v] of the fused "{b}self_attn.qkv_proj": three row blocks, views of the mapping on CPU.
 void loadFusedQkv(const WeightSource& s, const ModelConfig& c, const std::string& b, LayerWeights& L) {
   const int64_t d = c.dModel, q = int64_t{c.nHeads} * c.dHead, kv = int64_t{c.nKvHeads} * c.dHead;
@@ -61,7 +55,8 @@ ModelWeights loadPhi3(const WeightSource& s, const ModelConfig& c) {
 
 const FamilySpec& phi3Family() {
   static const FamilySpec spec{"phi3", "Phi-3 (fused qkv and gate_up, partial rotary, longrope, optional sliding window)",
-                               parsePhi3, loadPhi3};
+                               // HF masks with a sliding window when `sliding_window` is set (Phi-3-mini-4k: 2047)
+                               families::llamaLikeParser(families::slidingWindowFlags()), loadPhi3};
   return spec;
 }
 

@@ -5,13 +5,7 @@ namespace mechscope {
 
 const FamilySpec& qwen3Family() {
   static const FamilySpec spec{"qwen3", "Qwen3 (q_norm/k_norm, explicit head_dim, GQA)",
-                               [](const ConfigReader& r, ModelConfig& c) {
-                                 families::LlamaFlags f;
-                                 f.qkNorm = true;
-                                 f.qwenSlidingWindow = true;
-                                 families::parseLlamaLike(r, c, f);
-                               },
-                               families::loadLlamaLike};
+                               families::llamaLikeParser(families::qwen3Flags()), families::loadLlamaLike};
   return spec;
 }
 

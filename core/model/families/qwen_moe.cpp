@@ -3,6 +3,7 @@
 // norm_topk_prob; Qwen2-MoE adds an always-on shared expert scaled by sigmoid(shared_expert_gate · x).
 #include <fmt/format.h>
 
+#include "core/model/families/common_loaders.hpp"
 #include "core/model/families/llama_like.hpp"
 #include "core/model/families/moe_like.hpp"
 
@@ -20,7 +21,7 @@ void parseQwenMoe(const ConfigReader& r, ModelConfig& c) {
 
 ModelWeights loadQwenMoe(const WeightSource& s, const ModelConfig& c) {
   ModelWeights w = families::loadLlamaLike(s, c);
-  const std::string p = s.has("model.embed_tokens.weight") ? "model." : "";
+  const std::string p = families::decoderPrefix(s);
   const int64_t d = c.dModel, m = c.moe.dShared;
   for (int l = 0; l < c.nLayers; ++l) {
     if (!c.isMoeLayer(l)) continue;
@@ -42,10 +43,8 @@ ModelWeights loadQwenMoe(const WeightSource& s, const ModelConfig& c) {
 const FamilySpec& qwen2MoeFamily() {
   static const FamilySpec spec{"qwen2_moe", "Qwen2-MoE (top-k experts + sigmoid-gated shared expert, dense mlp_only_layers, q/k/v biases)",
                                [](const ConfigReader& r, ModelConfig& c) {
-                                 families::LlamaFlags f;
+                                 families::LlamaFlags f = families::qwen2Flags();
                                  f.qkvBiasDefault = r.optBool({"qkv_bias"}, true);
-                                 f.outBiasFollowsQkv = false;
-                                 f.qwenSlidingWindow = true;
                                  families::parseLlamaLike(r, c, f);
                                  parseQwenMoe(r, c);
                                },
@@ -56,10 +55,7 @@ const FamilySpec& qwen2MoeFamily() {
 const FamilySpec& qwen3MoeFamily() {
   static const FamilySpec spec{"qwen3_moe", "Qwen3-MoE (top-k experts, norm_topk_prob, q/k norms, explicit head_dim)",
                                [](const ConfigReader& r, ModelConfig& c) {
-                                 families::LlamaFlags f;
-                                 f.qkNorm = true;
-                                 f.qwenSlidingWindow = true;
-                                 families::parseLlamaLike(r, c, f);
+                                 families::parseLlamaLike(r, c, families::qwen3Flags());
                                  parseQwenMoe(r, c);
                                },
                                loadQwenMoe};
