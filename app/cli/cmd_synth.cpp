@@ -18,7 +18,7 @@ const RegisterCommand reg_cmd_synth{"synth", 61, [](CLI::App& root) {
   auto o = std::make_shared<SynthOptions>();
   auto* sub = root.add_subcommand("synth", "Write a random-init model folder (benchmarks, trying the tool)");
   sub->add_option("--family", o->family, "gpt2, gpt_neox, llama, mistral, qwen2, qwen3, phi3, olmo2, gemma2, gemma3_text, mixtral, qwen2_moe, qwen3_moe, gpt_oss");
-  sub->add_option("--preset", o->preset, "tiny (any family), gpt2-small, qwen3-0.6b, llama-1b");
+  sub->add_option("--preset", o->preset, "tiny (any family), gpt2-small, qwen3-0.6b, llama-1b, llama-7b");
   sub->add_option("--seed", o->seed, "Random seed");
   sub->add_option("--dtype", o->dtype, "Stored dtype: fp32 or bf16");
   sub->add_option("--out", o->out, "Folder to write")->required();

@@ -28,6 +28,7 @@ const std::map<std::string, std::pair<std::string, Shape>>& realisticPresets() {
       {"gpt2-small", {"gpt2", {12, 768, 12, 12, 64, 3072, 50257, 1024, true}}},
       {"qwen3-0.6b", {"qwen3", {28, 1024, 16, 8, 128, 3072, 151936, 131072, true}}},
       {"llama-1b", {"llama", {16, 2048, 32, 8, 64, 8192, 128256, 131072, true}}},  // Llama-3.2-1B geometry
+      {"llama-7b", {"llama", {32, 4096, 32, 32, 128, 11008, 32000, 4096, false}}},  // Llama-2-7B geometry (issue #24's patching)
   };
   return presets;
 }
@@ -151,7 +152,7 @@ json presetConfig(const std::string& family, const std::string& preset) {
   }
   const auto it = realisticPresets().find(preset);
   if (it == realisticPresets().end())
-    throw InputError(fmt::format("synth: unknown preset '{}' (known: tiny, gpt2-small, qwen3-0.6b, llama-1b)", preset));
+    throw InputError(fmt::format("synth: unknown preset '{}' (known: tiny, gpt2-small, qwen3-0.6b, llama-1b, llama-7b)", preset));
   if (it->second.first != family)
     throw InputError(fmt::format("synth: preset '{}' is a {} shape, not {}", preset, it->second.first, family));
   return configFor(family, it->second.second);
