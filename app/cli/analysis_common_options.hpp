@@ -54,6 +54,7 @@ struct LoadedModel {
   std::unique_ptr<HookedTransformer> model;
   std::optional<Tokenizer> tokenizer;
   double loadSeconds = 0;                           ///< wall time of loading weights and tokenizer
+  double gpuWarmupSeconds = 0;                      ///< CUDA models: one 8-token forward paying the first-call set-up
   std::chrono::steady_clock::time_point loadedAt;  ///< when loading finished (the analysis clock starts)
 };
 
