@@ -75,4 +75,12 @@ print(f"attribution vs exact (per head, all positions): corr {torch.corrcoef(tor
       f"top-20 exact cells: max |attr - exact| {(at[top] - ex[top]).abs().max():.3g} (max |exact| {ex.abs().max():.3g}), "
       f"sign agreement {(at[top].sign() == ex[top].sign()).float().mean():.2f}")
 PY
+# Cold-process overhead reported apart (issue #24): sinks and waad-fai at 8K on the qwen3-0.6b shape, CLI timing line.
+Q=/tmp/q06; [ -f $Q/config.json ] || $CLI synth --family qwen3 --preset qwen3-0.6b --dtype bf16 --seed 1 --out $Q >/dev/null 2>&1
+python3 -c "import json, random; random.seed(1); print(json.dumps([[random.randrange(3, 150000) for _ in range(8192)]]))" >$W/ids8k.json
+for a in sinks waad-fai; do
+  s=$(date +%s.%N)
+  $CLI $a --model $Q --token-ids $W/ids8k.json --no-prepend-bos --device cuda --dtype bf16 --json $W/$a.json >$W/$a.log 2>&1
+  log "$a 8K cold process rc=$? wall $(python3 -c "print(round($(date +%s.%N) - $s, 2))") s | $(grep -h '^timing:' $W/$a.log)"
+done
 log "total $((SECONDS - t0)) s"
