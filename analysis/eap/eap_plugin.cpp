@@ -41,10 +41,10 @@ nlohmann::json edgesJson(const EapResult& r, const std::vector<EdgeRef>& edges) 
 }
 
 /// --check-top: the first `n` listed edges patched exactly, each alone; adds "exact_effect" to those edges
-/// and the comparison summary "exact_check".
-void putExactCheck(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
-                   int64_t maxBatchRows, const RunContext* ctx) {
-  const EdgePatchResult ex = patchEdges(m, groups, edges, maxBatchRows, ctx);
+/// and the comparison summary "exact_check". Reuses and extends `runs`; returns the forwards it made.
+int putExactCheck(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
+                  int64_t maxBatchRows, const RunContext* ctx, GroupRuns& runs) {
+  const EdgePatchResult ex = patchEdges(m, groups, edges, maxBatchRows, ctx, &runs);
   double maxDiff = 0;
   int sameSign = 0;
   for (size_t i = 0; i < edges.size(); ++i) {
@@ -59,16 +59,19 @@ void putExactCheck(AnalysisResult& out, const HookedTransformer& m, const std::v
                              {"max_abs_difference", maxDiff},
                              {"sign_agreement", edges.empty() ? 0.0 : static_cast<double>(sameSign) / static_cast<double>(edges.size())}};
   out.addArray("exact_effect", ex.effect);
+  return ex.forwards;
 }
 
 /// --faithfulness: the circuits of the top-n edges at MIB's sweep (faithfulnessAtFractions); adds "faithfulness".
-void putFaithfulness(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapResult& r,
-                     int64_t maxBatchRows, const RunContext* ctx) {
-  const FaithfulnessCurve c = faithfulnessAtFractions(m, groups, r.scores, mibFractions(), maxBatchRows, ctx);
+/// Reuses and extends `runs`; returns the forwards it made.
+int putFaithfulness(AnalysisResult& out, const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapResult& r,
+                    int64_t maxBatchRows, const RunContext* ctx, GroupRuns& runs) {
+  const FaithfulnessCurve c = faithfulnessAtFractions(m, groups, r.scores, mibFractions(), maxBatchRows, ctx, &runs);
   out.json["faithfulness"] = {{"edges_kept", c.edgesKept}, {"edges_after_pruning", c.edgesAfterPruning}, {"fraction", c.fraction}, {"metric", c.metric},
                               {"faithfulness", c.faithfulness}, {"cpr", c.cpr}, {"cmd", c.cmd}, {"average", c.average}, {"forwards", c.forwards}};
   out.json["cpr"] = c.cpr;
   out.json["cmd"] = c.cmd;
+  return c.forwards;
 }
 
 AnalysisResult runEap(const PluginInputs& in, const ParamValues& params, const RunContext* ctx) {
@@ -80,7 +83,8 @@ AnalysisResult runEap(const PluginInputs& in, const ParamValues& params, const R
   if (checkTop > topK) throw InputError("eap: --check-top patches listed edges; it must not exceed --top-k");
   int dropped = 0;
   const std::vector<PatchGroup> groups = toPatchGroups(*in.dataset, &dropped);
-  const EapResult r = edgeAttribution(*in.model, groups, p, ctx);
+  GroupRuns runs;  // the corrupted runs and clean LDs edgeAttribution recorded, reused by the exact checks
+  const EapResult r = edgeAttribution(*in.model, groups, p, ctx, &runs);
 
   AnalysisResult out;
   out.name = "eap";
@@ -102,11 +106,13 @@ AnalysisResult runEap(const PluginInputs& in, const ParamValues& params, const R
   j["layout"] = "[forward_nodes][receivers]";
   const std::vector<EdgeRef> listed = topEdgeRefs(r, topK);
   j["edges"] = edgesJson(r, listed);
+  int forwards = r.forwards;
   if (checkTop > 0)
-    putExactCheck(out, *in.model, groups, {listed.begin(), listed.begin() + std::min<int64_t>(checkTop, static_cast<int64_t>(listed.size()))},
-                  p.maxBatchRows, ctx);
-  if (params.flag("faithfulness")) putFaithfulness(out, *in.model, groups, r, p.maxBatchRows, ctx);
-  j["forwards"] = r.forwards;
+    forwards += putExactCheck(out, *in.model, groups,
+                              {listed.begin(), listed.begin() + std::min<int64_t>(checkTop, static_cast<int64_t>(listed.size()))}, p.maxBatchRows,
+                              ctx, runs);
+  if (params.flag("faithfulness")) forwards += putFaithfulness(out, *in.model, groups, r, p.maxBatchRows, ctx, runs);
+  j["forwards"] = forwards;  // every pass of the command: attribution, exact check and faithfulness
   j["backwards"] = r.backwards;
   putPromptGroups(out, groups, dropped);
   j["dropped_words"] = in.dataset->droppedWords;

@@ -85,9 +85,11 @@ void accumulateScores(at::Tensor& scores, const HookedTransformer& m, const Edge
 }
 
 /// One batch: adds its prompt-summed scores to `scores`, its LDs to the metric lists.
+/// `keep`, when given, receives the corrupted run's node outputs.
 void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInputs& in, const EapParams& p, at::Tensor& scores,
-                EapResult& r, std::vector<at::Tensor>& ldClean, std::vector<at::Tensor>& ldCorrupt, const RunContext* ctx) {
-  const NodeOutputs corrupt = recordNodeOutputs(m, in.corrupt, in.correct, in.incorrect, ctx, p.attention);
+                EapResult& r, std::vector<at::Tensor>& ldClean, std::vector<at::Tensor>& ldCorrupt, const RunContext* ctx,
+                NodeOutputs* keep) {
+  NodeOutputs corrupt = recordNodeOutputs(m, in.corrupt, in.correct, in.incorrect, ctx, p.attention);
   ++r.forwards;
   ldCorrupt.push_back(corrupt.metric.cpu());
   if (p.method == EapMethod::Eap) {
@@ -97,6 +99,7 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
     ++r.backwards;
     ldClean.push_back(clean.metric.cpu());
     accumulateScores(scores, m, G, corrupt, clean, g, 1, 1.0, p.positionSlice, ctx);
+    if (keep) *keep = std::move(corrupt);
     return;
   }
   const NodeOutputs clean = recordNodeOutputs(m, in.clean, in.correct, in.incorrect, ctx, p.attention);
@@ -123,6 +126,7 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
     ++r.backwards;
     accumulateScores(scores, m, G, corrupt, clean, g, s, 1.0 / p.steps, p.positionSlice, ctx);
   }
+  if (keep) *keep = std::move(corrupt);
 }
 
 /// Rows [r0, r0 + n) of a batch.
@@ -206,7 +210,16 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
 }
 
 EapResult edgeAttribution(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapParams& p, const RunContext* ctx) {
+  return edgeAttribution(m, groups, p, ctx, nullptr);
+}
+
+EapResult edgeAttribution(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const EapParams& p, const RunContext* ctx,
+                          GroupRuns* runs) {
   checkEapInputs(m, groups, p);
+  if (runs) {
+    runs->corrupt.assign(groups.size(), NodeOutputs{});
+    runs->cleanMetric.assign(groups.size(), at::Tensor());
+  }
   EapResult r;
   r.graph = edgeGraphOf(m.config());
   r.method = p.method;
@@ -216,11 +229,15 @@ EapResult edgeAttribution(const HookedTransformer& m, const std::vector<PatchGro
   std::vector<at::Tensor> ldClean, ldCorrupt;  // [batch] per batch, groups' order
   const int64_t total = groupPromptCount(groups);
   int64_t done = 0;
-  for (const auto& g : groups) {
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const PatchGroup& g = groups[gi];
+    const bool oneBatch = g.inputs.clean.size(0) <= p.maxBatchRows;  // its recordings are the whole group's: GroupRuns
     for (int64_t r0 = 0; r0 < g.inputs.clean.size(0); r0 += p.maxBatchRows) {
       if (ctx) ctx->step(done, total, toString(p.method));
       const int64_t n = std::min(p.maxBatchRows, g.inputs.clean.size(0) - r0);
-      scoreBatch(m, r.graph, sliceRows(g.inputs, r0, n), p, scores, r, ldClean, ldCorrupt, ctx);
+      scoreBatch(m, r.graph, sliceRows(g.inputs, r0, n), p, scores, r, ldClean, ldCorrupt, ctx,
+                 runs && oneBatch ? &runs->corrupt[gi] : nullptr);
+      if (runs && oneBatch) runs->cleanMetric[gi] = ldClean.back();
       done += n;
     }
   }

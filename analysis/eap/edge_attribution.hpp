@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/eap/eap_gradients.hpp"
 #include "analysis/eap/eap_graph.hpp"
 #include "analysis/patching/patch_types.hpp"
 #include "core/common/run_context.hpp"
@@ -63,6 +64,22 @@ void checkEapInputs(const HookedTransformer& model, const std::vector<PatchGroup
 /// EAP / EAP-IG over every length group (each split into batches of ≤ maxBatchRows prompts).
 EapResult edgeAttribution(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const EapParams& params,
                           const RunContext* ctx = nullptr);
+
+// ---- Runs shared with the exact checks that follow (eap --check-top, --faithfulness; edge_patching.hpp) ----
+
+/// What each length group's exact patching reuses instead of running its prompts again, indexed like the
+/// groups: the corrupted run's node outputs (the patched forwards' sources) and the clean prompts' LD. An
+/// entry left undefined (`corrupt[g].input`, `cleanMetric[g]`) is recorded by the first patching that needs it.
+struct GroupRuns {
+  std::vector<NodeOutputs> corrupt;     ///< per group: [prompts, …] (model dtype and device)
+  std::vector<at::Tensor> cleanMetric;  ///< per group: [prompts] fp32 LD of the clean prompts
+};
+
+/// edgeAttribution that also fills `runs` (sized to the groups) for every group it ran as one batch (≤
+/// maxBatchRows prompts), where its recordings are exactly what patching the group would record; a group
+/// split into several batches is left to the patching.
+EapResult edgeAttribution(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const EapParams& params,
+                          const RunContext* ctx, GroupRuns* runs);
 
 /// The `eap` analysis plugin (eap_plugin.cpp).
 AnalysisPlugin eapPlugin();

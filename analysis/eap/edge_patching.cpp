@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -22,21 +23,6 @@ namespace {
 
 at::ScalarType patchType(const HookedTransformer& m) { return m.dtype() == at::kDouble ? at::kDouble : at::kFloat; }
 
-/// The outputs of every source node, in forward order: [rows, pos, n_forward, d_model]. A head's output is
-/// z_h · W_O[h] (b_O belongs to no head); `layers` limits the stack to the input and layers < layers, and
-/// `headsOfNext` adds the heads of layer `layers` (an MLP's sources in a sequential block).
-at::Tensor sourceStack(const HookedTransformer& m, const at::Tensor& input, const std::vector<at::Tensor>& z,
-                       const std::vector<at::Tensor>& mlp, int layers, bool headsOfNext = false) {
-  const at::ScalarType st = patchType(m);
-  std::vector<at::Tensor> parts{input.to(st).unsqueeze(2)};
-  for (int l = 0; l < layers; ++l) {
-    parts.push_back(headOutputs(m, l, z[static_cast<size_t>(l)], st));     // [rows, pos, head, d_model]
-    parts.push_back(mlp[static_cast<size_t>(l)].to(st).unsqueeze(2));      // [rows, pos, 1, d_model]
-  }
-  if (headsOfNext) parts.push_back(headOutputs(m, layers, z[static_cast<size_t>(layers)], st));
-  return at::cat(parts, 2);
-}
-
 /// A block's q, k or v recomputed from per-head inputs `x` [rows, pos, n, d_model]: ln1 → the head's rows of
 /// the projection (+ bias) → qk-norm, as the forward computes hook_q/k/v. [rows, pos, n, d_head]
 at::Tensor projectHeads(const HookedTransformer& m, const LayerWeights& W, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
@@ -48,27 +34,139 @@ at::Tensor projectHeads(const HookedTransformer& m, const LayerWeights& W, const
   return c.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
 }
 
-/// The state of one patched forward: the corrupted sources, the masks, and the run's own sources so far.
+/// One receiver site of the patched forward: receivers [b0, b0 + n) reading sources [0, U) (a layer's q/k/v
+/// inputs, an MLP's input, the logits). Its input moves by Σ_u mask[v, u, b] Δ_u with Δ_u = a_corrupt(u) −
+/// a_current(u), kept as base[v, b] · S_U + Σ_u coef[v, u, b] Δ_u with S_U = Σ_{u<U} Δ_u (one running sum for
+/// every site) and coef = mask − base: base = 1 where most of the receiver's sources are patched, so a receiver
+/// with every source patched (most of them in a small circuit) needs no sum of its own, and one with none
+/// patched none either. Only the (variant, receiver) pairs with a nonzero coef get a running sum `acc`, which
+/// each source adds to once as the forward produces it.
+struct PatchSite {
+  int64_t b0 = 0, n = 0, U = 0;
+  at::Tensor base;        // [variants, n] 0/1 in patch type
+  at::Tensor active;      // [rows, n] bool: the row's variant patches an edge into the receiver
+  at::Tensor variants;    // [V_s] int64: the variants with a running sum here (all of them: undefined)
+  at::Tensor receivers;   // [n_s] int64: the receivers with a running sum here
+  at::Tensor coef;        // [V_s, U, n_s] mask − base of those pairs
+  at::Tensor acc;         // [V_s · batch, pos, n_s, d_model] Σ_u coef Δ_u over the sources produced so far
+  bool patched = false;   // some variant patches an edge into the site
+  bool consumed = false;
+};
+
+/// The site of receivers [b0, b0 + n) for masks `mask` [variants, n_forward, n_backward] and `batch` prompts;
+/// `pull`: coef = the mask itself for every pair (base 0), read from PatchedRun's source stack.
+PatchSite makeSite(const at::Tensor& mask, int64_t batch, int64_t b0, int64_t n, int64_t U, bool pull) {
+  PatchSite s;
+  s.b0 = b0;
+  s.n = n;
+  s.U = U;
+  const at::Tensor m = mask.narrow(1, 0, U).narrow(2, b0, n);  // [variants, U, n]
+  s.active = m.ne(0).any(1).repeat_interleave(batch, 0);        // [rows, n]
+  s.patched = s.active.any().item<bool>();
+  if (pull) {
+    s.base = at::zeros({mask.size(0), n}, m.options());
+    if (s.patched) s.coef = m.contiguous();  // [variants, U, n]
+    return s;
+  }
+  s.base = (m.sum(1) * 2 > U).to(m.scalar_type());              // [variants, n]
+  const at::Tensor coef = m - s.base.unsqueeze(1);              // [variants, U, n]
+  const at::Tensor pairs = coef.ne(0).any(1);                   // [variants, n]
+  const at::Tensor vs = pairs.any(1).nonzero().flatten(), rs = pairs.any(0).nonzero().flatten();
+  if (rs.numel() == 0) return s;
+  s.receivers = rs;
+  if (vs.numel() < mask.size(0)) s.variants = vs;
+  s.coef = (s.variants.defined() ? coef.index_select(0, vs) : coef).index_select(2, rs);  // [V_s, U, n_s]
+  return s;
+}
+
+/// The state of one patched forward: the corrupted run's outputs, the sites, and the running sums.
 struct PatchedRun {
   const HookedTransformer& m;
   const EdgeGraph G;
-  at::Tensor corrupt;        // [batch, pos, n_forward, d_model] corrupted sources (every variant's rows share them)
-  at::Tensor mask;           // [variants, n_forward, n_backward] patch-type (1 = carries the corrupted activation)
-  at::Tensor input;          // this run's embeddings
-  std::vector<at::Tensor> z, mlp, residPre, residMid;
-  std::vector<at::Tensor> headDelta;  // per layer [rows, pos, H + 2K, d_model] once computed
+  const NodeOutputs& corrupt;       // [batch, …] shared by every variant's rows
+  int64_t variants = 0, batch = 0;
+  std::vector<PatchSite> sites;     // forward order: per layer its heads' q/k/v, its MLP; then the logits
+  at::Tensor S;                     // [rows, pos, d_model] Σ Δ_u over the sources produced so far
+  at::Tensor lastHeads;             // [rows, pos, d_model] the part of S from the last layer's heads
+  int64_t produced = 0;             // sources added to S (forward indices [0, produced))
+  bool pull = false;                // the sites read `stack` instead of keeping running sums (PatchedRun::choose)
+  at::Tensor stack;                 // pull: [variants, n_forward, batch, pos, d_model] Δ of every source produced
+  std::vector<at::Tensor> residPre, residMid;
+  at::Tensor headDelta;             // [rows, pos, H + 2K, d_model] the current layer's q/k/v input shifts
+  int headDeltaLayer = -1;
 
-  /// Σ_u mask[u, b] (corrupt_u − current_u) for receivers b0 … b0 + n − 1 reading sources [0, U): [rows, pos, n, d_model]
-  /// (rows variant-major: variant v's prompts at rows v·batch …).
-  at::Tensor delta(int layersDone, bool headsOfNext, int64_t U, int64_t b0, int64_t n) const {
-    const int64_t V = mask.size(0), B = corrupt.size(0);
-    const at::Tensor cur = sourceStack(m, input, z, mlp, layersDone, headsOfNext);  // [rows, pos, U, d_model]
-    const at::Tensor diff = corrupt.narrow(2, 0, U).unsqueeze(0) - cur.view({V, B, cur.size(1), U, cur.size(3)});  // [variant, batch, pos, U, d_model]
-    return at::einsum("vbpud,vun->vbpnd", {diff, mask.narrow(1, 0, U).narrow(2, b0, n)}).reshape({V * B, cur.size(1), n, cur.size(3)});
+  /// Whether a site still to be read is patched from source u0 (else the sources from u0 on are not needed).
+  [[nodiscard]] bool wants(int64_t u0) const {
+    return std::any_of(sites.begin(), sites.end(), [u0](const PatchSite& s) { return s.patched && !s.consumed && s.U > u0; });
   }
-  /// Which (row, receiver) pairs of b0 … b0 + n − 1 have a patched edge: [rows, n] bool.
-  at::Tensor active(int64_t U, int64_t b0, int64_t n) const {
-    return mask.narrow(1, 0, U).narrow(2, b0, n).ne(0).any(1).repeat_interleave(corrupt.size(0), 0);
+  /// Adds sources [u0, u0 + k) with Δ = a_corrupt − a_current `d` [rows, pos, k, d_model] to S and to every
+  /// pending site's running sums (call only when wants(u0)).
+  void produce(int64_t u0, const at::Tensor& d, bool heads) {
+    if (pull) {
+      const int64_t k = d.size(2), P = d.size(1), D = d.size(3);
+      if (!stack.defined()) stack = at::empty({variants, G.nForward(), batch, P, D}, d.options());
+      stack.narrow(1, u0, k).copy_(d.view({variants, batch, P, k, D}).permute({0, 3, 1, 2, 4}));
+      produced = u0 + k;
+      return;
+    }
+    const at::Tensor sum = d.sum(2);  // [rows, pos, d_model]
+    S = S.defined() ? S + sum : sum;
+    lastHeads = heads ? sum : at::Tensor();
+    produced = u0 + d.size(2);
+    for (PatchSite& s : sites) {
+      if (s.U < u0) s.acc = at::Tensor();  // its hook has passed
+      if (s.consumed || !s.coef.defined() || s.U <= u0) continue;
+      const int64_t k = std::min(d.size(2), s.U - u0), P = d.size(1), D = d.size(3);
+      at::Tensor dv = d.narrow(2, 0, k).view({variants, batch, P, k, D});
+      if (s.variants.defined()) dv = dv.index_select(0, s.variants);                              // [V_s, batch, pos, k, d_model]
+      const at::Tensor add = at::einsum("vbpkd,vkn->vbpnd", {dv, s.coef.narrow(1, u0, k)});      // [V_s, batch, pos, n_s, d_model]
+      const at::Tensor flat = add.reshape({-1, P, add.size(3), D});
+      if (s.acc.defined()) s.acc.add_(flat);
+      else s.acc = flat;
+    }
+  }
+  /// Σ_{u<U} Δ_u: S, less the last layer's heads when the site does not read them (parallel attention and MLP).
+  at::Tensor prefix(int64_t U) const {
+    if (produced == U) return S;
+    if (lastHeads.defined() && produced - G.nHeads == U) return S - lastHeads;
+    throw std::logic_error(fmt::format("edge patching: a site reading {} sources met {} produced", U, produced));
+  }
+  /// The input shift of every receiver of site `s`: [rows, pos, n, d_model] (rows variant-major); releases its sums.
+  at::Tensor take(PatchSite& s) {
+    if (pull) return pullSite(s);
+    const int64_t P = S.size(1), D = S.size(2);
+    at::Tensor out = s.base.any().item<bool>()
+                         ? (prefix(s.U).view({variants, batch, P, 1, D}) * s.base.view({variants, 1, 1, s.n, 1})).contiguous()
+                         : at::zeros({variants, batch, P, s.n, D}, S.options());  // [V, batch, pos, n, d_model]
+    if (s.acc.defined()) {
+      const at::Tensor acc = s.acc.view({-1, batch, P, s.receivers.numel(), D});  // [V_s, batch, pos, n_s, d_model]
+      if (s.variants.defined()) out.index_copy_(0, s.variants, out.index_select(0, s.variants).index_add_(3, s.receivers, acc));
+      else out.index_add_(3, s.receivers, acc);
+    }
+    s.acc = at::Tensor();
+    s.consumed = true;
+    return out.view({variants * batch, P, s.n, D});
+  }
+  /// take in pull mode: Σ_u mask[v, u, b] Δ_u read from the stack, one matmul per variant over the site's sources.
+  at::Tensor pullSite(PatchSite& s) {
+    const int64_t P = stack.size(3), D = stack.size(4);
+    s.consumed = true;
+    const at::Tensor src = stack.narrow(1, 0, s.U).view({variants, s.U, batch * P * D});  // [V, U, batch·pos·d_model]
+    return at::matmul(s.coef.transpose(1, 2), src)                                         // [V, n, batch·pos·d_model]
+        .view({variants, s.n, batch, P, D})
+        .permute({0, 2, 3, 1, 4})
+        .reshape({variants * batch, P, s.n, D});
+  }
+  /// Running sums or one stack, whichever holds less: the sums keep a d_model vector per row, position and
+  /// (variant, receiver) pair that mixes patched and unpatched sources (few for single edges and small
+  /// circuits), the stack one per row, position and source (n_forward; less for circuits that mix many).
+  void choose(const at::Tensor& mask) {
+    int64_t sums = 0;
+    for (const PatchSite& s : sites)
+      if (s.coef.defined()) sums += s.coef.size(0) * s.coef.size(2);
+    if (sums <= variants * G.nForward()) return;
+    pull = true;
+    for (PatchSite& s : sites) s = makeSite(mask, batch, s.b0, s.n, s.U, true);
   }
 };
 
@@ -76,25 +174,38 @@ struct PatchedRun {
 at::Tensor patchHeads(PatchedRun& run, int l, EdgeInput which, const at::Tensor& t) {
   const ModelConfig& c = run.m.config();
   const auto li = static_cast<size_t>(l);
-  const int64_t b0 = run.G.layerBackward(l), U = run.G.prevForward(b0), nRecv = c.nHeads + 2 * int64_t{c.nKvHeads};
+  PatchSite& site = run.sites[2 * li];
   const int64_t off = which == EdgeInput::Q ? 0 : which == EdgeInput::K ? c.nHeads : c.nHeads + c.nKvHeads;
   const int64_t n = which == EdgeInput::Q ? c.nHeads : c.nKvHeads;
-  const at::Tensor act = run.active(U, b0 + off, n);  // [rows, n]
+  const at::Tensor act = site.active.narrow(1, off, n);  // [rows, n]
   if (!act.any().item<bool>()) return t;
-  if (!run.headDelta[li].defined()) run.headDelta[li] = run.delta(l, false, U, b0, nRecv);
+  if (run.headDeltaLayer != l) {
+    run.headDelta = run.take(site);  // [rows, pos, H + 2K, d_model]
+    run.headDeltaLayer = l;
+  }
   const LayerWeights& W = run.m.weights().layers[li];
-  const at::Tensor x = run.residPre[li].to(patchType(run.m)).unsqueeze(2) + run.headDelta[li].narrow(2, off, n);  // [rows, pos, n, d_model]
+  const at::Tensor x = run.residPre[li].to(patchType(run.m)).unsqueeze(2) + run.headDelta.narrow(2, off, n);  // [rows, pos, n, d_model]
   const at::Tensor y = which == EdgeInput::Q   ? projectHeads(run.m, W, x, W.wQ, W.bQ, W.qNormW, n)
                        : which == EdgeInput::K ? projectHeads(run.m, W, x, W.wK, W.bK, W.kNormW, n)
                                                : projectHeads(run.m, W, x, W.wV, W.bV, {}, n);
   return at::where(act.unsqueeze(1).unsqueeze(3), y.to(t.scalar_type()), t);
 }
 
-/// Adds the per-row patch hooks of `run` to `hooks`.
+/// a_corrupt − a_current of one kind of source: the corrupted `c` [batch, pos, …] against this run's `t`
+/// [rows, pos, …], in patch type.
+at::Tensor sourceDifference(const PatchedRun& run, const at::Tensor& c, const at::Tensor& t) {
+  const at::ScalarType st = patchType(run.m);
+  std::vector<int64_t> shape{run.variants, run.batch};
+  shape.insert(shape.end(), t.sizes().begin() + 1, t.sizes().end());
+  return (c.to(st).unsqueeze(0) - t.to(st).view(shape)).view(t.sizes());
+}
+
+/// Adds the per-row patch hooks of `run` to `hooks`: the sources' differences go into the running sums as the
+/// forward produces them, and each receiver site reads its own.
 void addPatchHooks(HookSet& hooks, PatchedRun& run) {
   const int L = run.m.config().nLayers;
   hooks.add("blocks.0.hook_resid_pre", [&run](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
-    run.input = t.detach();
+    if (run.wants(0)) run.produce(0, sourceDifference(run, run.corrupt.input, t.detach()).unsqueeze(2), false);  // [rows, pos, 1, d_model]
     return std::nullopt;
   });
   auto keep = [](std::vector<at::Tensor>& slot) {
@@ -105,8 +216,21 @@ void addPatchHooks(HookSet& hooks, PatchedRun& run) {
   };
   hooks.add("blocks.*.hook_resid_pre", keep(run.residPre));
   hooks.add("blocks.*.hook_resid_mid", keep(run.residMid));
-  hooks.add("blocks.*.attn.hook_z", keep(run.z));
-  hooks.add("blocks.*.hook_mlp_out", keep(run.mlp));
+  hooks.add("blocks.*.attn.hook_z", [&run](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+    const int l = hc.layer;
+    run.headDelta = at::Tensor();  // this layer's q/k/v are done
+    if (!run.wants(run.G.headForward(l, 0))) return std::nullopt;
+    const at::Tensor dz = sourceDifference(run, run.corrupt.z[static_cast<size_t>(l)], t.detach());  // [rows, pos, head, d_head]
+    run.produce(run.G.headForward(l, 0), headOutputs(run.m, l, dz, patchType(run.m)), true);  // [rows, pos, head, d_model]
+    return std::nullopt;
+  });
+  hooks.add("blocks.*.hook_mlp_out", [&run](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+    const int l = hc.layer;
+    if (!run.wants(run.G.mlpForward(l))) return std::nullopt;
+    const at::Tensor d = sourceDifference(run, run.corrupt.mlp[static_cast<size_t>(l)], t.detach());  // [rows, pos, d_model]
+    run.produce(run.G.mlpForward(l), d.unsqueeze(2), false);
+    return std::nullopt;
+  });
   for (const auto& [site, which] : {std::pair{"q", EdgeInput::Q}, {"k", EdgeInput::K}, {"v", EdgeInput::V}})
     hooks.add(std::string("blocks.*.attn.hook_") + site, [&run, which](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
       return patchHeads(run, hc.layer, which, t);
@@ -114,18 +238,18 @@ void addPatchHooks(HookSet& hooks, PatchedRun& run) {
   hooks.add("blocks.*.ln2.hook_normalized", [&run](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
     const int l = hc.layer;
     const auto li = static_cast<size_t>(l);
-    const int64_t bm = run.G.mlpBackward(l), U = run.G.prevForward(bm);
-    const at::Tensor act = run.active(U, bm, 1);  // [rows, 1]
-    if (!act.any().item<bool>()) return std::nullopt;
+    PatchSite& site = run.sites[2 * li + 1];
+    if (!site.patched) return std::nullopt;
+    const at::Tensor act = site.active;  // [rows, 1]
     const at::Tensor in = (run.m.config().parallelAttnMlp ? run.residPre[li] : run.residMid[li]).to(patchType(run.m));
-    const at::Tensor x = in + run.delta(l, !run.G.parallelAttnMlp, U, bm, 1).squeeze(2);  // [rows, pos, d_model]
+    const at::Tensor x = in + run.take(site).squeeze(2);  // [rows, pos, d_model]
     const LayerWeights& W = run.m.weights().layers[li];
     return at::where(act.unsqueeze(2), applyNorm(run.m, x.to(run.m.dtype()), W.ln2W, W.ln2B).to(t.scalar_type()), t);
   });
-  hooks.add(hook::residPost(L - 1), [&run, L](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
-    const int64_t bl = run.G.logitsBackward();
-    if (!run.active(run.G.nForward(), bl, 1).any().item<bool>()) return std::nullopt;
-    return t + run.delta(L, false, run.G.nForward(), bl, 1).squeeze(2).to(t.scalar_type());
+  hooks.add(hook::residPost(L - 1), [&run](const at::Tensor& t, const HookContext&) -> std::optional<at::Tensor> {
+    PatchSite& site = run.sites.back();
+    if (!site.patched) return std::nullopt;
+    return t + run.take(site).squeeze(2).to(t.scalar_type());
   });
 }
 
@@ -135,10 +259,16 @@ at::Tensor runVariants(const HookedTransformer& m, const PatchInputs& in, const 
   const ModelConfig& c = m.config();
   const int64_t V = patched.size(0), B = in.clean.size(0);
   const auto L = static_cast<size_t>(c.nLayers);
-  PatchedRun run{m, edgeGraphOf(c), {}, {}, {}, std::vector<at::Tensor>(L), std::vector<at::Tensor>(L), std::vector<at::Tensor>(L),
-                 std::vector<at::Tensor>(L), std::vector<at::Tensor>(L)};
-  run.corrupt = sourceStack(m, corrupt.input, corrupt.z, corrupt.mlp, c.nLayers);  // [batch, pos, n_forward, d_model]
-  run.mask = patched.to(m.device(), patchType(m));                                   // [variants, n_forward, n_backward]
+  PatchedRun run{m, edgeGraphOf(c), corrupt, V, B, {}, {}, {}, 0, false, {}, std::vector<at::Tensor>(L), std::vector<at::Tensor>(L), {}, -1};
+  const EdgeGraph& G = run.G;
+  const at::Tensor mask = patched.to(m.device(), patchType(m));  // [variants, n_forward, n_backward]
+  for (int l = 0; l < c.nLayers; ++l) {
+    const int64_t b0 = G.layerBackward(l), bm = G.mlpBackward(l);
+    run.sites.push_back(makeSite(mask, B, b0, G.perLayerReceivers() - 1, G.prevForward(b0), false));
+    run.sites.push_back(makeSite(mask, B, bm, 1, G.prevForward(bm), false));
+  }
+  run.sites.push_back(makeSite(mask, B, G.logitsBackward(), 1, G.nForward(), false));
+  run.choose(mask);
   HookSet hooks;
   addPatchHooks(hooks, run);
   ForwardOptions opts;
@@ -153,8 +283,9 @@ int64_t variantsPerForward(int64_t maxBatchRows, int64_t prompts) { return std::
 
 /// LD [variants, prompts] of every group (dataset order) for the masks `patched` [variants, n_forward, n_backward],
 /// with the mean clean and corrupted LD.
+/// `runs` (optional) supplies and receives each group's corrupted node outputs and clean LD.
 at::Tensor runOverGroups(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& patched, int64_t maxBatchRows,
-                         double& clean, double& corrupt, int& forwards, const RunContext* ctx) {
+                         double& clean, double& corrupt, int& forwards, const RunContext* ctx, GroupRuns* runs) {
   const int64_t V = patched.size(0);
   int64_t total = 0;
   for (const auto& g : groups) total += g.inputs.clean.size(0);
@@ -169,15 +300,27 @@ at::Tensor runOverGroups(const HookedTransformer& m, const std::vector<PatchGrou
     if (g.promptIndex.empty()) return fallback;
     return static_cast<int64_t>(std::lower_bound(order.begin(), order.end(), g.promptIndex[static_cast<size_t>(i)]) - order.begin());
   };
+  GroupRuns own;  // this call's recordings when no `runs` is given
+  if (!runs) runs = &own;
+  runs->corrupt.resize(groups.size());
+  runs->cleanMetric.resize(groups.size());
   double sumClean = 0, sumCorrupt = 0;
   int64_t col = 0;
-  for (const auto& g : groups) {
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const PatchGroup& g = groups[gi];
     const int64_t B = g.inputs.clean.size(0);
-    const NodeOutputs cor = recordNodeOutputs(m, g.inputs.corrupt, g.inputs.correct, g.inputs.incorrect, ctx);
-    const NodeOutputs cle = recordNodeOutputs(m, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, ctx);
-    forwards += 2;
+    NodeOutputs& cor = runs->corrupt[gi];
+    if (!cor.input.defined()) {
+      cor = recordNodeOutputs(m, g.inputs.corrupt, g.inputs.correct, g.inputs.incorrect, ctx);
+      ++forwards;
+    }
+    at::Tensor& cleanLd = runs->cleanMetric[gi];
+    if (!cleanLd.defined()) {
+      cleanLd = recordNodeOutputs(m, g.inputs.clean, g.inputs.correct, g.inputs.incorrect, ctx).metric;
+      ++forwards;
+    }
     sumCorrupt += cor.metric.to(at::kDouble).sum().item<double>();
-    sumClean += cle.metric.to(at::kDouble).sum().item<double>();
+    sumClean += cleanLd.to(at::kDouble).sum().item<double>();
     const int64_t step = variantsPerForward(maxBatchRows, B);
     for (int64_t v0 = 0; v0 < V; v0 += step) {
       if (ctx) ctx->check();
@@ -188,6 +331,7 @@ at::Tensor runOverGroups(const HookedTransformer& m, const std::vector<PatchGrou
         out.narrow(0, v0, n).select(1, column(g, i, col + i)).copy_(ld.select(1, i));
     }
     col += B;
+    if (runs == &own) cor = NodeOutputs{};  // one group's recordings alive at a time, as before
   }
   clean = sumClean / static_cast<double>(total);
   corrupt = sumCorrupt / static_cast<double>(total);
@@ -205,7 +349,7 @@ at::Tensor runPatchedVariants(const HookedTransformer& m, const PatchInputs& in,
 }
 
 EdgePatchResult patchEdges(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
-                           int64_t maxBatchRows, const RunContext* ctx) {
+                           int64_t maxBatchRows, const RunContext* ctx, GroupRuns* runs) {
   const EdgeGraph G = edgeGraphOf(m.config());
   const at::Tensor masks = at::zeros({static_cast<int64_t>(edges.size()), G.nForward(), G.nBackward()}, at::kFloat);  // [edges, F, B]
   for (size_t i = 0; i < edges.size(); ++i) {
@@ -216,7 +360,7 @@ EdgePatchResult patchEdges(const HookedTransformer& m, const std::vector<PatchGr
   }
   EdgePatchResult r;
   if (edges.empty()) return r;
-  r.metricPatched = runOverGroups(m, groups, masks, maxBatchRows, r.metricClean, r.metricCorrupt, r.forwards, ctx);  // [edges, prompts]
+  r.metricPatched = runOverGroups(m, groups, masks, maxBatchRows, r.metricClean, r.metricCorrupt, r.forwards, ctx, runs);  // [edges, prompts]
   r.effect = r.metricPatched.to(at::kDouble).mean(1) - r.metricClean;
   return r;
 }
@@ -269,7 +413,7 @@ namespace {
 /// size): each distinct circuit runs once; trapezoids between consecutive points.
 FaithfulnessCurve curveAt(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
                           const std::vector<int64_t>& sizes, const std::vector<double>& fraction, int64_t maxBatchRows, const RunContext* ctx,
-                          bool prune) {
+                          bool prune, GroupRuns* runs) {
   const EdgeGraph G = edgeGraphOf(m.config());
   const at::Tensor mask = edgeMask(G).cpu();         // [F, B] bool
   const at::Tensor order = edgesByScore(G, scores);  // [E] edges, largest |score| first
@@ -286,7 +430,7 @@ FaithfulnessCurve curveAt(const HookedTransformer& m, const std::vector<PatchGro
     patched[static_cast<int64_t>(i)].copy_(mask.logical_and(circuit.logical_not()).to(at::kFloat));  // the circuit stays clean
   }
   FaithfulnessCurve c;
-  const at::Tensor ld = runOverGroups(m, groups, patched, maxBatchRows, c.metricClean, c.metricCorrupt, c.forwards, ctx);  // [distinct, prompts]
+  const at::Tensor ld = runOverGroups(m, groups, patched, maxBatchRows, c.metricClean, c.metricCorrupt, c.forwards, ctx, runs);  // [distinct, prompts]
   const double span = c.metricClean - c.metricCorrupt;
   for (size_t i = 0; i < sizes.size(); ++i) {
     const auto k = static_cast<size_t>(std::lower_bound(distinct.begin(), distinct.end(), sizes[i]) - distinct.begin());
@@ -313,7 +457,7 @@ void checkScores(const EdgeGraph& G, const at::Tensor& scores) {
 }  // namespace
 
 FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
-                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx, bool prune) {
+                                    std::vector<int64_t> sizes, int64_t maxBatchRows, const RunContext* ctx, bool prune, GroupRuns* runs) {
   const EdgeGraph G = edgeGraphOf(m.config());
   checkScores(G, scores);
   const int64_t E = G.edgeCount();
@@ -322,13 +466,13 @@ FaithfulnessCurve faithfulnessCurve(const HookedTransformer& m, const std::vecto
   sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
   std::vector<double> fraction;
   for (int64_t n : sizes) fraction.push_back(E > 0 ? static_cast<double>(n) / static_cast<double>(E) : 0.0);
-  return curveAt(m, groups, scores, sizes, fraction, maxBatchRows, ctx, prune);
+  return curveAt(m, groups, scores, sizes, fraction, maxBatchRows, ctx, prune, runs);
 }
 
 std::vector<double> mibFractions() { return {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0}; }
 
 FaithfulnessCurve faithfulnessAtFractions(const HookedTransformer& m, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
-                                          std::vector<double> fractions, int64_t maxBatchRows, const RunContext* ctx) {
+                                          std::vector<double> fractions, int64_t maxBatchRows, const RunContext* ctx, GroupRuns* runs) {
   const EdgeGraph G = edgeGraphOf(m.config());
   checkScores(G, scores);
   for (double f : fractions)
@@ -336,7 +480,7 @@ FaithfulnessCurve faithfulnessAtFractions(const HookedTransformer& m, const std:
   std::sort(fractions.begin(), fractions.end());
   std::vector<int64_t> sizes;
   for (double f : fractions) sizes.push_back(static_cast<int64_t>(f * static_cast<double>(G.edgeCount())));  // int(pct * n): truncation
-  return curveAt(m, groups, scores, sizes, fractions, maxBatchRows, ctx, /*prune=*/true);
+  return curveAt(m, groups, scores, sizes, fractions, maxBatchRows, ctx, /*prune=*/true, runs);
 }
 
 }  // namespace mechscope::analysis

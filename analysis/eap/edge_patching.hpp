@@ -20,6 +20,8 @@
 
 namespace mechscope::analysis {
 
+struct GroupRuns;  // edge_attribution.hpp
+
 /// One edge: its source (forward index) and its receiver (backward index) in the EdgeGraph.
 struct EdgeRef {
   int64_t forward = 0, backward = 0;
@@ -43,9 +45,11 @@ struct EdgePatchResult {
 };
 
 /// Every edge of `edges` patched alone, `maxBatchRows` rows (edges × prompts) per forward, over the groups.
-/// InputError for an edge that is not in the model's graph.
+/// `runs`, when given, supplies each group's corrupted node outputs and clean LD where recorded (edgeAttribution
+/// fills it) and receives those it had to record, so nothing is run twice. InputError for an edge that is not
+/// in the model's graph.
 EdgePatchResult patchEdges(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const std::vector<EdgeRef>& edges,
-                           int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
+                           int64_t maxBatchRows = 64, const RunContext* ctx = nullptr, GroupRuns* runs = nullptr);
 
 /// The circuit `inGraph` [n_forward, n_backward] bool made connected as the official EAP-IG code's
 /// Graph.prune: repeatedly drop nodes without an incoming edge (the input always has one) or without an
@@ -70,11 +74,11 @@ struct FaithfulnessCurve {
 /// Runs the circuit of the `n` edges of largest |score| (scores [n_forward, n_backward], non-edges ignored;
 /// ties by index) for each n of `sizes` (clamped to the edge count, sorted, duplicates dropped), pruned
 /// (pruneCircuit) unless `prune` is false, as the official code's apply_topn; every edge outside the
-/// circuit carries the corrupted activation. The x axis is n / edges. InputError for a score matrix of the
-/// wrong shape.
+/// circuit carries the corrupted activation. The x axis is n / edges. `runs` as patchEdges'. InputError for a
+/// score matrix of the wrong shape.
 FaithfulnessCurve faithfulnessCurve(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
                                     std::vector<int64_t> sizes, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr,
-                                    bool prune = true);
+                                    bool prune = true, GroupRuns* runs = nullptr);
 
 /// MIB's sweep: 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50 and 100 % of the edges (MIB-circuit-track's
 /// evaluate_area_under_curve percentages).
@@ -82,14 +86,19 @@ std::vector<double> mibFractions();
 
 /// MIB's faithfulness curve: for each fraction f (sorted ascending) the pruned circuit of ⌊f · edges⌋ edges
 /// (Python's int(pct * n_edges)), on the x axis at f itself; CPR / CMD are trapezoids between these
-/// points only (no point at 0), as MIB computes area_under / area_from_1. InputError for a fraction
-/// outside [0, 1] or a score matrix of the wrong shape.
+/// points only (no point at 0), as MIB computes area_under / area_from_1. `runs` as patchEdges'. InputError
+/// for a fraction outside [0, 1] or a score matrix of the wrong shape.
 FaithfulnessCurve faithfulnessAtFractions(const HookedTransformer& model, const std::vector<PatchGroup>& groups, const at::Tensor& scores,
-                                          std::vector<double> fractions, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr);
+                                          std::vector<double> fractions, int64_t maxBatchRows = 64, const RunContext* ctx = nullptr,
+                                          GroupRuns* runs = nullptr);
 
 /// The LD of the clean prompts of `in` [batch, pos] with the edges of each variant patched: `patched`
 /// [variants, n_forward, n_backward] (1 = the edge carries the corrupted activation); rows are variant-major
 /// (variant v's prompts at rows v·batch …). Returns [variants, batch] fp32. The building block of both.
+/// The sources' differences a_corrupt − a_current are taken once, as the forward produces them, into
+/// per-receiver running sums (a receiver with every source patched reads one shared prefix sum) or, when
+/// the variants mix more receivers than there are sources, one stack of them: each receiver costs its own
+/// sources once (docs/metrics.md §12.7, cost).
 at::Tensor runPatchedVariants(const HookedTransformer& model, const PatchInputs& in, const at::Tensor& patched,
                               const RunContext* ctx = nullptr);
 

@@ -3,13 +3,15 @@
 // - every edge patched is the corrupted run, none is the clean run (LD written out from the logits here);
 // - a single edge patched equals the same patch written by hand with hooks and at::layer_norm, for an edge
 //   into the logits, into a head's query and into an MLP;
-// - many edges per batched forward equal one forward per edge;
+// - many edges per batched forward equal one forward per edge; running sums and the source stack agree;
+// - the exact checks reuse edgeAttribution's recorded runs (GroupRuns): fewer forwards, identical numbers;
 // - the faithfulness curve runs from 0 (no edge kept) to 1 (every edge kept);
 // - bad edges and score matrices are refused before compute.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>  // at::NoGradGuard: not pulled in by ATen.h in LibTorch 2.x
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -102,6 +104,31 @@ TEST(EdgePatching, EveryEdgePatchedIsTheCorruptedRunNoneIsTheClean) {
     EXPECT_NEAR(got[0][i].item<double>(), c, ldTolerance(c)) << "prompt " << i << ": all edges patched";
     EXPECT_NEAR(got[1][i].item<double>(), k, ldTolerance(k)) << "prompt " << i << ": no edge patched";
   }
+}
+
+// A patched forward keeps running sums per (variant, receiver) pair that mixes patched and unpatched sources,
+// or one stack of the sources' differences when that holds less (circuits mixing most receivers): the same
+// half-random mask run alone (more mixed receivers than the 21 sources: the stack) and beside 9 empty variants
+// (fewer than 10 · 21: running sums) gives the same LDs, to reordered fp32 sums.
+TEST(EdgePatching, RunningSumsAndSourceStackAgree) {
+  NEED_BENCH();
+  const PatchInputs& in = b.groups.front().inputs;
+  at::manual_seed(7);
+  const at::Tensor half = edgeMask(G).to(at::kFloat) * (at::rand({G.nForward(), G.nBackward()}) < 0.5).to(at::kFloat);  // [F, B]
+  int64_t mixed = 0;  // receivers with some but not all of their sources patched
+  for (int64_t r = 0; r < G.nBackward(); ++r) {
+    const int64_t n = half.select(1, r).narrow(0, 0, G.prevForward(r)).sum().item<int64_t>();
+    mixed += n > 0 && n < G.prevForward(r);
+  }
+  ASSERT_GT(mixed, G.nForward());
+  ASSERT_LE(mixed, 10 * G.nForward());
+  const at::Tensor alone = runPatchedVariants(m, in, half.unsqueeze(0));                                            // [1, batch]
+  const at::Tensor beside = runPatchedVariants(m, in, at::cat({half.unsqueeze(0), at::zeros({9, G.nForward(), G.nBackward()})}));
+  for (int64_t i = 0; i < in.clean.size(0); ++i)
+    EXPECT_NEAR(alone[0][i].item<double>(), beside[0][i].item<double>(), 1e-5 * std::max(1.0, std::abs(alone[0][i].item<double>()))) << i;
+  const at::Tensor clean = runPatchedVariants(m, in, at::zeros({1, G.nForward(), G.nBackward()}));
+  EXPECT_GT((alone - clean).abs().max().item<double>(), 0.1);  // the mask does move LD
+  EXPECT_TRUE(at::equal(beside.narrow(0, 1, 9), clean.expand({9, -1})));
 }
 
 TEST(EdgePatching, OneEdgeEqualsThePatchWrittenByHand) {
@@ -220,6 +247,16 @@ TEST(EdgePatching, FaithfulnessRunsFromNoEdgeToEveryEdge) {
   std::cout << "; CPR " << c.cpr << ", CMD " << c.cmd << "\n";
 }
 
+/// Forwards the patched runs of `variants` masks take over `groups` at `maxBatchRows` (variants × prompts per forward).
+int patchedForwards(const std::vector<PatchGroup>& groups, int64_t variants, int64_t maxBatchRows) {
+  int n = 0;
+  for (const auto& g : groups) {
+    const int64_t step = std::max<int64_t>(1, maxBatchRows / g.inputs.clean.size(0));
+    n += static_cast<int>((variants + step - 1) / step);
+  }
+  return n;
+}
+
 // The eap plugin's --check-top and --faithfulness are these functions on its listed edges and scores.
 TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
   NEED_BENCH();
@@ -252,11 +289,73 @@ TEST(EdgePatching, ThePluginChecksItsTopEdgesExactly) {
   EXPECT_EQ(f["edges_kept"].back(), G.edgeCount());
   EXPECT_NEAR(f["faithfulness"].back().get<double>(), 1.0, 1e-4);
   EXPECT_DOUBLE_EQ(j["cpr"].get<double>(), f["cpr"].get<double>());
+  // The checks reuse the attribution's recorded runs: only patched forwards (4 edges; 10 circuits, some of
+  // equal size), and "forwards" counts every pass of the command.
+  std::vector<int64_t> kept = f["edges_kept"].get<std::vector<int64_t>>();
+  kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
+  const std::vector<PatchGroup> groups = toPatchGroups(ds);
+  EXPECT_EQ(j["exact_check"]["forwards"].get<int>(), patchedForwards(groups, 4, 32));
+  EXPECT_EQ(f["forwards"].get<int>(), patchedForwards(groups, static_cast<int64_t>(kept.size()), 32));
+  EXPECT_EQ(j["forwards"].get<int>(), 2 * static_cast<int>(groups.size()) + patchedForwards(groups, 4, 32) + f["forwards"].get<int>());
   // --check-top beyond --top-k is refused before compute.
   ParamValues bad(plugin->descriptor);
   bad.set("top_k", "2");
   bad.set("check_top", "3");
   EXPECT_THROW(plugin->run(in, bad, nullptr), InputError);
+}
+
+// The exact checks reuse the runs edgeAttribution recorded (GroupRuns): they make only their patched forwards
+// (without: 2 more per length group, the corrupted and clean prompts again), with numbers identical to a
+// patching that records its own; a group edgeAttribution split into batches is recorded once, by the first.
+TEST(EdgePatching, ReusedRunsSaveTwoForwardsPerGroupAndChangeNothing) {
+  NEED_BENCH();
+  const auto nGroups = static_cast<int>(b.groups.size());
+  for (EapMethod method : {EapMethod::Eap, EapMethod::EapIg}) {
+    SCOPED_TRACE(toString(method));
+    EapParams p;
+    p.method = method;
+    p.steps = 3;
+    GroupRuns runs;
+    const EapResult eap = edgeAttribution(m, b.groups, p, nullptr, &runs);
+    ASSERT_EQ(runs.corrupt.size(), b.groups.size());
+    for (size_t g = 0; g < b.groups.size(); ++g) ASSERT_TRUE(runs.corrupt[g].input.defined() && runs.cleanMetric[g].defined()) << g;
+    const at::Tensor order = edgesByScore(G, eap.scores);
+    std::vector<EdgeRef> edges;
+    for (int64_t i = 0; i < 5; ++i) edges.push_back({order[i].item<int64_t>() / G.nBackward(), order[i].item<int64_t>() % G.nBackward()});
+    const EdgePatchResult fresh = patchEdges(m, b.groups, edges, 16), reused = patchEdges(m, b.groups, edges, 16, nullptr, &runs);
+    EXPECT_EQ(fresh.forwards, patchedForwards(b.groups, 5, 16) + 2 * nGroups);
+    EXPECT_EQ(reused.forwards, patchedForwards(b.groups, 5, 16));
+    EXPECT_TRUE(at::equal(fresh.metricPatched, reused.metricPatched));
+    EXPECT_EQ(fresh.metricClean, reused.metricClean);
+    EXPECT_EQ(fresh.metricCorrupt, reused.metricCorrupt);
+    const FaithfulnessCurve fc = faithfulnessAtFractions(m, b.groups, eap.scores, mibFractions(), 16);
+    const FaithfulnessCurve rc = faithfulnessAtFractions(m, b.groups, eap.scores, mibFractions(), 16, nullptr, &runs);
+    std::vector<int64_t> distinct = fc.edgesKept;
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    EXPECT_EQ(fc.forwards, patchedForwards(b.groups, static_cast<int64_t>(distinct.size()), 16) + 2 * nGroups);
+    EXPECT_EQ(rc.forwards, patchedForwards(b.groups, static_cast<int64_t>(distinct.size()), 16));
+    EXPECT_EQ(fc.metric, rc.metric);
+    EXPECT_EQ(fc.cpr, rc.cpr);
+    EXPECT_EQ(fc.cmd, rc.cmd);
+  }
+  // A group of three times the first group's prompts in batches of 2 (the test's groups hold ≤ 2): it was not
+  // one batch, so the first patching records it, the next not; the other group was one batch.
+  PatchGroup big = b.groups.front();
+  for (at::Tensor* t : {&big.inputs.clean, &big.inputs.corrupt, &big.inputs.correct, &big.inputs.incorrect}) *t = t->dim() == 2 ? t->repeat({3, 1}) : t->repeat({3});
+  big.promptIndex.clear();
+  for (int64_t i = 0; i < big.inputs.clean.size(0); ++i) big.promptIndex.push_back(1000 + i);  // after every real prompt
+  big.templateIds.assign(big.promptIndex.size(), -1);
+  const std::vector<PatchGroup> groups{big, b.groups.back()};
+  ASSERT_LE(groups[1].inputs.clean.size(0), 2);
+  EapParams p;
+  p.maxBatchRows = 2;
+  GroupRuns runs;
+  (void)edgeAttribution(m, groups, p, nullptr, &runs);
+  EXPECT_FALSE(runs.corrupt[0].input.defined());
+  EXPECT_TRUE(runs.corrupt[1].input.defined());
+  const std::vector<EdgeRef> one{{0, G.logitsBackward()}};
+  EXPECT_EQ(patchEdges(m, groups, one, 16, nullptr, &runs).forwards, patchedForwards(groups, 1, 16) + 2);
+  EXPECT_EQ(patchEdges(m, groups, one, 16, nullptr, &runs).forwards, patchedForwards(groups, 1, 16));
 }
 
 // A bf16 model (the H200 benchmark's dtype): every edge patched is its corrupted run, within bf16 rounding
