@@ -128,7 +128,10 @@ TEST(EdgePatching, RunningSumsAndSourceStackAgree) {
     EXPECT_NEAR(alone[0][i].item<double>(), beside[0][i].item<double>(), 1e-5 * std::max(1.0, std::abs(alone[0][i].item<double>()))) << i;
   const at::Tensor clean = runPatchedVariants(m, in, at::zeros({1, G.nForward(), G.nBackward()}));
   EXPECT_GT((alone - clean).abs().max().item<double>(), 0.1);  // the mask does move LD
-  EXPECT_TRUE(at::equal(beside.narrow(0, 1, 9), clean.expand({9, -1})));
+  // Rows with nothing patched are the clean run. Not bit for bit: a batch of 10 rows and one of 1 may take
+  // different GEMM blockings (LibTorch 2.x on CPU does), which moves LD by fp32 rounding only.
+  EXPECT_LE((beside.narrow(0, 1, 9) - clean.expand({9, -1})).abs().max().item<double>(),
+            1e-5 * std::max(1.0, clean.abs().max().item<double>()));
 }
 
 TEST(EdgePatching, OneEdgeEqualsThePatchWrittenByHand) {
