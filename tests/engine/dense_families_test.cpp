@@ -199,6 +199,12 @@ TEST(DenseFamilies, ConfigVariants) {
   g.erase("layer_types");
   g["use_bidirectional_attention"] = true;
   EXPECT_THROW(ModelConfig::fromJson(g, "gemma2 config"), UnsupportedError);
+  g.erase("use_bidirectional_attention");
+  // sliding_window absent: HF's default 4096 (Gemma2Config / Gemma3TextConfig); null: no window.
+  g.erase("sliding_window");
+  EXPECT_EQ(ModelConfig::fromJson(g, "gemma2 config").layerWindows, (std::vector<int>{4096, 0, 4096}));
+  g["sliding_window"] = nullptr;
+  EXPECT_EQ(ModelConfig::fromJson(g, "gemma2 config").layerWindows, (std::vector<int>{0, 0, 0}));
 
   // Gemma 3: rope per layer type; the multimodal "gemma3" layout reads text_config.
   const auto dir3 = test::fixtureModel("gemma3");

@@ -46,7 +46,8 @@ void parseGemmaLike(const ConfigReader& r, ModelConfig& c, const GemmaFlags& f) 
     throw UnsupportedError(fmt::format("{}: use_bidirectional_attention=true (an encoder, not a causal LM) is not supported", r.source()));
 
   // Sliding and full layers: `layer_types` (transformers ≥ 4.53), else HF's default pattern.
-  const int window = static_cast<int>(r.optInt({"sliding_window"}).value_or(0));  // null: sliding layers see everything
+  // Absent: HF's Gemma 2/3 default window, 4096; null: sliding layers see everything.
+  const int window = r.json().contains("sliding_window") ? static_cast<int>(r.optInt({"sliding_window"}).value_or(0)) : 4096;
   if (window < 0) throw InputError(fmt::format("{}: sliding_window {} must be ≥ 0", r.source(), window));
   c.layerWindows.assign(static_cast<size_t>(std::max(c.nLayers, 0)), 0);
   auto types = r.json().find("layer_types");
