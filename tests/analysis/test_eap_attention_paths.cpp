@@ -3,7 +3,7 @@
 // (core/model/recomputed_attention.hpp), and, with LibTorch ≥ 2, the fused kernel. Every edge score of EAP
 // and EAP-IG on those paths equals the explicit path's (which keeps the whole softmax for autograd) in fp64, on
 // trained models with grouped queries (llama2-niah) and a sliding window shorter than the prompt (mistral-sw,
-// where the window masks keys inside the tile). Bound: the models run in fp64, but attention probabilities are
+// where the window masks keys inside the tile), and on gpt-oss (learned sinks, alternating windows, experts). Bound: the models run in fp64, but attention probabilities are
 // formed in fp32 on every path (HF's convention: softmax(dtype=float32)), by max-subtracted softmax on the
 // explicit path and as exp(s − lse) on the chunked one; each probability then differs by up to ~(|s| + 2)·u
 // relative (u = 6e-8, |s| ≲ 30 here), i.e. ≲ 2e-6, carried through 4 layers forward and back: ≲ 1e-4 of the
@@ -11,7 +11,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
+#include <string>
 
 #include "analysis/eap/edge_attribution.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -39,10 +41,10 @@ PatchGroup longRandomGroup(const HookedTransformer& m, int64_t positions) {
 class EapAttentionPath : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EapAttentionPath, ChunkedAndDefaultPathsEqualExplicit) {
-  const fs::path dir = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained" / GetParam();
+  const fs::path dir = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / GetParam();
   if (!fs::exists(dir / "config.json")) GTEST_SKIP() << dir << " absent";
   const auto model = HookedTransformer::load(dir, LoadOptions{"cpu", "fp64"});
-  const int64_t positions = 96;  // > mistral-sw's window
+  const int64_t positions = 96;  // > mistral-sw's window (64) and gpt-oss's (8)
   ASSERT_LT(model->config().windowOf(0), positions);  // 0 without a window
   const std::vector<PatchGroup> groups{longRandomGroup(*model, positions)};
   for (const EapMethod method : {EapMethod::Eap, EapMethod::EapIg}) {
@@ -67,7 +69,7 @@ TEST_P(EapAttentionPath, ChunkedAndDefaultPathsEqualExplicit) {
 // Scores are accumulated position slice by position slice (long inputs never hold Δa or the receivers' input
 // gradients of the whole prompt): slices of 7 positions, which split the 96 unevenly, give the one-slice scores.
 TEST_P(EapAttentionPath, PositionSlicesGiveTheWholePromptsScores) {
-  const fs::path dir = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / "trained" / GetParam();
+  const fs::path dir = fs::path(MECHSCOPE_SOURCE_DIR) / "tests" / "data" / GetParam();
   if (!fs::exists(dir / "config.json")) GTEST_SKIP() << dir << " absent";
   const auto model = HookedTransformer::load(dir, LoadOptions{"cpu", "fp64"});
   const std::vector<PatchGroup> groups{longRandomGroup(*model, 96)};
@@ -84,7 +86,14 @@ TEST_P(EapAttentionPath, PositionSlicesGiveTheWholePromptsScores) {
   EXPECT_LE((sliced.scores - whole.scores).abs().max().item<double>(), 1e-10 * scale);
 }
 
-INSTANTIATE_TEST_SUITE_P(Trained, EapAttentionPath, ::testing::Values("llama2-niah", "mistral-sw"));
+// Trained models, and gpt-oss (learned sinks in the recomputed backward's normaliser, alternating windows, MoE).
+INSTANTIATE_TEST_SUITE_P(Models, EapAttentionPath, ::testing::Values("trained/llama2-niah", "trained/mistral-sw", "families/gpt_oss"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace mechscope::analysis
