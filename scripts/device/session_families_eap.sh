@@ -41,7 +41,7 @@ if has parity; then
   grep -E 'FAILED|PASSED|OK \]' "$OUT/eap_paths_torch2.log" | tee -a "$OUT/summary.txt"
 fi
 if has families; then  # issue #23 on CUDA: MoE/gpt-oss engine tests, gpt-oss bf16 sinks probe vs materialised
-  MECHSCOPE_TEST_DEVICE=cuda "$B/tests/mechscope_tests_engine" --gtest_filter='*Moe*:*GptOss*:*Gemma*:*Phi3*:*Olmo*:*Dense*' \
+  MECHSCOPE_TEST_DEVICE=cuda "$B/tests/mechscope_tests_engine" --gtest_filter='*Moe*:*GptOss*:*Gemma*:*Phi3*:*Olmo*:*Dense*:*Cuda*' \
     >"$OUT/families_cuda.log" 2>&1
   log "families engine tests on cuda rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/families_cuda.log" | tr '\n' ' ')"
   python3 -c "import json; print(json.dumps([[3 + (7 * i + 11 * j) % 250 for j in range(120)] for i in range(2)]))" >/tmp/ids200.json

@@ -45,12 +45,12 @@ at::Tensor caseScores(const AttnCase& c, const at::Tensor& qTile, const at::Tens
   if (c.softcap > 0) s = at::tanh(s / c.softcap) * c.softcap;
   std::vector<at::Tensor> perBatch;
   for (int64_t b = 0; b < c.batch; ++b) perBatch.push_back(visible(c, b));
-  at::Tensor mask = at::stack(perBatch).narrow(1, r0, t).narrow(2, 0, n).unsqueeze(1);  // [batch, 1, t, keys]
+  at::Tensor mask = at::stack(perBatch).narrow(1, r0, t).narrow(2, 0, n).unsqueeze(1).to(qTile.device());  // [batch, 1, t, keys]
   return s.masked_fill(mask.logical_not(), kNegInf);
 }
 
-void checkCase(const AttnCase& c) {
-  const at::TensorOptions o = at::TensorOptions().dtype(at::kDouble);
+void checkCase(const AttnCase& c, at::Device device = at::kCPU) {
+  const at::TensorOptions o = at::TensorOptions().dtype(at::kDouble).device(device);
   at::manual_seed(7);
   const int64_t n = c.past + c.queries;
   const at::Tensor q0 = at::randn({c.batch, c.heads, c.queries, c.dHead}, o);  // [batch, head, query, d_head]
@@ -122,6 +122,17 @@ TEST(RecomputedAttention, LearnedSinks) {
   c.kvHeads = 1;
   c.tile = 5;
   checkCase(c);
+}
+
+// The same cases on a CUDA device (the GPU box; skipped without CUDA): the node's tiles, bmm products and the
+// local autograd pass run there, in fp64, against the explicit softmax on the same device.
+TEST(RecomputedAttentionCuda, MatchesTheExplicitSoftmaxOnCuda) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  AttnCase windowed, capped, sinks;
+  windowed.window = 5;
+  capped.softcap = 0.7;
+  sinks.sinks = true;
+  for (const AttnCase& c : {AttnCase{}, windowed, capped, sinks}) checkCase(c, at::Device(at::kCUDA));
 }
 
 TEST(RecomputedAttention, NoGradientWithoutGradMode) {
