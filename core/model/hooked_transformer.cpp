@@ -5,10 +5,12 @@
 
 #include <fmt/format.h>
 
+#include "core/common/device_memory.hpp"
 #include "core/common/errors.hpp"
 #include "core/common/threads.hpp"
 #include "core/model/family_spec.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
+#include "core/model/memory_estimate.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 
 namespace mechscope {
@@ -91,6 +93,12 @@ std::unique_ptr<HookedTransformer> HookedTransformer::load(const std::filesystem
   const at::Device device = parseDevice(options.device);
   if (device.is_cpu() && dtype == at::kHalf)
     throw UnsupportedError("dtype fp16 is not supported on device cpu (use fp32 or bf16 on CPU, fp16 on cuda)");
+  if (device.is_cuda()) {  // refuse before reading any weight, not with an out-of-memory halfway through
+    ForwardMemoryOptions fo;
+    fo.elementBytes = static_cast<int64_t>(c10::elementSize(dtype));
+    checkWeightsFit(folder.string(), device.str(), dtypeName(dtype), estimateForwardMemory(config, fo).weights,
+                    cudaAvailableBytes(device.has_index() ? device.index() : 0));
+  }
   const SafetensorsSet set = SafetensorsSet::openFolder(folder);
   const WeightSource source(set, dtype, device);
   ModelWeights weights = findFamily(config.modelType)->loadWeights(source, config);

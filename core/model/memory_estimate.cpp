@@ -192,6 +192,14 @@ void checkMemoryOrThrow(const std::string& command, const std::string& what, con
                                command, what, estimate.describe(), formatBytes(avail), source));
 }
 
+void checkWeightsFit(const std::string& folder, const std::string& device, const std::string& dtype, int64_t weightBytes,
+                     int64_t available) {
+  if (available < 0 || weightBytes <= available) return;
+  throw InputError(fmt::format("{}: the weights need ≈ {} in {} but {} has only {} free; use a smaller --dtype (bf16 "
+                               "halves fp32), a device with more memory, or the CPU",
+                               folder, formatBytes(weightBytes), dtype, device, formatBytes(available)));
+}
+
 void checkDiskOrThrow(const std::string& command, const std::string& path, int64_t bytes, bool force) {
   const int64_t free = freeDiskBytes(path);
   if (force || free < 0 || bytes <= free) return;

@@ -59,6 +59,11 @@ std::string formatBytes(int64_t bytes);
 void checkMemoryOrThrow(const std::string& command, const std::string& what, const MemoryEstimate& estimate,
                         bool force);
 
+/// Refuses (InputError naming `folder`) to load weights of `weightBytes` onto `device` ("cuda:0") that has only
+/// `available` bytes free; `available` < 0 (unknown) checks nothing. Called before any weight is read.
+void checkWeightsFit(const std::string& folder, const std::string& device, const std::string& dtype, int64_t weightBytes,
+                     int64_t available);
+
 /// Throws InputError naming `path` when a `bytes`-sized file will not fit on its filesystem and `force` is false.
 void checkDiskOrThrow(const std::string& command, const std::string& path, int64_t bytes, bool force);
 

@@ -162,6 +162,33 @@ TEST(MemoryEstimate, RefusalCarriesTheEstimateAndForceOverrides) {
   EXPECT_NO_THROW(checkMemoryOrThrow("sinks", "x", MemoryEstimate{1024, 1024, 1024}, false));
 }
 
+// Loading onto a GPU too small for the weights is refused before any weight is read, with the numbers. The
+// Llama-2-7B shape in bf16 is 6.74e9 parameters: 12.6 GiB, which 8 GiB cannot hold and 16 GiB can.
+TEST(MemoryEstimate, WeightsThatCannotFitTheDeviceAreRefused) {
+  ModelConfig c;
+  c.nLayers = 32;
+  c.dModel = 4096;
+  c.nHeads = c.nKvHeads = 32;
+  c.dHead = 128;
+  c.dMlp = 11008;
+  c.dVocab = 32000;
+  c.gatedMlp = true;
+  ForwardMemoryOptions fo;
+  fo.elementBytes = 2;
+  const int64_t weights = estimateForwardMemory(c, fo).weights;
+  EXPECT_NEAR(static_cast<double>(weights) / 2.0, 6.74e9, 0.01e9);  // Llama-2-7B: 6,738,415,616 parameters
+  try {
+    checkWeightsFit("models/llama7b", "cuda:0", "bf16", weights, int64_t{8} << 30);
+    FAIL() << "expected a refusal";
+  } catch (const InputError& err) {
+    const std::string msg = err.what();
+    EXPECT_NE(msg.find("models/llama7b: the weights need ≈ 12.6 GiB in bf16 but cuda:0 has only 8.0 GiB free"), std::string::npos)
+        << msg;
+  }
+  EXPECT_NO_THROW(checkWeightsFit("m", "cuda:0", "bf16", weights, int64_t{16} << 30));
+  EXPECT_NO_THROW(checkWeightsFit("m", "cuda:0", "bf16", weights, -1));  // unknown: no check
+}
+
 TEST(MemoryEstimate, DiskRefusalNamesTheFile) {
   const auto dir = test::tempDir("estimate_disk");
   const std::string path = (dir / "big.h5").string();
