@@ -36,15 +36,42 @@ at::Tensor activationDifference(const HookedTransformer& m, const NodeOutputs& c
   return at::cat(parts, 2);
 }
 
+/// Bytes one position slice of accumulateScores may take: ~256 MB on CPU, 2 GB on CUDA.
+int64_t sliceBudgetBytes(bool cuda) { return cuda ? (int64_t{2} << 30) : (int64_t{256} << 20); }
+
 /// Positions per slice of accumulateScores: Δa [batch, c, n_forward, d_model] plus one layer's receiver
-/// gradients and their pull-back copies ([rows, c, H + 2K + 1, d_model], about three alive) within ~256 MB
-/// on CPU, 2 GB on CUDA; `asked` > 0 overrides.
+/// gradients and their pull-back copies ([rows, c, H + 2K + 1, d_model], about three alive) within
+/// sliceBudgetBytes; `asked` > 0 overrides.
 int64_t positionSlice(const HookedTransformer& m, const EdgeGraph& G, int64_t batch, int64_t rows, int64_t positions, int64_t asked) {
   if (asked > 0) return std::min(asked, positions);
-  const int64_t budget = m.device().is_cuda() ? (int64_t{2} << 30) : (int64_t{256} << 20);
+  const int64_t budget = sliceBudgetBytes(m.device().is_cuda());
   const int64_t perPosition = 4 * m.config().dModel * (batch * G.nForward() + 3 * rows * (G.perLayerReceivers() + 1));
   return std::clamp<int64_t>(budget / std::max<int64_t>(1, perPosition), 1, positions);
 }
+
+/// Δa of one batch for accumulateScores: formed once and kept when the prompt is one slice (every EAP-IG pass
+/// then reuses it), else formed slice by slice on each use, so the whole prompt's Δa never exists.
+class SourceDifferences {
+ public:
+  SourceDifferences(const HookedTransformer& m, const NodeOutputs& corrupt, const NodeOutputs& clean, int64_t slice)
+      : m_model(m), m_corrupt(corrupt), m_clean(clean), m_slice(slice) {
+    const int64_t P = clean.input.size(1);
+    if (slice >= P) m_whole = activationDifference(m, corrupt, clean, 0, P);  // [batch, pos, n_forward, d_model]
+  }
+  /// Positions per slice.
+  [[nodiscard]] int64_t slice() const { return m_slice; }
+  /// Δa at positions [p0, p0 + c): [batch, c, n_forward, d_model].
+  [[nodiscard]] at::Tensor at(int64_t p0, int64_t c) const {
+    return m_whole.defined() ? m_whole.narrow(1, p0, c) : activationDifference(m_model, m_corrupt, m_clean, p0, c);
+  }
+
+ private:
+  const HookedTransformer& m_model;
+  const NodeOutputs& m_corrupt;
+  const NodeOutputs& m_clean;
+  int64_t m_slice;
+  at::Tensor m_whole;
+};
 
 /// Σ over the `steps` step-major row blocks of t [steps·batch, …] → [batch, …] in `type`.
 at::Tensor sumSteps(const at::Tensor& t, int64_t steps, at::ScalarType type) {
@@ -58,15 +85,13 @@ at::Tensor sumSteps(const at::Tensor& t, int64_t steps, at::ScalarType type) {
 /// graph's edges, the gradients of `g` summed over its `steps` step-major row blocks first (the score is linear
 /// in the gradient). Position slice by position slice, so neither Δa nor the receivers' input gradients of the
 /// whole prompt exist at once.
-void accumulateScores(at::Tensor& scores, const HookedTransformer& m, const EdgeGraph& G, const NodeOutputs& corrupt,
-                      const NodeOutputs& clean, const ReceiverGradients& g, int64_t steps, double weight, int64_t askedSlice,
-                      const RunContext* ctx) {
-  const int64_t B = clean.input.size(0), P = clean.input.size(1);
-  const int64_t slice = positionSlice(m, G, B, g.logits.size(0), P, askedSlice);
+void accumulateScores(at::Tensor& scores, const HookedTransformer& m, const EdgeGraph& G, const SourceDifferences& deltas,
+                      const ReceiverGradients& g, int64_t steps, double weight, const RunContext* ctx) {
+  const int64_t P = g.logits.size(1), slice = deltas.slice();
   for (int64_t p0 = 0; p0 < P; p0 += slice) {
     if (ctx) ctx->check();
     const int64_t c = std::min(slice, P - p0);
-    const at::Tensor delta = activationDifference(m, corrupt, clean, p0, c);  // [batch, c, n_forward, d_model]
+    const at::Tensor delta = deltas.at(p0, c);  // [batch, c, n_forward, d_model]
     const at::ScalarType st = delta.scalar_type();
     for (int l = 0; l < G.nLayers; ++l) {
       const LayerReceiverGrads r = receiverInputGrads(m, g, l, p0, p0 + c);
@@ -98,7 +123,8 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
     ++r.forwards;
     ++r.backwards;
     ldClean.push_back(clean.metric.cpu());
-    accumulateScores(scores, m, G, corrupt, clean, g, 1, 1.0, p.positionSlice, ctx);
+    const int64_t B = in.clean.size(0), P = in.clean.size(1);
+    accumulateScores(scores, m, G, SourceDifferences(m, corrupt, clean, positionSlice(m, G, B, B, P, p.positionSlice)), g, 1, 1.0, ctx);
     if (keep) *keep = std::move(corrupt);
     return;
   }
@@ -110,8 +136,9 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
   // Several steps share one forward/backward (stacked on the batch, step-major, ≤ maxBatchRows rows): the
   // rows do not interact, and the score is linear in the gradient, so each pass's gradients are summed over
   // its steps before they meet Δa.
-  const int64_t B = in.clean.size(0);
+  const int64_t B = in.clean.size(0), P = in.clean.size(1);
   const int64_t perPass = std::max<int64_t>(1, p.maxBatchRows / B);
+  const SourceDifferences deltas(m, corrupt, clean, positionSlice(m, G, B, std::min<int64_t>(perPass, p.steps) * B, P, p.positionSlice));
   for (int k0 = 0; k0 < p.steps; k0 += static_cast<int>(perPass)) {
     if (ctx) ctx->check();
     const int64_t s = std::min<int64_t>(perPass, p.steps - k0);
@@ -124,7 +151,7 @@ void scoreBatch(const HookedTransformer& m, const EdgeGraph& G, const PatchInput
                                                   at::cat(inputs, 0), nullptr, ctx, p.attention);  // [steps·batch, …]
     ++r.forwards;
     ++r.backwards;
-    accumulateScores(scores, m, G, corrupt, clean, g, s, 1.0 / p.steps, p.positionSlice, ctx);
+    accumulateScores(scores, m, G, deltas, g, s, 1.0 / p.steps, ctx);
   }
   if (keep) *keep = std::move(corrupt);
 }
@@ -196,8 +223,7 @@ void checkEapInputs(const HookedTransformer& m, const std::vector<PatchGroup>& g
     // per prompt and position, both runs' node outputs (embedding, every z and MLP output).
     const int64_t hooks = fo.batch * fo.positions * c.nLayers * (2 * (c.nHeads + 2 * c.nKvHeads) * c.dHead + 3 * c.dModel);
     const int64_t nodes = 2 * prompts * fo.positions * (c.dModel + c.nLayers * (c.nHeads * c.dHead + c.dModel));
-    const int64_t sliceBudget = cuda ? (int64_t{2} << 30) : (int64_t{256} << 20);
-    const int64_t scores = (hooks + nodes) * fo.elementBytes + sliceBudget;
+    const int64_t scores = (hooks + nodes) * fo.elementBytes + sliceBudgetBytes(cuda);
     const int64_t weights = cuda ? 0 : e.weights;
     const int64_t total = weights + saved + e.retained + scores;
     if (total > avail)
