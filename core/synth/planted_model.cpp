@@ -12,6 +12,7 @@
 #include "core/common/remove_tree.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/synth/planted_builder.hpp"
+#include "core/synth/planted_family_builder.hpp"
 #include "core/synth/planted_vocab.hpp"
 
 namespace mechscope::planted {
@@ -62,8 +63,10 @@ nlohmann::json plantedTokenizerJson() {
   };
 }
 
-void writePlantedFolder(const fs::path& dir, const std::string& recipe) {
-  const PlantedWeights w = buildPlantedWeights(recipe);
+void writePlantedFolder(const fs::path& dir, const std::string& recipe, const std::string& family) {
+  if (family != "gpt2" && recipe != "default")
+    throw InputError(fmt::format("plant: recipe '{}' is GPT-2 only; --family {} has the per-family recipe 'default'", recipe, family));
+  const PlantedWeights w = family == "gpt2" ? buildPlantedWeights(recipe) : buildFamilyPlantedWeights(family);
   std::random_device rd;
   const fs::path tmp = dir.parent_path() / fmt::format(".{}.partial-{:x}", dir.filename().string(), rd());
   std::error_code ec;

@@ -9,7 +9,10 @@ namespace mechscope::planted {
 
 /// Write config.json, model.safetensors, tokenizer.json, tokenizer_config.json and planted.json into
 /// `dir` (created; written into a temporary sibling and renamed, so a failure leaves no half folder).
-void writePlantedFolder(const std::filesystem::path& dir, const std::string& recipe = "default");
+/// `family` gpt2 writes the GPT-2 recipe `recipe`; any other family of plantedFamilies() its per-family
+/// recipe ("default" only).
+void writePlantedFolder(const std::filesystem::path& dir, const std::string& recipe = "default",
+                        const std::string& family = "gpt2");
 
 /// The word-level tokenizer.json of the planted vocabulary (Hugging Face `WordLevel` + `Whitespace`).
 nlohmann::json plantedTokenizerJson();
