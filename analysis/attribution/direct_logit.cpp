@@ -101,13 +101,14 @@ CopyScoreResult ovCopyScores(const HookedTransformer& m, const at::Tensor& token
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
     // Without pre-norms (OLMo-2) the head reads the residual itself.
     const at::Tensor y = c.preNorms ? applyNorm(m, x.to(m.dtype()), lw.ln1W, lw.ln1B).to(at::kFloat) : x;  // [batch, n, d_model]
-    const at::Tensor wV = lw.wV.to(at::kFloat).view({c.nKvHeads, dh, D});                  // [kv_head, d_head, d_model]
-    const at::Tensor wO = lw.wO.to(at::kFloat).view({D, H, dh});                            // [d_model, head, d_head]
+    const at::Device home = m.device();  // a split model's block weights come home
+    const at::Tensor wV = lw.wV.to(home, at::kFloat).view({c.nKvHeads, dh, D});            // [kv_head, d_head, d_model]
+    const at::Tensor wO = lw.wO.to(home, at::kFloat).view({D, H, dh});                      // [d_model, head, d_head]
     for (int64_t h = 0; h < H; ++h) {
       at::Tensor v = at::matmul(y, wV[h / rep].t());                                        // [batch, n, d_head]
-      if (lw.bV.defined()) v = v + lw.bV.to(at::kFloat).view({c.nKvHeads, dh})[h / rep];
+      if (lw.bV.defined()) v = v + lw.bV.to(home, at::kFloat).view({c.nKvHeads, dh})[h / rep];
       at::Tensor o = at::matmul(v, wO.select(1, h).t());                                    // [batch, n, d_model]
-      if (c.postAttnNorm) o = o * lw.ln1PostW.to(at::kFloat);  // ln1_post's weight; ln_f below re-normalises
+      if (c.postAttnNorm) o = o * lw.ln1PostW.to(home, at::kFloat);  // ln1_post's weight; ln_f below re-normalises
       for (const double sign : {1.0, -1.0}) {
         const at::Tensor normed = applyFinalNorm(m, (sign * o).to(m.dtype())).to(at::kFloat);  // [batch, n, d_model]
         at::Tensor logits = at::matmul(normed, w.wU.to(at::kFloat).t());                        // [batch, n, vocab]

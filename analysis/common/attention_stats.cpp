@@ -31,7 +31,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
   }
   // gpt-oss: each layer's learned sink logits join the probe's row normalisers, as in the forward.
   std::vector<at::Tensor> sinks;
-  for (const auto& L : model.weights().layers) sinks.push_back(L.sinks);
+  for (const auto& L : model.weights().layers) sinks.push_back(L.sinks.defined() ? L.sinks.to(model.device()) : L.sinks);
   // q fires before k in every block; the q of the current layer waits in `pending`.
   auto pending = std::make_shared<at::Tensor>();
   const std::string qName = rotary ? "blocks.*.attn.hook_rot_q" : "blocks.*.attn.hook_q";

@@ -11,8 +11,10 @@
 
 namespace mechscope::analysis {
 
-at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const at::Tensor& wIn, const at::Tensor& bIn) {
   const ModelConfig& c = model.config();
+  // A split model's block weights live on their block's device; analyses work on the home device.
+  const at::Tensor w = wIn.defined() ? wIn.to(x.device()) : wIn, b = bIn.defined() ? bIn.to(x.device()) : bIn;
   if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
   // RMSNorm as HF (and the forward pass): statistics in fp32, the weight applied after casting back.
   at::Tensor xf = x.to(at::kFloat);

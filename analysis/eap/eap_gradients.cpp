@@ -55,8 +55,9 @@ std::vector<at::Tensor> pullBackHeads(const HookedTransformer& m, const Receiver
   at::AutoGradMode grad(true);
   auto copies = [&](int64_t n) { return resid.unsqueeze(2).expand({B, c, n, d}).contiguous().requires_grad_(true); };
   auto project = [&](const at::Tensor& r, const at::Tensor& w, const at::Tensor& b, const at::Tensor& qkNormW, int64_t n) {
-    at::Tensor y = at::einsum("bpnd,ned->bpne", {applyNorm(m, r, W.ln1W, W.ln1B), w.view({n, dh, d})});  // [rows, c, n, d_head]
-    if (b.defined()) y = y + b.view({n, dh});
+    // A split model's block weights come to the activations (the home device).
+    at::Tensor y = at::einsum("bpnd,ned->bpne", {applyNorm(m, r, W.ln1W, W.ln1B), w.to(r.device()).view({n, dh, d})});  // [rows, c, n, d_head]
+    if (b.defined()) y = y + b.to(r.device()).view({n, dh});
     return cfg.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
   };
   const at::Tensor rq = copies(cfg.nHeads), rk = copies(cfg.nKvHeads), rv = copies(cfg.nKvHeads);  // [rows, c, n, d_model]
@@ -114,7 +115,8 @@ LayerReceiverGrads receiverInputGrads(const HookedTransformer& m, const Receiver
 
 at::Tensor headOutputs(const HookedTransformer& m, int layer, const at::Tensor& z, at::ScalarType dtype) {
   const ModelConfig& c = m.config();
-  const at::Tensor wO = m.weights().layers[static_cast<size_t>(layer)].wO.to(dtype).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
+  const at::Tensor wO =
+      m.weights().layers[static_cast<size_t>(layer)].wO.to(z.device(), dtype).view({c.dModel, c.nHeads, c.dHead});  // [d_model, head, d_head]
   return at::einsum("rphe,dhe->rphd", {z.to(dtype), wO});
 }
 

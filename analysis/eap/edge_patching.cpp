@@ -29,8 +29,9 @@ at::Tensor projectHeads(const HookedTransformer& m, const LayerWeights& W, const
                         const at::Tensor& qkNormW, int64_t n) {
   const ModelConfig& c = m.config();
   const at::Tensor xm = x.to(m.dtype());  // the patched input in the model's dtype, as the forward computes hook_q/k/v
-  at::Tensor y = at::einsum("rpnd,ned->rpne", {applyNorm(m, xm, W.ln1W, W.ln1B), w.view({n, c.dHead, c.dModel})});
-  if (b.defined()) y = y + b.view({n, c.dHead});
+  // A split model's block weights come to the activations (the home device).
+  at::Tensor y = at::einsum("rpnd,ned->rpne", {applyNorm(m, xm, W.ln1W, W.ln1B), w.to(xm.device()).view({n, c.dHead, c.dModel})});
+  if (b.defined()) y = y + b.to(xm.device()).view({n, c.dHead});
   return c.qkNorm && qkNormW.defined() ? applyNorm(m, y, qkNormW, {}) : y;
 }
 

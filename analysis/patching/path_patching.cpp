@@ -224,7 +224,8 @@ std::vector<at::Tensor> senderResidDeltas(const SenderBatchContext& b, const std
     const at::Tensor zCorrupt = b.runs.corrupt.get(zName).select(2, s.head);  // [batch, pos, d_head]
     const at::Tensor zClean = b.runs.clean.get(zName).select(2, s.head);      // [batch, pos, d_head]
     const at::Tensor zd = (zCorrupt - zClean) * b.sendMask;                   // [batch, pos, d_head]
-    const at::Tensor wO = b.m.weights().layers[static_cast<size_t>(s.layer)].wO.view({D, H, dh}).select(1, s.head);  // [d_model, d_head]
+    const at::Tensor wO =
+        b.m.weights().layers[static_cast<size_t>(s.layer)].wO.view({D, H, dh}).select(1, s.head).to(zd.device());  // [d_model, d_head]
     deltas.push_back(at::matmul(zd, wO.t()));
   }
   return deltas;

@@ -19,7 +19,7 @@
 namespace mechscope::cli {
 
 void AnalysisCommonOptions::addRunAndOutputs(CLI::App* sub) {
-  sub->add_option("--device", device, "cpu, cuda or cuda:N");
+  sub->add_option("--device", device, "cpu, cuda or cuda:N; a comma list (cuda:0,cuda:1) splits the blocks over those devices; auto: cuda:0, or every GPU when the weights need them");
   sub->add_option("--dtype", dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
   sub->add_option("--out", out, "Write the result to this HDF5 file under /analyses/<name>/");
   sub->add_option("--json", json, "Write the result as JSON (keys in docs/cli.md)");
@@ -65,6 +65,15 @@ void AnalysisCommonOptions::validateOutputs(const std::string& command, bool nee
   }
 }
 
+namespace {
+/// Whether some part of the model runs on a CUDA device.
+bool usesCuda(const HookedTransformer& model) {
+  for (const at::Device& d : model.devicePlan().devices())
+    if (d.is_cuda()) return true;
+  return false;
+}
+}  // namespace
+
 LoadedModel loadAnalysisModel(const AnalysisCommonOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   LoadedModel m;
@@ -72,7 +81,7 @@ LoadedModel loadAnalysisModel(const AnalysisCommonOptions& o) {
   if (std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json")) m.tokenizer = Tokenizer::fromFile(o.model);
   const auto loaded = std::chrono::steady_clock::now();
   m.loadSeconds = std::chrono::duration<double>(loaded - t0).count();
-  if (m.model->device().is_cuda()) {
+  if (usesCuda(*m.model)) {
     // A cold process pays CUDA's first-call costs (context, cuBLAS handle and workspace, kernel modules) in its
     // first forward: one 8-token forward takes them here, so they are reported apart from the analysis.
     at::NoGradGuard noGrad;
@@ -81,7 +90,8 @@ LoadedModel loadAnalysisModel(const AnalysisCommonOptions& o) {
   }
   m.loadedAt = std::chrono::steady_clock::now();
   m.gpuWarmupSeconds = std::chrono::duration<double>(m.loadedAt - loaded).count();
-  resetCudaPeak();  // the analysis' own peak, weights included (they stay allocated)
+  for (const at::Device& d : m.model->devicePlan().devices())  // the analysis' own peak, weights included (they stay allocated)
+    if (d.is_cuda()) resetCudaPeak(d.index());
   return m;
 }
 
@@ -153,10 +163,13 @@ void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::Analys
                           const std::string& attentionPath) {
   // Timing on stderr, not in the outputs (they stay bit-identical across runs).
   const double analysisSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m.loadedAt).count();
-  std::string peak;
-  if (const int64_t bytes = cudaPeakAllocatedBytes(); bytes > 0 && m.model->device().is_cuda())
-    peak = fmt::format(", peak CUDA memory {:.2f} GiB", static_cast<double>(bytes) / (1 << 30));
-  const std::string warmup = m.model->device().is_cuda() ? fmt::format(", gpu warm-up {:.3f} s", m.gpuWarmupSeconds) : "";
+  std::vector<std::string> peaks;  // per CUDA device of the model, named when there are several
+  const auto devices = m.model->devicePlan().devices();
+  for (const at::Device& d : devices)
+    if (const int64_t bytes = d.is_cuda() ? cudaPeakAllocatedBytes(d.index()) : 0; bytes > 0)
+      peaks.push_back(fmt::format("{:.2f} GiB{}", static_cast<double>(bytes) / (1 << 30), devices.size() > 1 ? " on " + d.str() : ""));
+  const std::string peak = peaks.empty() ? "" : fmt::format(", peak CUDA memory {}", fmt::join(peaks, ", "));
+  const std::string warmup = usesCuda(*m.model) ? fmt::format(", gpu warm-up {:.3f} s", m.gpuWarmupSeconds) : "";
   std::cerr << fmt::format("timing: load {:.3f} s{}, analysis {:.3f} s{}\n", m.loadSeconds, warmup, analysisSeconds, peak);
   analysis::AnalysisResult withProvenance = result;
   if (withProvenance.json.is_object()) {
@@ -164,7 +177,7 @@ void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::Analys
                         {"family", m.model->config().modelType},
                         {"weights_hash", "fnv1a64:" + m.model->weightsHash()},
                         {"dtype", dtypeName(m.model->dtype())},
-                        {"device", m.model->device().str()},
+                        {"device", m.model->deviceLabel()},
                         {"attention_path", attentionPath},
                         {"mechscope_version", kVersion},
                         {"command_line", o.commandLine}};
@@ -183,7 +196,7 @@ void writeAnalysisOutputs(const AnalysisCommonOptions& o, const analysis::Analys
     p.configJson = m.model->config().raw.dump(2);
     p.weightsHash = m.model->weightsHash();
     p.dtype = dtypeName(m.model->dtype());
-    p.device = m.model->device().str();
+    p.device = m.model->deviceLabel();
     p.attentionPath = attentionPath;
     p.commandLine = o.commandLine;
     if (o.seed) p.seed = std::to_string(*o.seed);

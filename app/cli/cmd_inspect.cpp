@@ -15,6 +15,7 @@ namespace {
 
 struct InspectOptions {
   std::string model;
+  std::string device = "cpu";
   bool hooksOnly = false;
 };
 
@@ -29,7 +30,7 @@ void runInspect(const InspectOptions& o) {
       if (d == SafetensorsDType::F32 || d == SafetensorsDType::BF16 || d == SafetensorsDType::F16) break;
     }
   }
-  auto model = HookedTransformer::load(o.model, LoadOptions{"cpu", dtype});
+  auto model = HookedTransformer::load(o.model, LoadOptions{o.device, dtype});
   const auto names = model->hookNames();
   if (o.hooksOnly) {
     for (const auto& n : names) std::cout << n << "\n";
@@ -38,7 +39,7 @@ void runInspect(const InspectOptions& o) {
   std::cout << fmt::format("model: {}\n", o.model);
   std::cout << model->config().summary();
   std::cout << fmt::format("parameters: {} ({:.3f} M)\n", model->parameterCount(), model->parameterCount() / 1e6);
-  std::cout << fmt::format("loaded as: {} on cpu\n", dtypeName(model->dtype()));
+  std::cout << fmt::format("loaded as: {} on {}\n", dtypeName(model->dtype()), model->devicePlan().describe());
   std::cout << fmt::format("weights hash: fnv1a64:{}\n", model->weightsHash());
   const auto set = SafetensorsSet::openFolder(o.model);
   for (const auto& f : set.files())
@@ -51,6 +52,8 @@ const RegisterCommand reg_cmd_inspect{"inspect", 15, [](CLI::App& root) {
   auto o = std::make_shared<InspectOptions>();
   auto* sub = root.add_subcommand("inspect", "Print a model folder's parsed config, parameter count and hook points");
   sub->add_option("--model", o->model, "Hugging Face model folder (config.json + safetensors)")->required();
+  sub->add_option("--device", o->device, "Where to load: cpu (default), cuda:N, a comma list that splits the blocks, or auto; "
+                                         "prints which blocks land where");
   sub->add_flag("--hooks-only", o->hooksOnly, "Print only the hook point names, one per line");
   sub->callback([o] { runInspect(*o); });
 }};

@@ -235,7 +235,7 @@ store::Provenance cacheProvenance(const RunOptions& o, const HookedTransformer& 
   prov.configJson = cfg.raw.dump(2);
   prov.weightsHash = "fnv1a64:" + model.weightsHash();
   prov.dtype = dtypeName(model.dtype());  // "fp32", as the analyses record it
-  prov.device = model.device().str();
+  prov.device = model.deviceLabel();
   prov.bosHandling = bosHandling;
   prov.padding = padded ? "left" : "none";
   prov.commandLine = o.commandLine;
@@ -350,7 +350,7 @@ void runRun(const RunOptions& o) {
 #endif
 
   printTopNextTokens(result.logits, encodedRows.rows, o.topK, cfg.dVocab, tok);
-  std::cout << fmt::format("attention path: {}, device {}, dtype {}\n", result.attentionPath, model->device().str(),
+  std::cout << fmt::format("attention path: {}, device {}, dtype {}\n", result.attentionPath, model->deviceLabel(),
                            dtypeName(model->dtype()));
 #ifdef MECHSCOPE_WITH_HDF5
   if (writer) finishCache(writer, o.cache, batch.tokens, tok, result);
@@ -370,7 +370,7 @@ const RegisterCommand reg_cmd_run{"run", 20, [](CLI::App& root) {
   sub->add_option("--cache-queue-mib", o->cacheQueueMib,
                   "MiB of hook tensors the background cache writer may hold while the forward goes on (default 256; "
                   "0 writes on the forward's thread)");
-  sub->add_option("--device", o->device, "cpu, cuda or cuda:N");
+  sub->add_option("--device", o->device, "cpu, cuda or cuda:N; a comma list (cuda:0,cuda:1) splits the blocks over those devices; auto: cuda:0, or every GPU when the weights need them");
   sub->add_option("--dtype", o->dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
   sub->add_flag("--prepend-bos", o->prependBos, "Make every sequence start with the BOS token");
   sub->add_flag("--no-prepend-bos", o->noPrependBos, "Encode prompts without special tokens (no BOS)");

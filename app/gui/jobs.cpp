@@ -60,7 +60,7 @@ int submitSaveCache(Workspace& ws, JobRunner& jobs, const QString& path) {
     prov.configJson = cfg.raw.dump(2);
     prov.weightsHash = "fnv1a64:" + session->model->weightsHash();
     prov.dtype = c10::toString(session->model->dtype());
-    prov.device = session->model->device().str();
+    prov.device = session->model->deviceLabel();
     prov.attentionPath = "explicit";
     prov.bosHandling = "tokenizer-default";
     prov.padding = "none";

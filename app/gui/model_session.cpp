@@ -40,7 +40,7 @@ std::shared_ptr<ModelSession> loadModelSession(const fs::path& folder, const Loa
   ModelCard& c = session->card;
   c.folder = QString::fromStdString(folder.string());
   c.family = QString::fromStdString(cfg.modelType);
-  c.device = QString::fromStdString(session->model->device().str());
+  c.device = QString::fromStdString(session->model->deviceLabel());
   c.dtype = QString::fromStdString(dtypeName(session->model->dtype()));
   c.layers = cfg.nLayers;
   c.heads = cfg.nHeads;

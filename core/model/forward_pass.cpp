@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -27,13 +29,15 @@ constexpr bool kHasFused = true;
 constexpr bool kHasFused = false;
 #endif
 
-/// Applies the hooks of `name` (if any) to `t`.
+/// Applies the hooks of `name` (if any) to `t`; on a split model they see it on the home device.
 struct Hooker {
   const HookSet* hooks;
   int step;
+  std::optional<at::Device> home = std::nullopt;  // set only when the model's blocks are split
   at::Tensor operator()(const at::Tensor& t, const std::string& name, int layer) const {
     if (!hooks || !hooks->active(name)) return t;
-    return hooks->apply(t, HookContext{name, layer, step});
+    const HookContext hc{name, layer, step};
+    return home ? hooks->applyOn(t, hc, *home) : hooks->apply(t, hc);
   }
   [[nodiscard]] bool on(const std::string& name) const { return hooks && hooks->active(name); }
 };
@@ -420,7 +424,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
 at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
   const ModelConfig& c = pc.c;
   if (c.isMoeLayer(l)) {  // the mixture of experts (core/model/moe_mlp.hpp)
-    at::Tensor out = moeMlp(c, L.moe, MoeSite{.names = nm, .layer = l, .hooks = pc.hp.hooks, .step = pc.hp.step}, x);  // [batch, pos, d_model]
+    at::Tensor out = moeMlp(c, L.moe, MoeSite{.names = nm, .layer = l, .hooks = pc.hp.hooks, .step = pc.hp.step, .home = pc.hp.home}, x);  // [batch, pos, d_model]
     return pc.hp(postNorm(pc, c.postMlpNorm, out, L.ln2PostW, nm.ln2Post, l), nm.mlpOut, l);
   }
   at::Tensor post;  // [batch, pos, d_mlp]
@@ -553,7 +557,8 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   const ModelConfig& c = m.config();
   const auto& W = m.weights();
   const auto& impl = *m.m_impl;
-  const Hooker hp{hooks, in.step};
+  const DevicePlan& plan = m.devicePlan();
+  const Hooker hp{hooks, in.step, plan.split() ? std::optional<at::Device>(m.device()) : std::nullopt};
   const int64_t B = in.resid.size(0), P = in.resid.size(1);
   const int64_t past = in.cache ? in.cache->length : 0;
   const int endLayer = opts.stopAtLayer >= 0 ? std::min(opts.stopAtLayer, c.nLayers) : c.nLayers;
@@ -578,28 +583,33 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
       std::tie(cosSliding, sinSliding) =
           ropeCosSin(impl.invFreqSliding, in.positions, m.dtype(), c.slidingRope->scaling.attentionFactor);
   }
-  // One mask geometry and context per distinct sliding window of the layers that run (0: full attention).
-  std::map<int, AttnGeometry> geos;
-  std::map<int, PassContext> contexts;
+  // One mask geometry and context per distinct (sliding window, device) of the layers that run (window 0:
+  // full attention); a split model copies the key mask and rotary tables to each of its devices once.
+  using ContextKey = std::pair<int, std::string>;
+  std::map<ContextKey, AttnGeometry> geos;
+  std::map<ContextKey, PassContext> contexts;
+  auto on = [](const at::Tensor& t, at::Device d) { return t.defined() ? t.to(d) : t; };
   for (int l = in.startLayer; l < endLayer; ++l) {
     const int w = c.windowOf(l);
-    if (geos.count(w)) continue;
-    const AttnGeometry& geo = geos.emplace(w, geometry(w, P, past, in.keyMask, m.device())).first->second;
+    const at::Device dev = m.layerDevice(l);
+    const ContextKey key{w, dev.str()};
+    if (geos.count(key)) continue;
+    const AttnGeometry& geo = geos.emplace(key, geometry(w, P, past, on(in.keyMask, dev), dev)).first->second;
     const bool slidingRope = w > 0 && cosSliding.defined();
-    contexts.emplace(w, PassContext{.c = c,
-                                    .hp = hp,
-                                    .geo = geo,
-                                    .opts = opts,
-                                    .ctx = ctx,
-                                    .batch = B,
-                                    .positions = P,
-                                    .past = past,
-                                    .scale = c.attentionScale(),
-                                    .softcap = c.attnSoftcap,
-                                    .dtype = m.dtype(),
-                                    .cuda = m.device().is_cuda(),
-                                    .cos = slidingRope ? cosSliding : cos,
-                                    .sin = slidingRope ? sinSliding : sin});
+    contexts.emplace(key, PassContext{.c = c,
+                                      .hp = hp,
+                                      .geo = geo,
+                                      .opts = opts,
+                                      .ctx = ctx,
+                                      .batch = B,
+                                      .positions = P,
+                                      .past = past,
+                                      .scale = c.attentionScale(),
+                                      .softcap = c.attnSoftcap,
+                                      .dtype = m.dtype(),
+                                      .cuda = dev.is_cuda(),
+                                      .cos = on(slidingRope ? cosSliding : cos, dev),
+                                      .sin = on(slidingRope ? sinSliding : sin, dev)});
   }
 
   if (in.cache) ensureCacheLayers(*in.cache, c.nLayers);
@@ -607,8 +617,11 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
   at::Tensor resid = in.resid;  // [batch, pos, d_model]
   for (int l = in.startLayer; l < endLayer; ++l) {
     if (ctx) ctx->check();
-    resid = runBlock(contexts.at(c.windowOf(l)), W.layers[l], impl.names[l], l, resid, in.cache, counts);
+    const at::Device dev = m.layerDevice(l);
+    if (resid.device() != dev) resid = resid.to(dev);  // the residual hops at a device boundary
+    resid = runBlock(contexts.at({c.windowOf(l), dev.str()}), W.layers[l], impl.names[l], l, resid, in.cache, counts);
   }
+  if (resid.device() != m.device()) resid = resid.to(m.device());  // back home: unembedding, returned residual
   if (in.cache) in.cache->length = past + P;
 
   ForwardResult out;

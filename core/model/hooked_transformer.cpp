@@ -1,6 +1,7 @@
 #include "core/model/hooked_transformer.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 
 #include <fmt/format.h>
@@ -17,26 +18,24 @@ namespace mechscope {
 
 namespace {
 
-at::Device parseDevice(const std::string& s) {
-  at::Device dev(at::kCPU);
-  try {
-    dev = at::Device(s);
-  } catch (const std::exception&) {
-    throw InputError(fmt::format("device '{}' is not valid (expected cpu, cuda or cuda:N)", s));
+/// The plan for a --device value: one device, a list split in order, or "auto" (cuda:0 when the weights
+/// fit it, every visible GPU when they do not, the CPU without a GPU).
+DevicePlan planDevices(const std::string& folder, const std::string& spec, const WeightBytes& bytes) {
+  std::vector<at::Device> devices = parseDeviceList(spec);
+  if (devices.empty()) {  // auto
+    const int gpus = at::hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0;
+    if (gpus == 0) {
+      devices = {at::Device(at::kCPU)};
+    } else {
+      const int64_t free0 = cudaAvailableBytes(0);
+      const bool fitsOne = free0 < 0 || bytes.total() <= free0;
+      for (int i = 0; i < (fitsOne ? 1 : gpus); ++i) devices.push_back(parseDevice(fmt::format("cuda:{}", i)));
+    }
   }
-  if (dev.is_cpu()) return dev;
-  if (!dev.is_cuda()) throw UnsupportedError(fmt::format("device '{}' is not supported (cpu, cuda, cuda:N)", s));
-  if (!at::hasCUDA())
-    throw UnsupportedError(fmt::format("device '{}' requested but this LibTorch build has no CUDA (or no GPU is visible)", s));
-  if (!dev.has_index()) dev = at::Device(at::kCUDA, 0);
-  try {
-    (void)at::empty({1}, at::TensorOptions().device(dev));  // the same API in LibTorch 1.13 and 2.x
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
-    throw InputError(fmt::format("device '{}' is not usable ({})", s, why));
-  }
-  return dev;
+  if (devices.size() > 1 && static_cast<int>(devices.size()) > static_cast<int>(bytes.layers.size()))
+    throw InputError(fmt::format("{}: --device {} lists {} devices for {} blocks; list at most one device per block",
+                                 folder, spec, devices.size(), bytes.layers.size()));
+  return planLayerSplit(devices, bytes);
 }
 
 std::string fnvHex(const std::vector<const SafetensorsFile*>& files) {
@@ -75,9 +74,29 @@ std::string dtypeName(at::ScalarType type) {
   }
 }
 
+namespace {
+DevicePlan oneDevice(const ModelConfig& config, at::Device device) {
+  DevicePlan plan;
+  plan.home = device;
+  plan.layers.assign(static_cast<size_t>(config.nLayers), device);
+  return plan;
+}
+}  // namespace
+
 HookedTransformer::HookedTransformer(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype,
                                      std::filesystem::path folder)
-    : m_config(std::move(config)), m_weights(std::move(weights)), m_device(device), m_dtype(dtype), m_folder(std::move(folder)) {
+    : HookedTransformer(config, std::move(weights), oneDevice(config, device), dtype, std::move(folder)) {}
+
+HookedTransformer::HookedTransformer(ModelConfig config, ModelWeights weights, DevicePlan plan, at::ScalarType dtype,
+                                     std::filesystem::path folder)
+    : m_config(std::move(config)),
+      m_weights(std::move(weights)),
+      m_device(plan.home),
+      m_plan(std::move(plan)),
+      m_dtype(dtype),
+      m_folder(std::move(folder)) {
+  if (static_cast<int>(m_plan.layers.size()) != m_config.nLayers)
+    throw InputError(fmt::format("device plan: {} block devices for {} blocks", m_plan.layers.size(), m_config.nLayers));
   configureThreads();
   ForwardPass::prepare(*this);
 }
@@ -90,21 +109,22 @@ std::unique_ptr<HookedTransformer> HookedTransformer::load(const std::filesystem
     throw InputError(fmt::format("{}: model folder does not exist or is not a directory", folder.string()));
   ModelConfig config = ModelConfig::fromJsonFile(folder / "config.json");
   const at::ScalarType dtype = parseDtype(options.dtype);
-  const at::Device device = parseDevice(options.device);
-  if (device.is_cpu() && dtype == at::kHalf)
-    throw UnsupportedError("dtype fp16 is not supported on device cpu (use fp32 or bf16 on CPU, fp16 on cuda)");
-  if (device.is_cuda()) {  // refuse before reading any weight, not with an out-of-memory halfway through
-    ForwardMemoryOptions fo;
-    fo.elementBytes = static_cast<int64_t>(c10::elementSize(dtype));
-    checkWeightsFit(folder.string(), device.str(), dtypeName(dtype), estimateForwardMemory(config, fo).weights,
-                    cudaAvailableBytes(device.has_index() ? device.index() : 0));
+  const WeightBytes bytes = estimateWeightBytes(config, static_cast<int64_t>(c10::elementSize(dtype)));
+  const DevicePlan plan = planDevices(folder.string(), options.device, bytes);
+  for (const auto& d : plan.devices()) {
+    if (d.is_cpu() && dtype == at::kHalf)
+      throw UnsupportedError("dtype fp16 is not supported on device cpu (use fp32 or bf16 on CPU, fp16 on cuda)");
+    if (d.is_cuda())  // refuse before reading any weight, not with an out-of-memory halfway through
+      checkWeightsFit(folder.string(), d.str(), dtypeName(dtype), bytesOnDevice(plan, bytes, d), cudaAvailableBytes(d.index()));
   }
   const SafetensorsSet set = SafetensorsSet::openFolder(folder);
-  const WeightSource source(set, dtype, device);
+  // Split models load on the CPU (views of the mapping where the dtype allows) and move block by block.
+  const WeightSource source(set, dtype, plan.split() ? at::Device(at::kCPU) : plan.home);
   ModelWeights weights = findFamily(config.modelType)->loadWeights(source, config);
+  if (plan.split()) placeWeights(weights, plan);
   std::vector<const SafetensorsFile*> files;
   for (const auto& f : set.files()) files.push_back(&f);
-  auto model = std::make_unique<HookedTransformer>(std::move(config), std::move(weights), device, dtype, folder);
+  auto model = std::make_unique<HookedTransformer>(std::move(config), std::move(weights), plan, dtype, folder);
   model->m_weightsHash = fnvHex(files);
   return model;
 }

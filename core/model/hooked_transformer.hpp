@@ -29,6 +29,7 @@
 #include "core/common/run_context.hpp"
 #include "core/common/tensor.hpp"
 #include "core/model/activation_cache.hpp"
+#include "core/model/device_plan.hpp"
 #include "core/model/hooks.hpp"
 #include "core/model/model_config.hpp"
 #include "core/model/model_weights.hpp"
@@ -37,7 +38,9 @@ namespace mechscope {
 
 /// Where and in which precision to run.
 struct LoadOptions {
-  std::string device = "cpu";  ///< "cpu", "cuda" or "cuda:N"
+  /// "cpu", "cuda", "cuda:N"; a comma list ("cuda:0,cuda:1") splits the blocks over those devices in order;
+  /// "auto": cuda:0 when the weights fit it, else every visible GPU (the CPU without one). core/model/device_plan.hpp
+  std::string device = "cpu";
   std::string dtype = "fp32";  ///< "fp32", "bf16" or "fp16" (fp16 is refused on CPU)
 };
 
@@ -89,6 +92,9 @@ class HookedTransformer {
   /// Builds a model from a config and weights already on `device` in `dtype` (tests, synthetic models).
   HookedTransformer(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype,
                     std::filesystem::path folder = {});
+  /// Builds a model whose weights already lie where `plan` says (placeWeights), blocks possibly on several devices.
+  HookedTransformer(ModelConfig config, ModelWeights weights, DevicePlan plan, at::ScalarType dtype,
+                    std::filesystem::path folder = {});
   ~HookedTransformer();
 
   /// The parsed config.
@@ -101,8 +107,15 @@ class HookedTransformer {
   [[nodiscard]] int64_t parameterCount() const;
   /// The folder loaded from (empty for synthetic models).
   [[nodiscard]] const std::filesystem::path& folder() const { return m_folder; }
-  /// The device the weights live on.
+  /// The home device: embeddings, unembedding, the tensors hooks see and analyses work on (the only
+  /// device unless the blocks are split; hooks of blocks elsewhere see their activations moved here).
   [[nodiscard]] at::Device device() const { return m_device; }
+  /// The device block `layer` runs on.
+  [[nodiscard]] at::Device layerDevice(int layer) const { return m_plan.layers.at(static_cast<size_t>(layer)); }
+  /// Where every part lives.
+  [[nodiscard]] const DevicePlan& devicePlan() const { return m_plan; }
+  /// "cuda:0", or "cuda:0,cuda:1" when the blocks are split: what provenance records.
+  [[nodiscard]] std::string deviceLabel() const { return m_plan.label(); }
   /// The compute dtype.
   [[nodiscard]] at::ScalarType dtype() const { return m_dtype; }
   /// A cheap fingerprint of the checkpoint: FNV-1a over file names, sizes and header bytes (hex).
@@ -135,6 +148,7 @@ class HookedTransformer {
   ModelConfig m_config;
   ModelWeights m_weights;
   at::Device m_device;
+  DevicePlan m_plan;
   at::ScalarType m_dtype;
   std::filesystem::path m_folder;
   std::string m_weightsHash;

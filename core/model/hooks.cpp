@@ -55,4 +55,12 @@ at::Tensor HookSet::apply(const at::Tensor& t, const HookContext& ctx) const {
   return cur;
 }
 
+at::Tensor HookSet::applyOn(const at::Tensor& t, const HookContext& ctx, at::Device home) const {
+  if (t.device() == home) return apply(t, ctx);
+  const at::Tensor seen = t.to(home);
+  const at::Tensor out = apply(seen, ctx);
+  if (out.is_same(seen) && !seen.requires_grad()) return t;  // read only: the block keeps its own copy
+  return out.to(t.device());
+}
+
 }  // namespace mechscope

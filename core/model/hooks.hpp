@@ -33,6 +33,10 @@ class HookSet {
   /// Runs the matching hooks in order on `t`; returns the (possibly replaced) tensor. Replacements
   /// with a different shape throw InputError naming the hook.
   [[nodiscard]] at::Tensor apply(const at::Tensor& t, const HookContext& ctx) const;
+  /// As apply(), for a model split across devices: the hooks see `t` on `home` (where analyses keep their
+  /// tensors) and the result goes back to t's device. Readers on an activation that needs no gradient cost
+  /// one copy; otherwise the pass continues with what the hooks saw, so gradients reach it.
+  [[nodiscard]] at::Tensor applyOn(const at::Tensor& t, const HookContext& ctx, at::Device home) const;
   /// Number of hooks.
   [[nodiscard]] std::size_t size() const { return m_hooks.size(); }
   /// Whether no hook was added.

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/model/device_plan.hpp"
 
 namespace mechscope {
 namespace {
@@ -99,20 +100,9 @@ std::string MemoryEstimate::describe() const {
 
 MemoryEstimate estimateForwardMemory(const ModelConfig& cfg, const ForwardMemoryOptions& o) {
   const int64_t B = o.batch, P = o.positions, E = o.elementBytes;
-  const int64_t D = cfg.dModel, H = cfg.nHeads, KV = cfg.nKvHeads > 0 ? cfg.nKvHeads : cfg.nHeads, Dh = cfg.dHead;
-  const int64_t Dm = cfg.dMlp, V = cfg.dVocab, L = cfg.nLayers;
+  const int64_t D = cfg.dModel, H = cfg.nHeads, Dh = cfg.dHead, Dm = cfg.dMlp, V = cfg.dVocab;
   MemoryEstimate e;
-  // Weights: embeddings (+ untied unembedding), per layer q/k/v/o + MLP (gated: three matrices), norms.
-  const int64_t attnParams = D * (H * Dh + 2 * KV * Dh) + H * Dh * D + 4 * D;
-  const int64_t denseMlp = (cfg.gatedMlp ? 3 : 2) * D * Dm;
-  // Sparse layers hold every expert (all of them live in memory, whichever are routed to), the router
-  // and the shared expert; biases and sinks are negligible beside them.
-  const auto& moe = cfg.moe;
-  const int64_t sparseMlp = int64_t{moe.nExperts} * (3 * D * moe.dExpert + D) + 3 * D * moe.dShared + D;
-  int64_t layerParams = 0;
-  for (int l = 0; l < L; ++l) layerParams += attnParams + (cfg.isMoeLayer(l) ? sparseMlp : denseMlp);
-  const int64_t positional = cfg.positional == PositionalKind::Learned ? int64_t{cfg.nCtx} * D : 0;
-  e.weights = E * (V * D * (cfg.tiedEmbeddings ? 1 : 2) + positional + layerParams + 2 * D);
+  e.weights = estimateWeightBytes(cfg, E).total();  // core/model/device_plan.hpp
   // One layer: fp32 scores and pattern (+ one softmax temporary) when attention is materialised, else a
   // 16 MB tile; about a dozen residual/MLP-sized tensors (q, k, v, z, resid, normalized, MLP pre/post).
   const int64_t scores = B * H * P * P * 4;

@@ -12,7 +12,8 @@ namespace {
 
 at::Tensor moeHook(const MoeSite& site, const at::Tensor& t, const std::string& name) {
   if (!site.hooks || !site.hooks->active(name)) return t;
-  return site.hooks->apply(t, HookContext{name, site.layer, site.step});
+  const HookContext hc{name, site.layer, site.step};
+  return site.home ? site.hooks->applyOn(t, hc, *site.home) : site.hooks->apply(t, hc);
 }
 
 at::Tensor moeLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

@@ -11,6 +11,8 @@
 //                              a token was not routed to it; built only when hooked; hook_mlp_out is its sum
 //                              over experts (+ the shared expert)
 //   mlp.hook_shared_expert_out [batch, pos, d_model]    the shared expert after its sigmoid gate
+#include <optional>
+
 #include "core/common/tensor.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
 #include "core/model/hooks.hpp"
@@ -28,6 +30,7 @@ struct MoeSite {
   int layer = 0;
   const HookSet* hooks = nullptr;
   int step = -1;
+  std::optional<at::Device> home = std::nullopt;  ///< the model's home device when its blocks are split (HookSet::applyOn)
 };
 
 /// The mixture of experts of one sparse layer on x = ln2(…) [batch, pos, d_model] → its output
