@@ -194,7 +194,8 @@ void MainWindow::buildActions() {
   run->addAction("&Cancel", this, [this] { m_jobs->cancelAll(); })->setShortcut(QKeySequence(Qt::Key_Escape));
   auto* device = run->addMenu("&Device and dtype (next load)");
   auto* devGroup = new QActionGroup(this);
-  for (const QString d : {"cpu", "cuda"}) {
+  // auto: cuda:0, or the blocks split over every GPU when the weights need them (docs/multi-gpu.md).
+  for (const QString d : {"cpu", "cuda", "auto"}) {
     auto* a = device->addAction(d, this, [this, d] { m_settings.device = d; });
     a->setCheckable(true);
     a->setChecked(m_settings.device.startsWith(d));

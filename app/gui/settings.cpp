@@ -7,7 +7,7 @@ Settings Settings::load(QSettings& s) {
   out.recentModels = s.value("models/recent", QStringList()).toStringList();
   while (out.recentModels.size() > kMaxRecent) out.recentModels.removeLast();
   out.device = s.value("models/device", out.device).toString();
-  if (out.device != "cpu" && !out.device.startsWith("cuda")) out.device = "cpu";
+  if (out.device != "cpu" && out.device != "auto" && !out.device.startsWith("cuda")) out.device = "cpu";
   out.dtype = s.value("models/dtype", out.dtype).toString();
   if (out.dtype != "fp32" && out.dtype != "bf16" && out.dtype != "fp16") out.dtype = "fp32";
   out.darkTheme = s.value("ui/dark", out.darkTheme).toBool();
