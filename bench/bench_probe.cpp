@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "core/probe/attention_probe.hpp"
 #include "core/probe/cpu_memory_meter.hpp"
@@ -155,9 +156,43 @@ void BM_Materialised(benchmark::State& state) {
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// waad-fai's request (head distance, WAAD window 10, FAI column sums to the end) by algorithm (range 1: 0 Scan,
+/// 1 LseFirst, 2 Moments); bf16 q/k on CUDA as a model gives them. Moments is checked against the materialised
+/// pattern in ProbeMoments.* / ProbeCuda.*; this measures what it saves.
+void BM_ProbeWaadFai(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  ProbeInputs in;
+  if (!makeInputs(state, n, in)) return;
+  if (in.q.is_cuda()) {
+    in.q = in.q.to(at::kBFloat16);
+    in.k = in.k.to(at::kBFloat16);
+  }
+  ProbeRequest req;
+  req.distance = true;
+  req.window = 10;
+  req.columnSums = true;
+  req.columnCounts = true;
+  const ProbeAlgorithm algorithms[] = {ProbeAlgorithm::Scan, ProbeAlgorithm::LseFirst, ProbeAlgorithm::Moments};
+  req.algorithm = algorithms[state.range(1)];
+  ProbeAlgorithm ran = req.algorithm;
+  bool flash = false;
+  for (auto _ : state) {
+    ProbeResult r = probeAttention(in, req);
+    benchmark::DoNotOptimize(r.columnSums.sum().item<double>());  // also synchronises CUDA
+    ran = r.algorithm;
+    flash = r.flashLse;
+  }
+  state.counters["ran_algorithm"] = static_cast<double>(static_cast<int>(ran));
+  state.counters["flash_lse"] = flash ? 1.0 : 0.0;
+}
+
 BENCHMARK(BM_ProbeTiled)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ProbeOneStat)->ArgsProduct({{4096}, {0, 1, 2, 3, 4, 5, 6}})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Materialised)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ProbeWaadFai)
+    ->ArgsProduct({wantCuda() ? std::vector<int64_t>{8192, 32768, 131072} : std::vector<int64_t>{2048, 8192}, {0, 1, 2}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

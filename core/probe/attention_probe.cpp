@@ -1,6 +1,10 @@
 #include "core/probe/attention_probe.hpp"
 
 #include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <cstring>
+
 #include "core/probe/probe_internal.hpp"
 
 namespace mechscope {
@@ -11,11 +15,19 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
   const bool needsTiles = req.columnSums || req.distance || req.window > 0 || !req.keySet.empty() || req.topK > 0 ||
                           req.entropy;
   ProbeAlgorithm algorithm = req.algorithm;
-  if (algorithm == ProbeAlgorithm::Auto)
-    algorithm = (!needsTiles || in.q.is_cuda()) ? ProbeAlgorithm::LseFirst : ProbeAlgorithm::Scan;
+  if (algorithm == ProbeAlgorithm::Auto) {
+    const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");  // opt-in until its H200 check
+    const bool momentsOn = moments && std::strcmp(moments, "1") == 0;
+    if (momentsOn && in.q.is_cuda() && probe_detail::momentsApply(req, setup)) algorithm = ProbeAlgorithm::Moments;
+    else algorithm = (!needsTiles || in.q.is_cuda()) ? ProbeAlgorithm::LseFirst : ProbeAlgorithm::Scan;
+  }
   if (req.entropy) algorithm = ProbeAlgorithm::Scan;  // the log domain keeps a peaked row's entropy exact
-  return algorithm == ProbeAlgorithm::LseFirst ? probe_detail::probeLseFirst(in, req, setup, ctx)
-                                               : probe_detail::probeScan(in, req, setup, ctx);
+  if (algorithm == ProbeAlgorithm::Moments && !probe_detail::momentsApply(req, setup)) algorithm = ProbeAlgorithm::LseFirst;
+  switch (algorithm) {
+    case ProbeAlgorithm::Moments: return probe_detail::probeMoments(in, req, setup, ctx);
+    case ProbeAlgorithm::LseFirst: return probe_detail::probeLseFirst(in, req, setup, ctx);
+    default: return probe_detail::probeScan(in, req, setup, ctx);
+  }
 }
 
 }  // namespace mechscope

@@ -101,6 +101,12 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
 /// The normaliser-first algorithm (ProbeAlgorithm::LseFirst); entropy is not supported (Scan does it).
 ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx);
 
+/// Whether ProbeAlgorithm::Moments can compute `req` for these inputs (probe_moments.cpp).
+bool momentsApply(const ProbeRequest& req, const ProbeSetup& s);
+
+/// The log-sum-exp moments algorithm (ProbeAlgorithm::Moments); call only when momentsApply.
+ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx);
+
 /// While alive, lets CUDA fp32 matmuls use TF32 when `enable` (restores the previous setting).
 class Tf32Scope {
  public:

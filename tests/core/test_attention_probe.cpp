@@ -527,3 +527,125 @@ TEST(ProbeTiles, ScoreBlockStaysWithinBudget) {
 }
 
 }  // namespace
+
+// ProbeAlgorithm::Moments (every statistic from causal log-sum-exps and O(n·band) gathers) against the fp64
+// materialised pattern. Its distance and open-band column sums are differences of exponentiated normalisers,
+// so their error scales with the moment, not the result: the bounds below carry that factor explicitly.
+namespace {
+
+/// One fp32 log-sum-exp of the augmented scores (d + 8 dims, key bias |b| ≤ S + log(n + 1)) is within
+/// `single` of the exact value: the fp32 dot product of the scores and the bias (Higham Thm 3.5) plus the
+/// (n + 3)·u of the sum, exp and log; p_ij = exp(s_ij − lse_i) carries the error of both.
+double momentsSingle(const ProbeInputs& in) {
+  const double u = std::ldexp(1.0, -24);
+  const int64_t d = in.q.size(2) + 8, n = std::max<int64_t>(in.k.size(0), 1);
+  const int64_t group = in.q.size(1) / std::max<int64_t>(in.k.size(1), 1);
+  const at::Tensor qa = in.q.abs().to(at::kDouble).permute({1, 0, 2});
+  const at::Tensor ka = in.k.abs().to(at::kDouble).repeat_interleave(group, 1).permute({1, 2, 0});
+  const double S = at::matmul(qa, ka).max().item<double>() * in.scale;
+  const double gamma = d * u / (1.0 - d * u);
+  return 2.0 * gamma * (2.0 * S + std::log(n + 1.0)) + static_cast<double>(n + 3) * u;
+}
+
+/// |got − ref| ≤ tol·(|ref| + extent) elementwise, where `extent` is what the statistic is a difference of.
+void expectWithin(const at::Tensor& got, const at::Tensor& ref, const at::Tensor& extent, double tol, const std::string& what) {
+  ASSERT_TRUE(got.defined()) << what;
+  ASSERT_EQ(got.sizes(), ref.sizes()) << what;
+  const at::Tensor g = got.to(at::kDouble).cpu(), r = ref.to(at::kDouble).cpu();
+  const at::Tensor bound = (r.abs() + extent.to(at::kDouble).cpu()) * tol;
+  const at::Tensor excess = (g - r).abs() - bound;
+  EXPECT_LE(excess.max().item<double>(), 0.0)
+      << what << ": largest error " << (g - r).abs().max().item<double>() << ", bound at that entry "
+      << bound.flatten()[excess.flatten().argmax()].item<double>();
+}
+
+void expectMomentsMatch(const ProbeInputs& in, ProbeRequest req, const std::string& label) {
+  SCOPED_TRACE(label);
+  req.algorithm = ProbeAlgorithm::Moments;
+  const ProbeResult got = probeAttention(in, req, 64, 96);
+  ASSERT_EQ(got.algorithm, ProbeAlgorithm::Moments) << "Moments must apply to a causal prefill";
+  const at::Tensor pattern = referencePattern(in, at::kDouble);  // [head, n, n]
+  const ProbeResult ref = statsFromPattern(pattern, req, 0);
+  const double tol = 4.0 * momentsSingle(in);
+  const int64_t n = in.q.size(0), H = in.q.size(1);
+  if (req.distance) {  // (i + 1) − Σ p (j + 1): error ∝ i + 1
+    const at::Tensor extent = (at::arange(n, at::kDouble) + 1.0).unsqueeze(0).expand({H, n});
+    expectWithin(got.distance, ref.distance, extent, tol, "distance");
+  }
+  if (req.window > 0)  // W − Σ_near p (W − δ): error ∝ W
+    expectWithin(got.windowed, ref.windowed, at::full({H, n}, static_cast<double>(req.window)), tol, "windowed");
+  if (!req.keySet.empty()) expectWithin(got.keySetMass, ref.keySetMass, at::zeros({H, n}, at::kDouble), tol, "keySetMass");
+  if (!req.columnKeys.empty())
+    expectWithin(got.columnKeySums, ref.columnKeySums, at::zeros_like(ref.columnKeySums, at::kDouble), tol, "columnKeySums");
+  if (req.columnSums) {  // open bands: every later row's mass minus the near band; error ∝ the whole column
+    ProbeRequest all;
+    all.columnSums = true;
+    all.bandMin = 0;
+    all.queryStart = req.queryStart;
+    const at::Tensor whole = statsFromPattern(pattern, all, 0).columnSums;
+    expectWithin(got.columnSums, ref.columnSums, whole, tol, "columnSums");
+    EXPECT_TRUE(got.columnCounts.cpu().equal(ref.columnCounts.cpu())) << "columnCounts";
+  }
+}
+
+/// What waad-fai, constraint attention and sinks ask for (no top-k, no entropy).
+ProbeRequest momentsRequest(int64_t n) {
+  ProbeRequest r = fullRequest(n, 0);
+  r.entropy = false;
+  return r;
+}
+
+}  // namespace
+
+TEST(ProbeMoments, EveryStatisticMatchesTheMaterialisedPattern) {
+  for (const ProbeCase& c : {mk("single_token_mha", 1, 1, 4, 4, 32, 0, 0), mk("n7_mha_d64", 7, 7, 4, 4, 64, 0, 0),
+                             mk("n300_gqa_4to2_d32", 300, 300, 4, 2, 32, 0, 0), mk("n1000_mqa_4to1_d64", 1000, 1000, 4, 1, 64, 0, 0),
+                             mk("n1000_mha_sharp_d32", 1000, 1000, 2, 2, 32, 0, 0, 0, 0, {}, 4.0),
+                             mk("n600_gqa_very_sharp_d64", 600, 600, 4, 2, 64, 0, 0, 0, 0, {}, 8.0)}) {
+    const ProbeInputs in = makeInputs(c, 4321);
+    const int64_t n = c.nq;
+    ProbeRequest r = momentsRequest(n);
+    expectMomentsMatch(in, r, c.name + ": band [1, inf)");
+    r.queryStart = n / 3;  // response rows only
+    r.bandMin = 2;         // FAI's horizon {s + 2 ≤ t ≤ s + 37}
+    r.bandMax = 37;
+    expectMomentsMatch(in, r, c.name + ": band [2, 37], queryStart n/3");
+    r.bandMin = 0;
+    r.bandMax = std::numeric_limits<int64_t>::max();
+    r.window = 3;
+    expectMomentsMatch(in, r, c.name + ": band [0, inf), window 3");
+    r.bandMin = 10;  // FAI from 10 tokens on, to the end
+    expectMomentsMatch(in, r, c.name + ": band [10, inf)");
+  }
+}
+
+TEST(ProbeMoments, Bf16InputsMatchThePatternOfTheirValues) {
+  ProbeInputs in = makeInputs(mk("", 400, 400, 4, 2, 64, 0, 0, 0, 0, {}, 2.0), 77);
+  in.q = in.q.to(at::kBFloat16);
+  in.k = in.k.to(at::kBFloat16);
+  ProbeRequest r = momentsRequest(400);
+  r.queryStart = 50;
+  expectMomentsMatch(in, r, "bf16, queryStart 50");
+}
+
+TEST(ProbeMoments, InputsItCannotHandleRunLseFirst) {
+  const ProbeCase c = mk("", 60, 60, 4, 2, 32, 0, 0);
+  ProbeInputs in = makeInputs(c, 5);
+  ProbeRequest r = momentsRequest(60);
+  r.algorithm = ProbeAlgorithm::Moments;
+  EXPECT_EQ(probeAttention(in, r).algorithm, ProbeAlgorithm::Moments);
+  ProbeRequest top = r;
+  top.topK = 1;  // an argmax needs every probability
+  EXPECT_EQ(probeAttention(in, top).algorithm, ProbeAlgorithm::LseFirst);
+  ProbeInputs windowed = in;
+  windowed.slidingWindow = 16;
+  EXPECT_EQ(probeAttention(windowed, r).algorithm, ProbeAlgorithm::LseFirst);
+  ProbeInputs padded = makeInputs(mk("", 60, 60, 4, 2, 32, 0, 0, 0, 3), 5);
+  EXPECT_EQ(probeAttention(padded, r).algorithm, ProbeAlgorithm::LseFirst);
+  ProbeInputs decode = makeInputs(mk("", 4, 60, 4, 2, 32, 0, 0, 56), 5);
+  EXPECT_EQ(probeAttention(decode, r).algorithm, ProbeAlgorithm::LseFirst);
+  // And what ran is still right.
+  const ProbeResult fallback = probeAttention(windowed, r);
+  const at::Tensor pattern = referencePattern(windowed);
+  expectSameStats(fallback, statsFromPattern(pattern, r, 0), pattern, r, false, orderTolerance(windowed).pair);
+}

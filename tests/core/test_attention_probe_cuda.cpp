@@ -1,6 +1,7 @@
 // AttentionProbe on CUDA (skipped without a GPU): bf16 q/k as a real model gives them, both algorithms
 // against statistics of the fp64 pattern built from the same (upcast) values. LseFirst takes the row
 // normalisers from flash attention where LibTorch ≥ 2.1 has it; TF32 matmuls are exact on bf16 values.
+// Moments takes every statistic from flash normalisers of augmented q/k (core/probe/probe_moments.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
@@ -60,6 +61,24 @@ TEST(ProbeCuda, BothAlgorithmsMatchTheFp64PatternOnBf16Inputs) {
     EXPECT_TRUE(got.columnCounts.cpu().equal(ref.columnCounts.cpu()));
   }
   EXPECT_FALSE(at::globalContext().allowTF32CuBLAS()) << "the TF32 switch must be restored";
+
+  // Moments: the same statistics from flash attention's normalisers of the augmented q/k (no top-k).
+  req.topK = 0;
+  req.algorithm = ProbeAlgorithm::Moments;
+  for (int64_t start : {int64_t{0}, n / 3}) {
+    SCOPED_TRACE("Moments, queryStart " + std::to_string(start));
+    req.queryStart = start;
+    const ProbeResult ref2 = statsFromPattern(pattern, req);
+    const ProbeResult got = probeAttention(in, req, 256, 512);
+    EXPECT_EQ(got.algorithm, ProbeAlgorithm::Moments);
+    std::printf("    Moments normalisers from flash attention: %s\n", got.flashLse ? "yes" : "no");
+    EXPECT_LT(relErr(got.columnSums, ref2.columnSums), 1e-4);
+    EXPECT_LT(relErr(got.columnKeySums, ref2.columnKeySums), 1e-4);
+    EXPECT_LT(relErr(got.distance, ref2.distance), 1e-4);
+    EXPECT_LT(relErr(got.windowed, ref2.windowed), 1e-4);
+    EXPECT_LT(relErr(got.keySetMass, ref2.keySetMass), 1e-4);
+    EXPECT_TRUE(got.columnCounts.cpu().equal(ref2.columnCounts.cpu()));
+  }
 }
 
 }  // namespace

@@ -1,0 +1,186 @@
+// ProbeAlgorithm::Moments: the statistics of a causal prefill from log-sum-exps alone, so that on CUDA each
+// is one fused flash-attention call and nothing passes over the n² probabilities (docs/attention-probe.md,
+// "Moments"). A key bias b_j rides in 8 extra head dimensions (q side 1, k side b_j / scale split into three
+// parts exact in the input dtype), so LSE_i(s_ij + b_j) − lse_i = log Σ_j p_ij e^{b_j}:
+//   distance   Σ_j p_ij (i − j) = (i + 1) − Σ_j p_ij (j + 1)          (b_j = log(j + 1))
+//   columns    Σ_{i ≥ j} p_ij = exp LSE_j over rows i ≥ j of (s_ij − lse_i): the transposed problem,
+//              causal again once both sequences are reversed (keys play queries, rows carry −lse_i)
+//   near bands (WAAD's window, FAI's horizon, the diagonal) from O(n · band) gathered scores.
+// Applies to causal prefills without padding, window, soft-cap, sinks or uniform heads, and no top-k/entropy;
+// anything else runs LseFirst.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/probe/probe_internal.hpp"
+
+namespace mechscope::probe_detail {
+
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr int64_t kExtraDims = 8;        // keeps d_head a multiple of 8 (flash attention)
+constexpr int64_t kBiasParts = 3;        // b / scale = p1 + p2 + p3, each exact in the input dtype
+constexpr int64_t kMaxBand = 4096;       // widest band (window, horizon) gathered directly
+constexpr int64_t kMaxKeySet = 4096;     // largest key set gathered directly
+constexpr double kMaskedRowBias = -3.0e4;  // rows left out of a column sum: e^{-3e4} = 0 in fp32
+
+/// `x` [n, heads, d] with kExtraDims columns appended: 1 in the first kBiasParts (the query side of a bias).
+at::Tensor withOnes(const at::Tensor& x) {
+  at::Tensor extra = at::zeros({x.size(0), x.size(1), kExtraDims}, x.options());  // [n, heads, 8]
+  extra.narrow(2, 0, kBiasParts).fill_(1.0);
+  return at::cat({x, extra}, 2);
+}
+
+/// `x` [n, heads, d] with the bias `bias / scale` ([heads or 1, n] fp64) appended as kBiasParts parts, each
+/// rounded to x's dtype and carrying what the previous ones could not (relative error ~ u³ of the dtype).
+at::Tensor withBias(const at::Tensor& x, const at::Tensor& bias, double scale) {
+  const int64_t n = x.size(0), heads = x.size(1);
+  at::Tensor rest = (bias / scale).expand({heads, n}).t().contiguous();  // [n, heads] fp64
+  at::Tensor extra = at::zeros({n, heads, kExtraDims}, x.options());     // [n, heads, 8]
+  for (int64_t p = 0; p < kBiasParts; ++p) {
+    const at::Tensor part = rest.to(x.scalar_type());
+    extra.select(2, p).copy_(part);
+    rest = rest - part.to(at::kDouble);
+  }
+  return at::cat({x, extra}, 2);
+}
+
+/// Row log-sum-exps [head, n] fp64 of the causal attention of `q` over `k` (rows before `queryStart` −inf):
+/// flash attention's normaliser on CUDA when it applies, else tiles (rowLogSumExp).
+at::Tensor causalLse(const at::Tensor& q, const at::Tensor& k, double scale, int64_t queryStart, const ProbeSetup& like,
+                     const RunContext* ctx, bool* flash) {
+  ProbeInputs in;
+  in.q = q;
+  in.k = k;
+  in.scale = scale;
+  ProbeRequest req;
+  req.queryStart = queryStart;
+  const ProbeSetup s = prepareProbe(in, req, like.tiles.tileQ, like.tiles.tileK);
+  bool usedFlash = false;
+  at::Tensor lse = rowLogSumExp(in, s, ctx, &usedFlash);
+  if (flash) *flash = *flash && usedFlash;
+  return lse;
+}
+
+/// Scores minus the row normaliser, s_{i, i−δ} − lse_i, of rows [r0, r1) ∩ [δ, n) for one offset δ → [head,
+/// rows − ...] in fp64, via an elementwise product (GQA by broadcasting, no repeated keys). `q4` [n, kv, group,
+/// d] and `k4` [n, kv, 1, d] in the compute dtype.
+at::Tensor diagonalLogP(const at::Tensor& q4, const at::Tensor& k4, const at::Tensor& lse, double scale, int64_t delta,
+                        int64_t r0, int64_t r1) {
+  const int64_t a = std::max(r0, delta);
+  if (a >= r1) return {};
+  const int64_t heads = lse.size(0);
+  const at::Tensor dot = (q4.slice(0, a, r1) * k4.slice(0, a - delta, r1 - delta)).sum(-1);  // [rows, kv, group]
+  return dot.reshape({r1 - a, heads}).t().to(at::kDouble) * scale - lse.slice(1, a, r1);     // [head, rows]
+}
+
+/// Row chunk for O(n · band) gathers: keeps the [rows, head, d] products near 16M elements.
+int64_t gatherChunk(const Geometry& g) {
+  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, g.heads * g.dHead));
+}
+
+}  // namespace
+
+bool momentsApply(const ProbeRequest& req, const ProbeSetup& s) {
+  const Geometry& g = s.g;
+  if (g.offset != 0 || g.nq != g.nk || s.pad.defined() || s.uniformIdx.defined() || s.sinks.defined()) return false;
+  if ((s.window > 0 && s.window < g.nk) || s.softcap > 0 || req.topK > 0 || req.entropy) return false;
+  if (req.window > kMaxBand || static_cast<int64_t>(req.keySet.size()) > kMaxKeySet) return false;
+  if (req.columnSums) {
+    const bool open = req.bandMax == std::numeric_limits<int64_t>::max();
+    if (open ? req.bandMin > kMaxBand : req.bandMax - std::max<int64_t>(req.bandMin, 0) + 1 > kMaxBand) return false;
+  }
+  return true;
+}
+
+ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx) {
+  const Geometry& g = s.g;
+  const int64_t n = g.nq, H = g.heads, R = s.rowBegin;
+  ProbeResult res = allocateResult(req, H, g.nq, g.nk, s.fopt, s.lopt);
+  res.algorithm = ProbeAlgorithm::Moments;
+  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
+  const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, n] fp64, −inf before R
+  sumColumnKeys(in, req, s, lse, res);
+  if (n == 0 || R >= n) return res;
+  const auto dopt = s.fopt.dtype(at::kDouble);
+  const at::Tensor iAbs = at::arange(n, dopt);  // [n] absolute row index (offset 0)
+
+  if (req.distance) {  // Σ_j p_ij (j + 1) = exp(LSE_i(s_ij + log(j + 1)) − lse_i)
+    const at::Tensor logJ = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n]
+    const at::Tensor lseF = causalLse(withOnes(in.q), withBias(in.k, logJ, in.scale), in.scale, req.queryStart, s, ctx,
+                                      &res.flashLse);
+    const at::Tensor d = (iAbs + 1.0).unsqueeze(0) - (lseF - lse).exp();  // [head, n]
+    res.distance.slice(1, R, n).copy_(d.slice(1, R, n));
+  }
+
+  // Near bands from gathered scores: q4 [n, kv, group, d], k4 [n, kv, 1, d] in the compute dtype.
+  const bool bandedColumns = req.columnSums;
+  if (req.window > 0 || bandedColumns || !req.keySet.empty()) {
+    const at::Tensor q4 = in.q.to(s.cdt).reshape({n, g.kvHeads, g.group, g.dHead});
+    const at::Tensor k4 = in.k.to(s.cdt).reshape({n, g.kvHeads, 1, g.dHead});
+    const int64_t chunk = gatherChunk(g);
+    if (req.window > 0) {  // Σ_j p_ij min(i − j, W) = W − Σ_{δ < W} p_{i, i−δ} (W − δ)  (rows ≥ R see key 0)
+      const int64_t W = req.window;
+      at::Tensor near = at::zeros({H, n}, dopt);  // [head, n]
+      for (int64_t r0 = R; r0 < n; r0 += chunk) {
+        if (ctx) ctx->check();
+        const int64_t r1 = std::min(n, r0 + chunk);
+        for (int64_t delta = 0; delta < W; ++delta) {
+          const at::Tensor lp = diagonalLogP(q4, k4, lse, in.scale, delta, r0, r1);
+          if (lp.defined()) near.slice(1, r1 - lp.size(1), r1).add_(lp.exp() * static_cast<double>(W - delta));
+        }
+      }
+      res.windowed.slice(1, R, n).copy_((static_cast<double>(W) - near).slice(1, R, n));
+    }
+    if (!req.keySet.empty()) {  // Σ_{j∈C, j ≤ i} p_ij: the set's keys gathered once, rows in chunks
+      std::vector<int64_t> keys = req.keySet;
+      std::sort(keys.begin(), keys.end());
+      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+      const at::Tensor idx = at::tensor(keys, at::TensorOptions().dtype(at::kLong)).to(in.q.device());  // [m]
+      const at::Tensor kt = in.k.index_select(0, idx).to(s.cdt).permute({1, 2, 0}).contiguous();       // [kv, d, m]
+      const int64_t m = idx.size(0);
+      const int64_t rows = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, H * std::max(m, g.dHead)));
+      for (int64_t r0 = R; r0 < n; r0 += rows) {
+        const int64_t r1 = std::min(n, r0 + rows);
+        at::Tensor x = tileScores(queryTile(in, s, r0, r1), kt, s, in.scale, r1 - r0, {}, lse.slice(1, r0, r1).neg());
+        const at::Tensor future = idx.unsqueeze(0) > at::arange(r0, r1, s.lopt).unsqueeze(1);  // [rows, m]
+        x.masked_fill_(future, kNegInf);
+        res.keySetMass.slice(1, r0, r1).copy_(x.exp_().sum(-1));
+      }
+    }
+    if (bandedColumns) {
+      const bool open = req.bandMax == std::numeric_limits<int64_t>::max();
+      // Bands of δ = i − j summed directly: [bandMin, bandMax] when closed; [0, bandMin) subtracted when open.
+      const int64_t lo = std::max<int64_t>(open ? 0 : req.bandMin, 0);
+      const int64_t hi = open ? req.bandMin - 1 : std::min<int64_t>(req.bandMax, n - 1);
+      at::Tensor band = at::zeros({H, n}, dopt);  // [head, key]
+      for (int64_t r0 = R; r0 < n; r0 += chunk) {
+        if (ctx) ctx->check();
+        const int64_t r1 = std::min(n, r0 + chunk);
+        for (int64_t delta = lo; delta <= hi; ++delta) {
+          const at::Tensor lp = diagonalLogP(q4, k4, lse, in.scale, delta, r0, r1);  // rows [r1 − len, r1)
+          if (!lp.defined()) continue;
+          const int64_t len = lp.size(1), firstRow = r1 - len;
+          band.slice(1, firstRow - delta, r1 - delta).add_(lp.exp());  // column j = i − δ
+        }
+      }
+      if (!open) {
+        res.columnSums.copy_(band);
+      } else {
+        // Σ_{i ≥ j, i ≥ R} p_ij = exp LSE over the reversed sequences: queries = keys (per query head), keys =
+        // rows with bias −lse_i (rows before R: a bias that zeroes them).
+        const at::Tensor kRep = g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k;  // [n, head, d]
+        const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), lse.neg());  // [head, n]
+        const at::Tensor lseCol = causalLse(withOnes(kRep.flip(0)), withBias(in.q, rowBias, in.scale).flip(0), in.scale, 0, s,
+                                            ctx, &res.flashLse);  // [head, n] over reversed keys
+        res.columnSums.copy_(lseCol.flip(1).exp() - band);
+      }
+    }
+  }
+  return res;
+}
+
+}  // namespace mechscope::probe_detail
