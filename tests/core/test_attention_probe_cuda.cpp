@@ -21,6 +21,16 @@ double relErr(const at::Tensor& a, const at::Tensor& b) {
   return (ad - bd).abs().max().item<double>() / std::max(bd.abs().max().item<double>(), 1e-30);
 }
 
+/// Column sums, column keys, distance, window and key-set mass within 1e-4 of the reference; counts equal.
+void expectRowAndColumnStats(const ProbeResult& got, const ProbeResult& ref) {
+  EXPECT_LT(relErr(got.columnSums, ref.columnSums), 1e-4);
+  EXPECT_LT(relErr(got.columnKeySums, ref.columnKeySums), 1e-4);
+  EXPECT_LT(relErr(got.distance, ref.distance), 1e-4);
+  EXPECT_LT(relErr(got.windowed, ref.windowed), 1e-4);
+  EXPECT_LT(relErr(got.keySetMass, ref.keySetMass), 1e-4);
+  EXPECT_TRUE(got.columnCounts.cpu().equal(ref.columnCounts.cpu()));
+}
+
 TEST(ProbeCuda, BothAlgorithmsMatchTheFp64PatternOnBf16Inputs) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this build/machine";
   at::manual_seed(7);
@@ -52,13 +62,8 @@ TEST(ProbeCuda, BothAlgorithmsMatchTheFp64PatternOnBf16Inputs) {
     EXPECT_EQ(got.algorithm, a);
     if (a == ProbeAlgorithm::LseFirst)
       std::printf("    LseFirst row normalisers from flash attention: %s\n", got.flashLse ? "yes" : "no");
-    EXPECT_LT(relErr(got.columnSums, ref.columnSums), 1e-4);
-    EXPECT_LT(relErr(got.columnKeySums, ref.columnKeySums), 1e-4);
-    EXPECT_LT(relErr(got.distance, ref.distance), 1e-4);
-    EXPECT_LT(relErr(got.windowed, ref.windowed), 1e-4);
-    EXPECT_LT(relErr(got.keySetMass, ref.keySetMass), 1e-4);
+    expectRowAndColumnStats(got, ref);
     EXPECT_LT(relErr(got.topValues, ref.topValues), 1e-4);
-    EXPECT_TRUE(got.columnCounts.cpu().equal(ref.columnCounts.cpu()));
   }
   EXPECT_FALSE(at::globalContext().allowTF32CuBLAS()) << "the TF32 switch must be restored";
 
@@ -72,12 +77,7 @@ TEST(ProbeCuda, BothAlgorithmsMatchTheFp64PatternOnBf16Inputs) {
     const ProbeResult got = probeAttention(in, req, 256, 512);
     EXPECT_EQ(got.algorithm, ProbeAlgorithm::Moments);
     std::printf("    Moments normalisers from flash attention: %s\n", got.flashLse ? "yes" : "no");
-    EXPECT_LT(relErr(got.columnSums, ref2.columnSums), 1e-4);
-    EXPECT_LT(relErr(got.columnKeySums, ref2.columnKeySums), 1e-4);
-    EXPECT_LT(relErr(got.distance, ref2.distance), 1e-4);
-    EXPECT_LT(relErr(got.windowed, ref2.windowed), 1e-4);
-    EXPECT_LT(relErr(got.keySetMass, ref2.keySetMass), 1e-4);
-    EXPECT_TRUE(got.columnCounts.cpu().equal(ref2.columnCounts.cpu()));
+    expectRowAndColumnStats(got, ref2);
   }
 }
 
