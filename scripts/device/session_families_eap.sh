@@ -11,17 +11,10 @@
 #   OUT=… STAGES="build parity long edgebench" LONG="8192,16384,32768" scripts/device/session_families_eap.sh
 # Summary lines go to $OUT/summary.txt, logs to $OUT/*.log.
 set -uo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${OUT:-$ROOT/out}
 STAGES=${STAGES:-"build parity long"}
 LONG=${LONG:-"8192,16384,32768"}
-B=$ROOT/build-gpu
-export PREFIX=/tmp/msdeps
-export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-mkdir -p "$OUT"
-log() { echo "$*" | tee -a "$OUT/summary.txt"; }
-has() { [[ " $STAGES " == *" $1 "* ]]; }
-t0=$SECONDS
+# shellcheck source=scripts/device/stage_lib.sh
+source "$(dirname "$0")/stage_lib.sh"
 if has build; then
   TARGETS="mechscope_tests_engine mechscope_tests_analysis bench_eap mechscope-cli" \
     bash "$ROOT/scripts/device/gpu_build.sh" "$B" >"$OUT/build.log" 2>&1

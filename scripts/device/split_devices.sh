@@ -9,16 +9,9 @@
 # The split is cuda:0,cuda:1 on a machine with two GPUs, else the forced cuda:0,cpu.
 #   OUT=… STAGES="build engine cli" scripts/device/split_devices.sh
 set -uo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${OUT:-$ROOT/out}
 STAGES=${STAGES:-"build engine cli"}
-B=$ROOT/build-gpu
-export PREFIX=/tmp/msdeps
-export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-mkdir -p "$OUT"
-log() { echo "$*" | tee -a "$OUT/summary.txt"; }
-has() { [[ " $STAGES " == *" $1 "* ]]; }
-t0=$SECONDS
+# shellcheck source=scripts/device/stage_lib.sh
+source "$(dirname "$0")/stage_lib.sh"
 GPUS=$(python3 -c 'import torch;print(torch.cuda.device_count())' 2>/dev/null || echo 0)
 SPLIT=$([ "$GPUS" -ge 2 ] && echo "cuda:0,cuda:1" || echo "cuda:0,cpu")
 log "gpus=$GPUS split=$SPLIT"
