@@ -4,14 +4,8 @@
 # $1 = mechscope-cli, $2 = shared dir. Exit 77 = skip.
 set -u
 CLI="$1"
-[ -x "$CLI" ] || { echo "no CLI at $CLI"; exit 77; }
-PY=/usr/bin/python3
-$PY -c 'import json' 2>/dev/null || { echo "no python3"; exit 77; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok: $1"; fi; }
+# shellcheck source=tests/support/cli_test_lib.sh
+source "$(dirname "$0")/../support/cli_test_lib.sh"
 
 "$CLI" plant --out "$tmp/m" >/dev/null 2>&1 || { echo "plant failed"; exit 77; }
 # A prompt of distinct plain words with ';' (the planted delimiter) as the 6th token.

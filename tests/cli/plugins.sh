@@ -5,15 +5,9 @@
 # before any output. $1 = mechscope-cli, $2 = shared dir. Exit 77 = skip.
 set -u
 CLI="$1"
-[ -x "$CLI" ] || { echo "no CLI at $CLI"; exit 77; }
-PY=/usr/bin/python3
-$PY -c 'import json' 2>/dev/null || { echo "no python3"; exit 77; }
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok: $1"; fi; }
+# shellcheck source=tests/support/cli_test_lib.sh
+source "$(dirname "$0")/../support/cli_test_lib.sh"
 
 REF="$SRC/tests/data/trained/references/attention_influence_gpt2-ioi.json"
 MODEL="$SRC/tests/data/trained/gpt2-ioi"

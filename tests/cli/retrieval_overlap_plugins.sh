@@ -6,15 +6,9 @@
 # which runs without a model (no --model option, no model loaded). $1 = mechscope-cli. 77 = skip.
 set -u
 CLI="$1"
-[ -x "$CLI" ] || { echo "no CLI at $CLI"; exit 77; }
-PY=/usr/bin/python3
-$PY -c 'import json' 2>/dev/null || { echo "no python3"; exit 77; }
 DATA=$(cd "$(dirname "$0")/../data/planted/retrieval_overlap" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok: $1"; fi; }
+# shellcheck source=tests/support/cli_test_lib.sh
+source "$(dirname "$0")/../support/cli_test_lib.sh"
 cp "$DATA"/needle.json "$DATA"/needles.jsonl "$DATA"/hay.txt "$DATA"/circuit_ioi.json "$DATA"/circuit_co.json "$tmp"/
 cd "$tmp"
 "$CLI" plant --out m >/dev/null 2>&1 || { echo "plant failed"; exit 77; }

@@ -8,15 +8,11 @@
 # $1 = mechscope-cli, $2 = shared dir (unused). Exit 77 = skip. Optional: SPLIT_DEVICES="cuda:0 cuda:0,cpu".
 set -u
 CLI="$1"
-[ -x "$CLI" ] || { echo "no CLI at $CLI"; exit 77; }
 PY=${PYTHON:-/usr/bin/python3}
-$PY -c 'import json' 2>/dev/null || { echo "no python3"; exit 77; }
+# shellcheck source=tests/support/cli_test_lib.sh
+source "$(dirname "$0")/../support/cli_test_lib.sh"
 read -r ONE SPLIT <<<"${SPLIT_DEVICES:-cpu cpu:0,cpu}"
 TOL=${SPLIT_TOLERANCE:-0}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
-fail=0
 
 "$CLI" plant --out "$tmp/m" >/dev/null 2>&1 || { echo "plant failed"; exit 77; }
 M="$tmp/m"

@@ -8,13 +8,8 @@ set -u
 TOY="$1"
 CLI="$2"
 [ -x "$TOY" ] || { echo "no toy CLI at $TOY"; exit 77; }
-PY=/usr/bin/python3
-$PY -c 'import json' 2>/dev/null || { echo "no python3"; exit 77; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok: $1"; fi; }
+# shellcheck source=tests/support/cli_test_lib.sh
+source "$(dirname "$0")/../support/cli_test_lib.sh"
 
 "$TOY" list > "$tmp/list.txt"
 check "list shows the toy" "grep -q '^ *toy-head-norm' '$tmp/list.txt' || grep -q 'toy-head-norm' '$tmp/list.txt'"
