@@ -16,9 +16,10 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
                           req.entropy;
   ProbeAlgorithm algorithm = req.algorithm;
   if (algorithm == ProbeAlgorithm::Auto) {
-    const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");  // opt-in until its H200 check
-    const bool momentsOn = moments && std::strcmp(moments, "1") == 0;
-    if (momentsOn && in.q.is_cuda() && probe_detail::momentsApply(req, setup)) algorithm = ProbeAlgorithm::Moments;
+    // Opt-in until its H200 check: "1" on CUDA, "all" on any device (CPU checks of the analyses on top of it).
+    const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");
+    const bool momentsOn = moments && ((std::strcmp(moments, "1") == 0 && in.q.is_cuda()) || std::strcmp(moments, "all") == 0);
+    if (momentsOn && probe_detail::momentsApply(req, setup)) algorithm = ProbeAlgorithm::Moments;
     else algorithm = (!needsTiles || in.q.is_cuda()) ? ProbeAlgorithm::LseFirst : ProbeAlgorithm::Scan;
   }
   if (req.entropy) algorithm = ProbeAlgorithm::Scan;  // the log domain keeps a peaked row's entropy exact

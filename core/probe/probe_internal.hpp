@@ -101,6 +101,9 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
 /// The normaliser-first algorithm (ProbeAlgorithm::LseFirst); entropy is not supported (Scan does it).
 ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx);
 
+/// Moments' head distance gathers offsets below this exactly; only the mass beyond it comes from log-sum-exps.
+inline constexpr int64_t kMomentsNearDistance = 32;
+
 /// Whether ProbeAlgorithm::Moments can compute `req` for these inputs (probe_moments.cpp).
 bool momentsApply(const ProbeRequest& req, const ProbeSetup& s);
 

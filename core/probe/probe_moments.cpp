@@ -1,17 +1,22 @@
 // ProbeAlgorithm::Moments: the statistics of a causal prefill from log-sum-exps alone, so that on CUDA each
 // is one fused flash-attention call and nothing passes over the n² probabilities (docs/attention-probe.md,
 // "Moments"). A key bias b_j rides in 8 extra head dimensions (q side 1, k side b_j / scale split into three
-// parts exact in the input dtype), so LSE_i(s_ij + b_j) − lse_i = log Σ_j p_ij e^{b_j}:
-//   distance   Σ_j p_ij (i − j) = (i + 1) − Σ_j p_ij (j + 1)          (b_j = log(j + 1))
-//   columns    Σ_{i ≥ j} p_ij = exp LSE_j over rows i ≥ j of (s_ij − lse_i): the transposed problem,
-//              causal again once both sequences are reversed (keys play queries, rows carry −lse_i)
-//   near bands (WAAD's window, FAI's horizon, the diagonal) from O(n · band) gathered scores.
+// parts exact in the input dtype), so LSE_i(s_ij + b_j) − lse_i = log Σ_j p_ij e^{b_j}. Keys shifted down by
+// m positions (m dummy keys with bias −3·10⁴ in front) restrict row i to keys j ≤ i − m. No statistic is a
+// difference of two large sums, so each keeps the relative precision of a log-sum-exp:
+//   distance   Σ_{δ<B} p_{i,i−δ} δ (gathered) + (i + 1)·T_i − M_i, with T_i = Σ_{j ≤ i−B} p_ij and
+//              M_i = Σ_{j ≤ i−B} p_ij (j + 1) from keys shifted by B (bias 0 and log(j + 1)): the far part
+//              vanishes with the far mass, so a local head's distance is as exact as its near band
+//   columns    Σ_{i − j ≥ a} p_ij over rows i ≥ R: the transposed problem, causal again once both sequences are
+//              reversed (keys play queries, rows carry the bias −lse_i, rows before R −3·10⁴), shifted by a
+//   near bands (WAAD's window, closed FAI horizons) and key sets from O(n · band) gathered scores.
 // Applies to causal prefills without padding, window, soft-cap, sinks or uniform heads, and no top-k/entropy;
 // anything else runs LseFirst.
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "core/probe/probe_internal.hpp"
@@ -25,7 +30,7 @@ constexpr int64_t kExtraDims = 8;        // keeps d_head a multiple of 8 (flash 
 constexpr int64_t kBiasParts = 3;        // b / scale = p1 + p2 + p3, each exact in the input dtype
 constexpr int64_t kMaxBand = 4096;       // widest band (window, horizon) gathered directly
 constexpr int64_t kMaxKeySet = 4096;     // largest key set gathered directly
-constexpr double kMaskedRowBias = -3.0e4;  // rows left out of a column sum: e^{-3e4} = 0 in fp32
+constexpr double kMaskedRowBias = -3.0e4;  // dummy keys, rows left out of a column sum: e^{-3e4} = 0
 
 /// `x` [n, heads, d] with kExtraDims columns appended: 1 in the first kBiasParts (the query side of a bias).
 at::Tensor withOnes(const at::Tensor& x) {
@@ -46,6 +51,18 @@ at::Tensor withBias(const at::Tensor& x, const at::Tensor& bias, double scale) {
     rest = rest - part.to(at::kDouble);
   }
   return at::cat({x, extra}, 2);
+}
+
+/// Keys `x` [n, heads, d] shifted down by `shift` rows behind dummy keys, with the bias `bias` ([heads or 1, n]
+/// fp64) appended as withBias does: row m holds key m − shift (bias b), rows m < shift a zero key with bias
+/// kMaskedRowBias. Causal attention over them gives row i the keys j ≤ i − shift only.
+at::Tensor shiftedWithBias(const at::Tensor& x, const at::Tensor& bias, int64_t shift, double scale) {
+  const int64_t n = x.size(0), heads = x.size(1), m = std::min(shift, n);
+  if (m == 0) return withBias(x, bias, scale);
+  const at::Tensor b = bias.expand({heads, n});
+  const at::Tensor xs = at::cat({at::zeros({m, heads, x.size(2)}, x.options()), x.narrow(0, 0, n - m)}, 0);
+  const at::Tensor bs = at::cat({at::full({heads, m}, kMaskedRowBias, b.options()), b.narrow(1, 0, n - m)}, 1);
+  return withBias(xs, bs, scale);
 }
 
 /// Row log-sum-exps [head, n] fp64 of the causal attention of `q` over `k` (rows before `queryStart` −inf):
@@ -108,76 +125,72 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   const auto dopt = s.fopt.dtype(at::kDouble);
   const at::Tensor iAbs = at::arange(n, dopt);  // [n] absolute row index (offset 0)
 
-  if (req.distance) {  // Σ_j p_ij (j + 1) = exp(LSE_i(s_ij + log(j + 1)) − lse_i)
-    const at::Tensor logJ = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n]
-    const at::Tensor lseF = causalLse(withOnes(in.q), withBias(in.k, logJ, in.scale), in.scale, req.queryStart, s, ctx,
-                                      &res.flashLse);
-    const at::Tensor d = (iAbs + 1.0).unsqueeze(0) - (lseF - lse).exp();  // [head, n]
-    res.distance.slice(1, R, n).copy_(d.slice(1, R, n));
+  // Near bands from gathered scores: q4 [n, kv, group, d], k4 [n, kv, 1, d] in the compute dtype.
+  const at::Tensor q4 = in.q.to(s.cdt).reshape({n, g.kvHeads, g.group, g.dHead});
+  const at::Tensor k4 = in.k.to(s.cdt).reshape({n, g.kvHeads, 1, g.dHead});
+  const int64_t chunk = gatherChunk(g);
+  /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
+  /// column j = i − δ.
+  auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<double(int64_t)>& w, bool byColumn) {
+    at::Tensor acc = at::zeros({H, n}, dopt);  // [head, n]
+    for (int64_t r0 = R; r0 < n; r0 += chunk) {
+      if (ctx) ctx->check();
+      const int64_t r1 = std::min(n, r0 + chunk);
+      for (int64_t delta = std::max<int64_t>(lo, 0); delta <= std::min(hi, n - 1); ++delta) {
+        const at::Tensor lp = diagonalLogP(q4, k4, lse, in.scale, delta, r0, r1);  // rows [r1 − len, r1)
+        if (!lp.defined()) continue;
+        const int64_t len = lp.size(1), first = byColumn ? r1 - len - delta : r1 - len;
+        acc.slice(1, first, first + len).add_(lp.exp() * w(delta));
+      }
+    }
+    return acc;
+  };
+
+  if (req.distance) {
+    const int64_t B = std::min(kMomentsNearDistance, n);
+    const at::Tensor near = gatherBand(1, B - 1, [](int64_t d) { return static_cast<double>(d); }, false);
+    const at::Tensor q1 = withOnes(in.q);
+    const at::Tensor zeroBias = at::zeros({1, n}, dopt), logJ = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n]
+    const at::Tensor lseT = causalLse(q1, shiftedWithBias(in.k, zeroBias, B, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
+    const at::Tensor lseM = causalLse(q1, shiftedWithBias(in.k, logJ, B, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
+    const at::Tensor far = (iAbs + 1.0).unsqueeze(0) * (lseT - lse).exp() - (lseM - lse).exp();  // [head, n] ≥ 0 up to rounding
+    res.distance.slice(1, R, n).copy_((near + far).slice(1, R, n));
   }
 
-  // Near bands from gathered scores: q4 [n, kv, group, d], k4 [n, kv, 1, d] in the compute dtype.
-  const bool bandedColumns = req.columnSums;
-  if (req.window > 0 || bandedColumns || !req.keySet.empty()) {
-    const at::Tensor q4 = in.q.to(s.cdt).reshape({n, g.kvHeads, g.group, g.dHead});
-    const at::Tensor k4 = in.k.to(s.cdt).reshape({n, g.kvHeads, 1, g.dHead});
-    const int64_t chunk = gatherChunk(g);
-    if (req.window > 0) {  // Σ_j p_ij min(i − j, W) = W − Σ_{δ < W} p_{i, i−δ} (W − δ)  (rows ≥ R see key 0)
-      const int64_t W = req.window;
-      at::Tensor near = at::zeros({H, n}, dopt);  // [head, n]
-      for (int64_t r0 = R; r0 < n; r0 += chunk) {
-        if (ctx) ctx->check();
-        const int64_t r1 = std::min(n, r0 + chunk);
-        for (int64_t delta = 0; delta < W; ++delta) {
-          const at::Tensor lp = diagonalLogP(q4, k4, lse, in.scale, delta, r0, r1);
-          if (lp.defined()) near.slice(1, r1 - lp.size(1), r1).add_(lp.exp() * static_cast<double>(W - delta));
-        }
-      }
-      res.windowed.slice(1, R, n).copy_((static_cast<double>(W) - near).slice(1, R, n));
+  if (req.window > 0) {  // Σ_j p_ij min(i − j, W) = W − Σ_{δ < W} p_{i, i−δ} (W − δ)  (rows ≥ R see key 0)
+    const int64_t W = req.window;
+    const at::Tensor near = gatherBand(0, W - 1, [W](int64_t d) { return static_cast<double>(W - d); }, false);
+    res.windowed.slice(1, R, n).copy_((static_cast<double>(W) - near).slice(1, R, n));
+  }
+  if (!req.keySet.empty()) {  // Σ_{j∈C, j ≤ i} p_ij: the set's keys gathered once, rows in chunks
+    std::vector<int64_t> keys = req.keySet;
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    const at::Tensor idx = at::tensor(keys, at::TensorOptions().dtype(at::kLong)).to(in.q.device());  // [m]
+    const at::Tensor kt = in.k.index_select(0, idx).to(s.cdt).permute({1, 2, 0}).contiguous();       // [kv, d, m]
+    const int64_t m = idx.size(0);
+    const int64_t rows = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, H * std::max(m, g.dHead)));
+    for (int64_t r0 = R; r0 < n; r0 += rows) {
+      const int64_t r1 = std::min(n, r0 + rows);
+      at::Tensor x = tileScores(queryTile(in, s, r0, r1), kt, s, in.scale, r1 - r0, {}, lse.slice(1, r0, r1).neg());
+      const at::Tensor future = idx.unsqueeze(0) > at::arange(r0, r1, s.lopt).unsqueeze(1);  // [rows, m]
+      x.masked_fill_(future, kNegInf);
+      res.keySetMass.slice(1, r0, r1).copy_(x.exp_().sum(-1));
     }
-    if (!req.keySet.empty()) {  // Σ_{j∈C, j ≤ i} p_ij: the set's keys gathered once, rows in chunks
-      std::vector<int64_t> keys = req.keySet;
-      std::sort(keys.begin(), keys.end());
-      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-      const at::Tensor idx = at::tensor(keys, at::TensorOptions().dtype(at::kLong)).to(in.q.device());  // [m]
-      const at::Tensor kt = in.k.index_select(0, idx).to(s.cdt).permute({1, 2, 0}).contiguous();       // [kv, d, m]
-      const int64_t m = idx.size(0);
-      const int64_t rows = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, H * std::max(m, g.dHead)));
-      for (int64_t r0 = R; r0 < n; r0 += rows) {
-        const int64_t r1 = std::min(n, r0 + rows);
-        at::Tensor x = tileScores(queryTile(in, s, r0, r1), kt, s, in.scale, r1 - r0, {}, lse.slice(1, r0, r1).neg());
-        const at::Tensor future = idx.unsqueeze(0) > at::arange(r0, r1, s.lopt).unsqueeze(1);  // [rows, m]
-        x.masked_fill_(future, kNegInf);
-        res.keySetMass.slice(1, r0, r1).copy_(x.exp_().sum(-1));
-      }
-    }
-    if (bandedColumns) {
-      const bool open = req.bandMax == std::numeric_limits<int64_t>::max();
-      // Bands of δ = i − j summed directly: [bandMin, bandMax] when closed; [0, bandMin) subtracted when open.
-      const int64_t lo = std::max<int64_t>(open ? 0 : req.bandMin, 0);
-      const int64_t hi = open ? req.bandMin - 1 : std::min<int64_t>(req.bandMax, n - 1);
-      at::Tensor band = at::zeros({H, n}, dopt);  // [head, key]
-      for (int64_t r0 = R; r0 < n; r0 += chunk) {
-        if (ctx) ctx->check();
-        const int64_t r1 = std::min(n, r0 + chunk);
-        for (int64_t delta = lo; delta <= hi; ++delta) {
-          const at::Tensor lp = diagonalLogP(q4, k4, lse, in.scale, delta, r0, r1);  // rows [r1 − len, r1)
-          if (!lp.defined()) continue;
-          const int64_t len = lp.size(1), firstRow = r1 - len;
-          band.slice(1, firstRow - delta, r1 - delta).add_(lp.exp());  // column j = i − δ
-        }
-      }
-      if (!open) {
-        res.columnSums.copy_(band);
-      } else {
-        // Σ_{i ≥ j, i ≥ R} p_ij = exp LSE over the reversed sequences: queries = keys (per query head), keys =
-        // rows with bias −lse_i (rows before R: a bias that zeroes them).
-        const at::Tensor kRep = g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k;  // [n, head, d]
-        const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), lse.neg());  // [head, n]
-        const at::Tensor lseCol = causalLse(withOnes(kRep.flip(0)), withBias(in.q, rowBias, in.scale).flip(0), in.scale, 0, s,
-                                            ctx, &res.flashLse);  // [head, n] over reversed keys
-        res.columnSums.copy_(lseCol.flip(1).exp() - band);
-      }
+  }
+  if (req.columnSums) {
+    if (req.bandMax != std::numeric_limits<int64_t>::max()) {  // a closed band: gathered directly
+      res.columnSums.copy_(gatherBand(req.bandMin, req.bandMax, [](int64_t) { return 1.0; }, true));
+    } else {
+      // Σ_{i − j ≥ a, i ≥ R} p_ij = exp LSE over the reversed sequences: queries = keys (per query head), keys =
+      // rows with bias −lse_i (rows before R: kMaskedRowBias), shifted by a so that reversed row j sees rows
+      // i ≥ j + a only.
+      const int64_t a = std::max<int64_t>(req.bandMin, 0);
+      const at::Tensor kRep = g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k;  // [n, head, d]
+      const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), lse.neg());  // [head, n]
+      const at::Tensor lseCol = causalLse(withOnes(kRep.flip(0)), shiftedWithBias(in.q.flip(0), rowBias.flip(1), a, in.scale),
+                                          in.scale, 0, s, ctx, &res.flashLse);  // [head, n] over reversed keys
+      res.columnSums.copy_(lseCol.flip(1).exp());
     }
   }
   return res;
