@@ -26,8 +26,8 @@ enum class ProbeAlgorithm {
   LseFirst,  ///< row log-sum-exp first (flash attention's on CUDA when it applies), then one statistics pass
   Moments,   ///< every statistic from causal log-sum-exps (flash attention's on CUDA) and O(n·band) gathers: no pass
              ///< over the n² probabilities. Causal prefills without padding, window, soft-cap, sinks or uniform heads,
-             ///< no top-k/entropy (else LseFirst runs). Auto picks it on CUDA only with MECHSCOPE_PROBE_MOMENTS=1
-             ///< until its H200 check (docs/attention-probe.md, "Moments")
+             ///< no top-k/entropy (else LseFirst runs). Auto picks it only with MECHSCOPE_PROBE_MOMENTS=1 (CUDA) or
+             ///< =all (any device) until its H200 check (docs/attention-probe.md, "Moments")
 };
 
 /// Which statistics to accumulate; everything off by default (ask only for what you read).
