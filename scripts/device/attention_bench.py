@@ -7,7 +7,10 @@ token ids, and computes sink scores and head distances from the returned pattern
 tool does). Prints one JSON line: {"n", "ok", "seconds", "peak_bytes", "error"}. An OOM is reported,
 not raised, so the driver can record the longest context that completes.
 
-    python3 attention_bench.py MODEL_DIR IDS.json [--device cuda]
+    python3 attention_bench.py MODEL_DIR IDS.json [--device cuda] [--impl sdpa]
+
+--impl sdpa times the plain forward instead (attn_implementation="sdpa", no attentions, last-position
+logits only): issue #24's yardstick for the attention analyses at 8K-128K, best of --reps after one warm-up.
 """
 import argparse
 import json
@@ -20,6 +23,8 @@ def main():
     ap.add_argument("model")
     ap.add_argument("ids")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--impl", choices=["eager", "sdpa"], default="eager")
+    ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     import torch
     from transformers import AutoModelForCausalLM
@@ -30,9 +35,22 @@ def main():
     n = len(ids)
     out = {"n": n, "ok": False, "seconds": None, "peak_bytes": None, "error": None}
     try:
-        model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.bfloat16, attn_implementation="eager").to(a.device)
+        model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.bfloat16, attn_implementation=a.impl).to(a.device)
         model.eval()
         x = torch.tensor([ids], device=a.device)
+        if a.impl == "sdpa":
+            times = []
+            with torch.no_grad():
+                for rep in range(a.reps + 1):  # the first is the warm-up
+                    torch.cuda.synchronize()
+                    t0 = time.time()
+                    model(x, use_cache=False, logits_to_keep=1)
+                    torch.cuda.synchronize()
+                    if rep > 0:
+                        times.append(time.time() - t0)
+            out.update(ok=True, seconds=min(times), peak_bytes=torch.cuda.max_memory_allocated(), impl="sdpa")
+            print(json.dumps(out))
+            return
         if a.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

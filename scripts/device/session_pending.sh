@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Everything left to check on a GPU box after stop 31 (no device was lent that session), in stages that each
+# fit one 10-minute call. Run them in order, each call one or two stages:
+#   build     engine, core, analysis tests, bench_probe, bench_gpu_forward, mechscope-cli (gpu_build.sh)
+#   split     issue #23: DevicePlan* and DevicePlanCuda.* (one GPU against the split), every analysis on cuda:0
+#             against the split (tests/cli/split_devices.sh), a synth Llama-7B run (split_devices.sh)
+#   probe     issue #24: ProbeCuda.* (Moments' flash path against the fp64 pattern), bench_probe WaadFai
+#   waadfai   issue #24: waad-fai / sinks at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst against
+#             Moments (MECHSCOPE_PROBE_MOMENTS=1): JSON agreement and timings; the HF sdpa forward at each length
+#   families  RecomputedAttentionCuda, the family tests on CUDA and the LibTorch-2 CPU suites (the relaxed
+#             EdgePatching test among them): session_families_eap.sh "parity families"
+#   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
+#             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
+#   OUT=… STAGES="build split" scripts/device/session_pending.sh
+set -uo pipefail
+STAGES=${STAGES:-"build split"}
+# shellcheck source=scripts/device/stage_lib.sh
+source "$(dirname "$0")/stage_lib.sh"
+CLI=$B/bin/mechscope-cli
+W=/tmp/pending; mkdir -p $W
+if has build; then
+  TARGETS="mechscope_tests_engine mechscope_tests_core mechscope_tests_analysis bench_probe bench_gpu_forward mechscope-cli" \
+    bash "$ROOT/scripts/device/gpu_build.sh" "$B" >"$OUT/build.log" 2>&1
+  log "build rc=$? $((SECONDS - t0)) s"
+  grep -E "error" "$OUT/build.log" | head -20 | tee -a "$OUT/summary.txt"
+fi
+if has split; then
+  OUT=$OUT/split STAGES="engine cli big" bash "$ROOT/scripts/device/split_devices.sh"
+  cat "$OUT/split/summary.txt" >>"$OUT/summary.txt"
+fi
+if has probe; then
+  "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*:ProbeMoments*' >"$OUT/probe_cuda.log" 2>&1
+  log "ProbeCuda/ProbeMoments rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/probe_cuda.log" | tr '\n' ' ')"
+  grep -E 'flash attention|Failure|relErr' "$OUT/probe_cuda.log" | head -10 | tee -a "$OUT/summary.txt"
+  MECHSCOPE_BENCH_DEVICE=cuda timeout 400 "$B/bench/bench_probe" --benchmark_filter=WaadFai >"$OUT/bench_probe.log" 2>&1
+  log "bench_probe WaadFai rc=$?"; grep -E '^BM_' "$OUT/bench_probe.log" | tee -a "$OUT/summary.txt"
+fi
+if has waadfai; then
+  Q=$W/qwen3-0.6b
+  [ -f $Q/config.json ] || $CLI synth --family qwen3 --preset qwen3-0.6b --dtype bf16 --seed 1 --out $Q >/dev/null
+  for n in ${LENGTHS:-8192 32768 131072}; do
+    python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($n)]]))" >$W/ids_$n.json
+    for a in waad-fai sinks; do
+      for mode in lsefirst moments; do
+        env=(); [ $mode = moments ] && env=(MECHSCOPE_PROBE_MOMENTS=1)
+        s=$SECONDS
+        env "${env[@]}" timeout 300 $CLI $a --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 \
+          --json $W/$a-$mode-$n.json >$W/$a-$mode-$n.log 2>&1
+        log "$a $mode n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/$a-$mode-$n.log)"
+      done
+      python3 - "$W/$a-lsefirst-$n.json" "$W/$a-moments-$n.json" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+worst = [0.0, ""]
+def walk(x, y, path):
+    if isinstance(x, dict):
+        for k in x:
+            if k not in ("provenance", "timing") and k in y: walk(x[k], y[k], path + "." + k)
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        for i, (u, v) in enumerate(zip(x, y)): walk(u, v, f"{path}[{i}]")
+    elif isinstance(x, float) and isinstance(y, float):
+        d = abs(x - y) / max(1e-6, abs(x))
+        if d > worst[0]: worst[:] = [d, path]
+walk(a, b, "")
+print(f"  lsefirst vs moments: largest relative difference {worst[0]:.3g} at {worst[1]}")
+PY
+    done
+    timeout 300 python3 "$ROOT/scripts/device/attention_bench.py" $Q $W/ids_$n.json --device cuda --impl sdpa >$W/hf_sdpa_$n.log 2>&1
+    log "hf sdpa forward n=$n rc=$? $(tail -1 $W/hf_sdpa_$n.log)"
+  done
+fi
+if has families; then
+  OUT=$OUT/families STAGES="parity families" bash "$ROOT/scripts/device/session_families_eap.sh"
+  cat "$OUT/families/summary.txt" >>"$OUT/summary.txt"
+fi
+if has memory; then
+  M7=$W/llama7b
+  [ -f $M7/config.json ] || $CLI synth --family llama --preset llama-7b --dtype bf16 --out $M7 >/dev/null
+  python3 - <<'PY' &
+import time, torch
+free, total = torch.cuda.mem_get_info()
+hold = torch.empty(int(free - 20 * 2**30), dtype=torch.uint8, device="cuda")  # leave ~20 GiB
+open("/tmp/pending/holding", "w").write(str(hold.numel()))
+time.sleep(120)
+PY
+  holder=$!
+  for _ in $(seq 60); do [ -f $W/holding ] && break; sleep 1; done
+  python3 -c "import json;print(json.dumps([[1,2,3]]))" >$W/ids3.json
+  $CLI run --model $M7 --token-ids $W/ids3.json --device cuda --dtype fp32 >$W/mem_fp32.log 2>&1
+  log "7b fp32 with ~20 GiB free rc=$? (want 2): $(tail -1 $W/mem_fp32.log)"
+  $CLI run --model $M7 --token-ids $W/ids3.json --device cuda --dtype bf16 >$W/mem_bf16.log 2>&1
+  log "7b bf16 with ~20 GiB free rc=$? (want 0): $(tail -1 $W/mem_bf16.log)"
+  kill $holder 2>/dev/null
+fi
+log "done $((SECONDS - t0)) s"
