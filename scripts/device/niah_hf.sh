@@ -20,7 +20,9 @@
 #              CUDA on both sides, HF with --record-gaps; scores must be equal up to ties (--tol 0)
 # Work files live in $W (default out/niah-hf, git-ignored: kept between calls while the machine stays warm);
 # every call writes $OUT/summary.txt and packs the logs and per-test records into $OUT/results.tgz.
-# Calls that fit the 10-minute limit: STAGES="build synth mechscope prompts", then STAGES="synth hf compare trained".
+# Calls that fit the 10-minute limit, back to back (the machine stays warm ~30 s): STAGES="build synth trained",
+# STAGES="mechscope prompts", STAGES="hf compare". On a cold machine start again with "build synth": the
+# mechscope grid resumes from out/niah-hf/mechscope.json.tests.jsonl if that file is carried back (results.tgz).
 set -uo pipefail
 STAGES=${STAGES:-"build synth mechscope prompts hf compare trained"}
 # shellcheck source=scripts/device/stage_lib.sh
