@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -57,7 +58,9 @@ std::vector<RetrievalTestResult> runNiahGrid(const HookedTransformer& model, con
         if (input.span) std::tie(t.needleStart, t.needleEnd) = *input.span;
         t.insertedAt = input.insertedAt;
         t.answer = grid.needles[ni].realNeedle;
+        const auto started = std::chrono::steady_clock::now();
         auto r = runRetrievalTest(model, t, decode, decodeText, successThreshold, ctx);
+        r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         log.append(condition, r);
         out.push_back(std::move(r));
         if (report) report(index, total, out.back(), false);

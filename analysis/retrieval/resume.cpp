@@ -102,6 +102,7 @@ void RetrievalResumeLog::append(const std::string& condition, const RetrievalTes
   }
   nlohmann::json j = retrievalTestToJson(r, true);
   j["condition"] = condition;
+  if (r.seconds >= 0) j["seconds"] = r.seconds;  // the sidecar only: the --json output stays identical across runs
   m_out << j.dump() << "\n" << std::flush;
 }
 

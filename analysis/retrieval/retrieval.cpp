@@ -8,6 +8,7 @@
 
 #include "analysis/common/attention_stats.hpp"
 #include "analysis/common/rouge.hpp"
+#include "analysis/retrieval/resume.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
@@ -92,6 +93,7 @@ RetrievalTestResult runRetrievalTest(const HookedTransformer& model, const Retri
     r = model.forwardCached(at::full({1, 1}, y, at::kLong).to(model.device()), cache, s, fo, &step, ctx);
   }
   out.argmax = at::stack(steps);  // [step, layer, head]
+  out.promptHash = fnv1a64Hex(fmt::format("{}", fmt::join(test.ids, ",")));  // scripts/device/niah_protocol.py's prompt_hash
   if (test.answer && decodeText) {
     out.rouge1 = rouge1Recall(*test.answer, decodeText(out.generated));
     out.success = *out.rouge1 > successThreshold;
@@ -107,6 +109,7 @@ nlohmann::json retrievalTestToJson(const RetrievalTestResult& r, bool withScores
                       {"success", r.success}};
   if (r.insertedAt >= 0) j["inserted_at"] = r.insertedAt;
   if (!r.stopReason.empty()) j["stop_reason"] = r.stopReason;
+  if (!r.promptHash.empty()) j["prompt_hash"] = r.promptHash;
   if (withScores) {
     j["head_scores"] = tensorToJson(r.score);
     j["argmax"] = tensorToJson(r.argmax);
@@ -128,6 +131,7 @@ RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j) {
     }
     r.insertedAt = j.value("inserted_at", int64_t{-1});
     r.stopReason = j.value("stop_reason", std::string());
+    r.promptHash = j.value("prompt_hash", std::string());
     r.generated = j.at("generated_ids").get<std::vector<int64_t>>();
     if (!j.at("rouge1_recall").is_null()) r.rouge1 = j.at("rouge1_recall").get<double>() / 100.0;
     r.success = j.at("success").get<bool>();

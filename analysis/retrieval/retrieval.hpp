@@ -53,6 +53,8 @@ struct RetrievalTestResult {
   bool success = true;
   at::Tensor score;   ///< [layer, head] fp64: this test's retrieval score
   at::Tensor argmax;  ///< [step, layer, head] int64: argmax key of each head at each step
+  std::string promptHash;  ///< FNV-1a 64 of the prompt ids joined by ',' (hex): identifies the prompt across tools
+  double seconds = -1.0;   ///< wall time of the test (the resume sidecar records it; −1: not measured)
 };
 
 /// Runs one test: prefill, greedy decode, per-step rule. `decodeText` (may be empty) turns generated
