@@ -56,7 +56,13 @@ import json, sys
 p = sys.argv[1]; c = json.load(open(p)); c["max_position_embeddings"] = max(c.get("max_position_embeddings", 0), 131072 + 16)
 json.dump(c, open(p, "w"), indent=2)
 PY
-  cp "$MECHSCOPE_SHARED/fixtures/tokenizers/qwen3/"* "$Q/" || log "no Qwen3 tokenizer under $MECHSCOPE_SHARED/fixtures/tokenizers/qwen3"
+  # The Qwen3 tokenizer when it travelled (11 MB: over the device's 64 MiB tree limit together with .deps/debs);
+  # else the trained llama2-niah's SentencePiece-BPE tokenizer from the repository (ids < 32000 fit the synth vocab).
+  if [ -f "$MECHSCOPE_SHARED/fixtures/tokenizers/qwen3/tokenizer.json" ]; then
+    cp "$MECHSCOPE_SHARED/fixtures/tokenizers/qwen3/"* "$Q/"; log "tokenizer: qwen3"
+  else
+    cp -L "$ROOT/tests/data/trained/llama2-niah/"tokenizer*.json "$Q/"; log "tokenizer: llama2-niah (no Qwen3 tokenizer under $MECHSCOPE_SHARED)"
+  fi
 fi
 NEEDLES=$ROOT/resources/haystack/needles.jsonl
 if [ "${NIAH_NEEDLES:-one}" = one ]; then head -1 "$NEEDLES" > "$W/needle1.jsonl"; NEEDLES=$W/needle1.jsonl; fi
