@@ -5,15 +5,21 @@
 //  2. forward with every hook streamed to an HDF5 cache (as `mechscope-cli run --hooks '*' --cache`)
 //     against the bare forward, once per --cache-variants entry (sync: fp32 on the forward's thread;
 //     async: fp32 on the background writer, as `run`; fp16/bf16: that storage dtype, background writer;
-//     fp16sync), with the time the forward waited for the queue and the writer's busy time; plus the
+//     fp16sync; a "-buffered" suffix, e.g. async-buffered, writes through libhdf5's default driver and the
+//     page cache instead of the store's O_DIRECT driver), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
 //     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
 // Synth folders are written once under --dir and reused.
 //   ./build/bench/bench_forward [--models gpt2-small,qwen3-0.6b] [--tokens 1024] [--reps 3] [--dir DIR]
 //                               [--cache-dir DIR] [--no-cache] [--no-eager] [--python /usr/bin/python3]
-//                               [--cache-variants sync,async,fp16[,fp16sync,bf16]] [--queue-mib 256]
+//                               [--cache-variants sync,async,fp16[,fp16sync,bf16,async-buffered,...]]
+//                               [--queue-mib 256] [--rounds N]
+// --rounds N adds N interleaved rounds (bare forward, every hook read, each cache variant, once each) and
+// reports every case's ratio to the bare forward of its own round: min, median and max over the rounds.
+// On a machine shared with other jobs this compares runs seconds apart instead of blocks minutes apart.
 #include <ATen/ATen.h>
+#include <sys/resource.h>
 #include <torch/version.h>
 
 #include <algorithm>
@@ -39,6 +45,7 @@
 #include "core/synth/synth_model.hpp"
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
+#include "store/detail/direct_vfd.hpp"
 #endif
 
 namespace {
@@ -58,6 +65,7 @@ struct Args {
   int64_t queueBytes = int64_t{256} << 20;  // the background writer's bound (as `run`'s default)
   bool eager = true;
   std::string python = "/usr/bin/python3";
+  int rounds = 0;  // > 0: interleaved rounds of bare, every-hook and each cache variant once (see benchModel)
 };
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
@@ -70,12 +78,27 @@ std::string loadAverage() {
 }
 
 /// Runs `fn` `reps` times; returns the sorted wall times.
+/// User + system CPU seconds of the whole process so far (every thread, the background writer's too).
+double processCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  const auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + 1e-6 * static_cast<double>(tv.tv_usec); };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+/// The least process CPU seconds of one run in the last timeRuns call: a load-independent measure of the
+/// work, next to wall time that other processes on this machine move by ±15 points.
+double g_lastMinCpuS = 0;
+
 std::vector<double> timeRuns(int reps, const std::function<void()>& fn) {
   std::vector<double> t;
+  g_lastMinCpuS = 1e300;
   for (int i = 0; i < reps; ++i) {
+    const double c = processCpuSeconds();
     const auto a = Clock::now();
     fn();
     t.push_back(seconds(a, Clock::now()));
+    g_lastMinCpuS = std::min(g_lastMinCpuS, processCpuSeconds() - c);
   }
   std::sort(t.begin(), t.end());
   return t;
@@ -198,6 +221,84 @@ Eager runEager(const Args& a, const fs::path& folder) {
   return e;
 }
 
+#ifdef MECHSCOPE_WITH_HDF5
+/// The writer options of a --cache-variants entry; `sync` tells whether it writes on the forward's thread.
+store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, bool* sync = nullptr) {
+  store::CacheOptions opts;
+  const std::string suffix = "-buffered";
+  const bool buffered = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  const std::string variant = buffered ? name.substr(0, name.size() - suffix.size()) : name;
+  opts.directWrites = !buffered;
+  if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
+  if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
+  const bool onThread = variant.size() >= 4 && variant.compare(variant.size() - 4, 4, "sync") == 0 && variant != "async";
+  opts.backgroundBytes = onThread ? 0 : queueBytes;
+  if (sync) *sync = onThread;
+  return opts;
+}
+
+/// One forward with every hook streamed to `file` (fsynced, committed), as `run --hooks '*' --cache`.
+void cacheOnce(HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens, const fs::path& file,
+               const store::CacheOptions& opts) {
+  store::Provenance prov;
+  prov.modelFolder = folder.string();
+  prov.family = model.config().modelType;
+  prov.dtype = "float32";
+  prov.device = "cpu";
+  prov.commandLine = "bench_forward";
+  store::CacheWriter w(file, prov, opts);
+  HookSet hooks;
+  hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
+    w.writeActivation(hc.name, t);
+    return std::nullopt;
+  });
+  ForwardResult r = model.forward(tokens, {}, &hooks);
+  w.writeLogits(r.logits);
+  w.writeTokens(tokens);
+  w.setAttribute("/", "attention_path", r.attentionPath);
+  w.commit();
+}
+
+/// --rounds: each round times the bare forward, the every-hook forward and every cache variant once; each
+/// case's ratio is to the bare forward of its own round.
+void interleavedRounds(const Args& a, HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens,
+                       const fs::path& file) {
+  HookSet readAll;
+  readAll.add("*", [](const at::Tensor&, const HookContext&) -> std::optional<at::Tensor> { return std::nullopt; });
+  std::vector<std::string> names{"bare", "every hook read"};
+  std::vector<std::function<void()>> runs{[&] { (void)model.forward(tokens); },
+                                          [&] { (void)model.forward(tokens, {}, &readAll); }};
+  for (const std::string& v : a.cacheVariants) {
+    names.push_back("cache " + v);
+    runs.emplace_back([&, opts = variantOptions(v, a.queueBytes)] { cacheOnce(model, folder, tokens, file, opts); });
+  }
+  std::vector<std::vector<double>> wall(names.size()), ratio(names.size()), cpu(names.size());
+  for (int r = 0; r < a.rounds; ++r) {
+    for (std::size_t k = 0; k < runs.size(); ++k) {
+      wall[k].push_back(timeRuns(1, runs[k]).front());
+      cpu[k].push_back(g_lastMinCpuS);
+    }
+    for (std::size_t k = 0; k < runs.size(); ++k) ratio[k].push_back(wall[k].back() / wall[0].back());
+  }
+  fs::remove(file);
+  std::cout << fmt::format("interleaved rounds: {} (each case once per round; ratio = case ÷ that round's bare "
+                           "forward), load average now {}\n",
+                           a.rounds, loadAverage());
+  const double bareMin = *std::min_element(wall[0].begin(), wall[0].end());
+  const double bareCpu = *std::min_element(cpu[0].begin(), cpu[0].end());
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    std::vector<double> q = ratio[k];
+    std::sort(q.begin(), q.end());
+    const double m = *std::min_element(wall[k].begin(), wall[k].end());
+    const double c = *std::min_element(cpu[k].begin(), cpu[k].end());
+    std::cout << fmt::format("  {:<28} min {:.3f} s ({:+.1f} % vs min bare); per-round ratio min {:+.1f} %, median "
+                             "{:+.1f} %, max {:+.1f} %; CPU min {:.3f} s ({:+.1f} %)\n",
+                             names[k], m, 100.0 * (m / bareMin - 1), 100.0 * (q.front() - 1),
+                             100.0 * (q[q.size() / 2] - 1), 100.0 * (q.back() - 1), c, 100.0 * (c / bareCpu - 1));
+  }
+}
+#endif
+
 void benchModel(const Args& a, const std::string& preset) {
   const fs::path folder = synthFolder(a, preset);
   auto model = HookedTransformer::load(folder);
@@ -213,16 +314,22 @@ void benchModel(const Args& a, const std::string& preset) {
   auto bare = [&] { r = model->forward(tokens); };
   bare();  // warm-up
   std::vector<double> ours = timeRuns(a.reps, bare);
+  double bareCpu = g_lastMinCpuS;
   const std::string path = r.attentionPath;
 
   std::string detail;
   const double ref = referenceRate(c, a.tokens, &detail);
   const std::vector<double> ours2 = timeRuns(a.reps, bare);
+  bareCpu = std::min(bareCpu, g_lastMinCpuS);
   ours.insert(ours.end(), ours2.begin(), ours2.end());
   std::sort(ours.begin(), ours.end());
   const double achieved = flops / ours.front();
-  std::cout << fmt::format("forward (bare, attention path {}): min {:.3f} s, median {:.3f} s over {} runs\n", path, ours.front(),
-                           median(ours), ours.size());
+  std::cout << fmt::format("forward (bare, attention path {}): min {:.3f} s, median {:.3f} s over {} runs; CPU min {:.3f} s\n",
+                           path, ours.front(), median(ours), ours.size(), bareCpu);
+  const auto cpuNote = [&] {
+    return fmt::format(" [CPU min {:.3f} s = {:+.1f} % over bare's {:.3f} s]", g_lastMinCpuS,
+                       100.0 * (g_lastMinCpuS / bareCpu - 1), bareCpu);
+  };
   std::cout << "LibTorch fp32 matmul rate on the forward's shapes:\n" << detail;
   std::cout << fmt::format("  FLOP-weighted reference: {:.1f} GFLOP/s\n", ref / 1e9);
   std::cout << fmt::format("achieved: {:.1f} GFLOP/s = {:.1f} % of the reference (target ≥ 60 %)\n", achieved / 1e9,
@@ -232,8 +339,8 @@ void benchModel(const Args& a, const std::string& preset) {
   HookSet readAll;
   readAll.add("*", [](const at::Tensor&, const HookContext&) -> std::optional<at::Tensor> { return std::nullopt; });
   const std::vector<double> hooked = timeRuns(std::max(1, a.reps - 1), [&] { (void)model->forward(tokens, {}, &readAll); });
-  std::cout << fmt::format("forward with every hook read (nothing stored): min {:.3f} s = {:+.1f} % over bare\n", hooked.front(),
-                           100.0 * (hooked.front() / ours.front() - 1));
+  std::cout << fmt::format("forward with every hook read (nothing stored): min {:.3f} s = {:+.1f} % over bare{}\n", hooked.front(),
+                           100.0 * (hooked.front() / ours.front() - 1), cpuNote());
 
   if (a.eager && c.modelType == "gpt2") {
     const Eager e = runEager(a, folder);
@@ -255,14 +362,12 @@ void benchModel(const Args& a, const std::string& preset) {
 #ifdef MECHSCOPE_WITH_HDF5
   if (a.cache) {
     const fs::path file = (a.cacheDir.empty() ? a.dir : a.cacheDir) / fmt::format("cache_{}.h5", preset);
-    for (const std::string& variant : a.cacheVariants) {
+    for (const std::string& name : a.cacheVariants) {
       // "sync": fp32 written on the forward's thread; "async": fp32 on the background writer (as `run`);
       // "fp16" / "bf16": that storage dtype on the background writer; "fp16sync": fp16 on the forward's thread.
-      store::CacheOptions opts;
-      if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
-      if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
-      const bool sync = variant.size() >= 4 && variant.compare(variant.size() - 4, 4, "sync") == 0 && variant != "async";
-      opts.backgroundBytes = sync ? 0 : a.queueBytes;
+      bool sync = false;
+      const store::CacheOptions opts = variantOptions(name, a.queueBytes, &sync);
+      const auto before = store::detail::directWriteCounters();
       uintmax_t bytes = 0;
       int64_t peakQueued = 0;
       std::pair<double, double> waitBusy;  // of the fastest run
@@ -299,13 +404,16 @@ void benchModel(const Args& a, const std::string& preset) {
         bytes = fs::file_size(file);
       };
       const std::vector<double> withCache = timeRuns(std::max(1, a.reps - 1), cached);
+      const std::string cpu = cpuNote();
       fs::remove(file);
+      const auto after = store::detail::directWriteCounters();
+      const double gb = 1e9;
       const auto fastest = *std::min_element(phases.begin(), phases.end(), [](const auto& x, const auto& y) {
         return x.first + x.second < y.first + y.second;
       });
       std::cout << fmt::format("forward + every hook streamed to HDF5 [{}: {}, {}] ({:.2f} GB, fsynced, in {}): min {:.3f} s = "
-                               "{:+.1f} % over bare (target ≤ +25 %){}\n",
-                               variant, store::storageDtypeName(opts.dtype),
+                               "{:+.1f} % over bare (target ≤ +25 %){}{}{}\n",
+                               name, store::storageDtypeName(opts.dtype),
                                sync ? "on the forward's thread" : fmt::format("background queue ≤ {} MiB", a.queueBytes >> 20),
                                static_cast<double>(bytes) / 1e9, file.parent_path().string(), withCache.front(),
                                100.0 * (withCache.front() / ours.front() - 1),
@@ -313,18 +421,25 @@ void benchModel(const Args& a, const std::string& preset) {
                                            fastest.second,
                                            sync ? "" : fmt::format(", peak queued {} MiB, forward waited {:.3f} s for the "
                                                                    "queue, writer thread busy {:.3f} s",
-                                                                   peakQueued >> 20, waitBusy.first, waitBusy.second)));
+                                                                   peakQueued >> 20, waitBusy.first, waitBusy.second)),
+                               fmt::format("; raw data written O_DIRECT {:.2f} GB (through the copy buffer {:.2f} GB), "
+                                           "buffered {:.2f} GB over all runs",
+                                           static_cast<double>(after.directBytes - before.directBytes) / gb,
+                                           static_cast<double>(after.bouncedBytes - before.bouncedBytes) / gb,
+                                           static_cast<double>(after.bufferedBytes - before.bufferedBytes) / gb),
+                               cpu);
     }
     // The writer pins glibc's mmap threshold at 1 MiB for the rest of the process (store/heap_policy.hpp):
     // from then on every large tensor is fresh, zero-filled pages. The bare forward again shows that cost.
     const std::vector<double> after = timeRuns(std::max(1, a.reps - 1), bare);
-    std::cout << fmt::format("bare forward after the cache writer set the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} %\n",
-                             after.front(), 100.0 * (after.front() / ours.front() - 1));
+    std::cout << fmt::format("bare forward after the cache writer set the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} %{}\n",
+                             after.front(), 100.0 * (after.front() / ours.front() - 1), cpuNote());
     const std::vector<double> hookedAfter =
         timeRuns(std::max(1, a.reps - 1), [&] { (void)model->forward(tokens, {}, &readAll); });
     std::cout << fmt::format("every hook read (nothing stored) after the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} % over "
-                             "bare\n",
-                             hookedAfter.front(), 100.0 * (hookedAfter.front() / ours.front() - 1));
+                             "bare{}\n",
+                             hookedAfter.front(), 100.0 * (hookedAfter.front() / ours.front() - 1), cpuNote());
+    if (a.rounds > 0) interleavedRounds(a, *model, folder, tokens, file);
   }
 #endif
 
@@ -363,6 +478,8 @@ Args parse(int argc, char** argv) {
       a.eager = false;
     } else if (s == "--python") {
       a.python = next();
+    } else if (s == "--rounds") {
+      a.rounds = std::max(0, std::stoi(next()));
     } else {
       throw std::runtime_error("unknown argument " + s + " (see the comment at the top of bench/bench_forward.cpp)");
     }

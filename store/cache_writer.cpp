@@ -17,6 +17,7 @@
 #include "store/background_writer.hpp"
 #include "store/writeback.hpp"
 #include "store/chunking.hpp"
+#include "store/detail/direct_vfd.hpp"
 #include "store/detail/writer_state.hpp"
 #include "store/hdf5_lock.hpp"
 #include "store/heap_policy.hpp"
@@ -138,6 +139,7 @@ CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& prov
     H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18);
     // Closing the file closes every object still open in it, so commit() cannot leave data unflushed.
     H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
+    if (m_options.directWrites) (void)detail::useDirectWrites(fapl.get());  // false: the default driver stays
     state->file = own(H5Fcreate(m_partialPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                       fmt::format("cannot create cache file '{}'", m_partialPath.string()), true);
     state->open = true;
@@ -235,8 +237,12 @@ DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterS
     }
     if (wholeWrite && m_options.gzipLevel == 0) {
       // Every chunk is written once, whole, from a C-contiguous tensor: no chunk cache, so libhdf5 writes
-      // straight from the tensor's memory instead of copying each chunk into the cache first.
+      // straight from the tensor's memory instead of copying each chunk into the cache first. That needs
+      // the fill value never written too: otherwise libhdf5 1.10 takes every new chunk through a buffer
+      // (filled, then copied into) whatever the cache size. Every element is written, so no reader sees
+      // the difference; the fill value itself (0) stays recorded.
       H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0);
+      H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
     } else {
       // Room for a few chunks so block writes that straddle chunk edges do not read-modify-write.
       int64_t chunkBytes = storageElementSize(dtype);
@@ -263,9 +269,14 @@ void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, co
                                StorageDtype dtype, int singletonDims, const std::string& axes,
                                const std::shared_ptr<Writeback>& writeback) {
   if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
-  const at::Tensor data = toStorage(t, dtype);
-  auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true);
-  dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
+  {
+    // Converted into the writer's reused buffer (held until written), or toStorage when no conversion.
+    const ConversionBuffer::Converted converted =
+        s ? s->conversion.convert(t, dtype) : ConversionBuffer::Converted{toStorage(t, dtype), {}};
+    const at::Tensor& data = converted.tensor;
+    auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true);
+    dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
+  }
   if (!axes.empty()) {
     Hdf5Lock lock;
     auto state = requireOpen(s, "dataset " + path);

@@ -38,6 +38,10 @@ struct CacheOptions {
   /// disk now and drop the bytes sent before from the page cache (store/writeback.hpp), so a large cache
   /// recycles its pages and commit()'s fsync has little left to wait for.
   bool earlyWriteback = true;
+  /// Write the large raw data (chunks ≥ 64 KiB) with O_DIRECT, around the page cache, through mechscope's
+  /// libhdf5 file driver (store/detail/direct_vfd.hpp); false: libhdf5's default driver (buffered writes).
+  /// Either way the file is plain HDF5; filesystems without O_DIRECT get buffered writes.
+  bool directWrites = true;
 };
 
 /// Writes one pre-created dataset block by block (e.g. one layer of a stacked [layer, ...] array).
