@@ -17,6 +17,7 @@
 #include "store/background_writer.hpp"
 #include "store/writeback.hpp"
 #include "store/chunking.hpp"
+#include "store/conversion_buffer.hpp"
 #include "store/detail/direct_vfd.hpp"
 #include "store/detail/writer_state.hpp"
 #include "store/hdf5_lock.hpp"
@@ -270,9 +271,8 @@ void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, co
                                const std::shared_ptr<Writeback>& writeback) {
   if (!t.defined()) throw InputError(fmt::format("dataset '{}': the tensor is undefined", path));
   {
-    // Converted into the writer's reused buffer (held until written), or toStorage when no conversion.
-    const ConversionBuffer::Converted converted =
-        s ? s->conversion.convert(t, dtype) : ConversionBuffer::Converted{toStorage(t, dtype), {}};
+    // Converted into the process's reused buffer (held until written), or toStorage when no conversion.
+    const ConversionBuffer::Converted converted = sharedConversionBuffer().convert(t, dtype);
     const at::Tensor& data = converted.tensor;
     auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true);
     dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);

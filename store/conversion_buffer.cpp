@@ -70,12 +70,23 @@ std::size_t ConversionBuffer::capacity() const {
 void ConversionBuffer::reserve(std::size_t bytes) {
   if (bytes <= m_bytes) return;
   const std::size_t size = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
+  void* p = MAP_FAILED;
+#if defined(__linux__)
+  if (m_data) p = ::mremap(m_data, m_bytes, size, MREMAP_MAYMOVE);  // the pages already touched move along
+#endif
+  if (p == MAP_FAILED) {
+    p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    if (m_data) ::munmap(m_data, m_bytes);
+  }
   (void)::madvise(p, size, MADV_HUGEPAGE);
-  if (m_data) ::munmap(m_data, m_bytes);
   m_data = p;
   m_bytes = size;
+}
+
+ConversionBuffer& sharedConversionBuffer() {
+  static auto* buffer = new ConversionBuffer();  // never destroyed: a writer may convert during static destruction
+  return *buffer;
 }
 
 ConversionBuffer::Converted ConversionBuffer::convert(const at::Tensor& t, StorageDtype dtype) {

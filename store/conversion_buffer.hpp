@@ -5,7 +5,8 @@
 // 1,024 tokens, `--cache-dtype fp16`: 0.18 s of 0.54 s). fp32 → fp16 of a contiguous tensor uses the F16C
 // instructions where the CPU has them (bit-identical to LibTorch's conversion, NaNs included); everything
 // else converts with LibTorch into the buffer. The buffer grows to the largest tensor converted, up to a cap;
-// larger tensors are converted into a fresh tensor as before (toStorage).
+// larger tensors are converted into a fresh tensor as before (toStorage). Growing keeps the pages already
+// touched (mremap).
 #include <cstddef>
 #include <mutex>
 
@@ -44,6 +45,11 @@ class ConversionBuffer {
   void* m_data = nullptr;
   std::size_t m_bytes = 0;
 };
+
+/// The process's buffer, shared by every cache writer (one conversion at a time): kept between caches, since
+/// on the VMs of docs/benchmarks.md fresh pages cost ≈ 0.5 GB/s to fault in (a per-writer buffer cost 0.2 s per
+/// GPT-2 fp16 cache). Holds at most its cap (128 MiB) once a cache was written as fp16/bf16; none otherwise.
+ConversionBuffer& sharedConversionBuffer();
 
 /// fp32 → IEEE fp16 bits of `n` contiguous floats, as c10::Half does it (F16C when the CPU has it).
 void floatToHalf(const float* src, uint16_t* dst, std::size_t n);

@@ -1,6 +1,5 @@
 #pragma once
 // State shared by a CacheWriter and the DatasetWriters it hands out (internal).
-#include "store/conversion_buffer.hpp"
 #include "store/detail/h5_util.hpp"
 
 namespace mechscope::store::detail {
@@ -10,7 +9,6 @@ struct WriterState {
   Hid file;
   bool open = false;
   std::string partialName;  ///< for messages
-  ConversionBuffer conversion;  ///< whole-dataset writes convert fp32 → fp16/bf16 into this (reused) memory
 };
 
 }  // namespace mechscope::store::detail
