@@ -238,20 +238,31 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
 }
 
 /// One forward with every hook streamed to `file` (fsynced, committed), as `run --hooks '*' --cache`.
-void cacheOnce(HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens, const fs::path& file,
-               const store::CacheOptions& opts) {
+/// The provenance of a benchmark cache of `family` from `folder` (fp32 on the CPU).
+store::Provenance benchProvenance(const fs::path& folder, const std::string& family) {
   store::Provenance prov;
   prov.modelFolder = folder.string();
-  prov.family = model.config().modelType;
+  prov.family = family;
   prov.dtype = "float32";
   prov.device = "cpu";
   prov.commandLine = "bench_forward";
-  store::CacheWriter w(file, prov, opts);
+  return prov;
+}
+
+/// Hooks that stream every activation to `w`.
+HookSet writeEveryHook(store::CacheWriter& w) {
   HookSet hooks;
   hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
     w.writeActivation(hc.name, t);
     return std::nullopt;
   });
+  return hooks;
+}
+
+void cacheOnce(HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens, const fs::path& file,
+               const store::CacheOptions& opts) {
+  store::CacheWriter w(file, benchProvenance(folder, model.config().modelType), opts);
+  const HookSet hooks = writeEveryHook(w);
   ForwardResult r = model.forward(tokens, {}, &hooks);
   w.writeLogits(r.logits);
   w.writeTokens(tokens);
@@ -374,18 +385,8 @@ void benchModel(const Args& a, const std::string& preset) {
       double bestTotal = 1e300;
       std::vector<std::pair<double, double>> phases;  // per run: (forward + logits handed over, drain + commit) s
       auto cached = [&] {
-        store::Provenance prov;
-        prov.modelFolder = folder.string();
-        prov.family = c.modelType;
-        prov.dtype = "float32";
-        prov.device = "cpu";
-        prov.commandLine = "bench_forward";
-        store::CacheWriter w(file, prov, opts);
-        HookSet hooks;
-        hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
-          w.writeActivation(hc.name, t);
-          return std::nullopt;
-        });
+        store::CacheWriter w(file, benchProvenance(folder, c.modelType), opts);
+        const HookSet hooks = writeEveryHook(w);
         const auto t0 = Clock::now();
         ForwardResult cr = model->forward(tokens, {}, &hooks);
         w.writeLogits(cr.logits);
