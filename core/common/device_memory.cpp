@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <ATen/Context.h>
+
 #if defined(MECHSCOPE_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>) && __has_include(<cuda_runtime_api.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -38,6 +40,14 @@ int64_t cudaAvailableBytes(int index) {
 #else
   (void)index;
   return -1;
+#endif
+}
+
+int cudaDeviceCount() {
+#ifdef MECHSCOPE_CUDA_STATS
+  return static_cast<int>(c10::cuda::device_count());
+#else
+  return at::hasCUDA() ? 1 : 0;
 #endif
 }
 

@@ -11,6 +11,9 @@ int64_t cudaPeakAllocatedBytes(int index = 0);
 /// LibTorch's caching allocator holds but does not use. -1 when unknown (no CUDA runtime in this build).
 int64_t cudaAvailableBytes(int index = 0);
 
+/// Number of visible CUDA devices: 0 without CUDA (or when this build cannot ask, 1 if any is there).
+int cudaDeviceCount();
+
 /// Start a new peak-memory window on CUDA device `index` (no-op without CUDA).
 void resetCudaPeak(int index = 0);
 

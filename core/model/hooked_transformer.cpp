@@ -1,7 +1,6 @@
 #include "core/model/hooked_transformer.hpp"
 
 #include <ATen/ATen.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 
 
 #include <fmt/format.h>
@@ -23,7 +22,7 @@ namespace {
 DevicePlan planDevices(const std::string& folder, const std::string& spec, const WeightBytes& bytes) {
   std::vector<at::Device> devices = parseDeviceList(spec);
   if (devices.empty()) {  // auto
-    const int gpus = at::hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0;
+    const int gpus = cudaDeviceCount();
     if (gpus == 0) {
       devices = {at::Device(at::kCPU)};
     } else {

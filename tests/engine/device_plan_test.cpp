@@ -6,12 +6,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <numeric>
 
 #include <fmt/format.h>
 
+#include "core/common/device_memory.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/device_plan.hpp"
 #include "core/model/hooked_transformer.hpp"
@@ -229,7 +229,7 @@ TEST(DevicePlan, ForcedCpuSplitReproducesForwardHooksAndCache) {
 TEST(DevicePlanCuda, SplitOverCudaAndCpuMatchesOneGpu) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: the GPU box runs this (scripts/device/split_devices.sh)";
   int seen = 0;
-  const int gpus = at::detail::getCUDAHooks().getNumGPUs();
+  const int gpus = cudaDeviceCount();
   const std::string splitSpec = gpus >= 2 ? "cuda:0,cuda:1" : "cuda:0,cpu";
   for (const std::string family : {"gpt2", "llama", "gemma2", "gpt_oss", "qwen2_moe", "phi3", "mixtral", "olmo2"}) {
     const auto folder = test::fixtureModel(family);
