@@ -25,18 +25,6 @@ at::Tensor moved(const at::Tensor& t, at::Device device) {
   return device.is_cpu() ? t.to(device) : t.to(device).contiguous();
 }
 
-void moveExpert(ExpertWeights& e, at::Device d) {
-  for (at::Tensor* t : {&e.wGate, &e.bGate, &e.wIn, &e.bIn, &e.wGateUp, &e.bGateUp, &e.wOut, &e.bOut}) *t = moved(*t, d);
-}
-
-void moveLayer(LayerWeights& L, at::Device d) {
-  for (at::Tensor* t : {&L.ln1W, &L.ln1B, &L.wQ, &L.bQ, &L.wK, &L.bK, &L.wV, &L.bV, &L.wO, &L.bO, &L.qNormW, &L.kNormW,
-                        &L.ln1PostW, &L.ln2W, &L.ln2B, &L.wIn, &L.bIn, &L.wGate, &L.bGate, &L.wOut, &L.bOut, &L.ln2PostW,
-                        &L.sinks, &L.moe.wRouter, &L.moe.bRouter, &L.moe.wSharedGate})
-    *t = moved(*t, d);
-  for (auto& e : L.moe.experts) moveExpert(e, d);
-  moveExpert(L.moe.shared, d);
-}
 
 }  // namespace
 
@@ -177,7 +165,10 @@ void placeWeights(ModelWeights& w, const DevicePlan& plan) {
   const bool tied = w.wU.defined() && w.wU.is_same(w.wE);
   for (at::Tensor* t : {&w.wE, &w.wPos, &w.lnFinalW, &w.lnFinalB, &w.bU}) *t = moved(*t, plan.home);
   w.wU = tied ? w.wE : moved(w.wU, plan.home);
-  for (size_t l = 0; l < w.layers.size(); ++l) moveLayer(w.layers[l], plan.layers.at(l));
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const at::Device d = plan.layers.at(l);
+    forEachLayerTensor(w.layers[l], [d](const std::string&, at::Tensor& t) { t = moved(t, d); });
+  }
 }
 
 }  // namespace mechscope

@@ -165,21 +165,8 @@ int64_t HookedTransformer::parameterCount() const {
   };
   add(m_weights.wE);
   add(m_weights.wPos);
-  for (const auto& L : m_weights.layers)
-    for (const auto* t : {&L.ln1W, &L.ln1B, &L.wQ, &L.bQ, &L.wK, &L.bK, &L.wV, &L.bV, &L.wO, &L.bO, &L.qNormW, &L.kNormW,
-                          &L.ln1PostW, &L.ln2PostW, &L.ln2W, &L.ln2B, &L.wIn, &L.bIn, &L.wGate, &L.bGate, &L.wOut, &L.bOut})
-      add(*t);
-  for (const auto& L : m_weights.layers) {  // learned sinks and every expert of the sparse layers
-    add(L.sinks);
-    add(L.moe.wRouter);
-    add(L.moe.bRouter);
-    add(L.moe.wSharedGate);
-    auto addExpert = [&](const ExpertWeights& e) {
-      for (const auto* t : {&e.wGate, &e.bGate, &e.wIn, &e.bIn, &e.wGateUp, &e.bGateUp, &e.wOut, &e.bOut}) add(*t);
-    };
-    for (const auto& e : L.moe.experts) addExpert(e);
-    addExpert(L.moe.shared);
-  }
+  for (const auto& L : m_weights.layers)  // every block tensor, learned sinks and every expert included
+    forEachLayerTensor(L, [&](const std::string&, const at::Tensor& t) { add(t); });
   add(m_weights.lnFinalW);
   add(m_weights.lnFinalB);
   if (!m_weights.wU.is_same(m_weights.wE)) add(m_weights.wU);

@@ -2,6 +2,7 @@
 // The canonical weights every family maps onto. Linear weights use the torch.nn.Linear layout
 // [out, in] (views of the mapping where the stored layout allows it); absent optional tensors are
 // undefined at::Tensor.
+#include <string>
 #include <vector>
 
 #include "core/common/tensor.hpp"
@@ -50,5 +51,56 @@ struct ModelWeights {
   at::Tensor lnFinalW, lnFinalB;    // [d_model]
   at::Tensor wU, bU;                // [d_vocab, d_model], [d_vocab] (wU aliases wE when tied)
 };
+
+/// Calls fn(name, tensor) on every tensor slot of one expert, defined or not ("wGate", "bGate", …, "bOut").
+template <class Expert, class Fn>  // Expert = ExpertWeights or const ExpertWeights
+void forEachExpertTensor(Expert& e, Fn&& fn) {
+  fn("wGate", e.wGate);
+  fn("bGate", e.bGate);
+  fn("wIn", e.wIn);
+  fn("bIn", e.bIn);
+  fn("wGateUp", e.wGateUp);
+  fn("bGateUp", e.bGateUp);
+  fn("wOut", e.wOut);
+  fn("bOut", e.bOut);
+}
+
+/// Calls fn(name, tensor) on every tensor slot of one block, defined or not, in one fixed order: attention and
+/// MLP weights and norms, sinks, the router, each routed expert ("moe.experts.{e}.wOut"), the shared expert
+/// ("moe.shared.wGate"). The one list of a block's tensors (parameter counts, device moves, planted writers).
+template <class Layer, class Fn>  // Layer = LayerWeights or const LayerWeights; fn may replace a non-const block's tensor
+void forEachLayerTensor(Layer& L, Fn&& fn) {
+  fn("ln1W", L.ln1W);
+  fn("ln1B", L.ln1B);
+  fn("wQ", L.wQ);
+  fn("bQ", L.bQ);
+  fn("wK", L.wK);
+  fn("bK", L.bK);
+  fn("wV", L.wV);
+  fn("bV", L.bV);
+  fn("wO", L.wO);
+  fn("bO", L.bO);
+  fn("qNormW", L.qNormW);
+  fn("kNormW", L.kNormW);
+  fn("ln1PostW", L.ln1PostW);
+  fn("ln2W", L.ln2W);
+  fn("ln2B", L.ln2B);
+  fn("wIn", L.wIn);
+  fn("bIn", L.bIn);
+  fn("wGate", L.wGate);
+  fn("bGate", L.bGate);
+  fn("wOut", L.wOut);
+  fn("bOut", L.bOut);
+  fn("ln2PostW", L.ln2PostW);
+  fn("sinks", L.sinks);
+  fn("moe.wRouter", L.moe.wRouter);
+  fn("moe.bRouter", L.moe.bRouter);
+  fn("moe.wSharedGate", L.moe.wSharedGate);
+  for (size_t e = 0; e < L.moe.experts.size(); ++e) {
+    const std::string prefix = "moe.experts." + std::to_string(e) + ".";
+    forEachExpertTensor(L.moe.experts[e], [&](const char* name, auto& t) { fn(prefix + name, t); });
+  }
+  forEachExpertTensor(L.moe.shared, [&](const char* name, auto& t) { fn(std::string("moe.shared.") + name, t); });
+}
 
 }  // namespace mechscope

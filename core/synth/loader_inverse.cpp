@@ -44,27 +44,11 @@ void forEachCanonical(ModelWeights& w, const std::function<void(const std::strin
   auto visit = [&](const std::string& name, at::Tensor& t) {
     if (t.defined()) fn(name, t);
   };
-  auto expert = [&](const std::string& p, ExpertWeights& e) {
-    for (auto& [n, t] : std::vector<std::pair<const char*, at::Tensor*>>{
-             {"wGate", &e.wGate}, {"bGate", &e.bGate}, {"wIn", &e.wIn}, {"bIn", &e.bIn}, {"wGateUp", &e.wGateUp},
-             {"bGateUp", &e.bGateUp}, {"wOut", &e.wOut}, {"bOut", &e.bOut}})
-      visit(p + n, *t);
-  };
   visit("wE", w.wE);
   visit("wPos", w.wPos);
   for (size_t l = 0; l < w.layers.size(); ++l) {
-    LayerWeights& L = w.layers[l];
     const std::string p = fmt::format("layers.{}.", l);
-    for (auto& [n, t] : std::vector<std::pair<const char*, at::Tensor*>>{
-             {"ln1W", &L.ln1W}, {"ln1B", &L.ln1B}, {"wQ", &L.wQ}, {"bQ", &L.bQ}, {"wK", &L.wK}, {"bK", &L.bK},
-             {"wV", &L.wV}, {"bV", &L.bV}, {"wO", &L.wO}, {"bO", &L.bO}, {"qNormW", &L.qNormW}, {"kNormW", &L.kNormW},
-             {"ln1PostW", &L.ln1PostW}, {"ln2W", &L.ln2W}, {"ln2B", &L.ln2B}, {"wIn", &L.wIn}, {"bIn", &L.bIn},
-             {"wGate", &L.wGate}, {"bGate", &L.bGate}, {"wOut", &L.wOut}, {"bOut", &L.bOut}, {"ln2PostW", &L.ln2PostW},
-             {"sinks", &L.sinks}, {"moe.wRouter", &L.moe.wRouter}, {"moe.bRouter", &L.moe.bRouter},
-             {"moe.wSharedGate", &L.moe.wSharedGate}})
-      visit(p + n, *t);
-    for (size_t e = 0; e < L.moe.experts.size(); ++e) expert(fmt::format("{}moe.experts.{}.", p, e), L.moe.experts[e]);
-    expert(p + "moe.shared.", L.moe.shared);
+    forEachLayerTensor(w.layers[l], [&](const std::string& name, at::Tensor& t) { visit(p + name, t); });
   }
   visit("lnFinalW", w.lnFinalW);
   visit("lnFinalB", w.lnFinalB);

@@ -122,14 +122,7 @@ TEST(DevicePlan, WeightBytesMatchEachBlocksParameters) {
     for (int l = 0; l < model->config().nLayers; ++l) {
       const LayerWeights& L = model->weights().layers[static_cast<size_t>(l)];
       int64_t n = 0;
-      auto add = [&](const at::Tensor& t) { n += t.defined() ? t.numel() : 0; };
-      for (const auto* t : {&L.ln1W, &L.ln1B, &L.wQ, &L.bQ, &L.wK, &L.bK, &L.wV, &L.bV, &L.wO, &L.bO, &L.qNormW, &L.kNormW,
-                            &L.ln1PostW, &L.ln2W, &L.ln2B, &L.wIn, &L.bIn, &L.wGate, &L.bGate, &L.wOut, &L.bOut, &L.ln2PostW,
-                            &L.sinks, &L.moe.wRouter, &L.moe.bRouter, &L.moe.wSharedGate})
-        add(*t);
-      for (const ExpertWeights* e = L.moe.experts.data(); e != L.moe.experts.data() + L.moe.experts.size(); ++e)
-        for (const auto* t : {&e->wGate, &e->bGate, &e->wIn, &e->bIn, &e->wGateUp, &e->bGateUp, &e->wOut, &e->bOut}) add(*t);
-      for (const auto* t : {&L.moe.shared.wGate, &L.moe.shared.wIn, &L.moe.shared.wOut}) add(*t);
+      forEachLayerTensor(L, [&](const std::string&, const at::Tensor& t) { n += t.defined() ? t.numel() : 0; });
       // Biases, sinks and q/k-norms are left out of the estimate: within 5 % of the block's parameters.
       EXPECT_NEAR(static_cast<double>(b.layers[static_cast<size_t>(l)]) / (4.0 * n), 1.0, 0.05) << family << " block " << l;
     }
