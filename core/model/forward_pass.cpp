@@ -29,18 +29,6 @@ constexpr bool kHasFused = true;
 constexpr bool kHasFused = false;
 #endif
 
-/// Applies the hooks of `name` (if any) to `t`; on a split model they see it on the home device.
-struct Hooker {
-  const HookSet* hooks;
-  int step;
-  std::optional<at::Device> home = std::nullopt;  // set only when the model's blocks are split
-  at::Tensor operator()(const at::Tensor& t, const std::string& name, int layer) const {
-    if (!hooks || !hooks->active(name)) return t;
-    const HookContext hc{name, layer, step};
-    return home ? hooks->applyOn(t, hc, *home) : hooks->apply(t, hc);
-  }
-  [[nodiscard]] bool on(const std::string& name) const { return hooks && hooks->active(name); }
-};
 
 at::Tensor norm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
@@ -424,7 +412,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
 at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
   const ModelConfig& c = pc.c;
   if (c.isMoeLayer(l)) {  // the mixture of experts (core/model/moe_mlp.hpp)
-    at::Tensor out = moeMlp(c, L.moe, MoeSite{.names = nm, .layer = l, .hooks = pc.hp.hooks, .step = pc.hp.step, .home = pc.hp.home}, x);  // [batch, pos, d_model]
+    at::Tensor out = moeMlp(c, L.moe, MoeSite{.names = nm, .layer = l, .hp = pc.hp}, x);  // [batch, pos, d_model]
     return pc.hp(postNorm(pc, c.postMlpNorm, out, L.ln2PostW, nm.ln2Post, l), nm.mlpOut, l);
   }
   at::Tensor post;  // [batch, pos, d_mlp]
@@ -527,12 +515,12 @@ void ForwardPass::prepare(HookedTransformer& m) {
   }
   const ModelConfig& c = m.m_config;
   if (c.positional == PositionalKind::Rotary) {
-    m.m_impl->invFreq = ropeInvFreq(c, m.m_device);
-    if (c.ropeScaling.kind == RopeScalingKind::LongRope) m.m_impl->invFreqLong = ropeInvFreq(c, m.m_device, true);
+    m.m_impl->invFreq = ropeInvFreq(c, m.device());
+    if (c.ropeScaling.kind == RopeScalingKind::LongRope) m.m_impl->invFreqLong = ropeInvFreq(c, m.device(), true);
     if (c.slidingRope) {
       if (c.slidingRope->scaling.kind == RopeScalingKind::LongRope)
         throw UnsupportedError(fmt::format("{}: longrope on the sliding layers' rotary is not supported", c.modelType));
-      m.m_impl->invFreqSliding = ropeInvFreq(c.rotaryDim, c.slidingRope->theta, c.slidingRope->scaling, m.m_device);
+      m.m_impl->invFreqSliding = ropeInvFreq(c.rotaryDim, c.slidingRope->theta, c.slidingRope->scaling, m.device());
     }
   }
 }

@@ -90,7 +90,6 @@ HookedTransformer::HookedTransformer(ModelConfig config, ModelWeights weights, D
                                      std::filesystem::path folder)
     : m_config(std::move(config)),
       m_weights(std::move(weights)),
-      m_device(plan.home),
       m_plan(std::move(plan)),
       m_dtype(dtype),
       m_folder(std::move(folder)) {
@@ -192,7 +191,7 @@ at::Tensor HookedTransformer::checkTokens(const at::Tensor& tokens, int64_t past
     throw InputError(fmt::format("token id {} at [{}, {}] is outside the vocabulary (vocab size {})",
                                  t.index({b, p}).item<int64_t>(), b, p, m_config.dVocab));
   }
-  return t.to(m_device);
+  return t.to(m_plan.home);
 }
 
 namespace {
@@ -210,8 +209,8 @@ ForwardResult HookedTransformer::forward(const at::Tensor& tokens, const Forward
                                          const RunContext* ctx) const {
   const at::Tensor t = checkTokens(tokens);
   PassInput in;
-  in.keyMask = checkMask(opts.attentionMask, t.size(0), t.size(1), m_device);
-  in.positions = ForwardPass::positionIds(in.keyMask, t.size(0), t.size(1), 0, m_device);
+  in.keyMask = checkMask(opts.attentionMask, t.size(0), t.size(1), m_plan.home);
+  in.positions = ForwardPass::positionIds(in.keyMask, t.size(0), t.size(1), 0, m_plan.home);
   in.resid = ForwardPass::embed(*this, t, in.positions, hooks, -1);
   return ForwardPass::run(*this, std::move(in), opts, hooks, ctx);
 }
@@ -225,9 +224,9 @@ ForwardResult HookedTransformer::forwardFrom(int layer, const at::Tensor& resid,
   if (resid.size(1) > m_config.nCtx)
     throw InputError(fmt::format("sequence of {} tokens is longer than the model context n_ctx = {}", resid.size(1), m_config.nCtx));
   PassInput in;
-  in.keyMask = checkMask(opts.attentionMask, resid.size(0), resid.size(1), m_device);
-  in.positions = ForwardPass::positionIds(in.keyMask, resid.size(0), resid.size(1), 0, m_device);
-  in.resid = resid.to(m_device, m_dtype);
+  in.keyMask = checkMask(opts.attentionMask, resid.size(0), resid.size(1), m_plan.home);
+  in.positions = ForwardPass::positionIds(in.keyMask, resid.size(0), resid.size(1), 0, m_plan.home);
+  in.resid = resid.to(m_plan.home, m_dtype);
   in.startLayer = layer;
   return ForwardPass::run(*this, std::move(in), opts, hooks, ctx);
 }
@@ -238,15 +237,15 @@ ForwardResult HookedTransformer::forwardCached(const at::Tensor& tokens, KVCache
   const int64_t B = t.size(0), P = t.size(1);
   if (cache.length > 0 && !cache.keys.empty() && cache.keys[0].defined() && cache.keys[0].size(0) != B)
     throw InputError(fmt::format("KV cache holds batch {}, tokens have batch {}", cache.keys[0].size(0), B));
-  at::Tensor newMask = opts.attentionMask.defined() ? checkMask(opts.attentionMask, B, P, m_device) : at::Tensor();
+  at::Tensor newMask = opts.attentionMask.defined() ? checkMask(opts.attentionMask, B, P, m_plan.home) : at::Tensor();
   if (newMask.defined() || cache.attentionMask.defined()) {
-    auto ones = [&](int64_t n) { return at::ones({B, n}, at::TensorOptions().dtype(at::kBool).device(m_device)); };
+    auto ones = [&](int64_t n) { return at::ones({B, n}, at::TensorOptions().dtype(at::kBool).device(m_plan.home)); };
     at::Tensor pastMask = cache.attentionMask.defined() ? cache.attentionMask : ones(cache.length);
     cache.attentionMask = at::cat({pastMask, newMask.defined() ? newMask : ones(P)}, 1);
   }
   PassInput in;
   in.keyMask = cache.attentionMask;
-  in.positions = ForwardPass::positionIds(in.keyMask, B, P, cache.length, m_device);
+  in.positions = ForwardPass::positionIds(in.keyMask, B, P, cache.length, m_plan.home);
   in.resid = ForwardPass::embed(*this, t, in.positions, hooks, step);
   in.cache = &cache;
   in.step = step;
@@ -259,7 +258,7 @@ ActivationCache HookedTransformer::runWithCache(const at::Tensor& tokens, const 
                                                 const ForwardOptions& opts, std::optional<at::Device> device,
                                                 ForwardResult* result, const HookSet* hooks, const RunContext* ctx) const {
   ActivationCache cache;
-  const at::Device dev = device.value_or(m_device);
+  const at::Device dev = device.value_or(m_plan.home);
   HookSet all = hooks ? *hooks : HookSet();  // user hooks first: the cache holds what flows downstream
   for (const auto& glob : nameGlobs)
     all.add(glob, [&cache, dev](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {

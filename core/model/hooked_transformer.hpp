@@ -109,7 +109,7 @@ class HookedTransformer {
   [[nodiscard]] const std::filesystem::path& folder() const { return m_folder; }
   /// The home device: embeddings, unembedding, the tensors hooks see and analyses work on (the only
   /// device unless the blocks are split; hooks of blocks elsewhere see their activations moved here).
-  [[nodiscard]] at::Device device() const { return m_device; }
+  [[nodiscard]] at::Device device() const { return m_plan.home; }
   /// The device block `layer` runs on.
   [[nodiscard]] at::Device layerDevice(int layer) const { return m_plan.layers.at(static_cast<size_t>(layer)); }
   /// Where every part lives.
@@ -147,7 +147,6 @@ class HookedTransformer {
   struct Impl;
   ModelConfig m_config;
   ModelWeights m_weights;
-  at::Device m_device;
   DevicePlan m_plan;
   at::ScalarType m_dtype;
   std::filesystem::path m_folder;

@@ -1,12 +1,26 @@
 #pragma once
 // Private to core/model: state precomputed at load and the forward pass that HookedTransformer's
 // public methods share.
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/model/hooked_transformer.hpp"
 
 namespace mechscope {
+
+/// Applies the hooks of `name` (if any) to `t`; on a split model they see it on the home device.
+struct Hooker {
+  const HookSet* hooks;
+  int step;
+  std::optional<at::Device> home = std::nullopt;  // set only when the model's blocks are split
+  at::Tensor operator()(const at::Tensor& t, const std::string& name, int layer) const {
+    if (!hooks || !hooks->active(name)) return t;
+    const HookContext hc{name, layer, step};
+    return home ? hooks->applyOn(t, hc, *home) : hooks->apply(t, hc);
+  }
+  [[nodiscard]] bool on(const std::string& name) const { return hooks && hooks->active(name); }
+};
 
 /// Hook names of one block, built once (the forward pass never formats strings).
 struct LayerHookNames {

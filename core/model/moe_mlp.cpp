@@ -11,9 +11,7 @@ namespace mechscope {
 namespace {
 
 at::Tensor moeHook(const MoeSite& site, const at::Tensor& t, const std::string& name) {
-  if (!site.hooks || !site.hooks->active(name)) return t;
-  const HookContext hc{name, site.layer, site.step};
-  return site.home ? site.hooks->applyOn(t, hc, *site.home) : site.hooks->apply(t, hc);
+  return site.hp(t, name, site.layer);
 }
 
 at::Tensor moeLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -77,7 +75,7 @@ at::Tensor moeMlp(const ModelConfig& c, const MoeWeights& w, const MoeSite& site
   at::Tensor indices = moeHook(site, r.indices.view({B, P, K}), nm.expertIndices).reshape({T, K});     // [token, k]
   if (indices.scalar_type() != at::kLong) indices = indices.to(at::kLong);
 
-  const bool perExpertHooked = site.hooks && site.hooks->active(nm.expertOut);
+  const bool perExpertHooked = site.hp.on(nm.expertOut);
   at::Tensor out = at::zeros({T, D}, x.options());                          // [token, d_model]
   at::Tensor perExpert = perExpertHooked ? at::zeros({T, E, D}, x.options()) : at::Tensor();  // [token, expert, d_model]
   for (int64_t e = 0; e < E; ++e) {

@@ -11,8 +11,6 @@
 //                              a token was not routed to it; built only when hooked; hook_mlp_out is its sum
 //                              over experts (+ the shared expert)
 //   mlp.hook_shared_expert_out [batch, pos, d_model]    the shared expert after its sigmoid gate
-#include <optional>
-
 #include "core/common/tensor.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
 #include "core/model/hooks.hpp"
@@ -28,9 +26,7 @@ at::Tensor applyActivation(Activation activation, const at::Tensor& x);
 struct MoeSite {
   const LayerHookNames& names;
   int layer = 0;
-  const HookSet* hooks = nullptr;
-  int step = -1;
-  std::optional<at::Device> home = std::nullopt;  ///< the model's home device when its blocks are split (HookSet::applyOn)
+  const Hooker& hp;  ///< the pass's hooks (step, home device of a split model)
 };
 
 /// The mixture of experts of one sparse layer on x = ln2(…) [batch, pos, d_model] → its output
