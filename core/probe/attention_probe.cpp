@@ -14,16 +14,17 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
   const probe_detail::ProbeSetup setup = probe_detail::prepareProbe(in, req, tileQ, tileK);
   const bool needsTiles = req.columnSums || req.distance || req.window > 0 || !req.keySet.empty() || req.topK > 0 ||
                           req.entropy;
+  const bool momentsApply = probe_detail::momentsApply(req, setup);
   ProbeAlgorithm algorithm = req.algorithm;
   if (algorithm == ProbeAlgorithm::Auto) {
     // Opt-in until its H200 check: "1" on CUDA, "all" on any device (CPU checks of the analyses on top of it).
     const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");
     const bool momentsOn = moments && ((std::strcmp(moments, "1") == 0 && in.q.is_cuda()) || std::strcmp(moments, "all") == 0);
-    if (momentsOn && probe_detail::momentsApply(req, setup)) algorithm = ProbeAlgorithm::Moments;
+    if (momentsOn && momentsApply) algorithm = ProbeAlgorithm::Moments;
     else algorithm = (!needsTiles || in.q.is_cuda()) ? ProbeAlgorithm::LseFirst : ProbeAlgorithm::Scan;
   }
   if (req.entropy) algorithm = ProbeAlgorithm::Scan;  // the log domain keeps a peaked row's entropy exact
-  if (algorithm == ProbeAlgorithm::Moments && !probe_detail::momentsApply(req, setup)) algorithm = ProbeAlgorithm::LseFirst;
+  if (algorithm == ProbeAlgorithm::Moments && !momentsApply) algorithm = ProbeAlgorithm::LseFirst;
   switch (algorithm) {
     case ProbeAlgorithm::Moments: return probe_detail::probeMoments(in, req, setup, ctx);
     case ProbeAlgorithm::LseFirst: return probe_detail::probeLseFirst(in, req, setup, ctx);
