@@ -19,6 +19,7 @@
 #include "analysis/common/datasets.hpp"
 #include "analysis/common/result_io.hpp"
 #include "analysis/constraint/constraint_attention.hpp"
+#include "../analysis/retrieval_test_support.hpp"
 #include "analysis/retrieval/retrieval.hpp"
 #include "app/gui/analysis_adapters.hpp"
 #include "app/gui/analysis_panel.hpp"
@@ -320,11 +321,8 @@ TEST(CausalPanels, ReopensResultsWrittenInTheCliSchema) {
   // What `mechscope-cli constraint-attention --out` and `retrieval --out` write: the analysis's result through writeResultH5.
   const auto c = analysis::runConstraintAttention(*session->model, tokens.ids, {2, 3}, {13});
   const auto needle = planted::needlePrompt(60, 0.5, 3);
-  analysis::RetrievalTest t;
-  t.ids = planted::toIds(needle.words);
+  analysis::RetrievalTest t = mechscope::test::plantedRetrievalTest(needle);
   t.length = static_cast<int64_t>(t.ids.size());
-  t.needleStart = needle.needleStart;
-  t.needleEnd = needle.needleEnd;
   analysis::RetrievalDecode d;
   d.maxNewTokens = static_cast<int>(needle.answer.size());
   const auto rt = analysis::runRetrievalTest(*session->model, t, d);

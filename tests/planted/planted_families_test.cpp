@@ -15,6 +15,7 @@
 #include <memory>
 #include <random>
 
+#include "../analysis/retrieval_test_support.hpp"
 #include "analysis/retrieval/retrieval.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "core/common/errors.hpp"
@@ -189,11 +190,8 @@ TEST_P(PlantedFamilies, SinksAnalysisRanksThePlantedSinkHeadsFirst) {
 TEST_P(PlantedFamilies, RetrievalAnalysisFindsTheInductionHeadAndTheNeedle) {
   const auto& m = familyModel(GetParam());
   const auto needle = planted::needlePrompt(100, 0.4, 3);
-  analysis::RetrievalTest t;
-  t.ids = planted::toIds(needle.words);
+  analysis::RetrievalTest t = test::plantedRetrievalTest(needle);
   t.length = static_cast<int64_t>(t.ids.size());
-  t.needleStart = needle.needleStart;
-  t.needleEnd = needle.needleEnd;
   analysis::RetrievalDecode d;
   d.maxNewTokens = static_cast<int>(needle.answer.size());
   const auto res = analysis::runRetrievalTest(*m.model, t, d);
