@@ -6,7 +6,8 @@
 //     against the bare forward, once per --cache-variants entry (sync: fp32 on the forward's thread;
 //     async: fp32 on the background writer, as `run`; fp16/bf16: that storage dtype, background writer;
 //     fp16sync; a "-buffered" suffix, e.g. async-buffered, writes through libhdf5's default driver and the
-//     page cache instead of the store's O_DIRECT driver), with the time the forward waited for the queue and the writer's busy time; plus the
+//     page cache instead of the store's O_DIRECT driver; a "-dense" suffix writes every tile of the attention
+//     patterns and scores, as before masked tiles), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
 //     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
@@ -225,10 +226,19 @@ Eager runEager(const Args& a, const fs::path& folder) {
 /// The writer options of a --cache-variants entry; `sync` tells whether it writes on the forward's thread.
 store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, bool* sync = nullptr) {
   store::CacheOptions opts;
-  const std::string suffix = "-buffered";
-  const bool buffered = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  const std::string variant = buffered ? name.substr(0, name.size() - suffix.size()) : name;
-  opts.directWrites = !buffered;
+  std::string variant = name;
+  auto strip = [&](const std::string& suffix) {
+    const bool has = variant.size() > suffix.size() &&
+                     variant.compare(variant.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (has) variant.resize(variant.size() - suffix.size());
+    return has;
+  };
+  // Suffixes, in any order: -buffered (libhdf5's default driver), -dense (every tile of patterns and scores).
+  for (bool more = true; more;) {
+    more = false;
+    if (strip("-buffered")) opts.directWrites = false, more = true;
+    if (strip("-dense")) opts.skipMaskedTiles = false, more = true;
+  }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
   const bool onThread = variant.size() >= 4 && variant.compare(variant.size() - 4, 4, "sync") == 0 && variant != "async";

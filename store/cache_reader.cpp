@@ -15,6 +15,7 @@
 #include "store/hdf5_lock.hpp"
 #include "store/isolation/isolated_check.hpp"
 #include "store/isolation/structure_walk.hpp"
+#include "store/masked_tiles.hpp"
 #include "store/schema.hpp"
 
 namespace mechscope::store {
@@ -102,6 +103,12 @@ std::vector<std::string> datasetPaths(hid_t file, const std::string& group) {
   return paths;
 }
 
+/// Whether the dataset records a fill value of its own (what a masked tile reads as).
+bool userFillValue(hid_t dcpl) {
+  H5D_fill_value_t status{};
+  return H5Pfill_value_defined(dcpl, &status) >= 0 && status == H5D_FILL_VALUE_USER_DEFINED;
+}
+
 // gzip's best ratio is ~1032:1, so a filtered (compressed) dataset can hold at most this many bytes per stored byte.
 constexpr uint64_t kMaxFilterRatio = 1100;
 
@@ -141,9 +148,15 @@ void validateDataset(hid_t dset, const std::string& abs, const std::vector<int64
     if (stored > fileBytes)
       throw InputError(fmt::format("{}: claims {} bytes stored but the file holds only {} (corrupt file)", what, stored,
                                    fileBytes));
-    if (bytes / (filtered ? kMaxFilterRatio : 1) > stored)
+    // Masked tiles (store/masked_tiles.hpp): an attention map whose tiles holding only the mask's value were
+    // never written; they read as the recorded fill value.
+    const bool maskedTiles = !filtered && maskedTileCandidate(abs, shape, detail::chunkDims(dset)) &&
+                             userFillValue(dcpl.get());
+    const uint64_t ratio = filtered ? kMaxFilterRatio : maskedTiles ? kMaxMaskedTileRatio : 1;
+    if (bytes / ratio > stored)
       throw InputError(fmt::format("{}: shape {} needs {} bytes but only {} are stored{} (corrupt file)", what,
-                                   fmt::join(shape, "x"), bytes, stored, filtered ? " compressed" : ""));
+                                   fmt::join(shape, "x"), bytes, stored,
+                                   filtered ? " compressed" : maskedTiles ? " in masked tiles" : ""));
   }
   auto needRank = [&](std::size_t rank, const char* dims) {
     if (shape.size() != rank)

@@ -24,6 +24,7 @@
 #include "store/heap_policy.hpp"
 #include "store/hdf5_version.hpp"
 #include "store/hook_axes.hpp"
+#include "store/masked_tiles.hpp"
 #include "store/schema.hpp"
 
 namespace mechscope::store {
@@ -108,6 +109,18 @@ void DatasetWriter::write(const std::vector<int64_t>& offset, const at::Tensor& 
   Hid memSpace = own(H5Screate_simple(static_cast<int>(rank), count.data(), nullptr), "memory space");
   detail::check<Error>(H5Dwrite(dset, mtype, memSpace.get(), fileSpace.get(), H5P_DEFAULT, data.data_ptr()),
                        fmt::format("write {} into '{}'", m_path, m_state->partialName));
+}
+
+void DatasetWriter::writeTiles(const at::Tensor& data, const MaskedTileLayout& tiles) {
+  const hid_t dset = m_dataset->get();
+  const int64_t tileBytes = tiles.chunk[2] * tiles.chunk[3] * storageElementSize(m_dtype);
+  forEachUnmaskedTile(data, tiles, [&](const std::vector<int64_t>& offset, const void* bytes) {
+    const std::vector<hsize_t> at(offset.begin(), offset.end());
+    Hdf5Lock lock;
+    requireOpen(m_state, "dataset " + m_path);
+    detail::check<Error>(H5Dwrite_chunk(dset, H5P_DEFAULT, 0, at.data(), static_cast<size_t>(tileBytes), bytes),
+                         fmt::format("write {} into '{}'", m_path, m_state->partialName));
+  });
 }
 
 // ---- CacheWriter ---------------------------------------------------------------------------------
@@ -208,12 +221,13 @@ StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
 DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& m_options,
                                            const std::filesystem::path& m_finalPath, const std::string& path,
                                            std::vector<int64_t> shape, StorageDtype dtype, int singletonDims,
-                                           bool wholeWrite) {
+                                           bool wholeWrite, const MaskedTileLayout* tiles) {
   const std::string abs = absolutePath(path);
   checkName(abs, "dataset");
   for (auto d : shape)
     if (d < 0) throw InputError(fmt::format("dataset '{}': negative dimension in shape [{}]", abs, fmt::join(shape, ", ")));
-  const auto chunk = chooseChunkShape(shape, storageElementSize(dtype), m_options.chunkBytes, singletonDims);
+  const auto chunk =
+      tiles ? tiles->chunk : chooseChunkShape(shape, storageElementSize(dtype), m_options.chunkBytes, singletonDims);
 
   DatasetWriter dw;
   Hdf5Lock lock;
@@ -236,7 +250,13 @@ DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterS
       if (m_options.shuffle) H5Pset_shuffle(dcpl.get());
       H5Pset_deflate(dcpl.get(), static_cast<unsigned>(m_options.gzipLevel));
     }
-    if (wholeWrite && m_options.gzipLevel == 0) {
+    if (tiles) {
+      // Tiles are written whole with H5Dwrite_chunk (no cache, no conversion); the tiles never written read
+      // as the fill value, so it must be recorded and returned (fill time "if set", libhdf5's default).
+      H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0);
+      detail::check<Error>(H5Pset_fill_value(dcpl.get(), detail::fileType(dtype), tiles->fill.data()),
+                           "fill value of " + abs);
+    } else if (wholeWrite && m_options.gzipLevel == 0) {
       // Every chunk is written once, whole, from a C-contiguous tensor: no chunk cache, so libhdf5 writes
       // straight from the tensor's memory instead of copying each chunk into the cache first. That needs
       // the fill value never written too: otherwise libhdf5 1.10 takes every new chunk through a buffer
@@ -274,8 +294,13 @@ void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, co
     // Converted into the process's reused buffer (held until written), or toStorage when no conversion.
     const ConversionBuffer::Converted converted = sharedConversionBuffer().convert(t, dtype);
     const at::Tensor& data = converted.tensor;
-    auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true);
-    dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
+    const auto tiles = options.skipMaskedTiles && options.gzipLevel == 0
+                           ? maskedTileLayout(path, data.sizes().vec(), dtype, options.chunkBytes)
+                           : std::nullopt;
+    auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true,
+                              tiles ? &*tiles : nullptr);
+    if (tiles) dw.writeTiles(data, *tiles);
+    else dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
   }
   if (!axes.empty()) {
     Hdf5Lock lock;

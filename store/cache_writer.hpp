@@ -17,6 +17,7 @@ namespace mechscope::store {
 
 class BackgroundWriter;
 class Writeback;
+struct MaskedTileLayout;
 
 namespace detail {
 struct WriterState;
@@ -42,6 +43,10 @@ struct CacheOptions {
   /// libhdf5 file driver (store/detail/direct_vfd.hpp); false: libhdf5's default driver (buffered writes).
   /// Either way the file is plain HDF5; filesystems without O_DIRECT get buffered writes.
   bool directWrites = true;
+  /// Attention patterns and scores of whole-tensor writes (uncompressed) are stored in square tiles, and the
+  /// tiles that hold only the mask's value (0 / −∞) are not written: readers get them from the dataset's fill
+  /// value (store/masked_tiles.hpp). false: every element is written, in the usual row-band chunks.
+  bool skipMaskedTiles = true;
 };
 
 /// Writes one pre-created dataset block by block (e.g. one layer of a stacked [layer, ...] array).
@@ -60,6 +65,8 @@ class DatasetWriter {
 
  private:
   friend class CacheWriter;
+  /// Writes the whole dataset `data` (storage dtype, contiguous) tile by tile, skipping the masked tiles.
+  void writeTiles(const at::Tensor& data, const MaskedTileLayout& tiles);
   std::shared_ptr<detail::WriterState> m_state;
   std::shared_ptr<detail::Hid> m_dataset;
   std::string m_path;
@@ -128,7 +135,7 @@ class CacheWriter {
   static DatasetWriter createDatasetIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
                                        const std::filesystem::path& finalPath, const std::string& path,
                                        std::vector<int64_t> shape, StorageDtype dtype, int singletonDims,
-                                       bool wholeWrite);
+                                       bool wholeWrite, const MaskedTileLayout* tiles = nullptr);
   /// Converts `t` and writes it as one new dataset, then the axes attribute when `axes` is not empty, then
   /// Writeback::advance when `writeback` is set and the dataset is ≥ 8 MiB.
   static void writeWholeIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,

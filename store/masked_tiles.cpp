@@ -1,0 +1,112 @@
+#include "store/masked_tiles.hpp"
+
+#include <ATen/ATen.h>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include "core/common/errors.hpp"
+
+namespace mechscope::store {
+namespace {
+
+bool endsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// One element of `value` in `dtype`'s stored bytes (through toStorage, so the bits are the writer's own).
+std::vector<unsigned char> storedBytes(double value, StorageDtype dtype) {
+  const at::Tensor one = toStorage(at::full({1}, value, at::TensorOptions().dtype(at::kDouble)), dtype);
+  const auto* p = static_cast<const unsigned char*>(one.data_ptr());
+  return {p, p + storageElementSize(dtype)};
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+}  // namespace
+
+std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const std::vector<int64_t>& shape,
+                                                 StorageDtype dtype, int64_t chunkBytes) {
+  if (shape.size() != 4) return std::nullopt;
+  if (dtype != StorageDtype::Float32 && dtype != StorageDtype::Float16 && dtype != StorageDtype::BFloat16 &&
+      dtype != StorageDtype::Float64)
+    return std::nullopt;
+  double fill = 0.0;
+  if (endsWith(path, "hook_attn_scores")) fill = -std::numeric_limits<double>::infinity();
+  else if (!endsWith(path, "hook_pattern")) return std::nullopt;
+  for (auto d : shape)
+    if (d <= 0) return std::nullopt;
+  const int64_t element = storageElementSize(dtype);
+  if (kMinMaskedTileSide * kMinMaskedTileSide * element > chunkBytes / 4) return std::nullopt;
+  int64_t side = kMinMaskedTileSide;
+  while ((2 * side) * (2 * side) * element <= chunkBytes / 4) side *= 2;
+  MaskedTileLayout layout;
+  layout.chunk = {1, 1, std::min(side, shape[2]), std::min(side, shape[3])};
+  layout.fill = storedBytes(fill, dtype);
+  return layout;
+}
+
+bool maskedTileCandidate(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk) {
+  if (shape.size() != 4 || chunk.size() != 4 || chunk[0] != 1 || chunk[1] != 1) return false;
+  if (!endsWith(path, "hook_pattern") && !endsWith(path, "hook_attn_scores")) return false;
+  for (int d = 2; d < 4; ++d)
+    if (chunk[d] < std::min(kMinMaskedTileSide, shape[d])) return false;
+  return true;
+}
+
+int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layout,
+                            const std::function<void(const std::vector<int64_t>& offset, const void* bytes)>& write) {
+  if (data.dim() != 4 || !data.is_contiguous() || data.device().type() != at::kCPU)
+    throw Error("forEachUnmaskedTile: expected a contiguous CPU tensor of rank 4");
+  const auto element = static_cast<int64_t>(layout.fill.size());
+  if (static_cast<int64_t>(data.element_size()) != element)
+    throw Error(fmt::format("forEachUnmaskedTile: {}-byte elements against a {}-byte fill value", data.element_size(),
+                            element));
+  const int64_t B = data.size(0), H = data.size(1), Q = data.size(2), K = data.size(3);
+  const int64_t tq = layout.chunk[2], tk = layout.chunk[3];
+  const int64_t tileBytes = tq * tk * element;
+  // A row of fill values as long as a tile row: the comparand of every tile row and the padding's source.
+  std::vector<unsigned char> fillRow(static_cast<size_t>(tk * element));
+  for (int64_t i = 0; i < tk; ++i) std::memcpy(fillRow.data() + i * element, layout.fill.data(), element);
+  const size_t alignedBytes = (static_cast<size_t>(tileBytes) + 4095) / 4096 * 4096;
+  std::unique_ptr<void, FreeDeleter> buffer(std::aligned_alloc(4096, alignedBytes));
+  if (!buffer) throw Error(fmt::format("forEachUnmaskedTile: cannot allocate a {}-byte tile buffer", tileBytes));
+  auto* tile = static_cast<unsigned char*>(buffer.get());
+  const auto* base = static_cast<const unsigned char*>(data.data_ptr());
+  int64_t written = 0;
+  std::vector<int64_t> offset(4);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const unsigned char* head = base + (b * H + h) * Q * K * element;  // [query, key]
+      for (int64_t q0 = 0; q0 < Q; q0 += tq)
+        for (int64_t k0 = 0; k0 < K; k0 += tk) {
+          const int64_t rows = std::min(tq, Q - q0), cols = std::min(tk, K - k0);
+          const size_t rowBytes = static_cast<size_t>(cols * element);
+          bool masked = true;
+          for (int64_t r = 0; r < rows && masked; ++r)
+            masked = std::memcmp(head + ((q0 + r) * K + k0) * element, fillRow.data(), rowBytes) == 0;
+          if (masked) continue;
+          for (int64_t r = 0; r < tq; ++r) {
+            unsigned char* dst = tile + r * tk * element;
+            if (r < rows) {
+              std::memcpy(dst, head + ((q0 + r) * K + k0) * element, rowBytes);
+              if (cols < tk) std::memcpy(dst + rowBytes, fillRow.data(), static_cast<size_t>((tk - cols) * element));
+            } else {
+              std::memcpy(dst, fillRow.data(), fillRow.size());
+            }
+          }
+          offset = {b, h, q0, k0};
+          write(offset, tile);
+          ++written;
+        }
+    }
+  return written;
+}
+
+}  // namespace mechscope::store

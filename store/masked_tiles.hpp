@@ -1,0 +1,54 @@
+#pragma once
+// Attention patterns and scores ([batch, head, query, key]) are mostly the causal mask's value: zeros in a
+// pattern, −∞ in the scores, over the upper triangle (and outside a sliding window's band). The store keeps
+// such datasets in square tiles and writes only the tiles that hold something other than that value; HDF5
+// gives the dataset's fill value (recorded as that same value) for every tile never written, so h5py and
+// every reader see exactly the tensor that was cached. At 1,024 tokens and 256-wide tiles 6 of 16 tiles per
+// head are skipped; at 8K tokens 496 of 1,024. A tile is skipped only when each of its elements has the fill
+// value's exact bits (−0.0 is not +0.0), so nothing depends on how the mask was made: a hook that wrote
+// into the masked region, or a model without a causal mask, simply gets every tile written.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/common/tensor.hpp"
+#include "store/storage_dtype.hpp"
+
+namespace mechscope::store {
+
+/// The smallest tile side the writer uses, and the smallest a reader accepts as masked tiles.
+inline constexpr int64_t kMinMaskedTileSide = 64;
+
+/// A reader accepts a masked-tile dataset whose stored bytes are at least 1/this of its logical size (a
+/// causal map stores about half; a 4K sliding window over 128K tokens with 256-wide tiles ≈ 1/28). Like the
+/// bound on compressed data, it keeps a corrupt header from making a reader allocate without limit.
+inline constexpr uint64_t kMaxMaskedTileRatio = 1024;
+
+/// Whether dataset `path` of `shape` could hold masked tiles: an attention pattern or scores of rank 4,
+/// chunked [1, 1, a, b] with each of a, b at least kMinMaskedTileSide or the whole dim.
+bool maskedTileCandidate(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk);
+
+/// How an attention-shaped dataset is tiled and which value its skipped tiles hold.
+struct MaskedTileLayout {
+  std::vector<int64_t> chunk;      ///< [1, 1, tile, tile], cut to the dataset's query and key lengths
+  std::vector<unsigned char> fill; ///< one element of the fill value, in the storage dtype's bytes
+};
+
+/// The layout for dataset `path` of `shape` stored as `dtype`, when it is an attention pattern
+/// (`…hook_pattern`, fill 0) or attention scores (`…hook_attn_scores`, fill −∞) of rank 4 with float storage;
+/// std::nullopt for every other dataset. The tile side is the largest power of two whose tile fits a quarter
+/// of `chunkBytes`: 256 for fp32 and fp16 at the default 1 MiB; below kMinMaskedTileSide (chunk targets under
+/// 64 KiB) the dataset is not tiled.
+std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const std::vector<int64_t>& shape,
+                                                 StorageDtype dtype, int64_t chunkBytes);
+
+/// Calls `write(offset, bytes)` for every tile of `data` (contiguous, on the CPU, already in the storage dtype,
+/// rank 4) that has an element other than the fill value, in storage order; `offset` is the tile's first
+/// element ([b, h, q0, k0]) and `bytes` a whole chunk (tile² elements, rows and columns past the data's end
+/// set to the fill value) in a 4 KiB-aligned buffer that is reused after the call. Returns the tiles written.
+int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layout,
+                            const std::function<void(const std::vector<int64_t>& offset, const void* bytes)>& write);
+
+}  // namespace mechscope::store

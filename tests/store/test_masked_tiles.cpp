@@ -1,0 +1,266 @@
+// Masked tiles (store/masked_tiles.hpp, issue #24): attention patterns and scores are stored in square
+// tiles and the tiles holding only the mask's value are never written. Checked from outside the store:
+// libhdf5 itself says which chunks exist (H5Dget_num_chunks, against the count the tile arithmetic gives)
+// and reads the datasets into NaN-filled buffers, so a skipped tile that did not come back as the fill
+// value would show; every read is compared bit for bit with the tensor that was cached.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "store/cache_reader.hpp"
+#include "store/cache_writer.hpp"
+#include "core/common/errors.hpp"
+#include "h5_test_cache.hpp"
+#include "store/masked_tiles.hpp"
+#include "store_test_util.hpp"
+
+using namespace mechscope;
+using namespace mechscope::store;
+using mechscope::store::testing::ScratchDir;
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+/// Causal scores [batch, head, n, n]: random below and on the diagonal, −∞ above it and, with a window w > 0,
+/// −∞ for keys more than w − 1 behind the query (a sliding window).
+at::Tensor maskedScores(int64_t batch, int64_t heads, int64_t n, int64_t window, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  at::Tensor s = at::randn({batch, heads, n, n}, gen, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor q = at::arange(n).view({n, 1}), k = at::arange(n).view({1, n});
+  at::Tensor masked = k > q;
+  if (window > 0) masked = masked.logical_or(k <= q - window);
+  return s.masked_fill(masked, kNegInf);
+}
+
+/// Tiles of side `t` of an n × n causal (window 0) or banded map that hold an unmasked element, by arithmetic:
+/// tile (i, j) covers queries [i·t, min(n, (i+1)·t)) and keys [j·t, …); a key k is unmasked for a query q iff
+/// q − w < k ≤ q. The tile is live iff its smallest key ≤ its largest query and its largest key > smallest
+/// query − w.
+int64_t liveTilesPerHead(int64_t n, int64_t t, int64_t window) {
+  int64_t live = 0;
+  for (int64_t q0 = 0; q0 < n; q0 += t)
+    for (int64_t k0 = 0; k0 < n; k0 += t) {
+      const int64_t q1 = std::min(n, q0 + t) - 1, k1 = std::min(n, k0 + t) - 1;
+      const bool belowTop = k0 <= q1;
+      const bool insideBand = window <= 0 || k1 > q0 - window;
+      live += (belowTop && insideBand) ? 1 : 0;
+    }
+  return live;
+}
+
+struct RawDataset {
+  hsize_t chunksWritten = 0;
+  std::vector<float> values;  // read as fp32, into a NaN-filled buffer
+};
+
+/// Reads an activation with libhdf5 alone: how many chunks exist, and every element as fp32.
+RawDataset readRaw(const std::filesystem::path& file, const std::string& hook) {
+  RawDataset out;
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  EXPECT_GE(f, 0);
+  const std::string path = "/activations/" + hook;
+  const hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
+  EXPECT_GE(d, 0) << path;
+  const hid_t space = H5Dget_space(d);
+  EXPECT_GE(H5Dget_num_chunks(d, space, &out.chunksWritten), 0);
+  out.values.assign(static_cast<size_t>(H5Sget_simple_extent_npoints(space)), std::nanf(""));
+  EXPECT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data()), 0);
+  H5Sclose(space);
+  H5Dclose(d);
+  H5Fclose(f);
+  return out;
+}
+
+bool sameBits(const std::vector<float>& got, const at::Tensor& want) {
+  const at::Tensor w = want.to(at::kFloat).contiguous();
+  return got.size() == static_cast<size_t>(w.numel()) &&
+         std::memcmp(got.data(), w.data_ptr(), got.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST(StoreMaskedTiles, LayoutOnlyForPatternsAndScores) {
+  const std::vector<int64_t> shape{1, 12, 1024, 1024};
+  const auto pattern = maskedTileLayout("/activations/blocks.3.attn.hook_pattern", shape, StorageDtype::Float32, 1 << 20);
+  ASSERT_TRUE(pattern.has_value());
+  EXPECT_EQ(pattern->chunk, (std::vector<int64_t>{1, 1, 256, 256}));  // 256 KiB: a quarter of the 1 MiB target
+  EXPECT_EQ(pattern->fill, (std::vector<unsigned char>{0, 0, 0, 0}));
+  const auto scores = maskedTileLayout("blocks.0.attn.hook_attn_scores", shape, StorageDtype::Float32, 1 << 20);
+  ASSERT_TRUE(scores.has_value());
+  EXPECT_EQ(scores->fill, (std::vector<unsigned char>{0x00, 0x00, 0x80, 0xff}));  // IEEE −∞, little-endian
+  const auto half = maskedTileLayout("x.hook_attn_scores", shape, StorageDtype::Float16, 1 << 20);
+  ASSERT_TRUE(half.has_value());
+  EXPECT_EQ(half->chunk, (std::vector<int64_t>{1, 1, 256, 256}));  // 128 KiB; 512² would be 512 KiB
+  EXPECT_EQ(half->fill, (std::vector<unsigned char>{0x00, 0xfc}));
+  const auto bf16 = maskedTileLayout("x.hook_attn_scores", shape, StorageDtype::BFloat16, 1 << 20);
+  ASSERT_TRUE(bf16.has_value());
+  EXPECT_EQ(bf16->fill, (std::vector<unsigned char>{0x80, 0xff}));
+  EXPECT_EQ(maskedTileLayout("x.hook_pattern", shape, StorageDtype::Float32, 64 << 10)->chunk,
+            (std::vector<int64_t>{1, 1, 64, 64}));  // 64² · 4 = 16 KiB = 64 KiB / 4
+  EXPECT_FALSE(maskedTileLayout("x.hook_pattern", shape, StorageDtype::Float32, 32 << 10));  // 64² would not fit
+  EXPECT_EQ(maskedTileLayout("x.hook_pattern", {1, 2, 100, 40}, StorageDtype::Float32, 1 << 20)->chunk,
+            (std::vector<int64_t>{1, 1, 100, 40}));
+  EXPECT_FALSE(maskedTileLayout("blocks.0.attn.hook_z", shape, StorageDtype::Float32, 1 << 20));
+  EXPECT_FALSE(maskedTileLayout("x.hook_pattern", {12, 1024, 1024}, StorageDtype::Float32, 1 << 20));
+  EXPECT_FALSE(maskedTileLayout("x.hook_pattern", shape, StorageDtype::Int64, 1 << 20));
+  EXPECT_FALSE(maskedTileLayout("x.hook_pattern", {1, 12, 0, 0}, StorageDtype::Float32, 1 << 20));
+}
+
+TEST(StoreMaskedTiles, CausalAndWindowedMapsSkipExactlyTheMaskedTiles) {
+  ScratchDir dir;
+  struct Case {
+    int64_t batch, heads, n, window;
+  };
+  // 600 = 2·256 + 88: edge tiles; window 200 < 256: lower-left tiles wholly outside the band.
+  for (const Case c : {Case{2, 3, 600, 0}, Case{1, 2, 1024, 200}, Case{1, 1, 5, 0}}) {
+    const at::Tensor scores = maskedScores(c.batch, c.heads, c.n, c.window, 7);
+    at::Tensor pattern = at::softmax(scores, -1);  // exactly +0.0 where the score is −∞
+    for (const bool background : {false, true}) {
+      CacheOptions o;
+      o.backgroundBytes = background ? (int64_t{64} << 20) : 0;
+      const auto file = dir / "c.h5";
+      {
+        CacheWriter w(file, Provenance{}, o);
+        w.writeActivation("blocks.0.attn.hook_attn_scores", scores);
+        w.writeActivation("blocks.0.attn.hook_pattern", pattern);
+        w.commit();
+      }
+      const int64_t t = std::min<int64_t>(256, c.n);
+      const auto live = static_cast<hsize_t>(c.batch * c.heads * liveTilesPerHead(c.n, t, c.window));
+      for (const auto& [hook, want] : {std::pair{"blocks.0.attn.hook_attn_scores", scores},
+                                       std::pair{"blocks.0.attn.hook_pattern", pattern}}) {
+        const RawDataset raw = readRaw(file, hook);
+        EXPECT_EQ(raw.chunksWritten, live) << hook << " n=" << c.n << " window=" << c.window;
+        EXPECT_TRUE(sameBits(raw.values, want)) << hook << ": libhdf5 read differs from the cached tensor";
+        EXPECT_TRUE(at::equal(CacheReader::open(file).read(hook), want)) << hook;
+      }
+    }
+  }
+  EXPECT_EQ(liveTilesPerHead(1024, 256, 0), 10);  // the arithmetic itself: 4 + 3 + 2 + 1
+  EXPECT_EQ(liveTilesPerHead(1024, 256, 200), 7);  // the diagonal and the tile below it, but for the first row
+}
+
+TEST(StoreMaskedTiles, AnyBitOtherThanTheFillValueKeepsItsTile) {
+  ScratchDir dir;
+  at::Tensor pattern = at::softmax(maskedScores(1, 1, 512, 0, 3), -1);
+  pattern.index_put_({0, 0, 10, 400}, -0.0f);  // upper-right tile: −0.0 is not the fill value +0.0
+  at::Tensor scores = maskedScores(1, 1, 512, 0, 4);
+  scores.index_put_({0, 0, 3, 300}, 1.5f);  // a hook that wrote into the masked region
+  {
+    CacheWriter w(dir / "c.h5", Provenance{});
+    w.writeActivation("blocks.0.attn.hook_pattern", pattern);
+    w.writeActivation("blocks.0.attn.hook_attn_scores", scores);
+    w.commit();
+  }
+  for (const auto& [hook, want] : {std::pair{"blocks.0.attn.hook_pattern", pattern},
+                                   std::pair{"blocks.0.attn.hook_attn_scores", scores}}) {
+    const RawDataset raw = readRaw(dir / "c.h5", hook);
+    EXPECT_EQ(raw.chunksWritten, 4u) << hook << ": 3 live tiles + the upper one that is not masked";
+    EXPECT_TRUE(sameBits(raw.values, want)) << hook;
+  }
+  EXPECT_TRUE(std::signbit(readRaw(dir / "c.h5", "blocks.0.attn.hook_pattern").values[10 * 512 + 400]));
+}
+
+TEST(StoreMaskedTiles, HalfAndBfloat16ScoresKeepTheirInfinities) {
+  ScratchDir dir;
+  const at::Tensor scores = maskedScores(1, 2, 300, 0, 5);
+  for (const auto dtype : {StorageDtype::Float16, StorageDtype::BFloat16}) {
+    CacheOptions o;
+    o.dtype = dtype;
+    {
+      CacheWriter w(dir / "c.h5", Provenance{}, o);
+      w.writeActivation("blocks.1.attn.hook_attn_scores", scores);
+      w.commit();
+    }
+    const at::Tensor want = scores.to(dtype == StorageDtype::Float16 ? at::kHalf : at::kBFloat16);
+    const at::Tensor got = CacheReader::open(dir / "c.h5").read("blocks.1.attn.hook_attn_scores");
+    ASSERT_EQ(got.scalar_type(), want.scalar_type());
+    EXPECT_TRUE(at::equal(got, want)) << storageDtypeName(dtype);
+    EXPECT_EQ(got.isinf().sum().item<int64_t>(), 2 * 300 * 299 / 2) << storageDtypeName(dtype);
+    if (dtype == StorageDtype::Float16) {  // libhdf5 converts IEEE fp16 itself: a reader without mechscope
+      EXPECT_TRUE(sameBits(readRaw(dir / "c.h5", "blocks.1.attn.hook_attn_scores").values, want));
+    }
+  }
+}
+
+TEST(StoreMaskedTiles, SwitchedOffEveryElementIsWrittenInRowBands) {
+  ScratchDir dir;
+  const at::Tensor pattern = at::softmax(maskedScores(1, 2, 1024, 0, 6), -1);
+  CacheOptions o;
+  o.skipMaskedTiles = false;
+  {
+    CacheWriter w(dir / "c.h5", Provenance{}, o);
+    w.writeActivation("blocks.0.attn.hook_pattern", pattern);
+    w.commit();
+  }
+  const RawDataset raw = readRaw(dir / "c.h5", "blocks.0.attn.hook_pattern");
+  EXPECT_EQ(raw.chunksWritten, 2u * 4u);  // [1, 1, 256, 1024] row bands, every one written
+  EXPECT_TRUE(sameBits(raw.values, pattern));
+  EXPECT_EQ(CacheReader::open(dir / "c.h5").info("blocks.0.attn.hook_pattern").chunks,
+            (std::vector<int64_t>{1, 1, 256, 1024}));
+}
+
+namespace {
+
+/// A hand-made cache with one [1, 1, 4096, 4096] fp32 pattern in 64-wide tiles of which only the first
+/// `tiles` diagonal tiles hold data (value 0.5); `userFill`: whether the dataset records its fill value.
+void writeSparsePattern(const std::filesystem::path& path, int tiles, bool userFill) {
+  mechscope::store::testing::makeCache(path, [&](hid_t f) {
+    const hid_t group = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const std::vector<hsize_t> dims{1, 1, 4096, 4096}, chunk{1, 1, 64, 64};
+    const hid_t space = H5Screate_simple(4, dims.data(), nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 4, chunk.data());
+    const float zero = 0.0f;
+    if (userFill) H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &zero);
+    const hid_t d = H5Dcreate2(group, "blocks.0.attn.hook_pattern", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    const std::vector<float> tile(64 * 64, 0.5f);
+    for (int i = 0; i < tiles; ++i) {
+      const std::vector<hsize_t> at{0, 0, static_cast<hsize_t>(64 * i), static_cast<hsize_t>(64 * i)};
+      EXPECT_GE(H5Dwrite_chunk(d, H5P_DEFAULT, 0, at.data(), tile.size() * sizeof(float), tile.data()), 0);
+    }
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Gclose(group);
+  });
+}
+
+}  // namespace
+
+TEST(StoreMaskedTiles, ReaderBoundsHowSparseAMaskedTileDatasetMayBe) {
+  ScratchDir dir;
+  // 16 of 4,096 tiles: 1/256 of the logical 64 MiB stored, within the 1/1024 bound.
+  writeSparsePattern(dir / "ok.h5", 16, true);
+  const at::Tensor p = CacheReader::open(dir / "ok.h5").read("blocks.0.attn.hook_pattern");
+  EXPECT_DOUBLE_EQ(p.sum().item<double>(), 16 * 64 * 64 * 0.5);
+  EXPECT_EQ(p[0][0][15 * 64][15 * 64].item<float>(), 0.5f);
+  EXPECT_EQ(p[0][0][0][64].item<float>(), 0.0f);
+  // 2 tiles: 1/2048 stored, beyond the bound — refused as a corrupt header would be.
+  writeSparsePattern(dir / "thin.h5", 2, true);
+  try {
+    (void)CacheReader::open(dir / "thin.h5").read("blocks.0.attn.hook_pattern");
+    ADD_FAILURE() << "a pattern with 1/2048 of its bytes stored was read";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs 67108864 bytes but only 32768 are stored in masked tiles"), std::string::npos)
+        << e.what();
+  }
+  // Without a recorded fill value the tiles are not masked tiles: every byte must be stored.
+  writeSparsePattern(dir / "nofill.h5", 16, false);
+  try {
+    (void)CacheReader::open(dir / "nofill.h5").read("blocks.0.attn.hook_pattern");
+    ADD_FAILURE() << "a sparse pattern without a fill value was read";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs 67108864 bytes but only 262144 are stored (corrupt file)"),
+              std::string::npos)
+        << e.what();
+  }
+}
