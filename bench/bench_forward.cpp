@@ -6,8 +6,8 @@
 //     against the bare forward, once per --cache-variants entry (sync: fp32 on the forward's thread;
 //     async: fp32 on the background writer, as `run`; fp16/bf16: that storage dtype, background writer;
 //     fp16sync; a "-buffered" suffix, e.g. async-buffered, writes through libhdf5's default driver and the
-//     page cache instead of the store's O_DIRECT driver; a "-dense" suffix writes every tile of the attention
-//     patterns and scores, as before masked tiles), with the time the forward waited for the queue and the writer's busy time; plus the
+//     page cache instead of the store's O_DIRECT driver; a "-tiles" suffix leaves out the masked tiles of the
+//     attention patterns and scores, `run --cache-masked-tiles`), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
 //     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
@@ -233,11 +233,11 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
     if (has) variant.resize(variant.size() - suffix.size());
     return has;
   };
-  // Suffixes, in any order: -buffered (libhdf5's default driver), -dense (every tile of patterns and scores).
+  // Suffixes, in any order: -buffered (libhdf5's default driver), -tiles (masked tiles of patterns and scores).
   for (bool more = true; more;) {
     more = false;
     if (strip("-buffered")) opts.directWrites = false, more = true;
-    if (strip("-dense")) opts.skipMaskedTiles = false, more = true;
+    if (strip("-tiles")) opts.skipMaskedTiles = true, more = true;
   }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;

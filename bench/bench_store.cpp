@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -171,6 +173,45 @@ void BM_ReadOneHead(benchmark::State& state) {
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_ReadOneHead)->ArgName("whole")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+/// Twelve causal patterns [1, 12, pos, pos] (a GPT-2 small layer stack's hook_pattern) written on the caller's
+/// thread with masked tiles (tiled = 1) or every element in row bands (tiled = 0); fp32 or fp16 (half = 1).
+/// Counters: file MiB, and the thread's CPU seconds per cache next to the wall time.
+void BM_PatternTiles(benchmark::State& state) {
+  const bool tiled = state.range(0) != 0;
+  const int64_t pos = state.range(1);
+  CacheOptions opts;
+  opts.skipMaskedTiles = tiled;
+  opts.dtype = state.range(2) != 0 ? StorageDtype::Float16 : StorageDtype::Float32;
+  const at::Tensor causal = at::ones({pos, pos}, at::kBool).triu(1);
+  std::vector<at::Tensor> patterns;
+  for (int l = 0; l < 12; ++l)
+    patterns.push_back(at::softmax(at::randn({1, 12, pos, pos}).masked_fill(causal, -INFINITY), -1));
+  const auto path = benchDir() / "mechscope_bench_tiles.h5";
+  double cpu = 0;
+  for (auto _ : state) {
+    timespec c0{}, c1{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    CacheWriter w(path, Provenance{}, opts);
+    for (int l = 0; l < 12; ++l) w.writeActivation("blocks." + std::to_string(l) + ".attn.hook_pattern", patterns[l]);
+    w.commit();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    cpu += static_cast<double>(c1.tv_sec - c0.tv_sec) + 1e-9 * static_cast<double>(c1.tv_nsec - c0.tv_nsec);
+    state.counters["file_MiB"] = static_cast<double>(std::filesystem::file_size(path)) / (1 << 20);
+    std::filesystem::remove(path);
+  }
+  state.counters["cpu_s"] = cpu / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_PatternTiles)
+    ->ArgNames({"tiled", "pos", "half"})
+    ->Args({0, 1024, 0})
+    ->Args({1, 1024, 0})
+    ->Args({0, 2048, 0})
+    ->Args({1, 2048, 0})
+    ->Args({0, 1024, 1})
+    ->Args({1, 1024, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 
 }  // namespace
 #endif  // MECHSCOPE_WITH_HDF5

@@ -45,8 +45,10 @@ struct CacheOptions {
   bool directWrites = true;
   /// Attention patterns and scores of whole-tensor writes (uncompressed) are stored in square tiles, and the
   /// tiles that hold only the mask's value (0 / −∞) are not written: readers get them from the dataset's fill
-  /// value (store/masked_tiles.hpp). false: every element is written, in the usual row-band chunks.
-  bool skipMaskedTiles = true;
+  /// value (store/masked_tiles.hpp). Off by default: the files are smaller (≈ 40 % of a pattern at 2K tokens),
+  /// but copying the kept tiles costs the writer CPU, which on a 2-core machine slows an every-hook cache
+  /// (docs/benchmarks.md). false: every element is written, in the usual row-band chunks.
+  bool skipMaskedTiles = false;
 };
 
 /// Writes one pre-created dataset block by block (e.g. one layer of a stacked [layer, ...] array).

@@ -30,6 +30,7 @@ struct RunOptions {
   std::string cache;
   std::string cacheDtype = "fp32";
   int cacheQueueMib = 256;
+  bool cacheMaskedTiles = false;
   std::string device = "cpu";
   std::string dtype = "fp32";
   bool prependBos = false;
@@ -116,6 +117,7 @@ store::CacheOptions cacheOptionsFrom(const RunOptions& o) {
   // Hook tensors are handed to a background writer (no copy): the forward never modifies a tensor after its
   // hook ran, and the queue's bound keeps a streamed cache's memory flat.
   cacheOptions.backgroundBytes = int64_t{o.cacheQueueMib} << 20;
+  cacheOptions.skipMaskedTiles = o.cacheMaskedTiles;
   return cacheOptions;
 }
 #endif
@@ -370,6 +372,10 @@ const RegisterCommand reg_cmd_run{"run", 20, [](CLI::App& root) {
   sub->add_option("--cache-queue-mib", o->cacheQueueMib,
                   "MiB of hook tensors the background cache writer may hold while the forward goes on (default 256; "
                   "0 writes on the forward's thread)");
+  sub->add_flag("--cache-masked-tiles", o->cacheMaskedTiles,
+                "Store attention patterns and scores in 256x256 tiles and leave out the tiles that hold only the mask "
+                "(0 / -inf): the file of a causal model's patterns is ~40 % smaller at 2K tokens, ~50 % at long "
+                "contexts; every reader still reads the full tensor. Costs the writer a copy of the kept tiles");
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N; a comma list (cuda:0,cuda:1) splits the blocks over those devices; auto: cuda:0, or every GPU when the weights need them");
   sub->add_option("--dtype", o->dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
   sub->add_flag("--prepend-bos", o->prependBos, "Make every sequence start with the BOS token");

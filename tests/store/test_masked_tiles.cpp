@@ -125,6 +125,7 @@ TEST(StoreMaskedTiles, CausalAndWindowedMapsSkipExactlyTheMaskedTiles) {
     at::Tensor pattern = at::softmax(scores, -1);  // exactly +0.0 where the score is −∞
     for (const bool background : {false, true}) {
       CacheOptions o;
+      o.skipMaskedTiles = true;
       o.backgroundBytes = background ? (int64_t{64} << 20) : 0;
       const auto file = dir / "c.h5";
       {
@@ -154,8 +155,10 @@ TEST(StoreMaskedTiles, AnyBitOtherThanTheFillValueKeepsItsTile) {
   pattern.index_put_({0, 0, 10, 400}, -0.0f);  // upper-right tile: −0.0 is not the fill value +0.0
   at::Tensor scores = maskedScores(1, 1, 512, 0, 4);
   scores.index_put_({0, 0, 3, 300}, 1.5f);  // a hook that wrote into the masked region
+  CacheOptions o;
+  o.skipMaskedTiles = true;
   {
-    CacheWriter w(dir / "c.h5", Provenance{});
+    CacheWriter w(dir / "c.h5", Provenance{}, o);
     w.writeActivation("blocks.0.attn.hook_pattern", pattern);
     w.writeActivation("blocks.0.attn.hook_attn_scores", scores);
     w.commit();
@@ -175,6 +178,7 @@ TEST(StoreMaskedTiles, HalfAndBfloat16ScoresKeepTheirInfinities) {
   for (const auto dtype : {StorageDtype::Float16, StorageDtype::BFloat16}) {
     CacheOptions o;
     o.dtype = dtype;
+    o.skipMaskedTiles = true;
     {
       CacheWriter w(dir / "c.h5", Provenance{}, o);
       w.writeActivation("blocks.1.attn.hook_attn_scores", scores);
@@ -191,11 +195,11 @@ TEST(StoreMaskedTiles, HalfAndBfloat16ScoresKeepTheirInfinities) {
   }
 }
 
-TEST(StoreMaskedTiles, SwitchedOffEveryElementIsWrittenInRowBands) {
+TEST(StoreMaskedTiles, OffByDefaultEveryElementIsWrittenInRowBands) {
   ScratchDir dir;
   const at::Tensor pattern = at::softmax(maskedScores(1, 2, 1024, 0, 6), -1);
-  CacheOptions o;
-  o.skipMaskedTiles = false;
+  const CacheOptions o;
+  ASSERT_FALSE(o.skipMaskedTiles);
   {
     CacheWriter w(dir / "c.h5", Provenance{}, o);
     w.writeActivation("blocks.0.attn.hook_pattern", pattern);
