@@ -364,14 +364,22 @@ at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const L
   const ModelConfig& c = pc.c;
   const int64_t H = c.nHeads, dh = c.dHead;
   at::Tensor attnOut;  // [batch, pos, d_model]
+  bool viaHeads = false;
   if (pc.hp.on(nm.result)) {
     at::Tensor wO = L.wO.view({c.dModel, H, dh});
-    at::Tensor result = pc.hp(at::einsum("bphe,dhe->bphd", {z, wO}), nm.result, l);  // [batch, pos, head, d_model]
-    attnOut = result.sum(2);
-    if (L.bO.defined()) attnOut = attnOut + L.bO;
-  } else {
-    attnOut = linear(z.reshape({pc.batch, pc.positions, H * dh}), L.wO, L.bO);
+    const at::Tensor formed = at::einsum("bphe,dhe->bphd", {z, wO});  // [batch, pos, head, d_model]
+    const auto version = formed._version();
+    at::Tensor result = pc.hp(formed, nm.result, l);
+    // A hook that replaced or edited the per-head outputs (or a pass that takes gradients through them) gets
+    // their sum; one that only read them gets the one output projection of the unhooked pass, so reading
+    // hooks never changes the logits (Hooks.ReadingEveryHookLeavesTheLogitsBitIdentical).
+    viaHeads = !result.is_same(formed) || result._version() != version || result.requires_grad();
+    if (viaHeads) {
+      attnOut = result.sum(2);
+      if (L.bO.defined()) attnOut = attnOut + L.bO;
+    }
   }
+  if (!viaHeads) attnOut = linear(z.reshape({pc.batch, pc.positions, H * dh}), L.wO, L.bO);
   attnOut = postNorm(pc, c.postAttnNorm, attnOut, L.ln1PostW, nm.ln1Post, l);
   return pc.hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
 }

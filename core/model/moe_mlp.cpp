@@ -86,11 +86,16 @@ at::Tensor moeMlp(const ModelConfig& c, const MoeWeights& w, const MoeSite& site
     at::Tensor we = weights.index({tok, slot}).unsqueeze(1);                                // [n, 1]
     at::Tensor contrib = (y.to(routeType) * we).to(x.scalar_type());                        // [n, d_model]
     if (perExpertHooked) perExpert.select(1, e).index_add_(0, tok, contrib);
-    else out.index_add_(0, tok, contrib);
+    out.index_add_(0, tok, contrib);
   }
   if (perExpertHooked) {
-    perExpert = moeHook(site, perExpert.view({B, P, E, D}), nm.expertOut);  // [batch, pos, expert, d_model]
-    out = perExpert.sum(2).reshape({T, D});
+    const at::Tensor formed = perExpert.view({B, P, E, D});  // [batch, pos, expert, d_model]
+    const auto version = formed._version();
+    perExpert = moeHook(site, formed, nm.expertOut);
+    // Edited or replaced (or taking gradients): their sum. Only read: the plain path's sum, so reading the
+    // hook leaves the logits bit-identical (Hooks.ReadingEveryHookLeavesTheLogitsBitIdentical).
+    if (!perExpert.is_same(formed) || perExpert._version() != version || perExpert.requires_grad())
+      out = perExpert.sum(2).reshape({T, D});
   }
   at::Tensor result = out.view({B, P, D});
   if (c.moe.dShared > 0) {

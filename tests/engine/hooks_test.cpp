@@ -2,6 +2,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "core/model/hooked_transformer.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "engine_test_support.hpp"
@@ -189,3 +191,29 @@ TEST(Hooks, PaddingMatchesUnpadded) {
 }
 
 }  // namespace
+
+// Reading hooks must not change what the model computes: a forward that caches every hook (hook_result and
+// the experts' hook_expert_out included, which form per-head and per-expert outputs) gives the logits of the
+// plain forward, bit for bit, as long as no hook changed anything. Per family, on the fixture checkpoints
+// (the HF-made fixtures of shared/, and the family fixtures kept in tests/data/families).
+TEST(Hooks, ReadingEveryHookLeavesTheLogitsBitIdentical) {
+  int seen = 0;
+  for (const char* fam : {"gpt2", "llama", "qwen3", "pythia", "qwen2", "mistral", "gemma2", "gemma3", "gpt_oss", "mixtral",
+                          "olmo2", "phi3", "phi3_longrope", "qwen2_moe", "qwen3_moe"}) {
+    const auto dir = test::fixtureModel(fam);
+    if (!dir) continue;
+    auto m = HookedTransformer::load(*dir);
+    const at::Tensor ids = refIds(*dir);
+    ForwardResult hooked, hookedNoResult;
+    (void)m->runWithCache(ids, {"*"}, {}, {}, &hooked);
+    (void)m->runWithCache(ids, {"*attn.hook_pattern", "*hook_resid_post"}, {}, {}, &hookedNoResult);
+    const at::Tensor plain = m->forward(ids).logits;
+    EXPECT_TRUE(at::equal(hookedNoResult.logits, plain)) << fam << ": reading patterns changed the logits by "
+                                                         << (hookedNoResult.logits - plain).abs().max().item<double>();
+    EXPECT_TRUE(at::equal(hooked.logits, plain)) << fam << ": reading every hook changed the logits by "
+                                                 << (hooked.logits - plain).abs().max().item<double>();
+    ++seen;
+  }
+  std::printf("[hooks] every-hook logits bit-identical to the plain forward in %d families\n", seen);
+  EXPECT_GE(seen, 9) << "the family fixtures of tests/data/families are always there";
+}
