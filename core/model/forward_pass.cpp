@@ -357,6 +357,27 @@ at::Tensor postNorm(const PassContext& pc, bool on, const at::Tensor& out, const
   return on ? pc.hp(norm(pc.c, out, w, {}), hookName, l) : out;
 }
 
+/// The per-head outputs result[b, p, h, :] = z[b, p, h, :] · W_O[:, h, :]ᵀ → [batch, pos, head, d_model], laid out
+/// contiguously. einsum forms them as [head, pos, d_model] and hands back a permuted view, which every reader
+/// (the cache writer first) then copies; on the CPU outside autograd each head's product goes straight into
+/// its strided slice of one contiguous tensor (BLAS writes rows at a stride of head · d_model). On a GPU one
+/// batched product and one copy beat batch · head small kernels.
+at::Tensor perHeadOutputs(const at::Tensor& z, const at::Tensor& wO, int64_t H, int64_t dh) {
+  const int64_t B = z.size(0), P = z.size(1), D = wO.size(0);
+  at::Tensor wO3 = wO.view({D, H, dh});  // [d_model, head, d_head]
+  if (!z.device().is_cpu()) return at::einsum("bphe,dhe->bphd", {z, wO3}).contiguous();
+  if (at::GradMode::is_enabled() && (z.requires_grad() || wO.requires_grad()))
+    return at::einsum("bphe,dhe->bphd", {z, wO3});
+  at::Tensor result = at::empty({B, P, H, D}, z.options());  // [batch, pos, head, d_model]
+  at::Tensor wT = wO3.permute({1, 2, 0});                    // [head, d_head, d_model] (a view)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      at::Tensor out = result.select(0, b).select(1, h);  // [pos, d_model], rows H·D apart
+      at::mm_out(out, z.select(0, b).select(1, h), wT.select(0, h));
+    }
+  return result;
+}
+
 /// hook_z [batch, pos, head, d_head] through W_O (and ln1_post) → hook_attn_out [batch, pos, d_model], what
 /// joins the residual; per-head outputs (hook_result [batch, pos, head, d_model], before ln1_post) are
 /// formed only when that hook is on.
@@ -366,8 +387,7 @@ at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const L
   at::Tensor attnOut;  // [batch, pos, d_model]
   bool viaHeads = false;
   if (pc.hp.on(nm.result)) {
-    at::Tensor wO = L.wO.view({c.dModel, H, dh});
-    const at::Tensor formed = at::einsum("bphe,dhe->bphd", {z, wO});  // [batch, pos, head, d_model]
+    const at::Tensor formed = perHeadOutputs(z, L.wO, H, dh);  // [batch, pos, head, d_model]
     const auto version = formed._version();
     at::Tensor result = pc.hp(formed, nm.result, l);
     // A hook that replaced or edited the per-head outputs (or a pass that takes gradients through them) gets

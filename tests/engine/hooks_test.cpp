@@ -217,3 +217,21 @@ TEST(Hooks, ReadingEveryHookLeavesTheLogitsBitIdentical) {
   std::printf("[hooks] every-hook logits bit-identical to the plain forward in %d families\n", seen);
   EXPECT_GE(seen, 9) << "the family fixtures of tests/data/families are always there";
 }
+
+// hook_result is each head's z through its own d_head columns of W_O, laid out contiguously [batch, pos, head,
+// d_model] (written per head into one tensor, not a permuted view): against the product in fp64 from the
+// cached z and the checkpoint's W_O, within fp32 rounding of a 16-term (d_head) dot product.
+TEST(Hooks, ResultIsEachHeadsZThroughItsSliceOfWO) {
+  MECHSCOPE_FIXTURE_OR_SKIP(dir, "llama");
+  auto m = HookedTransformer::load(dir);
+  const auto& c = m->config();
+  const at::Tensor ids = refIds(dir);
+  const auto cache = m->runWithCache(ids, {"blocks.1.attn.hook_z", "blocks.1.attn.hook_result"});
+  const at::Tensor z = cache.at("z", 1).to(at::kDouble);  // [batch, pos, head, d_head]
+  const at::Tensor result = cache.at("result", 1);       // [batch, pos, head, d_model]
+  EXPECT_TRUE(result.is_contiguous());
+  const at::Tensor wO = m->weights().layers[1].wO.to(at::kDouble).view({c.dModel, c.nHeads, c.dHead});
+  const at::Tensor ref = at::einsum("bphe,dhe->bphd", {z, wO});
+  const double scale = (z.abs().unsqueeze(-2) * wO.abs().permute({1, 0, 2}).unsqueeze(0).unsqueeze(0)).sum(-1).max().item<double>();
+  EXPECT_LE((result.to(at::kDouble) - ref).abs().max().item<double>(), 4.0 * c.dHead * 0x1p-24 * scale);
+}
