@@ -39,7 +39,7 @@ add_library(mechscope_fuzz_loaders STATIC
   ${_root}/core/model/model_config.cpp ${_root}/core/model/family_registry.cpp ${_root}/core/model/weight_source.cpp
   ${_root}/core/model/activation_cache.cpp ${_families}
   ${_root}/store/cache_reader.cpp ${_root}/store/hdf5_lock.cpp ${_root}/store/storage_dtype.cpp ${_root}/store/slice.cpp
-  ${_root}/store/masked_tiles.cpp
+  ${_root}/store/masked_tiles.cpp ${_root}/store/hook_axes.cpp
   ${_root}/store/detail/h5_util.cpp ${_root}/store/detail/h5_basic.cpp ${_root}/store/isolation/isolated_check.cpp
   ${_root}/store/isolation/check_server.cpp ${_root}/store/isolation/manifest.cpp
   ${_root}/analysis/common/datasets.cpp ${_root}/analysis/patching/patch_types.cpp)

@@ -13,6 +13,7 @@
 #include "core/common/errors.hpp"
 #include "store/detail/h5_util.hpp"
 #include "store/hdf5_lock.hpp"
+#include "store/hook_axes.hpp"
 #include "store/isolation/isolated_check.hpp"
 #include "store/isolation/structure_walk.hpp"
 #include "store/masked_tiles.hpp"
@@ -51,10 +52,6 @@ using detail::Hid;
 using detail::own;
 
 namespace {
-
-bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // Caller holds the lock.
 DatasetInfo describe(const detail::ReaderState& state, const std::string& path) {
@@ -179,7 +176,7 @@ CacheReader CacheReader::open(const std::filesystem::path& path) {
   if (!std::filesystem::exists(path, ec)) throw InputError(fmt::format("cache '{}': no such file", name));
   if (std::filesystem::is_directory(path, ec))
     throw InputError(fmt::format("cache '{}' is a folder: expected an .h5 file", name));
-  if (endsWith(name, schema::kPartialSuffix))
+  if (hasSuffix(name, schema::kPartialSuffix))
     throw InputError(fmt::format("cache '{}' is unfinished (.partial): the run writing it was killed or cancelled "
                                  "before it completed; run it again",
                                  name));

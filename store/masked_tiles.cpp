@@ -11,13 +11,10 @@
 #include <memory>
 
 #include "core/common/errors.hpp"
+#include "store/hook_axes.hpp"
 
 namespace mechscope::store {
 namespace {
-
-bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 /// One element of `value` in `dtype`'s stored bytes (through toStorage, so the bits are the writer's own).
 std::vector<unsigned char> storedBytes(double value, StorageDtype dtype) {
@@ -38,9 +35,8 @@ std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const 
   if (dtype != StorageDtype::Float32 && dtype != StorageDtype::Float16 && dtype != StorageDtype::BFloat16 &&
       dtype != StorageDtype::Float64)
     return std::nullopt;
-  double fill = 0.0;
-  if (endsWith(path, "hook_attn_scores")) fill = -std::numeric_limits<double>::infinity();
-  else if (!endsWith(path, "hook_pattern")) return std::nullopt;
+  if (!isAttentionMapHook(path)) return std::nullopt;
+  const double fill = hasSuffix(path, "hook_attn_scores") ? -std::numeric_limits<double>::infinity() : 0.0;
   for (auto d : shape)
     if (d <= 0) return std::nullopt;
   const int64_t element = storageElementSize(dtype);
@@ -55,7 +51,7 @@ std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const 
 
 bool maskedTileCandidate(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk) {
   if (shape.size() != 4 || chunk.size() != 4 || chunk[0] != 1 || chunk[1] != 1) return false;
-  if (!endsWith(path, "hook_pattern") && !endsWith(path, "hook_attn_scores")) return false;
+  if (!isAttentionMapHook(path)) return false;
   for (int d = 2; d < 4; ++d)
     if (chunk[d] < std::min(kMinMaskedTileSide, shape[d])) return false;
   return true;

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/common/errors.hpp"
+#include "store/hook_axes.hpp"
 
 namespace mechscope::store {
 namespace {
@@ -22,10 +23,6 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 void checkShape(const SyntheticShape& s) {
   if (s.nLayers < 0 || s.batch < 1 || s.pos < 1 || s.heads < 1 || s.dModel < 1 || s.dModel % s.heads != 0)
     throw InputError(fmt::format("synthetic cache: need layers ≥ 0, batch, pos, heads, d_model ≥ 1 and d_model a "
@@ -35,10 +32,10 @@ void checkShape(const SyntheticShape& s) {
 
 std::vector<int64_t> hookShape(const std::string& name, const SyntheticShape& s) {
   const int64_t dHead = s.dModel / s.heads;
-  if (endsWith(name, "hook_pattern") || endsWith(name, "hook_attn_scores")) return {s.batch, s.heads, s.pos, s.pos};
-  if (endsWith(name, "hook_q") || endsWith(name, "hook_k") || endsWith(name, "hook_v") || endsWith(name, "hook_z"))
+  if (isAttentionMapHook(name)) return {s.batch, s.heads, s.pos, s.pos};
+  if (hasSuffix(name, "hook_q") || hasSuffix(name, "hook_k") || hasSuffix(name, "hook_v") || hasSuffix(name, "hook_z"))
     return {s.batch, s.pos, s.heads, dHead};
-  if (endsWith(name, "mlp.hook_pre") || endsWith(name, "mlp.hook_post")) return {s.batch, s.pos, 4 * s.dModel};
+  if (hasSuffix(name, "mlp.hook_pre") || hasSuffix(name, "mlp.hook_post")) return {s.batch, s.pos, 4 * s.dModel};
   return {s.batch, s.pos, s.dModel};
 }
 
@@ -62,11 +59,11 @@ at::Tensor syntheticActivation(const std::string& hookName, const SyntheticShape
   auto gen = at::detail::createCPUGenerator(fnv1a(hookName));
   const auto dims = hookShape(hookName, shape);
   at::Tensor t = at::randn(dims, gen, at::TensorOptions().dtype(at::kFloat));  // TL layout of the hook
-  if (endsWith(hookName, "hook_pattern") || endsWith(hookName, "hook_attn_scores")) {
+  if (isAttentionMapHook(hookName)) {
     // [batch, head, query, key]: causal, as a real model's
     const auto future = at::ones({shape.pos, shape.pos}, at::TensorOptions().dtype(at::kBool)).triu(1);
     t.masked_fill_(future, -std::numeric_limits<float>::infinity());
-    if (endsWith(hookName, "hook_pattern")) {
+    if (hasSuffix(hookName, "hook_pattern")) {
       // softmax in place: a pattern is the largest tensor of a layer, keep one copy of it alive
       t.sub_(std::get<0>(t.max(-1, true))).exp_();
       t.div_(t.sum(-1, true));

@@ -385,21 +385,15 @@ at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const L
   const ModelConfig& c = pc.c;
   const int64_t H = c.nHeads, dh = c.dHead;
   at::Tensor attnOut;  // [batch, pos, d_model]
-  bool viaHeads = false;
-  if (pc.hp.on(nm.result)) {
-    const at::Tensor formed = perHeadOutputs(z, L.wO, H, dh);  // [batch, pos, head, d_model]
-    const auto version = formed._version();
-    at::Tensor result = pc.hp(formed, nm.result, l);
-    // A hook that replaced or edited the per-head outputs (or a pass that takes gradients through them) gets
-    // their sum; one that only read them gets the one output projection of the unhooked pass, so reading
-    // hooks never changes the logits (Hooks.ReadingEveryHookLeavesTheLogitsBitIdentical).
-    viaHeads = !result.is_same(formed) || result._version() != version || result.requires_grad();
-    if (viaHeads) {
-      attnOut = result.sum(2);
-      if (L.bO.defined()) attnOut = attnOut + L.bO;
-    }
+  // Per-head outputs that a hook changed are summed; read-only ones leave the unhooked output projection.
+  const ShownToHook result = pc.hp.on(nm.result) ? showToHook(pc.hp, perHeadOutputs(z, L.wO, H, dh), nm.result, l)
+                                                 : ShownToHook{};  // [batch, pos, head, d_model]
+  if (result.changed) {
+    attnOut = result.value.sum(2);
+    if (L.bO.defined()) attnOut = attnOut + L.bO;
+  } else {
+    attnOut = linear(z.reshape({pc.batch, pc.positions, H * dh}), L.wO, L.bO);
   }
-  if (!viaHeads) attnOut = linear(z.reshape({pc.batch, pc.positions, H * dh}), L.wO, L.bO);
   attnOut = postNorm(pc, c.postAttnNorm, attnOut, L.ln1PostW, nm.ln1Post, l);
   return pc.hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
 }

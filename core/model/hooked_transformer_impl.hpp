@@ -22,6 +22,21 @@ struct Hooker {
   [[nodiscard]] bool on(const std::string& name) const { return hooks && hooks->active(name); }
 };
 
+/// What a hook gave back for a tensor the pass forms only to show it (hook_result, mlp.hook_expert_out):
+/// `value`, and whether the pass must go on from it — replaced, edited in place (version counter), or carrying
+/// gradients — instead of its own plain computation. A hook that only read it leaves the logits bit-identical
+/// to an unhooked pass (Hooks.ReadingEveryHookLeavesTheLogitsBitIdentical).
+struct ShownToHook {
+  at::Tensor value;
+  bool changed = false;
+};
+inline ShownToHook showToHook(const Hooker& hp, const at::Tensor& formed, const std::string& name, int layer) {
+  const auto version = formed._version();
+  at::Tensor value = hp(formed, name, layer);
+  const bool changed = !value.is_same(formed) || value._version() != version || value.requires_grad();
+  return {std::move(value), changed};
+}
+
 /// Hook names of one block, built once (the forward pass never formats strings).
 struct LayerHookNames {
   std::string residPre, ln1, q, k, v, rotQ, rotK, scores, pattern, z, result, ln1Post, attnOut, residMid, ln2, mlpPre,

@@ -89,13 +89,9 @@ at::Tensor moeMlp(const ModelConfig& c, const MoeWeights& w, const MoeSite& site
     out.index_add_(0, tok, contrib);
   }
   if (perExpertHooked) {
-    const at::Tensor formed = perExpert.view({B, P, E, D});  // [batch, pos, expert, d_model]
-    const auto version = formed._version();
-    perExpert = moeHook(site, formed, nm.expertOut);
-    // Edited or replaced (or taking gradients): their sum. Only read: the plain path's sum, so reading the
-    // hook leaves the logits bit-identical (Hooks.ReadingEveryHookLeavesTheLogitsBitIdentical).
-    if (!perExpert.is_same(formed) || perExpert._version() != version || perExpert.requires_grad())
-      out = perExpert.sum(2).reshape({T, D});
+    // Changed by the hook: their sum. Only read: the plain path's sum (`out`), as if unhooked.
+    const ShownToHook shown = showToHook(site.hp, perExpert.view({B, P, E, D}), nm.expertOut, site.layer);  // [batch, pos, expert, d_model]
+    if (shown.changed) out = shown.value.sum(2).reshape({T, D});
   }
   at::Tensor result = out.view({B, P, D});
   if (c.moe.dShared > 0) {
