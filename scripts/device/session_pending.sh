@@ -32,7 +32,7 @@ if has probe; then
   "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*:ProbeMoments*' >"$OUT/probe_cuda.log" 2>&1
   log "ProbeCuda/ProbeMoments rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/probe_cuda.log" | tr '\n' ' ')"
   grep -E 'flash attention|Failure|relErr' "$OUT/probe_cuda.log" | head -10 | tee -a "$OUT/summary.txt"
-  MECHSCOPE_BENCH_DEVICE=cuda timeout 400 "$B/bench/bench_probe" --benchmark_filter=WaadFai >"$OUT/bench_probe.log" 2>&1
+  MECHSCOPE_BENCH_DEVICE=cuda timeout 150 "$B/bench/bench_probe" --benchmark_filter=WaadFai >"$OUT/bench_probe.log" 2>&1
   log "bench_probe WaadFai rc=$?"; grep -E '^BM_' "$OUT/bench_probe.log" | tee -a "$OUT/summary.txt"
 fi
 if has waadfai; then
@@ -74,7 +74,7 @@ if has families; then
   cat "$OUT/families/summary.txt" >>"$OUT/summary.txt"
 fi
 if has memory; then
-  M7=$W/llama7b
+  M7=/tmp/llama7b   # the split stage's, when it ran in this machine
   [ -f $M7/config.json ] || $CLI synth --family llama --preset llama-7b --dtype bf16 --out $M7 >/dev/null
   python3 - <<'PY' &
 import time, torch
