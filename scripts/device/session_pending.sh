@@ -9,6 +9,7 @@
 #             Moments (MECHSCOPE_PROBE_MOMENTS=1): JSON agreement and timings; the HF sdpa forward at each length
 #   families  RecomputedAttentionCuda, the family tests on CUDA and the LibTorch-2 CPU suites (the relaxed
 #             EdgePatching test among them): session_families_eap.sh "parity families"
+#   gemm      issue #24: bench_gpu_forward llama-1b bf16 8K against the GEMM rate; scripts/device/sdpa_backends.py
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
@@ -68,6 +69,14 @@ PY
     timeout 300 python3 "$ROOT/scripts/device/attention_bench.py" $Q $W/ids_$n.json --device cuda --impl sdpa >$W/hf_sdpa_$n.log 2>&1
     log "hf sdpa forward n=$n rc=$? $(tail -1 $W/hf_sdpa_$n.log)"
   done
+fi
+if has gemm; then  # issue #24: GPU forward >= 60 % of the GEMM rate at 8K (llama-1b bf16), and the SDPA back ends
+  L1=/tmp/synth-llama-1b
+  [ -f $L1/config.json ] || $CLI synth --family llama --preset llama-1b --dtype bf16 --seed 1 --out $L1 >/dev/null
+  "$B/bench/bench_gpu_forward" $L1 8192 cuda bf16 5 >"$OUT/gpu_forward.log" 2>&1
+  log "bench_gpu_forward llama-1b 8K rc=$?"; tail -4 "$OUT/gpu_forward.log" | tee -a "$OUT/summary.txt"
+  timeout 120 python3 "$ROOT/scripts/device/sdpa_backends.py" >"$OUT/sdpa_backends.log" 2>&1
+  log "sdpa back ends rc=$?"; tee -a "$OUT/summary.txt" <"$OUT/sdpa_backends.log"
 fi
 if has families; then
   OUT=$OUT/families STAGES="parity families" bash "$ROOT/scripts/device/session_families_eap.sh"
