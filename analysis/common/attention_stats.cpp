@@ -51,6 +51,7 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
     in.slidingWindow = c.windowOf(hc.layer);  // the forward masks the same keys (per layer: Gemma 2/3)
     in.softcap = softcap;
     in.sinks = sinks.at(static_cast<size_t>(hc.layer));  // [head] or undefined
+    if (options.rowLse && static_cast<size_t>(hc.layer) < options.rowLse->size()) in.rowLse = (*options.rowLse)[static_cast<size_t>(hc.layer)];
     onLayer(hc.layer, probeAttention(in, request, options.tileQ, options.tileK, ctx));
     *pending = at::Tensor();
     return std::nullopt;

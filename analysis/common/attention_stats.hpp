@@ -24,6 +24,9 @@ struct AttentionStatsOptions {
   bool materialize = false;          ///< read hook_pattern (explicit path) instead of probing q/k
   int64_t tileQ = 512;               ///< probe tiles
   int64_t tileK = 2048;
+  /// Optional per-layer row normalisers [head, pos] of an earlier probe of the same ids and request start
+  /// (ProbeResult::rowLse); an undefined entry is computed as usual. Not owned.
+  const std::vector<at::Tensor>* rowLse = nullptr;
 };
 
 /// Runs `model` on one sequence `ids` [pos] (no padding) and calls `onLayer` with the statistics of

@@ -45,10 +45,12 @@ at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& ref) {
 }
 
 /// Probe-only forward: per layer the column sums [head, |keys|] of `keys` → mean over later queries. With
-/// `learnedMass`, also per layer the learned sink's mean share 1 − Σ_j p_ij over the queries → [head].
+/// `learnedMass`, also per layer the learned sink's mean share 1 − Σ_j p_ij over the queries → [head]. With
+/// `keepLse`, each layer's row normalisers [head, pos] on the host (for a later pass: so.rowLse).
 std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::vector<int64_t>& ids, const std::vector<int64_t>& keys,
                                      const AttentionStatsOptions& so, const HookSet* extra, const RunContext* ctx,
-                                     const std::function<void(int)>& onLayer = {}, std::vector<at::Tensor>* learnedMass = nullptr) {
+                                     const std::function<void(int)>& onLayer = {}, std::vector<at::Tensor>* learnedMass = nullptr,
+                                     std::vector<at::Tensor>* keepLse = nullptr) {
   const int L = model.config().nLayers;
   const int64_t n = static_cast<int64_t>(ids.size());
   ProbeRequest req;
@@ -61,10 +63,12 @@ std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::
   at::Tensor count = at::empty({static_cast<int64_t>(keys.size())}, at::kDouble);  // [key]: later queries n − 1 − p
   for (size_t k = 0; k < keys.size(); ++k) count[static_cast<int64_t>(k)] = static_cast<double>(std::max<int64_t>(n - 1 - keys[k], 1));
   std::vector<at::Tensor> out(static_cast<size_t>(L));
+  if (keepLse) keepLse->assign(static_cast<size_t>(L), at::Tensor());
   runAttentionStats(
       model, ids, req,
       [&](int l, const ProbeResult& s) {
         out[static_cast<size_t>(l)] = s.columnKeySums.to(at::kDouble).cpu() / count;  // [head, key]
+        if (keepLse && s.rowLse.defined()) (*keepLse)[static_cast<size_t>(l)] = s.rowLse.cpu();  // [head, pos] fp64
         if (learnedMass) (*learnedMass)[static_cast<size_t>(l)] = 1.0 - s.keySetMass.to(at::kDouble).cpu().mean(1);  // [head]
         if (onLayer) onLayer(l);
       },
@@ -136,11 +140,13 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       return std::nullopt;
     });
     std::vector<at::Tensor> learned;  // per layer [head] (learned sinks only)
+    std::vector<at::Tensor> rowLse;   // per layer [head, pos] fp64 on the host, for the candidates' pass
+    const bool keepLse = options.reuseNormalisers && !options.materialize && int64_t{L} * H * n * 8 <= kKeptNormaliserBytes;
     const auto candScore = columnScores(
         model, ids, prim.candidates, so, &extra, ctx, [&](int l) {
           if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
         },
-        c.attnSinks ? &learned : nullptr);
+        c.attnSinks ? &learned : nullptr, keepLse ? &rowLse : nullptr);
     for (size_t l = 0; l < learned.size(); ++l) out.learnedSinkMass[static_cast<int64_t>(l)] += learned[l];
 
     // §2.1 step 1: b = the candidate with the largest mean norm over the layers (first on ties).
@@ -175,10 +181,13 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
         if (std::abs(p[pos]) > options.cosineThreshold) recorded[pos].push_back(l);
     }
     if (recorded.empty()) continue;
-    // Each candidate's own sink score: a second, probe-only pass over the candidates' columns.
+    // Each candidate's own sink score: a second, probe-only pass over the candidates' columns, with the first
+    // pass's row normalisers (same ids, same q/k: a flash call or a tiled pass per layer saved).
     std::vector<int64_t> keys;
     for (const auto& kv : recorded) keys.push_back(kv.first);
-    const auto keyScore = columnScores(model, ids, keys, so, nullptr, ctx);
+    AttentionStatsOptions again = so;
+    if (keepLse) again.rowLse = &rowLse;
+    const auto keyScore = columnScores(model, ids, keys, again, nullptr, ctx);
     for (size_t k = 0; k < keys.size(); ++k) {
       const int64_t pos = keys[k];
       const auto& layers = recorded[pos];

@@ -36,7 +36,14 @@ struct SinksOptions {
   double cosineThreshold = 0.9;  ///< |cos(h_l[p], h_l[b])| above which p is a sink at layer l
   SinkHiddenStates hiddenStates = SinkHiddenStates::HfOutput;
   bool materialize = false;  ///< read hook_pattern instead of probing q/k
+  /// The candidates' own scores need a second, probe-only pass; it reuses the first pass's row normalisers
+  /// (kept on the host, up to kKeptNormaliserBytes) instead of recomputing them. false recomputes them (checks).
+  bool reuseNormalisers = true;
 };
+
+/// Host bytes of row normalisers (layers × heads × tokens × 8) sinks keeps for its second pass; above it the
+/// second pass recomputes them.
+inline constexpr int64_t kKeptNormaliserBytes = int64_t{2} << 30;
 
 /// One detected sink candidate (lifetime ≥ 1 inside the clipper window).
 struct SecondarySink {

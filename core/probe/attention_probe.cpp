@@ -17,9 +17,12 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
   const bool momentsApply = probe_detail::momentsApply(req, setup);
   ProbeAlgorithm algorithm = req.algorithm;
   if (algorithm == ProbeAlgorithm::Auto) {
-    // Opt-in until its H200 check: "1" on CUDA, "all" on any device (CPU checks of the analyses on top of it).
+    // On CUDA by default since its H200 check (docs/attention-probe.md, "Moments"); MECHSCOPE_PROBE_MOMENTS=0 turns
+    // it off, "all" turns it on for every device (CPU checks of the analyses on top of it; slower there).
     const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");
-    const bool momentsOn = moments && ((std::strcmp(moments, "1") == 0 && in.q.is_cuda()) || std::strcmp(moments, "all") == 0);
+    const bool off = moments && std::strcmp(moments, "0") == 0;
+    const bool everywhere = moments && std::strcmp(moments, "all") == 0;
+    const bool momentsOn = !off && (in.q.is_cuda() || everywhere);
     if (momentsOn && momentsApply) algorithm = ProbeAlgorithm::Moments;
     else algorithm = (!needsTiles || in.q.is_cuda()) ? ProbeAlgorithm::LseFirst : ProbeAlgorithm::Scan;
   }

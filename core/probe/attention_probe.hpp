@@ -21,13 +21,14 @@ namespace mechscope {
 /// How the probe computes (not what): both give the same statistics (tested against the materialised
 /// pattern); they differ in speed and in the precision of the entropy of very peaked rows.
 enum class ProbeAlgorithm {
-  Auto,      ///< LseFirst on CUDA and for column-key-only requests; Scan otherwise and whenever entropy is asked
+  Auto,      ///< Moments on CUDA where it applies, else LseFirst on CUDA and for column-key-only requests; Scan otherwise
+             ///< and whenever entropy is asked
   Scan,      ///< online softmax in one pass over key tiles (+ a second pass for column sums); fp64 row sums
   LseFirst,  ///< row log-sum-exp first (flash attention's on CUDA when it applies), then one statistics pass
   Moments,   ///< every statistic from causal log-sum-exps (flash attention's on CUDA) and O(n·band) gathers: no pass
              ///< over the n² probabilities. Causal prefills without padding, window, soft-cap, sinks or uniform heads,
-             ///< no top-k/entropy (else LseFirst runs). Auto picks it only with MECHSCOPE_PROBE_MOMENTS=1 (CUDA) or
-             ///< =all (any device) until its H200 check (docs/attention-probe.md, "Moments")
+             ///< no top-k/entropy (else LseFirst runs). Auto picks it on CUDA (MECHSCOPE_PROBE_MOMENTS=0: never,
+             ///< =all: on the CPU too); docs/attention-probe.md, "Moments"
 };
 
 /// Which statistics to accumulate; everything off by default (ask only for what you read).
@@ -76,6 +77,9 @@ struct ProbeResult {
   int64_t nKeys = 0;        ///< rows of k (pattern columns)
   ProbeAlgorithm algorithm = ProbeAlgorithm::Scan;  ///< what actually ran (never Auto)
   bool flashLse = false;    ///< the row normalisers came from the fused flash-attention kernel
+  /// [head, pos_q] fp64 row normalisers log Σ_j exp(s_ij) (learned sinks folded in, −inf before queryStart), as
+  /// LseFirst and Moments computed or were given them; undefined after Scan. Reusable as ProbeInputs::rowLse.
+  at::Tensor rowLse;
 };
 
 /// What is multiplied inside one attention layer for one batch row.
@@ -96,6 +100,10 @@ struct ProbeInputs {
   /// attention weights with the sink column dropped). Statistics stay over the keys; entropy is −Σ_j p log p
   /// over them.
   at::Tensor sinks;
+  /// Optional [n_heads, pos_q]: these q/k's row normalisers from an earlier probe of the same q, k, sinks and
+  /// queryStart (ProbeResult::rowLse). LseFirst and Moments then skip computing them (a flash call or a tiled
+  /// pass per layer); Scan ignores it.
+  at::Tensor rowLse;
 };
 
 /// Two-pass tiled statistics (§11): pass 1 keeps a running max and log-sum-exp per row over key tiles;

@@ -65,6 +65,7 @@ at::Tensor negatedShift(const at::Tensor& lseRows) {  // [head, rows] fp64 → f
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash) {
   const Geometry& g = s.g;
   if (flash) *flash = false;
+  if (in.rowLse.defined()) return in.rowLse.to(in.q.device(), at::kDouble);  // an earlier probe's (shape checked in setup)
   at::Tensor lse = flashLogSumExp(in, s);
   if (lse.defined()) {
     if (flash) *flash = true;
@@ -125,6 +126,7 @@ ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const 
   res.algorithm = ProbeAlgorithm::LseFirst;
   if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
   const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, nq] fp64
+  res.rowLse = lse;
   sumColumnKeys(in, req, s, lse, res);
 
   const bool rows = req.distance || req.window > 0 || !req.keySet.empty() || req.topK > 0;

@@ -120,6 +120,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   res.algorithm = ProbeAlgorithm::Moments;
   if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
   const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, n] fp64, −inf before R
+  res.rowLse = lse;
   sumColumnKeys(in, req, s, lse, res);
   if (n == 0 || R >= n) return res;
   const auto dopt = s.fopt.dtype(at::kDouble);

@@ -48,6 +48,10 @@ void validateInputs(const ProbeInputs& in, int64_t tileQ, int64_t tileK) {
   if (in.sinks.defined() && (in.sinks.dim() != 1 || in.sinks.size(0) != heads || !at::isFloatingType(in.sinks.scalar_type())))
     throw InputError(fmt::format("attention probe: sinks must be floating [{}] (one logit per head), found {} {}", heads,
                                  c10::toString(in.sinks.scalar_type()), c10::str(in.sinks.sizes())));
+  if (in.rowLse.defined() &&
+      (in.rowLse.dim() != 2 || in.rowLse.size(0) != heads || in.rowLse.size(1) != in.q.size(0) || !at::isFloatingType(in.rowLse.scalar_type())))
+    throw InputError(fmt::format("attention probe: given row normalisers must be floating [{}, {}] (heads, queries), found {} {}", heads,
+                                 in.q.size(0), c10::toString(in.rowLse.scalar_type()), c10::str(in.rowLse.sizes())));
   for (int64_t h : in.uniformHeads)
     if (h < 0 || h >= heads)
       throw InputError(fmt::format("attention probe: uniform head {} out of range [0, {})", h, heads));

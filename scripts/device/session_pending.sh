@@ -5,8 +5,8 @@
 #   split     issue #23: DevicePlan* and DevicePlanCuda.* (one GPU against the split), every analysis on cuda:0
 #             against the split (tests/cli/split_devices.sh), a synth Llama-7B run (split_devices.sh)
 #   probe     issue #24: ProbeCuda.* (Moments' flash path against the fp64 pattern), bench_probe WaadFai
-#   waadfai   issue #24: waad-fai / sinks at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst against
-#             Moments (MECHSCOPE_PROBE_MOMENTS=1): JSON agreement and timings; the HF sdpa forward at each length
+#   waadfai   issue #24: waad-fai / sinks at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst (MECHSCOPE_PROBE_MOMENTS=0)
+#             against Moments (the default on CUDA): JSON agreement and timings; the HF sdpa forward at each length
 #   families  RecomputedAttentionCuda, the family tests on CUDA and the LibTorch-2 CPU suites (the relaxed
 #             EdgePatching test among them): session_families_eap.sh "parity families"
 #   gemm      issue #24: bench_gpu_forward llama-1b bf16 8K against the GEMM rate; scripts/device/sdpa_backends.py
@@ -43,7 +43,7 @@ if has waadfai; then
     python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($n)]]))" >$W/ids_$n.json
     for a in waad-fai sinks; do
       for mode in lsefirst moments; do
-        env=(); [ $mode = moments ] && env=(MECHSCOPE_PROBE_MOMENTS=1)
+        env=(MECHSCOPE_PROBE_MOMENTS=1); [ $mode = lsefirst ] && env=(MECHSCOPE_PROBE_MOMENTS=0)
         s=$SECONDS
         env "${env[@]}" timeout 300 $CLI $a --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 \
           --json $W/$a-$mode-$n.json >$W/$a-$mode-$n.log 2>&1

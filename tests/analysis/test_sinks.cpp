@@ -240,6 +240,44 @@ TEST(Sinks, PlantedRecoversSinkHeadsWindowAndSecondarySink) {
   EXPECT_EQ(got, want);
 }
 
+// The candidates' pass reuses the first pass's row normalisers (same ids, same q/k): every number equals the
+// run that recomputes them, on the planted secondary sink and with every position a candidate (cosine threshold
+// 0) on fixtures, gpt-oss's learned sinks (folded into the normalisers) among them.
+TEST(Sinks, CandidatePassWithKeptNormalisersEqualsRecomputing) {
+  auto words = planted::idleText();
+  words.insert(words.begin() + 5, ";");
+  struct Case {
+    const HookedTransformer* model;
+    std::vector<int64_t> ids;
+    double cosine;
+    std::string name;
+  };
+  std::vector<Case> cases{{attnPlanted().model.get(), planted::toIds(words), 0.9, "planted"}};
+  std::vector<std::unique_ptr<HookedTransformer>> keep;
+  for (const std::string fam : {"llama", "gpt_oss"}) {
+    const auto dir = fixtureModel(fam);
+    if (dir.empty()) continue;
+    keep.push_back(HookedTransformer::load(dir));
+    cases.push_back({keep.back().get(), randomIds(24, keep.back()->config().dVocab, 3), 0.0, fam});
+  }
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    analysis::SinksOptions o;
+    o.cosineThreshold = c.cosine;
+    const auto kept = analysis::runSinks(*c.model, {c.ids}, o);
+    o.reuseNormalisers = false;
+    const auto recomputed = analysis::runSinks(*c.model, {c.ids}, o);
+    ASSERT_FALSE(kept.sinks.empty()) << "no candidate: the second pass did not run";
+    ASSERT_EQ(kept.sinks.size(), recomputed.sinks.size());
+    for (size_t i = 0; i < kept.sinks.size(); ++i) {
+      EXPECT_EQ(kept.sinks[i].position, recomputed.sinks[i].position);
+      EXPECT_TRUE(kept.sinks[i].score.equal(recomputed.sinks[i].score)) << "candidate at " << kept.sinks[i].position;
+      EXPECT_EQ(kept.sinks[i].scoreLayers, recomputed.sinks[i].scoreLayers);
+    }
+    EXPECT_TRUE(kept.sinkScore.equal(recomputed.sinkScore));
+  }
+}
+
 TEST(Sinks, BadOptionsAreInputErrors) {
   const auto& f = attnPlanted();
   const auto ids = planted::toIds(planted::idleText());

@@ -645,3 +645,47 @@ TEST(ProbeMoments, InputsItCannotHandleRunLseFirst) {
   const at::Tensor pattern = referencePattern(windowed);
   expectSameStats(fallback, statsFromPattern(pattern, r, 0), pattern, r, false, orderTolerance(windowed).pair);
 }
+
+// A probe hands back its row normalisers; given them again (sinks' second pass over the same q/k), LseFirst and
+// Moments use them instead of recomputing: the same statistics bit for bit, and shifted normalisers scale every
+// probability by the shift (which proves they were read, not recomputed).
+TEST(AttentionProbe, GivenRowNormalisersAreUsedAndGiveTheSameStatistics) {
+  const ProbeInputs in = makeInputs(mk("", 300, 300, 4, 2, 32, 64, 96), 11);
+  ProbeRequest r = momentsRequest(300);
+  r.queryStart = 20;
+  // log Σ_j exp(s_ij) from plain ops in fp64 (GQA by repeating K, causal mask), −inf before queryStart.
+  const at::Tensor q = in.q.to(at::kDouble), k = in.k.to(at::kDouble).repeat_interleave(2, 1);
+  const at::Tensor s = at::matmul(q.permute({1, 0, 2}), k.permute({1, 2, 0})) * in.scale;  // [head, q, k]
+  const at::Tensor future = at::arange(300).unsqueeze(0) > at::arange(300).unsqueeze(1);    // [q, k]
+  at::Tensor lseRef = at::logsumexp(s.masked_fill(future.unsqueeze(0), -INFINITY), -1);      // [head, q]
+  lseRef.narrow(1, 0, 20).fill_(-INFINITY);
+  for (ProbeAlgorithm algorithm : {ProbeAlgorithm::LseFirst, ProbeAlgorithm::Moments}) {
+    SCOPED_TRACE(static_cast<int>(algorithm));
+    r.algorithm = algorithm;
+    const ProbeResult a = probeAttention(in, r, 64, 96);
+    ASSERT_EQ(a.algorithm, algorithm);
+    ASSERT_TRUE(a.rowLse.defined());
+    ASSERT_EQ(a.rowLse.sizes(), lseRef.sizes());
+    const at::Tensor rows = at::arange(20, 300);
+    // fp32 scores over ≤ 300 keys of |s| ≲ 10: a few fp32 ulps of the largest term.
+    EXPECT_LT((a.rowLse.index_select(1, rows) - lseRef.index_select(1, rows)).abs().max().item<double>(), 1e-5);
+    EXPECT_TRUE(at::isinf(a.rowLse.narrow(1, 0, 20)).all().item<bool>());
+
+    ProbeInputs given = in;
+    given.rowLse = a.rowLse;
+    const ProbeResult b = probeAttention(given, r, 64, 96);
+    EXPECT_TRUE(b.columnKeySums.equal(a.columnKeySums));
+    EXPECT_TRUE(b.columnSums.equal(a.columnSums));
+    EXPECT_TRUE(b.distance.equal(a.distance));
+    EXPECT_TRUE(b.windowed.equal(a.windowed));
+    EXPECT_TRUE(b.keySetMass.equal(a.keySetMass));
+
+    given.rowLse = a.rowLse + std::log(2.0);  // every p_ij halved
+    const ProbeResult half = probeAttention(given, r, 64, 96);
+    EXPECT_TRUE(at::allclose(half.columnKeySums.to(at::kDouble) * 2.0, a.columnKeySums.to(at::kDouble), 1e-6, 1e-12));
+    EXPECT_TRUE(at::allclose(half.keySetMass.to(at::kDouble) * 2.0, a.keySetMass.to(at::kDouble), 1e-6, 1e-12));
+
+    given.rowLse = a.rowLse.narrow(1, 0, 299);  // one query short
+    EXPECT_THROW(probeAttention(given, r, 64, 96), InputError);
+  }
+}
