@@ -7,9 +7,12 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -18,6 +21,10 @@
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
 #define MECHSCOPE_FLASH_LSE 1
 #endif
+// cuDNN's fused attention returns the log-sum-exp too (compute_log_sumexp) with this signature from LibTorch 2.6.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+#define MECHSCOPE_CUDNN_LSE 1
+#endif
 
 namespace mechscope::probe_detail {
 
@@ -25,8 +32,42 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
+#ifdef MECHSCOPE_CUDNN_LSE
+/// cuDNN's causal attention normalisers of q, k [1, head, pos, d_head] → [head, nq] fp32, or undefined when cuDNN
+/// does not take these inputs. On the H200 cuDNN's kernel runs at ~1.9× FlashAttention-2's rate (docs/benchmarks.md,
+/// "H200, 2026-12-05"). Its first result in a process is checked against flash attention's; a mismatch beyond
+/// fp32 rounding turns it off for the process (MECHSCOPE_PROBE_CUDNN=0 turns it off from the start).
+at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale, int64_t heads, int64_t nq) {
+  static std::atomic<int> state{0};  // 0 unchecked, 1 agrees with flash, −1 off
+  if (state.load() < 0) return {};
+  if (const char* env = std::getenv("MECHSCOPE_PROBE_CUDNN"); env && std::strcmp(env, "0") == 0) return {};
+  at::Tensor lse;
+  try {
+    auto out = at::_scaled_dot_product_cudnn_attention(q, k, k, std::nullopt, true, 0.0, true, false, scale);
+    lse = std::get<1>(out);  // [1, head, pos] or [1, head, pos, 1] fp32
+  } catch (const c10::Error&) {
+    return {};  // cuDNN does not take this shape (or is absent): flash attention below
+  }
+  if (!lse.defined() || lse.numel() != heads * nq) return {};
+  lse = lse.reshape({heads, nq});
+  if (state.load() == 0) {
+    const at::Tensor flash = std::get<1>(at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, scale))[0].narrow(1, 0, nq);
+    // Both accumulate fp32 exponentials of the same scores in different orders: agreement to a few ulps of |lse|.
+    const double diff = (lse - flash).abs().max().item<double>(), bound = 1e-5 * (1.0 + flash.abs().max().item<double>());
+    state.store(diff <= bound ? 1 : -1);
+    if (diff > bound) {
+      std::fprintf(stderr, "attention probe: cuDNN's log-sum-exp differs from flash attention's by %.3g (> %.3g); using flash attention\n",
+                   diff, bound);
+      return flash;
+    }
+  }
+  return lse;
+}
+#endif
+
 /// Flash attention's row normalisers [head, nq] fp64 when the kernel applies to these inputs (CUDA,
-/// bf16/fp16, plain causal prefill without padding or uniform heads); undefined otherwise.
+/// bf16/fp16, plain causal prefill without padding or uniform heads); undefined otherwise. cuDNN's kernel gives
+/// them where LibTorch and cuDNN take the inputs, else FlashAttention-2's.
 at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
 #ifdef MECHSCOPE_FLASH_LSE
   const Geometry& g = s.g;
@@ -42,6 +83,9 @@ at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
     at::Tensor k = in.k;                                       // [pos, kv_head, d_head]
     if (g.group > 1) k = k.repeat_interleave(g.group, 1);      // [pos, head, d_head]
     k = k.unsqueeze(0).transpose(1, 2);                         // [1, head, pos, d_head]
+#ifdef MECHSCOPE_CUDNN_LSE
+    if (const at::Tensor lse = cudnnLogSumExp(q, k, in.scale, g.heads, g.nq); lse.defined()) return lse.to(at::kDouble);
+#endif
     auto out = at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, in.scale);
     at::Tensor lse = std::get<1>(out);  // [1, head, ≥pos] fp32, natural log of Σ exp(scaled scores)
     return lse[0].narrow(1, 0, g.nq).to(at::kDouble);
