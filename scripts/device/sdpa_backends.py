@@ -5,7 +5,8 @@ mechscope's fused path should ask for one explicitly.
     python3 scripts/device/sdpa_backends.py [--tokens 8192] [--reps 20]
 
 Prints, per shape: each back end's time for a causal prefill, its TFLOP/s (causal QK^T + AV), its max |error|
-against the flash back end, and an 8192^3 bf16 matmul rate for scale.
+against the flash back end, and an 8192^3 bf16 matmul rate for scale; then the probe's log-sum-exp calls
+(FlashAttention-2 with v = k against cuDNN with value head dims d, 64, 16, 8).
 """
 import argparse
 
@@ -67,6 +68,35 @@ def main():
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
             secs = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), a.reps)
         print(f"{name} n={n} default choice: {secs * 1e3:.3f} ms")
+    probe_lse(n, a.reps)
+
+
+def probe_lse(tokens, reps):
+    """The probe's normaliser calls (docs/attention-probe.md): the log-sum-exp of a causal attention whose output
+    is thrown away. cuDNN takes a value head dim other than q/k's, so a narrow v may skip most of the P·V work;
+    each variant's lse is compared with FlashAttention-2's (v = k, as the probe calls it today)."""
+    n = tokens
+    for name, (h, hkv, d) in SHAPES.items():
+        dq = d + 8  # Moments' biased keys carry 8 extra dims
+        g = torch.Generator(device="cuda").manual_seed(1)
+        q = torch.randn(1, h, n, dq, device="cuda", dtype=torch.bfloat16, generator=g)
+        k = torch.randn(1, h, n, dq, device="cuda", dtype=torch.bfloat16, generator=g)
+        scale = dq ** -0.5
+        flash = lambda: torch.ops.aten._scaled_dot_product_flash_attention(q, k, k, 0.0, True, False, scale=scale)[1]
+        ref = flash()[0, :, :n].float()
+        print(f"{name} n={n} d={dq} lse flash-2 (v = k): {timed(flash, reps) * 1e3:.3f} ms")
+        for dv in (dq, 64, 16, 8):
+            v = k if dv == dq else torch.zeros(1, h, n, dv, device="cuda", dtype=torch.bfloat16)
+            call = lambda v=v: torch.ops.aten._scaled_dot_product_cudnn_attention(
+                q, k, v, None, True, 0.0, True, False, scale=scale)[1]
+            try:
+                lse = call().reshape(h, n).float()
+                secs = timed(call, reps)
+            except Exception as e:  # noqa: BLE001 - an unsupported shape is reported, not fatal
+                print(f"{name} n={n} d={dq} lse cudnn d_v={dv}: not available ({str(e).splitlines()[0][:120]})")
+                continue
+            err = (lse - ref).abs().max().item()
+            print(f"{name} n={n} d={dq} lse cudnn d_v={dv}: {secs * 1e3:.3f} ms, max|lse - flash| {err:.3g}")
 
 
 if __name__ == "__main__":
