@@ -7,13 +7,15 @@
 #include <torch/version.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/probe/probe_internal.hpp"
@@ -33,14 +35,35 @@ namespace {
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 #ifdef MECHSCOPE_CUDNN_LSE
+/// Whether cuDNN's normalisers agreed with FlashAttention-2's for a (d_head, dtype): checked on first use.
+class CudnnLseChecks {
+ public:
+  /// 1 agreed, −1 disagreed, 0 not checked yet.
+  int state(int64_t dHead, at::ScalarType t) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = states_.find({dHead, static_cast<int>(t)});
+    return it == states_.end() ? 0 : it->second;
+  }
+  void record(int64_t dHead, at::ScalarType t, bool agreed) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    states_[{dHead, static_cast<int>(t)}] = agreed ? 1 : -1;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::pair<int64_t, int>, int> states_;
+};
+
 /// cuDNN's causal attention normalisers of q, k [1, head, pos, d_head] → [head, nq] fp32, or undefined when cuDNN
 /// does not take these inputs. On the H200 cuDNN's kernel runs at ~1.9× FlashAttention-2's rate (docs/benchmarks.md,
-/// "H200, 2026-12-05"). Its first result in a process is checked against flash attention's; a mismatch beyond
-/// fp32 rounding turns it off for the process (MECHSCOPE_PROBE_CUDNN=0 turns it off from the start).
+/// "H200, 2026-12-05"). The first result for each (d_head, dtype) in a process is checked against flash
+/// attention's; a mismatch beyond fp32 rounding turns cuDNN off for that shape (MECHSCOPE_PROBE_CUDNN=0: always).
 at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale, int64_t heads, int64_t nq) {
-  static std::atomic<int> state{0};  // 0 unchecked, 1 agrees with flash, −1 off
-  if (state.load() < 0) return {};
+  static CudnnLseChecks checks;
   if (const char* env = std::getenv("MECHSCOPE_PROBE_CUDNN"); env && std::strcmp(env, "0") == 0) return {};
+  const int64_t d = q.size(3);
+  const int state = checks.state(d, q.scalar_type());
+  if (state < 0) return {};
   at::Tensor lse;
   try {
     auto out = at::_scaled_dot_product_cudnn_attention(q, k, k, std::nullopt, true, 0.0, true, false, scale);
@@ -50,14 +73,17 @@ at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale
   }
   if (!lse.defined() || lse.numel() != heads * nq) return {};
   lse = lse.reshape({heads, nq});
-  if (state.load() == 0) {
+  if (state == 0) {
     const at::Tensor flash = std::get<1>(at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, scale))[0].narrow(1, 0, nq);
-    // Both accumulate fp32 exponentials of the same scores in different orders: agreement to a few ulps of |lse|.
-    const double diff = (lse - flash).abs().max().item<double>(), bound = 1e-5 * (1.0 + flash.abs().max().item<double>());
-    state.store(diff <= bound ? 1 : -1);
-    if (diff > bound) {
-      std::fprintf(stderr, "attention probe: cuDNN's log-sum-exp differs from flash attention's by %.3g (> %.3g); using flash attention\n",
-                   diff, bound);
+    // Both accumulate fp32 exponentials of the same scores in different orders: agreement to a few ulps of |lse|
+    // (equal infinities count as agreeing).
+    const double diff = at::where(lse == flash, at::zeros_like(lse), (lse - flash).abs()).max().item<double>();
+    const double bound = 1e-5 * (1.0 + at::nan_to_num(flash, 0.0, 0.0, 0.0).abs().max().item<double>());
+    const bool agreed = diff <= bound;  // false for NaN too
+    checks.record(d, q.scalar_type(), agreed);
+    if (!agreed) {
+      std::fprintf(stderr, "attention probe: cuDNN's log-sum-exp differs from flash attention's by %.3g (> %.3g) at d_head %lld; using flash attention\n",
+                   diff, bound, static_cast<long long>(d));
       return flash;
     }
   }
