@@ -5,13 +5,16 @@
 #   split     issue #23: DevicePlan* and DevicePlanCuda.* (one GPU against the split), every analysis on cuda:0
 #             against the split (tests/cli/split_devices.sh), a synth Llama-7B run (split_devices.sh)
 #   probe     issue #24: ProbeCuda.* (Moments' flash path against the fp64 pattern), bench_probe WaadFai
-#   waadfai   issue #24: waad-fai / sinks at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst (MECHSCOPE_PROBE_MOMENTS=0)
+#   waadfai   issue #24: waad-fai / sinks / constraint-attention at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst (MECHSCOPE_PROBE_MOMENTS=0)
 #             against Moments (the default on CUDA): JSON agreement and timings; the HF sdpa forward at each length
 #   families  RecomputedAttentionCuda, the family tests on CUDA and the LibTorch-2 CPU suites (the relaxed
 #             EdgePatching test among them): session_families_eap.sh "parity families"
 #   gemm      issue #24: bench_gpu_forward llama-1b bf16 8K against the GEMM rate; scripts/device/sdpa_backends.py
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
+# Next session (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build gemm waadfai" (cuDNN's
+# normalisers re-timed, the narrow-v log-sum-exp of sdpa_backends.py, constraint-attention at 128K), then
+# STAGES="families" (the CUDA family tests after the hook_result and probe changes).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
 set -uo pipefail
 STAGES=${STAGES:-"build split"}
@@ -66,6 +69,11 @@ walk(a, b, "")
 print(f"  lsefirst vs moments: largest relative difference {worst[0]:.3g} at {worst[1]}")
 PY
     done
+    # constraint-attention (issue #24 names it too): a 40-token constraint, the last 64 positions the response.
+    s=$SECONDS
+    timeout 300 $CLI constraint-attention --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --constraint-tokens 10:50 \
+      --response-start $((n - 64)) --json $W/constraint-$n.json >$W/constraint-$n.log 2>&1
+    log "constraint-attention n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/constraint-$n.log)"
     timeout 300 python3 "$ROOT/scripts/device/attention_bench.py" $Q $W/ids_$n.json --device cuda --impl sdpa >$W/hf_sdpa_$n.log 2>&1
     log "hf sdpa forward n=$n rc=$? $(tail -1 $W/hf_sdpa_$n.log)"
   done
