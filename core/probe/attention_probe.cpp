@@ -22,7 +22,9 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
     const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");
     const bool off = moments && std::strcmp(moments, "0") == 0;
     const bool everywhere = moments && std::strcmp(moments, "all") == 0;
-    const bool momentsOn = !off && (in.q.is_cuda() || everywhere);
+    // On CUDA only where fused kernels give its log-sum-exps (bf16/fp16, d_head + 8 ≤ 256): elsewhere its tiled
+    // passes cost more than LseFirst's.
+    const bool momentsOn = !off && (everywhere || probe_detail::momentsFused(in, setup));
     if (momentsOn && momentsApply) algorithm = ProbeAlgorithm::Moments;
     else algorithm = (!needsTiles || in.q.is_cuda()) ? ProbeAlgorithm::LseFirst : ProbeAlgorithm::Scan;
   }

@@ -21,8 +21,8 @@ namespace mechscope {
 /// How the probe computes (not what): both give the same statistics (tested against the materialised
 /// pattern); they differ in speed and in the precision of the entropy of very peaked rows.
 enum class ProbeAlgorithm {
-  Auto,      ///< Moments on CUDA where it applies, else LseFirst on CUDA and for column-key-only requests; Scan otherwise
-             ///< and whenever entropy is asked
+  Auto,      ///< Moments on CUDA where it applies and fused kernels give its log-sum-exps, else LseFirst on CUDA and for
+             ///< column-key-only requests; Scan otherwise and whenever entropy is asked
   Scan,      ///< online softmax in one pass over key tiles (+ a second pass for column sums); fp64 row sums
   LseFirst,  ///< row log-sum-exp first (flash attention's on CUDA when it applies), then one statistics pass
   Moments,   ///< every statistic from causal log-sum-exps (flash attention's on CUDA) and O(n·band) gathers: no pass
@@ -76,7 +76,7 @@ struct ProbeResult {
   int64_t nQueries = 0;     ///< rows of q (pattern rows)
   int64_t nKeys = 0;        ///< rows of k (pattern columns)
   ProbeAlgorithm algorithm = ProbeAlgorithm::Scan;  ///< what actually ran (never Auto)
-  bool flashLse = false;    ///< the row normalisers came from the fused flash-attention kernel
+  bool flashLse = false;    ///< the row normalisers came from a fused attention kernel (cuDNN or FA-2); false when given
   /// [head, pos_q] fp64 row normalisers log Σ_j exp(s_ij) (learned sinks folded in, −inf before queryStart), as
   /// LseFirst and Moments computed or were given them; undefined after Scan. Reusable as ProbeInputs::rowLse.
   at::Tensor rowLse;

@@ -87,6 +87,10 @@ void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetu
 /// or skipped rows). Uses flash attention's normaliser on CUDA when it applies (sets *flash), else key tiles.
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash);
 
+/// Whether a fused attention kernel (cuDNN or FlashAttention-2) gives the row normalisers of these inputs with
+/// `dHead` head dims: CUDA, bf16/fp16, a plain causal prefill, LibTorch ≥ 2.1, MECHSCOPE_PROBE_FLASH not 0.
+bool fusedNormalisersApply(const ProbeInputs& in, const ProbeSetup& s, int64_t dHead);
+
 /// Folds each head's sink logit (s.sinks) into the row normalisers lse [head, nq] fp64 of non-empty rows
 /// (empty rows stay −inf); lse itself when there are no sinks.
 at::Tensor foldSinks(const ProbeSetup& s, const at::Tensor& lse);
@@ -106,6 +110,10 @@ inline constexpr int64_t kMomentsNearDistance = 32;
 
 /// Whether ProbeAlgorithm::Moments can compute `req` for these inputs (probe_moments.cpp).
 bool momentsApply(const ProbeRequest& req, const ProbeSetup& s);
+
+/// Whether every log-sum-exp of Moments (head dims d_head and d_head + its bias dims) comes from a fused kernel;
+/// without one Moments makes several tiled passes where LseFirst makes two, so Auto does not pick it.
+bool momentsFused(const ProbeInputs& in, const ProbeSetup& s);
 
 /// The log-sum-exp moments algorithm (ProbeAlgorithm::Moments); call only when momentsApply.
 ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx);

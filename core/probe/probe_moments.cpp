@@ -113,6 +113,10 @@ bool momentsApply(const ProbeRequest& req, const ProbeSetup& s) {
   return true;
 }
 
+bool momentsFused(const ProbeInputs& in, const ProbeSetup& s) {
+  return fusedNormalisersApply(in, s, s.g.dHead) && fusedNormalisersApply(in, s, s.g.dHead + kExtraDims);
+}
+
 ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx) {
   const Geometry& g = s.g;
   const int64_t n = g.nq, H = g.heads, R = s.rowBegin;

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SHAPES = {  # name: (heads, kv_heads, d_head)
-    "llama-1b": (32, 4, 64),
+    "llama-1b": (32, 8, 64),
     "qwen3-0.6b": (16, 8, 128),
     "llama-7b": (32, 32, 128),
 }

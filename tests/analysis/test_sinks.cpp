@@ -242,7 +242,8 @@ TEST(Sinks, PlantedRecoversSinkHeadsWindowAndSecondarySink) {
 
 // The candidates' pass reuses the first pass's row normalisers (same ids, same q/k): every number equals the
 // run that recomputes them, on the planted secondary sink and with every position a candidate (cosine threshold
-// 0) on fixtures, gpt-oss's learned sinks (folded into the normalisers) among them.
+// 0) on fixtures. gpt-oss's first pass asks every key for its learned-sink mass, which runs Scan on the CPU and
+// keeps no normalisers: its second pass recomputes, the fallback (folding is checked in the probe's test).
 TEST(Sinks, CandidatePassWithKeptNormalisersEqualsRecomputing) {
   auto words = planted::idleText();
   words.insert(words.begin() + 5, ";");

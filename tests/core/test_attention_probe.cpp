@@ -687,5 +687,29 @@ TEST(AttentionProbe, GivenRowNormalisersAreUsedAndGiveTheSameStatistics) {
 
     given.rowLse = a.rowLse.narrow(1, 0, 299);  // one query short
     EXPECT_THROW(probeAttention(given, r, 64, 96), InputError);
+
+    // Normalisers of a request over every row serve a request that starts later: its earlier rows are dropped
+    // (equal up to rounding: the tiled normalisers' key tiles follow the row tiles, which start elsewhere).
+    ProbeRequest all = r;
+    all.queryStart = 0;
+    given.rowLse = probeAttention(in, all, 64, 96).rowLse;
+    const ProbeResult later = probeAttention(given, r, 64, 96);
+    expectClose(later.columnSums, a.columnSums, "columnSums from earlier-starting normalisers");
+    expectClose(later.columnKeySums, a.columnKeySums, "columnKeySums from earlier-starting normalisers");
+    expectClose(later.distance, a.distance, "distance from earlier-starting normalisers");
   }
+  // Learned sinks (gpt-oss) are folded into the normalisers handed back, and not folded again when given.
+  ProbeInputs sunk = in;
+  sunk.sinks = at::randn({4}) * 2.0;  // [head]
+  r.algorithm = ProbeAlgorithm::LseFirst;
+  const ProbeResult a = probeAttention(sunk, r, 64, 96);
+  ASSERT_TRUE(a.rowLse.defined());
+  const at::Tensor rows = at::arange(20, 300);
+  const at::Tensor folded = at::logaddexp(lseRef, sunk.sinks.to(at::kDouble).unsqueeze(1).expand_as(lseRef));
+  EXPECT_LT((a.rowLse.index_select(1, rows) - folded.index_select(1, rows)).abs().max().item<double>(), 1e-5);
+  sunk.rowLse = a.rowLse;
+  const ProbeResult b = probeAttention(sunk, r, 64, 96);
+  EXPECT_TRUE(b.columnKeySums.equal(a.columnKeySums));
+  EXPECT_TRUE(b.columnSums.equal(a.columnSums));
+  EXPECT_TRUE(b.keySetMass.equal(a.keySetMass));
 }
