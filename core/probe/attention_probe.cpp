@@ -2,9 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "core/probe/probe_internal.hpp"
 
 namespace mechscope {
@@ -19,9 +16,8 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
   if (algorithm == ProbeAlgorithm::Auto) {
     // On CUDA by default since its H200 check (docs/attention-probe.md, "Moments"); MECHSCOPE_PROBE_MOMENTS=0 turns
     // it off, "all" turns it on for every device (CPU checks of the analyses on top of it; slower there).
-    const char* moments = std::getenv("MECHSCOPE_PROBE_MOMENTS");
-    const bool off = moments && std::strcmp(moments, "0") == 0;
-    const bool everywhere = moments && std::strcmp(moments, "all") == 0;
+    const bool off = probe_detail::envEquals("MECHSCOPE_PROBE_MOMENTS", "0");
+    const bool everywhere = probe_detail::envEquals("MECHSCOPE_PROBE_MOMENTS", "all");
     // On CUDA only where fused kernels give its log-sum-exps (bf16/fp16, d_head + 8 ≤ 256): elsewhere its tiled
     // passes cost more than LseFirst's.
     const bool momentsOn = !off && (everywhere || probe_detail::momentsFused(in, setup));

@@ -1,6 +1,8 @@
 #pragma once
 // Pieces shared by the probe's two algorithms and the materialised reference path (not a public API).
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "core/common/run_context.hpp"
@@ -86,6 +88,12 @@ void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetu
 /// Row log-sum-exp of the scaled, masked scores for rows [rowBegin, nq) → [head, nq] fp64 (−inf for empty
 /// or skipped rows). Uses flash attention's normaliser on CUDA when it applies (sets *flash), else key tiles.
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash);
+
+/// Whether environment variable `name` is set to exactly `value` (the probe's MECHSCOPE_PROBE_* switches).
+inline bool envEquals(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
 
 /// Whether a fused attention kernel (cuDNN or FlashAttention-2) gives the row normalisers of these inputs with
 /// `dHead` head dims: CUDA, bf16/fp16, a plain causal prefill, LibTorch ≥ 2.1, MECHSCOPE_PROBE_FLASH not 0.

@@ -8,8 +8,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -33,6 +31,14 @@ namespace mechscope::probe_detail {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+#ifdef MECHSCOPE_FLASH_LSE
+/// FlashAttention-2's causal normalisers of q, k [1, head, pos, d_head] (v = k, its output unused) → [head, nq] fp32,
+/// the natural log of Σ exp(scaled scores).
+at::Tensor flashAttentionLse(const at::Tensor& q, const at::Tensor& k, double scale, int64_t nq) {
+  return std::get<1>(at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, scale))[0].narrow(1, 0, nq);  // of [1, head, ≥pos]
+}
+#endif
 
 #ifdef MECHSCOPE_CUDNN_LSE
 /// Whether cuDNN's normalisers agreed with FlashAttention-2's for a shape: checked on first use.
@@ -62,7 +68,7 @@ class CudnnLseChecks {
 /// flash attention's; a mismatch beyond fp32 rounding turns cuDNN off for that key (MECHSCOPE_PROBE_CUDNN=0: always).
 at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale, int64_t heads, int64_t nq) {
   static CudnnLseChecks checks;
-  if (const char* env = std::getenv("MECHSCOPE_PROBE_CUDNN"); env && std::strcmp(env, "0") == 0) return {};
+  if (envEquals("MECHSCOPE_PROBE_CUDNN", "0")) return {};
   const int64_t d = q.size(3);
   const CudnnLseChecks::Key key{d, static_cast<int>(q.scalar_type()), q.device().index(), nq % 128};
   const int state = checks.state(key);
@@ -77,7 +83,7 @@ at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale
   if (!lse.defined() || lse.numel() != heads * nq) return {};
   lse = lse.reshape({heads, nq});
   if (state == 0) {
-    const at::Tensor flash = std::get<1>(at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, scale))[0].narrow(1, 0, nq);
+    const at::Tensor flash = flashAttentionLse(q, k, scale, nq);
     // Both accumulate fp32 exponentials of the same scores in different orders: each row agrees to a few ulps of
     // its own |lse| (rows of dummy keys reach 3·10⁴, so one bound for the whole tensor would hide real errors).
     // Equal infinities agree; NaN does not.
@@ -110,9 +116,7 @@ at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
 #ifdef MECHSCOPE_CUDNN_LSE
     if (const at::Tensor lse = cudnnLogSumExp(q, k, in.scale, g.heads, g.nq); lse.defined()) return lse.to(at::kDouble);
 #endif
-    auto out = at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, in.scale);
-    at::Tensor lse = std::get<1>(out);  // [1, head, ≥pos] fp32, natural log of Σ exp(scaled scores)
-    return lse[0].narrow(1, 0, g.nq).to(at::kDouble);
+    return flashAttentionLse(q, k, in.scale, g.nq).to(at::kDouble);
   } catch (const c10::Error&) {
     return {};  // not supported on this GPU / build: the tiled normaliser below does the same job
   }
@@ -133,8 +137,7 @@ at::Tensor negatedShift(const at::Tensor& lseRows) {  // [head, rows] fp64 → f
 bool fusedNormalisersApply(const ProbeInputs& in, const ProbeSetup& s, int64_t dHead) {
 #ifdef MECHSCOPE_FLASH_LSE
   const Geometry& g = s.g;
-  const char* env = std::getenv("MECHSCOPE_PROBE_FLASH");
-  if (env && std::strcmp(env, "0") == 0) return false;
+  if (envEquals("MECHSCOPE_PROBE_FLASH", "0")) return false;
   if (!in.q.is_cuda() || !s.lowPrecisionInputs || in.q.scalar_type() != in.k.scalar_type()) return false;
   if (s.pad.defined() || s.uniformIdx.defined() || g.offset != 0 || g.nq != g.nk || g.nq == 0) return false;
   if (s.window > 0 && s.window < g.nk) return false;  // the fused kernels here have no sliding window
