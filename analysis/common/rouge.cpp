@@ -5,21 +5,15 @@
 
 namespace mechscope::analysis {
 
-namespace {
-bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
-
 std::string lightStem(const std::string& w) {
   if (w.size() <= 3) return w;
-  if (endsWith(w, "sses")) return w.substr(0, w.size() - 2);
-  if (endsWith(w, "ies")) return w.substr(0, w.size() - 2);
+  if (w.ends_with("sses")) return w.substr(0, w.size() - 2);
+  if (w.ends_with("ies")) return w.substr(0, w.size() - 2);
   for (const char* suf : {"ing", "ed", "ly", "es"}) {
     const std::string s(suf);
-    if (endsWith(w, s) && w.size() - s.size() >= 3) return w.substr(0, w.size() - s.size());
+    if (w.ends_with(s) && w.size() - s.size() >= 3) return w.substr(0, w.size() - s.size());
   }
-  if (endsWith(w, "s") && !endsWith(w, "ss")) return w.substr(0, w.size() - 1);
+  if (w.ends_with("s") && !w.ends_with("ss")) return w.substr(0, w.size() - 1);
   return w;
 }
 

@@ -16,10 +16,6 @@
 namespace mechscope {
 namespace {
 
-bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 /// "Key:   123 kB" from a /proc file, in bytes; -1 when absent.
 int64_t procKiB(const char* file, const std::string& key) {
   std::ifstream in(file);
@@ -117,20 +113,20 @@ MemoryEstimate estimateForwardMemory(const ModelConfig& cfg, const ForwardMemory
 int64_t hookElementCount(const ModelConfig& cfg, const std::string& n, int64_t batch, int64_t pos) {
   const int64_t D = cfg.dModel, H = cfg.nHeads, KV = cfg.nKvHeads > 0 ? cfg.nKvHeads : cfg.nHeads, Dh = cfg.dHead;
   const int64_t bp = batch * pos;
-  if (endsWith(n, "hook_pattern") || endsWith(n, "hook_attn_scores")) return batch * H * pos * pos;
-  if (endsWith(n, "hook_q") || endsWith(n, "hook_rot_q") || endsWith(n, "hook_z")) return bp * H * Dh;
-  if (endsWith(n, "hook_k") || endsWith(n, "hook_v") || endsWith(n, "hook_rot_k")) return bp * KV * Dh;
-  if (endsWith(n, "hook_result")) return bp * H * D;
-  if (endsWith(n, "mlp.hook_pre") || endsWith(n, "mlp.hook_pre_linear") || endsWith(n, "mlp.hook_post"))
+  if (n.ends_with("hook_pattern") || n.ends_with("hook_attn_scores")) return batch * H * pos * pos;
+  if (n.ends_with("hook_q") || n.ends_with("hook_rot_q") || n.ends_with("hook_z")) return bp * H * Dh;
+  if (n.ends_with("hook_k") || n.ends_with("hook_v") || n.ends_with("hook_rot_k")) return bp * KV * Dh;
+  if (n.ends_with("hook_result")) return bp * H * D;
+  if (n.ends_with("mlp.hook_pre") || n.ends_with("mlp.hook_pre_linear") || n.ends_with("mlp.hook_post"))
     return bp * cfg.dMlp;
-  if (endsWith(n, "hook_router_logits")) return bp * cfg.moe.nExperts;
-  if (endsWith(n, "hook_expert_weights") || endsWith(n, "hook_expert_indices")) return bp * cfg.moe.topK;
-  if (endsWith(n, "hook_expert_out")) return bp * cfg.moe.nExperts * D;
-  if (endsWith(n, "hook_shared_expert_out")) return bp * D;
-  if (endsWith(n, "hook_logits")) return bp * cfg.dVocab;
-  if (endsWith(n, "hook_scale")) return bp;
-  if (endsWith(n, "hook_embed") || endsWith(n, "hook_pos_embed") || n.find("hook_resid_") != std::string::npos ||
-      endsWith(n, "hook_attn_out") || endsWith(n, "hook_mlp_out") || endsWith(n, "hook_normalized"))
+  if (n.ends_with("hook_router_logits")) return bp * cfg.moe.nExperts;
+  if (n.ends_with("hook_expert_weights") || n.ends_with("hook_expert_indices")) return bp * cfg.moe.topK;
+  if (n.ends_with("hook_expert_out")) return bp * cfg.moe.nExperts * D;
+  if (n.ends_with("hook_shared_expert_out")) return bp * D;
+  if (n.ends_with("hook_logits")) return bp * cfg.dVocab;
+  if (n.ends_with("hook_scale")) return bp;
+  if (n.ends_with("hook_embed") || n.ends_with("hook_pos_embed") || n.find("hook_resid_") != std::string::npos ||
+      n.ends_with("hook_attn_out") || n.ends_with("hook_mlp_out") || n.ends_with("hook_normalized"))
     return bp * D;
   return 0;
 }
