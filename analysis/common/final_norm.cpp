@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/model/normalization.hpp"
 
 namespace mechscope::analysis {
 
@@ -15,13 +16,7 @@ at::Tensor applyNorm(const HookedTransformer& model, const at::Tensor& x, const 
   const ModelConfig& c = model.config();
   // A split model's block weights live on their block's device; analyses work on the home device.
   const at::Tensor w = wIn.defined() ? wIn.to(x.device()) : wIn, b = bIn.defined() ? bIn.to(x.device()) : bIn;
-  if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
-  // RMSNorm as HF (and the forward pass): statistics in fp32, the weight applied after casting back.
-  at::Tensor xf = x.to(at::kFloat);
-  xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
-  if (c.normScaleFp32 && w.defined()) return (xf * w.to(at::kFloat)).to(x.scalar_type());  // Gemma, OLMo-2
-  at::Tensor out = xf.to(x.scalar_type());
-  return w.defined() ? w * out : out;
+  return applyModelNorm(c, x, w, b);  // as the forward pass: HF's norm, or the same fused kernel
 }
 
 at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resid) {

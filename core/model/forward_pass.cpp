@@ -13,9 +13,11 @@
 
 #include <fmt/format.h>
 
+#include "core/common/env.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/hooked_transformer_impl.hpp"
 #include "core/model/moe_mlp.hpp"
+#include "core/model/normalization.hpp"
 #include "core/model/recomputed_attention.hpp"
 #include "core/model/rotary.hpp"
 
@@ -29,16 +31,6 @@ constexpr bool kHasFused = true;
 constexpr bool kHasFused = false;
 #endif
 
-
-at::Tensor norm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
-  // RMSNorm as HF: statistics in fp32, weight applied after casting back (Gemma, OLMo-2: before).
-  at::Tensor xf = x.to(at::kFloat);
-  xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + c.normEps);
-  if (c.normScaleFp32 && w.defined()) return (xf * w.to(at::kFloat)).to(x.scalar_type());
-  at::Tensor out = xf.to(x.scalar_type());
-  return w.defined() ? w * out : out;
-}
 
 at::Tensor activate(Activation a, const at::Tensor& x) {
   switch (a) {
@@ -238,15 +230,15 @@ QueryKeyValue projectQkv(const PassContext& pc, const LayerWeights& L, const Lay
   at::Tensor q = linear(x1, L.wQ, L.bQ);  // [batch, pos, head·d_head]
   at::Tensor k = linear(x1, L.wK, L.bK);  // [batch, pos, kv_head·d_head]
   if (c.qkNorm && c.qkNormWhole) {        // OLMo-2: over the whole projection
-    q = norm(c, q, L.qNormW, {});
-    k = norm(c, k, L.kNormW, {});
+    q = applyModelNorm(c, q, L.qNormW, {});
+    k = applyModelNorm(c, k, L.kNormW, {});
   }
   q = q.view({B, P, H, dh});                                    // [batch, pos, head, d_head]
   k = k.view({B, P, Hkv, dh});                                  // [batch, pos, kv_head, d_head]
   at::Tensor v = linear(x1, L.wV, L.bV).view({B, P, Hkv, dh});  // [batch, pos, kv_head, d_head]
   if (c.qkNorm && !c.qkNormWhole) {
-    q = norm(c, q, L.qNormW, {});
-    k = norm(c, k, L.kNormW, {});
+    q = applyModelNorm(c, q, L.qNormW, {});
+    k = applyModelNorm(c, k, L.kNormW, {});
   }
   q = pc.hp(q, nm.q, l);
   k = pc.hp(k, nm.k, l);
@@ -310,14 +302,23 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
   return z;
 }
 
-/// Fused attention (scaled_dot_product_attention, LibTorch ≥ 2), kv heads repeated for grouped queries.
+/// Fused attention (scaled_dot_product_attention, LibTorch ≥ 2). Grouped queries: the kernel reads each kv head for
+/// its group itself where LibTorch takes enable_gqa (≥ 2.5; MECHSCOPE_SDPA_GQA=0: not), else kv heads are repeated.
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
 at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh) {
 #if TORCH_VERSION_MAJOR >= 2
   const AttnGeometry& geo = pc.geo;
   const int64_t rep = pc.c.nHeads / pc.c.nKvHeads;
-  at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head, key, d_head]
-  at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head, key, d_head]
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 5
+  const bool gqa = rep > 1 && !switchedOff("MECHSCOPE_SDPA_GQA");
+#define MECHSCOPE_SDPA_GQA , gqa
+#else
+  const bool gqa = false;
+#define MECHSCOPE_SDPA_GQA
+#endif
+  const bool repeat = rep > 1 && !gqa;
+  at::Tensor kr = repeat ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head (kv_head with gqa), key, d_head]
+  at::Tensor vr = repeat ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head (kv_head with gqa), key, d_head]
   // The kernel scales by 1/√d_head unless told otherwise; Gemma's query_pre_attn_scalar (and any family whose
   // scale differs) needs the model's own: passed where LibTorch takes it (≥ 2.1), else folded into q.
 #if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
@@ -328,10 +329,11 @@ at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at:
 #define MECHSCOPE_SDPA_SCALE
 #endif
   at::Tensor zh;  // [batch, head, query, d_head]
-  if (geo.plainCausal) zh = at::scaled_dot_product_attention(qs, kr, vr, {}, 0.0, true MECHSCOPE_SDPA_SCALE);
-  else if (geo.noMask) zh = at::scaled_dot_product_attention(qs, kr, vr, {}, 0.0, false MECHSCOPE_SDPA_SCALE);
-  else zh = at::scaled_dot_product_attention(qs, kr, vr, geo.all(), 0.0, false MECHSCOPE_SDPA_SCALE);
+  if (geo.plainCausal) zh = at::scaled_dot_product_attention(qs, kr, vr, {}, 0.0, true MECHSCOPE_SDPA_SCALE MECHSCOPE_SDPA_GQA);
+  else if (geo.noMask) zh = at::scaled_dot_product_attention(qs, kr, vr, {}, 0.0, false MECHSCOPE_SDPA_SCALE MECHSCOPE_SDPA_GQA);
+  else zh = at::scaled_dot_product_attention(qs, kr, vr, geo.all(), 0.0, false MECHSCOPE_SDPA_SCALE MECHSCOPE_SDPA_GQA);
 #undef MECHSCOPE_SDPA_SCALE
+#undef MECHSCOPE_SDPA_GQA
   if (geo.padded) zh = at::nan_to_num(zh, 0.0);  // fully masked (padding) query rows
   return zh.permute({0, 2, 1, 3});
 #else
@@ -354,7 +356,7 @@ at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, in
 
 /// `out` [batch, pos, d_model] through a post-norm (ln1_post / ln2_post: Gemma 2/3, OLMo-2) when `on`.
 at::Tensor postNorm(const PassContext& pc, bool on, const at::Tensor& out, const at::Tensor& w, const std::string& hookName, int l) {
-  return on ? pc.hp(norm(pc.c, out, w, {}), hookName, l) : out;
+  return on ? pc.hp(applyModelNorm(pc.c, out, w, {}), hookName, l) : out;
 }
 
 /// The per-head outputs result[b, p, h, :] = z[b, p, h, :] · W_O[:, h, :]ᵀ → [batch, pos, head, d_model], laid out
@@ -452,7 +454,7 @@ at::Tensor mlpBlock(const PassContext& pc, const LayerWeights& L, const LayerHoo
 
 /// ln2 of `x` (hook ln2.hook_normalized), or `x` itself without pre-norms (OLMo-2).
 at::Tensor preNorm2(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x) {
-  return pc.c.preNorms ? pc.hp(norm(pc.c, x, L.ln2W, L.ln2B), nm.ln2, l) : x;
+  return pc.c.preNorms ? pc.hp(applyModelNorm(pc.c, x, L.ln2W, L.ln2B), nm.ln2, l) : x;
 }
 
 /// resid_pre + attention + MLP [batch, pos, d_model]: parallel blocks read ln2 of resid_pre and sum in
@@ -474,7 +476,7 @@ at::Tensor addAttnAndMlp(const PassContext& pc, const LayerWeights& L, const Lay
 at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& residIn,
                     KVCache* cache, AttnPathCounts& counts) {
   at::Tensor resid = pc.hp(residIn, nm.residPre, l);  // [batch, pos, d_model]
-  at::Tensor x1 = pc.c.preNorms ? pc.hp(norm(pc.c, resid, L.ln1W, L.ln1B), nm.ln1, l) : resid;  // OLMo-2: no pre-norm
+  at::Tensor x1 = pc.c.preNorms ? pc.hp(applyModelNorm(pc.c, resid, L.ln1W, L.ln1B), nm.ln1, l) : resid;  // OLMo-2: no pre-norm
   at::Tensor attnOut = attentionBlock(pc, L, nm, l, x1, cache, counts);
   return pc.hp(addAttnAndMlp(pc, L, nm, l, resid, attnOut), nm.residPost, l);
 }
@@ -483,7 +485,7 @@ at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHoo
 /// → fp32 logits [batch, pos or 1, vocab].
 at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp, const at::Tensor& resid, bool lastOnly) {
   at::Tensor x = lastOnly ? resid.narrow(1, resid.size(1) - 1, 1) : resid;
-  x = hp(norm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
+  x = hp(applyModelNorm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
   at::Tensor logits = linear(x, W.wU, W.bU).to(at::kFloat);  // [batch, pos, vocab]
   if (c.finalSoftcap > 0) logits = at::tanh(logits / c.finalSoftcap) * c.finalSoftcap;  // Gemma 2
   return hp(logits, "unembed.hook_logits", -1);
