@@ -65,7 +65,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     if (R < 0 || R >= n) throw InputError(fmt::format("waad-fai: --response-start {} is outside row {} of {} tokens", R, r, n));
     out.responseStarts.push_back(R);
     ProbeRequest req;
-    req.distance = true;
+    req.distanceTotal = true;  // only each head's mean over the response is read
     req.window = options.window;
     req.columnSums = true;
     req.columnCounts = true;
@@ -88,7 +88,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     runAttentionStats(
         model, rows[r], req,
         [&](int l, const ProbeResult& s) {
-          out.headDistance[l] += s.distance.narrow(1, R, n - R).to(at::kDouble).sum(1).cpu() / static_cast<double>(n - R);
+          out.headDistance[l] += s.distanceTotal.cpu() / static_cast<double>(n - R);  // rows before R add 0
           win[l] = s.windowed.to(at::kFloat).cpu();
           const at::Tensor counts = s.columnCounts.to(at::kFloat).cpu();  // [pos]
           fai[l] = at::where(counts > 0, s.columnSums.to(at::kFloat).cpu() / counts.clamp_min(1), at::zeros_like(counts));

@@ -9,15 +9,15 @@ namespace mechscope {
 ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK,
                            const RunContext* ctx) {
   const probe_detail::ProbeSetup setup = probe_detail::prepareProbe(in, req, tileQ, tileK);
-  const bool needsTiles = req.columnSums || req.distance || req.window > 0 || !req.keySet.empty() || req.topK > 0 ||
+  const bool needsTiles = req.columnSums || req.distance || req.distanceTotal || req.window > 0 || !req.keySet.empty() || req.topK > 0 ||
                           req.entropy;
   const bool momentsApply = probe_detail::momentsApply(req, setup);
   ProbeAlgorithm algorithm = req.algorithm;
   if (algorithm == ProbeAlgorithm::Auto) {
     // On CUDA by default since its H200 check (docs/attention-probe.md, "Moments"); MECHSCOPE_PROBE_MOMENTS=0 turns
     // it off, "all" turns it on for every device (CPU checks of the analyses on top of it; slower there).
-    const bool off = probe_detail::envEquals("MECHSCOPE_PROBE_MOMENTS", "0");
-    const bool everywhere = probe_detail::envEquals("MECHSCOPE_PROBE_MOMENTS", "all");
+    const bool off = envEquals("MECHSCOPE_PROBE_MOMENTS", "0");
+    const bool everywhere = envEquals("MECHSCOPE_PROBE_MOMENTS", "all");
     // On CUDA only where fused kernels give its log-sum-exps (bf16/fp16, d_head + 8 ≤ 256): elsewhere its tiled
     // passes cost more than LseFirst's.
     const bool momentsOn = !off && (everywhere || probe_detail::momentsFused(in, setup));
@@ -26,11 +26,12 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
   }
   if (req.entropy) algorithm = ProbeAlgorithm::Scan;  // the log domain keeps a peaked row's entropy exact
   if (algorithm == ProbeAlgorithm::Moments && !momentsApply) algorithm = ProbeAlgorithm::LseFirst;
-  switch (algorithm) {
-    case ProbeAlgorithm::Moments: return probe_detail::probeMoments(in, req, setup, ctx);
-    case ProbeAlgorithm::LseFirst: return probe_detail::probeLseFirst(in, req, setup, ctx);
-    default: return probe_detail::probeScan(in, req, setup, ctx);
-  }
+  if (algorithm == ProbeAlgorithm::Moments) return probe_detail::probeMoments(in, req, setup, ctx);  // sums its own
+  const ProbeRequest rows = probe_detail::withRowDistances(req);
+  ProbeResult res = algorithm == ProbeAlgorithm::LseFirst ? probe_detail::probeLseFirst(in, rows, setup, ctx)
+                                                          : probe_detail::probeScan(in, rows, setup, ctx);
+  probe_detail::sumRowDistances(req, res);
+  return res;
 }
 
 }  // namespace mechscope

@@ -46,6 +46,10 @@ struct ProbeRequest {
   int topK = 0;
   /// Σ_j p_ij (i − j) → [head, query].
   bool distance = false;
+  /// Σ over rows i ≥ queryStart of Σ_j p_ij (i − j) → [head] fp64: all a head's mean distance needs. Moments gets it
+  /// from column passes that open-band column sums share (one fused call per layer fewer than per-row distances);
+  /// the other algorithms add up their per-row distances.
+  bool distanceTotal = false;
   /// > 0: Σ_j p_ij min(i − j, window) (WAAD) → [head, query].
   int64_t window = 0;
   /// Non-empty: Σ_{j∈C} p_ij (constraint attention; duplicates count once) → [head, query].
@@ -70,6 +74,7 @@ struct ProbeResult {
   at::Tensor topValues;     ///< [head, query, k]
   at::Tensor topIndices;    ///< [head, query, k] int64, −1 where the probability is 0
   at::Tensor distance;      ///< [head, query]
+  at::Tensor distanceTotal; ///< [head] fp64
   at::Tensor windowed;      ///< [head, query]
   at::Tensor keySetMass;    ///< [head, query]
   at::Tensor entropy;       ///< [head, query]

@@ -81,7 +81,9 @@ ProbeResult probe_detail::statsFromPatternChunked(const at::Tensor& pattern, con
 }
 
 ProbeResult statsFromPattern(const at::Tensor& pattern, const ProbeRequest& req, int64_t queryOffset) {
-  return probe_detail::statsFromPatternChunked(pattern, req, queryOffset, 0);
+  ProbeResult res = probe_detail::statsFromPatternChunked(pattern, probe_detail::withRowDistances(req), queryOffset, 0);
+  probe_detail::sumRowDistances(req, res);
+  return res;
 }
 
 }  // namespace mechscope

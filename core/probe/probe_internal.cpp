@@ -41,6 +41,18 @@ ProbeResult allocateResult(const ProbeRequest& req, int64_t heads, int64_t nq, i
   return r;
 }
 
+ProbeRequest withRowDistances(const ProbeRequest& req) {
+  ProbeRequest r = req;
+  if (r.distanceTotal) r.distance = true;
+  return r;
+}
+
+void sumRowDistances(const ProbeRequest& req, ProbeResult& res) {
+  if (!req.distanceTotal || res.distanceTotal.defined()) return;
+  res.distanceTotal = res.distance.to(at::kDouble).sum(1);  // [head]
+  if (!req.distance) res.distance = at::Tensor();
+}
+
 at::Tensor columnCounts(const ProbeRequest& req, int64_t nq, int64_t nk, int64_t offset, int64_t firstNonEmptyRow) {
   const int64_t lastRow = offset + nq - 1;
   // Clip every bound to the positions that exist so the int64 arithmetic below cannot overflow.

@@ -1,10 +1,9 @@
 #pragma once
 // Pieces shared by the probe's two algorithms and the materialised reference path (not a public API).
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
+#include "core/common/env.hpp"
 #include "core/common/run_context.hpp"
 #include "core/common/tensor.hpp"
 #include "core/probe/attention_probe.hpp"
@@ -85,15 +84,16 @@ void mergeTileTopK(const at::Tensor& x, int64_t c0, int topK, at::Tensor& topS, 
 void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetup& s, int64_t r0, int64_t r1,
                          int64_t c0, int64_t c1, at::Tensor& columnSums);
 
+/// `req` with per-row distances on where distanceTotal asks for their sum (how every path but Moments gets it).
+ProbeRequest withRowDistances(const ProbeRequest& req);
+
+/// Sets res.distanceTotal [head] fp64 to the sum of res.distance over rows (rows before queryStart are 0), then drops
+/// the per-row distances unless `req` asked for them; nothing when `req` did not ask for the total or it is set.
+void sumRowDistances(const ProbeRequest& req, ProbeResult& res);
+
 /// Row log-sum-exp of the scaled, masked scores for rows [rowBegin, nq) → [head, nq] fp64 (−inf for empty
 /// or skipped rows). Uses flash attention's normaliser on CUDA when it applies (sets *flash), else key tiles.
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash);
-
-/// Whether environment variable `name` is set to exactly `value` (the probe's MECHSCOPE_PROBE_* switches).
-inline bool envEquals(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::strcmp(v, value) == 0;
-}
 
 /// Whether a fused attention kernel (cuDNN or FlashAttention-2) gives the row normalisers of these inputs with
 /// `dHead` head dims: CUDA, bf16/fp16, a plain causal prefill, LibTorch ≥ 2.1, MECHSCOPE_PROBE_FLASH not 0.

@@ -41,6 +41,8 @@ at::Tensor flashAttentionLse(const at::Tensor& q, const at::Tensor& k, double sc
 #endif
 
 #ifdef MECHSCOPE_CUDNN_LSE
+constexpr int64_t kNarrowValueDims = 8;  // the narrowest value head dim cuDNN takes (a multiple of 8)
+
 /// Whether cuDNN's normalisers agreed with FlashAttention-2's for a shape: checked on first use.
 class CudnnLseChecks {
  public:
@@ -68,17 +70,32 @@ class CudnnLseChecks {
 /// flash attention's; a mismatch beyond fp32 rounding turns cuDNN off for that key (MECHSCOPE_PROBE_CUDNN=0: always).
 at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale, int64_t heads, int64_t nq) {
   static CudnnLseChecks checks;
-  if (envEquals("MECHSCOPE_PROBE_CUDNN", "0")) return {};
+  if (switchedOff("MECHSCOPE_PROBE_CUDNN")) return {};
   const int64_t d = q.size(3);
   const CudnnLseChecks::Key key{d, static_cast<int>(q.scalar_type()), q.device().index(), nq % 128};
   const int state = checks.state(key);
   if (state < 0) return {};
-  at::Tensor lse;
-  try {
-    auto out = at::_scaled_dot_product_cudnn_attention(q, k, k, std::nullopt, true, 0.0, true, false, scale);
-    lse = std::get<1>(out);  // [1, head, pos] or [1, head, pos, 1] fp32
-  } catch (const c10::Error&) {
-    return {};  // cuDNN does not take this shape (or is absent): flash attention below
+  // The attention output is thrown away: with a value of kNarrowValueDims zero dims (cuDNN takes a value head dim
+  // other than q/k's) the P·V half of the work nearly vanishes. Where cuDNN refuses it, v = k as FlashAttention-2
+  // needs; MECHSCOPE_PROBE_NARROW_V=0 always so.
+  auto normalisers = [&](const at::Tensor& v) {
+    return std::get<1>(at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, true, 0.0, true, false, scale));
+  };
+  at::Tensor lse;  // [1, head, pos] or [1, head, pos, 1] fp32
+  if (!switchedOff("MECHSCOPE_PROBE_NARROW_V")) {
+    try {
+      // [1, head, pos, 8], laid out as q and k: [1, pos, head, 8] transposed
+      lse = normalisers(at::zeros({k.size(0), k.size(2), k.size(1), kNarrowValueDims}, k.options()).transpose(1, 2));
+    } catch (const c10::Error&) {
+      lse = at::Tensor();  // not taken: the full-width value below
+    }
+  }
+  if (!lse.defined()) {
+    try {
+      lse = normalisers(k);
+    } catch (const c10::Error&) {
+      return {};  // cuDNN does not take this shape (or is absent): flash attention below
+    }
   }
   if (!lse.defined() || lse.numel() != heads * nq) return {};
   lse = lse.reshape({heads, nq});
@@ -137,7 +154,7 @@ at::Tensor negatedShift(const at::Tensor& lseRows) {  // [head, rows] fp64 → f
 bool fusedNormalisersApply(const ProbeInputs& in, const ProbeSetup& s, int64_t dHead) {
 #ifdef MECHSCOPE_FLASH_LSE
   const Geometry& g = s.g;
-  if (envEquals("MECHSCOPE_PROBE_FLASH", "0")) return false;
+  if (switchedOff("MECHSCOPE_PROBE_FLASH")) return false;
   if (!in.q.is_cuda() || !s.lowPrecisionInputs || in.q.scalar_type() != in.k.scalar_type()) return false;
   if (s.pad.defined() || s.uniformIdx.defined() || g.offset != 0 || g.nq != g.nk || g.nq == 0) return false;
   if (s.window > 0 && s.window < g.nk) return false;  // the fused kernels here have no sliding window

@@ -9,6 +9,9 @@
 //              vanishes with the far mass, so a local head's distance is as exact as its near band
 //   columns    Σ_{i − j ≥ a} p_ij over rows i ≥ R: the transposed problem, causal again once both sequences are
 //              reversed (keys play queries, rows carry the bias −lse_i, rows before R −3·10⁴), shifted by a
+//   distance total  Σ_i of the distances: the near band summed, the far part by column, Σ_{i ≥ j+B} p_ij (i + 1)
+//              − (j + 1) Σ_{i ≥ j+B} p_ij (row bias log(i + 1) − lse_i, and −lse_i); the second is also the far
+//              part of open-band column sums from a ≤ B, so waad-fai makes three fused calls per layer, not four
 //   near bands (WAAD's window, closed FAI horizons) and key sets from O(n · band) gathered scores.
 // Applies to causal prefills without padding, window, soft-cap, sinks or uniform heads, and no top-k/entropy;
 // anything else runs LseFirst.
@@ -151,15 +154,18 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     return acc;
   };
 
+  // Distances: offsets below F gathered exactly, the mass beyond from log-sum-exps of keys shifted by F.
+  const int64_t F = std::min(kMomentsNearDistance, n);
+  const at::Tensor logPos = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n] log(position + 1)
+  at::Tensor nearDistance;  // [head, n]: Σ_{δ < F} p_{i, i−δ} δ per row i ≥ R
+  if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](int64_t d) { return static_cast<double>(d); }, false);
   if (req.distance) {
-    const int64_t B = std::min(kMomentsNearDistance, n);
-    const at::Tensor near = gatherBand(1, B - 1, [](int64_t d) { return static_cast<double>(d); }, false);
     const at::Tensor q1 = withOnes(in.q);
-    const at::Tensor zeroBias = at::zeros({1, n}, dopt), logJ = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n]
-    const at::Tensor lseT = causalLse(q1, shiftedWithBias(in.k, zeroBias, B, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
-    const at::Tensor lseM = causalLse(q1, shiftedWithBias(in.k, logJ, B, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
+    const at::Tensor zeroBias = at::zeros({1, n}, dopt);  // [1, n]
+    const at::Tensor lseT = causalLse(q1, shiftedWithBias(in.k, zeroBias, F, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
+    const at::Tensor lseM = causalLse(q1, shiftedWithBias(in.k, logPos, F, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
     const at::Tensor far = (iAbs + 1.0).unsqueeze(0) * (lseT - lse).exp() - (lseM - lse).exp();  // [head, n] ≥ 0 up to rounding
-    res.distance.slice(1, R, n).copy_((near + far).slice(1, R, n));
+    res.distance.slice(1, R, n).copy_((nearDistance + far).slice(1, R, n));
   }
 
   if (req.window > 0) {  // Σ_j p_ij min(i − j, W) = W − Σ_{δ < W} p_{i, i−δ} (W − δ)  (rows ≥ R see key 0)
@@ -183,19 +189,37 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
       res.keySetMass.slice(1, r0, r1).copy_(x.exp_().sum(-1));
     }
   }
+  // Column passes: Σ_{i − j ≥ a, i ≥ R} p_ij w_i = exp LSE over the reversed sequences — queries = keys (per query
+  // head), keys = rows with bias log w_i − lse_i (rows before R: kMaskedRowBias), shifted by a so that reversed row j
+  // sees rows i ≥ j + a only. `logWeight` [1, n] fp64 (undefined: w = 1) → [head, n] indexed by column j.
+  at::Tensor keysReversed;  // [n, head, d + 8]: the keys repeated per query head, reversed, with the bias ones
+  auto columnPass = [&](const at::Tensor& logWeight, int64_t a) {
+    if (!keysReversed.defined()) keysReversed = withOnes((g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k).flip(0));
+    const at::Tensor bias = logWeight.defined() ? logWeight - lse : lse.neg();  // [head, n]
+    const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), bias);
+    const at::Tensor lseCol = causalLse(keysReversed, shiftedWithBias(in.q.flip(0), rowBias.flip(1), a, in.scale), in.scale, 0, s,
+                                        ctx, &res.flashLse);  // [head, n] over reversed keys
+    return lseCol.flip(1).exp();
+  };
+
+  // The head's total distance Σ_{i ≥ R} Σ_j p_ij (i − j): the near offsets, and the rest by column as
+  // Σ_j [Σ_{i ≥ j+F} p_ij (i + 1) − (j + 1) Σ_{i ≥ j+F} p_ij], whose error, like the per-row far part's, vanishes
+  // with the far mass. The second sum is also what open-band column sums from a ≤ F need beyond their gathered band.
+  at::Tensor farColumns;  // [head, n]: Σ_{i ≥ j+F, i ≥ R} p_ij
+  if (req.distanceTotal) {
+    farColumns = columnPass({}, F);
+    const at::Tensor weighted = columnPass(logPos, F);  // [head, n]: Σ_{i ≥ j+F, i ≥ R} p_ij (i + 1)
+    res.distanceTotal = nearDistance.sum(1) + (weighted - (iAbs + 1.0).unsqueeze(0) * farColumns).sum(1);  // [head]
+  }
   if (req.columnSums) {
+    const int64_t a = std::max<int64_t>(req.bandMin, 0);
     if (req.bandMax != std::numeric_limits<int64_t>::max()) {  // a closed band: gathered directly
       res.columnSums.copy_(gatherBand(req.bandMin, req.bandMax, [](int64_t) { return 1.0; }, true));
+    } else if (farColumns.defined() && a <= F) {  // the distance's far columns and the offsets [a, F) gathered
+      const at::Tensor nearColumns = a < F ? gatherBand(a, F - 1, [](int64_t) { return 1.0; }, true) : at::zeros_like(farColumns);
+      res.columnSums.copy_(farColumns + nearColumns);
     } else {
-      // Σ_{i − j ≥ a, i ≥ R} p_ij = exp LSE over the reversed sequences: queries = keys (per query head), keys =
-      // rows with bias −lse_i (rows before R: kMaskedRowBias), shifted by a so that reversed row j sees rows
-      // i ≥ j + a only.
-      const int64_t a = std::max<int64_t>(req.bandMin, 0);
-      const at::Tensor kRep = g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k;  // [n, head, d]
-      const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), lse.neg());  // [head, n]
-      const at::Tensor lseCol = causalLse(withOnes(kRep.flip(0)), shiftedWithBias(in.q.flip(0), rowBias.flip(1), a, in.scale),
-                                          in.scale, 0, s, ctx, &res.flashLse);  // [head, n] over reversed keys
-      res.columnSums.copy_(lseCol.flip(1).exp());
+      res.columnSums.copy_(columnPass({}, a));
     }
   }
   return res;

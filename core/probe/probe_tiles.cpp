@@ -52,7 +52,7 @@ int64_t probeWorkspaceBytes(int64_t nHeads, int64_t nKvHeads, int64_t dHead, int
   // Per query tile: running max / sum / log-sum-exp / row statistics and the top-k merge buffers.
   bytes += nHeads * t.tileQ * (8 * cs + 6 * k * (cs + 8));
   // Results and per-call vectors (positions, padding, key-set indicator, column counts).
-  int64_t rowStats = (request.distance ? 1 : 0) + (request.window > 0 ? 1 : 0) + (request.keySet.empty() ? 0 : 1) +
+  int64_t rowStats = (request.distance || request.distanceTotal ? 1 : 0) + (request.window > 0 ? 1 : 0) + (request.keySet.empty() ? 0 : 1) +
                      (request.entropy ? 1 : 0);
   bytes += nHeads * nQueries * (rowStats * cs + k * (cs + 8));
   if (request.columnSums) bytes += nHeads * nKeys * cs;

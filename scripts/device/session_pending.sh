@@ -10,11 +10,15 @@
 #   families  RecomputedAttentionCuda, the family tests on CUDA and the LibTorch-2 CPU suites (the relaxed
 #             EdgePatching test among them): session_families_eap.sh "parity families"
 #   gemm      issue #24: bench_gpu_forward llama-1b bf16 8K against the GEMM rate; scripts/device/sdpa_backends.py
+#   kernels   issue #24: ModelNormCuda.*; bench_gpu_forward (llama-1b and qwen3-0.6b, bf16, 8K) with the fused RMSNorm and
+#             SDPA's own grouped-query heads each on and off (MECHSCOPE_FUSED_RMSNORM / MECHSCOPE_SDPA_GQA); waad-fai and
+#             sinks at 128K with cuDNN's narrow-value normalisers on and off (MECHSCOPE_PROBE_NARROW_V), JSON agreement
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
-# Next session (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build gemm waadfai" (cuDNN's
-# normalisers re-timed, the narrow-v log-sum-exp of sdpa_backends.py, constraint-attention at 128K), then
-# STAGES="families" (the CUDA family tests after the hook_result and probe changes).
+# Next session (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build kernels" (the forward's and
+# the probe's new kernel switches, timed both ways), then STAGES="waadfai probe" (cuDNN's normalisers re-timed with the
+# per-shape check, constraint-attention at 128K), then STAGES="families gemm" (the CUDA family tests after the
+# hook_result, norm and GQA changes; sdpa_backends.py's narrow-v log-sum-exp table).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
 set -uo pipefail
 STAGES=${STAGES:-"build split"}
@@ -52,22 +56,7 @@ if has waadfai; then
           --json $W/$a-$mode-$n.json >$W/$a-$mode-$n.log 2>&1
         log "$a $mode n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/$a-$mode-$n.log)"
       done
-      python3 - "$W/$a-lsefirst-$n.json" "$W/$a-moments-$n.json" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-worst = [0.0, ""]
-def walk(x, y, path):
-    if isinstance(x, dict):
-        for k in x:
-            if k not in ("provenance", "timing") and k in y: walk(x[k], y[k], path + "." + k)
-    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-        for i, (u, v) in enumerate(zip(x, y)): walk(u, v, f"{path}[{i}]")
-    elif isinstance(x, float) and isinstance(y, float):
-        d = abs(x - y) / max(1e-6, abs(x))
-        if d > worst[0]: worst[:] = [d, path]
-walk(a, b, "")
-print(f"  lsefirst vs moments: largest relative difference {worst[0]:.3g} at {worst[1]}")
-PY
+      python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-lsefirst-$n.json" "$W/$a-moments-$n.json" "lsefirst vs moments" 2>&1 | tee -a "$OUT/summary.txt"
     done
     # constraint-attention (issue #24 names it too): a 40-token constraint, the last 64 positions the response.
     s=$SECONDS
@@ -85,6 +74,31 @@ if has gemm; then  # issue #24: GPU forward >= 60 % of the GEMM rate at 8K (llam
   log "bench_gpu_forward llama-1b 8K rc=$?"; tail -4 "$OUT/gpu_forward.log" | tee -a "$OUT/summary.txt"
   timeout 120 python3 "$ROOT/scripts/device/sdpa_backends.py" >"$OUT/sdpa_backends.log" 2>&1
   log "sdpa back ends rc=$?"; tee -a "$OUT/summary.txt" <"$OUT/sdpa_backends.log"
+fi
+if has kernels; then  # issue #24: each new forward/probe kernel path against the old one, same process and GPU
+  "$B/tests/mechscope_tests_engine" --gtest_filter='ModelNorm*' >"$OUT/model_norm.log" 2>&1
+  log "ModelNorm* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/model_norm.log" | tr '\n' ' ')"
+  L1=/tmp/synth-llama-1b Q=$W/qwen3-0.6b
+  [ -f $L1/config.json ] || $CLI synth --family llama --preset llama-1b --dtype bf16 --seed 1 --out $L1 >/dev/null
+  [ -f $Q/config.json ] || $CLI synth --family qwen3 --preset qwen3-0.6b --dtype bf16 --seed 1 --out $Q >/dev/null
+  for m in $L1 $Q; do
+    for sw in "1 1" "0 1" "1 0" "0 0"; do
+      set -- $sw
+      MECHSCOPE_FUSED_RMSNORM=$1 MECHSCOPE_SDPA_GQA=$2 "$B/bench/bench_gpu_forward" $m 8192 cuda bf16 5 >"$OUT/fwd_$(basename $m)_$1$2.log" 2>&1
+      log "bench_gpu_forward $(basename $m) 8K fused_rmsnorm=$1 sdpa_gqa=$2 rc=$? | $(tail -2 "$OUT/fwd_$(basename $m)_$1$2.log" | tr '\n' ' ')"
+    done
+  done
+  n=131072
+  python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($n)]]))" >$W/ids_$n.json
+  for a in waad-fai sinks; do
+    for nv in 1 0; do
+      s=$SECONDS
+      MECHSCOPE_PROBE_NARROW_V=$nv timeout 200 $CLI $a --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 \
+        --json $W/$a-nv$nv.json >$W/$a-nv$nv.log 2>&1
+      log "$a n=$n narrow_v=$nv rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/$a-nv$nv.log) $(grep -h 'cuDNN' $W/$a-nv$nv.log | head -1)"
+    done
+    python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-nv0.json" "$W/$a-nv1.json" "narrow v off vs on" 2>&1 | tee -a "$OUT/summary.txt"
+  done
 fi
 if has families; then
   OUT=$OUT/families STAGES="parity families" bash "$ROOT/scripts/device/session_families_eap.sh"

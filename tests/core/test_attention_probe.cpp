@@ -43,6 +43,7 @@ ProbeRequest fullRequest(int64_t nk, int topK) {
   r.columnCounts = true;
   r.topK = topK;
   r.distance = true;
+  r.distanceTotal = true;
   r.window = 10;
   r.entropy = true;
   for (int64_t j : {0, 2, 3, 5, 17, 40, 41, 150, 299, 777})
@@ -101,6 +102,7 @@ void expectSameStats(const ProbeResult& got, const ProbeResult& ref, const at::T
         << "columnCounts\n" << got.columnCounts << "\nvs\n" << ref.columnCounts;
   }
   if (req.distance) expectClose(got.distance, ref.distance, "distance", rtol);
+  if (req.distanceTotal) expectClose(got.distanceTotal, ref.distanceTotal, "distanceTotal", rtol);
   if (req.window > 0) expectClose(got.windowed, ref.windowed, "windowed", rtol);
   if (!req.keySet.empty()) expectClose(got.keySetMass, ref.keySetMass, "keySetMass", rtol);
   if (req.entropy && !skipEntropy) expectClose(got.entropy, ref.entropy, "entropy", rtol);
@@ -360,7 +362,7 @@ TEST(StatsFromPattern, MatchesNaiveLoops) {
   const at::Tensor future = at::arange(nk).unsqueeze(0) > (at::arange(nq).unsqueeze(1) + off);
   const at::Tensor p = at::softmax(s.masked_fill(future, -INFINITY), -1);  // [head, q, k]
   ProbeRequest r;
-  r.columnSums = r.columnCounts = r.distance = r.entropy = true;
+  r.columnSums = r.columnCounts = r.distance = r.distanceTotal = r.entropy = true;
   r.window = W;
   r.topK = 2;
   r.keySet = {1, 4, 4, 10};
@@ -383,6 +385,7 @@ TEST(StatsFromPattern, MatchesNaiveLoops) {
       EXPECT_NEAR(got.columnSums[h][j].item<double>(), cs, 1e-12);
       EXPECT_EQ(got.columnCounts[j].item<int64_t>(), cnt) << "column " << j;
     }
+    double total = 0;  // Σ over kept rows of their distances
     for (int64_t row = 0; row < nq; ++row) {
       const int64_t i = row + off;
       double dist = 0, win = 0, mass = 0, ent = 0, best = -1, second = -1;
@@ -402,6 +405,7 @@ TEST(StatsFromPattern, MatchesNaiveLoops) {
         }
       }
       const bool kept = i >= r.queryStart;
+      if (kept) total += dist;
       EXPECT_NEAR(got.distance[h][row].item<double>(), kept ? dist : 0.0, 1e-12);
       EXPECT_NEAR(got.windowed[h][row].item<double>(), kept ? win : 0.0, 1e-12);
       EXPECT_NEAR(got.keySetMass[h][row].item<double>(), kept ? mass : 0.0, 1e-12);
@@ -410,6 +414,7 @@ TEST(StatsFromPattern, MatchesNaiveLoops) {
       EXPECT_NEAR(got.topValues[h][row][1].item<double>(), kept ? second : 0.0, 1e-12);
       EXPECT_EQ(got.topIndices[h][row][0].item<int64_t>(), kept ? bestJ : -1);
     }
+    EXPECT_NEAR(got.distanceTotal[h].item<double>(), total, 1e-11);
   }
 }
 
@@ -573,6 +578,14 @@ void expectMomentsMatch(const ProbeInputs& in, ProbeRequest req, const std::stri
     const at::Tensor far = pattern.masked_fill((i - j < probe_detail::kMomentsNearDistance).unsqueeze(0), 0.0).sum(-1);  // [head, n]
     expectWithin(got.distance, ref.distance, far * (at::arange(n, at::kDouble) + 1.0).unsqueeze(0), tol, "distance");
   }
+  if (req.distanceTotal) {  // near offsets summed, the far part by column: error ∝ 2·Σ_far p_ij (i + 1) per head
+    const at::Tensor i = at::arange(n, at::kDouble).unsqueeze(1), j = at::arange(n, at::kDouble).unsqueeze(0);
+    const at::Tensor farWeighted = (pattern * (i + 1.0).unsqueeze(0))
+                                       .masked_fill((i - j < probe_detail::kMomentsNearDistance).unsqueeze(0), 0.0)
+                                       .slice(1, std::clamp<int64_t>(req.queryStart, 0, n), n)
+                                       .sum({1, 2});  // [head]
+    expectWithin(got.distanceTotal, ref.distanceTotal, 2.0 * farWeighted, tol, "distanceTotal");
+  }
   if (req.window > 0)  // W − Σ_near p (W − δ): error ∝ W
     expectWithin(got.windowed, ref.windowed, at::full({H, n}, static_cast<double>(req.window)), tol, "windowed");
   if (!req.keySet.empty()) expectWithin(got.keySetMass, ref.keySetMass, at::zeros({H, n}, at::kDouble), tol, "keySetMass");
@@ -612,6 +625,33 @@ TEST(ProbeMoments, EveryStatisticMatchesTheMaterialisedPattern) {
     expectMomentsMatch(in, r, c.name + ": band [0, inf), window 3");
     r.bandMin = 10;  // FAI from 10 tokens on, to the end
     expectMomentsMatch(in, r, c.name + ": band [10, inf)");
+  }
+}
+
+// In fp64 the log-sum-exps carry ~1e-16 relative errors, so Moments' rearrangements (far parts by column, column sums
+// from the distance's far columns plus a gathered band) must give the pattern's numbers to ~1e-10 of the sums they
+// are differences of: an off-by-one position, a dropped band offset or a wrong shift is off by ≥ 1e-4 of them.
+TEST(ProbeMoments, Fp64InputsGiveThePatternsNumbersAlmostExactly) {
+  ProbeInputs in = makeInputs(mk("", 500, 500, 4, 2, 32, 0, 0, 0, 0, {}, 2.0), 91);
+  in.q = in.q.to(at::kDouble);
+  in.k = in.k.to(at::kDouble);
+  const int64_t n = 500;
+  const at::Tensor pattern = referencePattern(in, at::kDouble);  // [head, n, n]
+  const at::Tensor i = at::arange(n, at::kDouble).unsqueeze(1), j = at::arange(n, at::kDouble).unsqueeze(0);
+  for (const auto& [bandMin, queryStart] : std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {0, 120}, {7, 0}, {40, 33}}) {
+    SCOPED_TRACE("band [" + std::to_string(bandMin) + ", inf), queryStart " + std::to_string(queryStart));
+    ProbeRequest req = momentsRequest(n);
+    req.bandMin = bandMin;
+    req.queryStart = queryStart;
+    req.algorithm = ProbeAlgorithm::Moments;
+    const ProbeResult got = probeAttention(in, req, 64, 96);
+    ASSERT_EQ(got.algorithm, ProbeAlgorithm::Moments);
+    const ProbeResult ref = statsFromPattern(pattern, req, 0);
+    const at::Tensor kept = (i >= static_cast<double>(queryStart)).to(at::kDouble).unsqueeze(0);  // [1, n, 1]
+    const at::Tensor weighted = (pattern * (i + 1.0).unsqueeze(0) * kept).sum({1, 2});  // [head]: Σ p (i + 1)
+    expectWithin(got.distanceTotal, ref.distanceTotal, weighted, 1e-10, "distanceTotal");
+    expectWithin(got.columnSums, ref.columnSums, at::zeros_like(ref.columnSums), 1e-10, "columnSums");
+    expectWithin(got.distance, ref.distance, (pattern * (i + 1.0).unsqueeze(0)).sum(-1), 1e-10, "distance");
   }
 }
 
