@@ -31,6 +31,7 @@ namespace mechscope::probe_detail {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr int64_t kFusedMinRowShare = 16;  // fused normalisers only when ≥ 1/16 of the rows are asked for
 
 #ifdef MECHSCOPE_FLASH_LSE
 /// FlashAttention-2's causal normalisers of q, k [1, head, pos, d_head] (v = k, its output unused) → [head, nq] fp32,
@@ -176,7 +177,10 @@ at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunCon
     if (s.rowBegin > 0) lse.narrow(1, 0, s.rowBegin).fill_(kNegInf);
     return lse;
   }
-  at::Tensor lse = flashLogSumExp(in, s);
+  // The fused kernels compute every row (n²/2 scores) whatever the start; key tiles only rows ≥ rowBegin. A few rows
+  // (retrieval's prefill asks for the last one alone: a whole causal kernel per layer at 128K) go through tiles.
+  const bool fewRows = (g.nq - s.rowBegin) * kFusedMinRowShare < g.nq;
+  at::Tensor lse = fewRows ? at::Tensor() : flashLogSumExp(in, s);
   if (lse.defined()) {
     if (flash) *flash = true;
     if (s.rowBegin > 0) lse.narrow(1, 0, s.rowBegin).fill_(kNegInf);

@@ -51,6 +51,7 @@ TEST(ProbeCuda, BothAlgorithmsMatchTheFp64PatternOnBf16Inputs) {
   req.columnCounts = true;
   req.columnKeys = {0, 5};
   req.distance = true;
+  req.distanceTotal = true;
   req.window = 10;
   req.topK = 1;
   req.keySet = {0, 1, 2, 100};
@@ -78,7 +79,20 @@ TEST(ProbeCuda, BothAlgorithmsMatchTheFp64PatternOnBf16Inputs) {
     EXPECT_EQ(got.algorithm, ProbeAlgorithm::Moments);
     std::printf("    Moments normalisers from flash attention: %s\n", got.flashLse ? "yes" : "no");
     expectRowAndColumnStats(got, ref2);
+    EXPECT_LT(relErr(got.distanceTotal, ref2.distanceTotal), 1e-4);
   }
+
+  // Retrieval's prefill: the last row's argmax alone. Its normaliser comes from key tiles over that row (a fused
+  // kernel would compute all n rows), with the same answer.
+  ProbeRequest last;
+  last.topK = 1;
+  last.queryStart = n - 1;
+  const ProbeResult lastRef = statsFromPattern(pattern, last);
+  const ProbeResult lastGot = probeAttention(in, last, 256, 512);
+  EXPECT_FALSE(lastGot.flashLse) << "one row of " << n << " should not run a whole causal kernel";
+  EXPECT_LT(relErr(lastGot.topValues, lastRef.topValues), 1e-4);
+  const at::Tensor idx = lastGot.topIndices.select(1, n - 1).cpu();  // [head, 1]: the last row's argmax
+  EXPECT_LT(relErr(pattern.select(1, n - 1).gather(1, idx), lastRef.topValues.select(1, n - 1)), 1e-4) << "argmax points at the top value";
 }
 
 }  // namespace
