@@ -5,7 +5,7 @@
 #   split     issue #23: DevicePlan* and DevicePlanCuda.* (one GPU against the split), every analysis on cuda:0
 #             against the split (tests/cli/split_devices.sh), a synth Llama-7B run (split_devices.sh)
 #   probe     issue #24: ProbeCuda.* (Moments' flash path against the fp64 pattern), bench_probe WaadFai
-#   waadfai   issue #24: waad-fai / sinks / constraint-attention at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst (MECHSCOPE_PROBE_MOMENTS=0)
+#   waadfai   issue #24: waad-fai / sinks / constraint-attention / retrieval's prefill at 8K, 32K, 128K on synth qwen3-0.6b (bf16), LseFirst (MECHSCOPE_PROBE_MOMENTS=0)
 #             against Moments (the default on CUDA): JSON agreement and timings; the HF sdpa forward at each length
 #   families  RecomputedAttentionCuda, the family tests on CUDA and the LibTorch-2 CPU suites (the relaxed
 #             EdgePatching test among them): session_families_eap.sh "parity families"
@@ -63,6 +63,11 @@ if has waadfai; then
     timeout 300 $CLI constraint-attention --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --constraint-tokens 10:50 \
       --response-start $((n - 64)) --json $W/constraint-$n.json >$W/constraint-$n.log 2>&1
     log "constraint-attention n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/constraint-$n.log)"
+    # retrieval's prefill (issue #24 names it): one test, the needle span at 40 % depth, one decoding step.
+    s=$SECONDS
+    timeout 300 $CLI retrieval --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --needle-span $((n * 2 / 5)):$((n * 2 / 5 + 12)) \
+      --max-new-tokens 1 --json $W/retrieval-$n.json >$W/retrieval-$n.log 2>&1
+    log "retrieval prefill + 1 step n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/retrieval-$n.log)"
     timeout 300 python3 "$ROOT/scripts/device/attention_bench.py" $Q $W/ids_$n.json --device cuda --impl sdpa >$W/hf_sdpa_$n.log 2>&1
     log "hf sdpa forward n=$n rc=$? $(tail -1 $W/hf_sdpa_$n.log)"
   done
