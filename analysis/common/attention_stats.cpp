@@ -64,8 +64,25 @@ ForwardResult runAttentionStats(const HookedTransformer& model, const std::vecto
   if (ids.empty()) throw InputError("attention statistics: the token sequence is empty");
   HookSet hooks;
   if (extra) hooks = *extra;
-  addProbeHooks(hooks, model, request, onLayer, options, ctx);
   ForwardOptions fo;
+  const auto layers = static_cast<size_t>(model.config().nLayers);
+  if (options.residPre) {
+    if (options.materialize) throw InputError("attention statistics: kept residuals need the probe (not --materialize)");
+    if (options.residPre->size() != layers)
+      throw InputError(fmt::format("attention statistics: {} kept residuals for {} layers", options.residPre->size(), layers));
+    hooks.add("blocks.*.hook_resid_pre", [kept = options.residPre](const at::Tensor&, const HookContext& hc) -> std::optional<at::Tensor> {
+      return (*kept)[static_cast<size_t>(hc.layer)];  // [1, pos, d_model]
+    });
+    fo.queriesAndKeysOnly = true;
+  }
+  if (options.keepResidPre) {
+    options.keepResidPre->assign(layers, at::Tensor());
+    hooks.add("blocks.*.hook_resid_pre", [keep = options.keepResidPre](const at::Tensor& r, const HookContext& hc) -> std::optional<at::Tensor> {
+      (*keep)[static_cast<size_t>(hc.layer)] = r;  // a reference: the forward makes each layer's residual anew
+      return std::nullopt;
+    });
+  }
+  addProbeHooks(hooks, model, request, onLayer, options, ctx);
   fo.logitsLastOnly = true;
   fo.path = options.materialize ? AttentionPath::Explicit : AttentionPath::Auto;  // fused (LibTorch ≥ 2) or chunked
   const at::Tensor tokens = at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).unsqueeze(0);  // [1, pos]

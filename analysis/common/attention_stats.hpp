@@ -27,11 +27,19 @@ struct AttentionStatsOptions {
   /// Optional per-layer row normalisers [head, pos] of an earlier probe of the same ids and request start
   /// (ProbeResult::rowLse); an undefined entry is computed as usual. Not owned.
   const std::vector<at::Tensor>* rowLse = nullptr;
+  /// Optional: filled with each layer's blocks.{l}.hook_resid_pre [1, pos, d_model] during this pass, for a later
+  /// pass over the same ids (residPre). Not owned.
+  std::vector<at::Tensor>* keepResidPre = nullptr;
+  /// Optional per-layer residuals [1, pos, d_model] kept by an earlier pass over the same ids (keepResidPre): each
+  /// layer's hook_resid_pre is replaced by its kept one and the forward computes only queries and keys
+  /// (ForwardOptions::queriesAndKeysOnly) — no attention, MLP or logits, the same q/k bit for bit. Not owned.
+  const std::vector<at::Tensor>* residPre = nullptr;
 };
 
 /// Runs `model` on one sequence `ids` [pos] (no padding) and calls `onLayer` with the statistics of
 /// `request` per layer. `extra` hooks (e.g. resid_post readers) run in the same pass; they must not
-/// hook attention internals unless `materialize`. Returns the forward result (logits of the last position).
+/// hook attention internals unless `materialize`. Returns the forward result (logits of the last position; none
+/// with options.residPre).
 ForwardResult runAttentionStats(const HookedTransformer& model, const std::vector<int64_t>& ids, const ProbeRequest& request,
                                 const LayerStatsFn& onLayer, const AttentionStatsOptions& options = {},
                                 const HookSet* extra = nullptr, const RunContext* ctx = nullptr);

@@ -11,6 +11,7 @@
 
 #include "analysis/common/attention_stats.hpp"
 #include "analysis/common/final_norm.hpp"
+#include "core/common/device_memory.hpp"
 #include "core/common/errors.hpp"
 
 namespace mechscope::analysis {
@@ -74,6 +75,15 @@ std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::
       },
       so, extra, ctx);
   return out;
+}
+
+/// Whether the residual stream of every layer ([pos, d_model] in the compute dtype) may stay for the candidates' pass:
+/// on the host up to kKeptResidualBytes, on CUDA up to a quarter of what the device can still allocate.
+bool residualsFit(const HookedTransformer& model, int64_t n) {
+  const int64_t bytes = int64_t{model.config().nLayers} * n * model.config().dModel * static_cast<int64_t>(c10::elementSize(model.dtype()));
+  if (!model.device().is_cuda()) return bytes <= kKeptResidualBytes;
+  const int64_t available = cudaAvailableBytes(model.device().has_index() ? model.device().index() : 0);
+  return available > 0 && bytes <= available / 4;
 }
 
 }  // namespace
@@ -142,8 +152,12 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
     std::vector<at::Tensor> learned;  // per layer [head] (learned sinks only)
     std::vector<at::Tensor> rowLse;   // per layer [head, pos] fp64 on the host, for the candidates' pass
     const bool keepLse = options.reuseNormalisers && !options.materialize && int64_t{L} * H * n * 8 <= kKeptNormaliserBytes;
+    std::vector<at::Tensor> residPre;  // per layer [1, pos, d_model] on the model's device, for the candidates' pass
+    const bool keepResid = options.reuseResiduals && !options.materialize && residualsFit(model, n);
+    AttentionStatsOptions first = so;
+    if (keepResid) first.keepResidPre = &residPre;
     const auto candScore = columnScores(
-        model, ids, prim.candidates, so, &extra, ctx, [&](int l) {
+        model, ids, prim.candidates, first, &extra, ctx, [&](int l) {
           if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
         },
         c.attnSinks ? &learned : nullptr, keepLse ? &rowLse : nullptr);
@@ -187,6 +201,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
     for (const auto& kv : recorded) keys.push_back(kv.first);
     AttentionStatsOptions again = so;
     if (keepLse) again.rowLse = &rowLse;
+    if (keepResid) again.residPre = &residPre;
     const auto keyScore = columnScores(model, ids, keys, again, nullptr, ctx);
     for (size_t k = 0; k < keys.size(); ++k) {
       const int64_t pos = keys[k];

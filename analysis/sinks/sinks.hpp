@@ -39,7 +39,14 @@ struct SinksOptions {
   /// The candidates' own scores need a second, probe-only pass; it reuses the first pass's row normalisers
   /// (kept on the host, up to kKeptNormaliserBytes) instead of recomputing them. false recomputes them (checks).
   bool reuseNormalisers = true;
+  /// The second pass also starts each layer from the first pass's residual stream, kept where it fits (host: up to
+  /// kKeptResidualBytes; CUDA: up to a quarter of what the device can still allocate), and computes only queries and
+  /// keys: no attention, MLP or logits. false runs the whole forward again (checks).
+  bool reuseResiduals = true;
 };
+
+/// Host bytes of residuals (layers × tokens × d_model in the compute dtype) sinks keeps for its second pass.
+inline constexpr int64_t kKeptResidualBytes = int64_t{2} << 30;
 
 /// Host bytes of row normalisers (layers × heads × tokens × 8) sinks keeps for its second pass; above it the
 /// second pass recomputes them.

@@ -477,6 +477,10 @@ at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHoo
                     KVCache* cache, AttnPathCounts& counts) {
   at::Tensor resid = pc.hp(residIn, nm.residPre, l);  // [batch, pos, d_model]
   at::Tensor x1 = pc.c.preNorms ? pc.hp(applyModelNorm(pc.c, resid, L.ln1W, L.ln1B), nm.ln1, l) : resid;  // OLMo-2: no pre-norm
+  if (pc.opts.queriesAndKeysOnly) {
+    (void)projectQkv(pc, L, nm, l, x1);  // only its hooks are wanted
+    return resid;
+  }
   at::Tensor attnOut = attentionBlock(pc, L, nm, l, x1, cache, counts);
   return pc.hp(addAttnAndMlp(pc, L, nm, l, resid, attnOut), nm.residPost, l);
 }
@@ -638,6 +642,10 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
 
   ForwardResult out;
   out.attentionPath = counts.name();
+  if (opts.queriesAndKeysOnly) {
+    out.attentionPath = "none";
+    return out;
+  }
   if (opts.stopAtLayer >= 0 && opts.stopAtLayer < c.nLayers) {
     out.residual = resid;
     return out;

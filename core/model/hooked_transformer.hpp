@@ -65,13 +65,17 @@ struct ForwardOptions {
   AttentionPath path = AttentionPath::Auto;
   bool logitsLastOnly = false;  ///< unembed only the last position: logits [batch, 1, vocab]
   int stopAtLayer = -1;         ///< run only blocks < stopAtLayer and return the residual (no logits)
+  /// Each block computes only its queries, keys and values (every hook up to hook_rot_q/k fires) and hands its
+  /// resid_pre on unchanged; no attention, MLP or logits. For probe-only passes whose hook_resid_pre hooks put back
+  /// the residuals of an earlier pass of the same tokens (analysis/common/attention_stats.hpp, residPre).
+  bool queriesAndKeysOnly = false;
 };
 
 /// What a forward pass returns.
 struct ForwardResult {
   at::Tensor logits;          ///< [batch, pos, vocab] fp32 (undefined with stopAtLayer)
   at::Tensor residual;        ///< [batch, pos, d_model]: resid_pre of block stopAtLayer (only then)
-  std::string attentionPath;  ///< "explicit", "fused", "chunked" or "mixed" (per layer)
+  std::string attentionPath;  ///< "explicit", "fused", "chunked" or "mixed" (per layer); "none" with queriesAndKeysOnly
 };
 
 /// Keys and values of earlier positions, for incremental decoding.

@@ -110,6 +110,47 @@ TEST(AttentionStats, ProbeDriverEqualsStatsFromPatternOnFixtures) {
   }
 }
 
+// A second pass over the same ids that starts every layer from the residuals the first kept computes only q and k
+// (no logits, attention path "none") and gives the first pass's statistics bit for bit; residuals of the wrong layer
+// change them, so the kept ones are what is read.
+TEST(AttentionStats, KeptResidualsGiveTheSameStatisticsFromQueriesAndKeysAlone) {
+  for (const std::string fam : {"gpt2", "llama", "qwen3"}) {
+    const auto dir = fixtureModel(fam);
+    if (dir.empty()) GTEST_SKIP() << "fixtures absent";
+    auto m = HookedTransformer::load(dir);
+    const auto ids = randomIds(33, m->config().dVocab, 5);
+    ProbeRequest req;
+    req.columnSums = req.distance = true;
+    req.topK = 1;
+    std::vector<ProbeResult> firstStats, againStats;
+    std::vector<at::Tensor> kept;
+    analysis::AttentionStatsOptions first;
+    first.keepResidPre = &kept;
+    const ForwardResult fr = analysis::runAttentionStats(*m, ids, req, [&](int, const ProbeResult& s) { firstStats.push_back(s); }, first);
+    ASSERT_EQ(kept.size(), static_cast<size_t>(m->config().nLayers)) << fam;
+    EXPECT_TRUE(fr.logits.defined());
+    analysis::AttentionStatsOptions again;
+    again.residPre = &kept;
+    const ForwardResult qk = analysis::runAttentionStats(*m, ids, req, [&](int, const ProbeResult& s) { againStats.push_back(s); }, again);
+    EXPECT_EQ(qk.attentionPath, "none") << fam << ": the second pass must skip attention";
+    EXPECT_FALSE(qk.logits.defined());
+    ASSERT_EQ(againStats.size(), firstStats.size()) << fam;
+    for (size_t l = 0; l < firstStats.size(); ++l) {
+      EXPECT_TRUE(againStats[l].columnSums.equal(firstStats[l].columnSums)) << fam << " layer " << l;
+      EXPECT_TRUE(againStats[l].distance.equal(firstStats[l].distance)) << fam << " layer " << l;
+      EXPECT_TRUE(againStats[l].topIndices.equal(firstStats[l].topIndices)) << fam << " layer " << l;
+    }
+    std::vector<at::Tensor> shifted(kept.rbegin(), kept.rend());  // layer l reads layer L − 1 − l's residual
+    std::vector<ProbeResult> wrongStats;
+    again.residPre = &shifted;
+    analysis::runAttentionStats(*m, ids, req, [&](int, const ProbeResult& s) { wrongStats.push_back(s); }, again);
+    EXPECT_GT(relErr(wrongStats.front().distance, firstStats.front().distance), 1e-3) << fam << ": kept residuals not read";
+    std::vector<at::Tensor> tooFew(kept.begin(), kept.end() - 1);
+    again.residPre = &tooFew;
+    EXPECT_THROW(analysis::runAttentionStats(*m, ids, req, [](int, const ProbeResult&) {}, again), InputError) << fam;
+  }
+}
+
 TEST(AttentionStats, UniformHeadHooksGiveUniformRows) {
   MECHSCOPE_ATTN_FIXTURE_OR_SKIP(dir, "llama");
   auto m = HookedTransformer::load(dir);

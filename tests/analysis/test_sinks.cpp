@@ -240,11 +240,11 @@ TEST(Sinks, PlantedRecoversSinkHeadsWindowAndSecondarySink) {
   EXPECT_EQ(got, want);
 }
 
-// The candidates' pass reuses the first pass's row normalisers (same ids, same q/k): every number equals the
-// run that recomputes them, on the planted secondary sink and with every position a candidate (cosine threshold
+// The candidates' pass reuses the first pass's row normalisers and residual stream (same ids, same q/k, computed
+// from the kept residuals without attention or MLP): every number equals the runs that recompute one or both, on the planted secondary sink and with every position a candidate (cosine threshold
 // 0) on fixtures. gpt-oss's first pass asks every key for its learned-sink mass, which runs Scan on the CPU and
 // keeps no normalisers: its second pass recomputes, the fallback (folding is checked in the probe's test).
-TEST(Sinks, CandidatePassWithKeptNormalisersEqualsRecomputing) {
+TEST(Sinks, CandidatePassWithKeptNormalisersAndResidualsEqualsRecomputing) {
   auto words = planted::idleText();
   words.insert(words.begin() + 5, ";");
   struct Case {
@@ -266,16 +266,20 @@ TEST(Sinks, CandidatePassWithKeptNormalisersEqualsRecomputing) {
     analysis::SinksOptions o;
     o.cosineThreshold = c.cosine;
     const auto kept = analysis::runSinks(*c.model, {c.ids}, o);
+    o.reuseResiduals = false;  // the whole forward again, normalisers kept
+    const auto rerun = analysis::runSinks(*c.model, {c.ids}, o);
     o.reuseNormalisers = false;
     const auto recomputed = analysis::runSinks(*c.model, {c.ids}, o);
     ASSERT_FALSE(kept.sinks.empty()) << "no candidate: the second pass did not run";
-    ASSERT_EQ(kept.sinks.size(), recomputed.sinks.size());
-    for (size_t i = 0; i < kept.sinks.size(); ++i) {
-      EXPECT_EQ(kept.sinks[i].position, recomputed.sinks[i].position);
-      EXPECT_TRUE(kept.sinks[i].score.equal(recomputed.sinks[i].score)) << "candidate at " << kept.sinks[i].position;
-      EXPECT_EQ(kept.sinks[i].scoreLayers, recomputed.sinks[i].scoreLayers);
+    for (const auto* other : {&rerun, &recomputed}) {
+      ASSERT_EQ(kept.sinks.size(), other->sinks.size());
+      for (size_t i = 0; i < kept.sinks.size(); ++i) {
+        EXPECT_EQ(kept.sinks[i].position, other->sinks[i].position);
+        EXPECT_TRUE(kept.sinks[i].score.equal(other->sinks[i].score)) << "candidate at " << kept.sinks[i].position;
+        EXPECT_EQ(kept.sinks[i].scoreLayers, other->sinks[i].scoreLayers);
+      }
+      EXPECT_TRUE(kept.sinkScore.equal(other->sinkScore));
     }
-    EXPECT_TRUE(kept.sinkScore.equal(recomputed.sinkScore));
   }
 }
 
