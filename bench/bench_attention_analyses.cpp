@@ -2,6 +2,7 @@
 // (CpuMemoryMeter) at 4K / 16K / 64K tokens. Counters: peak_bytes, pattern_bytes (one layer's
 // [heads, n, n] fp32 pattern, what a materialising tool holds at least).
 //   ./build/bench/bench_attention_analyses --benchmark_filter='Sinks/4096|WaadFai/4096'
+//   MECHSCOPE_BENCH_MODEL=gpt2-small ./build/bench/bench_attention_analyses --benchmark_filter=SinksCandidatePass
 // Model size via MECHSCOPE_BENCH_MODEL=tiny (2 layers, 4 heads, d_model 64; default) or gpt2-small
 // (12 layers, 12 heads, d_model 768).
 #include <benchmark/benchmark.h>
@@ -15,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/common/attention_stats.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 #include "core/model/model_config.hpp"
@@ -101,6 +103,27 @@ void BM_WaadFai(benchmark::State& state) {
   runBench(state, [](const HookedTransformer& m, const std::vector<int64_t>& t) { benchmark::DoNotOptimize(analysis::runWaadFai(m, {t})); });
 }
 
+/// sinks' candidates' pass alone (two candidate columns), after a first pass that kept the row normalisers and, with
+/// range(1) = 1, the residual stream: q and k from the kept residuals against a whole forward again.
+void BM_SinksCandidatePass(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  auto model = randomModel(static_cast<int>(n));
+  const auto tokens = ids(n);
+  ProbeRequest req;
+  req.columnKeys = {5, 9};
+  std::vector<at::Tensor> lse, resid;
+  analysis::AttentionStatsOptions first;
+  first.keepResidPre = &resid;
+  analysis::runAttentionStats(*model, tokens, req, [&](int, const ProbeResult& s) { lse.push_back(s.rowLse); }, first);
+  analysis::AttentionStatsOptions again;
+  again.rowLse = &lse;
+  if (state.range(1) == 1) again.residPre = &resid;
+  for (auto _ : state)
+    analysis::runAttentionStats(*model, tokens, req, [](int, const ProbeResult& s) { benchmark::DoNotOptimize(s.columnKeySums); }, again);
+}
+
+BENCHMARK(BM_SinksCandidatePass)->Args({4096, 0})->Args({4096, 1})->Args({16384, 0})->Args({16384, 1})->Iterations(3)
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Sinks)->Arg(4096)->Arg(16384)->Arg(65536)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_WaadFai)->Arg(4096)->Arg(16384)->Arg(65536)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
