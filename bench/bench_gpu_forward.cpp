@@ -1,7 +1,8 @@
 // GPU forward benchmark (issue 11): bf16 forward of a model folder at N tokens as a fraction of the GEMM
 // rate LibTorch reaches on the same device in the same run. Not Google Benchmark: one table, one line of
 // JSON at the end (for scripts/device/*). CPU works too (fp32), but the CPU table lives in bench_forward.
-//   bench_gpu_forward MODEL_DIR [TOKENS=8192] [DEVICE=cuda] [DTYPE=bf16] [REPEATS=5] [ANALYSIS=sinks|waad-fai]
+//   bench_gpu_forward MODEL_DIR [TOKENS=8192] [DEVICE=cuda] [DTYPE=bf16] [REPEATS=5]
+//                     [ANALYSIS=sinks|waad-fai|constraint-attention|retrieval]
 // With ANALYSIS, the attention analysis is timed in-process too (warm-up, then best of REPEATS), the
 // same way the Hugging Face reference in TARGETS.md is timed.
 #include <ATen/ATen.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <exception>
 #include <stdexcept>
 #include <vector>
@@ -16,6 +18,8 @@
 
 #include <fmt/format.h>
 
+#include "analysis/constraint/constraint_attention.hpp"
+#include "analysis/retrieval/retrieval.hpp"
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 #include "core/common/device_memory.hpp"
@@ -115,8 +119,21 @@ int main(int argc, char** argv) {
           (void)analysis::runSinks(*model, rows, analysis::SinksOptions{});
         } else if (analysisName == "waad-fai") {
           (void)analysis::runWaadFai(*model, rows, analysis::WaadFaiOptions{});
+        } else if (analysisName == "constraint-attention") {  // a 40-token constraint, the last 64 rows the answer
+          std::vector<int64_t> constraint, answer;
+          for (int64_t j = 10; j < std::min<int64_t>(50, n); ++j) constraint.push_back(j);
+          for (int64_t i = std::max<int64_t>(0, n - 64); i < n; ++i) answer.push_back(i);
+          (void)analysis::runConstraintAttention(*model, rows[0], constraint, answer);
+        } else if (analysisName == "retrieval") {  // the prefill and one decoding step of one test, span at 40 % depth
+          analysis::RetrievalTest test;
+          test.ids = rows[0];
+          test.needleStart = n * 2 / 5;
+          test.needleEnd = std::min<int64_t>(n, test.needleStart + 12);
+          analysis::RetrievalDecode decode;
+          decode.maxNewTokens = 1;
+          (void)analysis::runRetrievalTest(*model, test, decode);
         } else {
-          throw std::runtime_error("unknown analysis " + analysisName + " (sinks or waad-fai)");
+          throw std::runtime_error("unknown analysis " + analysisName + " (sinks, waad-fai, constraint-attention or retrieval)");
         }
       });
       analysisPeak = cudaPeakAllocatedBytes();
