@@ -156,7 +156,7 @@ void BM_Materialised(benchmark::State& state) {
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-/// waad-fai's request (head distance, WAAD window 10, FAI column sums to the end) by algorithm (range 1: 0 Scan,
+/// waad-fai's request (each head's summed distance, WAAD window 10, FAI column sums to the end) by algorithm (range 1: 0 Scan,
 /// 1 LseFirst, 2 Moments); bf16 q/k on CUDA as a model gives them. Moments is checked against the materialised
 /// pattern in ProbeMoments.* / ProbeCuda.*; this measures what it saves.
 void BM_ProbeWaadFai(benchmark::State& state) {
@@ -168,7 +168,7 @@ void BM_ProbeWaadFai(benchmark::State& state) {
     in.k = in.k.to(at::kBFloat16);
   }
   ProbeRequest req;
-  req.distance = true;
+  req.distanceTotal = true;
   req.window = 10;
   req.columnSums = true;
   req.columnCounts = true;

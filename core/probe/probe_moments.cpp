@@ -85,21 +85,9 @@ at::Tensor causalLse(const at::Tensor& q, const at::Tensor& k, double scale, int
   return lse;
 }
 
-/// Scores minus the row normaliser, s_{i, i−δ} − lse_i, of rows [r0, r1) ∩ [δ, n) for one offset δ → [head,
-/// rows − ...] in fp64, via an elementwise product (GQA by broadcasting, no repeated keys). `q4` [n, kv, group,
-/// d] and `k4` [n, kv, 1, d] in the compute dtype.
-at::Tensor diagonalLogP(const at::Tensor& q4, const at::Tensor& k4, const at::Tensor& lse, double scale, int64_t delta,
-                        int64_t r0, int64_t r1) {
-  const int64_t a = std::max(r0, delta);
-  if (a >= r1) return {};
-  const int64_t heads = lse.size(0);
-  const at::Tensor dot = (q4.slice(0, a, r1) * k4.slice(0, a - delta, r1 - delta)).sum(-1);  // [rows, kv, group]
-  return dot.reshape({r1 - a, heads}).t().to(at::kDouble) * scale - lse.slice(1, a, r1);     // [head, rows]
-}
-
-/// Row chunk for O(n · band) gathers: keeps the [rows, head, d] products near 16M elements.
-int64_t gatherChunk(const Geometry& g) {
-  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, g.heads * g.dHead));
+/// Rows per chunk of a band gather: keeps the [rows, head, max(d, band)] products near 16M elements.
+int64_t bandChunk(const Geometry& g, int64_t width) {
+  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, g.heads * std::max(g.dHead, width)));
 }
 
 }  // namespace
@@ -133,23 +121,42 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   const auto dopt = s.fopt.dtype(at::kDouble);
   const at::Tensor iAbs = at::arange(n, dopt);  // [n] absolute row index (offset 0)
 
-  // Near bands from gathered scores: q4 [n, kv, group, d], k4 [n, kv, 1, d] in the compute dtype.
+  // Near bands from gathered scores. q4 [n, kv, group, d] in the compute dtype; the keys behind `pad` zero rows,
+  // so that row i's keys i − hi … i − lo are one window of a strided view (no copy per band).
   const at::Tensor q4 = in.q.to(s.cdt).reshape({n, g.kvHeads, g.group, g.dHead});
-  const at::Tensor k4 = in.k.to(s.cdt).reshape({n, g.kvHeads, 1, g.dHead});
-  const int64_t chunk = gatherChunk(g);
+  int64_t pad = 0;
+  at::Tensor paddedKeys;  // [pad + n, kv, d] compute dtype
+  auto keysBehind = [&](int64_t zeros) {  // [zeros + n, kv, d]: `zeros` zero rows, then the keys
+    if (!paddedKeys.defined() || pad < zeros) {
+      pad = zeros;
+      paddedKeys = at::cat({at::zeros({pad, g.kvHeads, g.dHead}, in.k.options().dtype(s.cdt)), in.k.to(s.cdt)}, 0);
+    }
+    return paddedKeys.slice(0, pad - zeros, pad + n);
+  };
   /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
-  /// column j = i − δ.
+  /// column j = i − δ. Per row chunk one batched product of the queries with their band of keys.
   auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<double(int64_t)>& w, bool byColumn) {
     at::Tensor acc = at::zeros({H, n}, dopt);  // [head, n]
+    lo = std::max<int64_t>(lo, 0);
+    hi = std::min(hi, n - 1);
+    if (lo > hi) return acc;
+    const int64_t width = hi - lo + 1;
+    // Window slot m holds key i − hi + m, i.e. offset δ = hi − m.
+    std::vector<double> wm(static_cast<size_t>(width));
+    for (int64_t m = 0; m < width; ++m) wm[static_cast<size_t>(m)] = w(hi - m);
+    const at::Tensor slotWeight = at::tensor(wm, at::TensorOptions().dtype(at::kDouble)).to(in.q.device());  // [width]
+    const at::Tensor slot = at::arange(width, s.lopt);                                                        // [width]
+    const at::Tensor windows = keysBehind(hi).unfold(0, width, 1);  // [n + lo, kv, d, width]: window i = keys i − hi … i − lo
+    const int64_t chunk = bandChunk(g, width);
     for (int64_t r0 = R; r0 < n; r0 += chunk) {
       if (ctx) ctx->check();
-      const int64_t r1 = std::min(n, r0 + chunk);
-      for (int64_t delta = std::max<int64_t>(lo, 0); delta <= std::min(hi, n - 1); ++delta) {
-        const at::Tensor lp = diagonalLogP(q4, k4, lse, in.scale, delta, r0, r1);  // rows [r1 − len, r1)
-        if (!lp.defined()) continue;
-        const int64_t len = lp.size(1), first = byColumn ? r1 - len - delta : r1 - len;
-        acc.slice(1, first, first + len).add_(lp.exp() * w(delta));
-      }
+      const int64_t r1 = std::min(n, r0 + chunk), rows = r1 - r0;
+      const at::Tensor dots = at::matmul(q4.slice(0, r0, r1), windows.slice(0, r0, r1));  // [rows, kv, group, width]
+      const at::Tensor key = at::arange(r0, r1, s.lopt).unsqueeze(1) - hi + slot.unsqueeze(0);  // [rows, width] j
+      at::Tensor p = (dots.reshape({rows, H, width}).to(at::kDouble) * in.scale - lse.slice(1, r0, r1).t().unsqueeze(-1)).exp_();
+      p.masked_fill_((key < 0).unsqueeze(1), 0.0).mul_(slotWeight);  // [rows, head, width]; keys before 0 are padding
+      if (byColumn) acc.index_add_(1, key.clamp_min(0).flatten(), p.permute({1, 0, 2}).reshape({H, rows * width}));
+      else acc.slice(1, r0, r1).add_(p.sum(-1).t());
     }
     return acc;
   };
