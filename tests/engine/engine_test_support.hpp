@@ -46,6 +46,11 @@ inline std::string testDevice() {
   return e && *e ? std::string(e) : std::string("cpu");
 }
 
+/// Declares `var` = testDevice(), or skips the test when that asks for CUDA on a machine or build without it.
+#define MECHSCOPE_TEST_DEVICE_OR_SKIP(var)                                                             \
+  const std::string var = ::mechscope::test::testDevice();                                            \
+  if (var != "cpu" && !at::hasCUDA()) GTEST_SKIP() << "MECHSCOPE_TEST_DEVICE=" << var << " but no CUDA"
+
 /// Parity bound for one Hugging Face reference tensor: 1e-4 absolute, widened to ~25 fp32 ulps (3e-6
 /// relative to the largest entry) for residuals that grow past ~33. HF's own fp32 result is ~1e-4 away
 /// from the exact (fp64) one at |h| ≈ 50 (qwen2 fixture: 9.7e-5), so a stricter bound would test BLAS

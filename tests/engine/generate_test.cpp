@@ -15,7 +15,8 @@ class Generate : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Generate, KvCacheEqualsRecomputation) {
   MECHSCOPE_FIXTURE_OR_SKIP(dir, GetParam());
-  auto m = HookedTransformer::load(dir, LoadOptions{test::testDevice(), "fp32"});
+  MECHSCOPE_TEST_DEVICE_OR_SKIP(device);
+  auto m = HookedTransformer::load(dir, LoadOptions{device, "fp32"});
   const at::Tensor ids = SafetensorsFile::open(dir / "reference.safetensors").tensor("input_ids")[0].narrow(0, 0, 6);
   std::vector<int64_t> prompt(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + 6);
   GenerateOptions o;

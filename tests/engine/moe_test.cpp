@@ -67,7 +67,8 @@ class Moe : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Moe, RouterLogitsMatchHuggingFace) {
   MECHSCOPE_FIXTURE_OR_SKIP(dir, GetParam());
-  auto m = HookedTransformer::load(dir, LoadOptions{test::testDevice(), "fp32"});
+  MECHSCOPE_TEST_DEVICE_OR_SKIP(device);
+  auto m = HookedTransformer::load(dir, LoadOptions{device, "fp32"});
   const auto ref = SafetensorsFile::open(dir / "reference.safetensors");
   const at::Tensor routerRef = ref.tensor("router_logits");  // [L_moe, batch·pos, experts]
   const auto layers = sparseLayers(m->config());

@@ -26,8 +26,7 @@ class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, MatchesHuggingFace) {
   MECHSCOPE_FIXTURE_OR_SKIP(dir, GetParam());
-  const std::string device = test::testDevice();
-  if (device != "cpu" && !at::hasCUDA()) GTEST_SKIP() << "MECHSCOPE_TEST_DEVICE=" << device << " but no CUDA";
+  MECHSCOPE_TEST_DEVICE_OR_SKIP(device);
   auto model = HookedTransformer::load(dir, LoadOptions{device, "fp32"});
   const auto& c = model->config();
   const auto ref = SafetensorsFile::open(dir / "reference.safetensors");
