@@ -303,14 +303,19 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
 }
 
 /// Fused attention (scaled_dot_product_attention, LibTorch ≥ 2). Grouped queries: the kernel reads each kv head for
-/// its group itself where LibTorch takes enable_gqa (≥ 2.5; MECHSCOPE_SDPA_GQA=0: not), else kv heads are repeated.
+/// its group itself where LibTorch takes enable_gqa (≥ 2.5) and a fused kernel serves it (CUDA, bf16/fp16, no mask;
+/// MECHSCOPE_SDPA_GQA=0: never), else kv heads are repeated.
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
 at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh) {
 #if TORCH_VERSION_MAJOR >= 2
   const AttnGeometry& geo = pc.geo;
   const int64_t rep = pc.c.nHeads / pc.c.nKvHeads;
 #if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 5
-  const bool gqa = rep > 1 && !switchedOff("MECHSCOPE_SDPA_GQA");
+  // Only where a fused kernel takes grouped heads: flash / cuDNN need bf16/fp16, d_head ≤ 256 and no explicit mask;
+  // anything else with enable_gqa falls to the math kernel ([batch, head, q, k] scores), worse than repeated kv heads.
+  const bool lowPrecision = qh.scalar_type() == at::kBFloat16 || qh.scalar_type() == at::kHalf;
+  const bool gqa = rep > 1 && (geo.plainCausal || geo.noMask) && lowPrecision && qh.size(3) <= 256 && qh.is_cuda() &&
+                   !switchedOff("MECHSCOPE_SDPA_GQA");
 #define MECHSCOPE_SDPA_GQA , gqa
 #else
   const bool gqa = false;

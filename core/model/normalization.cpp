@@ -14,7 +14,7 @@ namespace mechscope {
 
 bool fusedRmsNormApplies(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w) {
 #ifdef MECHSCOPE_FUSED_RMS_NORM
-  if (c.normKind != NormKind::RMSNorm || c.normScaleFp32 || !x.is_cuda()) return false;
+  if (c.normKind != NormKind::RMSNorm || !x.is_cuda()) return false;
   if (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) return false;
   if (w.defined() && (w.scalar_type() != x.scalar_type() || w.device() != x.device())) return false;
   return !switchedOff("MECHSCOPE_FUSED_RMSNORM");
@@ -30,8 +30,12 @@ at::Tensor applyModelNorm(const ModelConfig& c, const at::Tensor& x, const at::T
   if (c.normKind == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, w, b, c.normEps);
 #ifdef MECHSCOPE_FUSED_RMS_NORM
   if (fusedRmsNormApplies(c, x, w)) {
+    // The kernel applies a weight in fp32 before its one rounding: Gemma's / OLMo-2's order. HF's other families round
+    // x̂ first and multiply by the weight in the input dtype, so the weight stays outside for them.
     const int64_t d = x.size(-1);
-    return w.defined() ? at::rms_norm(x, {d}, w, c.normEps) : at::rms_norm(x, {d}, std::nullopt, c.normEps);
+    if (!w.defined()) return at::rms_norm(x, {d}, std::nullopt, c.normEps);
+    if (c.normScaleFp32) return at::rms_norm(x, {d}, w, c.normEps);
+    return w * at::rms_norm(x, {d}, std::nullopt, c.normEps);
   }
 #endif
   // HF's op order: x in fp32 [..., d], its row's rsqrt(mean(x²) + eps), then back to x's dtype and the weight.

@@ -10,13 +10,14 @@ namespace mechscope {
 
 /// The norm of `x` [..., d_model or d_head] with weight `w` and bias `b` (either may be undefined): LayerNorm, or
 /// RMSNorm as HF computes it — statistics in fp32, the weight applied after casting back (Gemma, OLMo-2: in fp32
-/// before it). Where fusedRmsNormApplies, LibTorch's fused RMSNorm kernel instead (one pass; the weight applied in
-/// fp32 before the one rounding, so each element is within one unit in the last place of HF's op-by-op result).
+/// before it). Where fusedRmsNormApplies, LibTorch's fused RMSNorm kernel gives x̂ (and Gemma's / OLMo-2's fp32
+/// weight) in one pass, with HF's roundings: results differ from HF's op-by-op ones only through the fp32 order of
+/// the mean of squares (one bf16 unit in the last place, rarely).
 [[nodiscard]] at::Tensor applyModelNorm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
-/// Whether applyModelNorm runs LibTorch's fused RMSNorm kernel for these inputs: an RMSNorm family whose weight is
-/// applied after the cast, CUDA, bf16/fp16 input with a weight of the same dtype, LibTorch ≥ 2.8 (whose rms_norm has
-/// a fused CUDA kernel), MECHSCOPE_FUSED_RMSNORM not 0. fp32 keeps HF's op order (the parity tests' bounds).
+/// Whether applyModelNorm runs LibTorch's fused RMSNorm kernel for these inputs: an RMSNorm family, CUDA, bf16/fp16
+/// input with a weight of the same dtype, LibTorch ≥ 2.8 (whose rms_norm has a fused CUDA kernel),
+/// MECHSCOPE_FUSED_RMSNORM not 0. fp32 keeps HF's op order (the parity tests' bounds).
 [[nodiscard]] bool fusedRmsNormApplies(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w);
 
 }  // namespace mechscope
