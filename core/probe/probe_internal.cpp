@@ -48,7 +48,7 @@ ProbeRequest withRowDistances(const ProbeRequest& req) {
 }
 
 void sumRowDistances(const ProbeRequest& req, ProbeResult& res) {
-  if (!req.distanceTotal || res.distanceTotal.defined()) return;
+  if (!req.distanceTotal) return;
   res.distanceTotal = res.distance.to(at::kDouble).sum(1);  // [head]
   if (!req.distance) res.distance = at::Tensor();
 }

@@ -88,7 +88,7 @@ void addBandedColumnSums(at::Tensor& p, const ProbeRequest& req, const ProbeSetu
 ProbeRequest withRowDistances(const ProbeRequest& req);
 
 /// Sets res.distanceTotal [head] fp64 to the sum of res.distance over rows (rows before queryStart are 0), then drops
-/// the per-row distances unless `req` asked for them; nothing when `req` did not ask for the total or it is set.
+/// the per-row distances unless `req` asked for them; nothing when `req` did not ask for the total.
 void sumRowDistances(const ProbeRequest& req, ProbeResult& res);
 
 /// Row log-sum-exp of the scaled, masked scores for rows [rowBegin, nq) → [head, nq] fp64 (−inf for empty

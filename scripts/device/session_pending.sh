@@ -26,6 +26,10 @@ STAGES=${STAGES:-"build split"}
 source "$(dirname "$0")/stage_lib.sh"
 CLI=$B/bin/mechscope-cli
 W=/tmp/pending; mkdir -p $W
+L1=/tmp/synth-llama-1b Q=$W/qwen3-0.6b  # the synth models the stages time (bf16, seed 1), made on first use
+synth() {  # synth DIR FAMILY PRESET
+  [ -f "$1/config.json" ] || $CLI synth --family "$2" --preset "$3" --dtype bf16 --seed 1 --out "$1" >/dev/null
+}
 if has build; then
   TARGETS="mechscope_tests_engine mechscope_tests_core mechscope_tests_analysis bench_probe bench_gpu_forward mechscope-cli" \
     bash "$ROOT/scripts/device/gpu_build.sh" "$B" >"$OUT/build.log" 2>&1
@@ -44,8 +48,7 @@ if has probe; then
   log "bench_probe WaadFai rc=$?"; grep -E '^BM_' "$OUT/bench_probe.log" | tee -a "$OUT/summary.txt"
 fi
 if has waadfai; then
-  Q=$W/qwen3-0.6b
-  [ -f $Q/config.json ] || $CLI synth --family qwen3 --preset qwen3-0.6b --dtype bf16 --seed 1 --out $Q >/dev/null
+  synth $Q qwen3 qwen3-0.6b
   for n in ${LENGTHS:-8192 32768 131072}; do
     python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($n)]]))" >$W/ids_$n.json
     for a in waad-fai sinks; do
@@ -79,8 +82,7 @@ if has waadfai; then
   done
 fi
 if has gemm; then  # issue #24: GPU forward >= 60 % of the GEMM rate at 8K (llama-1b bf16), and the SDPA back ends
-  L1=/tmp/synth-llama-1b
-  [ -f $L1/config.json ] || $CLI synth --family llama --preset llama-1b --dtype bf16 --seed 1 --out $L1 >/dev/null
+  synth $L1 llama llama-1b
   "$B/bench/bench_gpu_forward" $L1 8192 cuda bf16 5 >"$OUT/gpu_forward.log" 2>&1
   log "bench_gpu_forward llama-1b 8K rc=$?"; tail -4 "$OUT/gpu_forward.log" | tee -a "$OUT/summary.txt"
   timeout 120 python3 "$ROOT/scripts/device/sdpa_backends.py" >"$OUT/sdpa_backends.log" 2>&1
@@ -89,9 +91,8 @@ fi
 if has kernels; then  # issue #24: each new forward/probe kernel path against the old one, same process and GPU
   "$B/tests/mechscope_tests_engine" --gtest_filter='ModelNorm*' >"$OUT/model_norm.log" 2>&1
   log "ModelNorm* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/model_norm.log" | tr '\n' ' ')"
-  L1=/tmp/synth-llama-1b Q=$W/qwen3-0.6b
-  [ -f $L1/config.json ] || $CLI synth --family llama --preset llama-1b --dtype bf16 --seed 1 --out $L1 >/dev/null
-  [ -f $Q/config.json ] || $CLI synth --family qwen3 --preset qwen3-0.6b --dtype bf16 --seed 1 --out $Q >/dev/null
+  synth $L1 llama llama-1b
+  synth $Q qwen3 qwen3-0.6b
   for m in $L1 $Q; do
     for sw in "1 1" "0 1" "1 0" "0 0"; do
       set -- $sw
