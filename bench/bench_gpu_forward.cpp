@@ -5,6 +5,10 @@
 //                     [ANALYSIS=sinks|waad-fai|constraint-attention|retrieval]
 // With ANALYSIS, the attention analysis is timed in-process too (warm-up, then best of REPEATS), the
 // same way the Hugging Face reference in TARGETS.md is timed.
+// bench_gpu_trace is this source with MECHSCOPE_BENCH_KINETO: with MECHSCOPE_BENCH_TRACE=FILE it also runs the analysis
+// once more under LibTorch's Kineto profiler (CPU ops, CUDA kernels, the probe's named ranges) and writes FILE, a Chrome
+// trace that scripts/device/trace_summary.py sums. A separate target, so that a LibTorch whose profiler API differs
+// cannot break the benchmark itself.
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -12,6 +16,7 @@
 #include <cstdlib>
 #include <algorithm>
 #include <exception>
+#include <set>
 #include <stdexcept>
 #include <vector>
 #include <string>
@@ -24,6 +29,10 @@
 #include "analysis/waad_fai/waad_fai.hpp"
 #include "core/common/device_memory.hpp"
 #include "core/model/hooked_transformer.hpp"
+
+#ifdef MECHSCOPE_BENCH_KINETO
+#include <torch/csrc/autograd/profiler_kineto.h>
+#endif
 
 using namespace mechscope;
 
@@ -41,6 +50,25 @@ double forwardFlops(const ModelConfig& c, double n) {
   const double mlp = 2.0 * n * d * c.dMlp * (c.gatedMlp ? 3.0 : 2.0);         // gate/up/down or in/out
   const double attn = 2.0 * 2.0 * double(c.nHeads) * c.dHead * n * (n + 1) / 2;  // QKᵀ and AV, causal half
   return c.nLayers * (proj + mlp + attn) + 2.0 * d * c.dVocab;
+}
+
+/// f() once under the Kineto profiler (CPU ops and, where there is a GPU, its kernels), the trace written to `path`.
+template <class F>
+void traceOnce(const std::string& path, bool cuda, F&& f) {
+#ifdef MECHSCOPE_BENCH_KINETO
+  namespace prof = torch::profiler::impl;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (cuda) activities.insert(prof::ActivityType::CUDA);
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+  f();
+  torch::autograd::profiler::disableProfiler()->save(path);
+  std::printf("trace written to %s\n", path.c_str());
+#else
+  (void)path, (void)cuda, (void)f;
+  throw std::runtime_error("MECHSCOPE_BENCH_TRACE needs bench_gpu_trace (this build has no profiler)");
+#endif
 }
 
 /// Best-of-`repeats` seconds of f() (after one warm-up call).
@@ -114,7 +142,7 @@ int main(int argc, char** argv) {
             return std::vector<int64_t>(cpu.data_ptr<int64_t>(), cpu.data_ptr<int64_t>() + n);
           }()};
       resetCudaPeak();
-      analysisSeconds = bestSeconds(repeats, [&] {
+      const auto runAnalysis = [&] {
         if (analysisName == "sinks") {
           (void)analysis::runSinks(*model, rows, analysis::SinksOptions{});
         } else if (analysisName == "waad-fai") {
@@ -135,8 +163,14 @@ int main(int argc, char** argv) {
         } else {
           throw std::runtime_error("unknown analysis " + analysisName + " (sinks, waad-fai, constraint-attention or retrieval)");
         }
-      });
+      };
+      analysisSeconds = bestSeconds(repeats, runAnalysis);
       analysisPeak = cudaPeakAllocatedBytes();
+      if (const char* trace = std::getenv("MECHSCOPE_BENCH_TRACE"); trace && *trace)
+        traceOnce(trace, device.rfind("cuda", 0) == 0, [&] {
+          runAnalysis();
+          sync(at::zeros({1}, opts));
+        });
       std::printf("%-14s %9.4f s  (forward + statistics, results on the host; peak memory %.2f GiB)\n",
                   analysisName.c_str(), analysisSeconds, static_cast<double>(analysisPeak) / (1 << 30));
     }

@@ -1,6 +1,7 @@
 #include "analysis/common/final_norm.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <limits>
@@ -36,6 +37,7 @@ TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tens
   if (normed.dim() != 2 || normed.size(0) != n)
     throw InputError(fmt::format("token predictions: expected final-normed states [{}, d_model], found {} dims of size {}", n,
                                  normed.dim(), normed.dim() > 0 ? normed.size(0) : 0));
+  RECORD_USER_SCOPE("analysis::token_predictions");
   const double nan = std::numeric_limits<double>::quiet_NaN();
   TokenPredictions out;
   out.entropy.assign(static_cast<size_t>(n), nan);

@@ -1,6 +1,7 @@
 #include "analysis/sinks/sinks.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <functional>
@@ -137,6 +138,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
     std::vector<at::Tensor> hidCos(L), hidNorm(L), mlpCos(L), mlpNorm(L);
     HookSet extra;
     extra.add("blocks.*.hook_resid_post", [&](const at::Tensor& h, const HookContext& hc) -> std::optional<at::Tensor> {
+      RECORD_USER_SCOPE("sinks::resid_cosines");
       at::Tensor x = (hf && hc.layer == L - 1 ? applyFinalNorm(model, h[0]) : h[0]).to(at::kFloat);  // [pos, d_model]
       const at::Tensor ref = x.index_select(0, candIdx.to(x.device()));                               // [cand, d_model]
       hidNorm[static_cast<size_t>(hc.layer)] = ref.norm(2, {1}).to(at::kDouble).cpu();
@@ -144,6 +146,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       return std::nullopt;
     });
     extra.add("blocks.*.hook_mlp_out", [&](const at::Tensor& m, const HookContext& hc) -> std::optional<at::Tensor> {
+      RECORD_USER_SCOPE("sinks::mlp_cosines");
       at::Tensor x = m[0].to(at::kFloat);  // [pos, d_model]
       mlpCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, x.index_select(0, candIdx.to(x.device())));
       mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble).cpu();

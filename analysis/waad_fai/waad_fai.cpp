@@ -1,6 +1,7 @@
 #include "analysis/waad_fai/waad_fai.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -88,6 +89,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     runAttentionStats(
         model, rows[r], req,
         [&](int l, const ProbeResult& s) {
+          RECORD_USER_SCOPE("waad_fai::layer_to_host");
           out.headDistance[l] += s.distanceTotal.cpu() / static_cast<double>(n - R);  // rows before R add 0
           win[l] = s.windowed.to(at::kFloat).cpu();
           const at::Tensor counts = s.columnCounts.to(at::kFloat).cpu();  // [pos]

@@ -1,6 +1,7 @@
 #include "core/probe/attention_probe.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include "core/probe/probe_internal.hpp"
 
@@ -8,6 +9,7 @@ namespace mechscope {
 
 ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64_t tileQ, int64_t tileK,
                            const RunContext* ctx) {
+  RECORD_USER_SCOPE("probe::attention");
   const probe_detail::ProbeSetup setup = probe_detail::prepareProbe(in, req, tileQ, tileK);
   const bool needsTiles = req.columnSums || req.distance || req.distanceTotal || req.window > 0 || !req.keySet.empty() || req.topK > 0 ||
                           req.entropy;

@@ -3,6 +3,7 @@
 // On CUDA the normaliser is flash attention's (one fused kernel per layer), the score matmuls run in
 // TF32 when q/k are bf16/fp16 (exact there) and `s − lse` rides in the matmul's epilogue (baddbmm).
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 
@@ -170,6 +171,7 @@ bool fusedNormalisersApply(const ProbeInputs& in, const ProbeSetup& s, int64_t d
 }
 
 at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunContext* ctx, bool* flash) {
+  RECORD_USER_SCOPE("probe::row_lse");
   const Geometry& g = s.g;
   if (flash) *flash = false;
   if (in.rowLse.defined()) {  // an earlier probe's (shape checked in setup); rows before this request's start: none
@@ -210,6 +212,7 @@ at::Tensor foldSinks(const ProbeSetup& s, const at::Tensor& lse) {
 
 void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const at::Tensor& lse,
                    ProbeResult& res) {
+  RECORD_USER_SCOPE("probe::column_keys");
   const Geometry& g = s.g;
   const int64_t m = static_cast<int64_t>(req.columnKeys.size());
   if (m == 0 || s.rowBegin >= g.nq) return;
@@ -235,6 +238,7 @@ void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSe
 }
 
 ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx) {
+  RECORD_USER_SCOPE("probe::lse_first");
   const Geometry& g = s.g;
   ProbeResult res = allocateResult(req, g.heads, g.nq, g.nk, s.fopt, s.lopt);
   res.algorithm = ProbeAlgorithm::LseFirst;

@@ -16,6 +16,7 @@
 // Applies to causal prefills without padding, window, soft-cap, sinks or uniform heads, and no top-k/entropy;
 // anything else runs LseFirst.
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -72,6 +73,7 @@ at::Tensor shiftedWithBias(const at::Tensor& x, const at::Tensor& bias, int64_t 
 /// flash attention's normaliser on CUDA when it applies, else tiles (rowLogSumExp).
 at::Tensor causalLse(const at::Tensor& q, const at::Tensor& k, double scale, int64_t queryStart, const ProbeSetup& like,
                      const RunContext* ctx, bool* flash) {
+  RECORD_USER_SCOPE("probe::moments_causal_lse");
   ProbeInputs in;
   in.q = q;
   in.k = k;
@@ -109,6 +111,7 @@ bool momentsFused(const ProbeInputs& in, const ProbeSetup& s) {
 }
 
 ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const ProbeSetup& s, const RunContext* ctx) {
+  RECORD_USER_SCOPE("probe::moments");
   const Geometry& g = s.g;
   const int64_t n = g.nq, H = g.heads, R = s.rowBegin;
   ProbeResult res = allocateResult(req, H, g.nq, g.nk, s.fopt, s.lopt);
@@ -136,6 +139,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
   /// column j = i − δ. Per row chunk one batched product of the queries with their band of keys.
   auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<double(int64_t)>& w, bool byColumn) {
+    RECORD_USER_SCOPE("probe::moments_band");
     at::Tensor acc = at::zeros({H, n}, dopt);  // [head, n]
     lo = std::max<int64_t>(lo, 0);
     hi = std::min(hi, n - 1);
@@ -201,6 +205,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   // sees rows i ≥ j + a only. `logWeight` [1, n] fp64 (undefined: w = 1) → [head, n] indexed by column j.
   at::Tensor keysReversed;  // [n, head, d + 8]: the keys repeated per query head, reversed, with the bias ones
   auto columnPass = [&](const at::Tensor& logWeight, int64_t a) {
+    RECORD_USER_SCOPE("probe::moments_column_pass");
     if (!keysReversed.defined()) keysReversed = withOnes((g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k).flip(0));
     const at::Tensor bias = logWeight.defined() ? logWeight - lse : lse.neg();  // [head, n]
     const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), bias);

@@ -2,6 +2,12 @@
 # Everything left to check on a GPU box after stop 31 (no device was lent that session), in stages that each
 # fit one 10-minute call. Run them in order, each call one or two stages:
 #   build     engine, core, analysis tests, bench_probe, bench_gpu_forward, mechscope-cli (gpu_build.sh)
+#   ratios    issue #24's ratios in one pass: ModelNormCuda.*, ProbeCuda.*, then sinks / waad-fai / constraint-attention /
+#             retrieval's prefill at RATIO_LENGTH (131072) with their defaults and HF's sdpa forward on the same model and ids,
+#             and all four in-process at 8K against the 8K sdpa forward
+#   others    constraint-attention and retrieval's prefill at RATIO_LENGTH only
+#   trace     issue #24: Kineto traces (bench_gpu_trace) of sinks and waad-fai at 8K and waad-fai at 128K (TRACES="a:n …"),
+#             summed by scripts/device/trace_summary.py; the traces come back gzipped
 #   split     issue #23: DevicePlan* and DevicePlanCuda.* (one GPU against the split), every analysis on cuda:0
 #             against the split (tests/cli/split_devices.sh), a synth Llama-7B run (split_devices.sh)
 #   probe     issue #24: ProbeCuda.* (Moments' flash path against the fp64 pattern), bench_probe WaadFai
@@ -15,7 +21,8 @@
 #             sinks at 128K with cuDNN's narrow-value normalisers on and off (MECHSCOPE_PROBE_NARROW_V), JSON agreement
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
-# Next session (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build kernels" (the forward's and
+# Next session: STAGES="build ratios" first (every #24 ratio, defaults only), SWITCHES="11 00" STAGES="kernels" (each
+# switch's share), then as before. Earlier plan (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build kernels" (the forward's and
 # the probe's new kernel switches, timed both ways), then STAGES="waadfai probe" (cuDNN's normalisers re-timed with the
 # per-shape check, constraint-attention at 128K), then STAGES="families gemm" (the CUDA family tests after the
 # hook_result, norm and GQA changes; sdpa_backends.py's narrow-v log-sum-exp table).
@@ -30,11 +37,72 @@ L1=/tmp/synth-llama-1b Q=$W/qwen3-0.6b  # the synth models the stages time (bf16
 synth() {  # synth DIR FAMILY PRESET
   [ -f "$1/config.json" ] || $CLI synth --family "$2" --preset "$3" --dtype bf16 --seed 1 --out "$1" >/dev/null
 }
+ids() {  # ids N: N random token ids (seed 0) in $W/ids_N.json
+  [ -f $W/ids_$1.json ] || python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($1)]]))" >$W/ids_$1.json
+}
+analysis() {  # analysis NAME N [ENV=…]: one CLI run with the default settings, its timing line logged
+  local a=$1 n=$2; shift 2; local s=$SECONDS
+  env "$@" timeout 300 $CLI $a --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --json $W/$a-$n.json >$W/$a-$n.log 2>&1
+  log "$a n=$n $* rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/$a-$n.log)"
+}
+other_analyses() {  # other_analyses N: constraint-attention and retrieval's prefill, the two issue #24 names beside sinks and waad-fai
+  local n=$1 s; ids $n; s=$SECONDS
+  # constraint-attention: a 40-token constraint, the last 64 positions the response.
+  timeout 300 $CLI constraint-attention --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --constraint-tokens 10:50 \
+    --response-start $((n - 64)) --json $W/constraint-$n.json >$W/constraint-$n.log 2>&1
+  log "constraint-attention n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/constraint-$n.log)"
+  # retrieval's prefill: one test, the needle span at 40 % depth, one decoding step (n − 1 prompt tokens: the step must
+  # fit the context, 131,072 for this shape).
+  s=$SECONDS; ids $((n - 1))
+  timeout 300 $CLI retrieval --model $Q --token-ids $W/ids_$((n - 1)).json --device cuda --dtype bf16 --needle-span $((n * 2 / 5)):$((n * 2 / 5 + 12)) \
+    --max-new-tokens 1 --json $W/retrieval-$n.json >$W/retrieval-$n.log 2>&1
+  log "retrieval prefill + 1 step n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/retrieval-$n.log)"
+}
+hf_sdpa() {  # hf_sdpa N: Hugging Face's sdpa forward on the same model and ids, the ratios' denominator
+  timeout 300 python3 "$ROOT/scripts/device/attention_bench.py" $Q $W/ids_$1.json --device cuda --impl sdpa >$W/hf_sdpa_$1.log 2>&1
+  log "hf sdpa forward n=$1 rc=$? $(tail -1 $W/hf_sdpa_$1.log)"
+}
+in_process_8k() {  # the 8K target is in-process (warm, best of 5), against the same sdpa forward
+  local a
+  for a in sinks waad-fai constraint-attention retrieval; do
+    timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 $a >"$OUT/inproc_$a.log" 2>&1
+    log "in-process 8K $a rc=$? | $(grep -E '^(forward|'"$a"') ' "$OUT/inproc_$a.log" | tr '\n' ' ')"
+  done
+}
 if has build; then
-  TARGETS="mechscope_tests_engine mechscope_tests_core mechscope_tests_analysis bench_probe bench_gpu_forward mechscope-cli" \
+  TARGETS="mechscope_tests_engine mechscope_tests_core mechscope_tests_analysis bench_probe bench_gpu_forward mechscope-cli bench_gpu_trace" \
     bash "$ROOT/scripts/device/gpu_build.sh" "$B" >"$OUT/build.log" 2>&1
   log "build rc=$? $((SECONDS - t0)) s"
   grep -E "error" "$OUT/build.log" | head -20 | tee -a "$OUT/summary.txt"
+fi
+if has ratios; then  # issue #24's ratios in one pass: every attention analysis with its defaults at 128K and HF's sdpa
+  # forward on the same model and ids, then the 8K ones in-process (the waadfai stage also times the old paths)
+  "$B/tests/mechscope_tests_engine" --gtest_filter='ModelNormCuda*' >"$OUT/model_norm_cuda.log" 2>&1
+  log "ModelNormCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/model_norm_cuda.log" | tr '\n' ' ')"
+  "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*' >"$OUT/probe_cuda.log" 2>&1
+  log "ProbeCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/probe_cuda.log" | tr '\n' ' ')"
+  synth $Q qwen3 qwen3-0.6b
+  n=${RATIO_LENGTH:-131072}; ids $n; ids 8192
+  hf_sdpa $n
+  analysis sinks $n; analysis waad-fai $n
+  other_analyses $n
+  hf_sdpa 8192
+  in_process_8k
+fi
+if has others; then  # constraint-attention and retrieval's prefill alone at RATIO_LENGTH (the ratios stage runs them too)
+  synth $Q qwen3 qwen3-0.6b
+  other_analyses ${RATIO_LENGTH:-131072}
+fi
+if has trace; then  # where the analyses' time goes: one run each under Kineto (bench_gpu_trace), summed per kernel and range
+  synth $Q qwen3 qwen3-0.6b
+  for spec in ${TRACES:-sinks:8192 waad-fai:8192 waad-fai:131072}; do
+    a=${spec%%:*} n=${spec##*:} t=$W/trace_${a}_$n.json
+    MECHSCOPE_BENCH_TRACE=$t timeout 300 "$B/bench/bench_gpu_trace" $Q $n cuda bf16 1 $a >"$OUT/trace_${a}_$n.log" 2>&1
+    log "trace $a n=$n rc=$? | $(grep -E '^'"$a"' ' "$OUT/trace_${a}_$n.log")"
+    python3 "$ROOT/scripts/device/trace_summary.py" $t --top 25 >"$OUT/trace_${a}_$n.txt" 2>&1
+    head -70 "$OUT/trace_${a}_$n.txt" | tee -a "$OUT/summary.txt"
+    gzip -c $t >"$OUT/trace_${a}_$n.json.gz"
+  done
 fi
 if has split; then
   OUT=$OUT/split STAGES="engine cli big" bash "$ROOT/scripts/device/split_devices.sh"
@@ -50,7 +118,7 @@ fi
 if has waadfai; then
   synth $Q qwen3 qwen3-0.6b
   for n in ${LENGTHS:-8192 32768 131072}; do
-    python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($n)]]))" >$W/ids_$n.json
+    ids $n
     for a in waad-fai sinks; do
       for mode in lsefirst moments; do
         env=(MECHSCOPE_PROBE_MOMENTS=1); [ $mode = lsefirst ] && env=(MECHSCOPE_PROBE_MOMENTS=0)
@@ -61,24 +129,9 @@ if has waadfai; then
       done
       python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-lsefirst-$n.json" "$W/$a-moments-$n.json" "lsefirst vs moments" 2>&1 | tee -a "$OUT/summary.txt"
     done
-    # constraint-attention (issue #24 names it too): a 40-token constraint, the last 64 positions the response.
-    s=$SECONDS
-    timeout 300 $CLI constraint-attention --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --constraint-tokens 10:50 \
-      --response-start $((n - 64)) --json $W/constraint-$n.json >$W/constraint-$n.log 2>&1
-    log "constraint-attention n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/constraint-$n.log)"
-    # retrieval's prefill (issue #24 names it): one test, the needle span at 40 % depth, one decoding step.
-    s=$SECONDS
-    timeout 300 $CLI retrieval --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --needle-span $((n * 2 / 5)):$((n * 2 / 5 + 12)) \
-      --max-new-tokens 1 --json $W/retrieval-$n.json >$W/retrieval-$n.log 2>&1
-    log "retrieval prefill + 1 step n=$n rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/retrieval-$n.log)"
-    timeout 300 python3 "$ROOT/scripts/device/attention_bench.py" $Q $W/ids_$n.json --device cuda --impl sdpa >$W/hf_sdpa_$n.log 2>&1
-    log "hf sdpa forward n=$n rc=$? $(tail -1 $W/hf_sdpa_$n.log)"
-    if [ "$n" = 8192 ]; then  # the 8K target is in-process (warm, best of 5), against the same sdpa forward
-      for a in sinks waad-fai constraint-attention retrieval; do
-        timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 $a >"$OUT/inproc_$a.log" 2>&1
-        log "in-process 8K $a rc=$? | $(grep -E '^(forward|'"$a"') ' "$OUT/inproc_$a.log" | tr '\n' ' ')"
-      done
-    fi
+    other_analyses $n
+    hf_sdpa $n
+    [ "$n" = 8192 ] && in_process_8k
   done
 fi
 if has gemm; then  # issue #24: GPU forward >= 60 % of the GEMM rate at 8K (llama-1b bf16), and the SDPA back ends
@@ -94,14 +147,14 @@ if has kernels; then  # issue #24: each new forward/probe kernel path against th
   synth $L1 llama llama-1b
   synth $Q qwen3 qwen3-0.6b
   for m in $L1 $Q; do
-    for sw in "1 1" "0 1" "1 0" "0 0"; do
-      set -- $sw
-      MECHSCOPE_FUSED_RMSNORM=$1 MECHSCOPE_SDPA_GQA=$2 "$B/bench/bench_gpu_forward" $m 8192 cuda bf16 5 >"$OUT/fwd_$(basename $m)_$1$2.log" 2>&1
-      log "bench_gpu_forward $(basename $m) 8K fused_rmsnorm=$1 sdpa_gqa=$2 rc=$? | $(tail -2 "$OUT/fwd_$(basename $m)_$1$2.log" | tr '\n' ' ')"
+    for sw in ${SWITCHES:-11 01 10 00}; do  # fused RMSNorm, SDPA's grouped heads: 1 on, 0 off
+      f=${sw:0:1} g=${sw:1:1}
+      MECHSCOPE_FUSED_RMSNORM=$f MECHSCOPE_SDPA_GQA=$g "$B/bench/bench_gpu_forward" $m 8192 cuda bf16 5 >"$OUT/fwd_$(basename $m)_$sw.log" 2>&1
+      log "bench_gpu_forward $(basename $m) 8K fused_rmsnorm=$f sdpa_gqa=$g rc=$? | $(tail -2 "$OUT/fwd_$(basename $m)_$sw.log" | tr '\n' ' ')"
     done
   done
   n=131072
-  python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($n)]]))" >$W/ids_$n.json
+  ids $n
   for a in waad-fai sinks; do
     for nv in 1 0; do
       s=$SECONDS
