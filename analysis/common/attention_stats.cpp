@@ -32,28 +32,51 @@ void addProbeHooks(HookSet& hooks, const HookedTransformer& model, const ProbeRe
   // gpt-oss: each layer's learned sink logits join the probe's row normalisers, as in the forward.
   std::vector<at::Tensor> sinks;
   for (const auto& L : model.weights().layers) sinks.push_back(L.sinks.defined() ? L.sinks.to(model.device()) : L.sinks);
-  // q fires before k in every block; the q of the current layer waits in `pending`.
-  auto pending = std::make_shared<at::Tensor>();
+  // q fires before k in every block, then (where the fused kernel gives them) attn.hook_lse, then hook_z: the layer's
+  // q, k and normalisers wait in `pending` until the probe runs. A pass that computes attention probes at hook_z, so
+  // that the forward's own normalisers (cuDNN on CUDA) spare the probe its first attention-sized call; a
+  // queries-and-keys-only pass (no attention, no hook_z) probes at k.
+  struct Pending {
+    at::Tensor q, k, lse;  // [batch, pos, head, d_head], [batch, pos, kv_head, d_head], [batch, head, pos] fp32
+  };
+  auto pending = std::make_shared<Pending>();
+  const bool attentionRuns = options.residPre == nullptr;
   const std::string qName = rotary ? "blocks.*.attn.hook_rot_q" : "blocks.*.attn.hook_q";
   const std::string kName = rotary ? "blocks.*.attn.hook_rot_k" : "blocks.*.attn.hook_k";
-  hooks.add(qName, [pending](const at::Tensor& q, const HookContext&) -> std::optional<at::Tensor> {
-    *pending = q;  // [batch, pos, head, d_head]
-    return std::nullopt;
-  });
-  hooks.add(kName, [=, &c](const at::Tensor& k, const HookContext& hc) -> std::optional<at::Tensor> {
-    // k: [batch, pos, kv_head, d_head] (the new positions only; callers probe uncached passes or
-    // decode through hook_pattern)
+  auto probeLayer = [=, &c](int layer) {
+    // k: the new positions only (callers probe uncached passes or decode through hook_pattern)
     ProbeInputs in;
-    in.q = (*pending)[0];  // [pos_q, head, d_head]
-    in.k = k[0];           // [pos_k, kv_head, d_head]
+    in.q = pending->q[0];  // [pos_q, head, d_head]
+    in.k = pending->k[0];  // [pos_k, kv_head, d_head]
     in.scale = scale;
     in.queryOffset = in.k.size(0) - in.q.size(0);
-    in.slidingWindow = c.windowOf(hc.layer);  // the forward masks the same keys (per layer: Gemma 2/3)
+    in.slidingWindow = c.windowOf(layer);  // the forward masks the same keys (per layer: Gemma 2/3)
     in.softcap = softcap;
-    in.sinks = sinks.at(static_cast<size_t>(hc.layer));  // [head] or undefined
-    if (options.rowLse && static_cast<size_t>(hc.layer) < options.rowLse->size()) in.rowLse = (*options.rowLse)[static_cast<size_t>(hc.layer)];
-    onLayer(hc.layer, probeAttention(in, request, options.tileQ, options.tileK, ctx));
-    *pending = at::Tensor();
+    in.sinks = sinks.at(static_cast<size_t>(layer));  // [head] or undefined
+    if (options.rowLse && static_cast<size_t>(layer) < options.rowLse->size()) in.rowLse = (*options.rowLse)[static_cast<size_t>(layer)];
+    if (!in.rowLse.defined() && pending->lse.defined()) {
+      in.rowLse = pending->lse[0];  // [head, pos]
+      in.rowLseFromForward = true;
+    }
+    *pending = Pending{};
+    onLayer(layer, probeAttention(in, request, options.tileQ, options.tileK, ctx));
+  };
+  hooks.add(qName, [pending](const at::Tensor& q, const HookContext&) -> std::optional<at::Tensor> {
+    pending->q = q;
+    return std::nullopt;
+  });
+  hooks.add(kName, [=](const at::Tensor& k, const HookContext& hc) -> std::optional<at::Tensor> {
+    pending->k = k;
+    if (!attentionRuns) probeLayer(hc.layer);
+    return std::nullopt;
+  });
+  if (!attentionRuns) return;
+  hooks.add("blocks.*.attn.hook_lse", [pending](const at::Tensor& lse, const HookContext&) -> std::optional<at::Tensor> {
+    pending->lse = lse;
+    return std::nullopt;
+  });
+  hooks.add("blocks.*.attn.hook_z", [=](const at::Tensor&, const HookContext& hc) -> std::optional<at::Tensor> {
+    probeLayer(hc.layer);
     return std::nullopt;
   });
 }

@@ -302,14 +302,50 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
   return z;
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+/// cuDNN's causal attention with its row log-sum-exps shown to attn.hook_lse: z [batch, pos, head, d_head], or undefined
+/// when the hook is not on, the inputs are not a plain causal bf16/fp16 CUDA pass, or cuDNN does not take them (then
+/// fusedAttention runs as without the hook, and the hook does not fire). kv heads are repeated for grouped queries.
+at::Tensor attentionWithLse(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
+                            const at::Tensor& vh, int64_t rep) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+  const bool lowPrecision = qh.scalar_type() == at::kBFloat16 || qh.scalar_type() == at::kHalf;
+  if (!pc.hp.on(nm.lse) || !pc.geo.plainCausal || !lowPrecision || !qh.is_cuda() || qh.size(3) % 8 != 0 || qh.size(3) > 256 ||
+      switchedOff("MECHSCOPE_FORWARD_LSE"))
+    return {};
+  at::Tensor zh, lse;  // [batch, head, query, d_head], [batch, head, query(, 1)] fp32
+  try {
+    const at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head, key, d_head]
+    const at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head, key, d_head]
+    auto out = at::_scaled_dot_product_cudnn_attention(qh, kr, vr, std::nullopt, true, 0.0, true, false, pc.scale);
+    zh = std::get<0>(out);
+    lse = std::get<1>(out);
+  } catch (const c10::Error&) {
+    return {};  // cuDNN absent or not taking this shape: the plain fused call
+  }
+  if (lse.numel() != qh.size(0) * qh.size(1) * qh.size(2)) return {};
+  (void)pc.hp(lse.reshape({qh.size(0), qh.size(1), qh.size(2)}), nm.lse, l);  // shown, not taken back
+  return zh.permute({0, 2, 1, 3});
+#else
+  (void)pc, (void)nm, (void)l, (void)qh, (void)kh, (void)vh, (void)rep;
+  return {};
+#endif
+}
+#endif
+
 /// Fused attention (scaled_dot_product_attention, LibTorch ≥ 2). Grouped queries: the kernel reads each kv head for
 /// its group itself where LibTorch takes enable_gqa (≥ 2.5) and a fused kernel serves it (CUDA, bf16/fp16, no mask;
 /// MECHSCOPE_SDPA_GQA=0: never), else kv heads are repeated.
+/// With attn.hook_lse hooked, a plain causal bf16/fp16 pass on CUDA runs cuDNN's kernel, which also returns each row's
+/// log-sum-exp of the scaled scores, and shows those [batch, head, query] fp32 to the hook (the attention probe's row
+/// normalisers, one attention-sized call per layer saved; LibTorch ≥ 2.6, MECHSCOPE_FORWARD_LSE=0: never).
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
-at::Tensor fusedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh) {
+at::Tensor fusedAttention(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
+                          const at::Tensor& vh) {
 #if TORCH_VERSION_MAJOR >= 2
   const AttnGeometry& geo = pc.geo;
   const int64_t rep = pc.c.nHeads / pc.c.nKvHeads;
+  if (at::Tensor z = attentionWithLse(pc, nm, l, qh, kh, vh, rep); z.defined()) return z;
 #if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 5
   // Only where a fused kernel takes grouped heads: flash / cuDNN need bf16/fp16, d_head ≤ 256 and no explicit mask;
   // anything else with enable_gqa falls to the math kernel ([batch, head, q, k] scores), worse than repeated kv heads.
@@ -425,7 +461,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
       ++counts.chunkedLayers;
       break;
     case AttnKind::Fused:
-      z = fusedAttention(pc, qh, kh, vh);
+      z = fusedAttention(pc, nm, l, qh, kh, vh);
       ++counts.fusedLayers;
       break;
     case AttnKind::Explicit:
@@ -528,6 +564,7 @@ void ForwardPass::prepare(HookedTransformer& m) {
     n.scores = b + "attn.hook_attn_scores";
     n.pattern = b + "attn.hook_pattern";
     n.z = b + "attn.hook_z";
+    n.lse = b + "attn.hook_lse";
     n.result = b + "attn.hook_result";
     n.attnOut = b + "hook_attn_out";
     n.ln1Post = b + "ln1_post.hook_normalized";

@@ -41,6 +41,7 @@ inline ShownToHook showToHook(const Hooker& hp, const at::Tensor& formed, const 
 struct LayerHookNames {
   std::string residPre, ln1, q, k, v, rotQ, rotK, scores, pattern, z, result, ln1Post, attnOut, residMid, ln2, mlpPre,
       mlpPreLinear, mlpPost, ln2Post, mlpOut, residPost;
+  std::string lse;  // attn.hook_lse: fired only where the fused kernel returns the normalisers (not in hookNames())
   // Mixture-of-experts layers only (core/model/moe_mlp.hpp).
   std::string routerLogits, expertWeights, expertIndices, expertOut, sharedExpertOut;
 };

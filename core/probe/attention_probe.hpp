@@ -109,6 +109,10 @@ struct ProbeInputs {
   /// queryStart (ProbeResult::rowLse). LseFirst and Moments then skip computing them (a flash call or a tiled
   /// pass per layer); Scan ignores it.
   at::Tensor rowLse;
+  /// rowLse came from the forward's own attention kernel (attn.hook_lse: cuDNN on CUDA), not from a probe: it is
+  /// checked once per shape against FlashAttention-2's normalisers, like the probe's own cuDNN calls, and computed
+  /// afresh where that check fails.
+  bool rowLseFromForward = false;
 };
 
 /// Two-pass tiled statistics (§11): pass 1 keeps a running max and log-sum-exp per row over key tiles;

@@ -120,6 +120,42 @@ at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale
 }
 #endif
 
+/// Whether the forward's cuDNN normalisers `in.rowLse` agree with FlashAttention-2's for this shape: checked on the first
+/// call per CudnnLseChecks::Key (a separate record from the probe's own narrow-value calls: another kernel), as
+/// cudnnLogSumExp checks its own. False where no fused kernel applies to compare with (the probe then computes them).
+bool forwardLseTrusted(const ProbeInputs& in, const ProbeSetup& s) {
+#ifdef MECHSCOPE_CUDNN_LSE
+  static CudnnLseChecks checks;
+  const Geometry& g = s.g;
+  if (!fusedNormalisersApply(in, s, g.dHead)) return false;
+  const CudnnLseChecks::Key key{g.dHead, static_cast<int>(in.q.scalar_type()), in.q.device().index(), g.nq % 128};
+  const int state = checks.state(key);
+  if (state != 0) return state > 0;
+  try {
+    const at::Tensor q = in.q.unsqueeze(0).transpose(1, 2);  // [1, head, pos, d_head]
+    at::Tensor k = in.k;                                       // [pos, kv_head, d_head]
+    if (g.group > 1) k = k.repeat_interleave(g.group, 1);      // [pos, head, d_head]
+    k = k.unsqueeze(0).transpose(1, 2);                         // [1, head, pos, d_head]
+    const at::Tensor flash = flashAttentionLse(q, k, in.scale, g.nq);  // [head, nq] fp32
+    const at::Tensor lse = in.rowLse.to(flash.scalar_type());
+    const at::Tensor ok = (lse == flash).logical_or_((lse - flash).abs() <= (flash.abs() + 1.0) * 1e-5);  // as cudnnLogSumExp
+    const bool agreed = ok.all().item<bool>();
+    checks.record(key, agreed);
+    if (!agreed)
+      std::fprintf(stderr, "attention probe: the forward's cuDNN log-sum-exp differs from flash attention's (d_head %lld, %lld rows); "
+                   "computing the normalisers apart\n", static_cast<long long>(g.dHead), static_cast<long long>(g.nq));
+    return agreed;
+  } catch (const c10::Error&) {
+    checks.record(key, false);
+    return false;
+  }
+#else
+  (void)in;
+  (void)s;
+  return false;
+#endif
+}
+
 /// Flash attention's row normalisers [head, nq] fp64 when the kernel applies to these inputs (CUDA,
 /// bf16/fp16, plain causal prefill without padding or uniform heads); undefined otherwise. cuDNN's kernel gives
 /// them where LibTorch and cuDNN take the inputs, else FlashAttention-2's.
@@ -174,7 +210,9 @@ at::Tensor rowLogSumExp(const ProbeInputs& in, const ProbeSetup& s, const RunCon
   RECORD_USER_SCOPE("probe::row_lse");
   const Geometry& g = s.g;
   if (flash) *flash = false;
-  if (in.rowLse.defined()) {  // an earlier probe's (shape checked in setup); rows before this request's start: none
+  if (in.rowLse.defined() && (!in.rowLseFromForward || forwardLseTrusted(in, s))) {
+    // an earlier probe's or the forward's (shape checked in setup); rows before this request's start: none
+    if (flash) *flash = in.rowLseFromForward;  // the forward's come from a fused kernel
     at::Tensor lse = in.rowLse.to(in.q.device(), at::kDouble, /*non_blocking=*/false, /*copy=*/true);
     if (s.rowBegin > 0) lse.narrow(1, 0, s.rowBegin).fill_(kNegInf);
     return lse;

@@ -40,10 +40,10 @@ synth() {  # synth DIR FAMILY PRESET
 ids() {  # ids N: N random token ids (seed 0) in $W/ids_N.json
   [ -f $W/ids_$1.json ] || python3 -c "import json,random;random.seed(0);print(json.dumps([[random.randrange(1,150000) for _ in range($1)]]))" >$W/ids_$1.json
 }
-analysis() {  # analysis NAME N [ENV=…]: one CLI run with the default settings, its timing line logged
-  local a=$1 n=$2; shift 2; local s=$SECONDS
-  env "$@" timeout 300 $CLI $a --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --json $W/$a-$n.json >$W/$a-$n.log 2>&1
-  log "$a n=$n $* rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/$a-$n.log)"
+analysis() {  # analysis NAME N TAG [ENV=…]: one CLI run with the default settings ($W/NAME-N-TAG.json), its timing line logged
+  local a=$1 n=$2 t=$3; shift 3; local s=$SECONDS
+  env "$@" timeout 300 $CLI $a --model $Q --token-ids $W/ids_$n.json --device cuda --dtype bf16 --json $W/$a-$n-$t.json >$W/$a-$n-$t.log 2>&1
+  log "$a n=$n $* rc=$? wall $((SECONDS - s)) s | $(grep -h '^timing:' $W/$a-$n-$t.log) $(grep -h 'differs' $W/$a-$n-$t.log | head -1)"
 }
 other_analyses() {  # other_analyses N: constraint-attention and retrieval's prefill, the two issue #24 names beside sinks and waad-fai
   local n=$1 s; ids $n; s=$SECONDS
@@ -77,15 +77,20 @@ if has build; then
 fi
 if has ratios; then  # issue #24's ratios in one pass: every attention analysis with its defaults at 128K and HF's sdpa
   # forward on the same model and ids, then the 8K ones in-process (the waadfai stage also times the old paths)
-  "$B/tests/mechscope_tests_engine" --gtest_filter='ModelNormCuda*' >"$OUT/model_norm_cuda.log" 2>&1
-  log "ModelNormCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/model_norm_cuda.log" | tr '\n' ' ')"
+  "$B/tests/mechscope_tests_engine" --gtest_filter='ModelNormCuda*:ForwardLse*' >"$OUT/model_norm_cuda.log" 2>&1
+  log "ModelNormCuda*:ForwardLse* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|largest error' "$OUT/model_norm_cuda.log" | tr '\n' ' ')"
   "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*' >"$OUT/probe_cuda.log" 2>&1
   log "ProbeCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/probe_cuda.log" | tr '\n' ' ')"
   synth $Q qwen3 qwen3-0.6b
   n=${RATIO_LENGTH:-131072}; ids $n; ids 8192
   hf_sdpa $n
-  analysis sinks $n; analysis waad-fai $n
+  analysis sinks $n default; analysis waad-fai $n default
   other_analyses $n
+  # The forward's own normalisers (attn.hook_lse) against the probe computing them: same numbers, one call per layer
+  for a in sinks waad-fai; do
+    analysis $a $n probe-lse MECHSCOPE_FORWARD_LSE=0
+    python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-$n-probe-lse.json" "$W/$a-$n-default.json" "forward lse vs probe lse" 2>&1 | tee -a "$OUT/summary.txt"
+  done
   hf_sdpa 8192
   in_process_8k
 fi
