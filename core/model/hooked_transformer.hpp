@@ -13,6 +13,9 @@
 //   mlp.hook_pre (gate pre-activation when gated), mlp.hook_pre_linear (gated only), mlp.hook_post
 //                                                              [batch, pos, d_mlp]
 //   unembed.hook_logits                                        [batch, pos, d_vocab]
+//   attn.hook_lse (mechscope's, not TransformerLens'; read-only) [batch, n_heads, query] fp32: the fused kernel's row
+//     log-sum-exps of the scaled scores, fired only where cuDNN gives them (CUDA, bf16/fp16, plain causal, LibTorch
+//     ≥ 2.6); hooking it runs cuDNN's kernel for the layer. Not in hookNames() (every-hook caches leave it out).
 // hook_q/k are taken after qk-norm (Qwen3) and before rotary; hook_rot_q/k exist for rotary models;
 // hook_resid_mid does not exist for parallel-residual models (GPT-NeoX), as in TransformerLens.
 // With post-norms (Gemma 2/3, OLMo-2) hook_attn_out / hook_mlp_out are after ln1_post / ln2_post: what

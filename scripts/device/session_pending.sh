@@ -86,13 +86,13 @@ if has ratios; then  # issue #24's ratios in one pass: every attention analysis 
   hf_sdpa $n
   analysis sinks $n default; analysis waad-fai $n default
   other_analyses $n
+  hf_sdpa 8192
+  in_process_8k
   # The forward's own normalisers (attn.hook_lse) against the probe computing them: same numbers, one call per layer
   for a in sinks waad-fai; do
     analysis $a $n probe-lse MECHSCOPE_FORWARD_LSE=0
     python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-$n-probe-lse.json" "$W/$a-$n-default.json" "forward lse vs probe lse" 2>&1 | tee -a "$OUT/summary.txt"
   done
-  hf_sdpa 8192
-  in_process_8k
 fi
 if has others; then  # constraint-attention and retrieval's prefill alone at RATIO_LENGTH (the ratios stage runs them too)
   synth $Q qwen3 qwen3-0.6b
