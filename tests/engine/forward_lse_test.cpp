@@ -49,7 +49,7 @@ LseRun runTinyQwen3(const std::string& device, const std::string& dtype, int64_t
 
 }  // namespace
 
-TEST(ForwardLse, NeverFiresOffTheFusedCudaPath) {
+TEST(ForwardLse, NeverFiresOnTheCpu) {
   const LseRun run = runTinyQwen3("cpu", "fp32", 24);
   EXPECT_FALSE(run.q.empty());
   EXPECT_TRUE(run.lse.empty()) << "no fused kernel returns normalisers on the CPU";
