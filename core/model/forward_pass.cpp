@@ -306,11 +306,11 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
 /// Whether cuDNN's causal attention output `zh` [batch, head, query, d_head] agrees with LibTorch's own SDPA choice on
-/// the same inputs, checked on the first call per (d_head, dtype, device, heads, length mod 128) in a process, as the
+/// the same inputs (kr, vr: the kv heads already repeated per query head), checked on the first call per (d_head, dtype, device, heads, length mod 128) in a process, as the
 /// probe checks cuDNN's normalisers. Both are p-weighted means of bf16/fp16 values with p rounded to that type before
 /// P·V at worst, and the output rounded once: |Δo_i| ≤ 2·2⁻⁸ (Σ_j p_ij |v_j| + |o_i|) for bf16 (fp16 is finer), checked
 /// with 2× margin, where Σ_j p_ij |v_j| is SDPA's output for |v|. A wrong mask or layout moves early rows by O(|v|).
-bool cudnnOutputTrusted(const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh, int64_t rep, const at::Tensor& zh, double scale) {
+bool cudnnOutputTrusted(const at::Tensor& qh, const at::Tensor& kr, const at::Tensor& vr, const at::Tensor& zh, double scale) {
   using Key = std::tuple<int64_t, int, int, int64_t, int64_t>;
   static std::mutex mutex;
   static std::map<Key, bool> agreed;
@@ -319,7 +319,6 @@ bool cudnnOutputTrusted(const at::Tensor& qh, const at::Tensor& kh, const at::Te
     const std::lock_guard<std::mutex> lock(mutex);
     if (const auto it = agreed.find(key); it != agreed.end()) return it->second;
   }
-  const at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh, vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;
   const at::Tensor ref = at::scaled_dot_product_attention(qh, kr, vr, {}, 0.0, true, scale).to(at::kFloat);
   const at::Tensor absMean = at::scaled_dot_product_attention(qh, kr, vr.abs(), {}, 0.0, true, scale).to(at::kFloat);
   const at::Tensor bound = (absMean + ref.abs()) * (4.0 / 256.0) + 1e-6;
@@ -344,17 +343,17 @@ at::Tensor attentionWithLse(const PassContext& pc, const LayerHookNames& nm, int
   if (!pc.hp.on(nm.lse) || !pc.geo.plainCausal || !lowPrecision || !qh.is_cuda() || qh.size(3) % 8 != 0 || qh.size(3) > 256 ||
       switchedOff("MECHSCOPE_FORWARD_LSE"))
     return {};
+  const at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head, key, d_head]
+  const at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head, key, d_head]
   at::Tensor zh, lse;  // [batch, head, query, d_head], [batch, head, query(, 1)] fp32
   try {
-    const at::Tensor kr = rep > 1 ? kh.repeat_interleave(rep, 1) : kh;  // [batch, head, key, d_head]
-    const at::Tensor vr = rep > 1 ? vh.repeat_interleave(rep, 1) : vh;  // [batch, head, key, d_head]
     auto out = at::_scaled_dot_product_cudnn_attention(qh, kr, vr, std::nullopt, true, 0.0, true, false, pc.scale);
     zh = std::get<0>(out);
     lse = std::get<1>(out);
   } catch (const c10::Error&) {
     return {};  // cuDNN absent or not taking this shape: the plain fused call
   }
-  if (lse.numel() != qh.size(0) * qh.size(1) * qh.size(2) || !cudnnOutputTrusted(qh, kh, vh, rep, zh, pc.scale)) return {};
+  if (lse.numel() != qh.size(0) * qh.size(1) * qh.size(2) || !cudnnOutputTrusted(qh, kr, vr, zh, pc.scale)) return {};
   (void)pc.hp(lse.reshape({qh.size(0), qh.size(1), qh.size(2)}), nm.lse, l);  // shown, not taken back
   return zh.permute({0, 2, 1, 3});
 #else

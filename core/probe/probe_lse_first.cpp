@@ -42,8 +42,24 @@ at::Tensor flashAttentionLse(const at::Tensor& q, const at::Tensor& k, double sc
 }
 #endif
 
+#ifdef MECHSCOPE_FLASH_LSE
+/// q [pos, head, d_head] and k [pos, kv_head, d_head] as the fused kernels take them: [1, head, pos, d_head] each, the kv
+/// heads repeated per query head.
+std::pair<at::Tensor, at::Tensor> headsFirst(const ProbeInputs& in, const Geometry& g) {
+  at::Tensor k = g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k;  // [pos, head, d_head]
+  return {in.q.unsqueeze(0).transpose(1, 2), k.unsqueeze(0).transpose(1, 2)};
+}
+#endif
+
 #ifdef MECHSCOPE_CUDNN_LSE
 constexpr int64_t kNarrowValueDims = 8;  // the narrowest value head dim cuDNN takes (a multiple of 8)
+
+/// Whether cuDNN's normalisers `lse` agree with FlashAttention-2's `flash` ([head, nq] fp32): both accumulate fp32
+/// exponentials of the same scores in different orders, so each row agrees to a few ulps of its own |lse| (rows of dummy
+/// keys reach 3·10⁴, so one bound for the whole tensor would hide real errors). Equal infinities agree; NaN does not.
+bool lseAgrees(const at::Tensor& lse, const at::Tensor& flash) {
+  return (lse == flash).logical_or_((lse - flash).abs() <= (flash.abs() + 1.0) * 1e-5).all().item<bool>();
+}
 
 /// Whether cuDNN's normalisers agreed with FlashAttention-2's for a shape: checked on first use.
 class CudnnLseChecks {
@@ -103,12 +119,7 @@ at::Tensor cudnnLogSumExp(const at::Tensor& q, const at::Tensor& k, double scale
   lse = lse.reshape({heads, nq});
   if (state == 0) {
     const at::Tensor flash = flashAttentionLse(q, k, scale, nq);
-    // Both accumulate fp32 exponentials of the same scores in different orders: each row agrees to a few ulps of
-    // its own |lse| (rows of dummy keys reach 3·10⁴, so one bound for the whole tensor would hide real errors).
-    // Equal infinities agree; NaN does not.
-    const at::Tensor err = (lse - flash).abs();
-    const at::Tensor ok = (lse == flash).logical_or_(err <= (flash.abs() + 1.0) * 1e-5);
-    const bool agreed = ok.all().item<bool>();
+    const bool agreed = lseAgrees(lse, flash);
     checks.record(key, agreed);
     if (!agreed) {
       std::fprintf(stderr, "attention probe: cuDNN's log-sum-exp differs from flash attention's (d_head %lld, %lld rows); using flash attention\n",
@@ -132,14 +143,9 @@ bool forwardLseTrusted(const ProbeInputs& in, const ProbeSetup& s) {
   const int state = checks.state(key);
   if (state != 0) return state > 0;
   try {
-    const at::Tensor q = in.q.unsqueeze(0).transpose(1, 2);  // [1, head, pos, d_head]
-    at::Tensor k = in.k;                                       // [pos, kv_head, d_head]
-    if (g.group > 1) k = k.repeat_interleave(g.group, 1);      // [pos, head, d_head]
-    k = k.unsqueeze(0).transpose(1, 2);                         // [1, head, pos, d_head]
+    const auto [q, k] = headsFirst(in, g);  // [1, head, pos, d_head] each
     const at::Tensor flash = flashAttentionLse(q, k, in.scale, g.nq);  // [head, nq] fp32
-    const at::Tensor lse = in.rowLse.to(flash.scalar_type());
-    const at::Tensor ok = (lse == flash).logical_or_((lse - flash).abs() <= (flash.abs() + 1.0) * 1e-5);  // as cudnnLogSumExp
-    const bool agreed = ok.all().item<bool>();
+    const bool agreed = lseAgrees(in.rowLse.to(flash.scalar_type()), flash);
     checks.record(key, agreed);
     if (!agreed)
       std::fprintf(stderr, "attention probe: the forward's cuDNN log-sum-exp differs from flash attention's (d_head %lld, %lld rows); "
@@ -164,10 +170,7 @@ at::Tensor flashLogSumExp(const ProbeInputs& in, const ProbeSetup& s) {
   const Geometry& g = s.g;
   if (!fusedNormalisersApply(in, s, g.dHead)) return {};
   try {
-    const at::Tensor q = in.q.unsqueeze(0).transpose(1, 2);  // [1, head, pos, d_head]
-    at::Tensor k = in.k;                                       // [pos, kv_head, d_head]
-    if (g.group > 1) k = k.repeat_interleave(g.group, 1);      // [pos, head, d_head]
-    k = k.unsqueeze(0).transpose(1, 2);                         // [1, head, pos, d_head]
+    const auto [q, k] = headsFirst(in, g);  // [1, head, pos, d_head] each
 #ifdef MECHSCOPE_CUDNN_LSE
     if (const at::Tensor lse = cudnnLogSumExp(q, k, in.scale, g.heads, g.nq); lse.defined()) return lse.to(at::kDouble);
 #endif
