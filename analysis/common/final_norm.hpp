@@ -30,7 +30,8 @@ struct TokenPredictions {
 };
 
 /// Unembeds `normed` [pos, d_model] (the final-normed states of `ids`) `chunk` positions at a time
-/// (fp32 logits as the forward pass) and returns the entropy and realised-token log-probability.
+/// (fp32 logits as the forward pass) and returns the entropy and realised-token log-probability. Sums over the
+/// vocabulary run in fp64, or in fp32 for a bf16/fp16 model (whose logits are only bf16-accurate anyway).
 TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tensor& normed, const std::vector<int64_t>& ids,
                                   int64_t chunk = 256);
 

@@ -39,20 +39,28 @@ std::pair<int, int> clipperWindow(const std::vector<double>& bosNorm) {
   return {start, std::min(end, L)};
 }
 
-/// cos(x[p], ref[k]) for every reference row k → [ref, pos] fp64 on CPU (x [pos, d], ref [ref, d]).
+/// cos(x[p], ref[k]) for every reference row k → [ref, pos] fp64 on x's device (x [pos, d], ref [ref, d]).
 at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& ref) {
   std::vector<at::Tensor> rows;
   for (int64_t k = 0; k < ref.size(0); ++k) rows.push_back(at::cosine_similarity(x, ref[k].unsqueeze(0), 1, 1e-8));  // [pos]
-  return at::stack(rows).to(at::kDouble).cpu();
+  return at::stack(rows).to(at::kDouble);
+}
+
+/// Each tensor moved to the host (per-layer results kept on the device while a pass runs: one wait at the end, not one
+/// per layer).
+void moveToHost(std::vector<at::Tensor>& v) {
+  for (auto& t : v)
+    if (t.defined()) t = t.cpu();
 }
 
 /// Probe-only forward: per layer the column sums [head, |keys|] of `keys` → mean over later queries. With
 /// `learnedMass`, also per layer the learned sink's mean share 1 − Σ_j p_ij over the queries → [head]. With
-/// `keepLse`, each layer's row normalisers [head, pos] on the host (for a later pass: so.rowLse).
+/// `keepLse`, each layer's row normalisers [head, pos] (for a later pass: so.rowLse), on the model's device where
+/// `lseOnDevice`, else on the host.
 std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::vector<int64_t>& ids, const std::vector<int64_t>& keys,
                                      const AttentionStatsOptions& so, const HookSet* extra, const RunContext* ctx,
                                      const std::function<void(int)>& onLayer = {}, std::vector<at::Tensor>* learnedMass = nullptr,
-                                     std::vector<at::Tensor>* keepLse = nullptr) {
+                                     std::vector<at::Tensor>* keepLse = nullptr, bool lseOnDevice = false) {
   const int L = model.config().nLayers;
   const int64_t n = static_cast<int64_t>(ids.size());
   ProbeRequest req;
@@ -69,22 +77,31 @@ std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::
   runAttentionStats(
       model, ids, req,
       [&](int l, const ProbeResult& s) {
-        out[static_cast<size_t>(l)] = s.columnKeySums.to(at::kDouble).cpu() / count;  // [head, key]
-        if (keepLse && s.rowLse.defined()) (*keepLse)[static_cast<size_t>(l)] = s.rowLse.cpu();  // [head, pos] fp64
-        if (learnedMass) (*learnedMass)[static_cast<size_t>(l)] = 1.0 - s.keySetMass.to(at::kDouble).cpu().mean(1);  // [head]
+        out[static_cast<size_t>(l)] = s.columnKeySums.to(at::kDouble);  // [head, key], on the device until the pass ends
+        if (keepLse && s.rowLse.defined()) (*keepLse)[static_cast<size_t>(l)] = lseOnDevice ? s.rowLse : s.rowLse.cpu();  // [head, pos] fp64
+        if (learnedMass) (*learnedMass)[static_cast<size_t>(l)] = 1.0 - s.keySetMass.to(at::kDouble).mean(1);  // [head]
         if (onLayer) onLayer(l);
       },
       so, extra, ctx);
+  moveToHost(out);
+  for (auto& t : out) t = t / count;
+  if (learnedMass) moveToHost(*learnedMass);
   return out;
+}
+
+/// Whether `bytes` more may stay on the model's CUDA device for the candidates' pass: up to a quarter of what it can
+/// still allocate (false on the CPU).
+bool fitsOnDevice(const HookedTransformer& model, int64_t bytes) {
+  if (!model.device().is_cuda()) return false;
+  const int64_t available = cudaAvailableBytes(model.device().has_index() ? model.device().index() : 0);
+  return available > 0 && bytes <= available / 4;
 }
 
 /// Whether the residual stream of every layer ([pos, d_model] in the compute dtype) may stay for the candidates' pass:
 /// on the host up to kKeptResidualBytes, on CUDA up to a quarter of what the device can still allocate.
 bool residualsFit(const HookedTransformer& model, int64_t n) {
   const int64_t bytes = int64_t{model.config().nLayers} * n * model.config().dModel * static_cast<int64_t>(c10::elementSize(model.dtype()));
-  if (!model.device().is_cuda()) return bytes <= kKeptResidualBytes;
-  const int64_t available = cudaAvailableBytes(model.device().has_index() ? model.device().index() : 0);
-  return available > 0 && bytes <= available / 4;
+  return model.device().is_cuda() ? fitsOnDevice(model, bytes) : bytes <= kKeptResidualBytes;
 }
 
 }  // namespace
@@ -132,16 +149,17 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       prim.detected = true;
     }
     const auto K = static_cast<int64_t>(prim.candidates.size());
-    const at::Tensor candIdx = at::tensor(at::ArrayRef<int64_t>(prim.candidates), at::kLong);  // [cand]
+    const at::Tensor candIdx = at::tensor(at::ArrayRef<int64_t>(prim.candidates), at::kLong).to(model.device());  // [cand]
     // Per layer, against every candidate (b is known only after the last layer): cosines [cand, pos],
-    // the candidates' norms [cand], MLP-output cosines [cand, pos] and norms [pos]. All fp64 on CPU.
+    // the candidates' norms [cand], MLP-output cosines [cand, pos] and norms [pos]. All fp64, on the device while the
+    // pass runs, then on the host.
     std::vector<at::Tensor> hidCos(L), hidNorm(L), mlpCos(L), mlpNorm(L);
     HookSet extra;
     extra.add("blocks.*.hook_resid_post", [&](const at::Tensor& h, const HookContext& hc) -> std::optional<at::Tensor> {
       RECORD_USER_SCOPE("sinks::resid_cosines");
       at::Tensor x = (hf && hc.layer == L - 1 ? applyFinalNorm(model, h[0]) : h[0]).to(at::kFloat);  // [pos, d_model]
       const at::Tensor ref = x.index_select(0, candIdx.to(x.device()));                               // [cand, d_model]
-      hidNorm[static_cast<size_t>(hc.layer)] = ref.norm(2, {1}).to(at::kDouble).cpu();
+      hidNorm[static_cast<size_t>(hc.layer)] = ref.norm(2, {1}).to(at::kDouble);
       hidCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, ref);
       return std::nullopt;
     });
@@ -149,21 +167,24 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       RECORD_USER_SCOPE("sinks::mlp_cosines");
       at::Tensor x = m[0].to(at::kFloat);  // [pos, d_model]
       mlpCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, x.index_select(0, candIdx.to(x.device())));
-      mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble).cpu();
+      mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble);
       return std::nullopt;
     });
     std::vector<at::Tensor> learned;  // per layer [head] (learned sinks only)
     std::vector<at::Tensor> rowLse;   // per layer [head, pos] fp64 on the host, for the candidates' pass
-    const bool keepLse = options.reuseNormalisers && !options.materialize && int64_t{L} * H * n * 8 <= kKeptNormaliserBytes;
+    const int64_t lseBytes = int64_t{L} * H * n * 8;
+    const bool keepLse = options.reuseNormalisers && !options.materialize && lseBytes <= kKeptNormaliserBytes;
     std::vector<at::Tensor> residPre;  // per layer [1, pos, d_model] on the model's device, for the candidates' pass
     const bool keepResid = options.reuseResiduals && !options.materialize && residualsFit(model, n);
+    const bool lseOnDevice = keepLse && fitsOnDevice(model, lseBytes);  // else a host copy (and wait) per layer
     AttentionStatsOptions first = so;
     if (keepResid) first.keepResidPre = &residPre;
     const auto candScore = columnScores(
         model, ids, prim.candidates, first, &extra, ctx, [&](int l) {
           if (ctx) ctx->step(l + 1, L, fmt::format("sinks row {}", r));
         },
-        c.attnSinks ? &learned : nullptr, keepLse ? &rowLse : nullptr);
+        c.attnSinks ? &learned : nullptr, keepLse ? &rowLse : nullptr, lseOnDevice);
+    for (auto* v : {&hidCos, &hidNorm, &mlpCos, &mlpNorm}) moveToHost(*v);
     for (size_t l = 0; l < learned.size(); ++l) out.learnedSinkMass[static_cast<int64_t>(l)] += learned[l];
 
     // §2.1 step 1: b = the candidate with the largest mean norm over the layers (first on ties).

@@ -37,7 +37,8 @@ struct SinksOptions {
   SinkHiddenStates hiddenStates = SinkHiddenStates::HfOutput;
   bool materialize = false;  ///< read hook_pattern instead of probing q/k
   /// The candidates' own scores need a second, probe-only pass; it reuses the first pass's row normalisers
-  /// (kept on the host, up to kKeptNormaliserBytes) instead of recomputing them. false recomputes them (checks).
+  /// (up to kKeptNormaliserBytes: on the GPU where a quarter of its free memory holds them, else on the host) instead of
+  /// recomputing them. false recomputes them (checks).
   bool reuseNormalisers = true;
   /// The second pass also starts each layer from the first pass's residual stream, kept where it fits (host: up to
   /// kKeptResidualBytes; CUDA: up to a quarter of what the device can still allocate), and computes only queries and

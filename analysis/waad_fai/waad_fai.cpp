@@ -75,9 +75,12 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     req.queryStart = R;
     AttentionStatsOptions so;
     so.materialize = options.materialize;
-    at::Tensor win = at::zeros({L, H, n}, at::kFloat);  // [layer, head, pos]
-    at::Tensor fai = at::zeros({L, H, n}, at::kFloat);  // [layer, head, pos]
-    std::vector<bool> future(static_cast<size_t>(n), false);
+    // Per-layer results stay on the model's device until the pass ends: no host copy (and stream sync) per layer.
+    const auto dev = at::TensorOptions().device(model.device());
+    at::Tensor win = at::zeros({L, H, n}, dev.dtype(at::kFloat));    // [layer, head, pos]
+    at::Tensor fai = at::zeros({L, H, n}, dev.dtype(at::kFloat));    // [layer, head, pos]
+    at::Tensor dist = at::zeros({L, H}, dev.dtype(at::kDouble));     // [layer, head]
+    at::Tensor counts;                                                 // [pos] rows in each column's horizon
     HookSet extra;
     if (options.predictions)
       extra.add(hook::residPost(L - 1), [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
@@ -89,18 +92,21 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     runAttentionStats(
         model, rows[r], req,
         [&](int l, const ProbeResult& s) {
-          RECORD_USER_SCOPE("waad_fai::layer_to_host");
-          out.headDistance[l] += s.distanceTotal.cpu() / static_cast<double>(n - R);  // rows before R add 0
-          win[l] = s.windowed.to(at::kFloat).cpu();
-          const at::Tensor counts = s.columnCounts.to(at::kFloat).cpu();  // [pos]
-          fai[l] = at::where(counts > 0, s.columnSums.to(at::kFloat).cpu() / counts.clamp_min(1), at::zeros_like(counts));
-          if (l == 0) {
-            const at::Tensor cc = s.columnCounts.to(at::kLong).cpu().contiguous();  // [pos]
-            for (int64_t j = 0; j < n; ++j) future[static_cast<size_t>(j)] = cc.data_ptr<int64_t>()[j] > 0;
-          }
+          RECORD_USER_SCOPE("waad_fai::layer_results");
+          dist[l].copy_(s.distanceTotal);  // rows before R add 0
+          win[l].copy_(s.windowed);
+          const at::Tensor cnt = s.columnCounts.to(fai.device(), at::kFloat);  // [pos]
+          fai[l].copy_(at::where(cnt > 0, s.columnSums.to(fai.device(), at::kFloat) / cnt.clamp_min(1), at::zeros_like(cnt)));
+          if (l == 0) counts = s.columnCounts;
           if (ctx) ctx->step(l + 1, L, fmt::format("waad-fai row {}", r));
         },
         so, &extra, ctx);
+    out.headDistance += dist.cpu() / static_cast<double>(n - R);
+    win = win.cpu();
+    fai = fai.cpu();
+    std::vector<bool> future(static_cast<size_t>(n), false);  // [pos] T(s) ∩ {t ≥ R} non-empty
+    const at::Tensor cc = counts.to(at::kLong).cpu().contiguous();
+    for (int64_t j = 0; j < n; ++j) future[static_cast<size_t>(j)] = cc.data_ptr<int64_t>()[j] > 0;
     windowed.push_back(win);
     colMean.push_back(fai);
     hasFuture.push_back(std::move(future));

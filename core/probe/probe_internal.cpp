@@ -53,14 +53,15 @@ void sumRowDistances(const ProbeRequest& req, ProbeResult& res) {
   if (!req.distance) res.distance = at::Tensor();
 }
 
-at::Tensor columnCounts(const ProbeRequest& req, int64_t nq, int64_t nk, int64_t offset, int64_t firstNonEmptyRow) {
+at::Tensor columnCounts(const ProbeRequest& req, int64_t nq, int64_t nk, int64_t offset, int64_t firstNonEmptyRow,
+                        at::Device device) {
   const int64_t lastRow = offset + nq - 1;
   // Clip every bound to the positions that exist so the int64 arithmetic below cannot overflow.
   const int64_t span = nk + nq + offset + 1;
   const int64_t rowFloor = std::min(std::max({req.queryStart, offset, firstNonEmptyRow}), lastRow + 1);
   const int64_t bandLo = std::clamp<int64_t>(req.bandMin, 0, span);
   const int64_t bandHi = std::clamp<int64_t>(req.bandMax, -span, span);
-  const at::Tensor j = at::arange(nk, at::TensorOptions().dtype(at::kLong));  // [nk]
+  const at::Tensor j = at::arange(nk, at::TensorOptions().dtype(at::kLong).device(device));  // [nk]
   at::Tensor lo = (j + bandLo).clamp_min(rowFloor);
   at::Tensor hi = (j + bandHi).clamp_max(lastRow);
   return (hi - lo + 1).clamp_min(0);

@@ -19,10 +19,10 @@ void validateRequest(const ProbeRequest& request, int64_t nKeys, const std::stri
 ProbeResult allocateResult(const ProbeRequest& request, int64_t heads, int64_t nQueries, int64_t nKeys,
                            const at::TensorOptions& floatOptions, const at::TensorOptions& longOptions);
 
-/// Column counts on the CPU, in closed form: rows i in [max(j + max(bandMin, 0), queryStart, offset,
+/// Column counts on `device`, in closed form (no host copy): rows i in [max(j + max(bandMin, 0), queryStart, offset,
 /// firstNonEmptyRow), min(j + bandMax, offset + nQueries − 1)] → [nKeys] int64.
 at::Tensor columnCounts(const ProbeRequest& request, int64_t nQueries, int64_t nKeys, int64_t offset,
-                        int64_t firstNonEmptyRow);
+                        int64_t firstNonEmptyRow, at::Device device);
 
 /// statsFromPattern over chunks of `chunkRows` query rows (0: chosen so temporaries stay ~32M elements).
 ProbeResult statsFromPatternChunked(const at::Tensor& pattern, const ProbeRequest& request, int64_t queryOffset,

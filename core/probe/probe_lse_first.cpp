@@ -283,7 +283,7 @@ ProbeResult probeLseFirst(const ProbeInputs& in, const ProbeRequest& req, const 
   const Geometry& g = s.g;
   ProbeResult res = allocateResult(req, g.heads, g.nq, g.nk, s.fopt, s.lopt);
   res.algorithm = ProbeAlgorithm::LseFirst;
-  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
+  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey, in.q.device());
   const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, nq] fp64
   res.rowLse = lse;
   sumColumnKeys(in, req, s, lse, res);

@@ -116,7 +116,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   const int64_t n = g.nq, H = g.heads, R = s.rowBegin;
   ProbeResult res = allocateResult(req, H, g.nq, g.nk, s.fopt, s.lopt);
   res.algorithm = ProbeAlgorithm::Moments;
-  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
+  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey, in.q.device());
   const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, n] fp64, −inf before R
   res.rowLse = lse;
   sumColumnKeys(in, req, s, lse, res);
@@ -138,18 +138,16 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   };
   /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
   /// column j = i − δ. Per row chunk one batched product of the queries with their band of keys.
-  auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<double(int64_t)>& w, bool byColumn) {
+  auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<at::Tensor(const at::Tensor&)>& w, bool byColumn) {
     RECORD_USER_SCOPE("probe::moments_band");
     at::Tensor acc = at::zeros({H, n}, dopt);  // [head, n]
     lo = std::max<int64_t>(lo, 0);
     hi = std::min(hi, n - 1);
     if (lo > hi) return acc;
     const int64_t width = hi - lo + 1;
-    // Window slot m holds key i − hi + m, i.e. offset δ = hi − m.
-    std::vector<double> wm(static_cast<size_t>(width));
-    for (int64_t m = 0; m < width; ++m) wm[static_cast<size_t>(m)] = w(hi - m);
-    const at::Tensor slotWeight = at::tensor(wm, at::TensorOptions().dtype(at::kDouble)).to(in.q.device());  // [width]
-    const at::Tensor slot = at::arange(width, s.lopt);                                                        // [width]
+    // Window slot m holds key i − hi + m, i.e. offset δ = hi − m. Weights made on the device: no host copy (and wait).
+    const at::Tensor slot = at::arange(width, s.lopt);                                            // [width]
+    const at::Tensor slotWeight = w(static_cast<double>(hi) - slot.to(at::kDouble));  // [width] w(δ), fp64
     const at::Tensor windows = keysBehind(hi).unfold(0, width, 1);  // [n + lo, kv, d, width]: window i = keys i − hi … i − lo
     const int64_t chunk = bandChunk(g, width);
     for (int64_t r0 = R; r0 < n; r0 += chunk) {
@@ -169,7 +167,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   const int64_t F = std::min(kMomentsNearDistance, n);
   const at::Tensor logPos = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n] log(position + 1)
   at::Tensor nearDistance;  // [head, n]: Σ_{δ < F} p_{i, i−δ} δ per row i ≥ R
-  if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](int64_t d) { return static_cast<double>(d); }, false);
+  if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](const at::Tensor& d) { return d; }, false);
   if (req.distance) {
     const at::Tensor q1 = withOnes(in.q);
     const at::Tensor zeroBias = at::zeros({1, n}, dopt);  // [1, n]
@@ -181,7 +179,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
 
   if (req.window > 0) {  // Σ_j p_ij min(i − j, W) = W − Σ_{δ < W} p_{i, i−δ} (W − δ)  (rows ≥ R see key 0)
     const int64_t W = req.window;
-    const at::Tensor near = gatherBand(0, W - 1, [W](int64_t d) { return static_cast<double>(W - d); }, false);
+    const at::Tensor near = gatherBand(0, W - 1, [W](const at::Tensor& d) { return static_cast<double>(W) - d; }, false);
     res.windowed.slice(1, R, n).copy_((static_cast<double>(W) - near).slice(1, R, n));
   }
   if (!req.keySet.empty()) {  // Σ_{j∈C, j ≤ i} p_ij: the set's keys gathered once, rows in chunks
@@ -226,9 +224,9 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   if (req.columnSums) {
     const int64_t a = std::max<int64_t>(req.bandMin, 0);
     if (req.bandMax != std::numeric_limits<int64_t>::max()) {  // a closed band: gathered directly
-      res.columnSums.copy_(gatherBand(req.bandMin, req.bandMax, [](int64_t) { return 1.0; }, true));
+      res.columnSums.copy_(gatherBand(req.bandMin, req.bandMax, [](const at::Tensor& d) { return at::ones_like(d); }, true));
     } else if (farColumns.defined() && a <= F) {  // the distance's far columns and the offsets [a, F) gathered
-      const at::Tensor nearColumns = a < F ? gatherBand(a, F - 1, [](int64_t) { return 1.0; }, true) : at::zeros_like(farColumns);
+      const at::Tensor nearColumns = a < F ? gatherBand(a, F - 1, [](const at::Tensor& d) { return at::ones_like(d); }, true) : at::zeros_like(farColumns);
       res.columnSums.copy_(farColumns + nearColumns);
     } else {
       res.columnSums.copy_(columnPass({}, a));

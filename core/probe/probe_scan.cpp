@@ -21,7 +21,7 @@ ProbeResult probeScan(const ProbeInputs& in, const ProbeRequest& req, const Prob
   const auto& lopt = s.lopt;
   ProbeResult res = allocateResult(req, g.heads, g.nq, g.nk, fopt, lopt);
   res.algorithm = ProbeAlgorithm::Scan;
-  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey).to(in.q.device());
+  if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey, in.q.device());
   const at::Tensor& keyPosF = s.keyPosF;
   const at::Tensor& keySetInd = s.keySetInd;
   const int64_t rowBegin = s.rowBegin;
