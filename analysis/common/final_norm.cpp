@@ -24,11 +24,21 @@ at::Tensor applyFinalNorm(const HookedTransformer& model, const at::Tensor& resi
   return applyNorm(model, resid, model.weights().lnFinalW, model.weights().lnFinalB);
 }
 
-at::Tensor applyUnembed(const HookedTransformer& model, const at::Tensor& normed) {
+namespace {
+
+/// Logits of `normed` in the model's dtype (fp32 where the family soft-caps them), as the forward's head computes them
+/// before its fp32 copy.
+at::Tensor unembedLogits(const HookedTransformer& model, const at::Tensor& normed) {
   const ModelWeights& w = model.weights();
-  at::Tensor logits = (w.bU.defined() ? at::linear(normed, w.wU, w.bU) : at::linear(normed, w.wU)).to(at::kFloat);
+  at::Tensor logits = w.bU.defined() ? at::linear(normed, w.wU, w.bU) : at::linear(normed, w.wU);
   const double cap = model.config().finalSoftcap;
-  return cap > 0 ? at::tanh(logits / cap) * cap : logits;
+  return cap > 0 ? at::tanh(logits.to(at::kFloat) / cap) * cap : logits;
+}
+
+}  // namespace
+
+at::Tensor applyUnembed(const HookedTransformer& model, const at::Tensor& normed) {
+  return unembedLogits(model, normed).to(at::kFloat);
 }
 
 TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tensor& normed, const std::vector<int64_t>& ids,
@@ -52,11 +62,14 @@ TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tens
   for (int64_t s = 0; s + 1 < n; s += chunk) {
     const int64_t len = std::min(chunk, n - 1 - s);  // rows s..s+len−1 predict tokens s+1..s+len
     const at::Tensor x = normed.narrow(0, s, len);   // [len, d_model]
-    const at::Tensor logits = applyUnembed(model, x).to(acc);  // [len, vocab], soft-capped as the forward
-    const at::Tensor lse = at::logsumexp(logits, {-1}, true);   // [len, 1]
-    // H = lse − Σ_v p_v z_v; log p(next) = z_next − lse
-    ents.push_back((lse.squeeze(1) - (at::softmax(logits, -1) * logits).sum(-1)));
-    gots.push_back((logits.gather(1, next.narrow(0, s + 1, len).unsqueeze(1)) - lse).squeeze(1));
+    const at::Tensor z = unembedLogits(model, x);        // [len, vocab], soft-capped as the forward
+    const at::Tensor p = at::softmax(z, -1, acc);         // [len, vocab]
+    // H = −Σ p log p (no difference of large terms); log Z from the most likely token, whose p ≥ 1/vocab keeps its
+    // log exact: log p(next) = z_next − (z_top − log p_top).
+    const at::Tensor top = z.argmax(-1, true);                                 // [len, 1]
+    const at::Tensor logZ = z.gather(1, top).to(acc) - p.gather(1, top).log();  // [len, 1]
+    ents.push_back(at::special_entr(p).sum(-1));
+    gots.push_back((z.gather(1, next.narrow(0, s + 1, len).unsqueeze(1)).to(acc) - logZ).squeeze(1));
   }
   if (ents.empty()) return out;
   const at::Tensor ent = at::cat(ents).to(at::kDouble).cpu().contiguous();  // [n − 1]

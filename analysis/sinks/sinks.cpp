@@ -39,11 +39,12 @@ std::pair<int, int> clipperWindow(const std::vector<double>& bosNorm) {
   return {start, std::min(end, L)};
 }
 
-/// cos(x[p], ref[k]) for every reference row k → [ref, pos] fp64 on x's device (x [pos, d], ref [ref, d]).
-at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& ref) {
-  std::vector<at::Tensor> rows;
-  for (int64_t k = 0; k < ref.size(0); ++k) rows.push_back(at::cosine_similarity(x, ref[k].unsqueeze(0), 1, 1e-8));  // [pos]
-  return at::stack(rows).to(at::kDouble);
+/// cos(x[p], ref[k]) for every reference row k → [ref, pos] fp64 on x's device (x [pos, d] fp32 with its row norms
+/// xNorm [pos], ref [ref, d]), each norm clamped to 1e-8 as at::cosine_similarity does: one product for every
+/// reference row instead of a pass (and a norm of x) per row.
+at::Tensor cosinesTo(const at::Tensor& x, const at::Tensor& xNorm, const at::Tensor& ref) {
+  const at::Tensor refNorm = ref.norm(2, {1}).clamp_min(1e-8);  // [ref]
+  return (at::matmul(ref, x.t()) / (refNorm.unsqueeze(1) * xNorm.clamp_min(1e-8).unsqueeze(0))).to(at::kDouble);  // [ref, pos]
 }
 
 /// Each tensor moved to the host (per-layer results kept on the device while a pass runs: one wait at the end, not one
@@ -160,14 +161,15 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       at::Tensor x = (hf && hc.layer == L - 1 ? applyFinalNorm(model, h[0]) : h[0]).to(at::kFloat);  // [pos, d_model]
       const at::Tensor ref = x.index_select(0, candIdx.to(x.device()));                               // [cand, d_model]
       hidNorm[static_cast<size_t>(hc.layer)] = ref.norm(2, {1}).to(at::kDouble);
-      hidCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, ref);
+      hidCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, x.norm(2, {1}), ref);
       return std::nullopt;
     });
     extra.add("blocks.*.hook_mlp_out", [&](const at::Tensor& m, const HookContext& hc) -> std::optional<at::Tensor> {
       RECORD_USER_SCOPE("sinks::mlp_cosines");
       at::Tensor x = m[0].to(at::kFloat);  // [pos, d_model]
-      mlpCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, x.index_select(0, candIdx.to(x.device())));
-      mlpNorm[static_cast<size_t>(hc.layer)] = x.norm(2, {1}).to(at::kDouble);
+      const at::Tensor norm = x.norm(2, {1});  // [pos]
+      mlpCos[static_cast<size_t>(hc.layer)] = cosinesTo(x, norm, x.index_select(0, candIdx.to(x.device())));
+      mlpNorm[static_cast<size_t>(hc.layer)] = norm.to(at::kDouble);
       return std::nullopt;
     });
     std::vector<at::Tensor> learned;  // per layer [head] (learned sinks only)

@@ -26,9 +26,9 @@ std::vector<double> toVector(const at::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-/// Mean over `heads` of perHead [layer, head, pos] → [pos] (zeros when there is no head).
+/// Mean over `heads` of perHead [layer, head, pos] (on any device) → [pos] (zeros when there is no head).
 std::vector<double> headMean(const at::Tensor& perHead, const Heads& heads) {
-  at::Tensor acc = at::zeros({perHead.size(2)}, at::kDouble);  // [pos]
+  at::Tensor acc = at::zeros({perHead.size(2)}, perHead.options().dtype(at::kDouble));  // [pos]
   for (const auto& [l, h] : heads) acc += perHead[l][h].to(at::kDouble);
   return toVector(heads.empty() ? acc : acc / static_cast<double>(heads.size()));
 }
@@ -47,6 +47,17 @@ void validate(const WaadFaiOptions& o, const std::vector<std::vector<int64_t>>& 
                                  o.responseStarts.size(), rows.size()));
 }
 
+/// Excess kurtosis (m4 / m2² − 3, population moments: excessKurtosis's definition) of each [layer, head] row of
+/// `v` [layer, head, m] over its last dim, in fp64 on v's device → [layer, head] on the host; NaN where m < 2 or m2 = 0.
+at::Tensor kurtosisByHead(const at::Tensor& v) {
+  const int64_t m = v.size(2);
+  if (m < 2) return at::full({v.size(0), v.size(1)}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
+  const at::Tensor x = v.to(at::kDouble);
+  const at::Tensor d2 = (x - x.mean(2, true)).pow_(2);  // [layer, head, m]
+  const at::Tensor m2 = d2.mean(2), m4 = d2.pow(2).mean(2);
+  return at::where(m2 > 0, m4 / (m2 * m2) - 3.0, at::full_like(m2, std::numeric_limits<double>::quiet_NaN())).cpu();
+}
+
 }  // namespace
 
 WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::vector<int64_t>>& rows, const WaadFaiOptions& options,
@@ -59,7 +70,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
   WaadFaiResult out;
   out.headDistance = at::zeros({L, H}, at::kDouble);  // [layer, head]
   std::vector<at::Tensor> windowed, colMean;          // per row: [layer, head, pos]
-  std::vector<std::vector<bool>> hasFuture;           // per row: [pos] T(s) ∩ {t ≥ R} non-empty
+  std::vector<at::Tensor> kurtosis;                   // per row: [layer, head] of the column means over used columns
   for (size_t r = 0; r < rows.size(); ++r) {
     const int64_t n = static_cast<int64_t>(rows[r].size());
     const int64_t R = options.responseStarts.empty() ? options.responseStart : options.responseStarts[r];
@@ -102,14 +113,12 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
         },
         so, &extra, ctx);
     out.headDistance += dist.cpu() / static_cast<double>(n - R);
-    win = win.cpu();
-    fai = fai.cpu();
-    std::vector<bool> future(static_cast<size_t>(n), false);  // [pos] T(s) ∩ {t ≥ R} non-empty
-    const at::Tensor cc = counts.to(at::kLong).cpu().contiguous();
-    for (int64_t j = 0; j < n; ++j) future[static_cast<size_t>(j)] = cc.data_ptr<int64_t>()[j] > 0;
+    // win and fai stay on the device: the host reads head means [pos] and each head's kurtosis, not [layer, head, pos].
+    // Receiver heads' columns: response positions whose horizon T(s) ∩ {t ≥ R} is non-empty.
+    const at::Tensor used = at::nonzero(counts.slice(0, R, n).to(fai.device()) > 0).squeeze(1) + R;  // [m] positions
+    kurtosis.push_back(kurtosisByHead(fai.index_select(2, used)));                    // [layer, head]
     windowed.push_back(win);
     colMean.push_back(fai);
-    hasFuture.push_back(std::move(future));
   }
   out.headDistance /= static_cast<double>(rows.size());
 
@@ -141,11 +150,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
       double sum = 0;
       int used = 0;
       for (size_t r = 0; r < rows.size(); ++r) {
-        const auto col = toVector(colMean[r][l][h]);
-        std::vector<double> v;
-        for (int64_t s = out.responseStarts[r]; s < static_cast<int64_t>(col.size()); ++s)
-          if (hasFuture[r][static_cast<size_t>(s)]) v.push_back(col[static_cast<size_t>(s)]);
-        const double kr = excessKurtosis(v);
+        const double kr = kurtosis[r][l][h].item<double>();
         if (std::isfinite(kr)) {
           sum += kr;
           ++used;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "core/common/device_indices.hpp"
 #include "core/common/errors.hpp"
 #include "core/probe/attention_probe.hpp"
 #include "core/probe/probe_internal.hpp"
@@ -39,11 +40,11 @@ ProbeResult probe_detail::statsFromPatternChunked(const at::Tensor& pattern, con
   at::Tensor ind;                                  // [key] key-set indicator; duplicates count once
   if (!req.keySet.empty()) {
     ind = at::zeros({nk}, fopt);
-    ind.index_fill_(0, at::tensor(req.keySet, at::TensorOptions().dtype(at::kLong)).to(pattern.device()), 1.0);
+    ind.index_fill_(0, indicesOn(req.keySet, pattern.device()), 1.0);
   }
   if (req.columnCounts) res.columnCounts = at::zeros({nk}, lopt);
   at::Tensor colKeys;  // [m] the requested column keys
-  if (!req.columnKeys.empty()) colKeys = at::tensor(req.columnKeys, at::TensorOptions().dtype(at::kLong)).to(pattern.device());
+  if (!req.columnKeys.empty()) colKeys = indicesOn(req.columnKeys, pattern.device());
 
   for (int64_t r0 = rowBegin; r0 < nq; r0 += chunk) {
     const int64_t r1 = std::min(r0 + chunk, nq);

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/common/device_indices.hpp"
 #include "core/probe/probe_internal.hpp"
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
@@ -257,7 +258,7 @@ void sumColumnKeys(const ProbeInputs& in, const ProbeRequest& req, const ProbeSe
   const Geometry& g = s.g;
   const int64_t m = static_cast<int64_t>(req.columnKeys.size());
   if (m == 0 || s.rowBegin >= g.nq) return;
-  const at::Tensor keys = at::tensor(req.columnKeys, at::TensorOptions().dtype(at::kLong)).to(in.q.device());  // [m]
+  const at::Tensor keys = indicesOn(req.columnKeys, in.q.device());  // [m]
   const at::Tensor kt = in.k.index_select(0, keys).to(s.cdt).permute({1, 2, 0}).contiguous();  // [kv, d, m]
   at::Tensor keyPad;  // [m] bool
   if (s.pad.defined()) keyPad = s.pad.index_select(0, keys);

@@ -23,6 +23,7 @@
 #include <functional>
 #include <limits>
 
+#include "core/common/device_indices.hpp"
 #include "core/probe/probe_internal.hpp"
 
 namespace mechscope::probe_detail {
@@ -34,6 +35,7 @@ constexpr int64_t kExtraDims = 8;        // keeps d_head a multiple of 8 (flash 
 constexpr int64_t kBiasParts = 3;        // b / scale = p1 + p2 + p3, each exact in the input dtype
 constexpr int64_t kMaxBand = 4096;       // widest band (window, horizon) gathered directly
 constexpr int64_t kMaxKeySet = 4096;     // largest key set gathered directly
+constexpr int64_t kBandBlock = 64;       // query rows per dense block of a band gather
 constexpr double kMaskedRowBias = -3.0e4;  // dummy keys, rows left out of a column sum: e^{-3e4} = 0
 
 /// `x` [n, heads, d] with kExtraDims columns appended: 1 in the first kBiasParts (the query side of a bias).
@@ -87,10 +89,6 @@ at::Tensor causalLse(const at::Tensor& q, const at::Tensor& k, double scale, int
   return lse;
 }
 
-/// Rows per chunk of a band gather: keeps the [rows, head, max(d, band)] products near 16M elements.
-int64_t bandChunk(const Geometry& g, int64_t width) {
-  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, g.heads * std::max(g.dHead, width)));
-}
 
 }  // namespace
 
@@ -124,20 +122,34 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   const auto dopt = s.fopt.dtype(at::kDouble);
   const at::Tensor iAbs = at::arange(n, dopt);  // [n] absolute row index (offset 0)
 
-  // Near bands from gathered scores. q4 [n, kv, group, d] in the compute dtype; the keys behind `pad` zero rows,
-  // so that row i's keys i − hi … i − lo are one window of a strided view (no copy per band).
-  const at::Tensor q4 = in.q.to(s.cdt).reshape({n, g.kvHeads, g.group, g.dHead});
+  // Near bands from gathered scores, rows in blocks of B: each block's queries against the B + width − 1 keys its rows'
+  // bands span, one dense product per (block, kv head), whose band is a skewed view (row r's slot m at column r + m).
+  // (Small batched GEMMs per row ran at a few percent of the GEMM rate.) Rows R … R + blocks·B − 1, zeros past n, in
+  // the compute dtype: qb [blocks, kv, group·B, d], made once for every band.
+  const int64_t B = kBandBlock, blocks = (n - R + B - 1) / B;
+  at::Tensor qb;
+  auto queryBlocks = [&] {
+    if (!qb.defined())
+      qb = at::cat({in.q.slice(0, R).to(s.cdt), at::zeros({blocks * B - (n - R), H, g.dHead}, in.q.options().dtype(s.cdt))}, 0)
+               .view({blocks, B, g.kvHeads, g.group, g.dHead})
+               .permute({0, 2, 3, 1, 4})
+               .reshape({blocks, g.kvHeads, g.group * B, g.dHead});
+    return qb;
+  };
+  // The keys behind `pad` zero rows and before B more, so that row i's keys i − hi … i − lo are one window of a strided
+  // view (no copy per band).
   int64_t pad = 0;
-  at::Tensor paddedKeys;  // [pad + n, kv, d] compute dtype
-  auto keysBehind = [&](int64_t zeros) {  // [zeros + n, kv, d]: `zeros` zero rows, then the keys
+  at::Tensor paddedKeys;  // [pad + n + B, kv, d] compute dtype
+  auto keysBehind = [&](int64_t zeros) {  // [zeros + n + B, kv, d]: `zeros` zero rows, the keys, B zero rows
     if (!paddedKeys.defined() || pad < zeros) {
       pad = zeros;
-      paddedKeys = at::cat({at::zeros({pad, g.kvHeads, g.dHead}, in.k.options().dtype(s.cdt)), in.k.to(s.cdt)}, 0);
+      const auto zopt = in.k.options().dtype(s.cdt);
+      paddedKeys = at::cat({at::zeros({pad, g.kvHeads, g.dHead}, zopt), in.k.to(s.cdt), at::zeros({B, g.kvHeads, g.dHead}, zopt)}, 0);
     }
-    return paddedKeys.slice(0, pad - zeros, pad + n);
+    return paddedKeys.slice(0, pad - zeros);
   };
   /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
-  /// column j = i − δ. Per row chunk one batched product of the queries with their band of keys.
+  /// column j = i − δ. Per chunk of row blocks one dense product of the blocks (queryBlocks) with their keys.
   auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<at::Tensor(const at::Tensor&)>& w, bool byColumn) {
     RECORD_USER_SCOPE("probe::moments_band");
     at::Tensor acc = at::zeros({H, n}, dopt);  // [head, n]
@@ -148,14 +160,25 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     // Window slot m holds key i − hi + m, i.e. offset δ = hi − m. Weights made on the device: no host copy (and wait).
     const at::Tensor slot = at::arange(width, s.lopt);                                            // [width]
     const at::Tensor slotWeight = w(static_cast<double>(hi) - slot.to(at::kDouble));  // [width] w(δ), fp64
-    const at::Tensor windows = keysBehind(hi).unfold(0, width, 1);  // [n + lo, kv, d, width]: window i = keys i − hi … i − lo
-    const int64_t chunk = bandChunk(g, width);
-    for (int64_t r0 = R; r0 < n; r0 += chunk) {
+    const int64_t span = B + width - 1;
+    const at::Tensor kw = keysBehind(hi).slice(0, R).unfold(0, span, B).slice(0, 0, blocks);  // [blocks, kv, d, span]: key t − hi + R at t
+    const at::Tensor qBlocks = queryBlocks();
+    const int64_t chunkBlocks = std::max<int64_t>(1, (int64_t{16} << 20) / (H * B * span));
+    for (int64_t b0 = 0; b0 < blocks; b0 += chunkBlocks) {
       if (ctx) ctx->check();
-      const int64_t r1 = std::min(n, r0 + chunk), rows = r1 - r0;
-      const at::Tensor dots = at::matmul(q4.slice(0, r0, r1), windows.slice(0, r0, r1));  // [rows, kv, group, width]
+      const int64_t b1 = std::min(blocks, b0 + chunkBlocks), nb = b1 - b0;
+      const int64_t r0 = R + b0 * B, r1 = std::min(n, R + b1 * B), rows = r1 - r0;
+      at::Tensor scores;  // [nb, kv, group·B, span]
+      {
+        const Tf32Scope tf32(s.lowPrecisionInputs);  // bf16/fp16 products are exact in TF32
+        scores = at::matmul(qBlocks.slice(0, b0, b1), kw.slice(0, b0, b1)).contiguous();
+      }
+      const at::Tensor band = scores.as_strided({nb, g.kvHeads, g.group, B, width},
+                                                {g.kvHeads * g.group * B * span, g.group * B * span, B * span, span + 1, 1},
+                                                scores.storage_offset());  // [nb, kv, group, B, width]
+      const at::Tensor dots = band.permute({0, 3, 1, 2, 4}).reshape({nb * B, H, width}).slice(0, 0, rows);  // [rows, head, width]
       const at::Tensor key = at::arange(r0, r1, s.lopt).unsqueeze(1) - hi + slot.unsqueeze(0);  // [rows, width] j
-      at::Tensor p = (dots.reshape({rows, H, width}).to(at::kDouble) * in.scale - lse.slice(1, r0, r1).t().unsqueeze(-1)).exp_();
+      at::Tensor p = (dots.to(at::kDouble) * in.scale - lse.slice(1, r0, r1).t().unsqueeze(-1)).exp_();
       p.masked_fill_((key < 0).unsqueeze(1), 0.0).mul_(slotWeight);  // [rows, head, width]; keys before 0 are padding
       if (byColumn) acc.index_add_(1, key.clamp_min(0).flatten(), p.permute({1, 0, 2}).reshape({H, rows * width}));
       else acc.slice(1, r0, r1).add_(p.sum(-1).t());
@@ -186,7 +209,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     std::vector<int64_t> keys = req.keySet;
     std::sort(keys.begin(), keys.end());
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    const at::Tensor idx = at::tensor(keys, at::TensorOptions().dtype(at::kLong)).to(in.q.device());  // [m]
+    const at::Tensor idx = indicesOn(keys, in.q.device());  // [m]
     const at::Tensor kt = in.k.index_select(0, idx).to(s.cdt).permute({1, 2, 0}).contiguous();       // [kv, d, m]
     const int64_t m = idx.size(0);
     const int64_t rows = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, H * std::max(m, g.dHead)));

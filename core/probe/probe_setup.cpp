@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/common/device_indices.hpp"
 #include "core/common/errors.hpp"
 #include "core/probe/probe_internal.hpp"
 
@@ -99,10 +100,10 @@ ProbeSetup prepareProbe(const ProbeInputs& in, const ProbeRequest& req, int64_t 
   }
   if (in.sinks.defined()) s.sinks = in.sinks.to(device, s.cdt);
   if (!in.uniformHeads.empty())
-    s.uniformIdx = at::tensor(in.uniformHeads, at::TensorOptions().dtype(at::kLong)).to(device);
+    s.uniformIdx = indicesOn(in.uniformHeads, device);
   if (!req.keySet.empty()) {
     s.keySetInd = at::zeros({g.nk}, s.fopt);
-    s.keySetInd.index_fill_(0, at::tensor(req.keySet, at::TensorOptions().dtype(at::kLong)).to(device), 1.0);
+    s.keySetInd.index_fill_(0, indicesOn(req.keySet, device), 1.0);
   }
   s.keyPos = at::arange(g.nk, s.lopt);
   s.keyPosF = s.keyPos.to(s.cdt);
