@@ -88,8 +88,14 @@ if has ratios; then  # issue #24's ratios in one pass: every attention analysis 
   other_analyses $n
   hf_sdpa 8192
   in_process_8k
-  # The forward's own normalisers (attn.hook_lse) against the probe computing them: same numbers, one call per layer
+  # Moments (the CUDA default) against LseFirst at 8K: the same JSON within the probe's precision
   for a in sinks waad-fai; do
+    analysis $a 8192 default; analysis $a 8192 lsefirst MECHSCOPE_PROBE_MOMENTS=0
+    python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-8192-lsefirst.json" "$W/$a-8192-default.json" "moments vs lsefirst 8K" 2>&1 | tee -a "$OUT/summary.txt"
+  done
+  # The forward's own normalisers (attn.hook_lse) against the probe computing them: same numbers, one call per layer
+  # (COMPARE_LSE=0 skips it: 2026-12-05 found the JSON identical)
+  [ "${COMPARE_LSE:-1}" = 1 ] && for a in sinks waad-fai; do
     analysis $a $n probe-lse MECHSCOPE_FORWARD_LSE=0
     python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-$n-probe-lse.json" "$W/$a-$n-default.json" "forward lse vs probe lse" 2>&1 | tee -a "$OUT/summary.txt"
   done

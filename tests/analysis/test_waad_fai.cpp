@@ -10,6 +10,7 @@
 #include <cmath>
 #include <set>
 
+#include "analysis/common/final_norm.hpp"
 #include "analysis/waad_fai/rhythm_stats.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 #include "core/common/errors.hpp"
@@ -269,6 +270,33 @@ TEST(WaadFai, BadOptionsAreInputErrors) {
   o = {};
   o.receiverHeads = -1;
   EXPECT_THROW(analysis::runWaadFai(*f.model, {planted::toIds(planted::idleText())}, o), InputError);
+}
+
+// A bf16 model's token predictions sum over the vocabulary in fp32: against fp64 sums of the same bf16 logits. fp32
+// softmax gives each p_v a relative error ε ≤ (V + 3 + max|z − z_max|)·u (the shifted exponent, exp, and a V-term sum),
+// so |ΔH| ≤ ε(H + 1) + V·u·H (the entropy's own V-term sum) and |Δ log p(next)| ≤ ε + u; checked with 2× margin.
+TEST(WaadFai, Bf16ModelsTokenPredictionsEqualFp64SumsOfTheirLogits) {
+  const auto dir = fixtureModel("qwen3");
+  if (dir.empty()) GTEST_SKIP() << "fixtures absent";
+  LoadOptions lo;
+  lo.dtype = "bf16";
+  auto m = HookedTransformer::load(dir, lo);
+  const int64_t n = 40, V = m->config().dVocab;
+  const auto ids = randomIds(n, V, 5);
+  const at::Tensor normed = at::randn({n, static_cast<int64_t>(m->config().dModel)}, at::TensorOptions().dtype(at::kFloat)).mul_(3.0).to(at::kBFloat16);
+  const auto got = analysis::tokenPredictions(*m, normed, ids, 16);
+  const at::Tensor z = analysis::applyUnembed(*m, normed).to(at::kDouble);  // [pos, vocab]: the bf16 logits, exact in fp64
+  const auto [ent, lp] = predictions(z, ids);
+  const double u = std::ldexp(1.0, -24);
+  for (int64_t t = 1; t < n; ++t) {
+    const at::Tensor zr = z[t - 1];
+    const double spread = (zr.max() - zr.min()).item<double>();
+    const double eps = (static_cast<double>(V) + 3.0 + spread) * u;
+    const auto i = static_cast<size_t>(t);
+    EXPECT_NEAR(got.entropy[i], ent[i], 2.0 * (eps * (ent[i] + 1.0) + static_cast<double>(V) * u * ent[i])) << "t=" << t;
+    EXPECT_NEAR(got.logProb[i], lp[i], 2.0 * (eps + u)) << "t=" << t;
+  }
+  EXPECT_TRUE(std::isnan(got.entropy[0]) && std::isnan(got.logProb[0]));
 }
 
 }  // namespace
