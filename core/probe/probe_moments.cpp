@@ -36,6 +36,7 @@ constexpr int64_t kBiasParts = 3;        // b / scale = p1 + p2 + p3, each exact
 constexpr int64_t kMaxBand = 4096;       // widest band (window, horizon) gathered directly
 constexpr int64_t kMaxKeySet = 4096;     // largest key set gathered directly
 constexpr int64_t kBandBlock = 64;       // query rows per dense block of a band gather
+constexpr int64_t kNearBandBytes = int64_t{1} << 30;  // largest set of near-band probabilities kept for every band
 constexpr double kMaskedRowBias = -3.0e4;  // dummy keys, rows left out of a column sum: e^{-3e4} = 0
 
 /// `x` [n, heads, d] with kExtraDims columns appended: 1 in the first kBiasParts (the query side of a bias).
@@ -45,17 +46,24 @@ at::Tensor withOnes(const at::Tensor& x) {
   return at::cat({x, extra}, 2);
 }
 
-/// `x` [n, heads, d] with the bias `bias / scale` ([heads or 1, n] fp64) appended as kBiasParts parts, each
-/// rounded to x's dtype and carrying what the previous ones could not (relative error ~ u³ of the dtype).
+/// The bias `bias / scale` ([heads or 1, n] fp64) as kBiasParts parts [n, heads, kBiasParts] in `dtype`, each rounded
+/// to it and carrying what the previous ones could not (relative error ~ u³ of the dtype).
+at::Tensor biasParts(const at::Tensor& bias, int64_t heads, int64_t n, double scale, at::ScalarType dtype) {
+  at::Tensor rest = (bias / scale).expand({heads, n}).t().contiguous();  // [n, heads] fp64
+  std::vector<at::Tensor> parts;
+  for (int64_t p = 0; p < kBiasParts; ++p) {
+    parts.push_back(rest.to(dtype));
+    rest = rest - parts.back().to(at::kDouble);
+  }
+  return at::stack(parts, 2);  // [n, heads, kBiasParts]
+}
+
+/// `x` [n, heads, d] with the bias `bias / scale` ([heads or 1, n] fp64) appended as kBiasParts parts (biasParts) in
+/// kExtraDims columns.
 at::Tensor withBias(const at::Tensor& x, const at::Tensor& bias, double scale) {
   const int64_t n = x.size(0), heads = x.size(1);
-  at::Tensor rest = (bias / scale).expand({heads, n}).t().contiguous();  // [n, heads] fp64
-  at::Tensor extra = at::zeros({n, heads, kExtraDims}, x.options());     // [n, heads, 8]
-  for (int64_t p = 0; p < kBiasParts; ++p) {
-    const at::Tensor part = rest.to(x.scalar_type());
-    extra.select(2, p).copy_(part);
-    rest = rest - part.to(at::kDouble);
-  }
+  at::Tensor extra = at::zeros({n, heads, kExtraDims}, x.options());  // [n, heads, 8]
+  extra.narrow(2, 0, kBiasParts).copy_(biasParts(bias, heads, n, scale, x.scalar_type()));
   return at::cat({x, extra}, 2);
 }
 
@@ -69,6 +77,15 @@ at::Tensor shiftedWithBias(const at::Tensor& x, const at::Tensor& bias, int64_t 
   const at::Tensor xs = at::cat({at::zeros({m, heads, x.size(2)}, x.options()), x.narrow(0, 0, n - m)}, 0);
   const at::Tensor bs = at::cat({at::full({heads, m}, kMaskedRowBias, b.options()), b.narrow(1, 0, n - m)}, 1);
   return withBias(xs, bs, scale);
+}
+
+/// Overwrites the bias of `x` [n, heads, d + kExtraDims], made by shiftedWithBias with the same `shift`, by `bias`
+/// ([heads or 1, n] fp64): rows m ≥ shift take bias[m − shift]; the dummy rows keep theirs. Saves rebuilding (flip,
+/// shift, concatenate) the same rows for a second bias.
+void replaceShiftedBias(at::Tensor& x, const at::Tensor& bias, int64_t shift, double scale) {
+  const int64_t n = x.size(0), heads = x.size(1), d = x.size(2) - kExtraDims, m = std::min(shift, n);
+  if (m == n) return;
+  x.slice(0, m).narrow(2, d, kBiasParts).copy_(biasParts(bias.expand({heads, n}).narrow(1, 0, n - m), heads, n - m, scale, x.scalar_type()));
 }
 
 /// Row log-sum-exps [head, n] fp64 of the causal attention of `q` over `k` (rows before `queryStart` −inf):
@@ -148,8 +165,45 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     }
     return paddedKeys.slice(0, pad - zeros);
   };
+  /// p_{i, i−δ} for rows i in [r0, r1) and δ ∈ [lo, hi] (slot m ↔ δ = hi − m, key i − hi + m; 0 where that key is
+  /// before 0) → [rows, head, width] fp64, for the row blocks b0 … b1 − 1 (r0 = R + b0·B, r1 = min(n, R + b1·B)).
+  auto bandProbabilities = [&](int64_t lo, int64_t hi, int64_t b0, int64_t b1) {
+    const int64_t width = hi - lo + 1, span = B + width - 1, nb = b1 - b0;
+    const int64_t r0 = R + b0 * B, r1 = std::min(n, R + b1 * B), rows = r1 - r0;
+    const at::Tensor kw = keysBehind(hi).slice(0, R).unfold(0, span, B).slice(0, b0, b1);  // [nb, kv, d, span]: key t − hi + R at t
+    at::Tensor scores;  // [nb, kv, group·B, span]
+    {
+      const Tf32Scope tf32(s.lowPrecisionInputs);  // bf16/fp16 products are exact in TF32
+      scores = at::matmul(queryBlocks().slice(0, b0, b1), kw).contiguous();
+    }
+    const at::Tensor band = scores.as_strided({nb, g.kvHeads, g.group, B, width},
+                                              {g.kvHeads * g.group * B * span, g.group * B * span, B * span, span + 1, 1},
+                                              scores.storage_offset());  // [nb, kv, group, B, width]
+    const at::Tensor dots = band.permute({0, 3, 1, 2, 4}).reshape({nb * B, H, width}).slice(0, 0, rows);  // [rows, head, width]
+    const at::Tensor key = at::arange(r0, r1, s.lopt).unsqueeze(1) - hi + at::arange(width, s.lopt).unsqueeze(0);  // [rows, width] j
+    at::Tensor p = (dots.to(at::kDouble) * in.scale - lse.slice(1, r0, r1).t().unsqueeze(-1)).exp_();
+    return p.masked_fill_((key < 0).unsqueeze(1), 0.0);  // keys before 0 are padding
+  };
+  // Every band inside [0, nearHi] reads one set of probabilities, computed once (distance, WAAD's window and open-band
+  // column sums all lie in [0, F) by default: one product and one exp per layer instead of three).
+  int64_t nearHi = -1;
+  const int64_t F = std::min(kMomentsNearDistance, n);  // distances: offsets below F gathered, the rest from log-sum-exps
+  if (req.distance || req.distanceTotal) nearHi = F - 1;
+  if (req.columnSums && req.bandMax == std::numeric_limits<int64_t>::max() && req.bandMin < F) nearHi = F - 1;
+  if (req.window > 0 && req.window <= F) nearHi = std::max(nearHi, req.window - 1);
+  at::Tensor nearP;  // [n − R, head, nearHi + 1] fp64, or undefined
+  if (nearHi >= 0 && (n - R) * H * (nearHi + 1) * 8 <= kNearBandBytes) {
+    RECORD_USER_SCOPE("probe::moments_band");
+    nearP = at::empty({n - R, H, nearHi + 1}, dopt);
+    const int64_t chunkBlocks = std::max<int64_t>(1, (int64_t{16} << 20) / (H * B * (B + nearHi)));
+    for (int64_t b0 = 0; b0 < blocks; b0 += chunkBlocks) {
+      if (ctx) ctx->check();
+      const int64_t b1 = std::min(blocks, b0 + chunkBlocks);
+      nearP.slice(0, b0 * B, std::min(n - R, b1 * B)).copy_(bandProbabilities(0, nearHi, b0, b1));
+    }
+  }
   /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
-  /// column j = i − δ. Per chunk of row blocks one dense product of the blocks (queryBlocks) with their keys.
+  /// column j = i − δ. From nearP where it covers the band, else per chunk of row blocks (bandProbabilities).
   auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<at::Tensor(const at::Tensor&)>& w, bool byColumn) {
     RECORD_USER_SCOPE("probe::moments_band");
     at::Tensor acc = at::zeros({H, n}, dopt);  // [head, n]
@@ -157,37 +211,33 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     hi = std::min(hi, n - 1);
     if (lo > hi) return acc;
     const int64_t width = hi - lo + 1;
-    // Window slot m holds key i − hi + m, i.e. offset δ = hi − m. Weights made on the device: no host copy (and wait).
-    const at::Tensor slot = at::arange(width, s.lopt);                                            // [width]
+    // Slot m holds key i − hi + m, i.e. offset δ = hi − m. Weights made on the device: no host copy (and wait).
+    const at::Tensor slot = at::arange(width, s.lopt);                                // [width]
     const at::Tensor slotWeight = w(static_cast<double>(hi) - slot.to(at::kDouble));  // [width] w(δ), fp64
-    const int64_t span = B + width - 1;
-    const at::Tensor kw = keysBehind(hi).slice(0, R).unfold(0, span, B).slice(0, 0, blocks);  // [blocks, kv, d, span]: key t − hi + R at t
-    const at::Tensor qBlocks = queryBlocks();
-    const int64_t chunkBlocks = std::max<int64_t>(1, (int64_t{16} << 20) / (H * B * span));
+    auto accumulate = [&](at::Tensor p, int64_t r0, int64_t r1) {  // p [rows, head, width] of rows r0 … r1 − 1
+      const int64_t rows = r1 - r0;
+      p = p * slotWeight;
+      if (byColumn) {
+        const at::Tensor key = (at::arange(r0, r1, s.lopt).unsqueeze(1) - hi + slot.unsqueeze(0)).clamp_min(0);  // [rows, width]
+        acc.index_add_(1, key.flatten(), p.permute({1, 0, 2}).reshape({H, rows * width}));  // padding keys add 0 at 0
+      } else {
+        acc.slice(1, r0, r1).add_(p.sum(-1).t());
+      }
+    };
+    if (nearP.defined() && hi <= nearHi) {
+      accumulate(nearP.narrow(2, nearHi - hi, width), R, n);
+      return acc;
+    }
+    const int64_t chunkBlocks = std::max<int64_t>(1, (int64_t{16} << 20) / (H * B * (B + width - 1)));
     for (int64_t b0 = 0; b0 < blocks; b0 += chunkBlocks) {
       if (ctx) ctx->check();
-      const int64_t b1 = std::min(blocks, b0 + chunkBlocks), nb = b1 - b0;
-      const int64_t r0 = R + b0 * B, r1 = std::min(n, R + b1 * B), rows = r1 - r0;
-      at::Tensor scores;  // [nb, kv, group·B, span]
-      {
-        const Tf32Scope tf32(s.lowPrecisionInputs);  // bf16/fp16 products are exact in TF32
-        scores = at::matmul(qBlocks.slice(0, b0, b1), kw.slice(0, b0, b1)).contiguous();
-      }
-      const at::Tensor band = scores.as_strided({nb, g.kvHeads, g.group, B, width},
-                                                {g.kvHeads * g.group * B * span, g.group * B * span, B * span, span + 1, 1},
-                                                scores.storage_offset());  // [nb, kv, group, B, width]
-      const at::Tensor dots = band.permute({0, 3, 1, 2, 4}).reshape({nb * B, H, width}).slice(0, 0, rows);  // [rows, head, width]
-      const at::Tensor key = at::arange(r0, r1, s.lopt).unsqueeze(1) - hi + slot.unsqueeze(0);  // [rows, width] j
-      at::Tensor p = (dots.to(at::kDouble) * in.scale - lse.slice(1, r0, r1).t().unsqueeze(-1)).exp_();
-      p.masked_fill_((key < 0).unsqueeze(1), 0.0).mul_(slotWeight);  // [rows, head, width]; keys before 0 are padding
-      if (byColumn) acc.index_add_(1, key.clamp_min(0).flatten(), p.permute({1, 0, 2}).reshape({H, rows * width}));
-      else acc.slice(1, r0, r1).add_(p.sum(-1).t());
+      const int64_t b1 = std::min(blocks, b0 + chunkBlocks);
+      accumulate(bandProbabilities(lo, hi, b0, b1), R + b0 * B, std::min(n, R + b1 * B));
     }
     return acc;
   };
 
   // Distances: offsets below F gathered exactly, the mass beyond from log-sum-exps of keys shifted by F.
-  const int64_t F = std::min(kMomentsNearDistance, n);
   const at::Tensor logPos = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n] log(position + 1)
   at::Tensor nearDistance;  // [head, n]: Σ_{δ < F} p_{i, i−δ} δ per row i ≥ R
   if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](const at::Tensor& d) { return d; }, false);
@@ -225,13 +275,20 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   // head), keys = rows with bias log w_i − lse_i (rows before R: kMaskedRowBias), shifted by a so that reversed row j
   // sees rows i ≥ j + a only. `logWeight` [1, n] fp64 (undefined: w = 1) → [head, n] indexed by column j.
   at::Tensor keysReversed;  // [n, head, d + 8]: the keys repeated per query head, reversed, with the bias ones
+  at::Tensor rowsReversed;  // [n, head, d + 8]: the rows reversed, shifted by rowsShift, with the last pass's bias
+  int64_t rowsShift = -1;
   auto columnPass = [&](const at::Tensor& logWeight, int64_t a) {
     RECORD_USER_SCOPE("probe::moments_column_pass");
     if (!keysReversed.defined()) keysReversed = withOnes((g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k).flip(0));
     const at::Tensor bias = logWeight.defined() ? logWeight - lse : lse.neg();  // [head, n]
-    const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), bias);
-    const at::Tensor lseCol = causalLse(keysReversed, shiftedWithBias(in.q.flip(0), rowBias.flip(1), a, in.scale), in.scale, 0, s,
-                                        ctx, &res.flashLse);  // [head, n] over reversed keys
+    const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), bias).flip(1);
+    if (rowsShift == a) {
+      replaceShiftedBias(rowsReversed, rowBias, a, in.scale);  // queued after the last pass's kernel read them
+    } else {
+      rowsReversed = shiftedWithBias(in.q.flip(0), rowBias, a, in.scale);
+      rowsShift = a;
+    }
+    const at::Tensor lseCol = causalLse(keysReversed, rowsReversed, in.scale, 0, s, ctx, &res.flashLse);  // [head, n] over reversed keys
     return lseCol.flip(1).exp();
   };
 
