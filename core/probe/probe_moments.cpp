@@ -4,14 +4,15 @@
 // parts exact in the input dtype), so LSE_i(s_ij + b_j) − lse_i = log Σ_j p_ij e^{b_j}. Keys shifted down by
 // m positions (m dummy keys with bias −3·10⁴ in front) restrict row i to keys j ≤ i − m. No statistic is a
 // difference of two large sums, so each keeps the relative precision of a log-sum-exp:
-//   distance   Σ_{δ<B} p_{i,i−δ} δ (gathered) + (i + 1)·T_i − M_i, with T_i = Σ_{j ≤ i−B} p_ij and
-//              M_i = Σ_{j ≤ i−B} p_ij (j + 1) from keys shifted by B (bias 0 and log(j + 1)): the far part
-//              vanishes with the far mass, so a local head's distance is as exact as its near band
+//   distance   Σ_{δ<B} p_{i,i−δ} δ (gathered) + (i + 1)·T_i − M_i, with T_i = Σ_{j ≤ i−B} p_ij (rows i ≥ B against
+//              keys j < n − B: square and causal, no bias) and M_i = Σ_{j ≤ i−B} p_ij (j + 1) from keys shifted by B
+//              (bias log(j + 1)): the far part vanishes with the far mass, so a local head's distance is as exact as
+//              its near band
 //   columns    Σ_{i − j ≥ a} p_ij over rows i ≥ R: the transposed problem, causal again once both sequences are
 //              reversed (keys play queries, rows carry the bias −lse_i, rows before R −3·10⁴), shifted by a
-//   distance total  Σ_i of the distances: the near band summed, the far part by column, Σ_{i ≥ j+B} p_ij (i + 1)
-//              − (j + 1) Σ_{i ≥ j+B} p_ij (row bias log(i + 1) − lse_i, and −lse_i); the second is also the far
-//              part of open-band column sums from a ≤ B, so waad-fai makes three fused calls per layer, not four
+//   distance total  Σ_i of the distances: the near band summed, the far part Σ_i (i + 1)·T_i − Σ_j (j + 1)·C_j with
+//              C_j = Σ_{i ≥ j+B} p_ij the far column sums, which are also the far part of open-band column sums from
+//              a ≤ B: waad-fai makes one fused call at d_head + 8 and one at d_head per layer beyond the forward's
 //   near bands (WAAD's window, closed FAI horizons) and key sets from O(n · band) gathered scores.
 // Applies to causal prefills without padding, window, soft-cap, sinks or uniform heads, and no top-k/entropy;
 // anything else runs LseFirst.
@@ -77,15 +78,6 @@ at::Tensor shiftedWithBias(const at::Tensor& x, const at::Tensor& bias, int64_t 
   const at::Tensor xs = at::cat({at::zeros({m, heads, x.size(2)}, x.options()), x.narrow(0, 0, n - m)}, 0);
   const at::Tensor bs = at::cat({at::full({heads, m}, kMaskedRowBias, b.options()), b.narrow(1, 0, n - m)}, 1);
   return withBias(xs, bs, scale);
-}
-
-/// Overwrites the bias of `x` [n, heads, d + kExtraDims], made by shiftedWithBias with the same `shift`, by `bias`
-/// ([heads or 1, n] fp64): rows m ≥ shift take bias[m − shift]; the dummy rows keep theirs. Saves rebuilding (flip,
-/// shift, concatenate) the same rows for a second bias.
-void replaceShiftedBias(at::Tensor& x, const at::Tensor& bias, int64_t shift, double scale) {
-  const int64_t n = x.size(0), heads = x.size(1), d = x.size(2) - kExtraDims, m = std::min(shift, n);
-  if (m == n) return;
-  x.slice(0, m).narrow(2, d, kBiasParts).copy_(biasParts(bias.expand({heads, n}).narrow(1, 0, n - m), heads, n - m, scale, x.scalar_type()));
 }
 
 /// Row log-sum-exps [head, n] fp64 of the causal attention of `q` over `k` (rows before `queryStart` −inf):
@@ -241,12 +233,29 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   const at::Tensor logPos = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n] log(position + 1)
   at::Tensor nearDistance;  // [head, n]: Σ_{δ < F} p_{i, i−δ} δ per row i ≥ R
   if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](const at::Tensor& d) { return d; }, false);
+  // Each row's far mass T_i = Σ_{j ≤ i−F} p_ij (0 for rows before max(R, F)) needs no key bias: the rows i ≥ F against
+  // the keys j < n − F are a square causal problem (query m = i − F sees keys j ≤ m), one fused call at d_head. (cuDNN
+  // runs d_head + 8 = 136 in a 192-wide tile, ~1.6× the time of d_head = 128.)
+  at::Tensor farMass;  // [head, n]
+  auto farRowMass = [&] {
+    if (farMass.defined()) return farMass;
+    farMass = at::zeros({H, n}, dopt);
+    const int64_t r0 = std::max(R, F);
+    if (r0 < n) {
+      // Padded with F zero rows to the rows' own length n (rows past n − F read only the zero keys and are dropped),
+      // so that the fused kernels see the shape of every other call of this layer: one per-shape check, the same tiles.
+      // (Unpadded, 8,160 rows at 8K gained none of the ~8 ms expected on the H100; not yet re-timed padded.)
+      const at::Tensor rowsFar = at::cat({in.q.slice(0, F), at::zeros({F, in.q.size(1), in.q.size(2)}, in.q.options())}, 0);   // [n, head, d]
+      const at::Tensor keysNear = at::cat({in.k.slice(0, 0, n - F), at::zeros({F, in.k.size(1), in.k.size(2)}, in.k.options())}, 0);  // [n, kv, d]
+      const at::Tensor lseFar = causalLse(rowsFar, keysNear, in.scale, r0 - F, s, ctx, &res.flashLse);  // [head, n]: row m is i = m + F
+      farMass.slice(1, r0).copy_((lseFar.slice(1, r0 - F, n - F) - lse.slice(1, r0)).exp());
+    }
+    return farMass;
+  };
   if (req.distance) {
-    const at::Tensor q1 = withOnes(in.q);
-    const at::Tensor zeroBias = at::zeros({1, n}, dopt);  // [1, n]
-    const at::Tensor lseT = causalLse(q1, shiftedWithBias(in.k, zeroBias, F, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
-    const at::Tensor lseM = causalLse(q1, shiftedWithBias(in.k, logPos, F, in.scale), in.scale, req.queryStart, s, ctx, &res.flashLse);
-    const at::Tensor far = (iAbs + 1.0).unsqueeze(0) * (lseT - lse).exp() - (lseM - lse).exp();  // [head, n] ≥ 0 up to rounding
+    const at::Tensor lseM = causalLse(withOnes(in.q), shiftedWithBias(in.k, logPos, F, in.scale), in.scale, req.queryStart, s, ctx,
+                                      &res.flashLse);  // [head, n]: log Σ_{j ≤ i−F} e^{s_ij} (j + 1)
+    const at::Tensor far = (iAbs + 1.0).unsqueeze(0) * farRowMass() - (lseM - lse).exp();  // [head, n] ≥ 0 up to rounding
     res.distance.slice(1, R, n).copy_((nearDistance + far).slice(1, R, n));
   }
 
@@ -275,31 +284,27 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   // head), keys = rows with bias log w_i − lse_i (rows before R: kMaskedRowBias), shifted by a so that reversed row j
   // sees rows i ≥ j + a only. `logWeight` [1, n] fp64 (undefined: w = 1) → [head, n] indexed by column j.
   at::Tensor keysReversed;  // [n, head, d + 8]: the keys repeated per query head, reversed, with the bias ones
-  at::Tensor rowsReversed;  // [n, head, d + 8]: the rows reversed, shifted by rowsShift, with the last pass's bias
-  int64_t rowsShift = -1;
   auto columnPass = [&](const at::Tensor& logWeight, int64_t a) {
     RECORD_USER_SCOPE("probe::moments_column_pass");
     if (!keysReversed.defined()) keysReversed = withOnes((g.group > 1 ? in.k.repeat_interleave(g.group, 1) : in.k).flip(0));
     const at::Tensor bias = logWeight.defined() ? logWeight - lse : lse.neg();  // [head, n]
-    const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), bias).flip(1);
-    if (rowsShift == a) {
-      replaceShiftedBias(rowsReversed, rowBias, a, in.scale);  // queued after the last pass's kernel read them
-    } else {
-      rowsReversed = shiftedWithBias(in.q.flip(0), rowBias, a, in.scale);
-      rowsShift = a;
-    }
-    const at::Tensor lseCol = causalLse(keysReversed, rowsReversed, in.scale, 0, s, ctx, &res.flashLse);  // [head, n] over reversed keys
+    const at::Tensor rowBias = at::where(lse == kNegInf, at::full_like(lse, kMaskedRowBias), bias);
+    const at::Tensor lseCol = causalLse(keysReversed, shiftedWithBias(in.q.flip(0), rowBias.flip(1), a, in.scale), in.scale, 0, s,
+                                        ctx, &res.flashLse);  // [head, n] over reversed keys
     return lseCol.flip(1).exp();
   };
 
-  // The head's total distance Σ_{i ≥ R} Σ_j p_ij (i − j): the near offsets, and the rest by column as
-  // Σ_j [Σ_{i ≥ j+F} p_ij (i + 1) − (j + 1) Σ_{i ≥ j+F} p_ij], whose error, like the per-row far part's, vanishes
-  // with the far mass. The second sum is also what open-band column sums from a ≤ F need beyond their gathered band.
+  // The head's total distance Σ_{i ≥ R} Σ_j p_ij (i − j): the near offsets, and the far part (i − j ≥ F) as
+  // Σ_i (i + 1)·T_i − Σ_j (j + 1)·C_j, with T_i = Σ_{j ≤ i−F} p_ij each row's far mass and C_j = Σ_{i ≥ j+F, i ≥ R} p_ij
+  // each column's. Both sums vanish with the far mass, so the error does too (each term keeps a log-sum-exp's relative
+  // precision: ≤ 2 tol·Σ_far p_ij (i + 1)). C_j is a reversed column pass (bias −lse_i in 8 extra dims), which open-band
+  // column sums from a ≤ F share; T_i is farRowMass's pass at d_head (until 2026-12-05 a second reversed pass at
+  // d_head + 8, row bias log(i + 1) − lse_i, gave Σ_j of the far (i + 1)-weighted column sums instead).
   at::Tensor farColumns;  // [head, n]: Σ_{i ≥ j+F, i ≥ R} p_ij
   if (req.distanceTotal) {
     farColumns = columnPass({}, F);
-    const at::Tensor weighted = columnPass(logPos, F);  // [head, n]: Σ_{i ≥ j+F, i ≥ R} p_ij (i + 1)
-    res.distanceTotal = nearDistance.sum(1) + (weighted - (iAbs + 1.0).unsqueeze(0) * farColumns).sum(1);  // [head]
+    const at::Tensor pos1 = (iAbs + 1.0).unsqueeze(0);  // [1, n] i + 1
+    res.distanceTotal = nearDistance.sum(1) + (pos1 * farRowMass()).sum(1) - (pos1 * farColumns).sum(1);  // [head]
   }
   if (req.columnSums) {
     const int64_t a = std::max<int64_t>(req.bandMin, 0);

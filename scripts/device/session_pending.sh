@@ -6,6 +6,7 @@
 #             retrieval's prefill at RATIO_LENGTH (131072) with their defaults and HF's sdpa forward on the same model and ids,
 #             and all four in-process at 8K against the 8K sdpa forward
 #   others    constraint-attention and retrieval's prefill at RATIO_LENGTH only
+#   quick     waad-fai only (ProbeCuda, 8K in-process, 128K CLI, HF sdpa at both), for a call with little device time left
 #   trace     issue #24: Kineto traces (bench_gpu_trace) of sinks and waad-fai at 8K and waad-fai at 128K (TRACES="a:n …"),
 #             summed by scripts/device/trace_summary.py; the traces come back gzipped
 #   split     issue #23: DevicePlan* and DevicePlanCuda.* (one GPU against the split), every analysis on cuda:0
@@ -70,7 +71,7 @@ in_process_8k() {  # the 8K target is in-process (warm, best of 5), against the 
   done
 }
 if has build; then
-  TARGETS="mechscope_tests_engine mechscope_tests_core mechscope_tests_analysis bench_probe bench_gpu_forward mechscope-cli bench_gpu_trace" \
+  TARGETS=${BUILD_TARGETS:-"mechscope_tests_engine mechscope_tests_core mechscope_tests_analysis bench_probe bench_gpu_forward mechscope-cli bench_gpu_trace"} \
     bash "$ROOT/scripts/device/gpu_build.sh" "$B" >"$OUT/build.log" 2>&1
   log "build rc=$? $((SECONDS - t0)) s"
   grep -E "error" "$OUT/build.log" | head -20 | tee -a "$OUT/summary.txt"
@@ -99,6 +100,17 @@ if has ratios; then  # issue #24's ratios in one pass: every attention analysis 
     analysis $a $n probe-lse MECHSCOPE_FORWARD_LSE=0
     python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-$n-probe-lse.json" "$W/$a-$n-default.json" "forward lse vs probe lse" 2>&1 | tee -a "$OUT/summary.txt"
   done
+fi
+if has quick; then  # waad-fai alone, most telling first (the call may be cut short): ProbeCuda, 8K in-process and HF, 128K and HF
+  "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*' >"$OUT/probe_cuda.log" 2>&1
+  log "ProbeCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) |largest error' "$OUT/probe_cuda.log" | tr '\n' ' ')"
+  synth $Q qwen3 qwen3-0.6b
+  ids 8192; ids 131072
+  timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 waad-fai >"$OUT/inproc_waad-fai.log" 2>&1
+  log "in-process 8K waad-fai rc=$? | $(grep -E '^(forward|waad-fai) ' "$OUT/inproc_waad-fai.log" | tr '\n' ' ')"
+  hf_sdpa 8192
+  analysis waad-fai 131072 default
+  hf_sdpa 131072
 fi
 if has others; then  # constraint-attention and retrieval's prefill alone at RATIO_LENGTH (the ratios stage runs them too)
   synth $Q qwen3 qwen3-0.6b
