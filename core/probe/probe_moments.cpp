@@ -47,24 +47,17 @@ at::Tensor withOnes(const at::Tensor& x) {
   return at::cat({x, extra}, 2);
 }
 
-/// The bias `bias / scale` ([heads or 1, n] fp64) as kBiasParts parts [n, heads, kBiasParts] in `dtype`, each rounded
-/// to it and carrying what the previous ones could not (relative error ~ u³ of the dtype).
-at::Tensor biasParts(const at::Tensor& bias, int64_t heads, int64_t n, double scale, at::ScalarType dtype) {
-  at::Tensor rest = (bias / scale).expand({heads, n}).t().contiguous();  // [n, heads] fp64
-  std::vector<at::Tensor> parts;
-  for (int64_t p = 0; p < kBiasParts; ++p) {
-    parts.push_back(rest.to(dtype));
-    rest = rest - parts.back().to(at::kDouble);
-  }
-  return at::stack(parts, 2);  // [n, heads, kBiasParts]
-}
-
-/// `x` [n, heads, d] with the bias `bias / scale` ([heads or 1, n] fp64) appended as kBiasParts parts (biasParts) in
-/// kExtraDims columns.
+/// `x` [n, heads, d] with the bias `bias / scale` ([heads or 1, n] fp64) appended as kBiasParts parts, each
+/// rounded to x's dtype and carrying what the previous ones could not (relative error ~ u³ of the dtype).
 at::Tensor withBias(const at::Tensor& x, const at::Tensor& bias, double scale) {
   const int64_t n = x.size(0), heads = x.size(1);
-  at::Tensor extra = at::zeros({n, heads, kExtraDims}, x.options());  // [n, heads, 8]
-  extra.narrow(2, 0, kBiasParts).copy_(biasParts(bias, heads, n, scale, x.scalar_type()));
+  at::Tensor rest = (bias / scale).expand({heads, n}).t().contiguous();  // [n, heads] fp64
+  at::Tensor extra = at::zeros({n, heads, kExtraDims}, x.options());     // [n, heads, 8]
+  for (int64_t p = 0; p < kBiasParts; ++p) {
+    const at::Tensor part = rest.to(x.scalar_type());
+    extra.select(2, p).copy_(part);
+    rest = rest - part.to(at::kDouble);
+  }
   return at::cat({x, extra}, 2);
 }
 
@@ -97,7 +90,6 @@ at::Tensor causalLse(const at::Tensor& q, const at::Tensor& k, double scale, int
   if (flash) *flash = *flash && usedFlash;
   return lse;
 }
-
 
 }  // namespace
 
