@@ -12,6 +12,7 @@
 
 #include "analysis/common/attention_stats.hpp"
 #include "analysis/common/final_norm.hpp"
+#include "core/common/device_indices.hpp"
 #include "core/common/errors.hpp"
 #include "core/model/hook_names.hpp"
 
@@ -26,11 +27,14 @@ std::vector<double> toVector(const at::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-/// Mean over `heads` of perHead [layer, head, pos] (on any device) → [pos] (zeros when there is no head).
+/// Mean over `heads` of perHead [layer, head, pos] (on any device) → [pos] (zeros when there is no head): one gather and
+/// one sum, not a few ops per head (a hundred heads and more on a GPU, where each op is a launch).
 std::vector<double> headMean(const at::Tensor& perHead, const Heads& heads) {
-  at::Tensor acc = at::zeros({perHead.size(2)}, perHead.options().dtype(at::kDouble));  // [pos]
-  for (const auto& [l, h] : heads) acc += perHead[l][h].to(at::kDouble);
-  return toVector(heads.empty() ? acc : acc / static_cast<double>(heads.size()));
+  if (heads.empty()) return std::vector<double>(static_cast<size_t>(perHead.size(2)), 0.0);
+  std::vector<int64_t> flat;  // row l·H + h of perHead viewed as [layer·head, pos]
+  for (const auto& [l, h] : heads) flat.push_back(l * perHead.size(1) + h);
+  const at::Tensor rows = perHead.reshape({-1, perHead.size(2)}).index_select(0, indicesOn(flat, perHead.device()));  // [heads, pos]
+  return toVector(rows.to(at::kDouble).sum(0) / static_cast<double>(heads.size()));
 }
 
 void validate(const WaadFaiOptions& o, const std::vector<std::vector<int64_t>>& rows) {
