@@ -22,8 +22,9 @@
 #             sinks at 128K with cuDNN's narrow-value normalisers on and off (MECHSCOPE_PROBE_NARROW_V), JSON agreement
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
-# Next session: STAGES="build ratios" first (every #24 ratio, defaults only), SWITCHES="11 00" STAGES="kernels" (each
-# switch's share), then as before. Earlier plan (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build kernels" (the forward's and
+# Next session: COMPARE_LSE=0 STAGES="build ratios" (every #24 ratio; waad-fai's far-row-mass pass not yet timed at
+# 128K), then TRACES="waad-fai:8192 waad-fai:131072" STAGES="trace" (where waad-fai's 8K time goes now: the kernel sum
+# was ~40 ms under the wall time on 2026-12-05), then as before. Earlier plan (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build kernels" (the forward's and
 # the probe's new kernel switches, timed both ways), then STAGES="waadfai probe" (cuDNN's normalisers re-timed with the
 # per-shape check, constraint-attention at 128K), then STAGES="families gemm" (the CUDA family tests after the
 # hook_result, norm and GQA changes; sdpa_backends.py's narrow-v log-sum-exp table).
