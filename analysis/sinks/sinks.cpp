@@ -173,7 +173,7 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       return std::nullopt;
     });
     std::vector<at::Tensor> learned;  // per layer [head] (learned sinks only)
-    std::vector<at::Tensor> rowLse;   // per layer [head, pos] fp64 on the host, for the candidates' pass
+    std::vector<at::Tensor> rowLse;   // per layer [head, pos] fp64 (on the GPU where it fits), for the candidates' pass
     const int64_t lseBytes = int64_t{L} * H * n * 8;
     const bool keepLse = options.reuseNormalisers && !options.materialize && lseBytes <= kKeptNormaliserBytes;
     std::vector<at::Tensor> residPre;  // per layer [1, pos, d_model] on the model's device, for the candidates' pass

@@ -1,5 +1,7 @@
 #include "analysis/waad_fai/rhythm_stats.hpp"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -7,28 +9,16 @@
 
 namespace mechscope::analysis {
 
-double excessKurtosis(const std::vector<double>& v) {
-  double sum = 0;
-  int64_t n = 0;
-  for (double x : v)
-    if (std::isfinite(x)) {
-      sum += x;
-      ++n;
-    }
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  if (n < 2) return nan;
-  const double mean = sum / static_cast<double>(n);
-  double m2 = 0, m4 = 0;
-  for (double x : v)
-    if (std::isfinite(x)) {
-      const double d = (x - mean) * (x - mean);
-      m2 += d;
-      m4 += d * d;
-    }
-  m2 /= static_cast<double>(n);
-  m4 /= static_cast<double>(n);
-  if (!(m2 > 0)) return nan;
-  return m4 / (m2 * m2) - 3.0;
+at::Tensor excessKurtosis(const at::Tensor& v) {
+  const at::Tensor x = v.to(at::kDouble);
+  const at::Tensor finite = at::isfinite(x);                          // [..., m]
+  const at::Tensor count = finite.sum(-1).to(at::kDouble);            // [...]
+  const at::Tensor x0 = at::where(finite, x, at::zeros_like(x));
+  const at::Tensor mean = x0.sum(-1, true) / count.clamp_min(1).unsqueeze(-1);
+  const at::Tensor d2 = at::where(finite, (x0 - mean).pow(2), at::zeros_like(x));  // [..., m]
+  const at::Tensor m2 = d2.sum(-1) / count.clamp_min(1), m4 = d2.pow(2).sum(-1) / count.clamp_min(1);
+  const at::Tensor ok = (count >= 2).logical_and(m2 > 0);
+  return at::where(ok, m4 / (m2 * m2) - 3.0, at::full_like(m2, std::numeric_limits<double>::quiet_NaN()));
 }
 
 PeakMatch peakCoOccurrence(const std::vector<int64_t>& a, const std::vector<int64_t>& b, int64_t nPositions) {

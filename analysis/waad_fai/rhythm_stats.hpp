@@ -6,11 +6,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/common/tensor.hpp"
+
 namespace mechscope::analysis {
 
-/// Fisher (excess), biased kurtosis m4/m2² − 3 of the finite entries of `v` (scipy.stats.kurtosis with
-/// fisher=True, bias=True, nan_policy="omit"); NaN when fewer than 2 finite entries or m2 = 0.
-double excessKurtosis(const std::vector<double>& v);
+/// Fisher (excess), biased kurtosis m4/m2² − 3 of the finite entries of each row of `v` [..., m] over its last dim
+/// (scipy.stats.kurtosis with fisher=True, bias=True, nan_policy="omit"), in fp64 on v's device → [...]; NaN where a
+/// row has fewer than 2 finite entries or m2 = 0. One call for every head of a layer stack: no per-head host copies.
+at::Tensor excessKurtosis(const at::Tensor& v);
 
 /// A hit count and its expectation under shuffled peaks, over one or more rows (sums add up).
 struct PeakMatch {

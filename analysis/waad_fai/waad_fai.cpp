@@ -51,16 +51,6 @@ void validate(const WaadFaiOptions& o, const std::vector<std::vector<int64_t>>& 
                                  o.responseStarts.size(), rows.size()));
 }
 
-/// Excess kurtosis (m4 / m2² − 3, population moments: excessKurtosis's definition) of each [layer, head] row of
-/// `v` [layer, head, m] over its last dim, in fp64 on v's device → [layer, head] on the host; NaN where m < 2 or m2 = 0.
-at::Tensor kurtosisByHead(const at::Tensor& v) {
-  const int64_t m = v.size(2);
-  if (m < 2) return at::full({v.size(0), v.size(1)}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
-  const at::Tensor x = v.to(at::kDouble);
-  const at::Tensor d2 = (x - x.mean(2, true)).pow_(2);  // [layer, head, m]
-  const at::Tensor m2 = d2.mean(2), m4 = d2.pow(2).mean(2);
-  return at::where(m2 > 0, m4 / (m2 * m2) - 3.0, at::full_like(m2, std::numeric_limits<double>::quiet_NaN())).cpu();
-}
 
 }  // namespace
 
@@ -120,7 +110,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     // win and fai stay on the device: the host reads head means [pos] and each head's kurtosis, not [layer, head, pos].
     // Receiver heads' columns: response positions whose horizon T(s) ∩ {t ≥ R} is non-empty.
     const at::Tensor used = at::nonzero(counts.slice(0, R, n).to(fai.device()) > 0).squeeze(1) + R;  // [m] positions
-    kurtosis.push_back(kurtosisByHead(fai.index_select(2, used)));                    // [layer, head]
+    kurtosis.push_back(excessKurtosis(fai.index_select(2, used)).cpu());                 // [layer, head]
     windowed.push_back(win);
     colMean.push_back(fai);
   }

@@ -190,8 +190,8 @@ TEST(WaadFai, EqualsHfReferenceOnFixturesWithPerRowResponseStarts) {
 
 TEST(WaadFai, RhythmStatsEqualHandAndBruteForceCounts) {
   // scipy.stats.kurtosis([1, 2, 3, 4, nan], fisher=True, bias=True, nan_policy="omit") = −1.36.
-  EXPECT_NEAR(analysis::excessKurtosis({1, 2, 3, 4, std::nan("")}), -1.36, 1e-12);
-  EXPECT_TRUE(std::isnan(analysis::excessKurtosis({2, 2, 2})));
+  EXPECT_NEAR(analysis::excessKurtosis(at::tensor({1.0, 2.0, 3.0, 4.0, std::nan("")})).item<double>(), -1.36, 1e-12);
+  EXPECT_TRUE(std::isnan(analysis::excessKurtosis(at::tensor({2.0, 2.0, 2.0})).item<double>()));
   // Co-occurrence: receiver peaks {3, 7, 9}, global peaks {7, 9, 12} over N = 20 → 2 hits; expected 3·3/20.
   auto co = analysis::peakCoOccurrence({3, 7, 9}, {7, 9, 12}, 20);
   EXPECT_EQ(co.hits, 2.0);
