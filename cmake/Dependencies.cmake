@@ -30,6 +30,18 @@ if(MECHSCOPE_HAS_CUDA)
     target_compile_definitions(mechscope_torch INTERFACE MECHSCOPE_WITH_CUDART=1)
   endif()
 endif()
+# The probe's own CUDA kernels (core/probe/*.cu) need nvcc and the CUDA runtime; without them the probe runs its
+# LibTorch passes (the same results, slower). mma.sync on bf16 needs compute capability 8.0 or later.
+set(MECHSCOPE_CUDA_KERNEL_ARCHS "80;90" CACHE STRING "CUDA architectures of the probe's kernels")
+set(MECHSCOPE_HAS_CUDA_KERNELS OFF)
+if(MECHSCOPE_HAS_CUDA AND TARGET CUDA::cudart)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    set(MECHSCOPE_HAS_CUDA_KERNELS ON)
+  endif()
+endif()
 
 # ---- small libraries ------------------------------------------------------------------------
 find_package(fmt REQUIRED)

@@ -12,7 +12,8 @@
 //              reversed (keys play queries, rows carry the bias −lse_i, rows before R −3·10⁴), shifted by a
 //   distance total  Σ_i of the distances: the near band summed, the far part Σ_i (i + 1)·T_i − Σ_j (j + 1)·C_j with
 //              C_j = Σ_{i ≥ j+B} p_ij the far column sums, which are also the far part of open-band column sums from
-//              a ≤ B: waad-fai makes one fused call at d_head + 8 and one at d_head per layer beyond the forward's
+//              a ≤ B: waad-fai makes one fused call at d_head + 8 and one at d_head per layer beyond the forward's, or on
+//              CUDA one pass of the probe's own kernel (far_sums_kernel.cu) that gives T_i and C_j together
 //   near bands (WAAD's window, closed FAI horizons) and key sets from O(n · band) gathered scores.
 // Applies to causal prefills without padding, window, soft-cap, sinks or uniform heads, and no top-k/entropy;
 // anything else runs LseFirst.
@@ -23,8 +24,10 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
 
 #include "core/common/device_indices.hpp"
+#include "core/probe/far_sums.hpp"
 #include "core/probe/probe_internal.hpp"
 
 namespace mechscope::probe_detail {
@@ -228,9 +231,22 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   // Each row's far mass T_i = Σ_{j ≤ i−F} p_ij (0 for rows before max(R, F)) needs no key bias: the rows i ≥ F against
   // the keys j < n − F are a square causal problem (query m = i − F sees keys j ≤ m), one fused call at d_head. (cuDNN
   // runs d_head + 8 = 136 in a 192-wide tile, ~1.6× the time of d_head = 128.)
+  // On CUDA the probe's own kernel gives T_i and the far column sums C_j (below) together in one pass over q·k at
+  // d_head, from the rows' normalisers (far_sums_kernel.cu); the LibTorch passes stay as the fallback.
+  std::optional<FarSums> farKernel;  // shift F, rows ≥ R
+  bool farKernelTried = false;
+  auto farSumsKernel = [&]() -> const FarSums* {
+    if (!farKernelTried) {
+      RECORD_USER_SCOPE("probe::moments_far_sums_kernel");
+      farKernelTried = true;
+      farKernel = farSumsOnDevice(in.q, in.k, lse, in.scale, F, R);
+    }
+    return farKernel ? &*farKernel : nullptr;
+  };
   at::Tensor farMass;  // [head, n]
   auto farRowMass = [&] {
     if (farMass.defined()) return farMass;
+    if (const FarSums* fk = farSumsKernel()) return farMass = fk->rowMass;
     farMass = at::zeros({H, n}, dopt);
     const int64_t r0 = std::max(R, F);
     if (r0 < n) {
@@ -294,7 +310,8 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   // d_head + 8, row bias log(i + 1) − lse_i, gave Σ_j of the far (i + 1)-weighted column sums instead).
   at::Tensor farColumns;  // [head, n]: Σ_{i ≥ j+F, i ≥ R} p_ij
   if (req.distanceTotal) {
-    farColumns = columnPass({}, F);
+    const FarSums* fk = farSumsKernel();
+    farColumns = fk ? fk->colMass : columnPass({}, F);
     const at::Tensor pos1 = (iAbs + 1.0).unsqueeze(0);  // [1, n] i + 1
     res.distanceTotal = nearDistance.sum(1) + (pos1 * farRowMass()).sum(1) - (pos1 * farColumns).sum(1);  // [head]
   }
@@ -305,6 +322,8 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     } else if (farColumns.defined() && a <= F) {  // the distance's far columns and the offsets [a, F) gathered
       const at::Tensor nearColumns = a < F ? gatherBand(a, F - 1, [](const at::Tensor& d) { return at::ones_like(d); }, true) : at::zeros_like(farColumns);
       res.columnSums.copy_(farColumns + nearColumns);
+    } else if (const std::optional<FarSums> fk = farSumsOnDevice(in.q, in.k, lse, in.scale, a, R)) {
+      res.columnSums.copy_(fk->colMass);
     } else {
       res.columnSums.copy_(columnPass({}, a));
     }

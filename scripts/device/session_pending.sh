@@ -6,6 +6,8 @@
 #             retrieval's prefill at RATIO_LENGTH (131072) with their defaults and HF's sdpa forward on the same model and ids,
 #             and all four in-process at 8K against the 8K sdpa forward
 #   others    constraint-attention and retrieval's prefill at RATIO_LENGTH only
+#   farsums   issue #24: the probe's far-sums CUDA kernel: FarSumsCuda.* and ProbeCuda.*, waad-fai at 8K in-process and at
+#             128K by the CLI with the kernel and without (MECHSCOPE_PROBE_KERNEL=0), JSON agreement, HF's sdpa at both
 #   quick     waad-fai only (ProbeCuda, 8K in-process, 128K CLI, HF sdpa at both), for a call with little device time left
 #   trace     issue #24: Kineto traces (bench_gpu_trace) of sinks and waad-fai at 8K and waad-fai at 128K (TRACES="a:n …"),
 #             summed by scripts/device/trace_summary.py; the traces come back gzipped
@@ -101,6 +103,26 @@ if has ratios; then  # issue #24's ratios in one pass: every attention analysis 
     analysis $a $n probe-lse MECHSCOPE_FORWARD_LSE=0
     python3 "$ROOT/scripts/device/json_max_diff.py" "$W/$a-$n-probe-lse.json" "$W/$a-$n-default.json" "forward lse vs probe lse" 2>&1 | tee -a "$OUT/summary.txt"
   done
+fi
+if has farsums; then  # issue #24: the probe's far-sums kernel: its CUDA tests, its registers, waad-fai with it and without
+  grep -E "farSumsKernel|registers|spill" "$OUT/build.log" 2>/dev/null | grep -B1 -A1 -E "registers" | head -12 | tee -a "$OUT/summary.txt"
+  "$B/tests/mechscope_tests_core" --gtest_filter='FarSumsCuda*:ProbeCuda*' >"$OUT/far_sums_cuda.log" 2>&1
+  log "FarSumsCuda*:ProbeCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|Expected|Which is|actual' "$OUT/far_sums_cuda.log" | head -12 | tr '\n' ' ')"
+  synth $Q qwen3 qwen3-0.6b
+  ids 8192; ids 131072
+  for kn in 1 0; do
+    MECHSCOPE_PROBE_KERNEL=$kn timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 waad-fai >"$OUT/inproc_waad_k$kn.log" 2>&1
+    log "in-process 8K waad-fai kernel=$kn rc=$? | $(grep -E '^(forward|waad-fai) ' "$OUT/inproc_waad_k$kn.log" | tr '\n' ' ')"
+  done
+  hf_sdpa 8192
+  analysis waad-fai 8192 default; analysis waad-fai 8192 nokernel MECHSCOPE_PROBE_KERNEL=0
+  python3 "$ROOT/scripts/device/json_max_diff.py" "$W/waad-fai-8192-nokernel.json" "$W/waad-fai-8192-default.json" "kernel vs passes 8K" 2>&1 | tee -a "$OUT/summary.txt"
+  analysis waad-fai 131072 default
+  hf_sdpa 131072
+  if [ "${KERNEL_OFF_128K:-1}" = 1 ]; then
+    analysis waad-fai 131072 nokernel MECHSCOPE_PROBE_KERNEL=0
+    python3 "$ROOT/scripts/device/json_max_diff.py" "$W/waad-fai-131072-nokernel.json" "$W/waad-fai-131072-default.json" "kernel vs passes 128K" 2>&1 | tee -a "$OUT/summary.txt"
+  fi
 fi
 if has quick; then  # waad-fai alone, most telling first (the call may be cut short): ProbeCuda, 8K in-process and HF, 128K and HF
   "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*' >"$OUT/probe_cuda.log" 2>&1
