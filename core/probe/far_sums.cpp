@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "core/common/env.hpp"
@@ -84,6 +85,7 @@ std::optional<FarSums> farSumsOnDevice(const at::Tensor& q, const at::Tensor& k,
   a.dHead = static_cast<int>(d);
   a.scale = static_cast<float>(scale);
   a.half = dt == at::kHalf;
+  if (const char* shape = std::getenv("MECHSCOPE_FAR_SUMS_SHAPE")) a.shape = std::atoi(shape);  // timing the block shapes
   const int err = probe_kernels::launchFarSums(a, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
   if (err != 0) throw std::runtime_error(fmt::format("probe far-sums kernel: launch failed ({})", probe_kernels::farSumsErrorString(err)));
   return out;

@@ -23,9 +23,6 @@ namespace mechscope::probe_kernels {
 
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kKeysPerBlock = 16 * kWarps;  // one m16 tile of keys per warp
 constexpr int kQueryTile = 64;              // queries per step: eight n8 tiles
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -81,12 +78,26 @@ __device__ __forceinline__ int tileOffset(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) * 8);
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 2) farSumsKernel(const FarSumsArgs a) {
+/// A kernel shape: warps per block, m16 key tiles per warp, and how row sums leave the block (fp64 atomics; Skip
+/// only in scripts/device/far_sums_bench.cu, to time what they cost).
+template <int Warps, int KeyTiles, bool RowSums = true>
+struct FarSumsShape {
+  static constexpr int kWarps = Warps, kKeyTiles = KeyTiles, kThreads = Warps * 32;
+  static constexpr int kKeysPerBlock = 16 * KeyTiles * Warps;
+  // 16 warps per multiprocessor (≤ 128 registers a thread) with one key tile a warp; 8 (≤ 255) with two.
+  static constexpr int kMinBlocks = (KeyTiles == 1 ? 16 : 8) / Warps;
+  static constexpr bool kRowSums = RowSums;
+};
+
+template <typename T, int D, typename Shape>
+__global__ void __launch_bounds__(Shape::kThreads, Shape::kMinBlocks) farSumsKernel(const FarSumsArgs a) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per query row
+  constexpr int kWarps = Shape::kWarps, kKeyTiles = Shape::kKeyTiles, kThreads = Shape::kThreads;
+  constexpr int kKeysPerBlock = Shape::kKeysPerBlock;
+  constexpr int kTilesPerPass = 8 / kKeyTiles;  // n8 query tiles per pass: the accumulators stay at 32 registers
   __shared__ __align__(128) uint16_t queries[2][kQueryTile * D];  // T's bits: 16-byte chunks, swizzled (tileOffset)
-  __shared__ float lseLog2[2][kQueryTile];        // each query's lse in log2 units; +inf: row not counted
-  __shared__ float rowPartial[kWarps][kQueryTile];  // each warp's 16-key part of the tile's row sums
+  __shared__ float lseLog2[2][kQueryTile];          // each query's lse in log2 units; +inf: row not counted
+  __shared__ float rowPartial[2][kWarps][kQueryTile];  // each warp's part of a tile's row sums
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = lane / 4, inGroup = lane % 4;
   const int h = blockIdx.x;
@@ -97,20 +108,24 @@ __global__ void __launch_bounds__(kThreads, 2) farSumsKernel(const FarSumsArgs a
   const T* k = static_cast<const T*>(a.k) + static_cast<int64_t>(h / a.group) * a.kHeadStride;
   const float* lse = a.lse + static_cast<int64_t>(h) * n;
 
-  // This warp's keys as A fragments (row-major 16 × 16 per k step): a thread holds keys jA = j0 + 16·warp + group and
-  // jB = jA + 8, dims 2·inGroup (+1) and 2·inGroup + 8 (+1) of each step. Keys past n are zero (masked below).
-  const int64_t jA = j0 + warp * 16 + group, jB = jA + 8;
-  uint32_t keyFrag[D / 16][4];
-  {
-    const uint32_t* rowA = jA < n ? reinterpret_cast<const uint32_t*>(k + jA * a.kRowStride) : nullptr;
-    const uint32_t* rowB = jB < n ? reinterpret_cast<const uint32_t*>(k + jB * a.kRowStride) : nullptr;
+  // This warp's keys as A fragments (row-major 16 × 16 per k step): in key tile mt a thread holds keys
+  // key[mt][0] = j0 + 16·(kKeyTiles·warp + mt) + group and key[mt][1] = that + 8, dims 2·inGroup (+1) and 2·inGroup + 8
+  // (+1) of each step. Keys past n are zero (masked below).
+  int64_t key[kKeyTiles][2];
+  uint32_t keyFrag[kKeyTiles][D / 16][4];
+#pragma unroll
+  for (int mt = 0; mt < kKeyTiles; ++mt) {
+    key[mt][0] = j0 + 16 * (kKeyTiles * warp + mt) + group;
+    key[mt][1] = key[mt][0] + 8;
+    const uint32_t* rowA = key[mt][0] < n ? reinterpret_cast<const uint32_t*>(k + key[mt][0] * a.kRowStride) : nullptr;
+    const uint32_t* rowB = key[mt][1] < n ? reinterpret_cast<const uint32_t*>(k + key[mt][1] * a.kRowStride) : nullptr;
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       const int c = ks * 8 + inGroup;  // in pairs of elements
-      keyFrag[ks][0] = rowA ? rowA[c] : 0u;
-      keyFrag[ks][1] = rowB ? rowB[c] : 0u;
-      keyFrag[ks][2] = rowA ? rowA[c + 4] : 0u;
-      keyFrag[ks][3] = rowB ? rowB[c + 4] : 0u;
+      keyFrag[mt][ks][0] = rowA ? rowA[c] : 0u;
+      keyFrag[mt][ks][1] = rowB ? rowB[c] : 0u;
+      keyFrag[mt][ks][2] = rowA ? rowA[c + 4] : 0u;
+      keyFrag[mt][ks][3] = rowB ? rowB[c + 4] : 0u;
     }
   }
 
@@ -133,103 +148,140 @@ __global__ void __launch_bounds__(kThreads, 2) farSumsKernel(const FarSumsArgs a
   issueTile(0, tFirst);
   commitCopies();
   if (tid < kQueryTile) lseLog2[0][tid] = lseOf(tFirst);
-  float lseNext = 0.0f;
-  double colSumA = 0.0, colSumB = 0.0;  // Σ_i p_{i, jA}, Σ_i p_{i, jB} over this thread's query columns
-  for (int64_t t = tFirst; t < tEnd; ++t) {
-    const int buf = static_cast<int>((t - tFirst) & 1);
-    if (t + 1 < tEnd) {
-      issueTile(buf ^ 1, t + 1);
-      if (tid < kQueryTile) lseNext = lseOf(t + 1);
-    }
-    commitCopies();
-    waitCopies<1>();  // tile t has landed (t + 1 may still be in flight)
-    __syncthreads();
-
-    // S^T [16 keys, 64 queries] of this warp: eight n8 tiles; one ldmatrix.x4 gives two k steps of one tile.
-    float acc[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-      const int row = nt * 8 + (lane & 7);
-#pragma unroll
-      for (int kk = 0; kk < D / 32; ++kk) {
-        uint32_t b[4];
-        loadMatrices(b, &queries[buf][tileOffset<D>(row, kk * 4 + (lane >> 3))]);
-        mma16816<T>(acc[nt], keyFrag[2 * kk], b[0], b[1]);
-        mma16816<T>(acc[nt], keyFrag[2 * kk + 1], b[2], b[3]);
-      }
-    }
-
-    // p = 2^(s·scale·log2e − lse·log2e): accumulator c0/c1 are key jA at queries qc, qc + 1; c2/c3 key jB.
-    const int64_t i0 = t * kQueryTile;
-    const bool unmasked = i0 >= j0 + kKeysPerBlock - 1 + a.shift && j0 + kKeysPerBlock <= n;  // every pair i − j ≥ a
-    float colA = 0.0f, colB = 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      const int qc = nt * 8 + inGroup * 2;
-      const float l0 = lseLog2[buf][qc], l1 = lseLog2[buf][qc + 1];
-      float p0 = exp2Approx(fmaf(acc[nt][0], scaleLog2, -l0));
-      float p1 = exp2Approx(fmaf(acc[nt][1], scaleLog2, -l1));
-      float p2 = exp2Approx(fmaf(acc[nt][2], scaleLog2, -l0));
-      float p3 = exp2Approx(fmaf(acc[nt][3], scaleLog2, -l1));
-      if (!unmasked) {
-        const int64_t i = i0 + qc;
-        if (jA >= n || i - jA < a.shift) p0 = 0.0f;
-        if (jA >= n || i + 1 - jA < a.shift) p1 = 0.0f;
-        if (jB >= n || i - jB < a.shift) p2 = 0.0f;
-        if (jB >= n || i + 1 - jB < a.shift) p3 = 0.0f;
-      }
-      colA += p0 + p1;
-      colB += p2 + p3;
-      float r0 = p0 + p2, r1 = p1 + p3;  // queries qc, qc + 1 over keys jA, jB; then over the warp's 16 keys
-#pragma unroll
-      for (int m = 4; m < 32; m *= 2) {
-        r0 += __shfl_xor_sync(0xffffffffu, r0, m);
-        r1 += __shfl_xor_sync(0xffffffffu, r1, m);
-      }
-      if (lane < 4) {
-        rowPartial[warp][qc] = r0;
-        rowPartial[warp][qc + 1] = r1;
-      }
-    }
-    colSumA += colA;
-    colSumB += colB;
-    if (t + 1 < tEnd && tid < kQueryTile) lseLog2[buf ^ 1][tid] = lseNext;
-    __syncthreads();
-    if (tid < kQueryTile) {
+  auto flushRows = [&](int buf, int64_t t) {  // tile t's row sums over the block's keys → global, one atomic per row
+    if (Shape::kRowSums && tid < kQueryTile) {
       float sum = 0.0f;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) sum += rowPartial[w][tid];
-      if (sum != 0.0f) atomicAdd(&a.rowMass[static_cast<int64_t>(h) * n + i0 + tid], static_cast<double>(sum));
+      for (int w = 0; w < kWarps; ++w) sum += rowPartial[buf][w][tid];
+      if (sum != 0.0f) atomicAdd(&a.rowMass[static_cast<int64_t>(h) * n + t * kQueryTile + tid], static_cast<double>(sum));
     }
+  };
+  double colSum[kKeyTiles][2] = {};  // Σ_i p_{i, key[mt][e]} over this thread's query columns
+  // One barrier per tile: after it, tile t has landed for every thread and every warp is done with tile t − 1, whose
+  // buffers (queries, lse, row partials) may then be refilled or read.
+  for (int64_t t = tFirst; t < tEnd; ++t) {
+    const int buf = static_cast<int>((t - tFirst) & 1);
+    waitCopies<0>();
+    __syncthreads();
+    float lseNext = 0.0f;
+    if (t + 1 < tEnd) {
+      issueTile(buf ^ 1, t + 1);
+      commitCopies();
+      if (tid < kQueryTile) lseNext = lseOf(t + 1);
+    }
+    if (t > tFirst) flushRows(buf ^ 1, t - 1);
+
+    const int64_t i0 = t * kQueryTile;
+    const bool unmasked = i0 >= j0 + kKeysPerBlock - 1 + a.shift && j0 + kKeysPerBlock <= n;  // every pair i − j ≥ a
+    float colPart[kKeyTiles][2] = {};
+#pragma unroll
+    for (int pass = 0; pass < kKeyTiles; ++pass) {
+      // S^T [16 keys, 8 queries] per (key tile, n8 tile): one ldmatrix.x4 gives two k steps of a query tile, shared by
+      // every key tile of the warp.
+      float acc[kKeyTiles][kTilesPerPass][4];
+#pragma unroll
+      for (int nt = 0; nt < kTilesPerPass; ++nt) {
+#pragma unroll
+        for (int mt = 0; mt < kKeyTiles; ++mt) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+        const int row = (pass * kTilesPerPass + nt) * 8 + (lane & 7);
+#pragma unroll
+        for (int kk = 0; kk < D / 32; ++kk) {
+          uint32_t b[4];
+          loadMatrices(b, &queries[buf][tileOffset<D>(row, kk * 4 + (lane >> 3))]);
+#pragma unroll
+          for (int mt = 0; mt < kKeyTiles; ++mt) {
+            mma16816<T>(acc[mt][nt], keyFrag[mt][2 * kk], b[0], b[1]);
+            mma16816<T>(acc[mt][nt], keyFrag[mt][2 * kk + 1], b[2], b[3]);
+          }
+        }
+      }
+      // p = 2^(s·scale·log2e − lse·log2e): accumulators c0/c1 are key[mt][0] at queries qc, qc + 1; c2/c3 key[mt][1].
+#pragma unroll
+      for (int nt = 0; nt < kTilesPerPass; ++nt) {
+        const int qc = (pass * kTilesPerPass + nt) * 8 + inGroup * 2;
+        const float l0 = lseLog2[buf][qc], l1 = lseLog2[buf][qc + 1];
+        float r0 = 0.0f, r1 = 0.0f;  // queries qc, qc + 1 over this thread's keys
+#pragma unroll
+        for (int mt = 0; mt < kKeyTiles; ++mt) {
+          float p0 = exp2Approx(fmaf(acc[mt][nt][0], scaleLog2, -l0));
+          float p1 = exp2Approx(fmaf(acc[mt][nt][1], scaleLog2, -l1));
+          float p2 = exp2Approx(fmaf(acc[mt][nt][2], scaleLog2, -l0));
+          float p3 = exp2Approx(fmaf(acc[mt][nt][3], scaleLog2, -l1));
+          if (!unmasked) {
+            const int64_t i = i0 + qc, jA = key[mt][0], jB = key[mt][1];
+            if (jA >= n || i - jA < a.shift) p0 = 0.0f;
+            if (jA >= n || i + 1 - jA < a.shift) p1 = 0.0f;
+            if (jB >= n || i - jB < a.shift) p2 = 0.0f;
+            if (jB >= n || i + 1 - jB < a.shift) p3 = 0.0f;
+          }
+          colPart[mt][0] += p0 + p1;
+          colPart[mt][1] += p2 + p3;
+          r0 += p0 + p2;
+          r1 += p1 + p3;
+        }
+        if (Shape::kRowSums) {  // over the warp's keys: the eight groups of four lanes
+#pragma unroll
+          for (int m = 4; m < 32; m *= 2) {
+            r0 += __shfl_xor_sync(0xffffffffu, r0, m);
+            r1 += __shfl_xor_sync(0xffffffffu, r1, m);
+          }
+          if (lane < 4) {
+            rowPartial[buf][warp][qc] = r0;
+            rowPartial[buf][warp][qc + 1] = r1;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < kKeyTiles; ++mt) {
+      colSum[mt][0] += colPart[mt][0];
+      colSum[mt][1] += colPart[mt][1];
+    }
+    if (t + 1 < tEnd && tid < kQueryTile) lseLog2[buf ^ 1][tid] = lseNext;
   }
+  __syncthreads();
+  flushRows(static_cast<int>((tEnd - 1 - tFirst) & 1), tEnd - 1);
   // Column sums over the four threads that share a key pair, written by the first.
-  colSumA += __shfl_xor_sync(0xffffffffu, colSumA, 1);
-  colSumA += __shfl_xor_sync(0xffffffffu, colSumA, 2);
-  colSumB += __shfl_xor_sync(0xffffffffu, colSumB, 1);
-  colSumB += __shfl_xor_sync(0xffffffffu, colSumB, 2);
-  if (inGroup == 0) {
-    if (jA < n) a.colMass[static_cast<int64_t>(h) * n + jA] = colSumA;
-    if (jB < n) a.colMass[static_cast<int64_t>(h) * n + jB] = colSumB;
-  }
+#pragma unroll
+  for (int mt = 0; mt < kKeyTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      double c = colSum[mt][e];
+      c += __shfl_xor_sync(0xffffffffu, c, 1);
+      c += __shfl_xor_sync(0xffffffffu, c, 2);
+      if (inGroup == 0 && key[mt][e] < n) a.colMass[static_cast<int64_t>(h) * n + key[mt][e]] = c;
+    }
 }
 
-template <typename T>
+template <typename T, typename Shape>
 cudaError_t launchFor(const FarSumsArgs& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.heads), static_cast<unsigned>((a.n + kKeysPerBlock - 1) / kKeysPerBlock));
-  if (a.dHead == 64) farSumsKernel<T, 64><<<grid, kThreads, 0, stream>>>(a);
-  else if (a.dHead == 128) farSumsKernel<T, 128><<<grid, kThreads, 0, stream>>>(a);
+  const dim3 grid(static_cast<unsigned>(a.heads), static_cast<unsigned>((a.n + Shape::kKeysPerBlock - 1) / Shape::kKeysPerBlock));
+  if (a.dHead == 64) farSumsKernel<T, 64, Shape><<<grid, Shape::kThreads, 0, stream>>>(a);
+  else if (a.dHead == 128) farSumsKernel<T, 128, Shape><<<grid, Shape::kThreads, 0, stream>>>(a);
   else return cudaErrorInvalidValue;
   return cudaGetLastError();
+}
+
+/// The block shape FarSumsArgs::shape names (0: the default). On the H100 at 8K and 32K every shape ran within 7 % of
+/// the others (2026-12-05: 8 × 16 keys 0.741 ms, 4 × 32 0.790, 8 × 32 0.750 at 8K, 16 heads); the row sums' exchange
+/// and atomics cost 20–30 % of the kernel (0.594 ms without them).
+template <typename T>
+cudaError_t launchShape(const FarSumsArgs& a, cudaStream_t stream) {
+  switch (a.shape) {
+    case 1: return launchFor<T, FarSumsShape<8, 1>>(a, stream);
+    case 2: return launchFor<T, FarSumsShape<4, 2>>(a, stream);
+    case 3: return launchFor<T, FarSumsShape<8, 2>>(a, stream);
+    default: return launchFor<T, FarSumsShape<8, 1>>(a, stream);  // fastest with row sums on the H100 (docs/benchmarks.md)
+  }
 }
 
 }  // namespace
 
 int launchFarSums(const FarSumsArgs& args, void* stream) {
   if (args.n <= 0 || args.heads <= 0) return 0;
-  if ((args.n + kKeysPerBlock - 1) / kKeysPerBlock > 65535) return static_cast<int>(cudaErrorInvalidConfiguration);
+  if ((args.n + 127) / 128 > 65535) return static_cast<int>(cudaErrorInvalidConfiguration);  // grid.y: key blocks of ≥ 128
   const auto s = static_cast<cudaStream_t>(stream);
-  return static_cast<int>(args.half ? launchFor<__half>(args, s) : launchFor<__nv_bfloat16>(args, s));
+  return static_cast<int>(args.half ? launchShape<__half>(args, s) : launchShape<__nv_bfloat16>(args, s));
 }
 
 const char* farSumsErrorString(int error) { return cudaGetErrorString(static_cast<cudaError_t>(error)); }

@@ -22,6 +22,7 @@ struct FarSumsArgs {
   int dHead = 0;               ///< 64 or 128
   float scale = 1.0f;          ///< softmax scale of q·k
   bool half = false;           ///< fp16 inputs (else bf16)
+  int shape = 0;               ///< block shape, for timing: 0 the default, 1: 8 warps × 16 keys, 2: 4 × 32, 3: 8 × 32
 };
 
 /// Whether the kernel is built for head size `dHead`.

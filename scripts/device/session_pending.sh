@@ -8,6 +8,8 @@
 #   others    constraint-attention and retrieval's prefill at RATIO_LENGTH only
 #   farsums   issue #24: the probe's far-sums CUDA kernel: FarSumsCuda.* and ProbeCuda.*, waad-fai at 8K in-process and at
 #             128K by the CLI with the kernel and without (MECHSCOPE_PROBE_KERNEL=0), JSON agreement, HF's sdpa at both
+#   kernelbench  the far-sums kernel's block shapes timed alone on random bf16 (nvcc build of scripts/device/far_sums_bench.cu)
+#   shapes    waad-fai at 8K in-process with each block shape of the far-sums kernel (1: 8 warps × 16 keys, 2: 4 × 32, 3: 8 × 32)
 #   quick     waad-fai only (ProbeCuda, 8K in-process, 128K CLI, HF sdpa at both), for a call with little device time left
 #   trace     issue #24: Kineto traces (bench_gpu_trace) of sinks and waad-fai at 8K and waad-fai at 128K (TRACES="a:n …"),
 #             summed by scripts/device/trace_summary.py; the traces come back gzipped
@@ -123,6 +125,17 @@ if has farsums; then  # issue #24: the probe's far-sums kernel: its CUDA tests, 
     analysis waad-fai 131072 nokernel MECHSCOPE_PROBE_KERNEL=0
     python3 "$ROOT/scripts/device/json_max_diff.py" "$W/waad-fai-131072-nokernel.json" "$W/waad-fai-131072-default.json" "kernel vs passes 128K" 2>&1 | tee -a "$OUT/summary.txt"
   fi
+fi
+if has kernelbench; then  # the far-sums kernel's block shapes timed alone (scripts/device/far_sums_bench.sh)
+  bash "$ROOT/scripts/device/far_sums_bench.sh" "$OUT" 2>&1 | tee -a "$OUT/summary.txt"
+  rm -f "$OUT/far_sums_bench"
+fi
+if has shapes; then  # waad-fai at 8K in-process with each block shape of the far-sums kernel (MECHSCOPE_FAR_SUMS_SHAPE)
+  synth $Q qwen3 qwen3-0.6b
+  for sh in 1 2 3; do
+    MECHSCOPE_FAR_SUMS_SHAPE=$sh timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 waad-fai >"$OUT/inproc_waad_shape$sh.log" 2>&1
+    log "in-process 8K waad-fai far-sums shape $sh rc=$? | $(grep -E '^(forward|waad-fai) ' "$OUT/inproc_waad_shape$sh.log" | tr '\n' ' ')"
+  done
 fi
 if has quick; then  # waad-fai alone, most telling first (the call may be cut short): ProbeCuda, 8K in-process and HF, 128K and HF
   "$B/tests/mechscope_tests_core" --gtest_filter='ProbeCuda*' >"$OUT/probe_cuda.log" 2>&1

@@ -78,6 +78,14 @@ TEST(FarSumsCuda, RowAndColumnSumsEqualFp64SumsOfTheSameValues) {
   };
   for (const Case& c : cases)
     for (at::ScalarType dt : {at::kBFloat16, at::kHalf}) checkCase(c, dt);
+  // Every block shape the kernel is built in (MECHSCOPE_FAR_SUMS_SHAPE, for timing them), on the cases with masks.
+  for (const char* shape : {"1", "2", "3"}) {
+    SCOPED_TRACE(std::string("block shape ") + shape);
+    setenv("MECHSCOPE_FAR_SUMS_SHAPE", shape, 1);
+    checkCase(cases[0], at::kBFloat16);
+    checkCase(cases[3], at::kHalf);
+  }
+  unsetenv("MECHSCOPE_FAR_SUMS_SHAPE");
 }
 
 TEST(FarSumsCuda, DeclinesWhatItIsNotBuiltFor) {
