@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "core/common/errors.hpp"
+#include "core/model/logit_stats.hpp"
 #include "core/model/normalization.hpp"
 
 namespace mechscope::analysis {
@@ -63,13 +65,21 @@ TokenPredictions tokenPredictions(const HookedTransformer& model, const at::Tens
     const int64_t len = std::min(chunk, n - 1 - s);  // rows s..s+len−1 predict tokens s+1..s+len
     const at::Tensor x = normed.narrow(0, s, len);   // [len, d_model]
     const at::Tensor z = unembedLogits(model, x);        // [len, vocab], soft-capped as the forward
+    const at::Tensor target = next.narrow(0, s + 1, len);  // [len]
+    if (halfModel) {  // CUDA: one read of the bf16/fp16 logits (core/model/logit_stats_kernel.cu), fp32 sums as below
+      if (const std::optional<LogitStats> k = logitStatsOnDevice(z, target)) {
+        ents.push_back(k->entropy);
+        gots.push_back(k->logProb);
+        continue;
+      }
+    }
     const at::Tensor p = at::softmax(z, -1, acc);         // [len, vocab]
     // H = −Σ p log p (no difference of large terms); log Z from the most likely token, whose p ≥ 1/vocab keeps its
     // log exact: log p(next) = z_next − (z_top − log p_top).
     const at::Tensor top = z.argmax(-1, true);                                 // [len, 1]
     const at::Tensor logZ = z.gather(1, top).to(acc) - p.gather(1, top).log();  // [len, 1]
     ents.push_back(at::special_entr(p).sum(-1));
-    gots.push_back((z.gather(1, next.narrow(0, s + 1, len).unsqueeze(1)).to(acc) - logZ).squeeze(1));
+    gots.push_back((z.gather(1, target.unsqueeze(1)).to(acc) - logZ).squeeze(1));
   }
   if (ents.empty()) return out;
   const at::Tensor ent = at::cat(ents).to(at::kDouble).cpu().contiguous();  // [n − 1]

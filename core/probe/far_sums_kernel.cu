@@ -284,6 +284,5 @@ int launchFarSums(const FarSumsArgs& args, void* stream) {
   return static_cast<int>(args.half ? launchShape<__half>(args, s) : launchShape<__nv_bfloat16>(args, s));
 }
 
-const char* farSumsErrorString(int error) { return cudaGetErrorString(static_cast<cudaError_t>(error)); }
 
 }  // namespace mechscope::probe_kernels

@@ -31,7 +31,4 @@ inline bool farSumsHeadSizeSupported(int64_t dHead) { return dHead == 64 || dHea
 /// Launches the kernel on `stream` (a cudaStream_t) of the current device; returns the launch's cudaError_t (0: none).
 int launchFarSums(const FarSumsArgs& args, void* stream);
 
-/// The message of a cudaError_t returned by launchFarSums.
-const char* farSumsErrorString(int error);
-
 }  // namespace mechscope::probe_kernels

@@ -108,21 +108,21 @@ if has ratios; then  # issue #24's ratios in one pass: every attention analysis 
 fi
 if has farsums; then  # issue #24: the probe's far-sums kernel: its CUDA tests, its registers, waad-fai with it and without
   grep -E "farSumsKernel|registers|spill" "$OUT/build.log" 2>/dev/null | grep -B1 -A1 -E "registers" | head -12 | tee -a "$OUT/summary.txt"
-  "$B/tests/mechscope_tests_core" --gtest_filter='FarSumsCuda*:ProbeCuda*' >"$OUT/far_sums_cuda.log" 2>&1
-  log "FarSumsCuda*:ProbeCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|Expected|Which is|actual' "$OUT/far_sums_cuda.log" | head -12 | tr '\n' ' ')"
+  "$B/tests/mechscope_tests_core" --gtest_filter='FarSumsCuda*:NearBandCuda*:LogitStatsCuda*:ProbeCuda*' >"$OUT/far_sums_cuda.log" 2>&1
+  log "FarSumsCuda*:NearBandCuda*:LogitStatsCuda*:ProbeCuda* rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) |Failure|Expected|Which is|actual' "$OUT/far_sums_cuda.log" | head -12 | tr '\n' ' ')"
   synth $Q qwen3 qwen3-0.6b
   ids 8192; ids 131072
+  grep -h "largest error" "$OUT/far_sums_cuda.log" | sort | uniq -c | sort -rn | head -8 | tee -a "$OUT/summary.txt"
   for kn in 1 0; do
-    MECHSCOPE_PROBE_KERNEL=$kn timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 waad-fai >"$OUT/inproc_waad_k$kn.log" 2>&1
+    MECHSCOPE_PROBE_KERNEL=$kn MECHSCOPE_LOGIT_KERNEL=$kn timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 5 waad-fai >"$OUT/inproc_waad_k$kn.log" 2>&1
     log "in-process 8K waad-fai kernel=$kn rc=$? | $(grep -E '^(forward|waad-fai) ' "$OUT/inproc_waad_k$kn.log" | tr '\n' ' ')"
   done
   hf_sdpa 8192
-  analysis waad-fai 8192 default; analysis waad-fai 8192 nokernel MECHSCOPE_PROBE_KERNEL=0
+  analysis waad-fai 8192 default; analysis waad-fai 8192 nokernel MECHSCOPE_PROBE_KERNEL=0 MECHSCOPE_LOGIT_KERNEL=0
   python3 "$ROOT/scripts/device/json_max_diff.py" "$W/waad-fai-8192-nokernel.json" "$W/waad-fai-8192-default.json" "kernel vs passes 8K" 2>&1 | tee -a "$OUT/summary.txt"
-  analysis waad-fai 131072 default
-  hf_sdpa 131072
+  [ "${FARSUMS_128K:-1}" = 1 ] && analysis waad-fai 131072 default && hf_sdpa 131072
   if [ "${KERNEL_OFF_128K:-1}" = 1 ]; then
-    analysis waad-fai 131072 nokernel MECHSCOPE_PROBE_KERNEL=0
+    analysis waad-fai 131072 nokernel MECHSCOPE_PROBE_KERNEL=0 MECHSCOPE_LOGIT_KERNEL=0
     python3 "$ROOT/scripts/device/json_max_diff.py" "$W/waad-fai-131072-nokernel.json" "$W/waad-fai-131072-default.json" "kernel vs passes 128K" 2>&1 | tee -a "$OUT/summary.txt"
   fi
 fi
