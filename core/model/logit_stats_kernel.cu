@@ -1,4 +1,4 @@
-// Entropy and one token's log-probability per row of logits in one read (docs/metrics.md, "Token predictions"):
+// Entropy and one token's log-probability per row of logits in one read (docs/metrics.md §5, mechscope's note):
 // LibTorch needs a softmax, an argmax, gathers, entr and a sum, each a pass over [rows, vocab] in fp32.
 //
 // Each thread keeps, over its share of the row, m (its largest logit), Z = Σ e^{l−m} and S = Σ e^{l−m}(l − m) ≤ 0,

@@ -1,4 +1,4 @@
-// The probe's far sums in one pass over q·k (docs/attention-probe.md, "Far sums kernel"): with each row's
+// The probe's far sums in one pass over q·k (docs/attention-probe.md, "the probe's own CUDA kernels"): with each row's
 // log-sum-exp known (the forward's), p_ij = exp(s_ij·scale − lse_i) needs no online softmax and no P·V product, so
 // one tensor-core pass over the causal half gives both the row sums T_i = Σ_{j ≤ i−a} p_ij and the column sums
 // C_j = Σ_{i ≥ j+a, i ≥ R} p_ij. LibTorch has no such kernel: its fused attention gives a row's log-sum-exp only, so

@@ -1,4 +1,4 @@
-// The probe's near band in one kernel (docs/attention-probe.md, "Near band kernel"): the probabilities of each row's
+// The probe's near band in one kernel (docs/attention-probe.md, "the probe's own CUDA kernels"): the probabilities of each row's
 // 32 nearest keys, p_{i,i−δ} = exp(q_i·k_{i−δ}·scale − lse_i), and their weighted sums along rows (a distance's near
 // part, WAAD's window) and along columns (FAI's near horizon). Before this, LibTorch made them in a dozen passes over an
 // [n, head, 32] fp64 tensor per layer (a batched product, copies, exp, weights, sums, index_add).
