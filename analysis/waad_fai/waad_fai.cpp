@@ -86,6 +86,7 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     at::Tensor fai = at::zeros({L, H, n}, dev.dtype(at::kFloat));    // [layer, head, pos]
     at::Tensor dist = at::zeros({L, H}, dev.dtype(at::kDouble));     // [layer, head]
     at::Tensor counts;                                                 // [pos] rows in each column's horizon
+    at::Tensor perCount;                                               // [pos] fp64 1 / counts (0 where empty)
     HookSet extra;
     if (options.predictions)
       extra.add(hook::residPost(L - 1), [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
@@ -100,9 +101,12 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
           RECORD_USER_SCOPE("waad_fai::layer_results");
           dist[l].copy_(s.distanceTotal);  // rows before R add 0
           win[l].copy_(s.windowed);
-          const at::Tensor cnt = s.columnCounts.to(fai.device(), at::kFloat);  // [pos]
-          fai[l].copy_(at::where(cnt > 0, s.columnSums.to(fai.device(), at::kFloat) / cnt.clamp_min(1), at::zeros_like(cnt)));
-          if (l == 0) counts = s.columnCounts;
+          if (!perCount.defined()) {  // the horizon's row counts are the same in every layer: 1 / count (0 where empty), once
+            counts = s.columnCounts;
+            const at::Tensor cnt = counts.to(fai.device(), at::kDouble);                                 // [pos]
+            perCount = at::where(cnt > 0, 1.0 / cnt.clamp_min(1), at::zeros_like(cnt));                // [pos]
+          }
+          fai[l].copy_(s.columnSums.to(fai.device()) * perCount);  // the mean in fp64, stored as fp32 as before
           if (ctx) ctx->step(l + 1, L, fmt::format("waad-fai row {}", r));
         },
         so, &extra, ctx);

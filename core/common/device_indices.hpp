@@ -12,4 +12,7 @@ namespace mechscope {
 /// (LibTorch keeps the pinned block until the copy has run).
 at::Tensor indicesOn(const std::vector<int64_t>& values, const at::Device& device);
 
+/// `values` as an fp64 [n] tensor on `device`, copied as indicesOn does (small weight tables).
+at::Tensor valuesOn(const std::vector<double>& values, const at::Device& device);
+
 }  // namespace mechscope

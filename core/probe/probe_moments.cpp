@@ -193,6 +193,39 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
       nearP.slice(0, b0 * B, std::min(n - R, b1 * B)).copy_(bandProbabilities(0, nearHi, b0, b1));
     }
   }
+  // With the kernel, every band below its width that this request reads comes from one call per layer: the weights
+  // w(δ) as one host-made table (one copy, no per-band tensor ops), the same values the lambdas below give.
+  const int64_t openBandStart = std::max<int64_t>(req.bandMin, 0);
+  const bool openBand = req.bandMax == std::numeric_limits<int64_t>::max();
+  const bool closedNearColumns = req.columnSums && !openBand && req.bandMax < nearKernelWidth;
+  const bool openNearColumns = req.columnSums && openBand && req.distanceTotal && openBandStart < F;
+  std::optional<NearBand> nearSums;
+  int nearDistanceRow = -1, nearWindowRow = -1;
+  if (nearKernel) {
+    std::vector<double> rowWeights, colWeights;  // [rows · width], [width]
+    auto weights = [&](std::vector<double>& out, int64_t lo, int64_t hi, const std::function<double(double)>& w) {
+      for (int64_t d = 0; d < nearKernelWidth; ++d) out.push_back(d >= lo && d <= hi ? w(static_cast<double>(d)) : 0.0);
+    };
+    int rows = 0;
+    if ((req.distance || req.distanceTotal) && F - 1 < nearKernelWidth) {
+      weights(rowWeights, 1, F - 1, [](double d) { return d; });
+      nearDistanceRow = rows++;
+    }
+    if (req.window > 0 && req.window <= nearKernelWidth) {
+      const double W = static_cast<double>(req.window);
+      weights(rowWeights, 0, req.window - 1, [W](double d) { return W - d; });
+      nearWindowRow = rows++;
+    }
+    if (closedNearColumns) weights(colWeights, openBandStart, req.bandMax, [](double) { return 1.0; });
+    if (openNearColumns) weights(colWeights, openBandStart, F - 1, [](double) { return 1.0; });
+    if (rows > 0 || !colWeights.empty()) {
+      rowWeights.insert(rowWeights.end(), colWeights.begin(), colWeights.end());
+      const at::Tensor table = valuesOn(rowWeights, in.q.device());  // [rows · width + (width)]
+      const at::Tensor rw = rows > 0 ? table.narrow(0, 0, rows * nearKernelWidth).view({rows, nearKernelWidth}) : at::Tensor();
+      const at::Tensor cw = colWeights.empty() ? at::Tensor() : table.narrow(0, rows * nearKernelWidth, nearKernelWidth);
+      nearSums = nearBandOnDevice(in.q, in.k, lse, in.scale, R, rw, cw);
+    }
+  }
   /// Σ_{δ ∈ [lo, hi]} w(δ) · p_{i, i−δ} for rows i ≥ R → [head, n] (row-indexed) or, with `byColumn`, added at
   /// column j = i − δ. From nearP where it covers the band, else per chunk of row blocks (bandProbabilities).
   auto gatherBand = [&](int64_t lo, int64_t hi, const std::function<at::Tensor(const at::Tensor&)>& w, bool byColumn) {
@@ -238,7 +271,8 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   // Distances: offsets below F gathered exactly, the mass beyond from log-sum-exps of keys shifted by F.
   const at::Tensor logPos = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n] log(position + 1)
   at::Tensor nearDistance;  // [head, n]: Σ_{δ < F} p_{i, i−δ} δ per row i ≥ R
-  if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](const at::Tensor& d) { return d; }, false);
+  if (nearSums && nearDistanceRow >= 0) nearDistance = nearSums->rowSums[nearDistanceRow];
+  else if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](const at::Tensor& d) { return d; }, false);
   // Each row's far mass T_i = Σ_{j ≤ i−F} p_ij (0 for rows before max(R, F)) needs no key bias: the rows i ≥ F against
   // the keys j < n − F are a square causal problem (query m = i − F sees keys j ≤ m), one fused call at d_head. (cuDNN
   // runs d_head + 8 = 136 in a 192-wide tile, ~1.6× the time of d_head = 128.)
@@ -280,7 +314,9 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
 
   if (req.window > 0) {  // Σ_j p_ij min(i − j, W) = W − Σ_{δ < W} p_{i, i−δ} (W − δ)  (rows ≥ R see key 0)
     const int64_t W = req.window;
-    const at::Tensor near = gatherBand(0, W - 1, [W](const at::Tensor& d) { return static_cast<double>(W) - d; }, false);
+    const at::Tensor near = nearSums && nearWindowRow >= 0
+                                ? nearSums->rowSums[nearWindowRow]
+                                : gatherBand(0, W - 1, [W](const at::Tensor& d) { return static_cast<double>(W) - d; }, false);
     res.windowed.slice(1, R, n).copy_((static_cast<double>(W) - near).slice(1, R, n));
   }
   if (!req.keySet.empty()) {  // Σ_{j∈C, j ≤ i} p_ij: the set's keys gathered once, rows in chunks
@@ -329,9 +365,12 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   if (req.columnSums) {
     const int64_t a = std::max<int64_t>(req.bandMin, 0);
     if (req.bandMax != std::numeric_limits<int64_t>::max()) {  // a closed band: gathered directly
-      res.columnSums.copy_(gatherBand(req.bandMin, req.bandMax, [](const at::Tensor& d) { return at::ones_like(d); }, true));
+      res.columnSums.copy_(nearSums && closedNearColumns ? nearSums->colSums
+                                                         : gatherBand(req.bandMin, req.bandMax, [](const at::Tensor& d) { return at::ones_like(d); }, true));
     } else if (farColumns.defined() && a <= F) {  // the distance's far columns and the offsets [a, F) gathered
-      const at::Tensor nearColumns = a < F ? gatherBand(a, F - 1, [](const at::Tensor& d) { return at::ones_like(d); }, true) : at::zeros_like(farColumns);
+      const at::Tensor nearColumns = a >= F                             ? at::zeros_like(farColumns)
+                                     : nearSums && openNearColumns ? nearSums->colSums
+                                                                   : gatherBand(a, F - 1, [](const at::Tensor& d) { return at::ones_like(d); }, true);
       res.columnSums.copy_(farColumns + nearColumns);
     } else if (const std::optional<FarSums> fk = farSumsOnDevice(in.q, in.k, lse, in.scale, a, R)) {
       res.columnSums.copy_(fk->colMass);
