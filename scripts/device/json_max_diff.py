@@ -15,14 +15,15 @@ def walk(x, y, path, worst):
     elif isinstance(x, float) and isinstance(y, float):
         d = abs(x - y) / max(1e-6, abs(x))
         if d > worst[0]:
-            worst[:] = [d, path]
+            worst[:] = [d, path, x, y]
 
 
 def main():
     a, b = (json.load(open(p)) for p in sys.argv[1:3])
-    worst = [0.0, ""]
+    worst = [0.0, "", 0.0, 0.0]
     walk(a, b, "", worst)
-    print(f"  {sys.argv[3]}: largest relative difference {worst[0]:.3g} at {worst[1]}")
+    # The values themselves too: a relative difference at a value ≈ 0 (under the 1e-6 floor) is an absolute one.
+    print(f"  {sys.argv[3]}: largest relative difference {worst[0]:.3g} at {worst[1]} ({worst[2]:.9g} vs {worst[3]:.9g})")
 
 
 if __name__ == "__main__":

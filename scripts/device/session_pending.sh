@@ -26,12 +26,11 @@
 #             sinks at 128K with cuDNN's narrow-value normalisers on and off (MECHSCOPE_PROBE_NARROW_V), JSON agreement
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
-# Next session: COMPARE_LSE=0 STAGES="build ratios" (every #24 ratio; waad-fai's far-row-mass pass not yet timed at
-# 128K), then TRACES="waad-fai:8192 waad-fai:131072" STAGES="trace" (where waad-fai's 8K time goes now: the kernel sum
-# was ~40 ms under the wall time on 2026-12-05), then as before. Earlier plan (2026-12-05 ran build, split, memory, gemm, probe, waadfai): STAGES="build kernels" (the forward's and
-# the probe's new kernel switches, timed both ways), then STAGES="waadfai probe" (cuDNN's normalisers re-timed with the
-# per-shape check, constraint-attention at 128K), then STAGES="families gemm" (the CUDA family tests after the
-# hook_result, norm and GQA changes; sdpa_backends.py's narrow-v log-sum-exp table).
+# Next session (after 2026-12-05's fourth): COMPARE_LSE=0 FARSUMS_128K=0 KERNEL_OFF_128K=0 STAGES="build farsums ratios"
+# (LogitStatsCuda with its corrected reference; waad-fai at 8K after 6e21aad's host-op cuts: 2.00–2.09× before them),
+# then TRACES="waad-fai:8192" STAGES="trace" with bench_gpu_trace in BUILD_TARGETS (what the host spends a layer on).
+# Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
+# the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
 set -uo pipefail
 STAGES=${STAGES:-"build split"}
