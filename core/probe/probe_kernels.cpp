@@ -29,13 +29,42 @@ bool probeKernelsBuilt() {
 #endif
 }
 
-int64_t nearBandWidth() {
+namespace {
+
+constexpr int64_t kNearWidth = 32;  // probe_kernels::kNearBandWidth (one offset per lane)
 #ifdef MECHSCOPE_WITH_CUDA_KERNELS
-  return probe_kernels::kNearBandWidth;
-#else
-  return 0;
+static_assert(kNearWidth == probe_kernels::kNearBandWidth, "the near band is one warp wide");
 #endif
+
+/// MECHSCOPE_NEAR_BAND_EMULATE=1: nearBandOnDevice computes the kernel's sums with LibTorch ops on any device, so that
+/// the CPU tests run its callers' plan (which bands, which weights) against the materialised pattern.
+bool nearBandEmulated() { return envEquals("MECHSCOPE_NEAR_BAND_EMULATE", "1"); }
+
+/// The near-band kernel's contract in fp64 LibTorch ops, one offset at a time (tests only: O(32·n·d) small ops).
+NearBand nearBandEmulation(const at::Tensor& q, const at::Tensor& k, const at::Tensor& lse, double scale, int64_t rowStart,
+                           const at::Tensor& rowWeights, const at::Tensor& colWeights) {
+  const int64_t n = q.size(0), heads = q.size(1), m = rowWeights.defined() ? rowWeights.size(0) : 0;
+  const auto dopt = q.options().dtype(at::kDouble);
+  const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble).repeat_interleave(heads / k.size(1), 1);  // [n, head, d]
+  const at::Tensor l = lse.to(dopt);                                                                      // [head, n]
+  const at::Tensor rw = m > 0 ? rowWeights.to(at::kDouble).cpu() : at::Tensor(), cw = colWeights.defined() ? colWeights.to(at::kDouble).cpu() : at::Tensor();
+  NearBand out;
+  out.rowSums = at::zeros({m, heads, n}, dopt);
+  if (cw.defined()) out.colSums = at::zeros({heads, n}, dopt);
+  for (int64_t d = 0; d < std::min(kNearWidth, n); ++d) {
+    const int64_t i0 = std::max(d, std::max<int64_t>(rowStart, 0));  // rows i ≥ R whose key i − d exists
+    if (i0 >= n) continue;
+    const at::Tensor s = (qd.slice(0, i0, n) * kd.slice(0, i0 - d, n - d)).sum(-1).t() * scale;  // [head, rows]
+    const at::Tensor p = (s - l.slice(1, i0, n)).exp();                                           // [head, rows]
+    for (int64_t r = 0; r < m; ++r) out.rowSums[r].slice(1, i0, n).add_(p * rw[r][d].item<double>());
+    if (cw.defined()) out.colSums.slice(1, i0 - d, n - d).add_(p * cw[d].item<double>());
+  }
+  return out;
 }
+
+}  // namespace
+
+int64_t nearBandWidth() { return probeKernelsBuilt() || nearBandEmulated() ? kNearWidth : 0; }
 
 #ifdef MECHSCOPE_WITH_CUDA_KERNELS
 namespace {
@@ -80,6 +109,7 @@ void throwIfFailed(int err, const char* kernel) {
 #endif
 
 bool nearBandApplies(const at::Tensor& q, const at::Tensor& k) {
+  if (nearBandEmulated()) return true;
 #ifdef MECHSCOPE_WITH_CUDA_KERNELS
   return kernelsApply(q, k);
 #else
@@ -126,12 +156,13 @@ std::optional<FarSums> farSumsOnDevice(const at::Tensor& q, const at::Tensor& k,
 
 std::optional<NearBand> nearBandOnDevice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& lse, double scale,
                                          int64_t rowStart, const at::Tensor& rowWeights, const at::Tensor& colWeights) {
+  if (nearBandEmulated()) return nearBandEmulation(q, k, lse, scale, rowStart, rowWeights, colWeights);
 #ifndef MECHSCOPE_WITH_CUDA_KERNELS
   (void)q, (void)k, (void)lse, (void)scale, (void)rowStart, (void)rowWeights, (void)colWeights;
   return std::nullopt;
 #else
   if (!kernelsApply(q, k)) return std::nullopt;
-  const int64_t width = probe_kernels::kNearBandWidth;
+  const int64_t width = kNearWidth;
   const int64_t m = rowWeights.defined() ? rowWeights.size(0) : 0;
   if (m > probe_kernels::kNearBandMaxRowWeights || (m > 0 && rowWeights.size(1) != width)) return std::nullopt;
   if (colWeights.defined() && colWeights.numel() != width) return std::nullopt;

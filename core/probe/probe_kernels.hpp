@@ -24,7 +24,8 @@ struct FarSums {
 std::optional<FarSums> farSumsOnDevice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& lse, double scale, int64_t shift,
                                        int64_t rowStart);
 
-/// Offsets the near-band kernel covers: δ = 0 … nearBandWidth() − 1.
+/// Offsets the near-band kernel covers: δ = 0 … nearBandWidth() − 1 (0 in a build without the kernels, unless
+/// MECHSCOPE_NEAR_BAND_EMULATE=1 has nearBandOnDevice compute its sums with LibTorch ops, for the CPU tests).
 int64_t nearBandWidth();
 
 /// Whether nearBandOnDevice applies to these q/k (same conditions as farSumsOnDevice).

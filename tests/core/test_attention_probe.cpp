@@ -11,6 +11,7 @@
 
 #include "core/common/errors.hpp"
 #include "core/probe/attention_probe.hpp"
+#include "core/probe/probe_kernels.hpp"
 #include "core/probe/probe_internal.hpp"
 #include "core/probe/probe_tiles.hpp"
 
@@ -652,6 +653,56 @@ TEST(ProbeMoments, Fp64InputsGiveThePatternsNumbersAlmostExactly) {
     expectWithin(got.distanceTotal, ref.distanceTotal, weighted, 1e-10, "distanceTotal");
     expectWithin(got.columnSums, ref.columnSums, at::zeros_like(ref.columnSums), 1e-10, "columnSums");
     expectWithin(got.distance, ref.distance, (pattern * (i + 1.0).unsqueeze(0)).sum(-1), 1e-10, "distance");
+  }
+}
+
+// The near-band kernel's callers on the CPU: MECHSCOPE_NEAR_BAND_EMULATE=1 has nearBandOnDevice give the kernel's
+// contract through LibTorch ops, so Moments sends every band below 32 to it through its per-layer plan (one call: the
+// distance's near part, WAAD's window, FAI's near columns, or a closed horizon inside [0, 32)), as on CUDA. Wrong
+// weights, a band sent to the wrong statistic or an offset dropped fail the pattern's bounds (fp64: 1e-10).
+TEST(ProbeMoments, NearBandPlanGivesThePatternsNumbers) {
+  struct Emulate {
+    Emulate() { setenv("MECHSCOPE_NEAR_BAND_EMULATE", "1", 1); }
+    ~Emulate() { unsetenv("MECHSCOPE_NEAR_BAND_EMULATE"); }
+  } emulate;
+  ASSERT_EQ(probe_detail::nearBandWidth(), 32);
+  for (const ProbeCase& c : {mk("n7_mha_d64", 7, 7, 4, 4, 64, 0, 0), mk("n300_gqa_4to2_d32", 300, 300, 4, 2, 32, 0, 0),
+                             mk("n600_gqa_very_sharp_d64", 600, 600, 4, 2, 64, 0, 0, 0, 0, {}, 8.0)}) {
+    const ProbeInputs in = makeInputs(c, 4321);
+    const int64_t n = c.nq;
+    ProbeRequest r = momentsRequest(n);
+    expectMomentsMatch(in, r, c.name + ": band [1, inf), emulated near band");
+    r.queryStart = n / 3;
+    r.bandMin = 2;  // a closed horizon inside the band: the plan's column weights
+    r.bandMax = 20;
+    r.window = 10;
+    expectMomentsMatch(in, r, c.name + ": band [2, 20], window 10, queryStart n/3, emulated near band");
+    r.bandMax = 37;  // wider than the band: gathered as before
+    expectMomentsMatch(in, r, c.name + ": band [2, 37], emulated near band");
+    r.bandMin = 10;
+    r.bandMax = std::numeric_limits<int64_t>::max();
+    r.window = 3;
+    expectMomentsMatch(in, r, c.name + ": band [10, inf), window 3, emulated near band");
+  }
+  ProbeInputs in = makeInputs(mk("", 500, 500, 4, 2, 32, 0, 0, 0, 0, {}, 2.0), 91);
+  in.q = in.q.to(at::kDouble);
+  in.k = in.k.to(at::kDouble);
+  const int64_t n = 500;
+  const at::Tensor pattern = referencePattern(in, at::kDouble);  // [head, n, n]
+  const at::Tensor i = at::arange(n, at::kDouble).unsqueeze(1);
+  for (const auto& [bandMin, queryStart] : std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {0, 120}, {7, 0}, {40, 33}}) {
+    SCOPED_TRACE("fp64, band [" + std::to_string(bandMin) + ", inf), queryStart " + std::to_string(queryStart));
+    ProbeRequest req = momentsRequest(n);
+    req.bandMin = bandMin;
+    req.queryStart = queryStart;
+    req.algorithm = ProbeAlgorithm::Moments;
+    const ProbeResult got = probeAttention(in, req, 64, 96);
+    const ProbeResult ref = statsFromPattern(pattern, req, 0);
+    const at::Tensor kept = (i >= static_cast<double>(queryStart)).to(at::kDouble).unsqueeze(0);  // [1, n, 1]
+    expectWithin(got.distanceTotal, ref.distanceTotal, (pattern * (i + 1.0).unsqueeze(0) * kept).sum({1, 2}), 1e-10, "distanceTotal");
+    expectWithin(got.columnSums, ref.columnSums, at::zeros_like(ref.columnSums), 1e-10, "columnSums");
+    expectWithin(got.distance, ref.distance, (pattern * (i + 1.0).unsqueeze(0)).sum(-1), 1e-10, "distance");
+    expectWithin(got.windowed, ref.windowed, at::full_like(ref.windowed, static_cast<double>(req.window)), 1e-10, "windowed");
   }
 }
 
