@@ -51,7 +51,6 @@ void validate(const WaadFaiOptions& o, const std::vector<std::vector<int64_t>>& 
                                  o.responseStarts.size(), rows.size()));
 }
 
-
 }  // namespace
 
 WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::vector<int64_t>>& rows, const WaadFaiOptions& options,

@@ -178,8 +178,8 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   if (req.distance || req.distanceTotal) nearHi = F - 1;
   if (req.columnSums && req.bandMax == std::numeric_limits<int64_t>::max() && req.bandMin < F) nearHi = F - 1;
   if (req.window > 0 && req.window <= F) nearHi = std::max(nearHi, req.window - 1);
-  // On CUDA the probe's near-band kernel (near_band_kernel.cu) sums every band inside [0, 32) straight from q and k in
-  // one pass each, with no [n, head, width] tensor: gatherBand below calls it.
+  // On CUDA the probe's near-band kernel (near_band_kernel.cu) sums every band inside [0, 32) straight from q and k,
+  // with no [n, head, width] tensor: one call per layer planned below, gatherBand only for wider bands.
   const bool nearKernel = nearBandApplies(in.q, in.k);
   const int64_t nearKernelWidth = nearKernel ? nearBandWidth() : 0;
   at::Tensor nearP;  // [n − R, head, nearHi + 1] fp64, or undefined
@@ -235,13 +235,6 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     hi = std::min(hi, n - 1);
     if (lo > hi) return acc;
     const int64_t width = hi - lo + 1;
-    if (hi < nearKernelWidth) {  // the near-band kernel: weights w(δ) on [lo, hi], zero elsewhere
-      const at::Tensor delta = at::arange(nearKernelWidth, dopt);                                  // [32] δ
-      const at::Tensor weight = at::where((delta >= lo).logical_and(delta <= hi), w(delta), at::zeros_like(delta));  // [32]
-      const std::optional<NearBand> nb = byColumn ? nearBandOnDevice(in.q, in.k, lse, in.scale, R, {}, weight)
-                                                  : nearBandOnDevice(in.q, in.k, lse, in.scale, R, weight.unsqueeze(0), {});
-      if (nb) return byColumn ? nb->colSums : nb->rowSums[0];
-    }
     // Slot m holds key i − hi + m, i.e. offset δ = hi − m. Weights made on the device: no host copy (and wait).
     const at::Tensor slot = at::arange(width, s.lopt);                                // [width]
     const at::Tensor slotWeight = w(static_cast<double>(hi) - slot.to(at::kDouble));  // [width] w(δ), fp64

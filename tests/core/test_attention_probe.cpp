@@ -631,16 +631,19 @@ TEST(ProbeMoments, EveryStatisticMatchesTheMaterialisedPattern) {
 
 // In fp64 the log-sum-exps carry ~1e-16 relative errors, so Moments' rearrangements (far parts by column, column sums
 // from the distance's far columns plus a gathered band) must give the pattern's numbers to ~1e-10 of the sums they
-// are differences of: an off-by-one position, a dropped band offset or a wrong shift is off by ≥ 1e-4 of them.
-TEST(ProbeMoments, Fp64InputsGiveThePatternsNumbersAlmostExactly) {
+// are differences of: an off-by-one position, a dropped band offset, a wrong shift or a wrong band weight is off by
+// ≥ 1e-4 of them. Open bands from 0, 1, 7 and 40 with and without queryStart, and momentsRequest's window of 10.
+namespace {
+
+void expectFp64MomentsAlmostExact() {
   ProbeInputs in = makeInputs(mk("", 500, 500, 4, 2, 32, 0, 0, 0, 0, {}, 2.0), 91);
   in.q = in.q.to(at::kDouble);
   in.k = in.k.to(at::kDouble);
   const int64_t n = 500;
   const at::Tensor pattern = referencePattern(in, at::kDouble);  // [head, n, n]
-  const at::Tensor i = at::arange(n, at::kDouble).unsqueeze(1), j = at::arange(n, at::kDouble).unsqueeze(0);
+  const at::Tensor i = at::arange(n, at::kDouble).unsqueeze(1);
   for (const auto& [bandMin, queryStart] : std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {0, 120}, {7, 0}, {40, 33}}) {
-    SCOPED_TRACE("band [" + std::to_string(bandMin) + ", inf), queryStart " + std::to_string(queryStart));
+    SCOPED_TRACE("fp64, band [" + std::to_string(bandMin) + ", inf), queryStart " + std::to_string(queryStart));
     ProbeRequest req = momentsRequest(n);
     req.bandMin = bandMin;
     req.queryStart = queryStart;
@@ -653,8 +656,13 @@ TEST(ProbeMoments, Fp64InputsGiveThePatternsNumbersAlmostExactly) {
     expectWithin(got.distanceTotal, ref.distanceTotal, weighted, 1e-10, "distanceTotal");
     expectWithin(got.columnSums, ref.columnSums, at::zeros_like(ref.columnSums), 1e-10, "columnSums");
     expectWithin(got.distance, ref.distance, (pattern * (i + 1.0).unsqueeze(0)).sum(-1), 1e-10, "distance");
+    expectWithin(got.windowed, ref.windowed, at::full_like(ref.windowed, static_cast<double>(req.window)), 1e-10, "windowed");
   }
 }
+
+}  // namespace
+
+TEST(ProbeMoments, Fp64InputsGiveThePatternsNumbersAlmostExactly) { expectFp64MomentsAlmostExact(); }
 
 // The near-band kernel's callers on the CPU: MECHSCOPE_NEAR_BAND_EMULATE=1 has nearBandOnDevice give the kernel's
 // contract through LibTorch ops, so Moments sends every band below 32 to it through its per-layer plan (one call: the
@@ -684,26 +692,7 @@ TEST(ProbeMoments, NearBandPlanGivesThePatternsNumbers) {
     r.window = 3;
     expectMomentsMatch(in, r, c.name + ": band [10, inf), window 3, emulated near band");
   }
-  ProbeInputs in = makeInputs(mk("", 500, 500, 4, 2, 32, 0, 0, 0, 0, {}, 2.0), 91);
-  in.q = in.q.to(at::kDouble);
-  in.k = in.k.to(at::kDouble);
-  const int64_t n = 500;
-  const at::Tensor pattern = referencePattern(in, at::kDouble);  // [head, n, n]
-  const at::Tensor i = at::arange(n, at::kDouble).unsqueeze(1);
-  for (const auto& [bandMin, queryStart] : std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {0, 120}, {7, 0}, {40, 33}}) {
-    SCOPED_TRACE("fp64, band [" + std::to_string(bandMin) + ", inf), queryStart " + std::to_string(queryStart));
-    ProbeRequest req = momentsRequest(n);
-    req.bandMin = bandMin;
-    req.queryStart = queryStart;
-    req.algorithm = ProbeAlgorithm::Moments;
-    const ProbeResult got = probeAttention(in, req, 64, 96);
-    const ProbeResult ref = statsFromPattern(pattern, req, 0);
-    const at::Tensor kept = (i >= static_cast<double>(queryStart)).to(at::kDouble).unsqueeze(0);  // [1, n, 1]
-    expectWithin(got.distanceTotal, ref.distanceTotal, (pattern * (i + 1.0).unsqueeze(0) * kept).sum({1, 2}), 1e-10, "distanceTotal");
-    expectWithin(got.columnSums, ref.columnSums, at::zeros_like(ref.columnSums), 1e-10, "columnSums");
-    expectWithin(got.distance, ref.distance, (pattern * (i + 1.0).unsqueeze(0)).sum(-1), 1e-10, "distance");
-    expectWithin(got.windowed, ref.windowed, at::full_like(ref.windowed, static_cast<double>(req.window)), 1e-10, "windowed");
-  }
+  expectFp64MomentsAlmostExact();
 }
 
 TEST(ProbeMoments, Bf16InputsMatchThePatternOfTheirValues) {
