@@ -5,6 +5,8 @@
 #   ratios    issue #24's ratios in one pass: ModelNormCuda.*, ProbeCuda.*, then sinks / waad-fai / constraint-attention /
 #             retrieval's prefill at RATIO_LENGTH (131072) with their defaults and HF's sdpa forward on the same model and ids,
 #             and all four in-process at 8K against the 8K sdpa forward
+#   eightk    the four attention analyses at 8K in-process against HF's 8K sdpa forward (the ratios stage's 8K half)
+#   machine   what the box is: OS, glibc, cores, disks, which shared libraries a carried HDF5 would need
 #   others    constraint-attention and retrieval's prefill at RATIO_LENGTH only
 #   farsums   issue #24: the probe's far-sums CUDA kernel: FarSumsCuda.* and ProbeCuda.*, waad-fai at 8K in-process and at
 #             128K by the CLI with the kernel and without (MECHSCOPE_PROBE_KERNEL=0), JSON agreement, HF's sdpa at both
@@ -26,9 +28,11 @@
 #             sinks at 128K with cuDNN's narrow-value normalisers on and off (MECHSCOPE_PROBE_NARROW_V), JSON agreement
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
-# Next session (after 2026-12-05's fourth): COMPARE_LSE=0 FARSUMS_128K=0 KERNEL_OFF_128K=0 STAGES="build farsums ratios"
-# (LogitStatsCuda with its corrected reference; waad-fai at 8K after 6e21aad's host-op cuts: 2.00–2.09× before them),
-# then TRACES="waad-fai:8192" STAGES="trace" with bench_gpu_trace in BUILD_TARGETS (what the host spends a layer on).
+# Next session (after 2026-12-05's fourth; the fifth was lent no device): one call,
+#   COMPARE_LSE=0 FARSUMS_128K=0 KERNEL_OFF_128K=0 TRACES="waad-fai:8192 sinks:8192" STAGES="machine build farsums eightk trace"
+#   with BUILD_TARGETS="mechscope_tests_core mechscope_tests_engine bench_gpu_forward bench_gpu_trace mechscope-cli"
+# (LogitStatsCuda with its corrected reference; waad-fai at 8K after the host-op cuts: 2.00–2.09× before them; the trace
+# says what the host still spends a layer on), then STAGES="ratios" for the 128K column.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
@@ -146,6 +150,17 @@ if has quick; then  # waad-fai alone, most telling first (the call may be cut sh
   hf_sdpa 8192
   analysis waad-fai 131072 default
   hf_sdpa 131072
+fi
+if has eightk; then  # the 8K half of the ratios stage alone
+  synth $Q qwen3 qwen3-0.6b
+  ids 8192
+  hf_sdpa 8192
+  in_process_8k
+fi
+if has machine; then  # what the box is, for a CPU-side benchmark on it
+  { head -4 /etc/os-release; ldd --version | head -1; nproc; free -g | head -2; df -h /tmp /dev/shm | tail -2
+    ls /usr/lib/x86_64-linux-gnu 2>/dev/null | grep -E '^lib(curl|ssl|crypto|sz|aec|hdf5|z)\.so' | tr '\n' ' '; echo
+    lscpu | grep -E 'Model name|^CPU\(s\)|Thread|MHz' ; } 2>&1 | tee -a "$OUT/summary.txt"
 fi
 if has others; then  # constraint-attention and retrieval's prefill alone at RATIO_LENGTH (the ratios stage runs them too)
   synth $Q qwen3 qwen3-0.6b
