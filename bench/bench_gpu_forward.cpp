@@ -9,6 +9,8 @@
 // once more under LibTorch's Kineto profiler (CPU ops, CUDA kernels, the probe's named ranges) and writes FILE, a Chrome
 // trace that scripts/device/trace_summary.py sums. A separate target, so that a LibTorch whose profiler API differs
 // cannot break the benchmark itself.
+// MECHSCOPE_BENCH_OPCOUNT=1 (either target) runs the analysis once more counting the ATen ops it dispatches (bench/op_counter.hpp):
+// in all, top-level, per named range, per layer. On a GPU each top-level op costs the host a dispatch.
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -29,6 +31,7 @@
 #include "analysis/waad_fai/waad_fai.hpp"
 #include "core/common/device_memory.hpp"
 #include "core/model/hooked_transformer.hpp"
+#include "op_counter.hpp"
 
 #ifdef MECHSCOPE_BENCH_KINETO
 #include <torch/csrc/autograd/profiler_kineto.h>
@@ -115,10 +118,16 @@ int main(int argc, char** argv) {
       sync(r.logits);
     });
     const int64_t peak = cudaPeakAllocatedBytes();
+    const char* countEnv = std::getenv("MECHSCOPE_BENCH_OPCOUNT");
+    const bool countingOps = countEnv && std::string(countEnv) == "1";
+    if (countingOps) {
+      std::printf("forward alone, ");
+      bench::printOpCounts(bench::countOps([&] { (void)model->forward(tokens, fo); }), c.nLayers, 40);
+    }
 
     // The GEMM rate of this LibTorch on this device: square matmuls in the compute dtype.
     const auto cdt = parseDtype(dtype);
-    const int64_t g = 8192;
+    const int64_t g = opts.device().is_cuda() ? 8192 : 2048;  // a CPU run (op counts, traces) needs no minute-long GEMM
     const at::Tensor a = at::randn({g, g}, opts.dtype(at::kFloat)).to(cdt), b = at::randn({g, g}, opts.dtype(at::kFloat)).to(cdt);
     const double gemm = bestSeconds(repeats, [&] { sync(at::matmul(a, b)); });
     const double gemmRate = 2.0 * g * g * g / gemm;
@@ -171,6 +180,8 @@ int main(int argc, char** argv) {
           runAnalysis();
           sync(at::zeros({1}, opts));
         });
+      if (countingOps) std::printf("%s, ", analysisName.c_str());
+      if (countingOps) bench::printOpCounts(bench::countOps(runAnalysis), c.nLayers, 30);
       std::printf("%-14s %9.4f s  (forward + statistics, results on the host; peak memory %.2f GiB)\n",
                   analysisName.c_str(), analysisSeconds, static_cast<double>(analysisPeak) / (1 << 30));
     }

@@ -73,7 +73,6 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     req.distanceTotal = true;  // only each head's mean over the response is read
     req.window = options.window;
     req.columnSums = true;
-    req.columnCounts = true;
     req.bandMin = options.faiMin;
     req.bandMax = options.faiMax;
     req.queryStart = R;
@@ -84,8 +83,10 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
     at::Tensor win = at::zeros({L, H, n}, dev.dtype(at::kFloat));    // [layer, head, pos]
     at::Tensor fai = at::zeros({L, H, n}, dev.dtype(at::kFloat));    // [layer, head, pos]
     at::Tensor dist = at::zeros({L, H}, dev.dtype(at::kDouble));     // [layer, head]
-    at::Tensor counts;                                                 // [pos] rows in each column's horizon
-    at::Tensor perCount;                                               // [pos] fp64 1 / counts (0 where empty)
+    // The horizon's row counts are geometry, the same in every layer: made once here, not by the probe per layer.
+    const at::Tensor counts = probeColumnCounts(req, n, n, 0, model.device());  // [pos] rows in each column's horizon
+    const at::Tensor perCount = at::where(counts > 0, 1.0 / counts.to(at::kDouble).clamp_min(1),
+                                          at::zeros({n}, dev.dtype(at::kDouble)));  // [pos] fp64 1 / count (0 where empty)
     HookSet extra;
     if (options.predictions)
       extra.add(hook::residPost(L - 1), [&](const at::Tensor& h, const HookContext&) -> std::optional<at::Tensor> {
@@ -100,19 +101,15 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
           RECORD_USER_SCOPE("waad_fai::layer_results");
           dist[l].copy_(s.distanceTotal);  // rows before R add 0
           win[l].copy_(s.windowed);
-          if (!perCount.defined()) {  // the horizon's row counts are the same in every layer: 1 / count (0 where empty), once
-            counts = s.columnCounts;
-            const at::Tensor cnt = counts.to(fai.device(), at::kDouble);                                 // [pos]
-            perCount = at::where(cnt > 0, 1.0 / cnt.clamp_min(1), at::zeros_like(cnt));                // [pos]
-          }
-          fai[l].copy_(s.columnSums.to(fai.device()) * perCount);  // the mean in fp64, stored as fp32 as before
+          at::Tensor faiRow = fai[l];  // [head, pos]
+          at::mul_out(faiRow, s.columnSums.to(fai.device()), perCount);  // the mean in fp64, rounded once to fp32
           if (ctx) ctx->step(l + 1, L, fmt::format("waad-fai row {}", r));
         },
         so, &extra, ctx);
     out.headDistance += dist.cpu() / static_cast<double>(n - R);
     // win and fai stay on the device: the host reads head means [pos] and each head's kurtosis, not [layer, head, pos].
     // Receiver heads' columns: response positions whose horizon T(s) ∩ {t ≥ R} is non-empty.
-    const at::Tensor used = at::nonzero(counts.slice(0, R, n).to(fai.device()) > 0).squeeze(1) + R;  // [m] positions
+    const at::Tensor used = at::nonzero(counts.slice(0, R, n) > 0).squeeze(1) + R;  // [m] positions
     kurtosis.push_back(excessKurtosis(fai.index_select(2, used)).cpu());                 // [layer, head]
     windowed.push_back(win);
     colMean.push_back(fai);
@@ -128,9 +125,13 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
   } else {
     for (int l = 0; l < L; ++l) out.layers.push_back(l);
   }
+  RECORD_USER_SCOPE("waad_fai::summary");
+  // Host tensors read through accessors: an indexing op per head (select, select, item) costs the host microseconds each,
+  // a few thousand of them per run.
+  const auto distance = out.headDistance.accessor<double, 2>();  // [layer, head]
   std::vector<std::pair<double, HeadRef>> d;
   for (int l : out.layers)
-    for (int h = 0; h < H; ++h) d.push_back({out.headDistance[l][h].item<double>(), {l, h}});
+    for (int h = 0; h < H; ++h) d.push_back({distance[l][h], {l, h}});
   std::stable_sort(d.begin(), d.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
   const auto k = std::max<size_t>(1, static_cast<size_t>(std::lround(options.splitQuantile * static_cast<double>(d.size()))));
   for (size_t i = 0; i < k; ++i) out.localHeads.push_back(d[i].second);
@@ -141,20 +142,23 @@ WaadFaiResult runWaadFai(const HookedTransformer& model, const std::vector<std::
   // Receiver heads (Bogdan et al. 2025): per row and head the excess kurtosis of the column means over
   // response columns with a non-empty horizon, averaged over rows; the top k over every layer.
   out.receiverKurtosis = at::zeros({L, H}, at::kDouble);  // [layer, head]
+  auto receiver = out.receiverKurtosis.accessor<double, 2>();
+  std::vector<at::TensorAccessor<double, 2>> rowKurtosis;  // per row: [layer, head]
+  for (at::Tensor& k : kurtosis) rowKurtosis.push_back((k = k.to(at::kDouble).contiguous()).accessor<double, 2>());
   std::vector<std::pair<double, HeadRef>> kurt;
   for (int l = 0; l < L; ++l)
     for (int h = 0; h < H; ++h) {
       double sum = 0;
       int used = 0;
       for (size_t r = 0; r < rows.size(); ++r) {
-        const double kr = kurtosis[r][l][h].item<double>();
+        const double kr = rowKurtosis[r][l][h];
         if (std::isfinite(kr)) {
           sum += kr;
           ++used;
         }
       }
       const double mean = used > 0 ? sum / used : std::numeric_limits<double>::quiet_NaN();
-      out.receiverKurtosis[l][h] = mean;
+      receiver[l][h] = mean;
       if (std::isfinite(mean)) kurt.push_back({mean, {l, h}});
     }
   std::stable_sort(kurt.begin(), kurt.end(), [](const auto& x, const auto& y) { return x.first > y.first; });

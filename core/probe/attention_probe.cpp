@@ -36,4 +36,8 @@ ProbeResult probeAttention(const ProbeInputs& in, const ProbeRequest& req, int64
   return res;
 }
 
+at::Tensor probeColumnCounts(const ProbeRequest& request, int64_t nQueries, int64_t nKeys, int64_t queryOffset, at::Device device) {
+  return probe_detail::columnCounts(request, nQueries, nKeys, queryOffset, /*firstNonEmptyRow=*/0, device);
+}
+
 }  // namespace mechscope

@@ -123,6 +123,12 @@ struct ProbeInputs {
 ProbeResult probeAttention(const ProbeInputs& inputs, const ProbeRequest& request, int64_t tileQ = 512,
                            int64_t tileK = 2048, const RunContext* ctx = nullptr);
 
+/// ProbeResult::columnCounts of a pass without key padding, which is geometry alone: per key j, the rows i ≥
+/// request.queryStart (absolute positions queryOffset … queryOffset + nQueries − 1) with j ≤ i and i − j in
+/// [bandMin, bandMax] → [key] int64 on `device`. A caller that probes every layer of one sequence needs them once,
+/// not per layer.
+at::Tensor probeColumnCounts(const ProbeRequest& request, int64_t nQueries, int64_t nKeys, int64_t queryOffset, at::Device device);
+
 /// The same statistics from a materialised pattern [head, query, key] (the reference path and the
 /// `--materialize` option); rows whose pattern is all zero count as empty.
 ProbeResult statsFromPattern(const at::Tensor& pattern, const ProbeRequest& request, int64_t queryOffset = 0);

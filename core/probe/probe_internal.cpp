@@ -24,11 +24,11 @@ void validateRequest(const ProbeRequest& req, int64_t nKeys, const std::string& 
 }
 
 ProbeResult allocateResult(const ProbeRequest& req, int64_t heads, int64_t nq, int64_t nk,
-                           const at::TensorOptions& fopt, const at::TensorOptions& lopt) {
+                           const at::TensorOptions& fopt, const at::TensorOptions& lopt, bool zeroColumnSums) {
   ProbeResult r;
   r.nQueries = nq;
   r.nKeys = nk;
-  if (req.columnSums) r.columnSums = at::zeros({heads, nk}, fopt);
+  if (req.columnSums) r.columnSums = zeroColumnSums ? at::zeros({heads, nk}, fopt) : at::empty({heads, nk}, fopt);
   if (!req.columnKeys.empty()) r.columnKeySums = at::zeros({heads, static_cast<int64_t>(req.columnKeys.size())}, fopt);
   if (req.topK > 0) {
     r.topValues = at::zeros({heads, nq, req.topK}, fopt);

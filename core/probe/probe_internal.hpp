@@ -15,9 +15,10 @@ namespace mechscope::probe_detail {
 /// set or column keys out of range). `who` names the caller in the message.
 void validateRequest(const ProbeRequest& request, int64_t nKeys, const std::string& who);
 
-/// Zero-filled result tensors for everything requested (top-k indices −1), on the options' device.
+/// Zero-filled result tensors for everything requested (top-k indices −1), on the options' device; column sums left
+/// unfilled when `zeroColumnSums` is false (for a caller that writes all of them).
 ProbeResult allocateResult(const ProbeRequest& request, int64_t heads, int64_t nQueries, int64_t nKeys,
-                           const at::TensorOptions& floatOptions, const at::TensorOptions& longOptions);
+                           const at::TensorOptions& floatOptions, const at::TensorOptions& longOptions, bool zeroColumnSums = true);
 
 /// Column counts on `device`, in closed form (no host copy): rows i in [max(j + max(bandMin, 0), queryStart, offset,
 /// firstNonEmptyRow), min(j + bandMax, offset + nQueries − 1)] → [nKeys] int64.

@@ -1,6 +1,7 @@
 #include "core/probe/probe_kernels.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -43,6 +44,7 @@ bool nearBandEmulated() { return envEquals("MECHSCOPE_NEAR_BAND_EMULATE", "1"); 
 /// The near-band kernel's contract in fp64 LibTorch ops, one offset at a time (tests only: O(32·n·d) small ops).
 NearBand nearBandEmulation(const at::Tensor& q, const at::Tensor& k, const at::Tensor& lse, double scale, int64_t rowStart,
                            const at::Tensor& rowWeights, const at::Tensor& colWeights) {
+  RECORD_USER_SCOPE("probe::near_band_emulation");  // apart from the probe's own ops when they are counted
   const int64_t n = q.size(0), heads = q.size(1), m = rowWeights.defined() ? rowWeights.size(0) : 0;
   const auto dopt = q.options().dtype(at::kDouble);
   const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble).repeat_interleave(heads / k.size(1), 1);  // [n, head, d]

@@ -116,15 +116,24 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   RECORD_USER_SCOPE("probe::moments");
   const Geometry& g = s.g;
   const int64_t n = g.nq, H = g.heads, R = s.rowBegin;
-  ProbeResult res = allocateResult(req, H, g.nq, g.nk, s.fopt, s.lopt);
+  // Every branch below writes all of columnSums: allocated, not zeroed (one op a layer fewer).
+  ProbeResult res = allocateResult(req, H, g.nq, g.nk, s.fopt, s.lopt, /*zeroColumnSums=*/false);
   res.algorithm = ProbeAlgorithm::Moments;
   if (req.columnCounts) res.columnCounts = columnCounts(req, g.nq, g.nk, g.offset, s.firstVisibleKey, in.q.device());
   const at::Tensor lse = rowLogSumExp(in, s, ctx, &res.flashLse);  // [head, n] fp64, −inf before R
   res.rowLse = lse;
   sumColumnKeys(in, req, s, lse, res);
-  if (n == 0 || R >= n) return res;
+  if (n == 0 || R >= n) {  // no row to sum: zeros, as from the other algorithms
+    if (res.columnSums.defined()) res.columnSums.zero_();
+    if (req.distanceTotal) res.distanceTotal = at::zeros({H}, s.fopt.dtype(at::kDouble));
+    return res;
+  }
   const auto dopt = s.fopt.dtype(at::kDouble);
-  const at::Tensor iAbs = at::arange(n, dopt);  // [n] absolute row index (offset 0)
+  at::Tensor pos1;  // [1, n] i + 1 for the absolute row index i (offset 0), made on first use
+  auto positionsFrom1 = [&] {
+    if (!pos1.defined()) pos1 = at::arange(1, n + 1, dopt).unsqueeze(0);
+    return pos1;
+  };
 
   // Near bands from gathered scores, rows in blocks of B: each block's queries against the B + width − 1 keys its rows'
   // bands span, one dense product per (block, kv head), whose band is a skewed view (row r's slot m at column r + m).
@@ -262,7 +271,6 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   };
 
   // Distances: offsets below F gathered exactly, the mass beyond from log-sum-exps of keys shifted by F.
-  const at::Tensor logPos = at::arange(1, n + 1, dopt).log_().unsqueeze(0);  // [1, n] log(position + 1)
   at::Tensor nearDistance;  // [head, n]: Σ_{δ < F} p_{i, i−δ} δ per row i ≥ R
   if (nearSums && nearDistanceRow >= 0) nearDistance = nearSums->rowSums[nearDistanceRow];
   else if (req.distance || req.distanceTotal) nearDistance = gatherBand(1, F - 1, [](const at::Tensor& d) { return d; }, false);
@@ -285,6 +293,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   auto farRowMass = [&] {
     if (farMass.defined()) return farMass;
     if (const FarSums* fk = farSumsKernel()) return farMass = fk->rowMass;
+    RECORD_USER_SCOPE("probe::moments_far_rows");
     farMass = at::zeros({H, n}, dopt);
     const int64_t r0 = std::max(R, F);
     if (r0 < n) {
@@ -299,9 +308,10 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
     return farMass;
   };
   if (req.distance) {
+    const at::Tensor logPos = positionsFrom1().log();  // [1, n] log(position + 1)
     const at::Tensor lseM = causalLse(withOnes(in.q), shiftedWithBias(in.k, logPos, F, in.scale), in.scale, req.queryStart, s, ctx,
                                       &res.flashLse);  // [head, n]: log Σ_{j ≤ i−F} e^{s_ij} (j + 1)
-    const at::Tensor far = (iAbs + 1.0).unsqueeze(0) * farRowMass() - (lseM - lse).exp();  // [head, n] ≥ 0 up to rounding
+    const at::Tensor far = positionsFrom1() * farRowMass() - (lseM - lse).exp();  // [head, n] ≥ 0 up to rounding
     res.distance.slice(1, R, n).copy_((nearDistance + far).slice(1, R, n));
   }
 
@@ -352,8 +362,8 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
   if (req.distanceTotal) {
     const FarSums* fk = farSumsKernel();
     farColumns = fk ? fk->colMass : columnPass({}, F);
-    const at::Tensor pos1 = (iAbs + 1.0).unsqueeze(0);  // [1, n] i + 1
-    res.distanceTotal = nearDistance.sum(1) + (pos1 * farRowMass()).sum(1) - (pos1 * farColumns).sum(1);  // [head]
+    // Σ_i (i + 1)(T_i − C_i) as one product with the positions: the same bound, |T_i| + |C_i| per term in fp64.
+    res.distanceTotal = nearDistance.sum(1) + at::mv(farRowMass() - farColumns, positionsFrom1().squeeze(0));  // [head]
   }
   if (req.columnSums) {
     const int64_t a = std::max<int64_t>(req.bandMin, 0);
@@ -364,7 +374,7 @@ ProbeResult probeMoments(const ProbeInputs& in, const ProbeRequest& req, const P
       const at::Tensor nearColumns = a >= F                             ? at::zeros_like(farColumns)
                                      : nearSums && openNearColumns ? nearSums->colSums
                                                                    : gatherBand(a, F - 1, [](const at::Tensor& d) { return at::ones_like(d); }, true);
-      res.columnSums.copy_(farColumns + nearColumns);
+      at::add_out(res.columnSums, farColumns, nearColumns);  // fp64 sum, rounded once to the result's dtype
     } else if (const std::optional<FarSums> fk = farSumsOnDevice(in.q, in.k, lse, in.scale, a, R)) {
       res.columnSums.copy_(fk->colMass);
     } else {

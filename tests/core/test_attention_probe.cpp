@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/common/errors.hpp"
@@ -724,6 +726,44 @@ TEST(ProbeMoments, InputsItCannotHandleRunLseFirst) {
   const ProbeResult fallback = probeAttention(windowed, r);
   const at::Tensor pattern = referencePattern(windowed);
   expectSameStats(fallback, statsFromPattern(pattern, r, 0), pattern, r, false, orderTolerance(windowed).pair);
+}
+
+// Moments leaves its column sums unfilled when allocated (every branch writes them all): with no row at or after
+// queryStart none runs, and the sums must still come back as zeros, as from the other algorithms.
+TEST(ProbeMoments, NoRowsFromQueryStartGiveZeroColumnSums) {
+  ProbeInputs in = makeInputs(mk("", 40, 40, 4, 2, 32, 0, 0), 6);
+  ProbeRequest r = momentsRequest(40);
+  r.algorithm = ProbeAlgorithm::Moments;
+  r.queryStart = 40;
+  for (int trial = 0; trial < 3; ++trial) {  // fresh allocations may reuse the last one's (non-zero) memory
+    const ProbeResult got = probeAttention(in, r);
+    ASSERT_EQ(got.algorithm, ProbeAlgorithm::Moments);
+    EXPECT_EQ(got.columnSums.abs().sum().item<double>(), 0.0) << "trial " << trial;
+    EXPECT_EQ(got.windowed.abs().sum().item<double>(), 0.0) << "trial " << trial;
+    EXPECT_EQ(got.distanceTotal.abs().sum().item<double>(), 0.0) << "trial " << trial;
+    ProbeRequest all = r;
+    all.queryStart = 0;
+    (void)probeAttention(in, all);  // leaves non-zero sums in the allocator's cache for the next trial
+  }
+}
+
+// probeColumnCounts, the counts a caller makes once per sequence, against a count of (i, j) pairs by hand.
+TEST(ProbeColumnCounts, EqualHandCountsOfRowsInTheBand) {
+  const int64_t n = 23;
+  for (const auto& [lo, hi, start] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, std::numeric_limits<int64_t>::max(), 0}, {2, 7, 5}, {0, 0, 3}, {0, std::numeric_limits<int64_t>::max(), 22}, {30, 40, 0}}) {
+    ProbeRequest r;
+    r.bandMin = lo;
+    r.bandMax = hi;
+    r.queryStart = start;
+    const at::Tensor got = probeColumnCounts(r, n, n, 0, at::kCPU);
+    ASSERT_EQ(got.scalar_type(), at::kLong);
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t count = 0;
+      for (int64_t i = std::max(start, j); i < n; ++i) count += (i - j >= lo && i - j <= hi) ? 1 : 0;
+      EXPECT_EQ(got[j].item<int64_t>(), count) << "band [" << lo << ", " << hi << "], start " << start << ", column " << j;
+    }
+  }
 }
 
 // A probe hands back its row normalisers; given them again (sinks' second pass over the same q/k), LseFirst and
