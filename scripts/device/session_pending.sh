@@ -6,6 +6,8 @@
 #             retrieval's prefill at RATIO_LENGTH (131072) with their defaults and HF's sdpa forward on the same model and ids,
 #             and all four in-process at 8K against the 8K sdpa forward
 #   eightk    the four attention analyses at 8K in-process against HF's 8K sdpa forward (the ratios stage's 8K half)
+#   opcount   the ATen ops each attention analysis dispatches at 8K on CUDA, per layer and per named range
+#             (bench_gpu_forward with MECHSCOPE_BENCH_OPCOUNT=1; the host's share of a run)
 #   machine   what the box is: OS, glibc, cores, disks, which shared libraries a carried HDF5 would need
 #   others    constraint-attention and retrieval's prefill at RATIO_LENGTH only
 #   farsums   issue #24: the probe's far-sums CUDA kernel: FarSumsCuda.* and ProbeCuda.*, waad-fai at 8K in-process and at
@@ -29,7 +31,7 @@
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
 # Next session (after 2026-12-05's fourth; the fifth was lent no device): one call,
-#   COMPARE_LSE=0 FARSUMS_128K=0 KERNEL_OFF_128K=0 TRACES="waad-fai:8192 sinks:8192" STAGES="machine build farsums eightk trace"
+#   COMPARE_LSE=0 FARSUMS_128K=0 KERNEL_OFF_128K=0 TRACES="waad-fai:8192 sinks:8192" STAGES="machine build farsums eightk opcount trace"
 #   with BUILD_TARGETS="mechscope_tests_core mechscope_tests_engine bench_gpu_forward bench_gpu_trace mechscope-cli"
 # (LogitStatsCuda with its corrected reference; waad-fai at 8K after the host-op cuts: 2.00–2.09× before them; the trace
 # says what the host still spends a layer on), then STAGES="ratios" for the 128K column.
@@ -156,6 +158,13 @@ if has eightk; then  # the 8K half of the ratios stage alone
   ids 8192
   hf_sdpa 8192
   in_process_8k
+fi
+if has opcount; then  # the host's work: ATen ops per layer and per range of each analysis at 8K on CUDA
+  synth $Q qwen3 qwen3-0.6b
+  for a in waad-fai sinks; do
+    MECHSCOPE_BENCH_OPCOUNT=1 timeout 200 "$B/bench/bench_gpu_forward" $Q 8192 cuda bf16 1 $a >"$OUT/opcount_$a.log" 2>&1
+    log "op count 8K $a rc=$?"; grep -E '^(forward alone|'"$a"'), ops|^  in ' "$OUT/opcount_$a.log" | tee -a "$OUT/summary.txt"
+  done
 fi
 if has machine; then  # what the box is, for a CPU-side benchmark on it
   { head -4 /etc/os-release; ldd --version | head -1; nproc; free -g | head -2; df -h /tmp /dev/shm | tail -2
