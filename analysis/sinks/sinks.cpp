@@ -71,8 +71,9 @@ std::vector<at::Tensor> columnScores(const HookedTransformer& model, const std::
     for (int64_t j = 0; j < n; ++j) req.keySet[static_cast<size_t>(j)] = j;
     learnedMass->assign(static_cast<size_t>(L), at::Tensor());
   }
-  at::Tensor count = at::empty({static_cast<int64_t>(keys.size())}, at::kDouble);  // [key]: later queries n − 1 − p
-  for (size_t k = 0; k < keys.size(); ++k) count[static_cast<int64_t>(k)] = static_cast<double>(std::max<int64_t>(n - 1 - keys[k], 1));
+  std::vector<double> later;  // per key: later queries n − 1 − p (at least 1)
+  for (int64_t p : keys) later.push_back(static_cast<double>(std::max<int64_t>(n - 1 - p, 1)));
+  const at::Tensor count = at::tensor(later, at::kDouble);  // [key]
   std::vector<at::Tensor> out(static_cast<size_t>(L));
   if (keepLse) keepLse->assign(static_cast<size_t>(L), at::Tensor());
   runAttentionStats(
@@ -189,23 +190,25 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
     for (auto* v : {&hidCos, &hidNorm, &mlpCos, &mlpNorm}) moveToHost(*v);
     for (size_t l = 0; l < learned.size(); ++l) out.learnedSinkMass[static_cast<int64_t>(l)] += learned[l];
 
-    // §2.1 step 1: b = the candidate with the largest mean norm over the layers (first on ties).
+    // §2.1 step 1: b = the candidate with the largest mean norm over the layers (first on ties). Host tensors are read
+    // through accessors: an indexing op per element costs microseconds, thousands of them with many keys.
+    const at::Tensor norms = at::stack(hidNorm);  // [layer, cand] fp64
+    const auto normOf = norms.accessor<double, 2>();
     int64_t bi = 0;
     for (int64_t k = 0; k < K; ++k) {
       double sum = 0;
-      for (int l = 0; l < L; ++l) sum += hidNorm[static_cast<size_t>(l)][k].item<double>();
+      for (int l = 0; l < L; ++l) sum += normOf[l][k];
       prim.candidateNorms.push_back(sum / L);
       if (prim.candidateNorms.back() > prim.candidateNorms[static_cast<size_t>(bi)]) bi = k;
     }
     const int64_t b = prim.candidates[static_cast<size_t>(bi)];
     prim.position = b;
-    at::Tensor score = at::zeros({L, H}, at::kDouble);  // [layer, head]
-    for (int l = 0; l < L; ++l) score[l] = candScore[static_cast<size_t>(l)].select(1, bi);
+    const at::Tensor score = at::stack(candScore).select(2, bi).contiguous();  // [layer, head] of [layer, head, cand]
     out.sinkScore += score;
     out.sinkRate += (score > options.sinkThreshold).to(at::kDouble).mean(1);
 
     std::vector<double> bosNorm;
-    for (int l = 0; l < L; ++l) bosNorm.push_back(hidNorm[static_cast<size_t>(l)][bi].item<double>());
+    for (int l = 0; l < L; ++l) bosNorm.push_back(normOf[l][bi]);
     const auto [start, end] = clipperWindow(bosNorm);
     prim.windowStart = start;
     prim.windowEnd = end;
@@ -228,7 +231,9 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
     AttentionStatsOptions again = so;
     if (keepLse) again.rowLse = &rowLse;
     if (keepResid) again.residPre = &residPre;
-    const auto keyScore = columnScores(model, ids, keys, again, nullptr, ctx);
+    const at::Tensor keyScore = at::stack(columnScores(model, ids, keys, again, nullptr, ctx));  // [layer, head, key] fp64
+    const at::Tensor keyMax = keyScore.amax(1);  // [layer, key]: each layer's largest head score
+    const auto keyMaxOf = keyMax.accessor<double, 2>();
     for (size_t k = 0; k < keys.size(); ++k) {
       const int64_t pos = keys[k];
       const auto& layers = recorded[pos];
@@ -239,14 +244,12 @@ SinksResult runSinks(const HookedTransformer& model, const std::vector<std::vect
       s.creationLayer = layers.front();
       s.lifetime = static_cast<int>(layers.size());
       s.label = sinkLabel(s.lifetime, L);
-      s.mlpCosine = mlpCos[static_cast<size_t>(s.creationLayer)][bi][pos].item<double>();
-      s.mlpNorm = mlpNorm[static_cast<size_t>(s.creationLayer)][pos].item<double>();
+      s.mlpCosine = mlpCos[static_cast<size_t>(s.creationLayer)].accessor<double, 2>()[bi][pos];
+      s.mlpNorm = mlpNorm[static_cast<size_t>(s.creationLayer)].accessor<double, 1>()[pos];
       s.layers = layers;
-      s.score = at::zeros({L, H}, at::kDouble);  // [layer, head]
-      for (int l = 0; l < L; ++l) {
-        s.score[l] = keyScore[static_cast<size_t>(l)].select(1, static_cast<int64_t>(k));
-        if (pos + 1 < n && s.score[l].max().item<double>() > options.sinkThreshold) s.scoreLayers.push_back(l);
-      }
+      s.score = keyScore.select(2, static_cast<int64_t>(k)).contiguous();  // [layer, head]
+      for (int l = 0; l < L; ++l)
+        if (pos + 1 < n && keyMaxOf[l][static_cast<int64_t>(k)] > options.sinkThreshold) s.scoreLayers.push_back(l);
       s.scoreLifetime = static_cast<int>(s.scoreLayers.size());
       out.sinks.push_back(std::move(s));
     }
