@@ -153,9 +153,10 @@ RetrievalTestResult retrievalTestFromJson(const nlohmann::json& j) {
 
 std::vector<HeadRef> rankHeads(const at::Tensor& score, int k) {
   std::vector<std::pair<double, HeadRef>> v;
-  const at::Tensor s = score.to(at::kDouble).cpu();
+  const at::Tensor s = score.to(at::kDouble).cpu();  // [layer, head]
+  const auto val = s.accessor<double, 2>();          // element reads, not an indexing op per head
   for (int l = 0; l < s.size(0); ++l)
-    for (int h = 0; h < s.size(1); ++h) v.push_back({s[l][h].item<double>(), {l, h}});
+    for (int h = 0; h < s.size(1); ++h) v.push_back({val[l][h], {l, h}});
   std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<HeadRef> out;
   for (const auto& e : v) {
@@ -191,10 +192,11 @@ AnalysisResult retrievalToResult(const std::vector<RetrievalTestResult>& tests, 
   r.json["activation_frequency"] = tensorToJson(freq);
   r.json["tests"] = list;
   nlohmann::json ranked = nlohmann::json::array();
+  const auto scoreOf = score.accessor<double, 2>(), freqOf = freq.accessor<double, 2>();  // [layer, head] on the host
   for (const auto& [l, h] : rankHeads(score, 0)) {
-    const double v = score[l][h].item<double>();
+    const double v = scoreOf[l][h];
     if (v <= 0) break;
-    ranked.push_back({{"layer", l}, {"head", h}, {"score", v}, {"activation_frequency", freq[l][h].item<double>()}});
+    ranked.push_back({{"layer", l}, {"head", h}, {"score", v}, {"activation_frequency", freqOf[l][h]}});
   }
   r.json["ranked_heads"] = ranked;
   r.json["tests_used"] = used;
