@@ -23,15 +23,19 @@ void AnalysisResult::addArray(const std::string& arrayName, const at::Tensor& t)
 }
 
 namespace {
-nlohmann::json toJsonRec(const at::Tensor& t) {
-  if (t.dim() == 0) {
-    if (t.scalar_type() == at::kBool) return t.item<bool>();
-    if (at::isIntegralType(t.scalar_type(), false)) return t.item<int64_t>();
-    const double v = t.item<double>();
-    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-  }
+nlohmann::json leafJson(bool v) { return v; }
+nlohmann::json leafJson(int64_t v) { return v; }
+nlohmann::json leafJson(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+/// Nested arrays of the contiguous values at `p` with `sizes` from dimension `d` on (a scalar when none is left):
+/// element reads, not an indexing op per element (a heads × positions grid has a million).
+template <class T>
+nlohmann::json nestedJson(const T* p, at::IntArrayRef sizes, size_t d) {
+  if (d == sizes.size()) return leafJson(*p);
+  int64_t stride = 1;
+  for (size_t e = d + 1; e < sizes.size(); ++e) stride *= sizes[e];
   nlohmann::json arr = nlohmann::json::array();
-  for (int64_t i = 0; i < t.size(0); ++i) arr.push_back(toJsonRec(t[i]));
+  for (int64_t i = 0; i < sizes[d]; ++i) arr.push_back(nestedJson(p + i * stride, sizes, d + 1));
   return arr;
 }
 }  // namespace
@@ -40,7 +44,10 @@ nlohmann::json tensorToJson(const at::Tensor& t) {
   at::Tensor c = t.to(at::kCPU);
   if (at::isFloatingType(c.scalar_type())) c = c.to(at::kDouble);
   else if (c.scalar_type() != at::kBool) c = c.to(at::kLong);
-  return toJsonRec(c.contiguous());
+  c = c.contiguous();
+  if (c.scalar_type() == at::kBool) return nestedJson(c.data_ptr<bool>(), c.sizes(), 0);
+  if (c.scalar_type() == at::kLong) return nestedJson(c.data_ptr<int64_t>(), c.sizes(), 0);
+  return nestedJson(c.data_ptr<double>(), c.sizes(), 0);
 }
 
 void writeResultJson(const AnalysisResult& result, const std::filesystem::path& path) {

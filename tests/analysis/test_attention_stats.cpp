@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include <cmath>
+#include <limits>
+
 #include "analysis/common/attention_stats.hpp"
 #include "analysis/common/needle.hpp"
 #include "analysis/common/result_io.hpp"
@@ -188,6 +191,20 @@ TEST(ResultIo, JsonNestedListsAndH5OrUnsupported) {
   r.name = "unit";
   r.json["a"] = analysis::tensorToJson(at::arange(6, at::kDouble).view({2, 3}));
   EXPECT_EQ(r.json["a"][1][2].get<double>(), 5.0);
+  // Every element in place, whatever the layout and dtype: a transposed [3, 2, 4] int32 view, NaN and ±inf as null,
+  // bools, a scalar, empty dimensions.
+  const at::Tensor ints = at::arange(24, at::kInt).view({4, 2, 3}).permute({2, 1, 0});  // [3, 2, 4], t[i][j][k] = 6k + 3j + i
+  const nlohmann::json ij = analysis::tensorToJson(ints);
+  ASSERT_EQ(ij.size(), 3u);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(ij[i][j][k].get<int64_t>(), 6 * k + 3 * j + i) << i << j << k;
+  const double inf = std::numeric_limits<double>::infinity();
+  const nlohmann::json fj = analysis::tensorToJson(at::tensor({1.5, std::nan(""), -inf, 2.0}, at::kFloat));
+  EXPECT_EQ(fj.dump(), "[1.5,null,null,2.0]");
+  EXPECT_EQ(analysis::tensorToJson(at::tensor({1, 0}, at::kLong).to(at::kBool)).dump(), "[true,false]");
+  EXPECT_EQ(analysis::tensorToJson(at::scalar_tensor(7, at::kLong)).dump(), "7");
+  EXPECT_EQ(analysis::tensorToJson(at::zeros({2, 0})).dump(), "[[],[]]");
   r.addArray("a", at::arange(6, at::kFloat).view({2, 3}));
   const auto dir = std::filesystem::temp_directory_path() / "mechscope-attn-resultio";
   std::filesystem::create_directories(dir);
