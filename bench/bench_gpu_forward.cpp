@@ -30,6 +30,7 @@
 #include "analysis/sinks/sinks.hpp"
 #include "analysis/waad_fai/waad_fai.hpp"
 #include "core/common/device_memory.hpp"
+#include "core/common/env.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "op_counter.hpp"
 
@@ -118,8 +119,7 @@ int main(int argc, char** argv) {
       sync(r.logits);
     });
     const int64_t peak = cudaPeakAllocatedBytes();
-    const char* countEnv = std::getenv("MECHSCOPE_BENCH_OPCOUNT");
-    const bool countingOps = countEnv && std::string(countEnv) == "1";
+    const bool countingOps = envEquals("MECHSCOPE_BENCH_OPCOUNT", "1");
     if (countingOps) {
       std::printf("forward alone, ");
       bench::printOpCounts(bench::countOps([&] { (void)model->forward(tokens, fo); }), c.nLayers, 40);
@@ -180,8 +180,10 @@ int main(int argc, char** argv) {
           runAnalysis();
           sync(at::zeros({1}, opts));
         });
-      if (countingOps) std::printf("%s, ", analysisName.c_str());
-      if (countingOps) bench::printOpCounts(bench::countOps(runAnalysis), c.nLayers, 30);
+      if (countingOps) {
+        std::printf("%s, ", analysisName.c_str());
+        bench::printOpCounts(bench::countOps(runAnalysis), c.nLayers, 30);
+      }
       std::printf("%-14s %9.4f s  (forward + statistics, results on the host; peak memory %.2f GiB)\n",
                   analysisName.c_str(), analysisSeconds, static_cast<double>(analysisPeak) / (1 << 30));
     }

@@ -35,12 +35,13 @@ inline std::unique_ptr<at::ObserverContext> onStart(const at::RecordFunction& fn
     ranges.emplace_back(fn.name());
     return nullptr;
   }
+  const std::string& range = ranges.empty() ? std::string() : ranges.back();
   ++counts->all;
   ++counts->byName[fn.name()];
-  ++counts->allByRange[ranges.empty() ? std::string() : ranges.back()];
+  ++counts->allByRange[range];
   if (opDepth++ == 0) {
     ++counts->topLevel;
-    ++counts->topByRange[ranges.empty() ? std::string() : ranges.back()];
+    ++counts->topByRange[range];
   }
   return nullptr;
 }
