@@ -30,11 +30,12 @@
 #             sinks at 128K with cuDNN's narrow-value normalisers on and off (MECHSCOPE_PROBE_NARROW_V), JSON agreement
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
-# Next session (after 2026-12-05's fourth; the fifth was lent no device): one call,
-#   COMPARE_LSE=0 FARSUMS_128K=0 KERNEL_OFF_128K=0 TRACES="waad-fai:8192 sinks:8192" STAGES="machine build farsums eightk opcount trace"
-#   with BUILD_TARGETS="mechscope_tests_core mechscope_tests_engine bench_gpu_forward bench_gpu_trace mechscope-cli"
-# (LogitStatsCuda with its corrected reference; waad-fai at 8K after the host-op cuts: 2.00–2.09× before them; the trace
-# says what the host still spends a layer on), then STAGES="ratios" for the 128K column.
+#   cpucache  issue #24's CPU caching target on this box's 16 cores and disk: bench_forward (build-gpu reconfigured with the
+#             carried .deps/hdf5, see the stage) for CPUCACHE="MODEL:THREADS:ROUNDS …"
+# 2026-12-06 (sixth session, H100): STAGES="machine build eightk opcount cpucache", then "cpucache", then "ratios" ran
+# (docs/benchmarks.md, "H100, 2026-12-06"). Still unrun: the CUDA tests of the fourth session's fixes, one call,
+#   BUILD_TARGETS="mechscope_tests_core mechscope_tests_engine mechscope-cli" STAGES="build farsums"
+# (LogitStatsCuda with its corrected reference, NearBandCuda with the per-layer plan of 6e21aad, FarSumsCuda, ProbeCuda).
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
@@ -170,6 +171,21 @@ if has machine; then  # what the box is, for a CPU-side benchmark on it
   { head -4 /etc/os-release; ldd --version | head -1; nproc; free -g | head -2; df -h /tmp /dev/shm | tail -2
     ls /usr/lib/x86_64-linux-gnu 2>/dev/null | grep -E '^lib(curl|ssl|crypto|sz|aec|hdf5|z)\.so' | tr '\n' ' '; echo
     lscpu | grep -E 'Model name|^CPU\(s\)|Thread|MHz' ; } 2>&1 | tee -a "$OUT/summary.txt"
+fi
+if has cpucache; then  # issue #24's CPU caching target on this box's CPUs and disk (no emulated virtio disk sharing 2 cores)
+  # The box has no HDF5: .deps/hdf5 carries Debian bookworm's libhdf5 1.10.8 (headers, libhdf5_serial.so.103 and
+  # the shared libraries it needs, none above GLIBC_2.34: scripts/device/carry_hdf5.sh).
+  H=$ROOT/.deps/hdf5; export LD_LIBRARY_PATH="$H/lib:$LD_LIBRARY_PATH"; mkdir -p /tmp/cpucache
+  cmake -S "$ROOT" -B "$B" -DMECHSCOPE_HDF5=ON -DHDF5_ROOT="$H" -DHDF5_NO_FIND_PACKAGE_CONFIG_FILE=ON \
+    -DHDF5_C_COMPILER_EXECUTABLE=HDF5_C_COMPILER_EXECUTABLE-NOTFOUND >"$OUT/cpucache_cmake.log" 2>&1
+  s=$SECONDS; cmake --build "$B" -j "$(nproc)" --target bench_forward >"$OUT/cpucache_build.log" 2>&1
+  log "cpucache build rc=$? $((SECONDS - s)) s; disk: $(df -h /tmp | tail -1)"
+  for spec in ${CPUCACHE:-gpt2-small:2:6 gpt2-small:16:6 qwen3-0.6b:16:3}; do  # MODEL:THREADS:ROUNDS
+    IFS=: read -r m th r <<<"$spec"
+    MECHSCOPE_THREADS=$th timeout 240 "$B/bench/bench_forward" --models $m --reps 2 --no-eager --dir $W/fwd --cache-dir /tmp/cpucache \
+      --cache-variants async,fp16,async-buffered --rounds $r >"$OUT/cpucache_${m}_$th.log" 2>&1
+    log "cpucache $m threads $th rc=$?"; grep -E -i '^threads|^forward|hook|round|matmul|achieved' "$OUT/cpucache_${m}_$th.log" | head -24 | tee -a "$OUT/summary.txt"
+  done
 fi
 if has others; then  # constraint-attention and retrieval's prefill alone at RATIO_LENGTH (the ratios stage runs them too)
   synth $Q qwen3 qwen3-0.6b
