@@ -64,13 +64,7 @@ AnalysisResult waadFaiToResult(const WaadFaiResult& result, const WaadFaiOptions
   }
   r.json["entropy"] = ent;
   r.json["log_prob"] = lp;
-  nlohmann::json kurt = nlohmann::json::array();
-  for (int64_t l = 0; l < result.receiverKurtosis.size(0); ++l) {
-    nlohmann::json row = nlohmann::json::array();
-    for (int64_t h = 0; h < result.receiverKurtosis.size(1); ++h) row.push_back(num(result.receiverKurtosis[l][h].item<double>()));
-    kurt.push_back(row);
-  }
-  r.json["receiver_kurtosis"] = kurt;
+  r.json["receiver_kurtosis"] = tensorToJson(result.receiverKurtosis);  // [layer, head], NaN (too few columns) as null
   r.json["receiver_heads"] = headList(result.receiverHeads);
   r.json["receiver_fai"] = result.receiverFai;
   r.json["receiver_fai_peaks"] = result.receiverFaiPeaks;
