@@ -7,7 +7,7 @@
 //     async: fp32 on the background writer, as `run`; fp16/bf16: that storage dtype, background writer;
 //     fp16sync; a "-buffered" suffix, e.g. async-buffered, writes through libhdf5's default driver and the
 //     page cache instead of the store's O_DIRECT driver; a "-tiles" suffix leaves out the masked tiles of the
-//     attention patterns and scores, `run --cache-masked-tiles`), with the time the forward waited for the queue and the writer's busy time; plus the
+//     attention patterns and scores, `run --cache-masked-tiles`; "-logitcopy" writes /logits from a copy, their bytes twice, as before /logits became a link), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
 //     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
@@ -233,11 +233,13 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
     if (has) variant.resize(variant.size() - suffix.size());
     return has;
   };
-  // Suffixes, in any order: -buffered (libhdf5's default driver), -tiles (masked tiles of patterns and scores).
+  // Suffixes, in any order: -buffered (libhdf5's default driver), -tiles (masked tiles of patterns and scores),
+  // -logitcopy (/logits from a copy of the logits: their bytes written twice).
   for (bool more = true; more;) {
     more = false;
     if (strip("-buffered")) opts.directWrites = false, more = true;
     if (strip("-tiles")) opts.skipMaskedTiles = true, more = true;
+    if (strip("-logitcopy")) more = true;  // see copiesLogits
   }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
@@ -269,12 +271,16 @@ HookSet writeEveryHook(store::CacheWriter& w) {
   return hooks;
 }
 
+/// Whether a --cache-variants entry ends in -logitcopy: /logits written from a copy of the logits, i.e. a second
+/// copy of their bytes as before the writer linked /logits to unembed.hook_logits (the copy's memcpy included).
+bool copiesLogits(const std::string& variant) { return variant.find("-logitcopy") != std::string::npos; }
+
 void cacheOnce(HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens, const fs::path& file,
-               const store::CacheOptions& opts) {
+               const store::CacheOptions& opts, bool copyLogits) {
   store::CacheWriter w(file, benchProvenance(folder, model.config().modelType), opts);
   const HookSet hooks = writeEveryHook(w);
   ForwardResult r = model.forward(tokens, {}, &hooks);
-  w.writeLogits(r.logits);
+  w.writeLogits(copyLogits ? r.logits.clone() : r.logits);
   w.writeTokens(tokens);
   w.setAttribute("/", "attention_path", r.attentionPath);
   w.commit();
@@ -291,13 +297,16 @@ void interleavedRounds(const Args& a, HookedTransformer& model, const fs::path& 
                                           [&] { (void)model.forward(tokens, {}, &readAll); }};
   for (const std::string& v : a.cacheVariants) {
     names.push_back("cache " + v);
-    runs.emplace_back([&, opts = variantOptions(v, a.queueBytes)] { cacheOnce(model, folder, tokens, file, opts); });
+    runs.emplace_back([&, opts = variantOptions(v, a.queueBytes), copy = copiesLogits(v)] {
+      cacheOnce(model, folder, tokens, file, opts, copy);
+    });
   }
   std::vector<std::vector<double>> wall(names.size()), ratio(names.size()), cpu(names.size());
   for (int r = 0; r < a.rounds; ++r) {
     for (std::size_t k = 0; k < runs.size(); ++k) {
       wall[k].push_back(timeRuns(1, runs[k]).front());
       cpu[k].push_back(g_lastMinCpuS);
+      fs::remove(file);  // untimed: the next variant's .partial must not need room for two caches (9.9 GB each for qwen3)
     }
     for (std::size_t k = 0; k < runs.size(); ++k) ratio[k].push_back(wall[k].back() / wall[0].back());
   }
@@ -399,7 +408,7 @@ void benchModel(const Args& a, const std::string& preset) {
         const HookSet hooks = writeEveryHook(w);
         const auto t0 = Clock::now();
         ForwardResult cr = model->forward(tokens, {}, &hooks);
-        w.writeLogits(cr.logits);
+        w.writeLogits(copiesLogits(name) ? cr.logits.clone() : cr.logits);
         const auto t1 = Clock::now();
         w.writeTokens(tokens);
         w.setAttribute("/", "attention_path", cr.attentionPath);

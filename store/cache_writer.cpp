@@ -73,6 +73,16 @@ std::shared_ptr<detail::WriterState> requireOpen(const std::shared_ptr<detail::W
   return state;
 }
 
+/// The hook whose tensor is the forward's logits.
+constexpr const char* kLogitsHook = "unembed.hook_logits";
+
+/// Whether `b` holds the values `a` held when its version counter read `aVersion`: the same memory, layout,
+/// dtype and device, with no in-place write since (the caller holds `a`, so its memory was not reused).
+bool sameValuesAs(const at::Tensor& a, int64_t aVersion, const at::Tensor& b) {
+  return a.data_ptr() == b.data_ptr() && a.sizes() == b.sizes() && a.strides() == b.strides() &&
+         a.scalar_type() == b.scalar_type() && a.device() == b.device() && static_cast<int64_t>(b._version()) == aVersion;
+}
+
 }  // namespace
 
 // ---- DatasetWriter -------------------------------------------------------------------------------
@@ -191,7 +201,9 @@ CacheWriter::CacheWriter(CacheWriter&& other) noexcept
       m_committed(other.m_committed),
       m_queued(std::move(other.m_queued)),
       m_background(std::move(other.m_background)),
-      m_writeback(std::move(other.m_writeback)) {}
+      m_writeback(std::move(other.m_writeback)),
+      m_hookedLogits(std::move(other.m_hookedLogits)),
+      m_hookedLogitsVersion(other.m_hookedLogitsVersion) {}
 
 CacheWriter::~CacheWriter() {
   m_background.reset();  // drops queued tensors, waits for the write in progress
@@ -389,7 +401,30 @@ void CacheWriter::writeLogits(const at::Tensor& logits) {
   if (!logits.defined() || logits.dim() != 3)
     throw InputError(fmt::format("logits: expected [batch, pos, vocab], got {}",
                                  logits.defined() ? fmt::format("rank {}", logits.dim()) : std::string("undefined")));
+  const at::Tensor hooked = std::exchange(m_hookedLogits, at::Tensor());
+  if (hooked.defined() && sameValuesAs(hooked, m_hookedLogitsVersion, logits)) {
+    // The forward hands back the tensor its last hook saw: one copy of the bytes, two names.
+    const std::string target = std::string(schema::kActivationsGroup) + "/" + kLogitsHook;
+    const std::string link = absolutePath(schema::kLogits);
+    if (!m_background) return linkIn(m_state, m_finalPath, link, target);
+    if (std::find(m_queued.begin(), m_queued.end(), link) != m_queued.end())
+      throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), link));
+    m_queued.push_back(link);
+    m_background->submit(0, [state = m_state, finalPath = m_finalPath, link, target] { linkIn(state, finalPath, link, target); });
+    return;
+  }
   writeWholeMaybeAsync(schema::kLogits, logits, activationDtype(logits), -1, "");
+}
+
+void CacheWriter::linkIn(const std::shared_ptr<detail::WriterState>& s, const std::filesystem::path& finalPath,
+                         const std::string& linkPath, const std::string& target) {
+  Hdf5Lock lock;
+  auto state = requireOpen(s, "link " + linkPath);
+  const hid_t f = state->file.get();
+  if (detail::linkExists(f, linkPath))
+    throw InputError(fmt::format("cache '{}': '{}' was already written", finalPath.string(), linkPath));
+  detail::check<Error>(H5Lcreate_hard(f, target.c_str(), f, linkPath.c_str(), H5P_DEFAULT, H5P_DEFAULT),
+                       fmt::format("link '{}' to '{}' in '{}'", linkPath, target, state->partialName));
 }
 
 void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor& t) {
@@ -400,6 +435,12 @@ void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor&
   if (!t.defined()) throw InputError(fmt::format("activation '{}': the tensor is undefined", hookName));
   const std::string axes = hookAxes(hookName, t.dim());
   writeWholeMaybeAsync(path, t, activationDtype(t), chunkSingletonDims(axes), axes);
+  // writeLogits of the same tensor links to it instead of writing it again. Inference tensors keep no version
+  // counter, so an in-place write could not be told apart: they are written twice.
+  if (hookName == kLogitsHook && !t.is_inference()) {
+    m_hookedLogits = t;
+    m_hookedLogitsVersion = static_cast<int64_t>(t._version());
+  }
 }
 
 void CacheWriter::writeAnalysisArray(const std::string& analysis, const std::string& name, const at::Tensor& t) {
@@ -461,6 +502,7 @@ void CacheWriter::setAttribute(const std::string& path, const std::string& key, 
 }
 
 void CacheWriter::commit() {
+  m_hookedLogits = at::Tensor();
   drain();  // the background thread's first error, if any, surfaces here unchanged
   m_background.reset();
   {

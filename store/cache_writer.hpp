@@ -93,7 +93,9 @@ class CacheWriter {
 
   /// /tokens int64 [batch, pos] and, when `tokenStrings` is not empty, /token_strings (UTF-8) [batch, pos].
   void writeTokens(const at::Tensor& tokens, const std::vector<std::vector<std::string>>& tokenStrings = {});
-  /// /logits [batch, pos, vocab] in the storage dtype.
+  /// /logits [batch, pos, vocab] in the storage dtype. When `logits` is the very tensor written as
+  /// /activations/unembed.hook_logits (same memory and layout, not written to since), /logits becomes a hard
+  /// link to that dataset: readers (h5py too) see two names for one copy of the bytes.
   void writeLogits(const at::Tensor& logits);
   /// /activations/<hookName>, the whole tensor at once in the storage dtype (any dtype/device in).
   /// `hookName` is the TransformerLens name verbatim (dots allowed, no '/'); InputError if written twice.
@@ -148,6 +150,9 @@ class CacheWriter {
   /// writeWhole (+ an axes attribute when not empty), on the background thread when there is one.
   void writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims,
                             const std::string& axes);
+  /// A hard link `linkPath` → the dataset `target` in `s`'s file (any thread; takes Hdf5Lock).
+  static void linkIn(const std::shared_ptr<detail::WriterState>& s, const std::filesystem::path& finalPath,
+                     const std::string& linkPath, const std::string& target);
   /// Waits for the background queue (rethrowing its first error); a no-op without one.
   void drain();
   [[nodiscard]] StorageDtype activationDtype(const at::Tensor& t) const;
@@ -160,6 +165,8 @@ class CacheWriter {
   std::vector<std::string> m_queued;         // paths handed to the background thread (duplicate check)
   std::unique_ptr<BackgroundWriter> m_background;  // destroyed first in ~CacheWriter (it writes into m_state)
   std::shared_ptr<Writeback> m_writeback;    // early write-back of the .partial (null: off)
+  at::Tensor m_hookedLogits;  // what unembed.hook_logits was written from, until writeLogits (held: no reused address)
+  int64_t m_hookedLogitsVersion = -1;  // its version counter then (an in-place write since breaks the link)
 };
 
 }  // namespace mechscope::store

@@ -425,6 +425,50 @@ at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, in
   return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
 }
 
+/// Attention with hook_attn_scores and hook_pattern, computed in the chunked path's query tiles (keys up to each
+/// tile's last row) and laid into whole [batch, head, query, key] tensors for the hooks: the scores above the
+/// diagonal are −inf and the pattern there 0, as the explicit path gives them, but the masked key blocks are never
+/// multiplied (at 1K tokens and 4 tiles 62.5 % of the explicit path's attention products, toward half at long
+/// contexts). z is the chunked path's, bit for bit, so reading these hooks leaves the logits of a pass that would
+/// have been chunked unchanged. A hook that changed the scores or the pattern gets the explicit path's arithmetic
+/// from there on. Not under autograd (the whole tensors would be kept twice): explicitAttention.
+/// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
+at::Tensor tiledShownAttention(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
+                               const at::Tensor& vh, const at::TensorOptions& zOptions, const at::Tensor& sinks) {
+  const AttnGeometry& geo = pc.geo;
+  const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
+  const int64_t tile = chunkRows(B, H, N, pc.cuda);
+  const at::TensorOptions f32 = qh.options().dtype(at::kFloat);
+  at::Tensor scores = at::empty({B, H, P, N}, f32);   // [batch, head, query, key]
+  at::Tensor pattern = at::empty({B, H, P, N}, f32);  // [batch, head, query, key]
+  at::Tensor z = at::empty({B, P, H, dh}, zOptions);  // [batch, pos, head, d_head]
+  for (int64_t r0 = 0; r0 < P; r0 += tile) {
+    const int64_t r1 = std::min(P, r0 + tile), t = r1 - r0;
+    const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
+    const at::Tensor st = attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap);  // [batch, head, tile, kEnd] fp32
+    at::Tensor pt = attnSoftmax(st, sinks);                                            // [batch, head, tile, kEnd] fp32
+    if (geo.padded) pt = at::nan_to_num(pt, 0.0);
+    z.narrow(1, r0, t).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
+    scores.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(st);
+    pattern.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(pt);
+    if (kEnd < N) {
+      scores.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).fill_(-std::numeric_limits<float>::infinity());
+      pattern.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).zero_();
+    }
+    if (pc.ctx) pc.ctx->check();
+  }
+  const ShownToHook shownScores = showToHook(pc.hp, scores, nm.scores, l);
+  if (shownScores.changed) {  // as explicitAttention from the hook's scores on
+    pattern = attnSoftmax(shownScores.value, sinks);
+    if (geo.padded) pattern = at::nan_to_num(pattern, 0.0);
+    pattern = pc.hp(pattern, nm.pattern, l);
+    return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
+  }
+  const ShownToHook shownPattern = showToHook(pc.hp, pattern, nm.pattern, l);
+  if (shownPattern.changed) return attnValues(shownPattern.value, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
+  return z;
+}
+
 /// `out` [batch, pos, d_model] through a post-norm (ln1_post / ln2_post: Gemma 2/3, OLMo-2) when `on`.
 at::Tensor postNorm(const PassContext& pc, bool on, const at::Tensor& out, const at::Tensor& w, const std::string& hookName, int l) {
   return on ? pc.hp(applyModelNorm(pc.c, out, w, {}), hookName, l) : out;
@@ -471,6 +515,15 @@ at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const L
   return pc.hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
 }
 
+/// Whether a layer whose scores or pattern are hooked takes tiledShownAttention: its scores exceed one chunk tile
+/// (where an unhooked pass would be chunked or fused), the explicit path was not asked for, and no gradient flows.
+bool tiledShown(const PassContext& pc, bool internalHooked, int64_t keys, const at::Tensor& qh, const at::Tensor& kh,
+                const at::Tensor& vh) {
+  if (!internalHooked || pc.opts.path == AttentionPath::Explicit) return false;
+  if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) return false;
+  return pc.positions > chunkRows(pc.batch, pc.c.nHeads, keys, pc.cuda);
+}
+
 /// The attention of one block on x1 = ln1(resid) [batch, pos, d_model] → hook_attn_out [batch, pos, d_model].
 /// Extends `cache` when given; counts the path it took in `counts`.
 at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x1,
@@ -495,7 +548,8 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
       ++counts.fusedLayers;
       break;
     case AttnKind::Explicit:
-      z = explicitAttention(pc, nm, l, qh, kh, vh, L.sinks);
+      z = tiledShown(pc, internalHooked, N, qh, kh, vh) ? tiledShownAttention(pc, nm, l, qh, kh, vh, qkv.q.options(), L.sinks)
+                                                        : explicitAttention(pc, nm, l, qh, kh, vh, L.sinks);
       ++counts.explicitLayers;
       break;
   }
