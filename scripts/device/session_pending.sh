@@ -33,9 +33,10 @@
 #   cpucache  issue #24's CPU caching target on this box's 16 cores and disk: bench_forward (build-gpu reconfigured with the
 #             carried .deps/hdf5, see the stage) for CPUCACHE="MODEL:THREADS:ROUNDS …"
 # 2026-12-06 (sixth session, H100): STAGES="machine build eightk opcount cpucache", then "cpucache", then "ratios" ran
-# (docs/benchmarks.md, "H100, 2026-12-06"). Still unrun: the CUDA tests of the fourth session's fixes, one call,
-#   BUILD_TARGETS="mechscope_tests_core mechscope_tests_engine mechscope-cli" STAGES="build farsums"
-# (LogitStatsCuda with its corrected reference, NearBandCuda with the per-layer plan of 6e21aad, FarSumsCuda, ProbeCuda).
+# (docs/benchmarks.md, "H100, 2026-12-06"). Seventh session (H100): BUILD_TARGETS="mechscope_tests_core
+# mechscope_tests_engine mechscope-cli" FARSUMS_128K=0 STAGES="build farsums": FarSumsCuda, NearBandCuda (6e21aad's
+# per-layer plan), LogitStatsCuda (corrected reference) and ProbeCuda pass. Next: STAGES="cpucache" (carry .deps/hdf5)
+# to time the sixth caching pass (logits stored once, hooked attention in tiles) on this box's CPUs.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
