@@ -35,8 +35,9 @@
 # 2026-12-06 (sixth session, H100): STAGES="machine build eightk opcount cpucache", then "cpucache", then "ratios" ran
 # (docs/benchmarks.md, "H100, 2026-12-06"). Seventh session (H100): BUILD_TARGETS="mechscope_tests_core
 # mechscope_tests_engine mechscope-cli" FARSUMS_128K=0 STAGES="build farsums": FarSumsCuda, NearBandCuda (6e21aad's
-# per-layer plan), LogitStatsCuda (corrected reference) and ProbeCuda pass. Next: STAGES="cpucache" (carry .deps/hdf5)
-# to time the sixth caching pass (logits stored once, hooked attention in tiles) on this box's CPUs.
+# per-layer plan), LogitStatsCuda (corrected reference) and ProbeCuda pass; then CPUCACHE="gpt2-small:2:4"
+# STAGES="cpucache" (carry .deps/hdf5) timed the sixth caching pass (docs/benchmarks.md). Next: CPUCACHE with more
+# rounds and qwen3-0.6b at 2 threads ("qwen3-0.6b:2:3", about 4 minutes), and the in-process 8K ratios again.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
