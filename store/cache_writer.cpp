@@ -343,6 +343,12 @@ std::pair<double, double> CacheWriter::backgroundSeconds() const {
   return {m_background->submitWaitSeconds(), m_background->busySeconds()};
 }
 
+void CacheWriter::claimQueuedPath(const std::string& abs) {
+  if (std::find(m_queued.begin(), m_queued.end(), abs) != m_queued.end())
+    throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
+  m_queued.push_back(abs);
+}
+
 void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype,
                                        int singletonDims, const std::string& axes) {
   if (!m_background) {
@@ -352,9 +358,7 @@ void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor
   const std::string abs = absolutePath(path);
   if (!m_state || !m_state->open)  // as requireOpen, without waiting for the lock the worker may hold
     throw Error(fmt::format("dataset {}: the cache writer is already committed or closed", abs));
-  if (std::find(m_queued.begin(), m_queued.end(), abs) != m_queued.end())
-    throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), abs));
-  m_queued.push_back(abs);
+  claimQueuedPath(abs);
   const int64_t bytes = static_cast<int64_t>(t.nbytes());
   // The tensor is shared, not copied: its storage stays alive until the job has written it.
   m_background->submit(bytes, [state = m_state, options = m_options, finalPath = m_finalPath, abs, held = t.detach(),
@@ -407,9 +411,7 @@ void CacheWriter::writeLogits(const at::Tensor& logits) {
     const std::string target = std::string(schema::kActivationsGroup) + "/" + kLogitsHook;
     const std::string link = absolutePath(schema::kLogits);
     if (!m_background) return linkIn(m_state, m_finalPath, link, target);
-    if (std::find(m_queued.begin(), m_queued.end(), link) != m_queued.end())
-      throw InputError(fmt::format("cache '{}': '{}' was already written", m_finalPath.string(), link));
-    m_queued.push_back(link);
+    claimQueuedPath(link);
     m_background->submit(0, [state = m_state, finalPath = m_finalPath, link, target] { linkIn(state, finalPath, link, target); });
     return;
   }

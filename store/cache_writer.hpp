@@ -150,6 +150,8 @@ class CacheWriter {
   /// writeWhole (+ an axes attribute when not empty), on the background thread when there is one.
   void writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims,
                             const std::string& axes);
+  /// Records `abs` as handed to the background thread; InputError when it already was (written twice).
+  void claimQueuedPath(const std::string& abs);
   /// A hard link `linkPath` → the dataset `target` in `s`'s file (any thread; takes Hdf5Lock).
   static void linkIn(const std::shared_ptr<detail::WriterState>& s, const std::filesystem::path& finalPath,
                      const std::string& linkPath, const std::string& target);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -270,6 +271,31 @@ void appendToKvCache(KVCache& cache, int l, at::Tensor& k, at::Tensor& v) {
   v = cv;
 }
 
+/// What a caller of attentionTiles sees of each tile: its rows [r0, r0 + t), its key range [0, kEnd), its masked
+/// scores and its pattern, both [batch, head, t, kEnd] fp32.
+using AttentionTileFn = std::function<void(int64_t r0, int64_t t, int64_t kEnd, const at::Tensor& scores, const at::Tensor& pattern)>;
+
+/// The chunked path's loop (no autograd): query tiles of scores over the keys up to the tile's last row → fp32
+/// softmax → @ V, each tile's output written into z [batch, pos, head, d_head]; `onTile` (when set) sees each tile.
+at::Tensor attentionTiles(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh,
+                          const at::TensorOptions& zOptions, const at::Tensor& sinks, const AttentionTileFn& onTile) {
+  const AttnGeometry& geo = pc.geo;
+  const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
+  const int64_t tile = chunkRows(B, H, N, pc.cuda);
+  at::Tensor z = at::empty({B, P, H, dh}, zOptions);  // [batch, pos, head, d_head]
+  for (int64_t r0 = 0; r0 < P; r0 += tile) {
+    const int64_t r1 = std::min(P, r0 + tile);
+    const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
+    const at::Tensor st = attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap);  // [batch, head, tile, key] fp32
+    at::Tensor pt = attnSoftmax(st, sinks);                                            // [batch, head, tile, key] fp32
+    if (geo.padded) pt = at::nan_to_num(pt, 0.0);
+    z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
+    if (onTile) onTile(r0, r1 - r0, kEnd, st, pt);
+    if (pc.ctx) pc.ctx->check();
+  }
+  return z;
+}
+
 /// Chunked attention: query tiles of scores [batch, head, tile, keys ≤ last row] → fp32 softmax → @ V;
 /// never [.., P, N]. Each tile's output lands in z directly (no concatenation, and hook_z / the O
 /// projection read a contiguous [batch, pos, head, d_head]).
@@ -277,8 +303,7 @@ void appendToKvCache(KVCache& cache, int l, at::Tensor& k, at::Tensor& v) {
 at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh,
                             const at::TensorOptions& zOptions, const at::Tensor& sinks) {
   const AttnGeometry& geo = pc.geo;
-  const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
-  const int64_t tile = chunkRows(B, H, N, pc.cuda);
+  const int64_t tile = chunkRows(pc.batch, pc.c.nHeads, kh.size(2), pc.cuda);
   if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) {
     // Under autograd the tiles' softmax would be kept for the backward ([.., P, N] again): recompute them there.
     RecomputedAttention spec;
@@ -292,16 +317,7 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
     if (sinks.defined()) spec.sinks = sinks.to(at::kFloat);
     return recomputedAttention(qh, kh, vh, spec);
   }
-  at::Tensor z = at::empty({B, P, H, dh}, zOptions);  // [batch, pos, head, d_head]
-  for (int64_t r0 = 0; r0 < P; r0 += tile) {
-    const int64_t r1 = std::min(P, r0 + tile);
-    const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
-    at::Tensor pt = attnSoftmax(attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap), sinks);  // [batch, head, tile, key] fp32
-    if (geo.padded) pt = at::nan_to_num(pt, 0.0);
-    z.narrow(1, r0, r1 - r0).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
-    if (pc.ctx) pc.ctx->check();
-  }
-  return z;
+  return attentionTiles(pc, qh, kh, vh, zOptions, sinks, {});
 }
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
@@ -412,6 +428,16 @@ at::Tensor fusedAttention(const PassContext& pc, const LayerHookNames& nm, int l
 #endif
 }
 
+/// The explicit path from the (hooked) scores [batch, head, query, key] on: fp32 softmax (rows sum to < 1 with sinks),
+/// hook_pattern, @ V → z [batch, pos, head, d_head].
+at::Tensor explicitFromScores(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& scores, const at::Tensor& vh,
+                              const at::Tensor& sinks) {
+  at::Tensor pattern = attnSoftmax(scores, sinks);  // [batch, head, query, key] fp32
+  if (pc.geo.padded) pattern = at::nan_to_num(pattern, 0.0);
+  pattern = pc.hp(pattern, nm.pattern, l);
+  return attnValues(pattern, vh, scores.size(3), pc.dtype).permute({0, 2, 1, 3}).contiguous();
+}
+
 /// Explicit attention with hook_attn_scores and hook_pattern. Grouped heads: query head h reads kv head
 /// h / rep, without materialising repeated keys.
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
@@ -419,10 +445,7 @@ at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, in
                              const at::Tensor& vh, const at::Tensor& sinks) {
   const int64_t N = kh.size(2);
   at::Tensor scores = pc.hp(attnScores(pc.geo, qh, kh, 0, pc.positions, N, pc.scale, pc.softcap), nm.scores, l);  // [batch, head, query, key]
-  at::Tensor pattern = attnSoftmax(scores, sinks);  // [batch, head, query, key] fp32 (rows sum to < 1 with sinks)
-  if (pc.geo.padded) pattern = at::nan_to_num(pattern, 0.0);
-  pattern = pc.hp(pattern, nm.pattern, l);
-  return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
+  return explicitFromScores(pc, nm, l, scores, vh, sinks);
 }
 
 /// Attention with hook_attn_scores and hook_pattern, computed in the chunked path's query tiles (keys up to each
@@ -435,35 +458,20 @@ at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, in
 /// qh [batch, head, query, d_head], kh and vh [batch, kv_head, key, d_head] → z [batch, pos, head, d_head].
 at::Tensor tiledShownAttention(const PassContext& pc, const LayerHookNames& nm, int l, const at::Tensor& qh, const at::Tensor& kh,
                                const at::Tensor& vh, const at::TensorOptions& zOptions, const at::Tensor& sinks) {
-  const AttnGeometry& geo = pc.geo;
-  const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, dh = pc.c.dHead, N = kh.size(2);
-  const int64_t tile = chunkRows(B, H, N, pc.cuda);
+  const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, N = kh.size(2);
   const at::TensorOptions f32 = qh.options().dtype(at::kFloat);
   at::Tensor scores = at::empty({B, H, P, N}, f32);   // [batch, head, query, key]
   at::Tensor pattern = at::empty({B, H, P, N}, f32);  // [batch, head, query, key]
-  at::Tensor z = at::empty({B, P, H, dh}, zOptions);  // [batch, pos, head, d_head]
-  for (int64_t r0 = 0; r0 < P; r0 += tile) {
-    const int64_t r1 = std::min(P, r0 + tile), t = r1 - r0;
-    const int64_t kEnd = geo.window > 0 || geo.padded ? N : std::min(N, pc.past + r1);  // later keys are all masked
-    const at::Tensor st = attnScores(geo, qh, kh, r0, r1, kEnd, pc.scale, pc.softcap);  // [batch, head, tile, kEnd] fp32
-    at::Tensor pt = attnSoftmax(st, sinks);                                            // [batch, head, tile, kEnd] fp32
-    if (geo.padded) pt = at::nan_to_num(pt, 0.0);
-    z.narrow(1, r0, t).copy_(attnValues(pt, vh, kEnd, pc.dtype).permute({0, 2, 1, 3}));
-    scores.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(st);
-    pattern.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(pt);
-    if (kEnd < N) {
-      scores.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).fill_(-std::numeric_limits<float>::infinity());
-      pattern.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).zero_();
-    }
-    if (pc.ctx) pc.ctx->check();
-  }
+  const at::Tensor z = attentionTiles(pc, qh, kh, vh, zOptions, sinks,
+                                      [&](int64_t r0, int64_t t, int64_t kEnd, const at::Tensor& st, const at::Tensor& pt) {
+                                        scores.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(st);
+                                        pattern.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(pt);
+                                        if (kEnd == N) return;
+                                        scores.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).fill_(-std::numeric_limits<float>::infinity());
+                                        pattern.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).zero_();
+                                      });  // [batch, pos, head, d_head]
   const ShownToHook shownScores = showToHook(pc.hp, scores, nm.scores, l);
-  if (shownScores.changed) {  // as explicitAttention from the hook's scores on
-    pattern = attnSoftmax(shownScores.value, sinks);
-    if (geo.padded) pattern = at::nan_to_num(pattern, 0.0);
-    pattern = pc.hp(pattern, nm.pattern, l);
-    return attnValues(pattern, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
-  }
+  if (shownScores.changed) return explicitFromScores(pc, nm, l, shownScores.value, vh, sinks);
   const ShownToHook shownPattern = showToHook(pc.hp, pattern, nm.pattern, l);
   if (shownPattern.changed) return attnValues(shownPattern.value, vh, N, pc.dtype).permute({0, 2, 1, 3}).contiguous();
   return z;
