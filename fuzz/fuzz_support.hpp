@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "core/common/errors.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::fuzz {
 
@@ -24,9 +25,7 @@ inline std::string_view bytes(const uint8_t* data, size_t size) {
 /// A per-process scratch file `<tmp>/mechscope-fuzz-<pid>/<name>` holding `data` (rewritten each call).
 inline std::filesystem::path writeTemp(std::string_view data, const std::string& name) {
   static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("mechscope-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
+    return mechscope::test::freshScratchDir("fuzz");
   }();
   const auto path = dir / name;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -3,7 +3,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,7 @@
 #include "core/synth/planted_model.hpp"
 #include "core/synth/planted_tasks.hpp"
 #include "core/synth/planted_vocab.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 
@@ -32,8 +32,7 @@ struct CausalPlanted {
 inline const CausalPlanted& causalPlanted() {
   static const CausalPlanted p = [] {
     CausalPlanted c;
-    std::random_device rd;
-    c.folder = std::filesystem::temp_directory_path() / ("mechscope-causal-test-" + std::to_string(rd()));
+    c.folder = test::scratchRoot() / "causal-test";
     planted::writePlantedFolder(c.folder);
     c.model = HookedTransformer::load(c.folder);
     return c;

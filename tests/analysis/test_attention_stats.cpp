@@ -16,6 +16,7 @@
 #include "core/common/remove_tree.hpp"
 #include "core/probe/cpu_memory_meter.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 namespace {
@@ -206,7 +207,7 @@ TEST(ResultIo, JsonNestedListsAndH5OrUnsupported) {
   EXPECT_EQ(analysis::tensorToJson(at::scalar_tensor(7, at::kLong)).dump(), "7");
   EXPECT_EQ(analysis::tensorToJson(at::zeros({2, 0})).dump(), "[[],[]]");
   r.addArray("a", at::arange(6, at::kFloat).view({2, 3}));
-  const auto dir = std::filesystem::temp_directory_path() / "mechscope-attn-resultio";
+  const auto dir = test::scratchRoot() / "attn-resultio";
   std::filesystem::create_directories(dir);
   analysis::writeResultJson(r, dir / "r.json");
   EXPECT_TRUE(std::filesystem::exists(dir / "r.json"));

@@ -6,6 +6,7 @@
 
 #include "core/model/model_config.hpp"
 #include "core/synth/planted_model.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 
@@ -30,8 +31,7 @@ std::filesystem::path fixtureModel(const std::string& family) {
 const AttnPlanted& attnPlanted() {
   static const AttnPlanted fixture = [] {
     AttnPlanted f;
-    std::random_device rd;
-    f.folder = std::filesystem::temp_directory_path() / ("mechscope-attn-planted-" + std::to_string(rd()));
+    f.folder = test::scratchRoot() / "attn-planted";
     planted::writePlantedFolder(f.folder);
     f.model = HookedTransformer::load(f.folder);
     f.planted = planted::readPlantedJson(f.folder);

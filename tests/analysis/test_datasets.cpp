@@ -11,6 +11,7 @@
 #include "analysis/common/datasets.hpp"
 #include "core/common/errors.hpp"
 #include "tests/analysis/causal_test_support.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::analysis {
 namespace {
@@ -175,7 +176,7 @@ TEST(Datasets, ColoredObjectsAnswersAreTokensOfThePrompt) {
 }
 
 TEST(Datasets, JsonlRoundTripAndErrors) {
-  const auto dir = std::filesystem::temp_directory_path() / "mechscope-causal-jsonl";
+  const auto dir = test::scratchRoot() / "causal-jsonl";
   std::filesystem::create_directories(dir);
   CausalDataset ds;
   for (const auto& p : planted::ioiPrompts(5, 2)) {

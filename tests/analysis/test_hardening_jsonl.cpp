@@ -9,11 +9,12 @@
 
 #include "analysis/common/datasets.hpp"
 #include "core/common/errors.hpp"
+#include "tests/common/scratch_root.hpp"
 
 using namespace mechscope;
 
 TEST(HardeningJsonl, TemplateMustBeAnInteger) {
-  const auto p = std::filesystem::temp_directory_path() / ("mechscope_jsonl_" + std::to_string(::getpid()) + ".jsonl");
+  const auto p = test::scratchRoot() / "hardening.jsonl";
   {
     std::ofstream out(p);
     out << R"({"clean_ids": [4, 0], "corrupted_ids": [4, 1], "answer": 0, "incorrect": 1, "template": 3})" << "\n";

@@ -18,6 +18,7 @@
 #include "core/synth/planted_tasks.hpp"
 #include "tests/analysis/retrieval_test_support.hpp"
 #include "tests/analysis/test_attention_stats_support.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 namespace {
@@ -73,8 +74,7 @@ TEST(RetrievalResume, KeyChangesWithEverySetting) {
 TEST(RetrievalResume, SidecarWithOtherSettingsIsRefusedAndNoneIsCreatedEarly) {
   const auto& f = attnPlanted();
   const int L = f.model->config().nLayers, H = f.model->config().nHeads;
-  const auto dir = std::filesystem::temp_directory_path() / ("mechscope-resume-" + std::to_string(std::random_device{}()));
-  std::filesystem::create_directories(dir);
+  const auto dir = test::freshScratchDir("resume");
   const auto path = dir / "r.json.tests.jsonl";
   const auto settings = analysis::retrievalSettingsJson(baseSettings());
   {

@@ -18,6 +18,7 @@
 #include "tests/app/app_test_support.hpp"
 #include "views/circuit_graph_view.hpp"
 #include "views/figure_export.hpp"
+#include "tests/common/scratch_root.hpp"
 
 using namespace mechscope;
 using namespace mechscope::gui;
@@ -94,7 +95,7 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
   EXPECT_TRUE(panel.statusText().startsWith(QString::fromStdString("Patched " + e0["upstream"].get<std::string>()))) << panel.statusText().toStdString();
 
   // Exported like every figure: PNG and SVG with the sidecar of the shown edges.
-  const fs::path out = fs::temp_directory_path() / "mechscope_eap_graph";
+  const fs::path out = mechscope::test::scratchRoot() / "eap_graph";
   fs::create_directories(out);
   QString error;
   for (const char* name : {"graph.png", "graph.svg"})

@@ -16,6 +16,7 @@
 #include "app/batch/spawn.hpp"
 #include "app/batch/work_items.hpp"
 #include "core/common/remove_tree.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::batch {
 namespace {
@@ -167,7 +168,7 @@ json withoutTimings(json s) {
 }
 
 TEST(BatchRunner, ResumeSkipsFinishedRedoesPartialAndFailed) {
-  const fs::path dir = fs::temp_directory_path() / "mechscope_batch_resume";
+  const fs::path dir = test::scratchRoot() / "batch_resume";
   mechscope::removeTree(dir);
   const auto all = expandItems(parsePlan(kPlan, "p.toml"));
   FakeExecutor ex;
@@ -203,7 +204,7 @@ TEST(BatchRunner, ResumeSkipsFinishedRedoesPartialAndFailed) {
 }
 
 TEST(BatchRunner, ShardedAndMergedEqualsUnsharded) {
-  const fs::path root = fs::temp_directory_path() / "mechscope_batch_merge";
+  const fs::path root = test::scratchRoot() / "batch_merge";
   mechscope::removeTree(root);
   const auto all = expandItems(parsePlan(kPlan, "p.toml"));
   FakeExecutor ex;
@@ -231,7 +232,7 @@ TEST(BatchRunner, ShardedAndMergedEqualsUnsharded) {
 }
 
 TEST(BatchSpawn, ExitCodesAndCancellation) {
-  const fs::path dir = fs::temp_directory_path();
+  const fs::path dir = test::scratchRoot();
   EXPECT_EQ(runProcess("/bin/sh", {"-c", "echo hi; exit 3"}, dir, dir / "mechscope_batch_spawn.log", {}), 3);
   EXPECT_EQ(slurp(dir / "mechscope_batch_spawn.log"), "hi\n");
   const auto t0 = std::chrono::steady_clock::now();

@@ -6,6 +6,7 @@
 
 #include "app/batch/plan.hpp"
 #include "core/common/remove_tree.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::batch {
 namespace {
@@ -124,7 +125,7 @@ TEST(BatchPlan, SyntaxErrorHasItsLine) {
 
 TEST(BatchPlan, MissingFilesAndFoldersReportedWithLinesTogetherWithOtherErrors) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / "mechscope_batch_plan_files";
+  const fs::path dir = test::scratchRoot() / "batch_plan_files";
   fs::create_directories(dir);
   std::ofstream(dir / "there.json") << "[[1,2]]";
   const char* text = R"([models.m]

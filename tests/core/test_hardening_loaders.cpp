@@ -17,6 +17,7 @@
 #include "core/model/model_config.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/tokenizer/tokenizer.hpp"
+#include "tests/common/scratch_root.hpp"
 
 using namespace mechscope;
 namespace fs = std::filesystem;
@@ -24,10 +25,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path scratch(const std::string& name) {
-  const auto d = fs::temp_directory_path() / ("mechscope_hardening_" + std::to_string(::getpid())) / name;
-  mechscope::removeTree(d);
-  fs::create_directories(d);
-  return d;
+  return test::freshScratchDir("hardening/" + name);
 }
 
 void writeBytes(const fs::path& p, const std::string& bytes) {

@@ -10,6 +10,7 @@
 
 #include "core/common/remove_tree.hpp"
 #include "core/common/tensor.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 
@@ -59,10 +60,7 @@ inline double parityTolerance(const at::Tensor& ref) { return std::max(1e-4, 3e-
 
 /// A fresh temporary folder for one test.
 inline std::filesystem::path tempDir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("mechscope_engine_" + name + "_" + std::to_string(::getpid()));
-  mechscope::removeTree(p);
-  std::filesystem::create_directories(p);
-  return p;
+  return freshScratchDir("engine_" + name);
 }
 
 }  // namespace mechscope::test

@@ -25,6 +25,7 @@
 #include "core/synth/planted_model.hpp"
 #include "core/synth/planted_tasks.hpp"
 #include "core/synth/planted_vocab.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 namespace {
@@ -53,8 +54,7 @@ const FamilyModel& familyModel(const std::string& family) {
   auto& slot = models[family];
   if (!slot) {
     slot = std::make_unique<FamilyModel>();
-    std::random_device rd;
-    slot->folder = fs::temp_directory_path() / ("mechscope-planted-" + family + "-" + std::to_string(rd()));
+    slot->folder = test::scratchRoot() / ("planted-" + family);
     planted::writePlantedFolder(slot->folder, "default", family);
     slot->model = HookedTransformer::load(slot->folder);
     slot->planted = planted::readPlantedJson(slot->folder);
@@ -216,8 +216,7 @@ INSTANTIATE_TEST_SUITE_P(Every, PlantedFamilies, ::testing::ValuesIn(nonGpt2Fami
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 TEST(PlantedFamilyGpt2, DefaultFamilyIsTheGpt2Recipe) {
-  std::random_device rd;
-  const fs::path base = fs::temp_directory_path() / ("mechscope-planted-gpt2-" + std::to_string(rd()));
+  const fs::path base = test::freshScratchDir("planted-gpt2-recipe");
   planted::writePlantedFolder(base / "a");
   planted::writePlantedFolder(base / "b", "default", "gpt2");
   for (const char* f : {"model.safetensors", "config.json", "planted.json", "tokenizer.json"}) {

@@ -2,17 +2,16 @@
 
 #include <ATen/ATen.h>
 
-#include <random>
 
 #include "core/synth/planted_model.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 
 const PlantedFixture& plantedFixture() {
   static const PlantedFixture fixture = [] {
     PlantedFixture f;
-    std::random_device rd;
-    f.folder = std::filesystem::temp_directory_path() / ("mechscope-planted-test-" + std::to_string(rd()));
+    f.folder = scratchRoot() / "planted-test";
     planted::writePlantedFolder(f.folder);
     f.model = HookedTransformer::load(f.folder);
     f.planted = planted::readPlantedJson(f.folder);

@@ -3,13 +3,13 @@
 
 #include <ATen/ATen.h>
 
-#include <random>
 
 #include "core/common/errors.hpp"
 #include "core/common/remove_tree.hpp"
 #include "core/model/hooked_transformer.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/synth/synth_model.hpp"
+#include "tests/common/scratch_root.hpp"
 
 namespace mechscope::test {
 namespace {
@@ -17,8 +17,7 @@ namespace {
 class SynthFamilies : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SynthFamilies, TinyFolderLoadsAndRuns) {
-  std::random_device rd;
-  const auto dir = std::filesystem::temp_directory_path() / ("mechscope-synth-" + GetParam() + std::to_string(rd()));
+  const auto dir = test::freshScratchDir("synth-" + GetParam());
   const int64_t params = synth::writeSynthFolder(dir, GetParam(), "tiny", 3);
   const auto model = HookedTransformer::load(dir);
   EXPECT_EQ(model->config().modelType, GetParam());
