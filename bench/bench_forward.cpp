@@ -47,6 +47,7 @@
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
 #include "store/detail/direct_vfd.hpp"
+#include "store/recycling_allocator.hpp"
 #endif
 
 namespace {
@@ -70,6 +71,14 @@ struct Args {
 };
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+/// The recycling CPU allocator's reuse since `before` (blocks ≥ 1 MiB): fresh ones are zero-filled pages.
+std::string recyclingNote(const store::RecyclingStats& before) {
+  const auto now = store::recyclingStats();
+  if (now.capBytes == 0) return "";
+  return fmt::format(" [recycled blocks ≥ 1 MiB: {} reused, {} fresh, cap {} MiB]", now.reused - before.reused,
+                     now.fresh - before.fresh, now.capBytes >> 20);
+}
 
 std::string loadAverage() {
   std::ifstream in("/proc/loadavg");
@@ -398,6 +407,7 @@ void benchModel(const Args& a, const std::string& preset) {
       bool sync = false;
       const store::CacheOptions opts = variantOptions(name, a.queueBytes, &sync);
       const auto before = store::detail::directWriteCounters();
+      const auto recycledBefore = store::recyclingStats();
       uintmax_t bytes = 0;
       int64_t peakQueued = 0;
       std::pair<double, double> waitBusy;  // of the fastest run
@@ -447,13 +457,14 @@ void benchModel(const Args& a, const std::string& preset) {
                                            static_cast<double>(after.directBytes - before.directBytes) / gb,
                                            static_cast<double>(after.bouncedBytes - before.bouncedBytes) / gb,
                                            static_cast<double>(after.bufferedBytes - before.bufferedBytes) / gb),
-                               cpu);
+                               cpu + recyclingNote(recycledBefore));
     }
     // The writer pins glibc's mmap threshold at 1 MiB for the rest of the process (store/heap_policy.hpp):
     // from then on every large tensor is fresh, zero-filled pages. The bare forward again shows that cost.
+    const auto recycledBefore = store::recyclingStats();
     const std::vector<double> after = timeRuns(std::max(1, a.reps - 1), bare);
     std::cout << fmt::format("bare forward after the cache writer set the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} %{}\n",
-                             after.front(), 100.0 * (after.front() / ours.front() - 1), cpuNote());
+                             after.front(), 100.0 * (after.front() / ours.front() - 1), cpuNote() + recyclingNote(recycledBefore));
     const std::vector<double> hookedAfter =
         timeRuns(std::max(1, a.reps - 1), [&] { (void)model->forward(tokens, {}, &readAll); });
     std::cout << fmt::format("every hook read (nothing stored) after the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} % over "

@@ -110,8 +110,12 @@ class RecyclingCpuAllocator final : public c10::Allocator {
 
  private:
   void keep(void* p, std::size_t size) const {
+    if (size > m_cap) {  // never kept: and it must not flush the blocks that are
+      ::munmap(p, size);
+      return;
+    }
     std::unique_lock<std::mutex> lock(m_mutex);
-    // Make room by unmapping the largest kept blocks first; a block larger than the cap is not kept.
+    // Make room by unmapping the largest kept blocks first.
     while (m_kept + size > m_cap && !m_free.empty()) {
       auto last = std::prev(m_free.end());
       ::munmap(last->second, last->first);

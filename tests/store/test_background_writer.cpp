@@ -204,6 +204,16 @@ TEST(StoreRecyclingAllocator, ReusesFreedLargeBlocksAndKeepsAtMostItsCap) {
     EXPECT_EQ(big.sum().item<double>(), static_cast<double>(big.numel()));
   }
   EXPECT_LE(recyclingStats().keptBytes, s0.capBytes);
+  // Freeing a block larger than the cap must not flush the kept ones (it used to unmap every kept block
+  // first: at Qwen3's 622 MB logits, one per forward, the next forward's tensors were all fresh pages).
+  const RecyclingStats s3 = recyclingStats();
+  EXPECT_GE(s3.keptBytes, int64_t{8} << 20);
+  {
+    at::Tensor c = at::empty({2 << 20});
+    c.fill_(1.0f);
+    EXPECT_FLOAT_EQ(c.sum().item<float>(), 1.0f * (2 << 20));
+  }
+  EXPECT_EQ(recyclingStats().reused, s3.reused + 1);
   at::Tensor small = at::ones({1000});  // below 1 MiB: the default allocator, freed by it
   EXPECT_EQ(small.sum().item<float>(), 1000.0f);
 }
