@@ -38,6 +38,10 @@
 # per-layer plan), LogitStatsCuda (corrected reference) and ProbeCuda pass; then CPUCACHE="gpt2-small:2:4"
 # STAGES="cpucache" (carry .deps/hdf5) timed the sixth caching pass (docs/benchmarks.md). Next: CPUCACHE with more
 # rounds and qwen3-0.6b at 2 threads ("qwen3-0.6b:2:3", about 4 minutes), and the in-process 8K ratios again.
+# Eighth session (H100): rm -rf build-gpu, then BUILD_TARGETS=mechscope-cli CPUCACHE="qwen3-0.6b:2:3"
+# CPUCACHE_VARIANTS=async,fp16 CPUCACHE_TIMEOUT=400 STAGES="build cpucache" (carry .deps/hdf5 AND .deps/debs; cpucache
+# needs the build stage first on a fresh box), then "qwen3-0.6b:2:5" async and "gpt2-small:2:8" async,fp16 (seventh
+# caching pass in docs/benchmarks.md). Next: more qwen3 rounds to see whether the +17.5 % median holds.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
@@ -184,8 +188,8 @@ if has cpucache; then  # issue #24's CPU caching target on this box's CPUs and d
   log "cpucache build rc=$? $((SECONDS - s)) s; disk: $(df -h /tmp | tail -1)"
   for spec in ${CPUCACHE:-gpt2-small:2:6 gpt2-small:16:6 qwen3-0.6b:16:3}; do  # MODEL:THREADS:ROUNDS
     IFS=: read -r m th r <<<"$spec"
-    MECHSCOPE_THREADS=$th timeout 240 "$B/bench/bench_forward" --models $m --reps 2 --no-eager --dir $W/fwd --cache-dir /tmp/cpucache \
-      --cache-variants async,fp16,async-buffered --rounds $r >"$OUT/cpucache_${m}_$th.log" 2>&1
+    MECHSCOPE_THREADS=$th timeout ${CPUCACHE_TIMEOUT:-240} "$B/bench/bench_forward" --models $m --reps 2 --no-eager --dir $W/fwd \
+      --cache-dir /tmp/cpucache --cache-variants ${CPUCACHE_VARIANTS:-async,fp16,async-buffered} --rounds $r >"$OUT/cpucache_${m}_$th.log" 2>&1
     log "cpucache $m threads $th rc=$?"; grep -E -i '^threads|^forward|hook|round|matmul|achieved' "$OUT/cpucache_${m}_$th.log" | head -24 | tee -a "$OUT/summary.txt"
   done
 fi
