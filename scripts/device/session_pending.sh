@@ -41,7 +41,10 @@
 # Eighth session (H100): rm -rf build-gpu, then BUILD_TARGETS=mechscope-cli CPUCACHE="qwen3-0.6b:2:3"
 # CPUCACHE_VARIANTS=async,fp16 CPUCACHE_TIMEOUT=400 STAGES="build cpucache" (carry .deps/hdf5 AND .deps/debs; cpucache
 # needs the build stage first on a fresh box), then "qwen3-0.6b:2:5" async and "gpt2-small:2:8" async,fp16 (seventh
-# caching pass in docs/benchmarks.md). Next: more qwen3 rounds to see whether the +17.5 % median holds.
+# caching pass in docs/benchmarks.md), then "qwen3-0.6b:2:7" async and, with BUILD_TARGETS=mechscope_core (enough for
+# cpucache, 61 s), "qwen3-0.6b:2:3" async,async-tiles. Round medians +17.5 / +22.1 % on two boxes, +33.2 / +35.7 % on
+# two whose disk wrote 1.2–1.4 GB/s. Next: masked tiles write one 256 KiB chunk per synchronous O_DIRECT call; coalescing
+# consecutive chunk writes in the direct VFD is the lead for making them pay on disk-bound boxes.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
