@@ -459,8 +459,9 @@ void benchModel(const Args& a, const std::string& preset) {
                                            static_cast<double>(after.bufferedBytes - before.bufferedBytes) / gb),
                                cpu + recyclingNote(recycledBefore));
     }
-    // The writer pins glibc's mmap threshold at 1 MiB for the rest of the process (store/heap_policy.hpp):
-    // from then on every large tensor is fresh, zero-filled pages. The bare forward again shows that cost.
+    // The writer pins glibc's mmap threshold at 1 MiB and installs the recycling allocator for the rest of the
+    // process (store/heap_policy.hpp): large tensors are then recycled blocks or fresh, zero-filled pages. The bare
+    // forward again shows what that costs, with the allocator's counts.
     const auto recycledBefore = store::recyclingStats();
     const std::vector<double> after = timeRuns(std::max(1, a.reps - 1), bare);
     std::cout << fmt::format("bare forward after the cache writer set the 1 MiB mmap threshold: min {:.3f} s = {:+.1f} %{}\n",

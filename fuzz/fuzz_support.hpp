@@ -3,7 +3,6 @@
 // one loader; mechscope::Error (a clear refusal) is the expected outcome for bad input, anything
 // else escaping (std::bad_alloc, nlohmann or c10 exceptions), a sanitizer report, a hang or an OOM
 // is a finding. The same files build without libFuzzer into replay tests (fuzz/replay_main.cpp).
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -22,11 +21,10 @@ inline std::string_view bytes(const uint8_t* data, size_t size) {
   return {reinterpret_cast<const char*>(data), size};
 }
 
-/// A per-process scratch file `<tmp>/mechscope-fuzz-<pid>/<name>` holding `data` (rewritten each call).
+/// A per-process scratch file `<tmp>/mechscope-test-<pid>/fuzz/<name>` holding `data` (rewritten each call;
+/// the folder goes when the process exits, tests/common/scratch_root.hpp).
 inline std::filesystem::path writeTemp(std::string_view data, const std::string& name) {
-  static const std::filesystem::path dir = [] {
-    return mechscope::test::freshScratchDir("fuzz");
-  }();
+  static const std::filesystem::path dir = mechscope::test::freshScratchDir("fuzz");
   const auto path = dir / name;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(data.data(), static_cast<std::streamsize>(data.size()));

@@ -110,7 +110,7 @@ class RecyclingCpuAllocator final : public c10::Allocator {
 
  private:
   void keep(void* p, std::size_t size) const {
-    if (size > m_cap) {  // never kept: and it must not flush the blocks that are
+    if (size > m_cap) {  // too large to keep: unmap it alone, leaving the kept blocks for the next tensors
       ::munmap(p, size);
       return;
     }

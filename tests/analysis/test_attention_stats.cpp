@@ -207,8 +207,7 @@ TEST(ResultIo, JsonNestedListsAndH5OrUnsupported) {
   EXPECT_EQ(analysis::tensorToJson(at::scalar_tensor(7, at::kLong)).dump(), "7");
   EXPECT_EQ(analysis::tensorToJson(at::zeros({2, 0})).dump(), "[[],[]]");
   r.addArray("a", at::arange(6, at::kFloat).view({2, 3}));
-  const auto dir = test::scratchRoot() / "attn-resultio";
-  std::filesystem::create_directories(dir);
+  const auto dir = test::freshScratchDir("attn-resultio");
   analysis::writeResultJson(r, dir / "r.json");
   EXPECT_TRUE(std::filesystem::exists(dir / "r.json"));
   if (analysis::resultH5Available()) {

@@ -176,8 +176,7 @@ TEST(Datasets, ColoredObjectsAnswersAreTokensOfThePrompt) {
 }
 
 TEST(Datasets, JsonlRoundTripAndErrors) {
-  const auto dir = test::scratchRoot() / "causal-jsonl";
-  std::filesystem::create_directories(dir);
+  const auto dir = test::freshScratchDir("causal-jsonl");
   CausalDataset ds;
   for (const auto& p : planted::ioiPrompts(5, 2)) {
     CausalPrompt c;

@@ -95,8 +95,7 @@ TEST(EapPanel, ShowsTheEdgesOfTheAnalysisAsAGraph) {
   EXPECT_TRUE(panel.statusText().startsWith(QString::fromStdString("Patched " + e0["upstream"].get<std::string>()))) << panel.statusText().toStdString();
 
   // Exported like every figure: PNG and SVG with the sidecar of the shown edges.
-  const fs::path out = mechscope::test::scratchRoot() / "eap_graph";
-  fs::create_directories(out);
+  const fs::path out = mechscope::test::freshScratchDir("eap_graph");
   QString error;
   for (const char* name : {"graph.png", "graph.svg"})
     ASSERT_TRUE(views::exportFigure(g.plot(), QString::fromStdString((out / name).string()), 96, {}, g.plottedNumbers(), &error, QSize(900, 600)))

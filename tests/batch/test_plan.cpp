@@ -125,8 +125,7 @@ TEST(BatchPlan, SyntaxErrorHasItsLine) {
 
 TEST(BatchPlan, MissingFilesAndFoldersReportedWithLinesTogetherWithOtherErrors) {
   namespace fs = std::filesystem;
-  const fs::path dir = test::scratchRoot() / "batch_plan_files";
-  fs::create_directories(dir);
+  const fs::path dir = test::freshScratchDir("batch_plan_files");
   std::ofstream(dir / "there.json") << "[[1,2]]";
   const char* text = R"([models.m]
 path = "no-such-model"

@@ -3,7 +3,6 @@
 // depth/size limits of config.json and tokenizer.json, the tokenizer's input limit.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -13,7 +12,6 @@
 
 #include "core/common/errors.hpp"
 #include "core/common/json_guard.hpp"
-#include "core/common/remove_tree.hpp"
 #include "core/model/model_config.hpp"
 #include "core/safetensors/safetensors_file.hpp"
 #include "core/tokenizer/tokenizer.hpp"

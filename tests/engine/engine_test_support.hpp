@@ -8,7 +8,6 @@
 #include <optional>
 #include <string>
 
-#include "core/common/remove_tree.hpp"
 #include "core/common/tensor.hpp"
 #include "tests/common/scratch_root.hpp"
 
