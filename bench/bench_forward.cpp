@@ -7,7 +7,9 @@
 //     async: fp32 on the background writer, as `run`; fp16/bf16: that storage dtype, background writer;
 //     fp16sync; a "-buffered" suffix, e.g. async-buffered, writes through libhdf5's default driver and the
 //     page cache instead of the store's O_DIRECT driver; a "-tiles" suffix leaves out the masked tiles of the
-//     attention patterns and scores, `run --cache-masked-tiles`; "-logitcopy" writes /logits from a copy, their bytes twice, as before /logits became a link), with the time the forward waited for the queue and the writer's busy time; plus the
+//     attention patterns and scores, `run --cache-masked-tiles`; "-logitcopy" writes /logits from a copy, their bytes twice, as before /logits became a link;
+//     "-wholelogits" writes unembed.hook_logits after the forward instead of streaming its rows while the unembedding
+//     runs, as before ForwardOptions::onLogitRows), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
 //     (scripts/dev/eager_gpt2_forward.py under /usr/bin/python3), run between two batches of ours.
@@ -15,10 +17,11 @@
 //   ./build/bench/bench_forward [--models gpt2-small,qwen3-0.6b] [--tokens 1024] [--reps 3] [--dir DIR]
 //                               [--cache-dir DIR] [--no-cache] [--no-eager] [--python /usr/bin/python3]
 //                               [--cache-variants sync,async,fp16[,fp16sync,bf16,async-buffered,...]]
-//                               [--queue-mib 256] [--rounds N]
+//                               [--queue-mib 256] [--rounds N] [--read-subsets no-maps,maps,no-result,result]
 // --rounds N adds N interleaved rounds (bare forward, every hook read, each cache variant, once each) and
 // reports every case's ratio to the bare forward of its own round: min, median and max over the rounds.
 // On a machine shared with other jobs this compares runs seconds apart instead of blocks minutes apart.
+// --read-subsets adds, to each round, forwards that read only part of the hooks (see subsetHooks).
 #include <ATen/ATen.h>
 #include <sys/resource.h>
 #include <torch/version.h>
@@ -68,6 +71,7 @@ struct Args {
   bool eager = true;
   std::string python = "/usr/bin/python3";
   int rounds = 0;  // > 0: interleaved rounds of bare, every-hook and each cache variant once (see benchModel)
+  std::vector<std::string> readSubsets;  // --read-subsets: hook subsets read in the rounds (see subsetHooks)
 };
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
@@ -249,6 +253,7 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
     if (strip("-buffered")) opts.directWrites = false, more = true;
     if (strip("-tiles")) opts.skipMaskedTiles = true, more = true;
     if (strip("-logitcopy")) more = true;  // see copiesLogits
+    if (strip("-wholelogits")) more = true;  // see streamsLogits
   }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
@@ -284,19 +289,47 @@ HookSet writeEveryHook(store::CacheWriter& w) {
 /// copy of their bytes as before the writer linked /logits to unembed.hook_logits (the copy's memcpy included).
 bool copiesLogits(const std::string& variant) { return variant.find("-logitcopy") != std::string::npos; }
 
+/// The forward options of a cache into `w`: unembed.hook_logits streamed block by block (as `run`), unless the
+/// --cache-variants entry ends in -wholelogits (written whole after the forward, as before the streaming).
+ForwardOptions cacheForwardOptions(store::CacheWriter& w, const std::string& variant) {
+  ForwardOptions fo;
+  if (variant.find("-wholelogits") == std::string::npos)
+    fo.onLogitRows = [&w](const at::Tensor& logits, int64_t begin, int64_t end) { w.writeLogitRows(logits, begin, end); };
+  return fo;
+}
+
 void cacheOnce(HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens, const fs::path& file,
-               const store::CacheOptions& opts, bool copyLogits) {
+               const store::CacheOptions& opts, const std::string& variant) {
   store::CacheWriter w(file, benchProvenance(folder, model.config().modelType), opts);
   const HookSet hooks = writeEveryHook(w);
-  ForwardResult r = model.forward(tokens, {}, &hooks);
+  const bool copyLogits = copiesLogits(variant);
+  ForwardResult r = model.forward(tokens, cacheForwardOptions(w, variant), &hooks);
   w.writeLogits(copyLogits ? r.logits.clone() : r.logits);
   w.writeTokens(tokens);
   w.setAttribute("/", "attention_path", r.attentionPath);
   w.commit();
 }
 
-/// --rounds: each round times the bare forward, the every-hook forward and every cache variant once; each
-/// case's ratio is to the bare forward of its own round.
+/// The reading hooks of a --read-subsets entry, over the model's hook names: "no-maps" every hook but the
+/// attention maps (hook_pattern, hook_attn_scores), "maps" only those, "no-result" every hook but the per-head
+/// outputs (hook_result), "result" only those. Where the every-hook read's cost over the bare forward goes.
+HookSet subsetHooks(const HookedTransformer& model, const std::string& subset) {
+  auto isMap = [](const std::string& n) { return n.ends_with("hook_pattern") || n.ends_with("hook_attn_scores"); };
+  auto isResult = [](const std::string& n) { return n.ends_with("attn.hook_result"); };
+  std::function<bool(const std::string&)> keep;
+  if (subset == "no-maps") keep = [&](const std::string& n) { return !isMap(n); };
+  else if (subset == "maps") keep = isMap;
+  else if (subset == "no-result") keep = [&](const std::string& n) { return !isResult(n); };
+  else if (subset == "result") keep = isResult;
+  else throw std::runtime_error("--read-subsets: unknown subset '" + subset + "' (no-maps, maps, no-result, result)");
+  HookSet hooks;
+  for (const std::string& n : model.hookNames())
+    if (keep(n)) hooks.add(n, [](const at::Tensor&, const HookContext&) -> std::optional<at::Tensor> { return std::nullopt; });
+  return hooks;
+}
+
+/// --rounds: each round times the bare forward, the every-hook forward, each --read-subsets entry and every
+/// cache variant once; each case's ratio is to the bare forward of its own round.
 void interleavedRounds(const Args& a, HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens,
                        const fs::path& file) {
   HookSet readAll;
@@ -304,10 +337,17 @@ void interleavedRounds(const Args& a, HookedTransformer& model, const fs::path& 
   std::vector<std::string> names{"bare", "every hook read"};
   std::vector<std::function<void()>> runs{[&] { (void)model.forward(tokens); },
                                           [&] { (void)model.forward(tokens, {}, &readAll); }};
+  std::vector<HookSet> subsets;
+  subsets.reserve(a.readSubsets.size());
+  for (const std::string& s : a.readSubsets) {
+    subsets.push_back(subsetHooks(model, s));
+    names.push_back("read " + s);
+    runs.emplace_back([&, i = subsets.size() - 1] { (void)model.forward(tokens, {}, &subsets[i]); });
+  }
   for (const std::string& v : a.cacheVariants) {
     names.push_back("cache " + v);
-    runs.emplace_back([&, opts = variantOptions(v, a.queueBytes), copy = copiesLogits(v)] {
-      cacheOnce(model, folder, tokens, file, opts, copy);
+    runs.emplace_back([&, opts = variantOptions(v, a.queueBytes), v] {
+      cacheOnce(model, folder, tokens, file, opts, v);
     });
   }
   std::vector<std::vector<double>> wall(names.size()), ratio(names.size()), cpu(names.size());
@@ -417,7 +457,7 @@ void benchModel(const Args& a, const std::string& preset) {
         store::CacheWriter w(file, benchProvenance(folder, c.modelType), opts);
         const HookSet hooks = writeEveryHook(w);
         const auto t0 = Clock::now();
-        ForwardResult cr = model->forward(tokens, {}, &hooks);
+        ForwardResult cr = model->forward(tokens, cacheForwardOptions(w, name), &hooks);
         w.writeLogits(copiesLogits(name) ? cr.logits.clone() : cr.logits);
         const auto t1 = Clock::now();
         w.writeTokens(tokens);
@@ -510,6 +550,10 @@ Args parse(int argc, char** argv) {
       a.eager = false;
     } else if (s == "--python") {
       a.python = next();
+    } else if (s == "--read-subsets") {
+      std::stringstream ss(next());
+      for (std::string item; std::getline(ss, item, ',');)
+        if (!item.empty()) a.readSubsets.push_back(item);
     } else if (s == "--rounds") {
       a.rounds = std::max(0, std::stoi(next()));
     } else {

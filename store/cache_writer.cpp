@@ -123,12 +123,12 @@ void DatasetWriter::write(const std::vector<int64_t>& offset, const at::Tensor& 
 
 void DatasetWriter::writeTiles(const at::Tensor& data, const MaskedTileLayout& tiles) {
   const hid_t dset = m_dataset->get();
-  const int64_t tileBytes = tiles.chunk[2] * tiles.chunk[3] * storageElementSize(m_dtype);
+  const int64_t chunkBytes = tiles.chunk[1] * tiles.chunk[2] * tiles.chunk[3] * storageElementSize(m_dtype);
   forEachUnmaskedTile(data, tiles, [&](const std::vector<int64_t>& offset, const void* bytes) {
     const std::vector<hsize_t> at(offset.begin(), offset.end());
     Hdf5Lock lock;
     requireOpen(m_state, "dataset " + m_path);
-    detail::check<Error>(H5Dwrite_chunk(dset, H5P_DEFAULT, 0, at.data(), static_cast<size_t>(tileBytes), bytes),
+    detail::check<Error>(H5Dwrite_chunk(dset, H5P_DEFAULT, 0, at.data(), static_cast<size_t>(chunkBytes), bytes),
                          fmt::format("write {} into '{}'", m_path, m_state->partialName));
   });
 }
@@ -203,7 +203,8 @@ CacheWriter::CacheWriter(CacheWriter&& other) noexcept
       m_background(std::move(other.m_background)),
       m_writeback(std::move(other.m_writeback)),
       m_hookedLogits(std::move(other.m_hookedLogits)),
-      m_hookedLogitsVersion(other.m_hookedLogitsVersion) {}
+      m_hookedLogitsVersion(other.m_hookedLogitsVersion),
+      m_logitStream(std::move(other.m_logitStream)) {}
 
 CacheWriter::~CacheWriter() {
   m_background.reset();  // drops queued tensors, waits for the write in progress
@@ -429,6 +430,72 @@ void CacheWriter::linkIn(const std::shared_ptr<detail::WriterState>& s, const st
                        fmt::format("link '{}' to '{}' in '{}'", linkPath, target, state->partialName));
 }
 
+void CacheWriter::runOrSubmit(int64_t bytes, std::function<void()> job) {
+  if (m_background) m_background->submit(bytes, std::move(job));
+  else job();
+}
+
+void CacheWriter::writeLogitRows(const at::Tensor& logits, int64_t posBegin, int64_t posEnd) {
+  if (!logits.defined() || logits.dim() != 3)
+    throw InputError(fmt::format("logit rows: expected the logits [batch, pos, vocab], got {}",
+                                 logits.defined() ? fmt::format("rank {}", logits.dim()) : std::string("undefined")));
+  const int64_t P = logits.size(1);
+  if (posBegin == 0 && !m_logitStream) {
+    const std::string abs = std::string(schema::kActivationsGroup) + "/" + kLogitsHook;
+    if (!m_state || !m_state->open)
+      throw Error(fmt::format("dataset {}: the cache writer is already committed or closed", abs));
+    if (m_background) claimQueuedPath(abs);
+    auto stream = std::make_unique<LogitStream>();
+    stream->tensor = logits;
+    stream->dataset = std::make_shared<DatasetWriter>();
+    const StorageDtype dtype = activationDtype(logits);
+    const std::string axes = hookAxes(kLogitsHook, 3);
+    const int singletonDims = chunkSingletonDims(axes);
+    const auto chunk = chooseChunkShape(logits.sizes().vec(), storageElementSize(dtype), m_options.chunkBytes, singletonDims);
+    stream->chunkRows = chunk.size() == 3 ? chunk[1] : P;
+    // Created as a whole write (no chunk cache, fill never written): every chunk is written once, whole.
+    runOrSubmit(0, [state = m_state, options = m_options, finalPath = m_finalPath, abs, shape = logits.sizes().vec(),
+                    dtype, singletonDims, axes, holder = stream->dataset] {
+      *holder = createDatasetIn(state, options, finalPath, abs, shape, dtype, singletonDims, options.gzipLevel == 0);
+      Hdf5Lock lock;
+      detail::writeStringAttr(requireOpen(state, "dataset " + abs)->file.get(), abs, schema::kAttrAxes, axes);
+    });
+    m_logitStream = std::move(stream);
+  }
+  if (!m_logitStream) throw InputError(fmt::format("logit rows: the first call must start at position 0, not {}", posBegin));
+  LogitStream& s = *m_logitStream;
+  if (logits.data_ptr() != s.tensor.data_ptr() || logits.sizes() != s.tensor.sizes())
+    throw InputError("logit rows: another logits tensor before unembed.hook_logits was written");
+  if (posBegin != s.received || posEnd <= posBegin || posEnd > P)
+    throw InputError(fmt::format("logit rows: positions [{}, {}) do not follow the {} of {} received", posBegin, posEnd,
+                                 s.received, P));
+  s.received = posEnd;
+  s.version = logits.is_inference() ? -1 : static_cast<int64_t>(logits._version());
+  const int64_t upTo = posEnd == P ? P : posEnd / s.chunkRows * s.chunkRows;
+  if (upTo <= s.written) return;
+  const at::Tensor rows = logits.detach().narrow(1, s.written, upTo - s.written);  // [batch, rows, vocab], a view
+  const int64_t first = s.written;
+  s.written = upTo;
+  runOrSubmit(static_cast<int64_t>(rows.nbytes()), [holder = s.dataset, rows, first, writeback = m_writeback] {
+    holder->write({0, first, 0}, rows);
+    if (writeback && rows.nbytes() >= (std::size_t{8} << 20)) writeback->advance();
+  });
+}
+
+void CacheWriter::finishLogitStream(const at::Tensor& t) {
+  const std::unique_ptr<LogitStream> s = std::move(m_logitStream);
+  const bool unchanged = s->received == s->tensor.size(1) && s->version >= 0 && !t.is_inference() &&
+                         sameValuesAs(s->tensor, s->version, t);
+  if (!unchanged) {
+    if (t.sizes() != s->tensor.sizes())
+      throw InputError(fmt::format("activation '{}': shape [{}] after logits of shape [{}] were streamed", kLogitsHook,
+                                   fmt::join(t.sizes(), ", "), fmt::join(s->tensor.sizes(), ", ")));
+    runOrSubmit(static_cast<int64_t>(t.nbytes()), [holder = s->dataset, held = t.detach()] {
+      holder->write({0, 0, 0}, held);
+    });
+  }
+}
+
 void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor& t) {
   checkName(hookName, "activation");
   if (hookName.find('/') != std::string::npos)
@@ -436,7 +503,8 @@ void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor&
   const std::string path = std::string(schema::kActivationsGroup) + "/" + hookName;
   if (!t.defined()) throw InputError(fmt::format("activation '{}': the tensor is undefined", hookName));
   const std::string axes = hookAxes(hookName, t.dim());
-  writeWholeMaybeAsync(path, t, activationDtype(t), chunkSingletonDims(axes), axes);
+  if (hookName == kLogitsHook && m_logitStream) finishLogitStream(t);
+  else writeWholeMaybeAsync(path, t, activationDtype(t), chunkSingletonDims(axes), axes);
   // writeLogits of the same tensor links to it instead of writing it again. Inference tensors keep no version
   // counter, so an in-place write could not be told apart: they are written twice.
   if (hookName == kLogitsHook && !t.is_inference()) {
@@ -505,6 +573,10 @@ void CacheWriter::setAttribute(const std::string& path, const std::string& key, 
 
 void CacheWriter::commit() {
   m_hookedLogits = at::Tensor();
+  if (m_logitStream && m_logitStream->received < m_logitStream->tensor.size(1))
+    throw InputError(fmt::format("commit '{}': the logits were streamed up to position {} of {}", m_finalPath.string(),
+                                 m_logitStream->received, m_logitStream->tensor.size(1)));
+  m_logitStream.reset();
   drain();  // the background thread's first error, if any, surfaces here unchanged
   m_background.reset();
   {

@@ -4,6 +4,7 @@
 // Schema: docs/hdf5-schema.md. Thread-safe (every libhdf5 call goes through Hdf5Lock).
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -100,6 +101,14 @@ class CacheWriter {
   /// /activations/<hookName>, the whole tensor at once in the storage dtype (any dtype/device in).
   /// `hookName` is the TransformerLens name verbatim (dots allowed, no '/'); InputError if written twice.
   void writeActivation(const std::string& hookName, const at::Tensor& t);
+  /// Streams /activations/unembed.hook_logits while the forward computes it (ForwardOptions::onLogitRows):
+  /// `logits` is the whole tensor [batch, pos, vocab], final at positions [posBegin, posEnd), the calls in
+  /// order from position 0. Final rows are written in whole chunks (on the background thread when there is
+  /// one) while the forward computes the next; the last call writes the rest. When writeActivation of
+  /// unembed.hook_logits then gets that very tensor, unchanged since the last call, nothing is written again;
+  /// any other tensor (a hook replaced the logits) is written over the streamed rows. InputError for calls out
+  /// of order or for another tensor mid-stream; commit() refuses a stream that did not reach the last position.
+  void writeLogitRows(const at::Tensor& logits, int64_t posBegin, int64_t posEnd);
   /// Creates a chunked dataset at `path` (relative paths are under the root; parents are created) to be
   /// filled with DatasetWriter::write. Unwritten elements read as 0.
   DatasetWriter beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype);
@@ -157,6 +166,10 @@ class CacheWriter {
                      const std::string& linkPath, const std::string& target);
   /// Waits for the background queue (rethrowing its first error); a no-op without one.
   void drain();
+  /// Runs `job` on the background thread, accounted as `bytes`, or now on this one when there is none.
+  void runOrSubmit(int64_t bytes, std::function<void()> job);
+  /// unembed.hook_logits written as `t` after writeLogitRows streamed the forward's logits.
+  void finishLogitStream(const at::Tensor& t);
   [[nodiscard]] StorageDtype activationDtype(const at::Tensor& t) const;
 
   std::shared_ptr<detail::WriterState> m_state;
@@ -169,6 +182,16 @@ class CacheWriter {
   std::shared_ptr<Writeback> m_writeback;    // early write-back of the .partial (null: off)
   at::Tensor m_hookedLogits;  // what unembed.hook_logits was written from, until writeLogits (held: no reused address)
   int64_t m_hookedLogitsVersion = -1;  // its version counter then (an in-place write since breaks the link)
+  /// The logits writeLogitRows is streaming, until unembed.hook_logits is written.
+  struct LogitStream {
+    at::Tensor tensor;                       // the forward's logits [batch, pos, vocab] (held: memory not reused)
+    int64_t received = 0;                    // positions final so far
+    int64_t written = 0;                     // positions handed to the writer: whole chunks, then the rest
+    int64_t chunkRows = 1;                   // positions per chunk of the dataset
+    int64_t version = -1;                    // the tensor's version counter at the last call (-1: inference tensor)
+    std::shared_ptr<DatasetWriter> dataset;  // filled in by the job that creates the dataset
+  };
+  std::unique_ptr<LogitStream> m_logitStream;
 };
 
 }  // namespace mechscope::store

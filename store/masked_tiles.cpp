@@ -43,14 +43,24 @@ std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const 
   if (kMinMaskedTileSide * kMinMaskedTileSide * element > chunkBytes / 4) return std::nullopt;
   int64_t side = kMinMaskedTileSide;
   while ((2 * side) * (2 * side) * element <= chunkBytes / 4) side *= 2;
+  const int64_t tq = std::min(side, shape[2]), tk = std::min(side, shape[3]), heads = shape[1];
+  // Heads per chunk: as many tiles as fill chunkBytes (one large write instead of several small ones), a power of
+  // two, or all the heads; padding the last group with fill-value heads is accepted up to an eighth of the heads.
+  int64_t group = 1;
+  while (2 * group * tq * tk * element <= chunkBytes) group *= 2;
+  if (group >= heads) {
+    group = heads;
+  } else {
+    while (group > 1 && ((heads + group - 1) / group * group - heads) * 8 > heads) group /= 2;
+  }
   MaskedTileLayout layout;
-  layout.chunk = {1, 1, std::min(side, shape[2]), std::min(side, shape[3])};
+  layout.chunk = {1, group, tq, tk};
   layout.fill = storedBytes(fill, dtype);
   return layout;
 }
 
 bool maskedTileCandidate(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk) {
-  if (shape.size() != 4 || chunk.size() != 4 || chunk[0] != 1 || chunk[1] != 1) return false;
+  if (shape.size() != 4 || chunk.size() != 4 || chunk[0] != 1 || chunk[1] < 1) return false;
   if (!isAttentionMapHook(path)) return false;
   for (int d = 2; d < 4; ++d)
     if (chunk[d] < std::min(kMinMaskedTileSide, shape[d])) return false;
@@ -66,40 +76,44 @@ int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layo
     throw Error(fmt::format("forEachUnmaskedTile: {}-byte elements against a {}-byte fill value", data.element_size(),
                             element));
   const int64_t B = data.size(0), H = data.size(1), Q = data.size(2), K = data.size(3);
-  const int64_t tq = layout.chunk[2], tk = layout.chunk[3];
+  const int64_t hc = layout.chunk[1], tq = layout.chunk[2], tk = layout.chunk[3];
   const int64_t tileBytes = tq * tk * element;
   // A row of fill values as long as a tile row: the comparand of every tile row and the padding's source.
   std::vector<unsigned char> fillRow(static_cast<size_t>(tk * element));
   for (int64_t i = 0; i < tk; ++i) std::memcpy(fillRow.data() + i * element, layout.fill.data(), element);
-  const size_t alignedBytes = (static_cast<size_t>(tileBytes) + 4095) / 4096 * 4096;
+  const size_t chunkBytes = static_cast<size_t>(hc * tileBytes);
+  const size_t alignedBytes = (chunkBytes + 4095) / 4096 * 4096;
   std::unique_ptr<void, FreeDeleter> buffer(std::aligned_alloc(4096, alignedBytes));
-  if (!buffer) throw Error(fmt::format("forEachUnmaskedTile: cannot allocate a {}-byte tile buffer", tileBytes));
-  auto* tile = static_cast<unsigned char*>(buffer.get());
+  if (!buffer) throw Error(fmt::format("forEachUnmaskedTile: cannot allocate a {}-byte chunk buffer", chunkBytes));
+  auto* chunk = static_cast<unsigned char*>(buffer.get());  // [head in group, tile row, tile column]
   const auto* base = static_cast<const unsigned char*>(data.data_ptr());
+  auto headAt = [&](int64_t b, int64_t h) { return base + (b * H + h) * Q * K * element; };  // [query, key]
   int64_t written = 0;
   std::vector<int64_t> offset(4);
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const unsigned char* head = base + (b * H + h) * Q * K * element;  // [query, key]
+    for (int64_t h0 = 0; h0 < H; h0 += hc) {
+      const int64_t heads = std::min(hc, H - h0);
       for (int64_t q0 = 0; q0 < Q; q0 += tq)
         for (int64_t k0 = 0; k0 < K; k0 += tk) {
           const int64_t rows = std::min(tq, Q - q0), cols = std::min(tk, K - k0);
           const size_t rowBytes = static_cast<size_t>(cols * element);
           bool masked = true;
-          for (int64_t r = 0; r < rows && masked; ++r)
-            masked = std::memcmp(head + ((q0 + r) * K + k0) * element, fillRow.data(), rowBytes) == 0;
+          for (int64_t h = 0; h < heads && masked; ++h)
+            for (int64_t r = 0; r < rows && masked; ++r)
+              masked = std::memcmp(headAt(b, h0 + h) + ((q0 + r) * K + k0) * element, fillRow.data(), rowBytes) == 0;
           if (masked) continue;
-          for (int64_t r = 0; r < tq; ++r) {
-            unsigned char* dst = tile + r * tk * element;
-            if (r < rows) {
-              std::memcpy(dst, head + ((q0 + r) * K + k0) * element, rowBytes);
-              if (cols < tk) std::memcpy(dst + rowBytes, fillRow.data(), static_cast<size_t>((tk - cols) * element));
-            } else {
-              std::memcpy(dst, fillRow.data(), fillRow.size());
+          for (int64_t h = 0; h < hc; ++h)
+            for (int64_t r = 0; r < tq; ++r) {
+              unsigned char* dst = chunk + (h * tq + r) * tk * element;
+              if (h < heads && r < rows) {
+                std::memcpy(dst, headAt(b, h0 + h) + ((q0 + r) * K + k0) * element, rowBytes);
+                if (cols < tk) std::memcpy(dst + rowBytes, fillRow.data(), static_cast<size_t>((tk - cols) * element));
+              } else {
+                std::memcpy(dst, fillRow.data(), fillRow.size());
+              }
             }
-          }
-          offset = {b, h, q0, k0};
-          write(offset, tile);
+          offset = {b, h0, q0, k0};
+          write(offset, chunk);
           ++written;
         }
     }

@@ -345,6 +345,11 @@ void runRun(const RunOptions& o) {
   if (!o.cache.empty()) {
     writer = std::make_unique<store::CacheWriter>(o.cache, cacheProvenance(o, *model, encodedRows.bosHandling, batch.padded), cacheOptions);
     addCacheStreamingHooks(hooks, o.hooks, writer.get());
+    // A cached unembed.hook_logits is written block by block while the rest of the logits are computed.
+    if (std::any_of(o.hooks.begin(), o.hooks.end(), [](const std::string& g) { return HookSet::matches(g, "unembed.hook_logits"); }))
+      fo.onLogitRows = [w = writer.get()](const at::Tensor& logits, int64_t begin, int64_t end) {
+        w->writeLogitRows(logits, begin, end);
+      };
   }
   const ForwardResult result = forwardIntoCache(*model, batch.tokens, fo, hooks, writer, o.cache);
 #else

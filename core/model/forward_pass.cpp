@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>  // at::GradMode: not pulled in by ATen.h in LibTorch 2.x
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -618,13 +619,65 @@ at::Tensor runBlock(const PassContext& pc, const LayerWeights& L, const LayerHoo
   return pc.hp(addAttnAndMlp(pc, L, nm, l, resid, attnOut), nm.residPost, l);
 }
 
+/// Positions per block of the unembedding of `positions`: `asked` when > 0, else about 64 MiB of fp32 logits (at
+/// least 16 positions), evened out over the blocks (GPT-2 at 1,024 tokens: 4 × 256; Qwen3's 151,936-token
+/// vocabulary: 10 blocks).
+int64_t logitBlockPositions(int64_t asked, int64_t batch, int64_t positions, int64_t vocab) {
+  if (asked > 0) return asked;
+  constexpr int64_t kBlockBytes = int64_t{64} << 20;
+  const int64_t most = std::max<int64_t>(16, kBlockBytes / std::max<int64_t>(1, batch * vocab * 4));
+  const int64_t blocks = (positions + most - 1) / most;
+  return (positions + blocks - 1) / std::max<int64_t>(1, blocks);
+}
+
+/// The unembedding of x [batch, pos, d_model] (contiguous) in blocks of `step` positions → fp32 logits
+/// [batch, pos, vocab], announcing each block to `onRows` (when set) once its rows are final. fp32 without a
+/// soft-cap or a gradient goes straight into the logits' rows, batch row by batch row (the product at::linear
+/// forms, on fewer rows); otherwise each block is formed and copied in.
+at::Tensor unembedInBlocks(const ModelConfig& c, const ModelWeights& W, const at::Tensor& x, int64_t step,
+                           const std::function<void(const at::Tensor&, int64_t, int64_t)>& onRows) {
+  const int64_t B = x.size(0), P = x.size(1), V = W.wU.size(0);
+  at::Tensor logits = at::empty({B, P, V}, x.options().dtype(at::kFloat));  // [batch, pos, vocab]
+  // out= products keep no gradient: a pass that needs one forms each block and copies it in.
+  const bool direct = x.scalar_type() == at::kFloat && W.wU.scalar_type() == at::kFloat && c.finalSoftcap <= 0 &&
+                      !x.requires_grad() && !W.wU.requires_grad();
+  for (int64_t p0 = 0; p0 < P; p0 += step) {
+    const int64_t n = std::min(step, P - p0);
+    if (direct) {
+      for (int64_t b = 0; b < B; ++b) {
+        at::Tensor rows = logits.select(0, b).narrow(0, p0, n);  // [n, vocab], contiguous
+        const at::Tensor xs = x.select(0, b).narrow(0, p0, n);  // [n, d_model]
+        if (W.bU.defined()) at::addmm_out(rows, W.bU, xs, W.wU.t());
+        else at::mm_out(rows, xs, W.wU.t());
+      }
+    } else {
+      at::Tensor part = linear(x.narrow(1, p0, n), W.wU, W.bU);  // [batch, n, vocab]
+      if (c.finalSoftcap > 0) part = at::tanh(part.to(at::kFloat) / c.finalSoftcap) * c.finalSoftcap;  // Gemma 2
+      logits.narrow(1, p0, n).copy_(part);
+    }
+    if (onRows) onRows(logits, p0, p0 + n);
+  }
+  return logits;
+}
+
 /// Final norm and unembedding of resid [batch, pos, d_model] (its last position only when `lastOnly`)
-/// → fp32 logits [batch, pos or 1, vocab].
-at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp, const at::Tensor& resid, bool lastOnly) {
+/// → fp32 logits [batch, pos or 1, vocab]. Long inputs are unembedded in blocks of positions
+/// (logitBlockPositions), whether or not opts.onLogitRows hears of them, so the logits do not depend on it.
+at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp, const at::Tensor& resid,
+                   const ForwardOptions& opts) {
+  const bool lastOnly = opts.logitsLastOnly;
   at::Tensor x = lastOnly ? resid.narrow(1, resid.size(1) - 1, 1) : resid;
   x = hp(applyModelNorm(c, x, W.lnFinalW, W.lnFinalB), "ln_final.hook_normalized", -1);
-  at::Tensor logits = linear(x, W.wU, W.bU).to(at::kFloat);  // [batch, pos, vocab]
-  if (c.finalSoftcap > 0) logits = at::tanh(logits / c.finalSoftcap) * c.finalSoftcap;  // Gemma 2
+  const int64_t P = x.size(1);
+  const int64_t step = logitBlockPositions(opts.logitBlockPositions, x.size(0), P, W.wU.size(0));
+  at::Tensor logits;  // [batch, pos, vocab]
+  if (step < P) {
+    logits = unembedInBlocks(c, W, x.is_contiguous() ? x : x.contiguous(), step, opts.onLogitRows);
+  } else {
+    logits = linear(x, W.wU, W.bU).to(at::kFloat);
+    if (c.finalSoftcap > 0) logits = at::tanh(logits / c.finalSoftcap) * c.finalSoftcap;  // Gemma 2
+    if (opts.onLogitRows && P > 0) opts.onLogitRows(logits, 0, P);
+  }
   return hp(logits, "unembed.hook_logits", -1);
 }
 
@@ -784,7 +837,7 @@ ForwardResult ForwardPass::run(const HookedTransformer& m, PassInput in, const F
     out.residual = resid;
     return out;
   }
-  out.logits = unembed(c, W, hp, resid, opts.logitsLastOnly);  // [batch, pos, vocab]
+  out.logits = unembed(c, W, hp, resid, opts);  // [batch, pos, vocab]
   return out;
 }
 

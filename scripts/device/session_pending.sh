@@ -31,7 +31,8 @@
 #   memory    a load refused for lack of GPU memory: another process holds all but ~20 GiB, then a fp32 7B
 #             load must exit 2 before reading weights, and a bf16 one (13.5 GB) must load
 #   cpucache  issue #24's CPU caching target on this box's 16 cores and disk: bench_forward (build-gpu reconfigured with the
-#             carried .deps/hdf5, see the stage) for CPUCACHE="MODEL:THREADS:ROUNDS …"
+#             carried .deps/hdf5, see the stage) for CPUCACHE="MODEL:THREADS:ROUNDS …"; CPUCACHE_SUBSETS=no-maps,… adds
+#             bench_forward's --read-subsets to the rounds
 # 2026-12-06 (sixth session, H100): STAGES="machine build eightk opcount cpucache", then "cpucache", then "ratios" ran
 # (docs/benchmarks.md, "H100, 2026-12-06"). Seventh session (H100): BUILD_TARGETS="mechscope_tests_core
 # mechscope_tests_engine mechscope-cli" FARSUMS_128K=0 STAGES="build farsums": FarSumsCuda, NearBandCuda (6e21aad's
@@ -189,10 +190,14 @@ if has cpucache; then  # issue #24's CPU caching target on this box's CPUs and d
     -DHDF5_C_COMPILER_EXECUTABLE=HDF5_C_COMPILER_EXECUTABLE-NOTFOUND >"$OUT/cpucache_cmake.log" 2>&1
   s=$SECONDS; cmake --build "$B" -j "$(nproc)" --target bench_forward >"$OUT/cpucache_build.log" 2>&1
   log "cpucache build rc=$? $((SECONDS - s)) s; disk: $(df -h /tmp | tail -1)"
+  for bs in 256K 1M; do  # the disk's O_DIRECT rate at a masked tile's old (one head) and new (four heads) chunk size
+    log "dd O_DIRECT bs=$bs: $(dd if=/dev/zero of=/tmp/cpucache/dd bs=$bs count=$((1 << 30 >> $([ $bs = 1M ] && echo 20 || echo 18))) oflag=direct 2>&1 | tail -1)"
+    rm -f /tmp/cpucache/dd
+  done
   for spec in ${CPUCACHE:-gpt2-small:2:6 gpt2-small:16:6 qwen3-0.6b:16:3}; do  # MODEL:THREADS:ROUNDS
     IFS=: read -r m th r <<<"$spec"
     MECHSCOPE_THREADS=$th timeout ${CPUCACHE_TIMEOUT:-240} "$B/bench/bench_forward" --models $m --reps 2 --no-eager --dir $W/fwd \
-      --cache-dir /tmp/cpucache --cache-variants ${CPUCACHE_VARIANTS:-async,fp16,async-buffered} --rounds $r >"$OUT/cpucache_${m}_$th.log" 2>&1
+      --cache-dir /tmp/cpucache --cache-variants ${CPUCACHE_VARIANTS:-async,fp16,async-buffered} --rounds $r ${CPUCACHE_SUBSETS:+--read-subsets $CPUCACHE_SUBSETS} >"$OUT/cpucache_${m}_$th.log" 2>&1
     log "cpucache $m threads $th rc=$?"; grep -E -i '^threads|^forward|hook|round|matmul|achieved' "$OUT/cpucache_${m}_$th.log" | head -24 | tee -a "$OUT/summary.txt"
   done
 fi

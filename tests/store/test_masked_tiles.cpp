@@ -91,23 +91,33 @@ TEST(StoreMaskedTiles, LayoutOnlyForPatternsAndScores) {
   const std::vector<int64_t> shape{1, 12, 1024, 1024};
   const auto pattern = maskedTileLayout("/activations/blocks.3.attn.hook_pattern", shape, StorageDtype::Float32, 1 << 20);
   ASSERT_TRUE(pattern.has_value());
-  EXPECT_EQ(pattern->chunk, (std::vector<int64_t>{1, 1, 256, 256}));  // 256 KiB: a quarter of the 1 MiB target
+  EXPECT_EQ(pattern->chunk, (std::vector<int64_t>{1, 4, 256, 256}));  // 256 KiB tiles (a quarter of 1 MiB), 4 heads
   EXPECT_EQ(pattern->fill, (std::vector<unsigned char>{0, 0, 0, 0}));
   const auto scores = maskedTileLayout("blocks.0.attn.hook_attn_scores", shape, StorageDtype::Float32, 1 << 20);
   ASSERT_TRUE(scores.has_value());
   EXPECT_EQ(scores->fill, (std::vector<unsigned char>{0x00, 0x00, 0x80, 0xff}));  // IEEE −∞, little-endian
   const auto half = maskedTileLayout("x.hook_attn_scores", shape, StorageDtype::Float16, 1 << 20);
   ASSERT_TRUE(half.has_value());
-  EXPECT_EQ(half->chunk, (std::vector<int64_t>{1, 1, 256, 256}));  // 128 KiB; 512² would be 512 KiB
+  // 128 KiB tiles (512² would be 512 KiB); 8 heads would fill 1 MiB but pad 12 heads to 16: 4.
+  EXPECT_EQ(half->chunk, (std::vector<int64_t>{1, 4, 256, 256}));
+  EXPECT_EQ(maskedTileLayout("x.hook_pattern", {1, 16, 1024, 1024}, StorageDtype::Float16, 1 << 20)->chunk,
+            (std::vector<int64_t>{1, 8, 256, 256}));
+  // 14 heads: 4 would pad to 16 (2 > 14/8), so 2; 25 heads: 4 pads to 28 (3 ≤ 25/8).
+  EXPECT_EQ(maskedTileLayout("x.hook_pattern", {1, 14, 1024, 1024}, StorageDtype::Float32, 1 << 20)->chunk,
+            (std::vector<int64_t>{1, 2, 256, 256}));
+  EXPECT_EQ(maskedTileLayout("x.hook_pattern", {1, 25, 1024, 1024}, StorageDtype::Float32, 1 << 20)->chunk,
+            (std::vector<int64_t>{1, 4, 256, 256}));
+  EXPECT_EQ(maskedTileLayout("x.hook_pattern", {1, 1, 1024, 1024}, StorageDtype::Float32, 1 << 20)->chunk,
+            (std::vector<int64_t>{1, 1, 256, 256}));
   EXPECT_EQ(half->fill, (std::vector<unsigned char>{0x00, 0xfc}));
   const auto bf16 = maskedTileLayout("x.hook_attn_scores", shape, StorageDtype::BFloat16, 1 << 20);
   ASSERT_TRUE(bf16.has_value());
   EXPECT_EQ(bf16->fill, (std::vector<unsigned char>{0x80, 0xff}));
   EXPECT_EQ(maskedTileLayout("x.hook_pattern", shape, StorageDtype::Float32, 64 << 10)->chunk,
-            (std::vector<int64_t>{1, 1, 64, 64}));  // 64² · 4 = 16 KiB = 64 KiB / 4
+            (std::vector<int64_t>{1, 4, 64, 64}));  // 64² · 4 = 16 KiB = 64 KiB / 4, 4 heads per chunk
   EXPECT_FALSE(maskedTileLayout("x.hook_pattern", shape, StorageDtype::Float32, 32 << 10));  // 64² would not fit
   EXPECT_EQ(maskedTileLayout("x.hook_pattern", {1, 2, 100, 40}, StorageDtype::Float32, 1 << 20)->chunk,
-            (std::vector<int64_t>{1, 1, 100, 40}));
+            (std::vector<int64_t>{1, 2, 100, 40}));  // every head: 2 · 16,000 bytes
   EXPECT_FALSE(maskedTileLayout("blocks.0.attn.hook_z", shape, StorageDtype::Float32, 1 << 20));
   EXPECT_FALSE(maskedTileLayout("x.hook_pattern", {12, 1024, 1024}, StorageDtype::Float32, 1 << 20));
   EXPECT_FALSE(maskedTileLayout("x.hook_pattern", shape, StorageDtype::Int64, 1 << 20));
@@ -117,10 +127,12 @@ TEST(StoreMaskedTiles, LayoutOnlyForPatternsAndScores) {
 TEST(StoreMaskedTiles, CausalAndWindowedMapsSkipExactlyTheMaskedTiles) {
   ScratchDir dir;
   struct Case {
-    int64_t batch, heads, n, window;
+    int64_t batch, heads, n, window, headsPerChunk;
   };
-  // 600 = 2·256 + 88: edge tiles; window 200 < 256: lower-left tiles wholly outside the band.
-  for (const Case c : {Case{2, 3, 600, 0}, Case{1, 2, 1024, 200}, Case{1, 1, 5, 0}}) {
+  // 600 = 2·256 + 88: edge tiles; window 200 < 256: lower-left tiles wholly outside the band; 25 heads of
+  // 128² tiles: 4 per chunk, the last chunk one head and three of fill; 6 heads: 2 per chunk.
+  for (const Case c : {Case{2, 3, 600, 0, 3}, Case{1, 2, 1024, 200, 2}, Case{1, 1, 5, 0, 1}, Case{1, 25, 128, 0, 4},
+                       Case{1, 6, 300, 0, 2}}) {
     const at::Tensor scores = maskedScores(c.batch, c.heads, c.n, c.window, 7);
     at::Tensor pattern = at::softmax(scores, -1);  // exactly +0.0 where the score is −∞
     for (const bool background : {false, true}) {
@@ -135,7 +147,10 @@ TEST(StoreMaskedTiles, CausalAndWindowedMapsSkipExactlyTheMaskedTiles) {
         w.commit();
       }
       const int64_t t = std::min<int64_t>(256, c.n);
-      const auto live = static_cast<hsize_t>(c.batch * c.heads * liveTilesPerHead(c.n, t, c.window));
+      const int64_t groups = (c.heads + c.headsPerChunk - 1) / c.headsPerChunk;
+      const auto live = static_cast<hsize_t>(c.batch * groups * liveTilesPerHead(c.n, t, c.window));
+      EXPECT_EQ(CacheReader::open(file).info("blocks.0.attn.hook_pattern").chunks,
+                (std::vector<int64_t>{1, c.headsPerChunk, t, t}));
       for (const auto& [hook, want] : {std::pair{"blocks.0.attn.hook_attn_scores", scores},
                                        std::pair{"blocks.0.attn.hook_pattern", pattern}}) {
         const RawDataset raw = readRaw(file, hook);
@@ -151,10 +166,11 @@ TEST(StoreMaskedTiles, CausalAndWindowedMapsSkipExactlyTheMaskedTiles) {
 
 TEST(StoreMaskedTiles, AnyBitOtherThanTheFillValueKeepsItsTile) {
   ScratchDir dir;
-  at::Tensor pattern = at::softmax(maskedScores(1, 1, 512, 0, 3), -1);
-  pattern.index_put_({0, 0, 10, 400}, -0.0f);  // upper-right tile: −0.0 is not the fill value +0.0
-  at::Tensor scores = maskedScores(1, 1, 512, 0, 4);
-  scores.index_put_({0, 0, 3, 300}, 1.5f);  // a hook that wrote into the masked region
+  // Two heads in one chunk; the stray bits are in the second head only, so the chunk of both is kept.
+  at::Tensor pattern = at::softmax(maskedScores(1, 2, 512, 0, 3), -1);
+  pattern.index_put_({0, 1, 10, 400}, -0.0f);  // upper-right tile: −0.0 is not the fill value +0.0
+  at::Tensor scores = maskedScores(1, 2, 512, 0, 4);
+  scores.index_put_({0, 1, 3, 300}, 1.5f);  // a hook that wrote into the masked region
   CacheOptions o;
   o.skipMaskedTiles = true;
   {
@@ -166,10 +182,12 @@ TEST(StoreMaskedTiles, AnyBitOtherThanTheFillValueKeepsItsTile) {
   for (const auto& [hook, want] : {std::pair{"blocks.0.attn.hook_pattern", pattern},
                                    std::pair{"blocks.0.attn.hook_attn_scores", scores}}) {
     const RawDataset raw = readRaw(dir / "c.h5", hook);
-    EXPECT_EQ(raw.chunksWritten, 4u) << hook << ": 3 live tiles + the upper one that is not masked";
+    EXPECT_EQ(raw.chunksWritten, 4u) << hook << ": 3 live chunks (two heads each) + the upper one the second head keeps";
     EXPECT_TRUE(sameBits(raw.values, want)) << hook;
   }
-  EXPECT_TRUE(std::signbit(readRaw(dir / "c.h5", "blocks.0.attn.hook_pattern").values[10 * 512 + 400]));
+  const std::vector<float> stored = readRaw(dir / "c.h5", "blocks.0.attn.hook_pattern").values;
+  EXPECT_TRUE(std::signbit(stored[(512 + 10) * 512 + 400]));
+  EXPECT_FALSE(std::signbit(stored[10 * 512 + 400]));  // the first head's +0.0 in the same chunk
 }
 
 TEST(StoreMaskedTiles, HalfAndBfloat16ScoresKeepTheirInfinities) {
