@@ -46,6 +46,13 @@
 # cpucache, 61 s), "qwen3-0.6b:2:3" async,async-tiles. Round medians +17.5 / +22.1 % on two boxes, +33.2 / +35.7 % on
 # two whose disk wrote 1.2–1.4 GB/s. Next: masked tiles write one 256 KiB chunk per synchronous O_DIRECT call; coalescing
 # consecutive chunk writes in the direct VFD is the lead for making them pay on disk-bound boxes.
+# Ninth session (H100, fresh box each time but one): BUILD_TARGETS=mechscope_core STAGES="build cpucache" with
+# CPUCACHE="qwen3-0.6b:2:3" CPUCACHE_VARIANTS=async,async-tiles (masked tiles now 4 heads per 1 MiB chunk: still slower,
+# the tile copies cost the writer more than the bytes saved); CPUCACHE="gpt2-small:2:8" CPUCACHE_SUBSETS=no-maps,no-result,maps
+# (the read's cost: maps ~2/3, hook_result ~1/4); then CPUCACHE_VARIANTS=async,async-wholelogits with "gpt2-small:2:8
+# qwen3-0.6b:2:2", "gpt2-small:2:10" and "qwen3-0.6b:2:4" (streamed logits: docs/benchmarks.md, eighth caching pass).
+# Next: more qwen3-0.6b rounds on quiet boxes; GPT-2 small's every-hook read (+15 … +21 % against the fused forward) is
+# what keeps it above +25 %.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
