@@ -19,6 +19,7 @@
 #include "core/synth/synth_model.hpp"
 #include "store/cache_reader.hpp"
 #include "store/cache_writer.hpp"
+#include "h5_test_cache.hpp"
 #include "store_test_util.hpp"
 
 using namespace mechscope;
@@ -31,17 +32,7 @@ constexpr const char* kStreamedHook = "unembed.hook_logits";
 
 /// /activations/unembed.hook_logits read by libhdf5 alone as fp32, into a NaN-filled buffer.
 std::vector<float> readRawLogits(const std::filesystem::path& file) {
-  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  EXPECT_GE(f, 0);
-  const hid_t d = H5Dopen2(f, "/activations/unembed.hook_logits", H5P_DEFAULT);
-  EXPECT_GE(d, 0);
-  const hid_t space = H5Dget_space(d);
-  std::vector<float> values(static_cast<size_t>(H5Sget_simple_extent_npoints(space)), std::nanf(""));
-  EXPECT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
-  H5Sclose(space);
-  H5Dclose(d);
-  H5Fclose(f);
-  return values;
+  return mechscope::store::testing::readRawFloats(file, "/activations/unembed.hook_logits").values;
 }
 
 bool sameLogitBits(const std::vector<float>& got, const at::Tensor& want) {

@@ -56,27 +56,9 @@ int64_t liveTilesPerHead(int64_t n, int64_t t, int64_t window) {
   return live;
 }
 
-struct RawDataset {
-  hsize_t chunksWritten = 0;
-  std::vector<float> values;  // read as fp32, into a NaN-filled buffer
-};
-
 /// Reads an activation with libhdf5 alone: how many chunks exist, and every element as fp32.
-RawDataset readRaw(const std::filesystem::path& file, const std::string& hook) {
-  RawDataset out;
-  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  EXPECT_GE(f, 0);
-  const std::string path = "/activations/" + hook;
-  const hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
-  EXPECT_GE(d, 0) << path;
-  const hid_t space = H5Dget_space(d);
-  EXPECT_GE(H5Dget_num_chunks(d, space, &out.chunksWritten), 0);
-  out.values.assign(static_cast<size_t>(H5Sget_simple_extent_npoints(space)), std::nanf(""));
-  EXPECT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data()), 0);
-  H5Sclose(space);
-  H5Dclose(d);
-  H5Fclose(f);
-  return out;
+mechscope::store::testing::RawFloats readRaw(const std::filesystem::path& file, const std::string& hook) {
+  return mechscope::store::testing::readRawFloats(file, "/activations/" + hook);
 }
 
 bool sameBits(const std::vector<float>& got, const at::Tensor& want) {
@@ -153,7 +135,7 @@ TEST(StoreMaskedTiles, CausalAndWindowedMapsSkipExactlyTheMaskedTiles) {
                 (std::vector<int64_t>{1, c.headsPerChunk, t, t}));
       for (const auto& [hook, want] : {std::pair{"blocks.0.attn.hook_attn_scores", scores},
                                        std::pair{"blocks.0.attn.hook_pattern", pattern}}) {
-        const RawDataset raw = readRaw(file, hook);
+        const auto raw = readRaw(file, hook);
         EXPECT_EQ(raw.chunksWritten, live) << hook << " n=" << c.n << " window=" << c.window;
         EXPECT_TRUE(sameBits(raw.values, want)) << hook << ": libhdf5 read differs from the cached tensor";
         EXPECT_TRUE(at::equal(CacheReader::open(file).read(hook), want)) << hook;
@@ -181,7 +163,7 @@ TEST(StoreMaskedTiles, AnyBitOtherThanTheFillValueKeepsItsTile) {
   }
   for (const auto& [hook, want] : {std::pair{"blocks.0.attn.hook_pattern", pattern},
                                    std::pair{"blocks.0.attn.hook_attn_scores", scores}}) {
-    const RawDataset raw = readRaw(dir / "c.h5", hook);
+    const auto raw = readRaw(dir / "c.h5", hook);
     EXPECT_EQ(raw.chunksWritten, 4u) << hook << ": 3 live chunks (two heads each) + the upper one the second head keeps";
     EXPECT_TRUE(sameBits(raw.values, want)) << hook;
   }
@@ -223,7 +205,7 @@ TEST(StoreMaskedTiles, OffByDefaultEveryElementIsWrittenInRowBands) {
     w.writeActivation("blocks.0.attn.hook_pattern", pattern);
     w.commit();
   }
-  const RawDataset raw = readRaw(dir / "c.h5", "blocks.0.attn.hook_pattern");
+  const auto raw = readRaw(dir / "c.h5", "blocks.0.attn.hook_pattern");
   EXPECT_EQ(raw.chunksWritten, 2u * 4u);  // [1, 1, 256, 1024] row bands, every one written
   EXPECT_TRUE(sameBits(raw.values, pattern));
   EXPECT_EQ(CacheReader::open(dir / "c.h5").info("blocks.0.attn.hook_pattern").chunks,
