@@ -661,7 +661,7 @@ at::Tensor unembedInBlocks(const ModelConfig& c, const ModelWeights& W, const at
 }
 
 /// Final norm and unembedding of resid [batch, pos, d_model] (its last position only when `lastOnly`)
-/// → fp32 logits [batch, pos or 1, vocab]. Long inputs are unembedded in blocks of positions
+/// → fp32 logits [batch, pos or 1, vocab]. On the CPU, long inputs are unembedded in blocks of positions
 /// (logitBlockPositions), whether or not opts.onLogitRows hears of them, so the logits do not depend on it.
 at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp, const at::Tensor& resid,
                    const ForwardOptions& opts) {
@@ -671,7 +671,9 @@ at::Tensor unembed(const ModelConfig& c, const ModelWeights& W, const Hooker& hp
   const int64_t P = x.size(1);
   const int64_t step = logitBlockPositions(opts.logitBlockPositions, x.size(0), P, W.wU.size(0));
   at::Tensor logits;  // [batch, pos, vocab]
-  if (step < P) {
+  // On the CPU only: a GPU keeps one large product (the GPU forward's GEMM rate is measured with it; cuBLAS may
+  // pick another algorithm for fewer rows), and a cache of a GPU run waits for device-to-host copies anyway.
+  if (step < P && x.device().is_cpu()) {
     logits = unembedInBlocks(c, W, x.is_contiguous() ? x : x.contiguous(), step, opts.onLogitRows);
   } else {
     logits = linear(x, W.wU, W.bU).to(at::kFloat);

@@ -76,12 +76,12 @@ struct ForwardOptions {
   /// Called with the whole logits tensor [batch, pos, vocab] (fp32, on the model's device) each time the
   /// unembedding has made the logits of positions [posBegin, posEnd) final, in order from 0 to pos, before
   /// unembed.hook_logits fires on the whole tensor: a cache writes those rows while the next ones are
-  /// computed (store::CacheWriter::writeLogitRows). Long inputs are unembedded in blocks of positions whether
-  /// or not this is set, so it changes no logit; one call for the whole tensor when it is one block (and none
-  /// with logitsLastOnly, one call for its one position).
+  /// computed (store::CacheWriter::writeLogitRows). On the CPU, long inputs are unembedded in blocks of
+  /// positions whether or not this is set, so it changes no logit; one call for the whole tensor when it is one
+  /// block, on a GPU, or with logitsLastOnly (its one position).
   std::function<void(const at::Tensor& logits, int64_t posBegin, int64_t posEnd)> onLogitRows;
-  /// Positions per unembedding block; 0: about 64 MiB of fp32 logits per block (at least 16 positions),
-  /// evened out. A different size may change the logits in their last bits (fewer rows per product).
+  /// Positions per unembedding block on the CPU; 0: about 64 MiB of fp32 logits per block (at least 16
+  /// positions), evened out. A different size may change the logits in their last bits (fewer rows per product).
   int64_t logitBlockPositions = 0;
 };
 
