@@ -145,8 +145,12 @@ TEST(TiledShownAttention, HooksSeeTheExplicitPathsScoresAndPatternsAndTheLogitsS
       const Bounds b = fp32Bounds(tiled.q0, tiled.k0, m->config().dHead, kTokens, 2);
       expectScoresAgree(tiled.scores.at(0), full.scores.at(0), b.scores, "scores");
       EXPECT_LE(maxAbsDiff(tiled.patterns.at(0), full.patterns.at(0)), b.pattern);
-      // Above the diagonal, outside the window and at padded keys: exactly 0 in both.
-      EXPECT_TRUE(at::equal(tiled.patterns.at(0) == 0, full.patterns.at(0) == 0)) << "the zero entries differ";
+      // Where the scores are masked (−inf: above the diagonal, outside the window, padded keys): exactly 0 in both.
+      // Elsewhere a probability at fp32's underflow may be 0 in one path only, as the random inputs fall (the bound
+      // above covers it).
+      const at::Tensor masked = at::isinf(full.scores.at(0));
+      EXPECT_EQ(tiled.patterns.at(0).masked_select(masked).ne(0).sum().item<int64_t>(), 0) << "tiled: masked entries not 0";
+      EXPECT_EQ(full.patterns.at(0).masked_select(masked).ne(0).sum().item<int64_t>(), 0) << "explicit: masked entries not 0";
     }
   }
 }
