@@ -253,7 +253,7 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
     if (strip("-buffered")) opts.directWrites = false, more = true;
     if (strip("-tiles")) opts.skipMaskedTiles = true, more = true;
     if (strip("-logitcopy")) more = true;  // see copiesLogits
-    if (strip("-wholelogits")) more = true;  // see streamsLogits
+    if (strip("-wholelogits")) more = true;  // see cacheForwardOptions
   }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;

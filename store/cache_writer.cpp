@@ -73,6 +73,13 @@ std::shared_ptr<detail::WriterState> requireOpen(const std::shared_ptr<detail::W
   return state;
 }
 
+/// The axes attribute of dataset `path` (takes Hdf5Lock).
+void writeAxesIn(const std::shared_ptr<detail::WriterState>& s, const std::string& path, const std::string& axes) {
+  Hdf5Lock lock;
+  auto state = requireOpen(s, "dataset " + path);
+  detail::writeStringAttr(state->file.get(), absolutePath(path), schema::kAttrAxes, axes);
+}
+
 /// The hook whose tensor is the forward's logits.
 constexpr const char* kLogitsHook = "unembed.hook_logits";
 
@@ -315,11 +322,7 @@ void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, co
     if (tiles) dw.writeTiles(data, *tiles);
     else dw.write(std::vector<int64_t>(static_cast<size_t>(data.dim()), 0), data);
   }
-  if (!axes.empty()) {
-    Hdf5Lock lock;
-    auto state = requireOpen(s, "dataset " + path);
-    detail::writeStringAttr(state->file.get(), absolutePath(path), schema::kAttrAxes, axes);
-  }
+  if (!axes.empty()) writeAxesIn(s, path, axes);
   if (writeback && t.numel() * storageElementSize(dtype) >= (int64_t{8} << 20)) writeback->advance();
 }
 
@@ -357,8 +360,7 @@ void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor
     return;
   }
   const std::string abs = absolutePath(path);
-  if (!m_state || !m_state->open)  // as requireOpen, without waiting for the lock the worker may hold
-    throw Error(fmt::format("dataset {}: the cache writer is already committed or closed", abs));
+  requireOpen(m_state, "dataset " + abs);  // without Hdf5Lock: not waiting for the lock the worker may hold
   claimQueuedPath(abs);
   const int64_t bytes = static_cast<int64_t>(t.nbytes());
   // The tensor is shared, not copied: its storage stays alive until the job has written it.
@@ -442,8 +444,7 @@ void CacheWriter::writeLogitRows(const at::Tensor& logits, int64_t posBegin, int
   const int64_t P = logits.size(1);
   if (posBegin == 0 && !m_logitStream) {
     const std::string abs = std::string(schema::kActivationsGroup) + "/" + kLogitsHook;
-    if (!m_state || !m_state->open)
-      throw Error(fmt::format("dataset {}: the cache writer is already committed or closed", abs));
+    requireOpen(m_state, "dataset " + abs);  // without Hdf5Lock, as writeWholeMaybeAsync
     if (m_background) claimQueuedPath(abs);
     auto stream = std::make_unique<LogitStream>();
     stream->tensor = logits;
@@ -457,8 +458,7 @@ void CacheWriter::writeLogitRows(const at::Tensor& logits, int64_t posBegin, int
     runOrSubmit(0, [state = m_state, options = m_options, finalPath = m_finalPath, abs, shape = logits.sizes().vec(),
                     dtype, singletonDims, axes, holder = stream->dataset] {
       *holder = createDatasetIn(state, options, finalPath, abs, shape, dtype, singletonDims, options.gzipLevel == 0);
-      Hdf5Lock lock;
-      detail::writeStringAttr(requireOpen(state, "dataset " + abs)->file.get(), abs, schema::kAttrAxes, axes);
+      writeAxesIn(state, abs, axes);
     });
     m_logitStream = std::move(stream);
   }

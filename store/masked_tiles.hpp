@@ -44,8 +44,9 @@ struct MaskedTileLayout {
 /// 64 KiB) the dataset is not tiled. A chunk holds the same tile of several heads (a causal or sliding-window
 /// mask is the same for every head): the largest power of two whose tiles fit `chunkBytes` (4 heads of
 /// 256² fp32 tiles at 1 MiB), or every head when fewer; halved while it would pad the last group with more
-/// than an eighth of the heads. One chunk is one write, and writes of 1 MiB keep a disk busier than 256 KiB
-/// ones (`dd oflag=direct`: 770 against 591 MB/s on this project's VM).
+/// than an eighth of the heads. One chunk is one write, as large as a row band's (whether that helps depends on
+/// the disk: `dd oflag=direct` wrote 1 MiB blocks faster than 256 KiB ones on this project's VM, not on the GPU
+/// boxes; docs/benchmarks.md, eighth caching pass).
 std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const std::vector<int64_t>& shape,
                                                  StorageDtype dtype, int64_t chunkBytes);
 
