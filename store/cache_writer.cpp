@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <utility>
 
@@ -92,6 +93,12 @@ bool sameValuesAs(const at::Tensor& a, int64_t aVersion, const at::Tensor& b) {
 
 }  // namespace
 
+int defaultDirectWriteThreads() {
+  const char* v = std::getenv("MECHSCOPE_DIRECT_WRITERS");
+  if (!v || !*v) return 4;
+  return static_cast<int>(std::clamp<long>(std::strtol(v, nullptr, 10), 1, 16));
+}
+
 // ---- DatasetWriter -------------------------------------------------------------------------------
 
 void DatasetWriter::write(const std::vector<int64_t>& offset, const at::Tensor& block) {
@@ -124,8 +131,12 @@ void DatasetWriter::write(const std::vector<int64_t>& offset, const at::Tensor& 
       H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
       "select in " + m_path);
   Hid memSpace = own(H5Screate_simple(static_cast<int>(rank), count.data(), nullptr), "memory space");
-  detail::check<Error>(H5Dwrite(dset, mtype, memSpace.get(), fileSpace.get(), H5P_DEFAULT, data.data_ptr()),
-                       fmt::format("write {} into '{}'", m_path, m_state->partialName));
+  // The chunks libhdf5 writes straight from `data` go to the disk several at a time; `data` outlives the scope.
+  detail::ParallelDirectWrites parallel(data.data_ptr(), static_cast<std::size_t>(data.numel() * data.element_size()),
+                                        m_state->directWriteThreads);
+  const herr_t written = H5Dwrite(dset, mtype, memSpace.get(), fileSpace.get(), H5P_DEFAULT, data.data_ptr());
+  const bool queuedOk = parallel.finish();
+  detail::check<Error>(written < 0 || !queuedOk ? -1 : 0, fmt::format("write {} into '{}'", m_path, m_state->partialName));
 }
 
 void DatasetWriter::writeTiles(const at::Tensor& data, const MaskedTileLayout& tiles) {
@@ -170,7 +181,8 @@ CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& prov
     H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18);
     // Closing the file closes every object still open in it, so commit() cannot leave data unflushed.
     H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
-    if (m_options.directWrites) (void)detail::useDirectWrites(fapl.get());  // false: the default driver stays
+    if (m_options.directWrites && detail::useDirectWrites(fapl.get()))  // false: the default driver stays
+      state->directWriteThreads = std::clamp(m_options.directWriteThreads, 1, 16);
     state->file = own(H5Fcreate(m_partialPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                       fmt::format("cannot create cache file '{}'", m_partialPath.string()), true);
     state->open = true;

@@ -201,6 +201,9 @@ if has cpucache; then  # issue #24's CPU caching target on this box's CPUs and d
     log "dd O_DIRECT bs=$bs: $(dd if=/dev/zero of=/tmp/cpucache/dd bs=$bs count=$((1 << 30 >> $([ $bs = 1M ] && echo 20 || echo 18))) oflag=direct 2>&1 | tail -1)"
     rm -f /tmp/cpucache/dd
   done
+  # Four streams at once, as CacheOptions::directWriteThreads' default queues a dataset's chunks (1 GiB in all).
+  s=$(date +%s.%N); for i in 1 2 3 4; do dd if=/dev/zero of=/tmp/cpucache/dd$i bs=1M count=256 oflag=direct status=none & done; wait
+  log "dd O_DIRECT bs=1M, 4 streams at once: $(python3 -c "print(f'{1.073741824/($(date +%s.%N)-$s):.2f} GB/s')")"; rm -f /tmp/cpucache/dd?
   for spec in ${CPUCACHE:-gpt2-small:2:6 gpt2-small:16:6 qwen3-0.6b:16:3}; do  # MODEL:THREADS:ROUNDS
     IFS=: read -r m th r <<<"$spec"
     MECHSCOPE_THREADS=$th timeout ${CPUCACHE_TIMEOUT:-240} "$B/bench/bench_forward" --models $m --reps 2 --no-eager --dir $W/fwd \

@@ -11,7 +11,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "store/detail/write_queue.hpp"
 
 namespace mechscope::store::detail {
 
@@ -21,6 +25,7 @@ constexpr std::size_t kDirectMinBytes = std::size_t{64} << 10;  // smaller raw w
 constexpr std::size_t kFileAlignment = 4096;                      // chunk start (H5Pset_alignment)
 constexpr std::size_t kBounceBytes = std::size_t{4} << 20;        // the copy buffer for unaligned memory
 constexpr haddr_t kMaxAddr = (haddr_t{1} << 62) - 1;              // well inside off_t
+constexpr std::size_t kQueuedPieceBytes = std::size_t{2} << 20;   // a queued direct write's largest piece
 
 std::atomic<unsigned long long> g_directBytes{0};
 std::atomic<unsigned long long> g_bouncedBytes{0};
@@ -39,7 +44,11 @@ struct DirectFile {
   std::size_t offAlign = kFileAlignment;  // file offset and length alignment a direct write needs
   void* bounce = nullptr;                 // kBounceBytes, aligned; allocated on first use
   std::string name;
+  std::unique_ptr<WriteQueue> queue;      // writer threads of queued direct writes; started on first use
 };
+
+/// The scope of ParallelDirectWrites on this thread (null: every write is made before dvWrite returns).
+thread_local ParallelDirectWrites* t_parallelScope = nullptr;
 
 DirectFile* asFile(H5FD_t* f) { return reinterpret_cast<DirectFile*>(f); }
 const DirectFile* asFile(const H5FD_t* f) { return reinterpret_cast<const DirectFile*>(f); }
@@ -56,21 +65,6 @@ void pushWriteError(const DirectFile* f, int err, haddr_t addr, std::size_t size
             "file write failed: filename = '" + f->name + "', errno = " + std::to_string(err) + ", error message = '" +
                 std::strerror(err) + "', total write size = " + std::to_string(size) +
                 ", offset = " + std::to_string(static_cast<unsigned long long>(addr)) + " (" + how + ")");
-}
-
-/// pwrite until done; 0 or the errno of the failure. `written` gets the bytes that did reach the file.
-int writeFully(int fd, const unsigned char* p, std::size_t size, off_t offset, std::size_t& written) {
-  written = 0;
-  while (written < size) {
-    const ssize_t n = ::pwrite(fd, p + written, size - written, offset + static_cast<off_t>(written));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;
-    written += static_cast<std::size_t>(n);
-  }
-  return 0;
 }
 
 bool bufferedWrite(DirectFile* f, haddr_t addr, std::size_t size, const unsigned char* p, bool raw) {
@@ -90,10 +84,46 @@ void stopDirect(DirectFile* f) {
   f->dfd = -1;
 }
 
+/// Queues [addr, addr + size) from `p` in pieces when a ParallelDirectWrites scope on this thread covers `p`'s
+/// bytes and allows more than one writer thread; false (nothing queued) otherwise. addr and size are
+/// aligned to offAlign, `p` to memAlign.
+bool queuedWrite(DirectFile* f, haddr_t addr, std::size_t size, const unsigned char* p) {
+  ParallelDirectWrites* scope = t_parallelScope;
+  if (!scope || p < scope->begin || p + size > scope->end || scope->threads < 2) return false;
+  if (!f->queue) f->queue = std::make_unique<WriteQueue>(scope->threads);  // the first scope's count stays
+  const std::size_t piece = std::max(kQueuedPieceBytes / f->offAlign, std::size_t{1}) * f->offAlign;
+  for (std::size_t done = 0; done < size; done += piece) {
+    QueuedWrite w;
+    w.fd = f->dfd;
+    w.fallbackFd = f->fd;
+    w.offset = static_cast<off_t>(addr + done);
+    w.p = p + done;
+    w.size = std::min(piece, size - done);
+    w.writtenCounter = &g_directBytes;
+    w.fallbackCounter = &g_bufferedBytes;
+    f->queue->submit(w);
+  }
+  if (std::find(scope->files.begin(), scope->files.end(), static_cast<void*>(f)) == scope->files.end())
+    scope->files.push_back(f);
+  return true;
+}
+
+/// Waits for `f`'s queued writes; false after pushing the first failure. A piece that O_DIRECT refused as
+/// misaligned was written buffered by its thread; the file then goes on buffered, as after a refused write.
+bool settle(DirectFile* f) {
+  if (!f->queue) return true;
+  const WriteFailure failure = f->queue->wait();
+  if (f->queue->refusedByFd()) stopDirect(f);
+  if (failure.err == 0) return true;
+  pushWriteError(f, failure.err, static_cast<haddr_t>(failure.offset), failure.size, "O_DIRECT, queued");
+  return false;
+}
+
 /// Writes [addr, addr + size) (both aligned to offAlign) with O_DIRECT; whatever a refusal or a short
 /// write leaves is written buffered. False after pushing an error.
 bool directWrite(DirectFile* f, haddr_t addr, std::size_t size, const unsigned char* p) {
   std::size_t done = 0;
+  if (reinterpret_cast<std::uintptr_t>(p) % f->memAlign == 0 && queuedWrite(f, addr, size, p)) return true;
   if (reinterpret_cast<std::uintptr_t>(p) % f->memAlign == 0) {
     std::size_t written = 0;
     const int err = writeFully(f->dfd, p, size, static_cast<off_t>(addr), written);
@@ -185,6 +215,8 @@ H5FD_t* dvOpen(const char* name, unsigned flags, hid_t /*fapl*/, haddr_t maxaddr
 
 herr_t dvClose(H5FD_t* file) {
   DirectFile* f = asFile(file);
+  const bool settled = settle(f);
+  f->queue.reset();
   stopDirect(f);
   const int rc = ::close(f->fd);
   const int err = errno;
@@ -195,7 +227,7 @@ herr_t dvClose(H5FD_t* file) {
     pushError(H5E_CANTCLOSEFILE, "unable to close file '" + name + "': " + std::strerror(err));
     return -1;
   }
-  return 0;
+  return settled ? 0 : -1;
 }
 
 int dvCmp(const H5FD_t* a, const H5FD_t* b) {
@@ -242,6 +274,7 @@ herr_t dvRead(H5FD_t* file, H5FD_mem_t /*type*/, hid_t /*dxpl*/, haddr_t addr, s
     pushError(H5E_OVERFLOW, "addr overflow reading '" + f->name + "'");
     return -1;
   }
+  if (!settle(f)) return -1;  // the bytes read may be queued
   auto* p = static_cast<unsigned char*>(buf);
   std::size_t done = 0;
   while (done < size) {
@@ -268,6 +301,7 @@ herr_t dvWrite(H5FD_t* file, H5FD_mem_t type, hid_t /*dxpl*/, haddr_t addr, std:
     pushError(H5E_OVERFLOW, "addr overflow writing '" + f->name + "'");
     return -1;
   }
+  if (!t_parallelScope && !settle(f)) return -1;  // outside a scope every write is made in turn, after the queued
   const auto* p = static_cast<const unsigned char*>(buf);
   const bool raw = type == H5FD_MEM_DRAW;
   bool ok = true;
@@ -288,6 +322,7 @@ herr_t dvWrite(H5FD_t* file, H5FD_mem_t type, hid_t /*dxpl*/, haddr_t addr, std:
 
 herr_t dvTruncate(H5FD_t* file, hid_t /*dxpl*/, hbool_t /*closing*/) {
   DirectFile* f = asFile(file);
+  if (!settle(f)) return -1;
   if (f->eoa == f->eof) return 0;
   if (::ftruncate(f->fd, static_cast<off_t>(f->eoa)) != 0) {
     const int err = errno;
@@ -369,6 +404,29 @@ bool useDirectWrites(hid_t fapl) {
     return false;
   }
   return true;
+}
+
+ParallelDirectWrites::ParallelDirectWrites(const void* buffer, std::size_t bytes, int writerThreads)
+    : begin(static_cast<const unsigned char*>(buffer)),
+      end(static_cast<const unsigned char*>(buffer) + bytes),
+      threads(std::clamp(writerThreads, 1, 16)) {
+  t_parallelScope = this;
+}
+
+ParallelDirectWrites::~ParallelDirectWrites() {
+  if (!m_finished) {
+    (void)finish();
+    H5Eclear2(H5E_DEFAULT);
+  }
+}
+
+bool ParallelDirectWrites::finish() {
+  if (m_finished) return true;
+  m_finished = true;
+  t_parallelScope = nullptr;
+  bool ok = true;
+  for (void* f : files) ok = settle(static_cast<DirectFile*>(f)) && ok;
+  return ok;
 }
 
 DirectWriteCounters directWriteCounters() {

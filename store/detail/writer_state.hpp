@@ -9,6 +9,7 @@ struct WriterState {
   Hid file;
   bool open = false;
   std::string partialName;  ///< for messages
+  int directWriteThreads = 1;  ///< CacheOptions::directWriteThreads (1 without the direct-write driver)
 };
 
 }  // namespace mechscope::store::detail
