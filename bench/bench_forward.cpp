@@ -8,6 +8,8 @@
 //     fp16sync; a "-buffered" suffix, e.g. async-buffered, writes through libhdf5's default driver and the
 //     page cache instead of the store's O_DIRECT driver; a "-tiles" suffix leaves out the masked tiles of the
 //     attention patterns and scores, `run --cache-masked-tiles`; "-logitcopy" writes /logits from a copy, their bytes twice, as before /logits became a link;
+//     "-hookedmaps" forms the attention maps in the forward, hooked (the default forms them beside it:
+//     ForwardOptions::onDeferredMaps); "-serial" writes one O_DIRECT chunk at a time (the default: CacheOptions::directWriteThreads at once);
 //     "-wholelogits" writes unembed.hook_logits after the forward instead of streaming its rows while the unembedding
 //     runs, as before ForwardOptions::onLogitRows), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
@@ -50,6 +52,7 @@
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
 #include "store/detail/direct_vfd.hpp"
+#include "store/forward_streaming.hpp"
 #include "store/recycling_allocator.hpp"
 #endif
 
@@ -247,13 +250,16 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
     return has;
   };
   // Suffixes, in any order: -buffered (libhdf5's default driver), -tiles (masked tiles of patterns and scores),
-  // -logitcopy (/logits from a copy of the logits: their bytes written twice).
+  // -logitcopy (/logits from a copy of the logits: their bytes written twice), -serial (one O_DIRECT chunk write at a
+  // time, as before CacheOptions::directWriteThreads), -wholelogits and -hookedmaps (see cacheStreaming).
   for (bool more = true; more;) {
     more = false;
     if (strip("-buffered")) opts.directWrites = false, more = true;
     if (strip("-tiles")) opts.skipMaskedTiles = true, more = true;
     if (strip("-logitcopy")) more = true;  // see copiesLogits
-    if (strip("-wholelogits")) more = true;  // see cacheForwardOptions
+    if (strip("-wholelogits")) more = true;  // see cacheStreaming
+    if (strip("-serial")) opts.directWriteThreads = 1, more = true;
+    if (strip("-hookedmaps")) more = true;  // see cacheStreaming
   }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;
@@ -275,35 +281,33 @@ store::Provenance benchProvenance(const fs::path& folder, const std::string& fam
   return prov;
 }
 
-/// Hooks that stream every activation to `w`.
-HookSet writeEveryHook(store::CacheWriter& w) {
-  HookSet hooks;
-  hooks.add("*", [&w](const at::Tensor& t, const HookContext& hc) -> std::optional<at::Tensor> {
-    w.writeActivation(hc.name, t);
-    return std::nullopt;
-  });
-  return hooks;
-}
-
 /// Whether a --cache-variants entry ends in -logitcopy: /logits written from a copy of the logits, i.e. a second
 /// copy of their bytes as before the writer linked /logits to unembed.hook_logits (the copy's memcpy included).
 bool copiesLogits(const std::string& variant) { return variant.find("-logitcopy") != std::string::npos; }
 
-/// The forward options of a cache into `w`: unembed.hook_logits streamed block by block (as `run`), unless the
-/// --cache-variants entry ends in -wholelogits (written whole after the forward, as before the streaming).
-ForwardOptions cacheForwardOptions(store::CacheWriter& w, const std::string& variant) {
+/// The hooks and forward options of a cache of every hook into `w`, as `run --hooks '*' --cache`
+/// (store::streamForwardInto: logits streamed block by block, attention maps placed by MapsPlacement::Auto), except
+/// that a --cache-variants entry ending in -wholelogits writes the logits whole after the forward, and one ending in
+/// -hookedmaps forms the maps in the forward, hooked, whatever the spare cores (both as before those changes).
+struct CacheStreaming {
+  HookSet hooks;
   ForwardOptions fo;
-  if (variant.find("-wholelogits") == std::string::npos)
-    fo.onLogitRows = [&w](const at::Tensor& logits, int64_t begin, int64_t end) { w.writeLogitRows(logits, begin, end); };
-  return fo;
+};
+CacheStreaming cacheStreaming(store::CacheWriter& w, const HookedTransformer& model, const std::string& variant) {
+  CacheStreaming cs;
+  const bool hooked = variant.find("-hookedmaps") != std::string::npos;
+  store::streamForwardInto(w, {"*"}, model.hookNames(), cs.fo, cs.hooks,
+                           hooked ? store::MapsPlacement::InForward : store::MapsPlacement::Auto);
+  if (variant.find("-wholelogits") != std::string::npos) cs.fo.onLogitRows = nullptr;
+  return cs;
 }
 
 void cacheOnce(HookedTransformer& model, const fs::path& folder, const at::Tensor& tokens, const fs::path& file,
                const store::CacheOptions& opts, const std::string& variant) {
   store::CacheWriter w(file, benchProvenance(folder, model.config().modelType), opts);
-  const HookSet hooks = writeEveryHook(w);
+  const CacheStreaming cs = cacheStreaming(w, model, variant);
   const bool copyLogits = copiesLogits(variant);
-  ForwardResult r = model.forward(tokens, cacheForwardOptions(w, variant), &hooks);
+  ForwardResult r = model.forward(tokens, cs.fo, &cs.hooks);
   w.writeLogits(copyLogits ? r.logits.clone() : r.logits);
   w.writeTokens(tokens);
   w.setAttribute("/", "attention_path", r.attentionPath);
@@ -455,9 +459,9 @@ void benchModel(const Args& a, const std::string& preset) {
       std::vector<std::pair<double, double>> phases;  // per run: (forward + logits handed over, drain + commit) s
       auto cached = [&] {
         store::CacheWriter w(file, benchProvenance(folder, c.modelType), opts);
-        const HookSet hooks = writeEveryHook(w);
+        const CacheStreaming cs = cacheStreaming(w, *model, name);
         const auto t0 = Clock::now();
-        ForwardResult cr = model->forward(tokens, cacheForwardOptions(w, name), &hooks);
+        ForwardResult cr = model->forward(tokens, cs.fo, &cs.hooks);
         w.writeLogits(copiesLogits(name) ? cr.logits.clone() : cr.logits);
         const auto t1 = Clock::now();
         w.writeTokens(tokens);
@@ -573,6 +577,8 @@ int main(int argc, char** argv) {
     fs::create_directories(a.dir);
     configureThreads();
     std::cout << "threads: " << threadSummary() << "; LibTorch " << TORCH_VERSION << "\n";
+    std::cout << fmt::format("spare CPUs {}: a cache's attention maps are formed {} (MapsPlacement::Auto; -hookedmaps: in it)\n",
+                             spareCpus(), spareCpus() >= 2 ? "beside the forward" : "in the forward");
     for (const auto& m : a.models) benchModel(a, m);
     return 0;
   } catch (const std::exception& e) {

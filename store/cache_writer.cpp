@@ -220,12 +220,14 @@ CacheWriter::CacheWriter(CacheWriter&& other) noexcept
       m_committed(other.m_committed),
       m_queued(std::move(other.m_queued)),
       m_background(std::move(other.m_background)),
+      m_mapsWorker(std::move(other.m_mapsWorker)),
       m_writeback(std::move(other.m_writeback)),
       m_hookedLogits(std::move(other.m_hookedLogits)),
       m_hookedLogitsVersion(other.m_hookedLogitsVersion),
       m_logitStream(std::move(other.m_logitStream)) {}
 
 CacheWriter::~CacheWriter() {
+  m_mapsWorker.reset();  // drops the maps not yet formed, waits for the one in progress (it may queue to m_background)
   m_background.reset();  // drops queued tensors, waits for the write in progress
   if (!m_state || m_committed) return;
   try {
@@ -349,6 +351,7 @@ void CacheWriter::writeWhole(const std::string& path, const at::Tensor& t, Stora
 }
 
 void CacheWriter::drain() {
+  if (m_mapsWorker) m_mapsWorker->drain();  // first: its jobs queue writes to m_background
   if (m_background) m_background->drain();
 }
 
@@ -525,6 +528,49 @@ void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor&
   }
 }
 
+void CacheWriter::writeDeferredMaps(const std::string& scoresHook, const std::string& patternHook,
+                                    std::function<std::pair<at::Tensor, at::Tensor>()> formMaps, int64_t bytes) {
+  std::vector<std::string> names;  // [scores, pattern]; "" where not written
+  for (const std::string* hook : {&scoresHook, &patternHook}) {
+    if (!hook->empty()) {
+      checkName(*hook, "activation");
+      if (hook->find('/') != std::string::npos)
+        throw InputError(fmt::format("activation '{}': hook names must not contain '/'", *hook));
+    }
+    names.push_back(hook->empty() ? std::string() : std::string(schema::kActivationsGroup) + "/" + *hook);
+  }
+  if (!m_background) {
+    const auto [scores, pattern] = formMaps();
+    if (!scoresHook.empty()) writeActivation(scoresHook, scores);
+    if (!patternHook.empty()) writeActivation(patternHook, pattern);
+    return;
+  }
+  for (const std::string& path : names) {
+    if (path.empty()) continue;
+    requireOpen(m_state, "dataset " + path);
+    claimQueuedPath(absolutePath(path));
+  }
+  if (!m_mapsWorker) m_mapsWorker = std::make_unique<BackgroundWriter>(m_options.backgroundBytes);
+  // The job holds what a write needs, not `this`: the writer's queue (owned by m_background, which outlives this
+  // worker), its file state and options.
+  m_mapsWorker->submit(bytes, [form = std::move(formMaps), names, writer = m_background.get(), state = m_state,
+                               options = m_options, finalPath = m_finalPath, writeback = m_writeback] {
+    const auto [scores, pattern] = form();
+    const at::Tensor* maps[] = {&scores, &pattern};
+    for (int i = 0; i < 2; ++i) {
+      if (names[i].empty()) continue;
+      const at::Tensor& t = *maps[i];
+      const std::string hook = names[i].substr(names[i].find_last_of('/') + 1);
+      const std::string axes = hookAxes(hook, t.dim());
+      const StorageDtype dtype = t.is_floating_point() ? options.dtype : naturalStorageDtype(t.scalar_type());
+      writer->submit(static_cast<int64_t>(t.nbytes()), [state, options, finalPath, abs = absolutePath(names[i]),
+                                                         held = t, dtype, axes, writeback] {
+        writeWholeIn(state, options, finalPath, abs, held, dtype, chunkSingletonDims(axes), axes, writeback);
+      });
+    }
+  });
+}
+
 void CacheWriter::writeAnalysisArray(const std::string& analysis, const std::string& name, const at::Tensor& t) {
   checkName(analysis, "analysis");
   checkName(name, "analysis " + analysis);
@@ -590,6 +636,7 @@ void CacheWriter::commit() {
                                  m_logitStream->received, m_logitStream->tensor.size(1)));
   m_logitStream.reset();
   drain();  // the background thread's first error, if any, surfaces here unchanged
+  m_mapsWorker.reset();
   m_background.reset();
   {
     Hdf5Lock lock;

@@ -117,6 +117,14 @@ class CacheWriter {
   /// any other tensor (a hook replaced the logits) is written over the streamed rows. InputError for calls out
   /// of order or for another tensor mid-stream; commit() refuses a stream that did not reach the last position.
   void writeLogitRows(const at::Tensor& logits, int64_t posBegin, int64_t posEnd);
+  /// /activations/<scoresHook> and /activations/<patternHook> (an empty name: not written) from `formMaps`, which
+  /// returns one layer's (scores, pattern) [batch, head, query, key] fp32 (ForwardOptions::onDeferredMaps). With a
+  /// background queue (backgroundBytes > 0) the maps are formed on a second background thread while the writer's
+  /// thread writes and the forward goes on; `bytes` (what the two maps take) is accounted to that thread's queue,
+  /// bounded by backgroundBytes as the writer's. Without one they are formed and written now. InputError when a
+  /// name was already written.
+  void writeDeferredMaps(const std::string& scoresHook, const std::string& patternHook,
+                         std::function<std::pair<at::Tensor, at::Tensor>()> formMaps, int64_t bytes);
   /// Creates a chunked dataset at `path` (relative paths are under the root; parents are created) to be
   /// filled with DatasetWriter::write. Unwritten elements read as 0.
   DatasetWriter beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype);
@@ -187,6 +195,9 @@ class CacheWriter {
   bool m_committed = false;
   std::vector<std::string> m_queued;         // paths handed to the background thread (duplicate check)
   std::unique_ptr<BackgroundWriter> m_background;  // destroyed first in ~CacheWriter (it writes into m_state)
+  /// Forms deferred attention maps and queues them to m_background (writeDeferredMaps); started on first use,
+  /// drained and destroyed before m_background.
+  std::unique_ptr<BackgroundWriter> m_mapsWorker;
   std::shared_ptr<Writeback> m_writeback;    // early write-back of the .partial (null: off)
   at::Tensor m_hookedLogits;  // what unembed.hook_logits was written from, until writeLogits (held: no reused address)
   int64_t m_hookedLogitsVersion = -1;  // its version counter then (an in-place write since breaks the link)

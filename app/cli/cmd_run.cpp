@@ -17,6 +17,7 @@
 #include "core/tokenizer/tokenizer.hpp"
 #ifdef MECHSCOPE_WITH_HDF5
 #include "store/cache_writer.hpp"
+#include "store/forward_streaming.hpp"
 #endif
 
 namespace mechscope::cli {
@@ -244,15 +245,6 @@ store::Provenance cacheProvenance(const RunOptions& o, const HookedTransformer& 
   return prov;
 }
 
-/// Adds a hook on each of `patterns` that streams the hooked tensor into `writer`.
-void addCacheStreamingHooks(HookSet& hooks, const std::vector<std::string>& patterns, store::CacheWriter* writer) {
-  for (const auto& g : patterns)
-    hooks.add(g, [w = writer](const at::Tensor& t, const HookContext& c) -> std::optional<at::Tensor> {
-      w->writeActivation(c.name, t);  // streamed: nothing accumulates in memory
-      return std::nullopt;
-    });
-}
-
 /// The forward pass; when `writer` (null without --cache) streams the hooks into the cache, a failed
 /// write (disk full, I/O error) becomes one InputError naming the cache. A cancel passes through (the
 /// writer's destructor removes the .partial; exit 130).
@@ -344,12 +336,8 @@ void runRun(const RunOptions& o) {
   std::unique_ptr<store::CacheWriter> writer;
   if (!o.cache.empty()) {
     writer = std::make_unique<store::CacheWriter>(o.cache, cacheProvenance(o, *model, encodedRows.bosHandling, batch.padded), cacheOptions);
-    addCacheStreamingHooks(hooks, o.hooks, writer.get());
-    // A cached unembed.hook_logits is written block by block while the rest of the logits are computed.
-    if (std::any_of(o.hooks.begin(), o.hooks.end(), [](const std::string& g) { return HookSet::matches(g, "unembed.hook_logits"); }))
-      fo.onLogitRows = [w = writer.get()](const at::Tensor& logits, int64_t begin, int64_t end) {
-        w->writeLogitRows(logits, begin, end);
-      };
+    // The hooks, the logits streamed while computed, the attention maps formed beside the forward.
+    store::streamForwardInto(*writer, o.hooks, hookNames, fo, hooks);
   }
   const ForwardResult result = forwardIntoCache(*model, batch.tokens, fo, hooks, writer, o.cache);
 #else

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -21,17 +22,6 @@ int positiveEnv(const char* name) {
   char* end = nullptr;
   const long n = std::strtol(v, &end, 10);
   return end && *end == '\0' && n > 0 && n < 4096 ? static_cast<int>(n) : 0;
-}
-
-int availableCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc > 0 ? static_cast<int>(hc) : 1;
 }
 
 // OpenBLAS (Debian's LibTorch links it through libblas.so.3) keeps its own thread pool that
@@ -52,6 +42,19 @@ State& state() {
 }
 
 }  // namespace
+
+int availableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? static_cast<int>(hc) : 1;
+}
+
+int spareCpus() { return std::max(0, availableCpus() - at::get_num_threads()); }
 
 int configureThreads() {
   static std::once_flag once;

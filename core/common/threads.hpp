@@ -23,6 +23,12 @@ int configureThreads();
 /// Must be the first thing main() does. Returns only when no exec happened (or it failed).
 void ensurePassiveOpenMpWait(char** argv);
 
+/// CPUs this process may run on (sched affinity; hardware_concurrency where that fails; at least 1).
+int availableCpus();
+
+/// CPUs the intra-op threads leave idle: availableCpus() − at::get_num_threads(), at least 0.
+int spareCpus();
+
 /// One line for logs and benchmarks, e.g. "intra-op 2 (cores), OpenBLAS 2".
 std::string threadSummary();
 

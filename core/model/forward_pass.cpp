@@ -449,6 +449,53 @@ at::Tensor explicitAttention(const PassContext& pc, const LayerHookNames& nm, in
   return explicitFromScores(pc, nm, l, scores, vh, sinks);
 }
 
+/// Lays one query tile's scores and pattern st, pt [batch, head, t, kEnd] into the whole maps [batch, head, query, key]
+/// at rows [r0, r0 + t): −inf and 0 in the keys past kEnd, as the explicit path has them there.
+void layTileInto(AttentionMaps& maps, int64_t r0, int64_t t, int64_t kEnd, const at::Tensor& st, const at::Tensor& pt) {
+  const int64_t N = maps.scores.size(3);
+  maps.scores.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(st);
+  maps.pattern.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(pt);
+  if (kEnd == N) return;
+  maps.scores.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).fill_(-std::numeric_limits<float>::infinity());
+  maps.pattern.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).zero_();
+}
+
+/// What formDeferredMaps needs of a pass, copied so that it can run on any thread after the pass.
+struct DeferredMapsSpec {
+  AttnGeometry geo;
+  int64_t batch = 0, positions = 0, past = 0, heads = 0;
+  double scale = 1.0, softcap = 0.0;
+  bool cuda = false;
+  bool tiled = false;  // as tiledShown would choose for a hooked pass
+};
+
+/// The scores and pattern a pass with both hooks on would have shown for qh [batch, head, query, d_head] over kh
+/// [batch, kv_head, key, d_head]: tiledShownAttention's tiles where it would have tiled them, else the explicit
+/// path's whole square; the same functions, so the same values. No autograd.
+AttentionMaps formDeferredMaps(const DeferredMapsSpec& d, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& sinks) {
+  const at::NoGradGuard noGrad;
+  const int64_t B = d.batch, P = d.positions, H = d.heads, N = kh.size(2);
+  if (!d.tiled) {
+    AttentionMaps m;
+    m.scores = attnScores(d.geo, qh, kh, 0, P, N, d.scale, d.softcap);  // [batch, head, query, key]
+    m.pattern = attnSoftmax(m.scores, sinks);                           // [batch, head, query, key]
+    if (d.geo.padded) m.pattern = at::nan_to_num(m.pattern, 0.0);
+    return m;
+  }
+  const at::TensorOptions f32 = qh.options().dtype(at::kFloat);
+  AttentionMaps maps{at::empty({B, H, P, N}, f32), at::empty({B, H, P, N}, f32)};  // [batch, head, query, key] each
+  const int64_t tile = chunkRows(B, H, N, d.cuda);
+  for (int64_t r0 = 0; r0 < P; r0 += tile) {  // attentionTiles' loop without the values
+    const int64_t r1 = std::min(P, r0 + tile);
+    const int64_t kEnd = d.geo.window > 0 || d.geo.padded ? N : std::min(N, d.past + r1);
+    const at::Tensor st = attnScores(d.geo, qh, kh, r0, r1, kEnd, d.scale, d.softcap);  // [batch, head, tile, key]
+    at::Tensor pt = attnSoftmax(st, sinks);                                            // [batch, head, tile, key]
+    if (d.geo.padded) pt = at::nan_to_num(pt, 0.0);
+    layTileInto(maps, r0, r1 - r0, kEnd, st, pt);
+  }
+  return maps;
+}
+
 /// Attention with hook_attn_scores and hook_pattern, computed in the chunked path's query tiles (keys up to each
 /// tile's last row) and laid into whole [batch, head, query, key] tensors for the hooks: the scores above the
 /// diagonal are −inf and the pattern there 0, as the explicit path gives them, but the masked key blocks are never
@@ -461,16 +508,13 @@ at::Tensor tiledShownAttention(const PassContext& pc, const LayerHookNames& nm, 
                                const at::Tensor& vh, const at::TensorOptions& zOptions, const at::Tensor& sinks) {
   const int64_t B = pc.batch, P = pc.positions, H = pc.c.nHeads, N = kh.size(2);
   const at::TensorOptions f32 = qh.options().dtype(at::kFloat);
-  at::Tensor scores = at::empty({B, H, P, N}, f32);   // [batch, head, query, key]
-  at::Tensor pattern = at::empty({B, H, P, N}, f32);  // [batch, head, query, key]
+  AttentionMaps maps{at::empty({B, H, P, N}, f32), at::empty({B, H, P, N}, f32)};  // [batch, head, query, key] each
   const at::Tensor z = attentionTiles(pc, qh, kh, vh, zOptions, sinks,
                                       [&](int64_t r0, int64_t t, int64_t kEnd, const at::Tensor& st, const at::Tensor& pt) {
-                                        scores.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(st);
-                                        pattern.narrow(2, r0, t).narrow(3, 0, kEnd).copy_(pt);
-                                        if (kEnd == N) return;
-                                        scores.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).fill_(-std::numeric_limits<float>::infinity());
-                                        pattern.narrow(2, r0, t).narrow(3, kEnd, N - kEnd).zero_();
+                                        layTileInto(maps, r0, t, kEnd, st, pt);
                                       });  // [batch, pos, head, d_head]
+  const at::Tensor& scores = maps.scores;
+  const at::Tensor& pattern = maps.pattern;
   const ShownToHook shownScores = showToHook(pc.hp, scores, nm.scores, l);
   if (shownScores.changed) return explicitFromScores(pc, nm, l, shownScores.value, vh, sinks);
   const ShownToHook shownPattern = showToHook(pc.hp, pattern, nm.pattern, l);
@@ -533,6 +577,19 @@ bool tiledShown(const PassContext& pc, bool internalHooked, int64_t keys, const 
   return pc.positions > chunkRows(pc.batch, pc.c.nHeads, keys, pc.cuda);
 }
 
+/// Hands opts.onDeferredMaps (when set) the forming of layer l's maps from qh and kh (see formDeferredMaps), for a
+/// layer whose maps are not hooked and where no gradient flows.
+void deferMaps(const PassContext& pc, int l, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh,
+               const at::Tensor& sinks) {
+  if (!pc.opts.onDeferredMaps) return;
+  if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) return;
+  DeferredMapsSpec d{.geo = pc.geo, .batch = pc.batch, .positions = pc.positions, .past = pc.past, .heads = pc.c.nHeads,
+                     .scale = pc.scale, .softcap = pc.softcap, .cuda = pc.cuda};
+  d.tiled = pc.opts.path != AttentionPath::Explicit && pc.positions > chunkRows(pc.batch, pc.c.nHeads, kh.size(2), pc.cuda);
+  const int64_t mapBytes = pc.batch * pc.c.nHeads * pc.positions * kh.size(2) * 4;
+  pc.opts.onDeferredMaps(l, mapBytes, [d = std::move(d), qh, kh, sinks] { return formDeferredMaps(d, qh, kh, sinks); });
+}
+
 /// The attention of one block on x1 = ln1(resid) [batch, pos, d_model] → hook_attn_out [batch, pos, d_model].
 /// Extends `cache` when given; counts the path it took in `counts`.
 at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const LayerHookNames& nm, int l, const at::Tensor& x1,
@@ -562,6 +619,7 @@ at::Tensor attentionBlock(const PassContext& pc, const LayerWeights& L, const La
       ++counts.explicitLayers;
       break;
   }
+  if (!internalHooked) deferMaps(pc, l, qh, kh, vh, L.sinks);
   z = pc.hp(z, nm.z, l);  // [batch, pos, head, d_head]
   return attentionOutput(pc, L, nm, l, z);
 }

@@ -63,6 +63,12 @@ enum class AttentionPath {
              ///< an attention-internal hook is active
 };
 
+/// One layer's attention maps as attn.hook_attn_scores and attn.hook_pattern show them.
+struct AttentionMaps {
+  at::Tensor scores;   ///< [batch, head, query, key] fp32, −inf where masked
+  at::Tensor pattern;  ///< [batch, head, query, key] fp32
+};
+
 /// Options of one forward pass.
 struct ForwardOptions {
   at::Tensor attentionMask;  ///< [batch, pos] 1 = token, 0 = padding (left or right); optional
@@ -80,6 +86,14 @@ struct ForwardOptions {
   /// positions whether or not this is set, so it changes no logit; one call for the whole tensor when it is one
   /// block, on a GPU, or with logitsLastOnly (its one position).
   std::function<void(const at::Tensor& logits, int64_t posBegin, int64_t posEnd)> onLogitRows;
+  /// When set, each layer whose attn.hook_attn_scores and attn.hook_pattern are both unhooked still takes its
+  /// usual attention path (LibTorch's fused kernel where there is one, which never forms the maps) and hands
+  /// this callback a function that forms the two maps later, on any thread, from the pass's queries and keys:
+  /// the values those hooks would have seen, by the same arithmetic, while the pass's own output stays the
+  /// unhooked pass's, bit for bit. A cache forms them on a background thread while the forward goes on
+  /// (store::CacheWriter::writeDeferredMaps). Not called under autograd.
+  /// `mapBytes`: the bytes of one of the two maps (fp32 [batch, head, query, key]).
+  std::function<void(int layer, int64_t mapBytes, std::function<AttentionMaps()> formMaps)> onDeferredMaps;
   /// Positions per unembedding block on the CPU; 0: about 64 MiB of fp32 logits per block (at least 16
   /// positions), evened out. A different size may change the logits in their last bits (fewer rows per product).
   int64_t logitBlockPositions = 0;

@@ -13,6 +13,17 @@ HookSet& HookSet::add(std::string nameOrGlob, HookFn fn) {
   return *this;
 }
 
+HookSet& HookSet::except(std::string glob) {
+  m_except.push_back(std::move(glob));
+  return *this;
+}
+
+bool HookSet::excepted(const std::string& name) const {
+  for (const std::string& glob : m_except)
+    if (matches(glob, name)) return true;
+  return false;
+}
+
 bool HookSet::matches(const std::string& glob, const std::string& name) {
   // Iterative wildcard match with single-star backtracking: linear for the patterns we see.
   std::size_t g = 0, n = 0, star = std::string::npos, mark = 0;
@@ -35,12 +46,14 @@ bool HookSet::matches(const std::string& glob, const std::string& name) {
 }
 
 bool HookSet::active(const std::string& name) const {
+  if (excepted(name)) return false;
   for (const auto& [glob, fn] : m_hooks)
     if (matches(glob, name)) return true;
   return false;
 }
 
 at::Tensor HookSet::apply(const at::Tensor& t, const HookContext& ctx) const {
+  if (excepted(ctx.name)) return t;
   at::Tensor cur = t;
   for (const auto& [glob, fn] : m_hooks) {
     if (!matches(glob, ctx.name)) continue;

@@ -26,6 +26,9 @@ class HookSet {
  public:
   /// Adds a hook on every site whose name matches `nameOrGlob` ('*' any run of characters, '?' one).
   HookSet& add(std::string nameOrGlob, HookFn fn);
+  /// Leaves every site whose name matches `glob` unhooked, whatever was or will be added for it (e.g. a cache
+  /// of '*' whose attention maps are formed apart: ForwardOptions::onDeferredMaps).
+  HookSet& except(std::string glob);
   /// Whether `glob` matches `name` as a whole.
   static bool matches(const std::string& glob, const std::string& name);
   /// Whether any hook matches `name`.
@@ -43,7 +46,9 @@ class HookSet {
   [[nodiscard]] bool empty() const { return m_hooks.empty(); }
 
  private:
+  [[nodiscard]] bool excepted(const std::string& name) const;
   std::vector<std::pair<std::string, HookFn>> m_hooks;
+  std::vector<std::string> m_except;  // globs of sites left unhooked
 };
 
 }  // namespace mechscope
