@@ -47,12 +47,6 @@ AttentionMaps formOnAnotherThread(const std::function<AttentionMaps()>& form) {
   return maps;
 }
 
-at::Tensor deferredLeftPadded(int64_t tokens) {
-  at::Tensor m = at::ones({2, tokens}, at::kLong);
-  m[1].narrow(0, 0, tokens / 10).zero_();
-  return m;
-}
-
 double deferredMaxDiff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
@@ -71,7 +65,7 @@ TEST(DeferredMaps, LogitsStayTheUnhookedPassAndLayerZeroIsWhatTheHooksSee) {
     for (const auto& [tokens, padded] : std::vector<std::pair<int64_t, bool>>{{1100, false}, {1100, true}, {40, false}, {40, true}}) {
       SCOPED_TRACE(fmt::format("{} tokens{}", tokens, padded ? ", left-padded batch of 2" : ""));
       const at::Tensor ids = at::randint(0, m->config().dVocab, {padded ? 2 : 1, tokens}, at::kLong);
-      const at::Tensor mask = padded ? deferredLeftPadded(tokens) : at::Tensor();
+      const at::Tensor mask = padded ? test::leftPaddedPair(tokens, tokens / 10) : at::Tensor();
       ForwardOptions bareOptions;
       bareOptions.attentionMask = mask;
       const ForwardResult bare = m->forward(ids, bareOptions);

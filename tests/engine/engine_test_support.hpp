@@ -62,6 +62,13 @@ inline std::filesystem::path tempDir(const std::string& name) {
   return freshScratchDir("engine_" + name);
 }
 
+/// An attention mask [2, tokens]: row 0 whole, row 1 with its first `padded` positions padded (left padding).
+inline at::Tensor leftPaddedPair(int64_t tokens, int64_t padded) {
+  at::Tensor m = at::ones({2, tokens}, at::kLong);
+  m[1].narrow(0, 0, padded).zero_();
+  return m;
+}
+
 }  // namespace mechscope::test
 
 #define MECHSCOPE_FIXTURE_OR_SKIP(var, family)                                                             \

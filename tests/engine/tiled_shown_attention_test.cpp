@@ -113,13 +113,6 @@ void expectScoresAgree(const at::Tensor& tiled, const at::Tensor& full, double t
   EXPECT_LE(maxAbsDiff(tiled.masked_select(finite), full.masked_select(finite)), tol) << what;
 }
 
-/// A padding mask [2, pos]: row 0 whole, row 1 with its first 100 positions padded (left padding).
-at::Tensor leftPadded() {
-  at::Tensor m = at::ones({2, kTokens}, at::kLong);
-  m[1].narrow(0, 0, 100).zero_();
-  return m;
-}
-
 }  // namespace
 
 // Per family: plain causal (gpt2, qwen3 with grouped queries), soft-capped scores (gemma2) and learned sinks with a
@@ -134,7 +127,7 @@ TEST(TiledShownAttention, HooksSeeTheExplicitPathsScoresAndPatternsAndTheLogitsS
     for (const bool padded : {false, true}) {
       SCOPED_TRACE(padded ? "left-padded batch of 2" : "one row");
       const at::Tensor ids = at::randint(0, m->config().dVocab, {padded ? 2 : 1, kTokens}, at::kLong);
-      const at::Tensor mask = padded ? leftPadded() : at::Tensor();
+      const at::Tensor mask = padded ? test::leftPaddedPair(kTokens, 100) : at::Tensor();
       const PassRun tiled = runOn(*m, ids, mask, AttentionPath::Chunked, true);
       const PassRun chunked = runOn(*m, ids, mask, AttentionPath::Chunked, false);
       EXPECT_TRUE(at::equal(tiled.logits, chunked.logits))
