@@ -41,6 +41,14 @@ void streamForwardInto(CacheWriter& writer, const std::vector<std::string>& patt
     const std::string pattern = fmt::format("blocks.{}.attn.hook_pattern", layer);
     const bool s = cached(scores), p = cached(pattern);
     if (!s && !p) return;
+    if (2 * mapBytes > w->options().backgroundBytes) {
+      // Maps larger than the queue (long inputs): formed now, so that no more than one layer's maps are alive at
+      // once, as when the forward forms them; the forward still keeps its own attention path.
+      AttentionMaps m = formMaps();
+      if (s) w->writeActivation(scores, m.scores);
+      if (p) w->writeActivation(pattern, m.pattern);
+      return;
+    }
     w->writeDeferredMaps(s ? scores : std::string(), p ? pattern : std::string(),
                          [form = std::move(formMaps)] {
                            AttentionMaps m = form();

@@ -24,7 +24,9 @@ enum class MapsPlacement {
 ///   for the writer and one for the maps), and no hook of `hooks` already on an attention map: the cached maps
 ///   (attn.hook_attn_scores, attn.hook_pattern) are left unhooked and formed by ForwardOptions::onDeferredMaps on
 ///   the writer's second thread (CacheWriter::writeDeferredMaps), so the forward keeps its fused attention. The
-///   cached maps are the values the hooks would have seen; the logits are the unhooked pass's. On a machine whose
+///   cached maps are the values the hooks would have seen; the logits are the unhooked pass's. A layer whose two
+///   maps exceed the queue's bound (long inputs) has them formed at once on the forward's thread instead, so that
+///   no more than one layer's maps are alive at a time, as when the forward forms them. On a machine whose
 ///   cores the forward already fills, forming them apart only adds work: Auto keeps them in the forward.
 /// `writer` must outlive the forward.
 void streamForwardInto(CacheWriter& writer, const std::vector<std::string>& patterns, const std::vector<std::string>& hookNames,

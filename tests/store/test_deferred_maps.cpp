@@ -30,6 +30,7 @@
 using namespace mechscope;
 using namespace mechscope::store;
 using mechscope::store::testing::ScratchDir;
+using mechscope::store::testing::readRawFloats;
 
 namespace {
 
@@ -61,29 +62,36 @@ TEST(StoreDeferredMaps, CachedMapsAreTheDeferredOnesAndTheLogitsTheBarePasss) {
     (void)m->forward(ids, deferring);
     ASSERT_EQ(expected.size(), static_cast<size_t>(nLayers));
 
-    const auto file = dir / (family + ".h5");
-    ForwardResult cached;
-    {
-      CacheWriter w(file, Provenance{}, queued());
-      ForwardOptions fo;
-      HookSet hooks;
-      streamForwardInto(w, {"*"}, m->hookNames(), fo, hooks, MapsPlacement::Beside);
-      ASSERT_TRUE(static_cast<bool>(fo.onDeferredMaps));
-      cached = m->forward(ids, fo, &hooks);
-      w.writeLogits(cached.logits);
-      w.commit();
+    // A 64 MiB queue takes a layer's two maps (2 × 19.4 MB): formed on the maps thread; a 1 MiB one does not: formed
+    // at once on the forward's thread. The same file either way.
+    for (const int64_t queueBytes : {int64_t{64} << 20, int64_t{1} << 20}) {
+      SCOPED_TRACE(queueBytes);
+      const auto file = dir / (family + ".h5");
+      ForwardResult cached;
+      {
+        CacheOptions options = queued();
+        options.backgroundBytes = queueBytes;
+        CacheWriter w(file, Provenance{}, options);
+        ForwardOptions fo;
+        HookSet hooks;
+        streamForwardInto(w, {"*"}, m->hookNames(), fo, hooks, MapsPlacement::Beside);
+        ASSERT_TRUE(static_cast<bool>(fo.onDeferredMaps));
+        cached = m->forward(ids, fo, &hooks);
+        w.writeLogits(cached.logits);
+        w.commit();
+      }
+      EXPECT_TRUE(at::equal(cached.logits, bare.logits)) << "the cached pass's logits are the bare pass's";
+      for (const auto& [layer, maps] : expected) {
+        SCOPED_TRACE(layer);
+        const auto scores = readRawFloats(file, fmt::format("/activations/blocks.{}.attn.hook_attn_scores", layer));
+        const auto pattern = readRawFloats(file, fmt::format("/activations/blocks.{}.attn.hook_pattern", layer));
+        EXPECT_TRUE(sameBitsAs(scores.values, maps.scores));
+        EXPECT_TRUE(sameBitsAs(pattern.values, maps.pattern));
+      }
+      const auto r = CacheReader::open(file);
+      for (const std::string& name : m->hookNames()) EXPECT_TRUE(r.has(name)) << name << " is cached";
+      EXPECT_EQ(r.info("blocks.0.attn.hook_pattern").axes, r.info("blocks.0.attn.hook_attn_scores").axes);
     }
-    EXPECT_TRUE(at::equal(cached.logits, bare.logits)) << "the cached pass's logits are the bare pass's";
-    for (const auto& [layer, maps] : expected) {
-      SCOPED_TRACE(layer);
-      const auto scores = mechscope::store::testing::readRawFloats(file, fmt::format("/activations/blocks.{}.attn.hook_attn_scores", layer));
-      const auto pattern = mechscope::store::testing::readRawFloats(file, fmt::format("/activations/blocks.{}.attn.hook_pattern", layer));
-      EXPECT_TRUE(sameBitsAs(scores.values, maps.scores));
-      EXPECT_TRUE(sameBitsAs(pattern.values, maps.pattern));
-    }
-    const auto r = CacheReader::open(file);
-    for (const std::string& name : m->hookNames()) EXPECT_TRUE(r.has(name)) << name << " is cached";
-    EXPECT_EQ(r.info("blocks.0.attn.hook_pattern").axes, r.info("blocks.0.attn.hook_attn_scores").axes);
   }
 }
 
