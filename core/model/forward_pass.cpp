@@ -568,13 +568,19 @@ at::Tensor attentionOutput(const PassContext& pc, const LayerWeights& L, const L
   return pc.hp(attnOut, nm.attnOut, l);  // [batch, pos, d_model]
 }
 
+/// Whether a layer's hooked maps are formed in query tiles: its scores exceed one chunk tile (where an unhooked pass
+/// would be chunked or fused) and the explicit path was not asked for.
+bool mapsInTiles(const PassContext& pc, int64_t keys) {
+  return pc.opts.path != AttentionPath::Explicit && pc.positions > chunkRows(pc.batch, pc.c.nHeads, keys, pc.cuda);
+}
+
 /// Whether a layer whose scores or pattern are hooked takes tiledShownAttention: its scores exceed one chunk tile
 /// (where an unhooked pass would be chunked or fused), the explicit path was not asked for, and no gradient flows.
 bool tiledShown(const PassContext& pc, bool internalHooked, int64_t keys, const at::Tensor& qh, const at::Tensor& kh,
                 const at::Tensor& vh) {
-  if (!internalHooked || pc.opts.path == AttentionPath::Explicit) return false;
+  if (!internalHooked) return false;
   if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) return false;
-  return pc.positions > chunkRows(pc.batch, pc.c.nHeads, keys, pc.cuda);
+  return mapsInTiles(pc, keys);
 }
 
 /// Hands opts.onDeferredMaps (when set) the forming of layer l's maps from qh and kh (see formDeferredMaps), for a
@@ -585,7 +591,7 @@ void deferMaps(const PassContext& pc, int l, const at::Tensor& qh, const at::Ten
   if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) return;
   DeferredMapsSpec d{.geo = pc.geo, .batch = pc.batch, .positions = pc.positions, .past = pc.past, .heads = pc.c.nHeads,
                      .scale = pc.scale, .softcap = pc.softcap, .cuda = pc.cuda};
-  d.tiled = pc.opts.path != AttentionPath::Explicit && pc.positions > chunkRows(pc.batch, pc.c.nHeads, kh.size(2), pc.cuda);
+  d.tiled = mapsInTiles(pc, kh.size(2));
   const int64_t mapBytes = pc.batch * pc.c.nHeads * pc.positions * kh.size(2) * 4;
   pc.opts.onDeferredMaps(l, mapBytes, [d = std::move(d), qh, kh, sinks] { return formDeferredMaps(d, qh, kh, sinks); });
 }

@@ -53,6 +53,10 @@
 # qwen3-0.6b:2:2", "gpt2-small:2:10" and "qwen3-0.6b:2:4" (streamed logits: docs/benchmarks.md, eighth caching pass).
 # Next: more qwen3-0.6b rounds on quiet boxes; GPT-2 small's every-hook read (+15 … +21 % against the fused forward) is
 # what keeps it above +25 %.
+# Tenth session (2026-12-06): the cached attention maps are formed beside the forward when ≥ 2 CPUs are spare
+# (MapsPlacement::Auto, bench_forward's -hookedmaps forms them in it), and a dataset's chunks go to the disk 4 at a
+# time (-serial: 1). CPUCACHE_VARIANTS=async,async-hookedmaps with "gpt2-small:2:8 qwen3-0.6b:2:2"; the dd line
+# now also writes 4 streams at once.
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
