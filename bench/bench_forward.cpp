@@ -577,8 +577,13 @@ int main(int argc, char** argv) {
     fs::create_directories(a.dir);
     configureThreads();
     std::cout << "threads: " << threadSummary() << "; LibTorch " << TORCH_VERSION << "\n";
-    std::cout << fmt::format("spare CPUs {}: a cache's attention maps are formed {} (MapsPlacement::Auto; -hookedmaps: in it)\n",
-                             spareCpus(), spareCpus() >= 2 ? "beside the forward" : "in the forward");
+#ifdef MECHSCOPE_WITH_HDF5
+    const bool beside = store::resolvedPlacement(store::MapsPlacement::Auto, variantOptions("async", a.queueBytes)) ==
+                        store::MapsPlacement::Beside;
+    std::cout << fmt::format("spare CPUs {}: a queued cache's attention maps are formed {} (MapsPlacement::Auto; -hookedmaps: in "
+                             "it)\n",
+                             spareCpus(), beside ? "beside the forward" : "in the forward");
+#endif
     for (const auto& m : a.models) benchModel(a, m);
     return 0;
   } catch (const std::exception& e) {

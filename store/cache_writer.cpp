@@ -81,6 +81,19 @@ void writeAxesIn(const std::shared_ptr<detail::WriterState>& s, const std::strin
   detail::writeStringAttr(state->file.get(), absolutePath(path), schema::kAttrAxes, axes);
 }
 
+/// The dataset path of hook `hookName` ("activations/<name>"); InputError for a bad name or one with '/'.
+std::string activationPath(const std::string& hookName) {
+  checkName(hookName, "activation");
+  if (hookName.find('/') != std::string::npos)
+    throw InputError(fmt::format("activation '{}': hook names must not contain '/'", hookName));
+  return std::string(schema::kActivationsGroup) + "/" + hookName;
+}
+
+/// The storage dtype of an activation `t` under `options`: floats in the chosen dtype, integers in their own.
+StorageDtype activationStorageDtype(const CacheOptions& options, const at::Tensor& t) {
+  return t.is_floating_point() ? options.dtype : naturalStorageDtype(t.scalar_type());
+}
+
 /// The hook whose tensor is the forward's logits.
 constexpr const char* kLogitsHook = "unembed.hook_logits";
 
@@ -182,7 +195,7 @@ CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& prov
     // Closing the file closes every object still open in it, so commit() cannot leave data unflushed.
     H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
     if (m_options.directWrites && detail::useDirectWrites(fapl.get()))  // false: the default driver stays
-      state->directWriteThreads = std::clamp(m_options.directWriteThreads, 1, 16);
+      state->directWriteThreads = m_options.directWriteThreads;  // ParallelDirectWrites keeps it within 1..16
     state->file = own(H5Fcreate(m_partialPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                       fmt::format("cannot create cache file '{}'", m_partialPath.string()), true);
     state->open = true;
@@ -249,7 +262,7 @@ CacheWriter::~CacheWriter() {
 
 StorageDtype CacheWriter::activationDtype(const at::Tensor& t) const {
   if (!t.defined()) throw InputError("cache writer: undefined tensor");
-  return t.is_floating_point() ? m_options.dtype : naturalStorageDtype(t.scalar_type());
+  return activationStorageDtype(m_options, t);
 }
 
 DatasetWriter CacheWriter::createDatasetIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& m_options,
@@ -377,10 +390,16 @@ void CacheWriter::writeWholeMaybeAsync(const std::string& path, const at::Tensor
   const std::string abs = absolutePath(path);
   requireOpen(m_state, "dataset " + abs);  // without Hdf5Lock: not waiting for the lock the worker may hold
   claimQueuedPath(abs);
-  const int64_t bytes = static_cast<int64_t>(t.nbytes());
+  submitWholeTo(*m_background, m_state, m_options, m_finalPath, abs, t, dtype, singletonDims, axes, m_writeback);
+}
+
+void CacheWriter::submitWholeTo(BackgroundWriter& writer, const std::shared_ptr<detail::WriterState>& s,
+                                const CacheOptions& options, const std::filesystem::path& finalPath, const std::string& abs,
+                                const at::Tensor& t, StorageDtype dtype, int singletonDims, const std::string& axes,
+                                const std::shared_ptr<Writeback>& writeback) {
   // The tensor is shared, not copied: its storage stays alive until the job has written it.
-  m_background->submit(bytes, [state = m_state, options = m_options, finalPath = m_finalPath, abs, held = t.detach(),
-                               dtype, singletonDims, axes, writeback = m_writeback] {
+  writer.submit(static_cast<int64_t>(t.nbytes()), [state = s, options, finalPath, abs, held = t.detach(), dtype, singletonDims,
+                                                   axes, writeback] {
     writeWholeIn(state, options, finalPath, abs, held, dtype, singletonDims, axes, writeback);
   });
 }
@@ -512,10 +531,7 @@ void CacheWriter::finishLogitStream(const at::Tensor& t) {
 }
 
 void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor& t) {
-  checkName(hookName, "activation");
-  if (hookName.find('/') != std::string::npos)
-    throw InputError(fmt::format("activation '{}': hook names must not contain '/'", hookName));
-  const std::string path = std::string(schema::kActivationsGroup) + "/" + hookName;
+  const std::string path = activationPath(hookName);
   if (!t.defined()) throw InputError(fmt::format("activation '{}': the tensor is undefined", hookName));
   const std::string axes = hookAxes(hookName, t.dim());
   if (hookName == kLogitsHook && m_logitStream) finishLogitStream(t);
@@ -530,44 +546,38 @@ void CacheWriter::writeActivation(const std::string& hookName, const at::Tensor&
 
 void CacheWriter::writeDeferredMaps(const std::string& scoresHook, const std::string& patternHook,
                                     std::function<std::pair<at::Tensor, at::Tensor>()> formMaps, int64_t bytes) {
-  std::vector<std::string> names;  // [scores, pattern]; "" where not written
-  for (const std::string* hook : {&scoresHook, &patternHook}) {
-    if (!hook->empty()) {
-      checkName(*hook, "activation");
-      if (hook->find('/') != std::string::npos)
-        throw InputError(fmt::format("activation '{}': hook names must not contain '/'", *hook));
-    }
-    names.push_back(hook->empty() ? std::string() : std::string(schema::kActivationsGroup) + "/" + *hook);
-  }
-  if (!m_background) {
+  const std::string hooks[] = {scoresHook, patternHook};  // "" where not written
+  std::string paths[2];                                      // their datasets; a bad name fails here, on this thread
+  for (int i = 0; i < 2; ++i)
+    if (!hooks[i].empty()) paths[i] = absolutePath(activationPath(hooks[i]));
+  if (!m_background || bytes > m_options.backgroundBytes) {
+    // No queue, or maps larger than it (long inputs): formed now, so that no more than one layer's maps are alive
+    // at once, as when the forward forms them.
     const auto [scores, pattern] = formMaps();
     if (!scoresHook.empty()) writeActivation(scoresHook, scores);
     if (!patternHook.empty()) writeActivation(patternHook, pattern);
     return;
   }
-  for (const std::string& path : names) {
-    if (path.empty()) continue;
-    requireOpen(m_state, "dataset " + path);
-    claimQueuedPath(absolutePath(path));
+  for (const std::string& abs : paths) {
+    if (abs.empty()) continue;
+    requireOpen(m_state, "dataset " + abs);
+    claimQueuedPath(abs);
   }
   if (!m_mapsWorker) m_mapsWorker = std::make_unique<BackgroundWriter>(m_options.backgroundBytes);
   // The job holds what a write needs, not `this`: the writer's queue (owned by m_background, which outlives this
   // worker), its file state and options.
-  m_mapsWorker->submit(bytes, [form = std::move(formMaps), names, writer = m_background.get(), state = m_state,
-                               options = m_options, finalPath = m_finalPath, writeback = m_writeback] {
+  m_mapsWorker->submit(bytes, [form = std::move(formMaps), scoresHook, patternHook, scoresPath = paths[0], patternPath = paths[1],
+                               writer = m_background.get(), state = m_state, options = m_options, finalPath = m_finalPath,
+                               writeback = m_writeback] {
     const auto [scores, pattern] = form();
-    const at::Tensor* maps[] = {&scores, &pattern};
-    for (int i = 0; i < 2; ++i) {
-      if (names[i].empty()) continue;
-      const at::Tensor& t = *maps[i];
-      const std::string hook = names[i].substr(names[i].find_last_of('/') + 1);
+    const auto queueMap = [&](const std::string& hook, const std::string& abs, const at::Tensor& t) {
+      if (abs.empty()) return;
       const std::string axes = hookAxes(hook, t.dim());
-      const StorageDtype dtype = t.is_floating_point() ? options.dtype : naturalStorageDtype(t.scalar_type());
-      writer->submit(static_cast<int64_t>(t.nbytes()), [state, options, finalPath, abs = absolutePath(names[i]),
-                                                         held = t, dtype, axes, writeback] {
-        writeWholeIn(state, options, finalPath, abs, held, dtype, chunkSingletonDims(axes), axes, writeback);
-      });
-    }
+      submitWholeTo(*writer, state, options, finalPath, abs, t, activationStorageDtype(options, t), chunkSingletonDims(axes),
+                    axes, writeback);
+    };
+    queueMap(scoresHook, scoresPath, scores);
+    queueMap(patternHook, patternPath, pattern);
   });
 }
 

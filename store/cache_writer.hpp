@@ -121,8 +121,9 @@ class CacheWriter {
   /// returns one layer's (scores, pattern) [batch, head, query, key] fp32 (ForwardOptions::onDeferredMaps). With a
   /// background queue (backgroundBytes > 0) the maps are formed on a second background thread while the writer's
   /// thread writes and the forward goes on; `bytes` (what the two maps take) is accounted to that thread's queue,
-  /// bounded by backgroundBytes as the writer's. Without one they are formed and written now. InputError when a
-  /// name was already written.
+  /// bounded by backgroundBytes as the writer's. Without one, or when `bytes` exceed that bound (long inputs), they
+  /// are formed and written now, so that no more than one layer's maps are alive at once. InputError for a bad
+  /// name or one already written.
   void writeDeferredMaps(const std::string& scoresHook, const std::string& patternHook,
                          std::function<std::pair<at::Tensor, at::Tensor>()> formMaps, int64_t bytes);
   /// Creates a chunked dataset at `path` (relative paths are under the root; parents are created) to be
@@ -172,6 +173,11 @@ class CacheWriter {
                            StorageDtype dtype, int singletonDims, const std::string& axes,
                            const std::shared_ptr<Writeback>& writeback);
   void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
+  /// Queues to `writer` the job that writes `t` whole at `abs` (writeWholeIn), holding `t` (not a copy) until then.
+  static void submitWholeTo(BackgroundWriter& writer, const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                            const std::filesystem::path& finalPath, const std::string& abs, const at::Tensor& t,
+                            StorageDtype dtype, int singletonDims, const std::string& axes,
+                            const std::shared_ptr<Writeback>& writeback);
   /// writeWhole (+ an axes attribute when not empty), on the background thread when there is one.
   void writeWholeMaybeAsync(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims,
                             const std::string& axes);

@@ -17,6 +17,11 @@ bool isAttentionMap(const std::string& name) {
 
 }  // namespace
 
+MapsPlacement resolvedPlacement(MapsPlacement placement, const CacheOptions& options) {
+  if (placement != MapsPlacement::Auto) return placement;
+  return options.backgroundBytes > 0 && spareCpus() >= 2 ? MapsPlacement::Beside : MapsPlacement::InForward;
+}
+
 void streamForwardInto(CacheWriter& writer, const std::vector<std::string>& patterns, const std::vector<std::string>& hookNames,
                        ForwardOptions& fo, HookSet& hooks, MapsPlacement placement) {
   auto cached = [patterns](const std::string& name) {
@@ -33,22 +38,14 @@ void streamForwardInto(CacheWriter& writer, const std::vector<std::string>& patt
   if (cached("unembed.hook_logits"))  // written block by block while the rest of the logits are computed
     fo.onLogitRows = [w = &writer](const at::Tensor& logits, int64_t begin, int64_t end) { w->writeLogitRows(logits, begin, end); };
   const bool queued = writer.options().backgroundBytes > 0;
-  if (placement == MapsPlacement::Auto) placement = queued && spareCpus() >= 2 ? MapsPlacement::Beside : MapsPlacement::InForward;
-  if (placement == MapsPlacement::InForward || !mapsCached || mapsHookedElsewhere || !queued) return;
+  if (resolvedPlacement(placement, writer.options()) == MapsPlacement::InForward || !mapsCached || mapsHookedElsewhere || !queued)
+    return;
   hooks.except("blocks.*.attn.hook_attn_scores").except("blocks.*.attn.hook_pattern");
   fo.onDeferredMaps = [w = &writer, cached](int layer, int64_t mapBytes, std::function<AttentionMaps()> formMaps) {
     const std::string scores = fmt::format("blocks.{}.attn.hook_attn_scores", layer);
     const std::string pattern = fmt::format("blocks.{}.attn.hook_pattern", layer);
     const bool s = cached(scores), p = cached(pattern);
     if (!s && !p) return;
-    if (2 * mapBytes > w->options().backgroundBytes) {
-      // Maps larger than the queue (long inputs): formed now, so that no more than one layer's maps are alive at
-      // once, as when the forward forms them; the forward still keeps its own attention path.
-      AttentionMaps m = formMaps();
-      if (s) w->writeActivation(scores, m.scores);
-      if (p) w->writeActivation(pattern, m.pattern);
-      return;
-    }
     w->writeDeferredMaps(s ? scores : std::string(), p ? pattern : std::string(),
                          [form = std::move(formMaps)] {
                            AttentionMaps m = form();

@@ -16,6 +16,10 @@ enum class MapsPlacement {
   InForward,  ///< in the forward, hooked, as any hook sees them (the attention then takes the explicit path)
 };
 
+/// `placement` with Auto resolved for a writer with `options`: Beside when it has a background queue and the
+/// intra-op threads leave ≥ 2 CPUs idle (spareCpus()), else InForward.
+MapsPlacement resolvedPlacement(MapsPlacement placement, const CacheOptions& options);
+
 /// Adds to `hooks` and `fo` what streams every hook matching one of `patterns` (over the model's `hookNames`) into
 /// `writer` during a forward:
 /// - a hook per pattern that hands the tensor to CacheWriter::writeActivation;

@@ -175,6 +175,11 @@ at::Tensor attnValues(const at::Tensor& pattern, const at::Tensor& vh, int64_t k
   return at::bmm(p3, v3).view({B, H, t, dh});
 }
 
+/// Whether autograd records attention on these queries, keys and values.
+bool gradientFlows(const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh) {
+  return at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad());
+}
+
 /// What every block of one pass shares: config, hooks, mask geometry, rotary tables and shapes.
 struct PassContext {
   const ModelConfig& c;
@@ -305,7 +310,7 @@ at::Tensor chunkedAttention(const PassContext& pc, const at::Tensor& qh, const a
                             const at::TensorOptions& zOptions, const at::Tensor& sinks) {
   const AttnGeometry& geo = pc.geo;
   const int64_t tile = chunkRows(pc.batch, pc.c.nHeads, kh.size(2), pc.cuda);
-  if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) {
+  if (gradientFlows(qh, kh, vh)) {
     // Under autograd the tiles' softmax would be kept for the backward ([.., P, N] again): recompute them there.
     RecomputedAttention spec;
     spec.scores = [geo, scale = pc.scale, softcap = pc.softcap](const at::Tensor& qTile, const at::Tensor& keys, int64_t r0) {
@@ -579,7 +584,7 @@ bool mapsInTiles(const PassContext& pc, int64_t keys) {
 bool tiledShown(const PassContext& pc, bool internalHooked, int64_t keys, const at::Tensor& qh, const at::Tensor& kh,
                 const at::Tensor& vh) {
   if (!internalHooked) return false;
-  if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) return false;
+  if (gradientFlows(qh, kh, vh)) return false;
   return mapsInTiles(pc, keys);
 }
 
@@ -588,7 +593,7 @@ bool tiledShown(const PassContext& pc, bool internalHooked, int64_t keys, const 
 void deferMaps(const PassContext& pc, int l, const at::Tensor& qh, const at::Tensor& kh, const at::Tensor& vh,
                const at::Tensor& sinks) {
   if (!pc.opts.onDeferredMaps) return;
-  if (at::GradMode::is_enabled() && (qh.requires_grad() || kh.requires_grad() || vh.requires_grad())) return;
+  if (gradientFlows(qh, kh, vh)) return;
   DeferredMapsSpec d{.geo = pc.geo, .batch = pc.batch, .positions = pc.positions, .past = pc.past, .heads = pc.c.nHeads,
                      .scale = pc.scale, .softcap = pc.softcap, .cuda = pc.cuda};
   d.tiled = mapsInTiles(pc, kh.size(2));

@@ -123,8 +123,9 @@ bool settle(DirectFile* f) {
 /// write leaves is written buffered. False after pushing an error.
 bool directWrite(DirectFile* f, haddr_t addr, std::size_t size, const unsigned char* p) {
   std::size_t done = 0;
-  if (reinterpret_cast<std::uintptr_t>(p) % f->memAlign == 0 && queuedWrite(f, addr, size, p)) return true;
-  if (reinterpret_cast<std::uintptr_t>(p) % f->memAlign == 0) {
+  const bool aligned = reinterpret_cast<std::uintptr_t>(p) % f->memAlign == 0;
+  if (aligned && queuedWrite(f, addr, size, p)) return true;
+  if (aligned) {
     std::size_t written = 0;
     const int err = writeFully(f->dfd, p, size, static_cast<off_t>(addr), written);
     g_directBytes += written;

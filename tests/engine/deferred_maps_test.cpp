@@ -47,10 +47,6 @@ AttentionMaps formOnAnotherThread(const std::function<AttentionMaps()>& form) {
   return maps;
 }
 
-double deferredMaxDiff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
 }  // namespace
 
 TEST(DeferredMaps, LogitsStayTheUnhookedPassAndLayerZeroIsWhatTheHooksSee) {
@@ -73,7 +69,7 @@ TEST(DeferredMaps, LogitsStayTheUnhookedPassAndLayerZeroIsWhatTheHooksSee) {
       std::map<int, Deferred> deferred;
       const ForwardResult withDeferred = deferredPass(*m, ids, mask, deferred);
       EXPECT_TRUE(at::equal(withDeferred.logits, bare.logits))
-          << "deferring the maps changed the logits by " << deferredMaxDiff(withDeferred.logits, bare.logits);
+          << "deferring the maps changed the logits by " << test::maxAbsDiff(withDeferred.logits, bare.logits);
       EXPECT_EQ(withDeferred.attentionPath, bare.attentionPath);
       ASSERT_EQ(deferred.size(), static_cast<size_t>(nLayers)) << "one deferred pair per layer";
 
@@ -97,8 +93,8 @@ TEST(DeferredMaps, LogitsStayTheUnhookedPassAndLayerZeroIsWhatTheHooksSee) {
       EXPECT_EQ(deferred.at(0).mapBytes, formed.pattern.numel() * 4);
       EXPECT_EQ(formed.scores.sizes(), scores0.sizes());
       EXPECT_TRUE(at::equal(formed.scores, scores0)) << "scores differ by up to "
-                                                     << deferredMaxDiff(formed.scores.nan_to_num(0, 0, 0), scores0.nan_to_num(0, 0, 0));
-      EXPECT_TRUE(at::equal(formed.pattern, pattern0)) << "pattern differs by up to " << deferredMaxDiff(formed.pattern, pattern0);
+                                                     << test::maxAbsDiff(formed.scores.nan_to_num(0, 0, 0), scores0.nan_to_num(0, 0, 0));
+      EXPECT_TRUE(at::equal(formed.pattern, pattern0)) << "pattern differs by up to " << test::maxAbsDiff(formed.pattern, pattern0);
       for (const auto& [layer, d] : deferred) {  // every layer forms maps of the right shape, finite where unmasked
         const AttentionMaps maps = d.form();
         EXPECT_EQ(maps.pattern.sizes(), formed.pattern.sizes()) << layer;
@@ -145,7 +141,7 @@ TEST(DeferredMaps, EveryLayersPatternIsItsOwnQueriesCausalSoftmax) {
         at::matmul(qd, kRep.transpose(1, 2)).div(std::sqrt(static_cast<double>(c.dHead))).masked_fill(causal, -INFINITY), -1);
     const double qn = qd.norm(2, {-1}).max().item<double>(), kn = kd.norm(2, {-1}).max().item<double>();
     const double scoreBound = c.dHead * u * qn * kn / std::sqrt(static_cast<double>(c.dHead));
-    EXPECT_LE(deferredMaxDiff(maps.pattern[0], ref), 2 * scoreBound + kTokens * u);
+    EXPECT_LE(test::maxAbsDiff(maps.pattern[0], ref), 2 * scoreBound + kTokens * u);
     EXPECT_EQ(maps.pattern[0].masked_select(causal).ne(0).sum().item<int64_t>(), 0) << "above the diagonal: exactly 0";
     EXPECT_TRUE(maps.scores[0].masked_select(causal).isneginf().all().item<bool>()) << "above the diagonal: −inf";
   }

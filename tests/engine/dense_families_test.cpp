@@ -25,10 +25,6 @@ at::Tensor referenceIds(const std::filesystem::path& dir) {
   return SafetensorsFile::open(dir / "reference.safetensors").tensor("input_ids");  // [2, 24]
 }
 
-double maxDiff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
 bool hasHook(const HookedTransformer& m, const std::string& name) {
   const auto names = m.hookNames();
   return std::find(names.begin(), names.end(), name) != names.end();
@@ -56,15 +52,15 @@ TEST(LongRope, FactorsArePickedPerPass) {
   const at::Tensor ids = referenceIds(*dir);
   const at::Tensor full = m->forward(ids).logits;                  // [2, 24, vocab]
   const at::Tensor prefix = m->forward(ids.narrow(1, 0, 16)).logits;  // [2, 16, vocab]
-  EXPECT_GT(maxDiff(prefix, full.narrow(1, 0, 16)), 1e-2);
+  EXPECT_GT(test::maxAbsDiff(prefix, full.narrow(1, 0, 16)), 1e-2);
   // 17 positions switch to the long factors: the first 17 positions of the full run, up to rounding.
-  EXPECT_LT(maxDiff(m->forward(ids.narrow(1, 0, 17)).logits, full.narrow(1, 0, 17)), 1e-4);
+  EXPECT_LT(test::maxAbsDiff(m->forward(ids.narrow(1, 0, 17)).logits, full.narrow(1, 0, 17)), 1e-4);
 
   const auto plainDir = test::fixtureModel("phi3");
   ASSERT_TRUE(plainDir);
   auto plain = HookedTransformer::load(*plainDir);
   const at::Tensor pIds = referenceIds(*plainDir);
-  EXPECT_LT(maxDiff(plain->forward(pIds.narrow(1, 0, 16)).logits, plain->forward(pIds).logits.narrow(1, 0, 16)), 1e-4);
+  EXPECT_LT(test::maxAbsDiff(plain->forward(pIds.narrow(1, 0, 16)).logits, plain->forward(pIds).logits.narrow(1, 0, 16)), 1e-4);
 }
 
 TEST(LongRope, StaleCacheIsRefusedAndWithinOneTableCachingIsExact) {
@@ -84,7 +80,7 @@ TEST(LongRope, StaleCacheIsRefusedAndWithinOneTableCachingIsExact) {
   EXPECT_TRUE(longCache.longRope);
   for (int p = 20; p < 24; ++p) {
     const at::Tensor step = m->forwardCached(ids.narrow(1, p, 1), longCache, p - 20).logits;  // [2, 1, vocab]
-    EXPECT_LT(maxDiff(step, full.narrow(1, p, 1)), 1e-4) << "position " << p;
+    EXPECT_LT(test::maxAbsDiff(step, full.narrow(1, p, 1)), 1e-4) << "position " << p;
   }
 }
 
@@ -121,7 +117,7 @@ TEST(Gemma2, SoftcapScoresPathsAndWindows) {
     o.path = path;
     const ForwardResult r = m->forward(ids, o);
     EXPECT_NE(r.attentionPath, "fused");
-    EXPECT_LT(maxDiff(r.logits, logitsRef), 1e-4) << r.attentionPath;
+    EXPECT_LT(test::maxAbsDiff(r.logits, logitsRef), 1e-4) << r.attentionPath;
     if (path == AttentionPath::Chunked) {
       EXPECT_EQ(r.attentionPath, "chunked");
     }
@@ -137,7 +133,7 @@ TEST(Gemma2, LeftPaddingMatchesUnpadded) {
   const at::Tensor padded = at::cat({at::zeros({1, 5}, at::kLong), ids}, 1);  // [1, 29]
   ForwardOptions o;
   o.attentionMask = at::cat({at::zeros({1, 5}, at::kLong), at::ones({1, 24}, at::kLong)}, 1);
-  EXPECT_LT(maxDiff(m->forward(padded, o).logits.narrow(1, 5, 24), plain), 1e-4);
+  EXPECT_LT(test::maxAbsDiff(m->forward(padded, o).logits.narrow(1, 5, 24), plain), 1e-4);
 }
 
 TEST(DenseFamilies, PostNormHooksAndPreNormAbsence) {
@@ -154,11 +150,11 @@ TEST(DenseFamilies, PostNormHooksAndPreNormAbsence) {
   for (int l = 0; l < 3; ++l) {
     EXPECT_TRUE(at::equal(c.at("ln1_post", l), c.at("attn_out", l)));
     EXPECT_TRUE(at::equal(c.at("ln2_post", l), c.at("mlp_out", l)));
-    EXPECT_LT(maxDiff(c.at("resid_pre", l) + c.at("attn_out", l), c.at("resid_mid", l)), 1e-6);
-    EXPECT_LT(maxDiff(c.at("resid_mid", l) + c.at("mlp_out", l), c.at("resid_post", l)), 1e-6);
+    EXPECT_LT(test::maxAbsDiff(c.at("resid_pre", l) + c.at("attn_out", l), c.at("resid_mid", l)), 1e-6);
+    EXPECT_LT(test::maxAbsDiff(c.at("resid_mid", l) + c.at("mlp_out", l), c.at("resid_post", l)), 1e-6);
   }
   // hook_embed carries the √d_model scale (what enters the residual).
-  EXPECT_LT(maxDiff(c.get("hook_embed"), at::embedding(g->weights().wE, ids) * 8.0), 1e-6);
+  EXPECT_LT(test::maxAbsDiff(c.get("hook_embed"), at::embedding(g->weights().wE, ids) * 8.0), 1e-6);
 
   // OLMo-2: no pre-norms, so no ln1/ln2 hooks; post-norms as Gemma's.
   const auto odir = test::fixtureModel("olmo2");
@@ -281,18 +277,18 @@ TEST(DenseFamilies, ProbeHonoursSoftcapAndLayerWindows) {
         r2.algorithm = alg;
         if (alg == ProbeAlgorithm::LseFirst) r2.entropy = false;
         const ProbeResult got = probeAttention(in, r2, 7, 5);  // small tiles: many masked/skipped tiles
-        EXPECT_LT(maxDiff(got.columnSums, ref.columnSums), 1e-4) << family << " layer " << l;
-        EXPECT_LT(maxDiff(got.columnKeySums, ref.columnKeySums), 1e-4) << family << " layer " << l;
-        EXPECT_LT(maxDiff(got.distance, ref.distance), 1e-3) << family << " layer " << l;
-        EXPECT_LT(maxDiff(got.topValues, ref.topValues), 1e-4) << family << " layer " << l;
+        EXPECT_LT(test::maxAbsDiff(got.columnSums, ref.columnSums), 1e-4) << family << " layer " << l;
+        EXPECT_LT(test::maxAbsDiff(got.columnKeySums, ref.columnKeySums), 1e-4) << family << " layer " << l;
+        EXPECT_LT(test::maxAbsDiff(got.distance, ref.distance), 1e-3) << family << " layer " << l;
+        EXPECT_LT(test::maxAbsDiff(got.topValues, ref.topValues), 1e-4) << family << " layer " << l;
         if (alg == ProbeAlgorithm::Scan) {
-          EXPECT_LT(maxDiff(got.entropy, ref.entropy), 1e-4) << family << " layer " << l;
+          EXPECT_LT(test::maxAbsDiff(got.entropy, ref.entropy), 1e-4) << family << " layer " << l;
         }
       }
       if (c.attnSoftcap > 0) {  // without the soft-cap the statistics differ: the test can fail
         ProbeInputs raw = in;
         raw.softcap = 0;
-        EXPECT_GT(maxDiff(probeAttention(raw, req).columnSums, ref.columnSums), 1e-3) << family << " layer " << l;
+        EXPECT_GT(test::maxAbsDiff(probeAttention(raw, req).columnSums, ref.columnSums), 1e-3) << family << " layer " << l;
       }
     }
   }

@@ -62,6 +62,11 @@ inline std::filesystem::path tempDir(const std::string& name) {
   return freshScratchDir("engine_" + name);
 }
 
+/// The largest |a − b| over all elements, in fp64.
+inline double maxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
 /// An attention mask [2, tokens]: row 0 whole, row 1 with its first `padded` positions padded (left padding).
 inline at::Tensor leftPaddedPair(int64_t tokens, int64_t padded) {
   at::Tensor m = at::ones({2, tokens}, at::kLong);

@@ -101,16 +101,12 @@ PassRun runOn(const HookedTransformer& m, const at::Tensor& ids, const at::Tenso
   return r;
 }
 
-double maxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
 /// Finite entries agree within `tol`; the −inf entries are the same ones.
 void expectScoresAgree(const at::Tensor& tiled, const at::Tensor& full, double tol, const std::string& what) {
   ASSERT_EQ(tiled.sizes(), full.sizes()) << what;
   EXPECT_TRUE(at::equal(at::isinf(tiled), at::isinf(full))) << what << ": the masked entries differ";
   const at::Tensor finite = at::isfinite(full);
-  EXPECT_LE(maxAbsDiff(tiled.masked_select(finite), full.masked_select(finite)), tol) << what;
+  EXPECT_LE(test::maxAbsDiff(tiled.masked_select(finite), full.masked_select(finite)), tol) << what;
 }
 
 }  // namespace
@@ -131,13 +127,13 @@ TEST(TiledShownAttention, HooksSeeTheExplicitPathsScoresAndPatternsAndTheLogitsS
       const PassRun tiled = runOn(*m, ids, mask, AttentionPath::Chunked, true);
       const PassRun chunked = runOn(*m, ids, mask, AttentionPath::Chunked, false);
       EXPECT_TRUE(at::equal(tiled.logits, chunked.logits))
-          << "reading scores and patterns changed the chunked pass's logits by " << maxAbsDiff(tiled.logits, chunked.logits);
+          << "reading scores and patterns changed the chunked pass's logits by " << test::maxAbsDiff(tiled.logits, chunked.logits);
       ASSERT_EQ(tiled.patterns.size(), static_cast<size_t>(m->config().nLayers));
       for (const auto& [layer, pattern] : tiled.patterns) ASSERT_TRUE(pattern.is_contiguous()) << layer;
       const PassRun full = runOn(*m, ids, mask, AttentionPath::Explicit, true, {}, 1);  // layer 0 only
       const Bounds b = fp32Bounds(tiled.q0, tiled.k0, m->config().dHead, kTokens, 2);
       expectScoresAgree(tiled.scores.at(0), full.scores.at(0), b.scores, "scores");
-      EXPECT_LE(maxAbsDiff(tiled.patterns.at(0), full.patterns.at(0)), b.pattern);
+      EXPECT_LE(test::maxAbsDiff(tiled.patterns.at(0), full.patterns.at(0)), b.pattern);
       // Where the scores are masked (−inf: above the diagonal, outside the window, padded keys): exactly 0 in both.
       // Elsewhere a probability at fp32's underflow may be 0 in one path only, as the random inputs fall (the bound
       // above covers it).
@@ -173,7 +169,7 @@ TEST(TiledShownAttention, PatternIsTheQueriesOwnCausalSoftmax) {
     const at::Tensor kRep = kd.repeat_interleave(c.nHeads / c.nKvHeads, 0);   // [head, pos, d_head]
     const at::Tensor ref = at::softmax(
         at::matmul(qd, kRep.transpose(1, 2)).div(std::sqrt(static_cast<double>(c.dHead))).masked_fill(causal, -INFINITY), -1);
-    EXPECT_LE(maxAbsDiff(pattern[0], ref), fp32Bounds(q.at(layer), k.at(layer), c.dHead, kTokens, 1).pattern);
+    EXPECT_LE(test::maxAbsDiff(pattern[0], ref), fp32Bounds(q.at(layer), k.at(layer), c.dHead, kTokens, 1).pattern);
   }
 }
 
@@ -207,7 +203,7 @@ TEST(TiledShownAttention, ChangingTheScoresOrThePatternPatchesAsTheExplicitPathD
     SCOPED_TRACE(what);
     const PassRun tiled = runOn(*m, ids, {}, AttentionPath::Chunked, false, patch);
     const PassRun full = runOn(*m, ids, {}, AttentionPath::Explicit, false, patch);
-    EXPECT_LE(maxAbsDiff(tiled.logits, full.logits), 1e-4);
-    EXPECT_GE(maxAbsDiff(tiled.logits, plain.logits), 1e-3) << "the patch did not take effect";
+    EXPECT_LE(test::maxAbsDiff(tiled.logits, full.logits), 1e-4);
+    EXPECT_GE(test::maxAbsDiff(tiled.logits, plain.logits), 1e-3) << "the patch did not take effect";
   }
 }
