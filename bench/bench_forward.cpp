@@ -10,7 +10,8 @@
 //     attention patterns and scores, `run --cache-masked-tiles`; "-logitcopy" writes /logits from a copy, their bytes twice, as before /logits became a link;
 //     "-hookedmaps" forms the attention maps in the forward, hooked (the default forms them beside it:
 //     ForwardOptions::onDeferredMaps); "-serial" writes one O_DIRECT chunk at a time (the default: CacheOptions::directWriteThreads at once);
-//     "-wholelogits" writes unembed.hook_logits after the forward instead of streaming its rows while the unembedding
+//     "-densemaps" stores the maps formed beside the forward in row bands (the default: masked tiles cut on the maps' thread,
+//     CacheOptions::maskedTilesBesideForward); "-wholelogits" writes unembed.hook_logits after the forward instead of streaming its rows while the unembedding
 //     runs, as before ForwardOptions::onLogitRows), with the time the forward waited for the queue and the writer's busy time; plus the
 //     forward with every hook active but nothing written, before and after a writer set its heap policy;
 //  3. for GPT-2 models, an eager PyTorch forward of the same weights and tokens
@@ -251,7 +252,8 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
   };
   // Suffixes, in any order: -buffered (libhdf5's default driver), -tiles (masked tiles of patterns and scores),
   // -logitcopy (/logits from a copy of the logits: their bytes written twice), -serial (one O_DIRECT chunk write at a
-  // time, as before CacheOptions::directWriteThreads), -wholelogits and -hookedmaps (see cacheStreaming).
+  // time, as before CacheOptions::directWriteThreads), -densemaps (maps formed beside the forward in row bands, as before
+  // CacheOptions::maskedTilesBesideForward), -wholelogits and -hookedmaps (see cacheStreaming).
   for (bool more = true; more;) {
     more = false;
     if (strip("-buffered")) opts.directWrites = false, more = true;
@@ -260,6 +262,7 @@ store::CacheOptions variantOptions(const std::string& name, int64_t queueBytes, 
     if (strip("-wholelogits")) more = true;  // see cacheStreaming
     if (strip("-serial")) opts.directWriteThreads = 1, more = true;
     if (strip("-hookedmaps")) more = true;  // see cacheStreaming
+    if (strip("-densemaps")) opts.maskedTilesBesideForward = false, more = true;
   }
   if (variant.rfind("fp16", 0) == 0) opts.dtype = store::StorageDtype::Float16;
   if (variant.rfind("bf16", 0) == 0) opts.dtype = store::StorageDtype::BFloat16;

@@ -164,6 +164,23 @@ void DatasetWriter::writeTiles(const at::Tensor& data, const MaskedTileLayout& t
   });
 }
 
+void DatasetWriter::writePackedTiles(const PackedTiles& packed) {
+  const hid_t dset = m_dataset->get();
+  const auto chunkBytes = static_cast<size_t>(packed.layout.chunkBytes());
+  Hdf5Lock lock;
+  requireOpen(m_state, "dataset " + m_path);
+  // The chunks go to the disk several at a time straight from `packed`, which outlives the scope.
+  detail::ParallelDirectWrites parallel(packed.memory.get(), packed.offsets.size() * packed.stride,
+                                        m_state->directWriteThreads);
+  herr_t written = 0;
+  for (size_t i = 0; i < packed.offsets.size() && written >= 0; ++i) {
+    const std::vector<hsize_t> at(packed.offsets[i].begin(), packed.offsets[i].end());
+    written = H5Dwrite_chunk(dset, H5P_DEFAULT, 0, at.data(), chunkBytes, packed.chunk(i));
+  }
+  const bool queuedOk = parallel.finish();
+  detail::check<Error>(written < 0 || !queuedOk ? -1 : 0, fmt::format("write {} into '{}'", m_path, m_state->partialName));
+}
+
 // ---- CacheWriter ---------------------------------------------------------------------------------
 
 CacheWriter::CacheWriter(std::filesystem::path finalPath, const Provenance& provenance, const CacheOptions& options)
@@ -351,6 +368,34 @@ void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, co
   }
   if (!axes.empty()) writeAxesIn(s, path, axes);
   if (writeback && t.numel() * storageElementSize(dtype) >= (int64_t{8} << 20)) writeback->advance();
+}
+
+void CacheWriter::writePackedIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                                const std::filesystem::path& finalPath, const std::string& abs, const PackedTiles& packed,
+                                StorageDtype dtype, const std::string& axes, const std::shared_ptr<Writeback>& writeback) {
+  auto dw = createDatasetIn(s, options, finalPath, abs, packed.shape, dtype, -1, true, &packed.layout);
+  dw.writePackedTiles(packed);
+  if (!axes.empty()) writeAxesIn(s, abs, axes);
+  if (writeback && packed.bytes() >= (int64_t{8} << 20)) writeback->advance();
+}
+
+void CacheWriter::submitMapTo(BackgroundWriter& writer, const std::shared_ptr<detail::WriterState>& s,
+                              const CacheOptions& options, const std::filesystem::path& finalPath, const std::string& abs,
+                              const std::string& hook, const at::Tensor& t, const std::shared_ptr<Writeback>& writeback) {
+  const std::string axes = hookAxes(hook, t.dim());
+  const StorageDtype dtype = activationStorageDtype(options, t);
+  const auto tiles = options.maskedTilesBesideForward && options.gzipLevel == 0
+                         ? maskedTileLayout(abs, t.sizes().vec(), dtype, options.chunkBytes)
+                         : std::nullopt;
+  if (!tiles) {
+    submitWholeTo(writer, s, options, finalPath, abs, t, dtype, chunkSingletonDims(axes), axes, writeback);
+    return;
+  }
+  // Converted and cut into tiles here, so the writer's thread only hands the kept chunks to the disk.
+  auto packed = std::make_shared<const PackedTiles>(packUnmaskedTiles(toStorage(t, dtype).contiguous(), *tiles));
+  writer.submit(packed->bytes(), [state = s, options, finalPath, abs, packed, dtype, axes, writeback] {
+    writePackedIn(state, options, finalPath, abs, *packed, dtype, axes, writeback);
+  });
 }
 
 DatasetWriter CacheWriter::beginDataset(const std::string& path, std::vector<int64_t> shape, StorageDtype dtype) {
@@ -570,14 +615,8 @@ void CacheWriter::writeDeferredMaps(const std::string& scoresHook, const std::st
                                writer = m_background.get(), state = m_state, options = m_options, finalPath = m_finalPath,
                                writeback = m_writeback] {
     const auto [scores, pattern] = form();
-    const auto queueMap = [&](const std::string& hook, const std::string& abs, const at::Tensor& t) {
-      if (abs.empty()) return;
-      const std::string axes = hookAxes(hook, t.dim());
-      submitWholeTo(*writer, state, options, finalPath, abs, t, activationStorageDtype(options, t), chunkSingletonDims(axes),
-                    axes, writeback);
-    };
-    queueMap(scoresHook, scoresPath, scores);
-    queueMap(patternHook, patternPath, pattern);
+    if (!scoresPath.empty()) submitMapTo(*writer, state, options, finalPath, scoresPath, scoresHook, scores, writeback);
+    if (!patternPath.empty()) submitMapTo(*writer, state, options, finalPath, patternPath, patternHook, pattern, writeback);
   });
 }
 

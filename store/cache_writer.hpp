@@ -19,6 +19,7 @@ namespace mechscope::store {
 class BackgroundWriter;
 class Writeback;
 struct MaskedTileLayout;
+struct PackedTiles;
 
 namespace detail {
 struct WriterState;
@@ -58,6 +59,11 @@ struct CacheOptions {
   /// but copying the kept tiles costs the writer CPU, which on a 2-core machine slows an every-hook cache
   /// (docs/benchmarks.md). false: every element is written, in the usual row-band chunks.
   bool skipMaskedTiles = false;
+  /// Attention maps formed beside the forward (CacheWriter::writeDeferredMaps on its own thread) are stored in masked
+  /// tiles too, cut and packed on that thread: they then cost neither the forward nor the writer's thread any CPU,
+  /// and the writer has fewer bytes to send to the disk (a causal map keeps 10 of 16 tiles per head at 1,024 tokens,
+  /// about half at long inputs). Readers see the same tensors either way. false: those maps in row bands, as others.
+  bool maskedTilesBesideForward = true;
 };
 
 /// Writes one pre-created dataset block by block (e.g. one layer of a stacked [layer, ...] array).
@@ -78,6 +84,9 @@ class DatasetWriter {
   friend class CacheWriter;
   /// Writes the whole dataset `data` (storage dtype, contiguous) tile by tile, skipping the masked tiles.
   void writeTiles(const at::Tensor& data, const MaskedTileLayout& tiles);
+  /// Writes the packed chunks of a masked-tile dataset straight from their memory (several at a time with
+  /// direct writes); the tiles not among them read as the fill value.
+  void writePackedTiles(const PackedTiles& packed);
   std::shared_ptr<detail::WriterState> m_state;
   std::shared_ptr<detail::Hid> m_dataset;
   std::string m_path;
@@ -173,6 +182,16 @@ class CacheWriter {
                            StorageDtype dtype, int singletonDims, const std::string& axes,
                            const std::shared_ptr<Writeback>& writeback);
   void writeWhole(const std::string& path, const at::Tensor& t, StorageDtype dtype, int singletonDims = -1);
+  /// Writes `packed` as one new masked-tile dataset `abs` of `dtype`, then the axes attribute when not empty and
+  /// Writeback::advance as writeWholeIn does.
+  static void writePackedIn(const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                            const std::filesystem::path& finalPath, const std::string& abs, const PackedTiles& packed,
+                            StorageDtype dtype, const std::string& axes, const std::shared_ptr<Writeback>& writeback);
+  /// Queues to `writer` the write of map `t` (fp32 [batch, head, query, key]) as dataset `abs`: in masked tiles cut
+  /// and packed here, on the calling thread, when options.maskedTilesBesideForward allows it, else whole (submitWholeTo).
+  static void submitMapTo(BackgroundWriter& writer, const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
+                          const std::filesystem::path& finalPath, const std::string& abs, const std::string& hook,
+                          const at::Tensor& t, const std::shared_ptr<Writeback>& writeback);
   /// Queues to `writer` the job that writes `t` whole at `abs` (writeWholeIn), holding `t` (not a copy) until then.
   static void submitWholeTo(BackgroundWriter& writer, const std::shared_ptr<detail::WriterState>& s, const CacheOptions& options,
                             const std::filesystem::path& finalPath, const std::string& abs, const at::Tensor& t,

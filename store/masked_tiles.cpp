@@ -67,25 +67,24 @@ bool maskedTileCandidate(const std::string& path, const std::vector<int64_t>& sh
   return true;
 }
 
-int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layout,
-                            const std::function<void(const std::vector<int64_t>& offset, const void* bytes)>& write) {
+namespace {
+
+/// The scan both forEachUnmaskedTile and packUnmaskedTiles make: for every chunk of `data` whose tiles hold an element
+/// other than the fill value, in storage order, copies the chunk ([heads, tile, tile], padded with the fill value)
+/// into `destination()` and then calls `emit(offset, bytes)`.
+template <class Destination, class Emit>
+int64_t copyUnmaskedTiles(const at::Tensor& data, const MaskedTileLayout& layout, const char* what,
+                          Destination&& destination, Emit&& emit) {
   if (data.dim() != 4 || !data.is_contiguous() || data.device().type() != at::kCPU)
-    throw Error("forEachUnmaskedTile: expected a contiguous CPU tensor of rank 4");
+    throw Error(fmt::format("{}: expected a contiguous CPU tensor of rank 4", what));
   const auto element = static_cast<int64_t>(layout.fill.size());
   if (static_cast<int64_t>(data.element_size()) != element)
-    throw Error(fmt::format("forEachUnmaskedTile: {}-byte elements against a {}-byte fill value", data.element_size(),
-                            element));
+    throw Error(fmt::format("{}: {}-byte elements against a {}-byte fill value", what, data.element_size(), element));
   const int64_t B = data.size(0), H = data.size(1), Q = data.size(2), K = data.size(3);
   const int64_t hc = layout.chunk[1], tq = layout.chunk[2], tk = layout.chunk[3];
-  const int64_t tileBytes = tq * tk * element;
   // A row of fill values as long as a tile row: the comparand of every tile row and the padding's source.
   std::vector<unsigned char> fillRow(static_cast<size_t>(tk * element));
   for (int64_t i = 0; i < tk; ++i) std::memcpy(fillRow.data() + i * element, layout.fill.data(), element);
-  const size_t chunkBytes = static_cast<size_t>(hc * tileBytes);
-  const size_t alignedBytes = (chunkBytes + 4095) / 4096 * 4096;
-  std::unique_ptr<void, FreeDeleter> buffer(std::aligned_alloc(4096, alignedBytes));
-  if (!buffer) throw Error(fmt::format("forEachUnmaskedTile: cannot allocate a {}-byte chunk buffer", chunkBytes));
-  auto* chunk = static_cast<unsigned char*>(buffer.get());  // [head in group, tile row, tile column]
   const auto* base = static_cast<const unsigned char*>(data.data_ptr());
   auto headAt = [&](int64_t b, int64_t h) { return base + (b * H + h) * Q * K * element; };  // [query, key]
   int64_t written = 0;
@@ -102,6 +101,7 @@ int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layo
             for (int64_t r = 0; r < rows && masked; ++r)
               masked = std::memcmp(headAt(b, h0 + h) + ((q0 + r) * K + k0) * element, fillRow.data(), rowBytes) == 0;
           if (masked) continue;
+          unsigned char* chunk = destination();  // [head in group, tile row, tile column]
           for (int64_t h = 0; h < hc; ++h)
             for (int64_t r = 0; r < tq; ++r) {
               unsigned char* dst = chunk + (h * tq + r) * tk * element;
@@ -113,11 +113,49 @@ int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layo
               }
             }
           offset = {b, h0, q0, k0};
-          write(offset, chunk);
+          emit(offset, static_cast<const void*>(chunk));
           ++written;
         }
     }
   return written;
+}
+
+/// A 4 KiB-aligned allocation of `bytes` (rounded up to 4 KiB); Error when it cannot be had.
+void* alignedChunkMemory(size_t bytes, const char* what) {
+  void* p = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+  if (!p) throw Error(fmt::format("{}: cannot allocate {} bytes of chunk buffer", what, bytes));
+  return p;
+}
+
+}  // namespace
+
+int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layout,
+                            const std::function<void(const std::vector<int64_t>& offset, const void* bytes)>& write) {
+  std::unique_ptr<void, FreeDeleter> buffer(alignedChunkMemory(layout.chunkBytes(), "forEachUnmaskedTile"));
+  return copyUnmaskedTiles(data, layout, "forEachUnmaskedTile", [&] { return static_cast<unsigned char*>(buffer.get()); },
+                           write);
+}
+
+int64_t MaskedTileLayout::chunkBytes() const {
+  return chunk.empty() ? 0 : chunk[1] * chunk[2] * chunk[3] * static_cast<int64_t>(fill.size());
+}
+
+PackedTiles packUnmaskedTiles(const at::Tensor& data, const MaskedTileLayout& layout) {
+  PackedTiles packed;
+  packed.layout = layout;
+  packed.shape = data.sizes().vec();
+  const auto chunkBytes = static_cast<size_t>(layout.chunkBytes());
+  packed.stride = (chunkBytes + 4095) / 4096 * 4096;
+  // Room for every chunk: a causal map keeps about half, and the pages of the rest are never touched.
+  size_t chunks = 1;
+  for (int d = 0; d < 4; ++d) chunks *= static_cast<size_t>((data.size(d) + layout.chunk[d] - 1) / layout.chunk[d]);
+  auto* memory = static_cast<unsigned char*>(alignedChunkMemory(chunks * packed.stride, "packUnmaskedTiles"));
+  packed.memory = std::shared_ptr<unsigned char>(memory, [](unsigned char* p) { std::free(p); });
+  size_t next = 0;
+  copyUnmaskedTiles(
+      data, layout, "packUnmaskedTiles", [&] { return memory + (next++) * packed.stride; },
+      [&](const std::vector<int64_t>& offset, const void*) { packed.offsets.push_back(offset); });
+  return packed;
 }
 
 }  // namespace mechscope::store

@@ -10,6 +10,7 @@
 // masked region of one head, or a model without a causal mask, simply gets those chunks written.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,8 @@ bool maskedTileCandidate(const std::string& path, const std::vector<int64_t>& sh
 struct MaskedTileLayout {
   std::vector<int64_t> chunk;      ///< [1, heads per chunk, tile, tile], the tile cut to the query and key lengths
   std::vector<unsigned char> fill; ///< one element of the fill value, in the storage dtype's bytes
+  /// The bytes of one chunk ([heads per chunk, tile, tile] elements).
+  [[nodiscard]] int64_t chunkBytes() const;
 };
 
 /// The layout for dataset `path` of `shape` stored as `dtype`, when it is an attention pattern
@@ -57,5 +60,23 @@ std::optional<MaskedTileLayout> maskedTileLayout(const std::string& path, const 
 /// reused after the call. Returns the chunks written.
 int64_t forEachUnmaskedTile(const at::Tensor& data, const MaskedTileLayout& layout,
                             const std::function<void(const std::vector<int64_t>& offset, const void* bytes)>& write);
+
+/// The chunks forEachUnmaskedTile writes, copied once into one buffer, to be written later by another thread.
+struct PackedTiles {
+  MaskedTileLayout layout;                    ///< how the dataset is tiled
+  std::vector<int64_t> shape;                 ///< the dataset's shape [batch, head, query, key]
+  std::shared_ptr<unsigned char> memory;      ///< 4 KiB-aligned; chunk i at memory + i × stride
+  size_t stride = 0;                          ///< layout.chunkBytes() rounded up to 4 KiB
+  std::vector<std::vector<int64_t>> offsets;  ///< chunk i's first element [b, h0, q0, k0], in storage order
+  /// Chunk i's bytes.
+  [[nodiscard]] const unsigned char* chunk(size_t i) const { return memory.get() + i * stride; }
+  /// The bytes the chunks hold (what writing them costs).
+  [[nodiscard]] int64_t bytes() const { return static_cast<int64_t>(offsets.size()) * layout.chunkBytes(); }
+};
+
+/// The chunks of `data` (as for forEachUnmaskedTile) packed one after another into 4 KiB-aligned memory, so that a
+/// writer can hand each to the disk straight from there (O_DIRECT, no copy). The memory reserved is the whole
+/// tensor's, but only the kept chunks' pages are touched.
+PackedTiles packUnmaskedTiles(const at::Tensor& data, const MaskedTileLayout& layout);
 
 }  // namespace mechscope::store

@@ -7,9 +7,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <sys/resource.h>
+
+#include <csignal>
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -119,6 +123,86 @@ TEST(StoreDeferredMaps, WrittenNowWithoutAQueueAndOnlyTheNamedOnes) {
     EXPECT_TRUE(at::equal(r.read("blocks.0.attn.hook_pattern"), p));
     std::filesystem::remove(file);
   }
+}
+
+TEST(StoreDeferredMaps, MapsFormedBesideAreStoredInMaskedTiles) {
+  // Causal maps [1, 6, 600, 600]: 256-wide tiles (3 per side, the last 88 wide, 6 live per group of heads); fp32 at
+  // 1 MiB: 2 heads per chunk (4 would pad 6 heads to 8, more than 6/8 of padding), fp16: all 6 (8 fit). Read back by
+  // libhdf5 alone into NaN-filled buffers: the tiles never written must come back as the fill value.
+  ScratchDir dir;
+  const int64_t n = 600;
+  const at::Tensor q = at::arange(n).view({n, 1}), k = at::arange(n).view({1, n});
+  const at::Tensor scores = at::randn({1, 6, n, n}).masked_fill(k > q, -std::numeric_limits<float>::infinity());
+  const at::Tensor pattern = at::softmax(scores, -1);
+  struct Case {
+    StorageDtype dtype;
+    bool tiles;
+    std::vector<int64_t> chunk;
+    hsize_t chunks;
+  };
+  for (const Case& c : {Case{StorageDtype::Float32, true, {1, 2, 256, 256}, 3 * 6}, Case{StorageDtype::Float16, true, {1, 6, 256, 256}, 6},
+                       Case{StorageDtype::Float32, false, {}, 0}}) {
+    SCOPED_TRACE(fmt::format("{} tiles={}", storageDtypeName(c.dtype), c.tiles));
+    const auto file = dir / "c.h5";
+    CacheOptions o = queued();
+    o.dtype = c.dtype;
+    o.maskedTilesBesideForward = c.tiles;
+    {
+      CacheWriter w(file, Provenance{}, o);
+      w.writeDeferredMaps("blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern", [&] { return std::pair{scores, pattern}; },
+                          2 * scores.nbytes());
+      w.commit();
+    }
+    const auto r = CacheReader::open(file);
+    for (const auto& [hook, map] : {std::pair{"blocks.0.attn.hook_attn_scores", scores}, std::pair{"blocks.0.attn.hook_pattern", pattern}}) {
+      SCOPED_TRACE(hook);
+      const at::Tensor want = c.dtype == StorageDtype::Float16 ? map.to(at::kHalf) : map;
+      const auto raw = readRawFloats(file, std::string("/activations/") + hook);
+      EXPECT_TRUE(sameBitsAs(raw.values, want));
+      EXPECT_TRUE(at::equal(r.read(hook), want));
+      EXPECT_EQ(r.info(hook).axes, "batch,head,query,key");
+      if (c.tiles) {
+        EXPECT_EQ(r.info(hook).chunks, c.chunk);
+        EXPECT_EQ(raw.chunksWritten, c.chunks);
+      } else {
+        EXPECT_NE(r.info(hook).chunks, (std::vector<int64_t>{1, 2, 256, 256})) << "row bands";
+        EXPECT_GT(raw.chunksWritten, 0u);
+      }
+    }
+    std::filesystem::remove(file);
+  }
+}
+
+TEST(StoreDeferredMaps, AFailedTileWriteSurfacesAtCommitAndLeavesNoFile) {
+  // Files may not grow past 4 MiB (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG, as on a full disk): the
+  // maps' 5.7 MB of kept fp32 tiles cannot be written, and commit reports it in the driver's words.
+  ScratchDir dir;
+  const int64_t n = 600;
+  const at::Tensor q = at::arange(n).view({n, 1}), k = at::arange(n).view({1, n});
+  const at::Tensor scores = at::randn({1, 6, n, n}).masked_fill(k > q, -std::numeric_limits<float>::infinity());
+  const auto file = dir / "c.h5";
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit small = old;
+  small.rlim_cur = rlim_t{4} << 20;
+  if (old.rlim_max != RLIM_INFINITY && old.rlim_max < small.rlim_cur) GTEST_SKIP() << "the hard file-size limit is below 4 MiB";
+  const auto previous = std::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string message;
+  {
+    CacheWriter w(file, Provenance{}, queued());
+    w.writeDeferredMaps("blocks.0.attn.hook_attn_scores", "", [&] { return std::pair{scores, at::Tensor()}; }, scores.nbytes());
+    try {
+      w.commit();
+    } catch (const Error& e) {
+      message = e.what();
+    }
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, previous);
+  EXPECT_NE(message.find("errno = 27"), std::string::npos) << "commit must fail with EFBIG, got: '" << message << "'";
+  EXPECT_FALSE(std::filesystem::exists(file));
+  EXPECT_FALSE(std::filesystem::exists(file.string() + ".partial"));
 }
 
 TEST(StoreDeferredMaps, AFailedFormationSurfacesAtCommitAndLeavesNoFile) {

@@ -268,3 +268,32 @@ TEST(StoreMaskedTiles, ReaderBoundsHowSparseAMaskedTileDatasetMayBe) {
         << e.what();
   }
 }
+
+TEST(StoreMaskedTiles, PackedChunksAreTheMapsTilesPaddedWithTheFillValue) {
+  // Two batch rows, 5 heads in chunks of 2 (the last chunk one head and one of fill), 300 = 256 + 44 positions: the
+  // packed chunks are the live tiles in storage order, each the map's slice padded with the fill value (−∞ here).
+  const at::Tensor scores = maskedScores(2, 5, 300, 0, 9);
+  MaskedTileLayout layout;
+  layout.chunk = {1, 2, 256, 256};
+  layout.fill = {0x00, 0x00, 0x80, 0xff};
+  const PackedTiles packed = packUnmaskedTiles(scores, layout);
+  EXPECT_EQ(packed.shape, scores.sizes().vec());
+  EXPECT_EQ(packed.stride, size_t{2 * 256 * 256 * 4});
+  EXPECT_EQ(packed.bytes(), static_cast<int64_t>(packed.offsets.size()) * 2 * 256 * 256 * 4);
+  std::vector<std::vector<int64_t>> expected;  // [b, h0, q0, k0] of the live tiles: key tile ≤ query tile
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h0 = 0; h0 < 5; h0 += 2)
+      for (int64_t q0 = 0; q0 < 300; q0 += 256)
+        for (int64_t k0 = 0; k0 <= q0; k0 += 256) expected.push_back({b, h0, q0, k0});
+  ASSERT_EQ(packed.offsets, expected);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const int64_t b = expected[i][0], h0 = expected[i][1], q0 = expected[i][2], k0 = expected[i][3];
+    const int64_t heads = std::min<int64_t>(2, 5 - h0), rows = std::min<int64_t>(256, 300 - q0),
+                  cols = std::min<int64_t>(256, 300 - k0);
+    at::Tensor want = at::full({2, 256, 256}, kNegInf, at::kFloat);
+    want.slice(0, 0, heads).slice(1, 0, rows).slice(2, 0, cols)
+        .copy_(scores[b].slice(0, h0, h0 + heads).slice(1, q0, q0 + rows).slice(2, k0, k0 + cols));
+    EXPECT_EQ(std::memcmp(packed.chunk(i), want.data_ptr(), want.nbytes()), 0) << "chunk " << i;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(packed.chunk(i)) % 4096, 0u) << "chunk " << i << " aligned for O_DIRECT";
+  }
+}
