@@ -60,7 +60,7 @@
 # Earlier plan: STAGES="build kernels", "waadfai probe", "families gemm" (forward switches, cuDNN's normalisers,
 # the CUDA family tests).
 #   OUT=… STAGES="build split" scripts/device/session_pending.sh
-# Tenth session (H100, two boxes): BUILD_TARGETS=mechscope_core CPUCACHE="gpt2-small:2:8" CPUCACHE_VARIANTS=async,
+# Eleventh session (H100, two boxes): BUILD_TARGETS=mechscope_core CPUCACHE="gpt2-small:2:8" CPUCACHE_VARIANTS=async,
 # async-densemaps,fp16 STAGES="build cpucache", then CPUCACHE="qwen3-0.6b:2:2" CPUCACHE_VARIANTS=async,async-densemaps
 # STAGES="cpucache"; on a second box "gpt2-small:2:10" with async,async-densemaps,async-hookedmaps,fp16, then
 # "gpt2-small:2:12" (docs/benchmarks.md, tenth pass: maps beside the forward in masked tiles).
