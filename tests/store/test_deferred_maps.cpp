@@ -43,6 +43,12 @@ bool sameBitsAs(const std::vector<float>& got, const at::Tensor& want) {
   return got.size() == static_cast<size_t>(w.numel()) && std::memcmp(got.data(), w.data_ptr(), got.size() * sizeof(float)) == 0;
 }
 
+/// Random scores [1, heads, n, n] with −∞ above the diagonal, as a causal model's.
+at::Tensor causalScores(int64_t heads, int64_t n) {
+  const at::Tensor q = at::arange(n).view({n, 1}), k = at::arange(n).view({1, n});
+  return at::randn({1, heads, n, n}).masked_fill(k > q, -std::numeric_limits<float>::infinity());
+}
+
 CacheOptions queued() {
   CacheOptions o;
   o.backgroundBytes = int64_t{64} << 20;
@@ -130,9 +136,7 @@ TEST(StoreDeferredMaps, MapsFormedBesideAreStoredInMaskedTiles) {
   // 1 MiB: 2 heads per chunk (4 would pad 6 heads to 8, more than 6/8 of padding), fp16: all 6 (8 fit). Read back by
   // libhdf5 alone into NaN-filled buffers: the tiles never written must come back as the fill value.
   ScratchDir dir;
-  const int64_t n = 600;
-  const at::Tensor q = at::arange(n).view({n, 1}), k = at::arange(n).view({1, n});
-  const at::Tensor scores = at::randn({1, 6, n, n}).masked_fill(k > q, -std::numeric_limits<float>::infinity());
+  const at::Tensor scores = causalScores(6, 600);
   const at::Tensor pattern = at::softmax(scores, -1);
   struct Case {
     StorageDtype dtype;
@@ -177,9 +181,7 @@ TEST(StoreDeferredMaps, AFailedTileWriteSurfacesAtCommitAndLeavesNoFile) {
   // Files may not grow past 4 MiB (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG, as on a full disk): the
   // maps' 5.7 MB of kept fp32 tiles cannot be written, and commit reports it in the driver's words.
   ScratchDir dir;
-  const int64_t n = 600;
-  const at::Tensor q = at::arange(n).view({n, 1}), k = at::arange(n).view({1, n});
-  const at::Tensor scores = at::randn({1, 6, n, n}).masked_fill(k > q, -std::numeric_limits<float>::infinity());
+  const at::Tensor scores = causalScores(6, 600);
   const auto file = dir / "c.h5";
   rlimit old{};
   ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
