@@ -63,7 +63,7 @@
 # Eleventh session (H100, two boxes): BUILD_TARGETS=mechscope_core CPUCACHE="gpt2-small:2:8" CPUCACHE_VARIANTS=async,
 # async-densemaps,fp16 STAGES="build cpucache", then CPUCACHE="qwen3-0.6b:2:2" CPUCACHE_VARIANTS=async,async-densemaps
 # STAGES="cpucache"; on a second box "gpt2-small:2:10" with async,async-densemaps,async-hookedmaps,fp16, then
-# "gpt2-small:2:12" (docs/benchmarks.md, tenth pass: maps beside the forward in masked tiles).
+# "gpt2-small:2:12"; on a third box "gpt2-small:2:10" async,async-densemaps,fp16 (docs/benchmarks.md, tenth pass).
 set -uo pipefail
 STAGES=${STAGES:-"build split"}
 # shellcheck source=scripts/device/stage_lib.sh
