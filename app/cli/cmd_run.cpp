@@ -368,7 +368,8 @@ const RegisterCommand reg_cmd_run{"run", 20, [](CLI::App& root) {
   sub->add_flag("--cache-masked-tiles", o->cacheMaskedTiles,
                 "Store attention patterns and scores in 256x256 tiles and leave out the tiles that hold only the mask "
                 "(0 / -inf): the file of a causal model's patterns is ~40 % smaller at 2K tokens, ~50 % at long "
-                "contexts; every reader still reads the full tensor. Costs the writer a copy of the kept tiles");
+                "contexts; every reader still reads the full tensor. Costs the writer a copy of the kept tiles. Maps formed "
+                "beside the forward (when at least 2 CPUs are idle) are stored so without this flag, cut on their own thread");
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N; a comma list (cuda:0,cuda:1) splits the blocks over those devices; auto: cuda:0, or every GPU when the weights need them");
   sub->add_option("--dtype", o->dtype, "fp32 (default), bf16 or fp16 (fp16 needs cuda)");
   sub->add_flag("--prepend-bos", o->prependBos, "Make every sequence start with the BOS token");
