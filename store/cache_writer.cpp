@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
+#include <optional>
 #include <utility>
 
 #include "core/common/build_info.hpp"
@@ -92,6 +93,14 @@ std::string activationPath(const std::string& hookName) {
 /// The storage dtype of an activation `t` under `options`: floats in the chosen dtype, integers in their own.
 StorageDtype activationStorageDtype(const CacheOptions& options, const at::Tensor& t) {
   return t.is_floating_point() ? options.dtype : naturalStorageDtype(t.scalar_type());
+}
+
+/// The masked-tile layout of dataset `path` when tiles are `wanted` and the cache is uncompressed (tiles are written
+/// whole with H5Dwrite_chunk, past any filter); std::nullopt otherwise or for a dataset that is not an attention map.
+std::optional<MaskedTileLayout> wantedTileLayout(bool wanted, const CacheOptions& options, const std::string& path,
+                                                 const std::vector<int64_t>& shape, StorageDtype dtype) {
+  if (!wanted || options.gzipLevel != 0) return std::nullopt;
+  return maskedTileLayout(path, shape, dtype, options.chunkBytes);
 }
 
 /// The hook whose tensor is the forward's logits.
@@ -358,9 +367,7 @@ void CacheWriter::writeWholeIn(const std::shared_ptr<detail::WriterState>& s, co
     // Converted into the process's reused buffer (held until written), or toStorage when no conversion.
     const ConversionBuffer::Converted converted = sharedConversionBuffer().convert(t, dtype);
     const at::Tensor& data = converted.tensor;
-    const auto tiles = options.skipMaskedTiles && options.gzipLevel == 0
-                           ? maskedTileLayout(path, data.sizes().vec(), dtype, options.chunkBytes)
-                           : std::nullopt;
+    const auto tiles = wantedTileLayout(options.skipMaskedTiles, options, path, data.sizes().vec(), dtype);
     auto dw = createDatasetIn(s, options, finalPath, path, data.sizes().vec(), dtype, singletonDims, true,
                               tiles ? &*tiles : nullptr);
     if (tiles) dw.writeTiles(data, *tiles);
@@ -384,9 +391,7 @@ void CacheWriter::submitMapTo(BackgroundWriter& writer, const std::shared_ptr<de
                               const std::string& hook, const at::Tensor& t, const std::shared_ptr<Writeback>& writeback) {
   const std::string axes = hookAxes(hook, t.dim());
   const StorageDtype dtype = activationStorageDtype(options, t);
-  const auto tiles = options.maskedTilesBesideForward && options.gzipLevel == 0
-                         ? maskedTileLayout(abs, t.sizes().vec(), dtype, options.chunkBytes)
-                         : std::nullopt;
+  const auto tiles = wantedTileLayout(options.maskedTilesBesideForward, options, abs, t.sizes().vec(), dtype);
   if (!tiles) {
     submitWholeTo(writer, s, options, finalPath, abs, t, dtype, chunkSingletonDims(axes), axes, writeback);
     return;
